@@ -1,0 +1,43 @@
+# The README's commands.  Each installs missing Debian packages first.
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_GEN  := $(shell command -v ninja >/dev/null 2>&1 && echo -G Ninja)
+
+.PHONY: all deps build demo test test-asan bench install clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Build and run every example; fails if one does.
+demo: build
+	./examples/run_demo.sh $(BUILD)/examples
+
+# Build and run the whole suite (one process per test, leak checks).
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
+test-asan: deps
+	CC=clang cmake -S . -B $(BUILD_ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug \
+	  -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_BUILD_BENCH=OFF
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	cd $(BUILD_ASAN) && MP_TEST_TIMEOUT_MULTIPLIER=3 ctest --output-on-failure --timeout 900 -j $(JOBS)
+
+bench: build
+	python3 bench/run.py --build $(BUILD)
+
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

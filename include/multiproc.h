@@ -1,0 +1,262 @@
+/*
+ * multiproc: Python's multiprocessing for C programs on Linux.
+ *
+ * This header is the whole public API.  Every call that can fail returns 0
+ * (or a count) on success and a negative MP_E* code on failure; see
+ * <multiproc/errno.h>.  Timeouts are double seconds: MP_FOREVER blocks
+ * without limit (Python timeout=None), 0 never blocks.
+ */
+#ifndef MULTIPROC_H
+#define MULTIPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "multiproc/errno.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MULTIPROC_VERSION_MAJOR 0
+#define MULTIPROC_VERSION_MINOR 1
+#define MULTIPROC_VERSION_PATCH 0
+#define MULTIPROC_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define MP_MUST_CHECK __attribute__((warn_unused_result))
+#define MP_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define MP_MUST_CHECK
+#define MP_PRINTF(f, a)
+#endif
+
+/** Block without limit (Python timeout=None). Any negative timeout does. */
+#define MP_FOREVER (-1.0)
+
+/* ------------------------------------------------------------------------ */
+/* Errors and utilities (util.c)                                            */
+/* ------------------------------------------------------------------------ */
+
+/** A description of any code: MP_E* or -errno.  Never NULL. */
+const char *mp_strerror(int err);
+/** The name of any code ("MP_EEMPTY", "EPIPE"); "unknown" if none. Never NULL. */
+const char *mp_errname(int err);
+/** The library version, MULTIPROC_VERSION of the library actually linked. */
+const char *mp_version(void);
+
+/** Seconds on CLOCK_MONOTONIC, for computing deadlines and durations. */
+double mp_monotonic(void);
+
+/**
+ * Growable buffer that the caller owns and may reuse across calls.  A receive
+ * overwrites it: afterwards len is the message's length.  Growth is capped at
+ * MP_BUF_MAX; beyond that calls fail with MP_ENOMEM.
+ */
+typedef struct mp_buf {
+    void *data;
+    size_t len, cap;
+} mp_buf;
+#define MP_BUF_INIT {0}
+#define MP_BUF_MAX ((size_t)1 << 46)
+MP_MUST_CHECK int mp_buf_reserve(mp_buf *b, size_t cap);
+MP_MUST_CHECK int mp_buf_append(mp_buf *b, const void *p, size_t n);
+void mp_buf_free(mp_buf *b);
+
+/** Log levels for the library's own debug log (Python util.log_to_stderr). */
+enum {
+    MP_LOG_OFF = 0,
+    MP_LOG_ERROR = 1,
+    MP_LOG_WARNING = 2,
+    MP_LOG_INFO = 3,
+    MP_LOG_DEBUG = 4,
+};
+/**
+ * Send the library's log (process start, exit, ...) at @level and above to
+ * stderr; MP_LOG_OFF stops it.  Children inherit the level.  The environment
+ * variable MULTIPROC_LOG=<level> sets it at start-up too.
+ */
+void mp_log_to_stderr(int level);
+
+/* ------------------------------------------------------------------------ */
+/* Start methods and contexts (context.c)                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mp_context mp_context;
+
+/**
+ * Choose the start method of the default context: "fork", "spawn" or
+ * "forkserver" (Python: set_start_method).
+ * @return 0; MP_EALREADY if one was already chosen and !force;
+ *         MP_EINVAL for an unknown name.
+ */
+MP_MUST_CHECK int mp_set_start_method(const char *method, bool force);
+/**
+ * The default context's start method.  With !allow_none this fixes the
+ * default ("fork" on Linux) when none is chosen yet; with allow_none it
+ * returns NULL while none is chosen and chooses nothing.
+ */
+const char *mp_get_start_method(bool allow_none);
+/**
+ * A context for @method, which does not change the global choice.  NULL
+ * gives the default context (and fixes the default method, as Python does).
+ * @return NULL for an unknown name.  Contexts are static: never freed.
+ */
+mp_context *mp_get_context(const char *method);
+/** The start method a context uses. */
+const char *mp_context_start_method(const mp_context *ctx);
+/** Fill @out with up to @cap method names, the default first; return how many exist (3). */
+size_t mp_get_all_start_methods(const char **out, size_t cap);
+/** The number of CPUs this process may run on (its affinity mask), >= 1. */
+int mp_cpu_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Arguments: the reduction layer (reduction.c)                              */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * An ordered, typed argument list that crosses every start method (Python:
+ * a process's pickled args).  Constructors of processes copy what they need;
+ * the caller keeps its mp_args and may free it at once.
+ */
+typedef struct mp_args mp_args;
+
+/** The kind of one argument, as mp_args_type() reports it. */
+typedef enum mp_arg_type {
+    MP_ARG_INT = 1,
+    MP_ARG_DOUBLE,
+    MP_ARG_STR,
+    MP_ARG_BYTES,
+    MP_ARG_PTR,
+    MP_ARG_FD,
+    MP_ARG_OBJECT, /* a library object (queue, lock, connection, ...) */
+} mp_arg_type;
+
+MP_MUST_CHECK int mp_args_new(mp_args **out);
+void mp_args_free(mp_args *a);
+MP_MUST_CHECK int mp_args_add_int(mp_args *a, int64_t v);
+MP_MUST_CHECK int mp_args_add_double(mp_args *a, double v);
+/** Copies the string. */
+MP_MUST_CHECK int mp_args_add_str(mp_args *a, const char *s);
+/** Copies @n bytes (n may be 0, p NULL then). */
+MP_MUST_CHECK int mp_args_add_bytes(mp_args *a, const void *p, size_t n);
+/** A raw pointer: only meaningful under fork; starting a spawn or forkserver
+ *  process with one fails with MP_EINVAL. */
+MP_MUST_CHECK int mp_args_add_ptr(mp_args *a, void *p);
+/** Duplicates @fd (CLOEXEC); the caller keeps its own.  The child gets its
+ *  own descriptor for the same open file. */
+MP_MUST_CHECK int mp_args_add_fd(mp_args *a, int fd);
+/**
+ * Build a list in one call.  Each character of @fmt takes one argument:
+ * 'i' int, 'l' int64_t, 'd' double, 's' const char *, 'b' (const void *,
+ * size_t), 'p' void *, 'f' int descriptor.
+ * @return 0; MP_EINVAL for an unknown character; MP_ENOMEM.
+ */
+MP_MUST_CHECK int mp_args_of(mp_args **out, const char *fmt, ...);
+
+size_t mp_args_count(const mp_args *a);
+/** The type of item @i; 0 when i is out of range. */
+mp_arg_type mp_args_type(const mp_args *a, size_t i);
+/* Getters.  A wrong index or type is a programming error: one line naming
+ * the index, the wanted and the actual type is printed, then abort(). */
+int64_t mp_args_int(const mp_args *a, size_t i);
+double mp_args_double(const mp_args *a, size_t i);
+const char *mp_args_str(const mp_args *a, size_t i);
+const void *mp_args_bytes(const mp_args *a, size_t i, size_t *len);
+void *mp_args_ptr(const mp_args *a, size_t i);
+/** The descriptor stays owned by the mp_args (valid as long as it is). */
+int mp_args_fd(const mp_args *a, size_t i);
+
+/* ------------------------------------------------------------------------ */
+/* Processes (process.c, popen_*.c, spawn.c, forkserver.c)                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mp_process mp_process;
+/** A process target; its return value is the exit code (as exit(N)). */
+typedef int (*mp_target_fn)(const mp_args *args);
+
+/**
+ * Create a process object running @target(args) (Python: Process).  Nothing
+ * starts until mp_process_start.  @ctx NULL: the default context, resolved
+ * at start.  @args NULL: no arguments; it is copied.
+ * @return 0; MP_EINVAL for a NULL target; MP_ENOMEM.
+ */
+MP_MUST_CHECK int mp_process_new(mp_process **out, mp_context *ctx, mp_target_fn target,
+                                 const mp_args *args);
+/** Default "Process-N", "Process-N:M" when nested.  Copies @name. */
+MP_MUST_CHECK int mp_process_set_name(mp_process *p, const char *name);
+const char *mp_process_name(const mp_process *p);
+/** Before start only (MP_EALREADY after).  The default is the creating
+ *  process's own daemon flag. */
+MP_MUST_CHECK int mp_process_set_daemon(mp_process *p, bool daemon);
+bool mp_process_daemon(const mp_process *p);
+/** Before start; 1..1024 bytes.  Default: the creating process's key. */
+MP_MUST_CHECK int mp_process_set_authkey(mp_process *p, const void *key, size_t len);
+const void *mp_process_authkey(const mp_process *p, size_t *len);
+/**
+ * Start the process with its context's method.
+ * @return 0; MP_EALREADY if started before; MP_EPERM from a daemonic
+ *         process; MP_EINVAL for a pointer argument under spawn/forkserver;
+ *         MP_ECLOSED after close; -errno when the system refused.
+ */
+MP_MUST_CHECK int mp_process_start(mp_process *p);
+/**
+ * Wait up to @timeout seconds for the process to end, and reap it.
+ * @return 0 when it has ended; MP_ETIMEDOUT; MP_EINVAL if it was never
+ *         started or is the calling process; MP_ECLOSED after close.
+ */
+MP_MUST_CHECK int mp_process_join(mp_process *p, double timeout);
+/** True from start until the process has ended.  Never blocks. */
+bool mp_process_is_alive(mp_process *p);
+/** 0 before start (and after close). */
+pid_t mp_process_pid(const mp_process *p);
+/**
+ * The exit code once ended: the target's return N or exit(N) gives N & 0xff,
+ * death by signal S gives -S.  Reaps the process if it has just ended.
+ * @return 0 and *code; MP_EAGAIN while running or before start; MP_ECLOSED.
+ */
+MP_MUST_CHECK int mp_process_exitcode(const mp_process *p, int *code);
+/** A pidfd, readable once the process has ended; MP_EINVAL before start.
+ *  Owned by the process object. */
+int mp_process_sentinel(const mp_process *p);
+/** SIGTERM; 0 and nothing done when it has already ended. MP_EINVAL before start. */
+MP_MUST_CHECK int mp_process_terminate(mp_process *p);
+/** SIGKILL; as terminate. */
+MP_MUST_CHECK int mp_process_kill(mp_process *p);
+/**
+ * Release the process object (Python: close()).  MP_EBUSY while it runs
+ * (the object stays valid).  On success the object is freed; an ended
+ * child is reaped first.  NULL is a no-op.
+ */
+MP_MUST_CHECK int mp_process_close(mp_process *p);
+
+/** This process: "MainProcess" in the main program.  Never NULL. */
+mp_process *mp_current_process(void);
+/** The process that started this one; NULL in the main program.  It can be
+ *  joined (waits for the parent to end) and asked is_alive. */
+mp_process *mp_parent_process(void);
+/**
+ * The children of this process that are still running.  Ended children are
+ * reaped (and leave the list).  Up to @cap are written to @out (may be NULL).
+ * @return how many are running.
+ */
+size_t mp_active_children(mp_process **out, size_t cap);
+
+/**
+ * Fallback for programs that cannot rely on the library's constructor (a
+ * static link that runs other constructors first, a custom loader): call it
+ * first thing in main().  In a spawned child it runs the target and never
+ * returns; in any other process it returns at once.
+ */
+void mp_main_hook(void);
+
+/** A spawned child that cannot rebuild its target (the program changed
+ *  under it) prints one line on stderr and exits with this code. */
+#define MP_EXIT_BOOTSTRAP 126
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install the Debian packages the build, tests, examples and benchmarks need,
+# when they are missing.  Runs apt-get only as root and only if needed.
+set -eu
+need=""
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+have_cmd cmake || need="$need cmake"
+have_cmd make || need="$need make"
+have_cmd gcc || need="$need gcc"
+have_cmd clang || need="$need clang"
+have_cmd pkg-config || need="$need pkg-config"
+have_cmd python3 || need="$need python3"
+have_pkg libclang-rt-14-dev || have_pkg libclang-rt-dev || need="$need libclang-rt-14-dev"
+have_pkg libssl-dev || need="$need libssl-dev"
+
+if [ -z "$need" ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "missing packages:$need (run as root, or install them)" >&2
+    exit 1
+fi
+echo "installing:$need"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $need

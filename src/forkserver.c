@@ -1,0 +1,162 @@
+/*
+ * The fork server: a single-threaded process of this program, spawned on
+ * first use, that forks each new child on request.
+ *
+ * Its prep body: blob token, u32 index of the owner's pidfd, u32 index of
+ * the control socket (SOCK_SEQPACKET).  Each request on the control socket
+ * is one message: the token, with one descriptor, the child's channel (a
+ * stream socket).  For each request the server forks; the child reads its
+ * own prep message from the channel (mp__bootstrap) and the server writes
+ * back on the channel "u32 pid" with the child's pidfd, and later "i32 wait
+ * status" once it has reaped the child.  The server exits when the owner
+ * dies or closes the control socket.
+ */
+#include "internal.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct kid {
+    pid_t pid;
+    int chan;
+};
+
+static struct kid *kids;
+static size_t nkids, capkids;
+
+static bool token_ok(const uint8_t *a, const uint8_t *b)
+{
+    uint8_t d = 0; /* constant time */
+    for (size_t i = 0; i < MP__FORKSERVER_TOKEN; i++)
+        d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sigset_t *old)
+{
+    uint8_t msg[MP__FORKSERVER_TOKEN];
+    int fds[1];
+    size_t nfds = 0;
+    int err = mp__sys_recv_fds(ctl, msg, MP__FORKSERVER_TOKEN, fds, 1, &nfds);
+    if (err == MP_EOF || err == MP_ETRUNCATED)
+        _exit(0); /* the owner closed the control socket */
+    if (err < 0 || nfds != 1 || !token_ok(msg, token)) {
+        if (nfds == 1)
+            mp__sys_close(fds[0]);
+        return; /* not from our owner: refused */
+    }
+    int chan = fds[0];
+    if (nkids == capkids) {
+        size_t ncap = capkids ? capkids * 2 : 16;
+        struct kid *k = realloc(kids, ncap * sizeof *k);
+        if (k == NULL) {
+            mp__sys_close(chan);
+            return;
+        }
+        kids = k;
+        capkids = ncap;
+    }
+    pid_t server = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        mp__sys_close(ctl);
+        mp__sys_close(sfd);
+        mp__sys_close(owner);
+        for (size_t i = 0; i < nkids; i++)
+            mp__sys_close(kids[i].chan);
+        signal(SIGCHLD, SIG_DFL);
+        sigprocmask(SIG_SETMASK, old, NULL);
+        mp__bootstrap(chan, server);
+    }
+    if (pid < 0) {
+        mp__sys_close(chan); /* the requester sees EOF */
+        return;
+    }
+    uint8_t reply[4];
+    put_u32(reply, (uint32_t)pid);
+    int pidfd = mp__sys_pidfd_open(pid);
+    if (pidfd >= 0) {
+        mp__sys_send_fds(chan, reply, sizeof reply, &pidfd, 1);
+        mp__sys_close(pidfd);
+    }
+    kids[nkids].pid = pid;
+    kids[nkids].chan = chan;
+    nkids++;
+}
+
+static void reap(int sfd)
+{
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof si) > 0)
+        ;
+    for (;;) {
+        int st;
+        pid_t pid = waitpid(-1, &st, WNOHANG);
+        if (pid <= 0)
+            return;
+        for (size_t i = 0; i < nkids; i++) {
+            if (kids[i].pid != pid)
+                continue;
+            uint8_t msg[4];
+            put_u32(msg, (uint32_t)st);
+            mp__sys_write_all(kids[i].chan, msg, sizeof msg);
+            mp__sys_close(kids[i].chan);
+            kids[i] = kids[--nkids];
+            break;
+        }
+    }
+}
+
+_Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds)
+{
+    size_t toklen;
+    const uint8_t *token = mp__get_blob(r, &toklen);
+    uint32_t owner_i = mp__get_u32(r);
+    uint32_t ctl_i = mp__get_u32(r);
+    if (r->err || toklen != MP__FORKSERVER_TOKEN || owner_i >= nfds || ctl_i >= nfds ||
+        owner_i == ctl_i)
+        _exit(MP_EXIT_BOOTSTRAP);
+    int owner = fds[owner_i], ctl = fds[ctl_i];
+    for (size_t i = 0; i < nfds; i++)
+        if (i != owner_i && i != ctl_i)
+            mp__sys_close(fds[i]);
+    prctl(PR_SET_NAME, "mp-forkserver");
+
+    sigset_t chld, old;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &old);
+    int sfd = mp__sys_signalfd(&chld);
+    if (sfd < 0)
+        _exit(MP_EXIT_BOOTSTRAP);
+
+    for (;;) {
+        struct pollfd pf[3] = {
+            {.fd = ctl, .events = POLLIN},
+            {.fd = sfd, .events = POLLIN},
+            {.fd = owner, .events = POLLIN},
+        };
+        if (poll(pf, 3, -1) < 0)
+            continue; /* EINTR */
+        if (pf[1].revents)
+            reap(sfd);
+        if (pf[2].revents)
+            _exit(0); /* the owner is gone: daemonic children die with us */
+        if (pf[0].revents & POLLIN)
+            serve_request(ctl, token, sfd, owner, &old);
+        else if (pf[0].revents & (POLLHUP | POLLERR))
+            _exit(0);
+    }
+}

@@ -1,0 +1,238 @@
+/*
+ * What the modules share and nobody else sees.  Internal cross-file names
+ * are mp__*; everything else in a .c file is static.
+ */
+#ifndef MULTIPROC_INTERNAL_H
+#define MULTIPROC_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "multiproc.h"
+
+#define MP__HIDDEN __attribute__((visibility("hidden")))
+#define MP__UNUSED __attribute__((unused))
+#define MP__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- util.c: deadlines, logging, buffers ------------------------------- */
+
+/* An absolute CLOCK_MONOTONIC deadline, computed once per blocking call. */
+typedef struct mp__deadline {
+    struct timespec at;
+    bool forever;
+} mp__deadline;
+
+void mp__deadline_init(mp__deadline *d, double timeout);
+/* Remaining time in ms for poll(): -1 forever, 0 when expired (rounded up). */
+int mp__deadline_poll_ms(const mp__deadline *d);
+bool mp__deadline_expired(const mp__deadline *d);
+/* Absolute CLOCK_MONOTONIC timespec, NULL for forever (futex, clock_nanosleep). */
+const struct timespec *mp__deadline_ts(const mp__deadline *d);
+
+extern int mp__log_level;
+void mp__log_write(int level, const char *fmt, ...) MP_PRINTF(2, 3);
+#define mp__log(level, ...)                                                    \
+    do {                                                                       \
+        if ((level) <= mp__log_level)                                          \
+            mp__log_write((level), __VA_ARGS__);                               \
+    } while (0)
+
+/* Print one line "multiproc: ..." to stderr and abort (programming errors). */
+_Noreturn void mp__fatal(const char *fmt, ...) MP_PRINTF(1, 2);
+
+/* ---- sys.c: the only home of descriptor-creating syscalls -------------- */
+
+/* All descriptors are CLOEXEC and never 0..2.  Return fd or -errno. */
+int mp__sys_socketpair(int type, int sv[2]);
+int mp__sys_pipe(int fds[2]);
+int mp__sys_dup(int fd);
+int mp__sys_pidfd_open(pid_t pid);
+int mp__sys_open_devnull(int flags);
+int mp__sys_signalfd(const sigset_t *mask);
+/* Close, never retried; keeps errno. */
+void mp__sys_close(int fd);
+/* Wait for @events on one fd: 1 ready, 0 deadline passed, -errno. EINTR retried. */
+int mp__sys_poll1(int fd, short events, const mp__deadline *d);
+/* Whole-buffer I/O, EINTR retried.  read: MP_EOF if EOF before the first
+ * byte, MP_ETRUNCATED if EOF after it. */
+int mp__sys_write_all(int fd, const void *p, size_t n);
+int mp__sys_read_all(int fd, void *p, size_t n);
+/* One sendmsg of @n bytes plus descriptors (SCM_RIGHTS); the rest of the
+ * bytes, if any, follow with write. */
+int mp__sys_send_fds(int sock, const void *p, size_t n, const int *fds, size_t nfds);
+/* Read exactly @n bytes; descriptors that arrive with them are stored into
+ * @fds (up to @maxfds, CLOEXEC) and counted in *nfds; extras are closed and
+ * the call fails with MP_EBADMSG. */
+int mp__sys_recv_fds(int sock, void *p, size_t n, int *fds, size_t maxfds, size_t *nfds);
+int mp__sys_pidfd_send_signal(int pidfd, int sig);
+
+/* ---- reduction.c: mp_args, wire form, function references -------------- */
+
+/* Descriptors that travel with a serialized message. */
+#define MP__MAX_FDS 250
+typedef struct mp__fdvec {
+    int fds[MP__MAX_FDS];
+    size_t n;
+} mp__fdvec;
+/* Index of @fd in the vector, appending it; MP_EINVAL when full. */
+int mp__fdvec_add(mp__fdvec *v, int fd);
+
+/* Append-only writer into an mp_buf (little-endian fixed widths). */
+int mp__put_u8(mp_buf *b, uint8_t v);
+int mp__put_u32(mp_buf *b, uint32_t v);
+int mp__put_u64(mp_buf *b, uint64_t v);
+int mp__put_blob(mp_buf *b, const void *p, size_t n); /* u64 length + bytes */
+int mp__put_str(mp_buf *b, const char *s);             /* blob with a NUL inside */
+
+/* Bounded cursor reader: fails (sticky err = MP_EBADMSG) rather than over-reads. */
+typedef struct mp__reader {
+    const uint8_t *p;
+    size_t len, off;
+    int err;
+} mp__reader;
+void mp__reader_init(mp__reader *r, const void *p, size_t len);
+uint8_t mp__get_u8(mp__reader *r);
+uint32_t mp__get_u32(mp__reader *r);
+uint64_t mp__get_u64(mp__reader *r);
+/* Points into the reader's memory; NULL (and err) on short input. */
+const void *mp__get_blob(mp__reader *r, size_t *n);
+const char *mp__get_str(mp__reader *r); /* checks the terminating NUL */
+
+/*
+ * Library object kinds carried in mp_args.  Each shareable type (queue,
+ * lock, connection, ...) supplies one of these; reduction.c knows them by tag.
+ * reduce() writes whatever the object needs to be rebuilt in another process
+ * (descriptors go through @fds and are referred to by index); rebuild()
+ * creates a new handle for this process, taking ownership of the fds it uses;
+ * dup() makes a second handle in the same process; release() frees a handle.
+ */
+typedef struct mp__objtype {
+    const char *name;
+    uint8_t tag;
+    int (*reduce)(void *obj, mp_buf *out, mp__fdvec *fds);
+    int (*rebuild)(mp__reader *r, int *fds, size_t nfds, void **obj);
+    int (*dup)(void *obj, void **out);
+    void (*release)(void *obj);
+} mp__objtype;
+int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj);
+void *mp__args_obj(const mp_args *a, size_t i, const mp__objtype *t);
+
+int mp__args_dup(const mp_args *src, mp_args **out);
+bool mp__args_has_ptr(const mp_args *a);
+/* Serialize (append to @out, descriptors into @fds). */
+int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds);
+/* Rebuild from the wire.  Descriptors named by the message are taken from
+ * @fds (set to -1 there); the caller closes what is left. */
+int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp_args **out);
+
+/* Function references: address <-> (object, build id, offset). */
+int mp__funcref_encode(const void *fn, mp_buf *out);
+/* Resolve; on failure returns MP_ENOTFOUND and writes a one-line reason. */
+int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen);
+
+/* ---- process.c ---------------------------------------------------------- */
+
+#define MP__AUTHKEY_MAX 1024
+#define MP__IDENT_MAX 128
+
+typedef struct mp__popen_ops mp__popen_ops;
+
+enum mp__proc_kind { MP__PROC_CHILD, MP__PROC_SELF, MP__PROC_PARENT };
+
+struct mp_process {
+    enum mp__proc_kind kind;
+    mp_context *ctx;            /* as given; NULL: default at start */
+    const mp__popen_ops *ops;   /* set at start */
+    mp_target_fn target;
+    mp_args *args;
+    char *name;
+    char ident[MP__IDENT_MAX];  /* "1", "1:2", ... ("" for the main process) */
+    bool daemon, started, ended, closed;
+    uint8_t authkey[MP__AUTHKEY_MAX];
+    size_t authkey_len;
+    pid_t pid;
+    pid_t creator;              /* only this process may start/join it */
+    int pidfd;                  /* sentinel: -1 until started */
+    int status_fd;              /* forkserver: exit status channel, else -1 */
+    int exitcode;
+    struct mp_process *next, *prev; /* in the creator's children list */
+};
+
+/* This process's view of itself (its mp_process is self.proc). */
+typedef struct mp__self {
+    mp_process proc;
+    mp_process *parent;         /* NULL in the main process */
+    unsigned counter;           /* children created so far (for names) */
+    mp_process children;        /* list head (sentinel node) */
+    pthread_mutex_t lock;       /* children list and counter */
+    int pidfd;                  /* pidfd of this process, lazily, for children */
+    pid_t pid;
+} mp__self;
+extern mp__self mp__me;
+
+void mp__init(void);            /* idempotent; authkey, atexit, atfork */
+int mp__self_pidfd(void);
+/* What atexit does: terminate daemonic children, join the others, stop the
+ * fork server.  Tests call it to check for leaks. */
+void mp__exit_cleanup(void);
+/* The child side, common to all start methods: become @p and run it.
+ * @parent_pidfd is taken over.  A daemonic child dies with its parent: by
+ * PR_SET_PDEATHSIG when @direct_parent (the pid of the process that forked
+ * it from its main/only thread) is given, else by a watcher thread on the
+ * parent's pidfd.  Never returns. */
+_Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent_name,
+                             int parent_pidfd, pid_t direct_parent);
+/* fork() that lets the child keep this process's pidfd as its parent's. */
+pid_t mp__fork(void);
+_Noreturn void mp__child_exit(int code);
+/* Exit status (wait status or siginfo) to Python's exitcode. */
+int mp__exitcode_from_status(int wstatus);
+
+/* Each start method supplies: */
+struct mp__popen_ops {
+    const char *method;
+    int (*start)(mp_process *p);                        /* sets pid, pidfd */
+    int (*wait)(mp_process *p, const mp__deadline *d);  /* 0 ended (exitcode set), MP_ETIMEDOUT */
+};
+extern const mp__popen_ops mp__popen_fork, mp__popen_spawn, mp__popen_forkserver;
+/* Wait on a direct child's pidfd and reap it (fork and spawn). */
+int mp__popen_wait_pidfd(mp_process *p, const mp__deadline *d);
+
+/* ---- context.c ---------------------------------------------------------- */
+
+struct mp_context {
+    const char *method;
+    const mp__popen_ops *ops;
+};
+/* The context a process started with NULL uses (fixes the default). */
+mp_context *mp__default_context(void);
+/* In a child: adopt the parent's choice ("" for none). */
+void mp__context_inherit(const char *method);
+
+/* ---- spawn.c: preparation data and the child's bootstrap ---------------- */
+
+enum { MP__ROLE_PROCESS = 1, MP__ROLE_FORKSERVER = 2 };
+/* Encode what a spawned/forkserver child needs to become @p. */
+int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds);
+/* Write a prep message (role + body + fds) on a stream socket. */
+int mp__prep_send(int sock, uint32_t role, const mp_buf *body, const mp__fdvec *fds);
+/* Read one from @sock and run it: never returns.  @direct_parent as for
+ * mp__child_run (0: take the parent's word for it). */
+_Noreturn void mp__bootstrap(int sock, pid_t direct_parent);
+/* Start a fresh execution of this program reading its prep from a channel.
+ * *sock gets our end of the channel; returns 0 and *pid, *pidfd. */
+int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd);
+
+/* ---- forkserver.c ------------------------------------------------------- */
+
+/* The server, in a spawned process: body of a FORKSERVER prep message. */
+_Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds);
+#define MP__FORKSERVER_TOKEN 32
+void mp__forkserver_stop(void);
+void mp__forkserver_after_fork(void);
+
+#endif

@@ -1,0 +1,193 @@
+/* The forkserver start method, requester side (see forkserver.c). */
+#include "internal.h"
+
+#include <poll.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct {
+    pthread_mutex_t lock;
+    int ctl;     /* control socket, -1 when no server */
+    pid_t pid;
+    int pidfd;
+    uint8_t token[MP__FORKSERVER_TOKEN];
+} fs = {PTHREAD_MUTEX_INITIALIZER, -1, 0, -1, {0}};
+
+static void server_drop(void) /* under fs.lock */
+{
+    if (fs.ctl < 0)
+        return;
+    mp__sys_close(fs.ctl);
+    fs.ctl = -1;
+    /* Without its control socket the server exits at once. */
+    while (waitpid(fs.pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    mp__sys_close(fs.pidfd);
+    fs.pidfd = -1;
+    fs.pid = 0;
+}
+
+static int server_start(void) /* under fs.lock */
+{
+    int owner = mp__self_pidfd();
+    if (owner < 0)
+        return owner;
+    int sv[2];
+    int err = mp__sys_socketpair(SOCK_SEQPACKET, sv);
+    if (err < 0)
+        return err;
+    if (getrandom(fs.token, sizeof fs.token, 0) != (ssize_t)sizeof fs.token) {
+        err = -errno;
+        goto out;
+    }
+    mp_buf body = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    mp__fdvec_add(&fds, owner);
+    mp__fdvec_add(&fds, sv[1]);
+    err = mp__put_blob(&body, fs.token, sizeof fs.token);
+    if (err == 0)
+        err = mp__put_u32(&body, 0);
+    if (err == 0)
+        err = mp__put_u32(&body, 1);
+    int chan = -1;
+    pid_t pid = 0;
+    int pidfd = -1;
+    if (err == 0)
+        err = mp__spawn_exec(&chan, &pid, &pidfd);
+    if (err == 0) {
+        err = mp__prep_send(chan, MP__ROLE_FORKSERVER, &body, &fds);
+        mp__sys_close(chan);
+        if (err < 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            mp__sys_close(pidfd);
+        }
+    }
+    mp_buf_free(&body);
+    if (err == 0) {
+        fs.ctl = sv[0];
+        sv[0] = -1;
+        fs.pid = pid;
+        fs.pidfd = pidfd;
+        mp__log(MP_LOG_INFO, "fork server started, pid %d", (int)pid);
+    }
+out:
+    mp__sys_close(sv[0]);
+    mp__sys_close(sv[1]);
+    return err;
+}
+
+/* Ask the server for a child on @remote; on a dead server start another. */
+static int request(int remote, bool restart)
+{
+    pthread_mutex_lock(&fs.lock);
+    int err = 0;
+    if (restart || fs.ctl < 0) {
+        server_drop();
+        err = server_start();
+    }
+    if (err == 0)
+        err = mp__sys_send_fds(fs.ctl, fs.token, sizeof fs.token, &remote, 1);
+    pthread_mutex_unlock(&fs.lock);
+    return err;
+}
+
+static int forkserver_start(mp_process *p)
+{
+    mp_buf body = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    int chan[2] = {-1, -1};
+    int err = mp__prep_encode(p, &body, &fds);
+    for (int attempt = 0; err == 0 && attempt < 2; attempt++) {
+        err = mp__sys_socketpair(SOCK_STREAM, chan);
+        if (err < 0)
+            break;
+        err = request(chan[1], attempt > 0);
+        mp__sys_close(chan[1]);
+        if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+            mp__sys_close(chan[0]);
+            err = 0;
+            continue; /* the server died: start a new one */
+        }
+        if (err == 0)
+            err = mp__prep_send(chan[0], MP__ROLE_PROCESS, &body, &fds);
+        uint8_t reply[4];
+        int pidfd = -1;
+        size_t n = 0;
+        if (err == 0)
+            err = mp__sys_recv_fds(chan[0], reply, sizeof reply, &pidfd, 1, &n);
+        if (err == 0 && n == 1) {
+            p->pid = (pid_t)(reply[0] | reply[1] << 8 | reply[2] << 16 | (uint32_t)reply[3] << 24);
+            p->pidfd = pidfd;
+            p->status_fd = chan[0];
+            break;
+        }
+        if (n == 1)
+            mp__sys_close(pidfd);
+        mp__sys_close(chan[0]);
+        if (err == MP_EOF || err == -EPIPE || err == -ECONNRESET) {
+            err = 0; /* the server died before forking: once more */
+            continue;
+        }
+        if (err == 0)
+            err = MP_EBADMSG;
+        break;
+    }
+    if (err == 0 && p->pidfd < 0)
+        err = -ECHILD;
+    mp_buf_free(&body);
+    return err;
+}
+
+static int forkserver_wait(mp_process *p, const mp__deadline *d)
+{
+    int r = mp__sys_poll1(p->status_fd, POLLIN, d);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return MP_ETIMEDOUT;
+    uint8_t st[4];
+    int err = mp__sys_read_all(p->status_fd, st, sizeof st);
+    if (err == 0) {
+        p->exitcode = mp__exitcode_from_status(
+            (int)(st[0] | st[1] << 8 | st[2] << 16 | (uint32_t)st[3] << 24));
+    } else {
+        /* The server died: no status will come.  Wait for the child itself. */
+        r = mp__sys_poll1(p->pidfd, POLLIN, d);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return MP_ETIMEDOUT;
+        p->exitcode = 255;
+    }
+    mp__sys_close(p->status_fd);
+    p->status_fd = -1;
+    return 0;
+}
+
+void mp__forkserver_stop(void)
+{
+    pthread_mutex_lock(&fs.lock);
+    server_drop();
+    pthread_mutex_unlock(&fs.lock);
+}
+
+void mp__forkserver_after_fork(void)
+{
+    /* The server belongs to the parent. */
+    pthread_mutex_init(&fs.lock, NULL);
+    mp__sys_close(fs.ctl);
+    mp__sys_close(fs.pidfd);
+    fs.ctl = -1;
+    fs.pidfd = -1;
+    fs.pid = 0;
+}
+
+const mp__popen_ops mp__popen_forkserver = {
+    .method = "forkserver",
+    .start = forkserver_start,
+    .wait = forkserver_wait,
+};

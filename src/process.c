@@ -1,0 +1,583 @@
+/*
+ * mp_process: the process object, the current and parent process, the
+ * children list, exit handling (Python's process.py and util._exit_function).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+mp__self mp__me = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .pidfd = -1,
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* Set by mp__fork() around fork(): the child keeps the parent's pidfd. */
+static __thread bool in_mp_fork;
+
+static void list_init(mp_process *head)
+{
+    head->next = head->prev = head;
+}
+
+static void list_add(mp_process *p)
+{
+    mp_process *head = &mp__me.children;
+    p->next = head;
+    p->prev = head->prev;
+    head->prev->next = p;
+    head->prev = p;
+}
+
+static void list_del(mp_process *p)
+{
+    if (p->next == NULL)
+        return;
+    p->prev->next = p->next;
+    p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&mp__me.lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&mp__me.lock);
+}
+
+/* Every fork, ours or the program's own: the child owns none of the
+ * parent's children, fork server or cached pidfd. */
+static void atfork_child(void)
+{
+    pthread_mutex_init(&mp__me.lock, NULL);
+    list_init(&mp__me.children);
+    mp__me.counter = 0;
+    mp__me.pid = getpid();
+    if (!in_mp_fork)
+        mp__sys_close(mp__me.pidfd); /* ours is kept as the parent's pidfd */
+    mp__me.pidfd = -1;
+    mp__forkserver_after_fork();
+}
+
+static void exit_handler(void)
+{
+    mp__exit_cleanup();
+}
+
+static void do_init(void)
+{
+    mp_process *me = &mp__me.proc;
+    me->kind = MP__PROC_SELF;
+    me->name = strdup("MainProcess");
+    if (me->name == NULL)
+        mp__fatal("out of memory at start-up");
+    me->pid = mp__me.pid = getpid();
+    me->creator = me->pid;
+    me->started = true;
+    me->pidfd = me->status_fd = -1;
+    me->authkey_len = 32;
+    if (getrandom(me->authkey, 32, 0) != 32)
+        mp__fatal("getrandom failed: %s", strerror(errno));
+    list_init(&mp__me.children);
+    const char *lv = getenv("MULTIPROC_LOG");
+    if (lv != NULL && *lv)
+        mp_log_to_stderr(atoi(lv));
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    atexit(exit_handler);
+}
+
+void mp__init(void)
+{
+    pthread_once(&init_once, do_init);
+}
+
+int mp__self_pidfd(void)
+{
+    pthread_mutex_lock(&mp__me.lock);
+    if (mp__me.pidfd < 0)
+        mp__me.pidfd = mp__sys_pidfd_open(getpid());
+    int fd = mp__me.pidfd;
+    pthread_mutex_unlock(&mp__me.lock);
+    return fd;
+}
+
+pid_t mp__fork(void)
+{
+    in_mp_fork = true;
+    pid_t pid = fork();
+    in_mp_fork = false;
+    return pid;
+}
+
+int mp__exitcode_from_status(int wstatus)
+{
+    if (WIFEXITED(wstatus))
+        return WEXITSTATUS(wstatus);
+    if (WIFSIGNALED(wstatus))
+        return -WTERMSIG(wstatus);
+    return 255;
+}
+
+/* ---- the object --------------------------------------------------------- */
+
+int mp_process_new(mp_process **out, mp_context *ctx, mp_target_fn target, const mp_args *args)
+{
+    *out = NULL;
+    if (target == NULL)
+        return MP_EINVAL;
+    mp__init();
+    mp_process *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return MP_ENOMEM;
+    int err = mp__args_dup(args, &p->args);
+    if (err < 0)
+        goto fail;
+    const mp_process *me = &mp__me.proc;
+    pthread_mutex_lock(&mp__me.lock);
+    unsigned n = ++mp__me.counter;
+    pthread_mutex_unlock(&mp__me.lock);
+    int k = snprintf(p->ident, sizeof p->ident, me->ident[0] ? "%s:%u" : "%s%u", me->ident, n);
+    if (k < 0 || (size_t)k >= sizeof p->ident) {
+        err = MP_EINVAL; /* nested too deep to name */
+        goto fail;
+    }
+    if (asprintf(&p->name, "Process-%s", p->ident) < 0) {
+        p->name = NULL;
+        err = MP_ENOMEM;
+        goto fail;
+    }
+    p->kind = MP__PROC_CHILD;
+    p->ctx = ctx;
+    p->target = target;
+    p->daemon = me->daemon;
+    memcpy(p->authkey, me->authkey, me->authkey_len);
+    p->authkey_len = me->authkey_len;
+    p->creator = mp__me.pid;
+    p->pidfd = p->status_fd = -1;
+    *out = p;
+    return 0;
+fail:
+    mp_args_free(p->args);
+    free(p->name);
+    free(p);
+    return err;
+}
+
+int mp_process_set_name(mp_process *p, const char *name)
+{
+    if (p == NULL || name == NULL || p->kind == MP__PROC_PARENT)
+        return MP_EINVAL;
+    char *s = strdup(name);
+    if (s == NULL)
+        return MP_ENOMEM;
+    if (p->kind == MP__PROC_SELF)
+        prctl(PR_SET_NAME, s);
+    free(p->name);
+    p->name = s;
+    return 0;
+}
+
+const char *mp_process_name(const mp_process *p)
+{
+    return p ? p->name : NULL;
+}
+
+int mp_process_set_daemon(mp_process *p, bool daemon)
+{
+    if (p == NULL || p->kind != MP__PROC_CHILD)
+        return MP_EINVAL;
+    if (p->started)
+        return MP_EALREADY;
+    p->daemon = daemon;
+    return 0;
+}
+
+bool mp_process_daemon(const mp_process *p)
+{
+    return p && p->daemon;
+}
+
+int mp_process_set_authkey(mp_process *p, const void *key, size_t len)
+{
+    if (p == NULL || key == NULL || len == 0 || len > MP__AUTHKEY_MAX || p->kind == MP__PROC_PARENT)
+        return MP_EINVAL;
+    if (p->kind == MP__PROC_CHILD && p->started)
+        return MP_EALREADY;
+    memcpy(p->authkey, key, len);
+    p->authkey_len = len;
+    return 0;
+}
+
+const void *mp_process_authkey(const mp_process *p, size_t *len)
+{
+    if (p == NULL || p->authkey_len == 0) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = p->authkey_len;
+    return p->authkey;
+}
+
+static bool mine(const mp_process *p)
+{
+    return p->kind == MP__PROC_CHILD && p->creator == mp__me.pid;
+}
+
+int mp_process_start(mp_process *p)
+{
+    if (p == NULL || p->kind != MP__PROC_CHILD)
+        return MP_EINVAL;
+    if (p->closed)
+        return MP_ECLOSED;
+    if (p->started)
+        return MP_EALREADY;
+    if (!mine(p))
+        return MP_EINVAL;
+    if (mp__me.proc.daemon)
+        return MP_EPERM; /* daemonic processes are not allowed to have children */
+    mp_context *ctx = p->ctx ? p->ctx : mp__default_context();
+    if (ctx->ops != &mp__popen_fork && mp__args_has_ptr(p->args))
+        return MP_EINVAL; /* a pointer means nothing in a fresh program */
+    p->ops = ctx->ops;
+    int err = p->ops->start(p);
+    if (err < 0) {
+        p->ops = NULL;
+        mp__log(MP_LOG_ERROR, "cannot start %s (%s): %s", p->name, ctx->method, mp_strerror(err));
+        return err;
+    }
+    p->started = true;
+    pthread_mutex_lock(&mp__me.lock);
+    list_add(p);
+    pthread_mutex_unlock(&mp__me.lock);
+    mp__log(MP_LOG_INFO, "started %s (%s), pid %d", p->name, ctx->method, (int)p->pid);
+    return 0;
+}
+
+int mp__popen_wait_pidfd(mp_process *p, const mp__deadline *d)
+{
+    int r = mp__sys_poll1(p->pidfd, POLLIN, d);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return MP_ETIMEDOUT;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    for (;;) {
+        if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED) == 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        /* ECHILD: reaped behind our back (SIGCHLD ignored): unknown status */
+        mp__log(MP_LOG_WARNING, "%s: cannot reap pid %d: %s", p->name, (int)p->pid, strerror(errno));
+        p->exitcode = 255;
+        return 0;
+    }
+    p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+    return 0;
+}
+
+/* Wait for a child of ours; 0 once it has ended (and is reaped). */
+static int wait_child(mp_process *p, double timeout)
+{
+    if (p->ended)
+        return 0;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    int err = p->ops->wait(p, &d);
+    if (err < 0)
+        return err;
+    p->ended = true;
+    pthread_mutex_lock(&mp__me.lock);
+    list_del(p);
+    pthread_mutex_unlock(&mp__me.lock);
+    mp__log(MP_LOG_INFO, "%s ended with exitcode %d", p->name, p->exitcode);
+    return 0;
+}
+
+int mp_process_join(mp_process *p, double timeout)
+{
+    if (p == NULL)
+        return MP_EINVAL;
+    if (p->closed)
+        return MP_ECLOSED;
+    if (p->kind == MP__PROC_PARENT) {
+        mp__deadline d;
+        mp__deadline_init(&d, timeout);
+        if (p->pidfd < 0)
+            return 0;
+        int r = mp__sys_poll1(p->pidfd, POLLIN, &d);
+        return r < 0 ? r : r == 0 ? MP_ETIMEDOUT : 0;
+    }
+    if (p->kind == MP__PROC_SELF || !p->started || !mine(p))
+        return MP_EINVAL; /* can only join a started child process */
+    return wait_child(p, timeout);
+}
+
+bool mp_process_is_alive(mp_process *p)
+{
+    if (p == NULL || p->closed)
+        return false;
+    switch (p->kind) {
+    case MP__PROC_SELF:
+        return true;
+    case MP__PROC_PARENT: {
+        mp__deadline d;
+        mp__deadline_init(&d, 0);
+        return p->pidfd >= 0 && mp__sys_poll1(p->pidfd, POLLIN, &d) == 0;
+    }
+    case MP__PROC_CHILD:
+        break;
+    }
+    if (!p->started || p->ended || !mine(p))
+        return false;
+    return wait_child(p, 0) == MP_ETIMEDOUT;
+}
+
+pid_t mp_process_pid(const mp_process *p)
+{
+    if (p == NULL || p->closed)
+        return 0;
+    if (p->kind == MP__PROC_SELF)
+        return mp__me.pid;
+    return p->pid;
+}
+
+int mp_process_exitcode(const mp_process *cp, int *code)
+{
+    mp_process *p = (mp_process *)cp;
+    if (p == NULL)
+        return MP_EINVAL;
+    if (p->closed)
+        return MP_ECLOSED;
+    if (p->kind != MP__PROC_CHILD || !p->started)
+        return MP_EAGAIN;
+    if (!p->ended && (!mine(p) || wait_child(p, 0) < 0))
+        return MP_EAGAIN;
+    *code = p->exitcode;
+    return 0;
+}
+
+int mp_process_sentinel(const mp_process *p)
+{
+    if (p == NULL || p->closed || p->pidfd < 0)
+        return MP_EINVAL;
+    return p->pidfd;
+}
+
+static int send_signal(mp_process *p, int sig)
+{
+    if (p == NULL || p->kind != MP__PROC_CHILD || !p->started)
+        return MP_EINVAL;
+    if (p->closed)
+        return MP_ECLOSED;
+    if (p->ended)
+        return 0;
+    int err = mp__sys_pidfd_send_signal(p->pidfd, sig);
+    return err == -ESRCH ? 0 : err; /* it has just ended */
+}
+
+int mp_process_terminate(mp_process *p)
+{
+    return send_signal(p, SIGTERM);
+}
+
+int mp_process_kill(mp_process *p)
+{
+    return send_signal(p, SIGKILL);
+}
+
+static void release(mp_process *p)
+{
+    mp__sys_close(p->pidfd);
+    mp__sys_close(p->status_fd);
+    mp_args_free(p->args);
+    free(p->name);
+    free(p);
+}
+
+int mp_process_close(mp_process *p)
+{
+    if (p == NULL)
+        return 0;
+    if (p->kind != MP__PROC_CHILD)
+        return MP_EINVAL;
+    if (p->started && !p->ended && mine(p) && wait_child(p, 0) == MP_ETIMEDOUT)
+        return MP_EBUSY;
+    pthread_mutex_lock(&mp__me.lock);
+    list_del(p);
+    pthread_mutex_unlock(&mp__me.lock);
+    release(p);
+    return 0;
+}
+
+mp_process *mp_current_process(void)
+{
+    mp__init();
+    return &mp__me.proc;
+}
+
+mp_process *mp_parent_process(void)
+{
+    mp__init();
+    return mp__me.parent;
+}
+
+size_t mp_active_children(mp_process **out, size_t cap)
+{
+    mp__init();
+    /* Reap what has ended, then report the rest.  wait_child takes the lock
+     * itself, so walk a snapshot. */
+    mp_process *snap[256];
+    size_t count = 0;
+    bool again = true;
+    while (again) {
+        size_t n = 0;
+        again = false;
+        pthread_mutex_lock(&mp__me.lock);
+        for (mp_process *c = mp__me.children.next; c != &mp__me.children; c = c->next) {
+            if (n == MP__ARRAY_LEN(snap)) {
+                again = true;
+                break;
+            }
+            snap[n++] = c;
+        }
+        pthread_mutex_unlock(&mp__me.lock);
+        for (size_t i = 0; i < n; i++) {
+            if (wait_child(snap[i], 0) == MP_ETIMEDOUT) {
+                if (!again) {
+                    if (out && count < cap)
+                        out[count] = snap[i];
+                    count++;
+                }
+            } else {
+                again = again || n == MP__ARRAY_LEN(snap);
+            }
+        }
+        if (again)
+            count = 0;
+    }
+    return count;
+}
+
+/* ---- exit handling ------------------------------------------------------ */
+
+void mp__exit_cleanup(void)
+{
+    if (mp__me.children.next == NULL)
+        return; /* the library was never initialised in this process */
+    /* Python's _exit_function: terminate daemonic children, join all. */
+    pthread_mutex_lock(&mp__me.lock);
+    for (mp_process *c = mp__me.children.next; c != &mp__me.children; c = c->next)
+        if (c->daemon && !c->ended)
+            mp__sys_pidfd_send_signal(c->pidfd, SIGTERM);
+    pthread_mutex_unlock(&mp__me.lock);
+    for (;;) {
+        pthread_mutex_lock(&mp__me.lock);
+        mp_process *c = mp__me.children.next;
+        pthread_mutex_unlock(&mp__me.lock);
+        if (c == &mp__me.children)
+            break;
+        mp__log(MP_LOG_INFO, "joining %s at exit", c->name);
+        if (wait_child(c, MP_FOREVER) < 0) {
+            pthread_mutex_lock(&mp__me.lock);
+            list_del(c);
+            pthread_mutex_unlock(&mp__me.lock);
+        }
+    }
+    mp__forkserver_stop();
+    pthread_mutex_lock(&mp__me.lock);
+    mp__sys_close(mp__me.pidfd);
+    mp__me.pidfd = -1;
+    pthread_mutex_unlock(&mp__me.lock);
+}
+
+_Noreturn void mp__child_exit(int code)
+{
+    mp__log(MP_LOG_INFO, "process exiting with exitcode %d", code & 0xff);
+    mp__exit_cleanup();
+    fflush(NULL);
+    _exit(code);
+}
+
+static void *watch_parent(void *arg)
+{
+    struct pollfd pfd = {.fd = (int)(intptr_t)arg, .events = POLLIN};
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+        ;
+    kill(getpid(), SIGKILL); /* a daemonic child dies with its parent */
+    return NULL;
+}
+
+_Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent_name,
+                             int parent_pidfd, pid_t direct_parent)
+{
+    mp__init();
+    mp_process *parent = calloc(1, sizeof *parent);
+    if (parent != NULL) {
+        parent->kind = MP__PROC_PARENT;
+        parent->pid = parent_pid;
+        parent->name = strdup(parent_name);
+        parent->pidfd = parent_pidfd;
+        parent->status_fd = -1;
+        parent->started = true;
+        mp__me.parent = parent;
+    }
+
+    mp_process *me = &mp__me.proc;
+    free(me->name);
+    me->name = p->name;
+    p->name = NULL;
+    memcpy(me->ident, p->ident, sizeof me->ident);
+    me->daemon = p->daemon;
+    memcpy(me->authkey, p->authkey, p->authkey_len);
+    me->authkey_len = p->authkey_len;
+    me->pid = me->creator = mp__me.pid = getpid();
+    mp__me.counter = 0;
+
+    prctl(PR_SET_NAME, me->name);
+    /* Python closes the child's stdin: it reads /dev/null. */
+    int nul = mp__sys_open_devnull(O_RDONLY);
+    if (nul >= 0) {
+        dup2(nul, STDIN_FILENO);
+        mp__sys_close(nul);
+    }
+
+    if (me->daemon) {
+        bool parent_gone = false;
+        if (direct_parent != 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            parent_gone = getppid() != direct_parent;
+        } else if (parent_pidfd >= 0) {
+            pthread_t t;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            pthread_attr_setstacksize(&attr, 64 * 1024);
+            if (pthread_create(&t, &attr, watch_parent, (void *)(intptr_t)parent_pidfd) != 0)
+                mp__log(MP_LOG_WARNING, "cannot watch the parent: daemon may outlive it");
+            pthread_attr_destroy(&attr);
+        }
+        mp__deadline d;
+        mp__deadline_init(&d, 0);
+        if (parent_gone || (parent_pidfd >= 0 && mp__sys_poll1(parent_pidfd, POLLIN, &d) == 1))
+            kill(getpid(), SIGKILL);
+    }
+
+    mp__log(MP_LOG_INFO, "child process calling its target");
+    int code = p->target(p->args);
+    mp__child_exit(code);
+}

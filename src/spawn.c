@@ -1,0 +1,265 @@
+/*
+ * The child side of spawn and forkserver: the preparation data a parent
+ * sends, the bootstrap that runs before main(), and the exec itself.
+ *
+ * A prep message on a stream socket:
+ *   header  u32 magic "MPH1", u32 role, u64 body length, u32 fd count
+ *           (one sendmsg, the descriptors ride along as SCM_RIGHTS)
+ *   body    role PROCESS: u32 "MPP1", str name, str ident, u8 daemon,
+ *           blob authkey, u32 parent pid, str parent name, u32 direct
+ *           parent (0: none), str start method ("" none), u8 log level,
+ *           u32 index of the parent's pidfd, function reference, mp_args.
+ *           role FORKSERVER: see forkserver.c.
+ */
+#include "internal.h"
+
+#include <spawn.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define HDR_MAGIC 0x3148504dU  /* "MPH1" */
+#define PREP_MAGIC 0x3150504dU /* "MPP1" */
+#define HDR_SIZE 20
+#define PREP_MAX ((uint64_t)1 << 40)
+#define CHILD_FD 3
+#define ENV_MARKER "MULTIPROC_SPAWN"
+
+extern char **environ;
+
+int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds)
+{
+    int self = mp__self_pidfd();
+    if (self < 0)
+        return self;
+    pid_t me = getpid();
+    const char *method = mp_get_start_method(false);
+    int err = mp__put_u32(out, PREP_MAGIC);
+    if (err == 0)
+        err = mp__put_str(out, p->name);
+    if (err == 0)
+        err = mp__put_str(out, p->ident);
+    if (err == 0)
+        err = mp__put_u8(out, p->daemon);
+    if (err == 0)
+        err = mp__put_blob(out, p->authkey, p->authkey_len);
+    if (err == 0)
+        err = mp__put_u32(out, (uint32_t)me);
+    if (err == 0)
+        err = mp__put_str(out, mp__me.proc.name);
+    if (err == 0) /* PR_SET_PDEATHSIG follows the thread that forks */
+        err = mp__put_u32(out, gettid() == me ? (uint32_t)me : 0);
+    if (err == 0)
+        err = mp__put_str(out, method ? method : "");
+    if (err == 0)
+        err = mp__put_u8(out, (uint8_t)mp__log_level);
+    if (err == 0) {
+        err = mp__fdvec_add(fds, self);
+        if (err >= 0)
+            err = mp__put_u32(out, (uint32_t)err);
+    }
+    if (err == 0)
+        err = mp__funcref_encode((const void *)p->target, out);
+    if (err == 0)
+        err = mp__args_encode(p->args, out, fds);
+    return err;
+}
+
+int mp__prep_send(int sock, uint32_t role, const mp_buf *body, const mp__fdvec *fds)
+{
+    mp_buf hdr = MP_BUF_INIT;
+    uint8_t space[HDR_SIZE];
+    hdr.data = space;
+    hdr.cap = sizeof space;
+    int err = mp__put_u32(&hdr, HDR_MAGIC);
+    if (err == 0)
+        err = mp__put_u32(&hdr, role);
+    if (err == 0)
+        err = mp__put_u64(&hdr, body->len);
+    if (err == 0)
+        err = mp__put_u32(&hdr, (uint32_t)fds->n);
+    if (err == 0)
+        err = mp__sys_send_fds(sock, space, HDR_SIZE, fds->fds, fds->n);
+    if (err == 0 && body->len > 0)
+        err = mp__sys_write_all(sock, body->data, body->len);
+    return err;
+}
+
+_Noreturn static void bootstrap_fail(const char *what, int err)
+{
+    char line[600];
+    int n = snprintf(line, sizeof line, "multiproc: child %d cannot start: %s%s%s\n",
+                     (int)getpid(), what, err ? ": " : "", err ? mp_strerror(err) : "");
+    if (n > (int)sizeof line - 1)
+        n = (int)sizeof line - 1;
+    (void)!write(STDERR_FILENO, line, (size_t)n);
+    _exit(MP_EXIT_BOOTSTRAP);
+}
+
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mp__sys_close(fds[i]);
+}
+
+/* Decode a PROCESS body and become that process. */
+_Noreturn static void run_process(mp__reader *r, int *fds, size_t nfds, pid_t direct_override)
+{
+    mp_process p;
+    memset(&p, 0, sizeof p);
+    p.kind = MP__PROC_CHILD;
+    p.pidfd = p.status_fd = -1;
+    if (mp__get_u32(r) != PREP_MAGIC)
+        bootstrap_fail("bad preparation data", MP_EBADMSG);
+    const char *name = mp__get_str(r);
+    const char *ident = mp__get_str(r);
+    p.daemon = mp__get_u8(r) != 0;
+    size_t keylen;
+    const void *key = mp__get_blob(r, &keylen);
+    pid_t parent_pid = (pid_t)mp__get_u32(r);
+    const char *parent_name = mp__get_str(r);
+    pid_t direct = (pid_t)mp__get_u32(r);
+    const char *method = mp__get_str(r);
+    int level = mp__get_u8(r);
+    uint32_t pfd_index = mp__get_u32(r);
+    if (r->err || keylen > MP__AUTHKEY_MAX || strlen(ident) >= sizeof p.ident ||
+        pfd_index >= nfds)
+        bootstrap_fail("bad preparation data", MP_EBADMSG);
+    char why[400];
+    void *fn;
+    int err = mp__funcref_decode(r, &fn, why, sizeof why);
+    if (err < 0)
+        bootstrap_fail(why, 0);
+    int parent_pidfd = fds[pfd_index];
+    fds[pfd_index] = -1;
+    err = mp__args_decode(r, fds, nfds, &p.args);
+    if (err < 0)
+        bootstrap_fail("bad arguments", err);
+    close_fds(fds, nfds); /* whatever the arguments did not take */
+    p.name = strdup(name);
+    if (p.name == NULL)
+        bootstrap_fail("out of memory", 0);
+    strcpy(p.ident, ident);
+    memcpy(p.authkey, key, keylen);
+    p.authkey_len = keylen;
+    p.target = (mp_target_fn)fn;
+    mp__log_level = level;
+    mp__init();
+    mp__context_inherit(method);
+    mp__child_run(&p, parent_pid, parent_name, parent_pidfd,
+                  direct_override ? direct_override : direct);
+}
+
+_Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
+{
+    uint8_t hdr[HDR_SIZE];
+    int fds[MP__MAX_FDS];
+    size_t nfds = 0;
+    int err = mp__sys_recv_fds(sock, hdr, sizeof hdr, fds, MP__ARRAY_LEN(fds), &nfds);
+    if (err < 0)
+        bootstrap_fail("no preparation data from the parent", err);
+    mp__reader r;
+    mp__reader_init(&r, hdr, sizeof hdr);
+    uint32_t magic = mp__get_u32(&r);
+    uint32_t role = mp__get_u32(&r);
+    uint64_t len = mp__get_u64(&r);
+    uint32_t want = mp__get_u32(&r);
+    if (magic != HDR_MAGIC || want != nfds || len > PREP_MAX)
+        bootstrap_fail("bad preparation header", MP_EBADMSG);
+    void *body = malloc(len ? (size_t)len : 1);
+    if (body == NULL)
+        bootstrap_fail("out of memory", 0);
+    err = mp__sys_read_all(sock, body, (size_t)len);
+    if (err < 0)
+        bootstrap_fail("short preparation data", err);
+    mp__sys_close(sock);
+    mp__reader_init(&r, body, (size_t)len);
+    /* body stays allocated: strings point into it for the process's life */
+    if (role == MP__ROLE_PROCESS)
+        run_process(&r, fds, nfds, direct_parent);
+    if (role == MP__ROLE_FORKSERVER)
+        mp__forkserver_main(&r, fds, nfds);
+    bootstrap_fail("unknown role", MP_EBADMSG);
+}
+
+void mp_main_hook(void)
+{
+    const char *v = getenv(ENV_MARKER);
+    if (v == NULL)
+        return;
+    int fd = atoi(v);
+    unsetenv(ENV_MARKER);
+    if (fd < 3)
+        bootstrap_fail("bad " ENV_MARKER " marker", 0);
+    mp__bootstrap(fd, 0);
+}
+
+/* Before main(): a spawned child never runs the program's main. */
+__attribute__((constructor)) static void spawn_constructor(void)
+{
+    mp_main_hook();
+}
+
+int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd)
+{
+    int sv[2];
+    int err = mp__sys_socketpair(SOCK_STREAM, sv);
+    if (err < 0)
+        return err;
+    /* Environment: ours plus the marker (an old marker dropped). */
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **envp = malloc((n + 2) * sizeof *envp);
+    if (envp == NULL) {
+        err = MP_ENOMEM;
+        goto out;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], ENV_MARKER "=", sizeof ENV_MARKER) != 0)
+            envp[k++] = environ[i];
+    char marker[] = ENV_MARKER "=3";
+    envp[k++] = marker;
+    envp[k] = NULL;
+    char *argv[] = {program_invocation_name, NULL};
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    /* The child gets only stdio and its channel (as fd 3). */
+    posix_spawn_file_actions_adddup2(&fa, sv[1], CHILD_FD);
+    posix_spawn_file_actions_addclosefrom_np(&fa, CHILD_FD + 1);
+    sigset_t none, def;
+    sigemptyset(&none);
+    sigemptyset(&def);
+    sigaddset(&def, SIGCHLD); /* an ignored SIGCHLD would break its waits */
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &def);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawn(pid, "/proc/self/exe", &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    free(envp);
+    if (rc != 0) {
+        err = -rc;
+        goto out;
+    }
+    *pidfd = mp__sys_pidfd_open(*pid);
+    if (*pidfd < 0) {
+        err = *pidfd;
+        kill(*pid, SIGKILL);
+        waitpid(*pid, NULL, 0);
+        goto out;
+    }
+    *sock = sv[0];
+    sv[0] = -1;
+out:
+    mp__sys_close(sv[0]);
+    mp__sys_close(sv[1]);
+    return err;
+}
