@@ -143,34 +143,53 @@ typedef struct mp__popen_ops mp__popen_ops;
 
 enum mp__proc_kind { MP__PROC_CHILD, MP__PROC_SELF, MP__PROC_PARENT };
 
+/* A link in the children list (the head is a bare link). */
+typedef struct mp__link {
+    struct mp__link *next, *prev;
+} mp__link;
+
 struct mp_process {
+    mp__link link;              /* first: in the creator's children list */
     enum mp__proc_kind kind;
     mp_context *ctx;            /* as given; NULL: default at start */
     const mp__popen_ops *ops;   /* set at start */
     mp_target_fn target;
     mp_args *args;
     char *name;
-    char ident[MP__IDENT_MAX];  /* "1", "1:2", ... ("" for the main process) */
     bool daemon, started, ended, closed;
-    uint8_t authkey[MP__AUTHKEY_MAX];
-    size_t authkey_len;
     pid_t pid;
     pid_t creator;              /* only this process may start/join it */
     int pidfd;                  /* sentinel: -1 until started */
     int status_fd;              /* forkserver: exit status channel, else -1 */
     int exitcode;
-    struct mp_process *next, *prev; /* in the creator's children list */
+    size_t authkey_len;
+    char ident[MP__IDENT_MAX];  /* "1", "1:2", ... ("" for the main process) */
+    uint8_t authkey[MP__AUTHKEY_MAX];
 };
 
-/* This process's view of itself (its mp_process is self.proc). */
-typedef struct mp__self {
-    mp_process proc;
-    mp_process *parent;         /* NULL in the main process */
-    unsigned counter;           /* children created so far (for names) */
-    mp_process children;        /* list head (sentinel node) */
-    pthread_mutex_t lock;       /* children list and counter */
-    int pidfd;                  /* pidfd of this process, lazily, for children */
+/* The fork server this process started (popen_forkserver.c). */
+typedef struct mp__fsstate {
+    pthread_mutex_t lock;
+    int ctl;                    /* control socket, -1 when no server */
     pid_t pid;
+    int pidfd;
+    uint8_t token[32];          /* MP__FORKSERVER_TOKEN */
+} mp__fsstate;
+
+/*
+ * This process's view of itself.  A forked child writes to it at once, so
+ * it is laid out to fit one page (each copy-on-write fault costs time).
+ */
+typedef struct mp__self {
+    pthread_mutex_t lock;       /* children list and counter */
+    mp__link children;          /* list head */
+    unsigned counter;           /* children created so far (for names) */
+    pid_t pid;
+    int pidfd;                  /* pidfd of this process, lazily, for children */
+    mp__fsstate fs;
+    mp_process *parent;         /* NULL in the main process */
+    mp_process proc;            /* this process */
+    mp_process parent_storage;  /* what parent points to */
 } mp__self;
 extern mp__self mp__me;
 
@@ -189,6 +208,9 @@ _Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent
 /* fork() that lets the child keep this process's pidfd as its parent's. */
 pid_t mp__fork(void);
 _Noreturn void mp__child_exit(int code);
+/* Flush stdout and stderr if they hold output (Python flushes just these
+ * two around fork and at a child's exit). */
+void mp__flush_stdio(void);
 /* Exit status (wait status or siginfo) to Python's exitcode. */
 int mp__exitcode_from_status(int wstatus);
 
@@ -218,6 +240,18 @@ void mp__context_inherit(const char *method);
 enum { MP__ROLE_PROCESS = 1, MP__ROLE_FORKSERVER = 2 };
 /* Encode what a spawned/forkserver child needs to become @p. */
 int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds);
+/* A decoded PROCESS prep body.  Strings point into the reader's memory. */
+typedef struct mp__prep {
+    mp_process proc;           /* name, ident, daemon, authkey, target, args */
+    pid_t parent_pid, direct_parent;
+    const char *parent_name, *method;
+    int log_level;
+    int parent_pidfd;          /* taken from the message's fds */
+} mp__prep;
+/* Decode; on failure a one-line reason in @why and nothing left open. */
+int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *why,
+                    size_t whylen);
+void mp__prep_clear(mp__prep *prep);
 /* Write a prep message (role + body + fds) on a stream socket. */
 int mp__prep_send(int sock, uint32_t role, const mp_buf *body, const mp__fdvec *fds);
 /* Read one from @sock and run it: never returns.  @direct_parent as for

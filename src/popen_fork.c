@@ -14,7 +14,7 @@ static int fork_start(mp_process *p)
     /* PR_SET_PDEATHSIG follows the forking thread: only the main thread
      * lives as long as the process. */
     pid_t direct = gettid() == me ? me : 0;
-    fflush(NULL); /* nothing buffered is printed twice */
+    mp__flush_stdio(); /* nothing buffered is printed twice */
     pid_t pid = mp__fork();
     if (pid < 0)
         return -errno;

@@ -8,13 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct {
-    pthread_mutex_t lock;
-    int ctl;     /* control socket, -1 when no server */
-    pid_t pid;
-    int pidfd;
-    uint8_t token[MP__FORKSERVER_TOKEN];
-} fs = {PTHREAD_MUTEX_INITIALIZER, -1, 0, -1, {0}};
+#define fs mp__me.fs
 
 static void server_drop(void) /* under fs.lock */
 {
@@ -177,13 +171,16 @@ void mp__forkserver_stop(void)
 
 void mp__forkserver_after_fork(void)
 {
-    /* The server belongs to the parent. */
-    pthread_mutex_init(&fs.lock, NULL);
-    mp__sys_close(fs.ctl);
-    mp__sys_close(fs.pidfd);
-    fs.ctl = -1;
-    fs.pidfd = -1;
-    fs.pid = 0;
+    /* The server belongs to the parent.  Write only what must change: the
+     * page is copy-on-write. */
+    fs.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    if (fs.ctl >= 0 || fs.pidfd >= 0) {
+        mp__sys_close(fs.ctl);
+        mp__sys_close(fs.pidfd);
+        fs.ctl = -1;
+        fs.pidfd = -1;
+        fs.pid = 0;
+    }
 }
 
 const mp__popen_ops mp__popen_forkserver = {

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -15,36 +16,44 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-mp__self mp__me = {
+mp__self mp__me __attribute__((aligned(4096))) = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .pidfd = -1,
+    .fs = {.lock = PTHREAD_MUTEX_INITIALIZER, .ctl = -1, .pidfd = -1},
 };
+_Static_assert(sizeof(mp__self) <= 4096, "mp__self fits one page");
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 /* Set by mp__fork() around fork(): the child keeps the parent's pidfd. */
-static __thread bool in_mp_fork;
+static __thread bool in_mp_fork __attribute__((tls_model("initial-exec")));
 
-static void list_init(mp_process *head)
+static void list_init(mp__link *head)
 {
     head->next = head->prev = head;
 }
 
 static void list_add(mp_process *p)
 {
-    mp_process *head = &mp__me.children;
-    p->next = head;
-    p->prev = head->prev;
-    head->prev->next = p;
-    head->prev = p;
+    mp__link *head = &mp__me.children, *l = &p->link;
+    l->next = head;
+    l->prev = head->prev;
+    head->prev->next = l;
+    head->prev = l;
 }
 
 static void list_del(mp_process *p)
 {
-    if (p->next == NULL)
+    mp__link *l = &p->link;
+    if (l->next == NULL)
         return;
-    p->prev->next = p->next;
-    p->next->prev = p->prev;
-    p->next = p->prev = NULL;
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+static mp_process *from_link(mp__link *l)
+{
+    return (mp_process *)l; /* the link is the first member */
 }
 
 static void atfork_prepare(void)
@@ -61,7 +70,7 @@ static void atfork_parent(void)
  * parent's children, fork server or cached pidfd. */
 static void atfork_child(void)
 {
-    pthread_mutex_init(&mp__me.lock, NULL);
+    mp__me.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     list_init(&mp__me.children);
     mp__me.counter = 0;
     mp__me.pid = getpid();
@@ -448,12 +457,12 @@ size_t mp_active_children(mp_process **out, size_t cap)
         size_t n = 0;
         again = false;
         pthread_mutex_lock(&mp__me.lock);
-        for (mp_process *c = mp__me.children.next; c != &mp__me.children; c = c->next) {
+        for (mp__link *c = mp__me.children.next; c != &mp__me.children; c = c->next) {
             if (n == MP__ARRAY_LEN(snap)) {
                 again = true;
                 break;
             }
-            snap[n++] = c;
+            snap[n++] = from_link(c);
         }
         pthread_mutex_unlock(&mp__me.lock);
         for (size_t i = 0; i < n; i++) {
@@ -481,16 +490,19 @@ void mp__exit_cleanup(void)
         return; /* the library was never initialised in this process */
     /* Python's _exit_function: terminate daemonic children, join all. */
     pthread_mutex_lock(&mp__me.lock);
-    for (mp_process *c = mp__me.children.next; c != &mp__me.children; c = c->next)
+    for (mp__link *l = mp__me.children.next; l != &mp__me.children; l = l->next) {
+        mp_process *c = from_link(l);
         if (c->daemon && !c->ended)
             mp__sys_pidfd_send_signal(c->pidfd, SIGTERM);
+    }
     pthread_mutex_unlock(&mp__me.lock);
     for (;;) {
         pthread_mutex_lock(&mp__me.lock);
-        mp_process *c = mp__me.children.next;
+        mp__link *l = mp__me.children.next;
         pthread_mutex_unlock(&mp__me.lock);
-        if (c == &mp__me.children)
+        if (l == &mp__me.children)
             break;
+        mp_process *c = from_link(l);
         mp__log(MP_LOG_INFO, "joining %s at exit", c->name);
         if (wait_child(c, MP_FOREVER) < 0) {
             pthread_mutex_lock(&mp__me.lock);
@@ -505,11 +517,19 @@ void mp__exit_cleanup(void)
     pthread_mutex_unlock(&mp__me.lock);
 }
 
+void mp__flush_stdio(void)
+{
+    if (__fpending(stdout) > 0)
+        fflush(stdout);
+    if (__fpending(stderr) > 0)
+        fflush(stderr);
+}
+
 _Noreturn void mp__child_exit(int code)
 {
     mp__log(MP_LOG_INFO, "process exiting with exitcode %d", code & 0xff);
     mp__exit_cleanup();
-    fflush(NULL);
+    mp__flush_stdio();
     _exit(code);
 }
 
@@ -526,21 +546,18 @@ _Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent
                              int parent_pidfd, pid_t direct_parent)
 {
     mp__init();
-    mp_process *parent = calloc(1, sizeof *parent);
-    if (parent != NULL) {
-        parent->kind = MP__PROC_PARENT;
-        parent->pid = parent_pid;
-        parent->name = strdup(parent_name);
-        parent->pidfd = parent_pidfd;
-        parent->status_fd = -1;
-        parent->started = true;
-        mp__me.parent = parent;
-    }
-
     mp_process *me = &mp__me.proc;
-    free(me->name);
-    me->name = p->name;
-    p->name = NULL;
+    /* No allocation here: the parent's name string is the one this process
+     * inherited (fork) or received, and the parent object is static. */
+    mp_process *parent = &mp__me.parent_storage;
+    parent->kind = MP__PROC_PARENT;
+    parent->pid = parent_pid;
+    parent->name = (char *)parent_name;
+    parent->pidfd = parent_pidfd;
+    parent->status_fd = -1;
+    parent->started = true;
+    mp__me.parent = parent;
+    me->name = p->name; /* shared with @p, which this process never frees */
     memcpy(me->ident, p->ident, sizeof me->ident);
     me->daemon = p->daemon;
     memcpy(me->authkey, p->authkey, p->authkey_len);

@@ -105,52 +105,80 @@ static void close_fds(int *fds, size_t n)
         mp__sys_close(fds[i]);
 }
 
+int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *why,
+                    size_t whylen)
+{
+    mp_process *p = &out->proc;
+    memset(out, 0, sizeof *out);
+    p->kind = MP__PROC_CHILD;
+    p->pidfd = p->status_fd = out->parent_pidfd = -1;
+    snprintf(why, whylen, "bad preparation data");
+    if (mp__get_u32(r) != PREP_MAGIC)
+        return MP_EBADMSG;
+    const char *name = mp__get_str(r);
+    const char *ident = mp__get_str(r);
+    p->daemon = mp__get_u8(r) != 0;
+    size_t keylen;
+    const void *key = mp__get_blob(r, &keylen);
+    out->parent_pid = (pid_t)mp__get_u32(r);
+    out->parent_name = mp__get_str(r);
+    out->direct_parent = (pid_t)mp__get_u32(r);
+    out->method = mp__get_str(r);
+    out->log_level = mp__get_u8(r);
+    uint32_t pfd_index = mp__get_u32(r);
+    if (r->err || keylen > MP__AUTHKEY_MAX || strlen(ident) >= sizeof p->ident ||
+        pfd_index >= nfds || fds[pfd_index] < 0)
+        return MP_EBADMSG;
+    void *fn;
+    int err = mp__funcref_decode(r, &fn, why, whylen);
+    if (err < 0)
+        return err;
+    p->target = (mp_target_fn)fn;
+    out->parent_pidfd = fds[pfd_index];
+    fds[pfd_index] = -1;
+    err = mp__args_decode(r, fds, nfds, &p->args);
+    if (err == 0 && r->off != r->len)
+        err = MP_EBADMSG; /* trailing garbage */
+    if (err == 0) {
+        p->name = strdup(name);
+        if (p->name == NULL)
+            err = MP_ENOMEM;
+    }
+    if (err < 0) {
+        snprintf(why, whylen, "bad arguments: %s", mp_strerror(err));
+        mp__prep_clear(out);
+        return err;
+    }
+    strcpy(p->ident, ident);
+    memcpy(p->authkey, key, keylen);
+    p->authkey_len = keylen;
+    return 0;
+}
+
+void mp__prep_clear(mp__prep *prep)
+{
+    mp_args_free(prep->proc.args);
+    prep->proc.args = NULL;
+    free(prep->proc.name);
+    prep->proc.name = NULL;
+    mp__sys_close(prep->parent_pidfd);
+    prep->parent_pidfd = -1;
+}
+
 /* Decode a PROCESS body and become that process. */
 _Noreturn static void run_process(mp__reader *r, int *fds, size_t nfds, pid_t direct_override)
 {
-    mp_process p;
-    memset(&p, 0, sizeof p);
-    p.kind = MP__PROC_CHILD;
-    p.pidfd = p.status_fd = -1;
-    if (mp__get_u32(r) != PREP_MAGIC)
-        bootstrap_fail("bad preparation data", MP_EBADMSG);
-    const char *name = mp__get_str(r);
-    const char *ident = mp__get_str(r);
-    p.daemon = mp__get_u8(r) != 0;
-    size_t keylen;
-    const void *key = mp__get_blob(r, &keylen);
-    pid_t parent_pid = (pid_t)mp__get_u32(r);
-    const char *parent_name = mp__get_str(r);
-    pid_t direct = (pid_t)mp__get_u32(r);
-    const char *method = mp__get_str(r);
-    int level = mp__get_u8(r);
-    uint32_t pfd_index = mp__get_u32(r);
-    if (r->err || keylen > MP__AUTHKEY_MAX || strlen(ident) >= sizeof p.ident ||
-        pfd_index >= nfds)
-        bootstrap_fail("bad preparation data", MP_EBADMSG);
+    mp__prep prep;
     char why[400];
-    void *fn;
-    int err = mp__funcref_decode(r, &fn, why, sizeof why);
+    int err = mp__prep_decode(r, fds, nfds, &prep, why, sizeof why);
+    close_fds(fds, nfds); /* whatever the message did not use */
     if (err < 0)
         bootstrap_fail(why, 0);
-    int parent_pidfd = fds[pfd_index];
-    fds[pfd_index] = -1;
-    err = mp__args_decode(r, fds, nfds, &p.args);
-    if (err < 0)
-        bootstrap_fail("bad arguments", err);
-    close_fds(fds, nfds); /* whatever the arguments did not take */
-    p.name = strdup(name);
-    if (p.name == NULL)
-        bootstrap_fail("out of memory", 0);
-    strcpy(p.ident, ident);
-    memcpy(p.authkey, key, keylen);
-    p.authkey_len = keylen;
-    p.target = (mp_target_fn)fn;
-    mp__log_level = level;
+    mp__log_level = prep.log_level;
     mp__init();
-    mp__context_inherit(method);
-    mp__child_run(&p, parent_pid, parent_name, parent_pidfd,
-                  direct_override ? direct_override : direct);
+    mp__context_inherit(prep.method);
+    mp__child_run(&prep.proc, prep.parent_pid, prep.parent_name, prep.parent_pidfd,
+                  direct_override ? direct_override : prep.direct_parent);
 }
 
 _Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
