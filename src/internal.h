@@ -70,6 +70,33 @@ int mp__sys_send_fds(int sock, const void *p, size_t n, const int *fds, size_t n
 int mp__sys_recv_fds(int sock, void *p, size_t n, int *fds, size_t maxfds, size_t *nfds);
 int mp__sys_pidfd_send_signal(int pidfd, int sig);
 
+/*
+ * Raw system calls for the forked child's start-up path.  In a fresh fork
+ * every library page the child touches for the first time costs a page
+ * fault; these inline calls touch none, and the child path's own functions
+ * sit together in MP__CHILD_TEXT.
+ */
+#include <sys/syscall.h>
+#define MP__CHILD_TEXT __attribute__((section(".text.mp_child"), noinline))
+#if defined(__x86_64__)
+static inline long mp__rawsys(long n, long a, long b, long c)
+{
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#else
+#include <unistd.h>
+static inline long mp__rawsys(long n, long a, long b, long c)
+{
+    long r = syscall(n, a, b, c);
+    return r < 0 ? -errno : r;
+}
+#endif
+
 /* ---- reduction.c: mp_args, wire form, function references -------------- */
 
 /* Descriptors that travel with a serialized message. */

@@ -169,7 +169,7 @@ void mp__forkserver_stop(void)
     pthread_mutex_unlock(&fs.lock);
 }
 
-void mp__forkserver_after_fork(void)
+MP__CHILD_TEXT void mp__forkserver_after_fork(void)
 {
     /* The server belongs to the parent.  Write only what must change: the
      * page is copy-on-write. */

@@ -68,14 +68,14 @@ static void atfork_parent(void)
 
 /* Every fork, ours or the program's own: the child owns none of the
  * parent's children, fork server or cached pidfd. */
-static void atfork_child(void)
+MP__CHILD_TEXT static void atfork_child(void)
 {
     mp__me.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     list_init(&mp__me.children);
     mp__me.counter = 0;
-    mp__me.pid = getpid();
-    if (!in_mp_fork)
-        mp__sys_close(mp__me.pidfd); /* ours is kept as the parent's pidfd */
+    mp__me.pid = (pid_t)mp__rawsys(SYS_getpid, 0, 0, 0);
+    if (!in_mp_fork && mp__me.pidfd >= 0)
+        mp__rawsys(SYS_close, mp__me.pidfd, 0, 0); /* ours is kept as the parent's pidfd */
     mp__me.pidfd = -1;
     mp__forkserver_after_fork();
 }
@@ -107,9 +107,14 @@ static void do_init(void)
     atexit(exit_handler);
 }
 
+static bool initialized;
+
 void mp__init(void)
 {
+    if (__atomic_load_n(&initialized, __ATOMIC_ACQUIRE))
+        return;
     pthread_once(&init_once, do_init);
+    __atomic_store_n(&initialized, true, __ATOMIC_RELEASE);
 }
 
 int mp__self_pidfd(void)
@@ -484,10 +489,13 @@ size_t mp_active_children(mp_process **out, size_t cap)
 
 /* ---- exit handling ------------------------------------------------------ */
 
-void mp__exit_cleanup(void)
+MP__CHILD_TEXT void mp__exit_cleanup(void)
 {
     if (mp__me.children.next == NULL)
         return; /* the library was never initialised in this process */
+    if (mp__me.children.next == &mp__me.children && mp__me.fs.ctl < 0 && mp__me.fs.pidfd < 0 &&
+        mp__me.pidfd < 0)
+        return; /* nothing to do (and no lock to touch in a fresh child) */
     /* Python's _exit_function: terminate daemonic children, join all. */
     pthread_mutex_lock(&mp__me.lock);
     for (mp__link *l = mp__me.children.next; l != &mp__me.children; l = l->next) {
@@ -517,20 +525,30 @@ void mp__exit_cleanup(void)
     pthread_mutex_unlock(&mp__me.lock);
 }
 
-void mp__flush_stdio(void)
+static inline bool pending(FILE *f)
 {
-    if (__fpending(stdout) > 0)
+#ifdef __GLIBC__
+    return f->_IO_write_ptr > f->_IO_write_base; /* what __fpending computes */
+#else
+    return __fpending(f) > 0;
+#endif
+}
+
+MP__CHILD_TEXT void mp__flush_stdio(void)
+{
+    if (pending(stdout))
         fflush(stdout);
-    if (__fpending(stderr) > 0)
+    if (pending(stderr))
         fflush(stderr);
 }
 
-_Noreturn void mp__child_exit(int code)
+MP__CHILD_TEXT _Noreturn void mp__child_exit(int code)
 {
     mp__log(MP_LOG_INFO, "process exiting with exitcode %d", code & 0xff);
     mp__exit_cleanup();
     mp__flush_stdio();
-    _exit(code);
+    for (;;)
+        mp__rawsys(SYS_exit_group, code, 0, 0);
 }
 
 static void *watch_parent(void *arg)
@@ -542,8 +560,9 @@ static void *watch_parent(void *arg)
     return NULL;
 }
 
-_Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent_name,
-                             int parent_pidfd, pid_t direct_parent)
+MP__CHILD_TEXT _Noreturn void mp__child_run(mp_process *p, pid_t parent_pid,
+                                            const char *parent_name, int parent_pidfd,
+                                            pid_t direct_parent)
 {
     mp__init();
     mp_process *me = &mp__me.proc;
@@ -562,15 +581,16 @@ _Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent
     me->daemon = p->daemon;
     memcpy(me->authkey, p->authkey, p->authkey_len);
     me->authkey_len = p->authkey_len;
-    me->pid = me->creator = mp__me.pid = getpid();
+    me->pid = me->creator = mp__me.pid = (pid_t)mp__rawsys(SYS_getpid, 0, 0, 0);
     mp__me.counter = 0;
 
-    prctl(PR_SET_NAME, me->name);
+    mp__rawsys(SYS_prctl, PR_SET_NAME, (long)me->name, 0);
     /* Python closes the child's stdin: it reads /dev/null. */
-    int nul = mp__sys_open_devnull(O_RDONLY);
+    static const char devnull[] = "/dev/null";
+    long nul = mp__rawsys(SYS_openat, AT_FDCWD, (long)devnull, O_RDONLY | O_CLOEXEC);
     if (nul >= 0) {
-        dup2(nul, STDIN_FILENO);
-        mp__sys_close(nul);
+        mp__rawsys(SYS_dup3, nul, STDIN_FILENO, 0);
+        mp__rawsys(SYS_close, nul, 0, 0);
     }
 
     if (me->daemon) {
