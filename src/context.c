@@ -81,6 +81,13 @@ void mp__context_inherit(const char *method)
     pthread_mutex_unlock(&ctx_lock);
 }
 
+/* In a forked child, before anything else runs: a child reports the method
+ * it was started with.  No lock: another thread may have held it at fork. */
+void mp__context_forked(void)
+{
+    actual = &contexts[0];
+}
+
 size_t mp_get_all_start_methods(const char **out, size_t cap)
 {
     for (size_t i = 0; i < cap && i < MP__ARRAY_LEN(contexts); i++)

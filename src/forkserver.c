@@ -133,6 +133,7 @@ _Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds)
         if (i != owner_i && i != ctl_i)
             mp__sys_close(fds[i]);
     prctl(PR_SET_NAME, "mp-forkserver");
+    mp__init(); /* once here, not in every child */
 
     sigset_t chld, old;
     sigemptyset(&chld);

@@ -261,6 +261,8 @@ struct mp_context {
 mp_context *mp__default_context(void);
 /* In a child: adopt the parent's choice ("" for none). */
 void mp__context_inherit(const char *method);
+/* In a fork child: the default becomes "fork" (takes no lock). */
+void mp__context_forked(void);
 
 /* ---- spawn.c: preparation data and the child's bootstrap ---------------- */
 

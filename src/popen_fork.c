@@ -18,8 +18,10 @@ static int fork_start(mp_process *p)
     pid_t pid = mp__fork();
     if (pid < 0)
         return -errno;
-    if (pid == 0)
+    if (pid == 0) {
+        mp__context_forked();
         mp__child_run(p, me, mp__me.proc.name, self, direct);
+    }
     int pidfd = mp__sys_pidfd_open(pid);
     if (pidfd < 0) {
         kill(pid, SIGKILL);

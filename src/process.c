@@ -274,6 +274,10 @@ int mp_process_start(mp_process *p)
         return err;
     }
     p->started = true;
+    /* The child has its own copy now: let go of ours (Python deletes the
+     * arguments at start), so descriptors in them close here at once. */
+    mp_args_free(p->args);
+    p->args = NULL;
     pthread_mutex_lock(&mp__me.lock);
     list_add(p);
     pthread_mutex_unlock(&mp__me.lock);

@@ -36,7 +36,11 @@ int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds)
     if (self < 0)
         return self;
     pid_t me = getpid();
+    /* As Python: starting a process fixes this process's default, and the
+     * child reports the method it was started with. */
     const char *method = mp_get_start_method(false);
+    if (p->ops != NULL)
+        method = p->ops->method;
     int err = mp__put_u32(out, PREP_MAGIC);
     if (err == 0)
         err = mp__put_str(out, p->name);
@@ -174,8 +178,8 @@ _Noreturn static void run_process(mp__reader *r, int *fds, size_t nfds, pid_t di
     close_fds(fds, nfds); /* whatever the message did not use */
     if (err < 0)
         bootstrap_fail(why, 0);
-    mp__log_level = prep.log_level;
     mp__init();
+    mp__log_level = prep.log_level;
     mp__context_inherit(prep.method);
     mp__child_run(&prep.proc, prep.parent_pid, prep.parent_name, prep.parent_pidfd,
                   direct_override ? direct_override : prep.direct_parent);

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Run the benchmarks and print one Markdown table.
+
+    python3 bench/run.py --build BUILD [--out bench/results.md] [--quick]
+
+Each row is the same work done three ways, measured in the same run:
+by multiproc, by Python 3.11's multiprocessing, and by the bare kernel
+operation it is built on.  Cells give the median and the p10-p90 spread of
+one operation; the ratios compare medians.
+
+Adding a benchmark: add a Suite (a command that prints JSON lines with name,
+n, median_us, p10_us, p90_us) if its numbers come from a new program, and a
+Row naming the results it compares.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Suite:
+    """One program that measures some benchmarks and prints JSON lines."""
+    name: str
+    # argv, given the build directory, the Python interpreter (None if
+    # absent) and whether --quick was asked for; None: skip this suite.
+    argv: Callable[[str, Optional[str], bool], Optional[List[str]]]
+
+
+@dataclass
+class Row:
+    """One line of the table: the names of the results it compares."""
+    label: str
+    mp: str                    # multiproc's result
+    py: Optional[str]          # Python's result
+    kernel: Optional[str]      # the bare kernel operation's result
+    kernel_label: str = ""     # what that operation is, for the table
+    max_vs_kernel: Optional[float] = None  # goal: multiproc / kernel at most this
+    min_vs_python: Optional[float] = None  # goal: Python / multiproc at least this
+
+
+def c_bench(program, *extra, quick_args=()):
+    def argv(build, python, quick):
+        exe = os.path.join(build, "bench", program)
+        if not os.access(exe, os.X_OK):
+            raise SystemExit(f"run.py: {exe} is not built (cmake --build {build})")
+        return [exe, *extra, *(quick_args if quick else ())]
+    return argv
+
+
+def py_bench(script, *extra, quick_args=()):
+    def argv(build, python, quick):
+        if python is None:
+            return None
+        return [python, os.path.join(HERE, script), *extra, *(quick_args if quick else ())]
+    return argv
+
+
+SUITES = [
+    Suite("bench_process", c_bench("bench_process",
+                                   quick_args=("-n", "300", "-s", "100", "-r", "3"))),
+    Suite("py_process", py_bench("py_process.py",
+                                 quick_args=("-n", "60", "-s", "10", "-f", "30", "-r", "2"))),
+]
+
+ROWS = [
+    Row("process start+join (fork)", mp="mp_fork", py="py_fork",
+        kernel="raw_fork_wait", kernel_label="fork+waitpid",
+        max_vs_kernel=1.3, min_vs_python=10),
+    Row("process start+join (spawn)", mp="mp_spawn", py="py_spawn",
+        kernel="raw_fork_exec", kernel_label="fork+exec self",
+        max_vs_kernel=1.5, min_vs_python=10),
+    Row("process start+join (forkserver)", mp="mp_forkserver", py="py_forkserver",
+        kernel="raw_fork_exec", kernel_label="fork+exec self",
+        max_vs_kernel=1.5, min_vs_python=10),
+]
+
+
+def find_python(given=None):
+    """Python 3.11, the reference the comparison is made against."""
+    cands = [given] if given else ["/root/.pyenv/versions/3.11.7/bin/python3",
+                                   shutil.which("python3.11")]
+    for cand in cands:
+        if cand and os.access(cand, os.X_OK):
+            try:
+                v = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2])"],
+                                   capture_output=True, text=True, timeout=30).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if v == "(3, 11)":
+                return cand
+    return None
+
+
+def run_suite(suite, build, python, quick):
+    argv = suite.argv(build, python, quick)
+    if argv is None:
+        print(f"[{suite.name}] skipped", file=sys.stderr)
+        return {}
+    print(f"[{suite.name}] {' '.join(argv)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"run.py: {suite.name} failed with status {proc.returncode}")
+    results = {}
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            r = json.loads(line)
+            results[r["name"]] = r
+    return results
+
+
+def fmt_us(us):
+    if us >= 10000:
+        return f"{us / 1000:.1f} ms"
+    if us >= 1000:
+        return f"{us / 1000:.2f} ms"
+    return f"{us:.0f} µs"
+
+
+def cell(r):
+    if r is None:
+        return "n/a"
+    return f"{fmt_us(r['median_us'])} ({fmt_us(r['p10_us'])}–{fmt_us(r['p90_us'])})"
+
+
+def machine_info(python):
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    py = "absent"
+    if python:
+        py = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                            capture_output=True, text=True).stdout.strip() or python
+    return (f"{model}, {usable} of {cores} CPUs, Linux {platform.release()}, "
+            f"Python {py}, {when}")
+
+
+def build_table(rows, results):
+    out = [
+        "| operation | multiproc | Python 3.11 | kernel baseline | vs Python | vs kernel | goals |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        mp = results.get(row.mp)
+        py = results.get(row.py) if row.py else None
+        k = results.get(row.kernel) if row.kernel else None
+        if mp is None:
+            continue
+        vs_py = vs_k = kcell = "n/a"
+        goals = []
+        if py is not None:
+            r = py["median_us"] / mp["median_us"]
+            vs_py = f"{r:.1f}× faster"
+            if row.min_vs_python is not None:
+                ok = "met" if r >= row.min_vs_python else "MISSED"
+                goals.append(f"≥{row.min_vs_python:g}× faster than Python: {ok}")
+        if k is not None:
+            r = mp["median_us"] / k["median_us"]
+            vs_k = f"{r:.2f}×"
+            kcell = f"{row.kernel_label}: {cell(k)}"
+            if row.max_vs_kernel is not None:
+                ok = "met" if r <= row.max_vs_kernel else "MISSED"
+                goals.append(f"≤{row.max_vs_kernel:g}× kernel: {ok}")
+        out.append(f"| {row.label} | {cell(mp)} | {cell(py)} | {kcell} | {vs_py} | {vs_k} "
+                   f"| {'; '.join(goals) or '–'} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default="build", help="the CMake build directory")
+    ap.add_argument("--out", default=os.path.join(HERE, "results.md"),
+                    help="also write the table here (default: bench/results.md)")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    ap.add_argument("--python", help="the Python 3.11 interpreter (default: found)")
+    args = ap.parse_args()
+
+    python = find_python(args.python)
+    if python is None:
+        print("run.py: Python 3.11 not found: Python columns are n/a", file=sys.stderr)
+    info = machine_info(python)
+
+    results: Dict[str, dict] = {}
+    for suite in SUITES:
+        results.update(run_suite(suite, args.build, python, args.quick))
+
+    extra = results.get("raw_posix_spawn")
+    table = build_table(ROWS, results)
+    text = [f"Machine: {info}", "", table, ""]
+    text.append("Cells: median (p10–p90) of one operation; ratios compare medians. "
+                "vs Python = Python / multiproc; vs kernel = multiproc / kernel baseline.")
+    text.append("fork+exec self = fork() + execv(\"/proc/self/exe\") of the benchmark program, "
+                "whose main() returns at once, + waitpid().")
+    if extra is not None:
+        text.append(f"For reference, posix_spawn() of the same program: {cell(extra)}.")
+    counts = ", ".join(f"{k} n={v['n']}" for k, v in sorted(results.items()))
+    text.append(f"Samples: {counts}.")
+    text = "\n".join(text) + "\n"
+    sys.stderr.flush()
+    print(text, end="", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+        print(f"(written to {args.out})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

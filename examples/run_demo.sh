@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Run every example and check it: exit status 0 and a few expected lines.
+#
+#   examples/run_demo.sh BUILD_EXAMPLES_DIR [-v] [NAME...]
+#
+# Each example runs under `timeout` (MP_DEMO_TIMEOUT seconds, default 60).
+# Its output is shown when it fails, or always with -v.  At the end, no
+# process of these programs may be left running (a leaked daemon or fork
+# server).  Exits non-zero if anything failed.
+set -u
+
+usage() { echo "usage: $0 BUILD_EXAMPLES_DIR [-v] [NAME...]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+dir=$(cd "$1" 2>/dev/null && pwd) || { echo "$0: no such directory: $1" >&2; exit 2; }
+shift
+verbose=0
+only=()
+for a in "$@"; do
+    case $a in
+        -v) verbose=1 ;;
+        -*) usage ;;
+        *) only+=("$a") ;;
+    esac
+done
+limit=${MP_DEMO_TIMEOUT:-60}
+
+# name:  extended regexps its output must match (one per line); a leading
+# "N*" means the pattern must match at least N lines.
+declare -A expect
+expect[hello]='^hello bob$
+^child process$
+^main process$
+^hello: OK$'
+expect[sing_dance]='3*^singing\.\.\.$
+3*^dancing\.\.\.$
+^singing: pid [0-9]+, ppid [0-9]+$
+Process-1 exited with 0, Process-2 exited with 0
+^sing_dance: OK$'
+expect[args_kwargs]='6*sings \(3/3\)
+positional args +under spawn: exit code 0
+keyword args \(struct\) +under spawn: exit code 0
+keyword args \(pairs\) +under spawn: exit code 0
+^args_kwargs: OK$'
+expect[os_fork]='^2\. w=100, child pid=[0-9]+, its parent pid=[0-9]+$
+raw fork: child [0-9]+ reaped, exit status 0
+^2\. w=0 at 0x[0-9a-f]+, child pid=[0-9]+
+spawn: child exit code 0
+^os_fork: OK$'
+expect[subclass]='5*^counter \(pid [0-9]+\): [1-5]$
+counter \(spawn\) exited with 15, expected 15
+greeter \(spawn\) exited with 0, expected 0
+^subclass: OK$'
+expect[start_methods]='set_start_method\("fork"\) again = MP_EALREADY +ok
+get_all_start_methods: 3: fork spawn forkserver
+start method forkserver$
+forkserver child exited with 0 +ok
+^start_methods: OK$'
+expect[daemon]='its exit waited for the 0\.5 s non-daemon .* ok$
+the daemon that would run forever is gone too +ok
+in the daemon: start a child -> MP_EPERM
+its daemon died with it +ok
+^daemon: OK$'
+expect[exit_codes]='^mp_process_terminate +-15 +-15$
+^mp_process_kill +-9 +-9$
+^abort\(\) +-6 +-6$
+^exit\(7\) +7 +7$
+^exit_codes: OK$'
+expect[process_info]='I am Process-1:1, pid [0-9]+; my parent is Process-1
+two started: active_children\(\) = 2 +ok
+readable once it ended .* ok$
+^process_info: OK$'
+order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
+       process_info)
+[ ${#only[@]} -gt 0 ] && order=("${only[@]}")
+
+logdir=$(mktemp -d)
+trap 'rm -rf "$logdir"' EXIT
+pass=0
+fail=0
+failed=()
+
+for name in "${order[@]}"; do
+    exe=$dir/$name
+    log=$logdir/$name.log
+    why=""
+    if [ ! -x "$exe" ]; then
+        why="not built ($exe)"
+    else
+        start=$(date +%s%N)
+        timeout -k 5 "$limit" "$exe" >"$log" 2>&1
+        rc=$?
+        ms=$((($(date +%s%N) - start) / 1000000))
+        if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+            why="timed out after ${limit} s"
+        elif [ $rc -ne 0 ]; then
+            why="exit status $rc"
+        fi
+        while IFS= read -r pat; do
+            [ -n "$pat" ] || continue
+            want=1
+            if [[ $pat =~ ^([0-9]+)\*(.*)$ ]]; then
+                want=${BASH_REMATCH[1]}
+                pat=${BASH_REMATCH[2]}
+            fi
+            got=$(grep -cE -- "$pat" "$log")
+            if [ "$got" -lt "$want" ]; then
+                why="${why:+$why; }expected ${want} line(s) matching /$pat/, got $got"
+            fi
+        done <<<"${expect[$name]:-}"
+    fi
+    if [ -z "$why" ]; then
+        pass=$((pass + 1))
+        printf 'PASS  %-14s %6d ms\n' "$name" "$ms"
+        [ $verbose -eq 1 ] && sed 's/^/      | /' "$log"
+    else
+        fail=$((fail + 1))
+        failed+=("$name")
+        printf 'FAIL  %-14s %s\n' "$name" "$why"
+        [ -f "$log" ] && sed 's/^/      | /' "$log"
+    fi
+done
+
+# Nothing may outlive the examples: look for any process running one of them.
+sleep 0.2
+leftover=""
+for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    case $exe in
+        "$dir"/*) leftover="$leftover ${p#/proc/}($(basename "$exe"))" ;;
+    esac
+done
+if [ -n "$leftover" ]; then
+    fail=$((fail + 1))
+    failed+=("leftover processes:$leftover")
+    echo "FAIL  processes left running:$leftover"
+fi
+
+echo "----"
+echo "examples: $pass passed, $fail failed${failed[*]:+ (${failed[*]})}"
+[ $fail -eq 0 ]

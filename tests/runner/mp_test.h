@@ -1,0 +1,121 @@
+/*
+ * The test harness: kselftest's process-per-test runner with libuv-style
+ * assertions and leak checks after every test (see tests/runner/runner.c).
+ *
+ *   MP_TEST(name) { ... }                               plain test, 30 s
+ *   MP_TEST(name, .timeout_s = 10) { ... }
+ *   MP_TEST(name, .variants = MP_START_METHODS) { ... } once per start method
+ *   MP_TEST(name, .signal = SIGABRT) { ... }            must die by SIGABRT
+ *
+ * In a body, `mp_context *ctx` and `const char *method` are in scope: the
+ * variant's context and method name, NULL for plain tests.  A failed
+ * assertion prints file:line, the expression and the values, and ends the
+ * test process with status 1 (_exit: no exit handlers run); it may be used
+ * in helpers and in children.  ASSERT_EQ and its kin compare as intmax_t:
+ * use ASSERT_TRUE for floating point.  Each operand is evaluated once.
+ */
+#ifndef MP_TEST_H
+#define MP_TEST_H
+
+#include <multiproc.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Variant bits for .variants */
+enum {
+    MP_TEST_FORK = 1,
+    MP_TEST_SPAWN = 2,
+    MP_TEST_FORKSERVER = 4,
+    MP_START_METHODS = MP_TEST_FORK | MP_TEST_SPAWN | MP_TEST_FORKSERVER,
+};
+
+typedef struct mp_test {
+    const char *name;
+    void (*fn)(mp_context *ctx, const char *method);
+    const char *file;
+    int line;
+    double timeout_s; /* 0: 30 s; scaled by MP_TEST_TIMEOUT_MULTIPLIER */
+    unsigned variants; /* 0: one plain run */
+    int signal;        /* non-zero: the test passes only by dying of it */
+    struct mp_test *next;
+} mp_test;
+
+void mp_test_register(mp_test *t);
+_Noreturn void mp_test_fail(const char *file, int line, const char *fmt, ...) MP_PRINTF(3, 4);
+
+#define MP_TEST(tname, ...)                                                              \
+    static void mp__test_body_##tname(mp_context *ctx, const char *method);              \
+    static mp_test mp__test_case_##tname = {.name = #tname,                              \
+                                            .fn = mp__test_body_##tname,                 \
+                                            .file = __FILE__,                            \
+                                            .line = __LINE__, ##__VA_ARGS__};            \
+    __attribute__((constructor)) static void mp__test_add_##tname(void)                  \
+    {                                                                                    \
+        mp_test_register(&mp__test_case_##tname);                                        \
+    }                                                                                    \
+    static void mp__test_body_##tname(mp_context *ctx MP__UNUSED, const char *method MP__UNUSED)
+
+#define MP__FAIL(...) mp_test_fail(__FILE__, __LINE__, __VA_ARGS__)
+
+#define MP__ASSERT_CMP(op, a, b, name)                                                   \
+    do {                                                                                 \
+        intmax_t mp__a_ = (intmax_t)(a), mp__b_ = (intmax_t)(b);                         \
+        if (!(mp__a_ op mp__b_))                                                         \
+            MP__FAIL(name "(%s, %s): %jd " #op " %jd is false", #a, #b, mp__a_, mp__b_); \
+    } while (0)
+
+#define ASSERT_EQ(a, b) MP__ASSERT_CMP(==, a, b, "ASSERT_EQ")
+#define ASSERT_NE(a, b) MP__ASSERT_CMP(!=, a, b, "ASSERT_NE")
+#define ASSERT_LT(a, b) MP__ASSERT_CMP(<, a, b, "ASSERT_LT")
+#define ASSERT_LE(a, b) MP__ASSERT_CMP(<=, a, b, "ASSERT_LE")
+#define ASSERT_GT(a, b) MP__ASSERT_CMP(>, a, b, "ASSERT_GT")
+#define ASSERT_GE(a, b) MP__ASSERT_CMP(>=, a, b, "ASSERT_GE")
+
+#define ASSERT_TRUE(x)                                                                   \
+    do {                                                                                 \
+        if (!(x))                                                                        \
+            MP__FAIL("ASSERT_TRUE(%s) is false", #x);                                    \
+    } while (0)
+#define ASSERT_FALSE(x)                                                                  \
+    do {                                                                                 \
+        if (x)                                                                           \
+            MP__FAIL("ASSERT_FALSE(%s) is true", #x);                                    \
+    } while (0)
+
+#define ASSERT_STREQ(a, b)                                                               \
+    do {                                                                                 \
+        const char *mp__s_ = (a), *mp__t_ = (b);                                         \
+        if (mp__s_ == NULL || mp__t_ == NULL ? mp__s_ != mp__t_ : strcmp(mp__s_, mp__t_)) \
+            MP__FAIL("ASSERT_STREQ(%s, %s): \"%s\" != \"%s\"", #a, #b,                   \
+                     mp__s_ ? mp__s_ : "(null)", mp__t_ ? mp__t_ : "(null)");            \
+    } while (0)
+
+void mp_test_memeq_fail(const char *file, int line, const char *ea, const char *eb,
+                        const void *a, const void *b, size_t n);
+#define ASSERT_MEMEQ(a, b, n)                                                            \
+    do {                                                                                 \
+        const void *mp__p_ = (a), *mp__q_ = (b);                                         \
+        size_t mp__n_ = (n);                                                             \
+        if (mp__n_ && (mp__p_ == NULL || mp__q_ == NULL || memcmp(mp__p_, mp__q_, mp__n_))) \
+            mp_test_memeq_fail(__FILE__, __LINE__, #a, #b, mp__p_, mp__q_, mp__n_);      \
+    } while (0)
+
+#define ASSERT_OK(expr)                                                                  \
+    do {                                                                                 \
+        intmax_t mp__v_ = (expr);                                                        \
+        if (mp__v_ != 0)                                                                 \
+            MP__FAIL("ASSERT_OK(%s): %jd (%s: %s)", #expr, mp__v_,                       \
+                     mp_errname((int)mp__v_), mp_strerror((int)mp__v_));                 \
+    } while (0)
+
+#define ASSERT_ERR(code, expr)                                                           \
+    do {                                                                                 \
+        intmax_t mp__w_ = (code), mp__v_ = (expr);                                       \
+        if (mp__v_ != mp__w_)                                                            \
+            MP__FAIL("ASSERT_ERR(%s, %s): got %jd (%s), want %jd (%s)", #code, #expr,    \
+                     mp__v_, mp_errname((int)mp__v_), mp__w_, mp_errname((int)mp__w_));  \
+    } while (0)
+
+#endif

@@ -1,0 +1,1024 @@
+/*
+ * Processes under every start method: PYTHON-SEMANTICS sections 1-3
+ * (lifecycle, exit codes, join timeout, terminate/kill, close, sentinel,
+ * names, nested children, daemon rules, active_children, parent_process).
+ */
+#include "mp_test.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* A pipe the children report through: args item 0 is its write end. */
+typedef struct report {
+    int rd, wr;
+} report;
+
+static void report_open(report *r)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        abort();
+    r->rd = fds[0];
+    r->wr = fds[1];
+}
+
+static void report_close(report *r)
+{
+    if (r->rd >= 0)
+        close(r->rd);
+    if (r->wr >= 0)
+        close(r->wr);
+    r->rd = r->wr = -1;
+}
+
+/* In a child: write one line to the report pipe passed as args item @i. */
+static void say(const mp_args *a, size_t i, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    line[n++] = '\n';
+    if (write(mp_args_fd(a, i), line, (size_t)n) != n)
+        _exit(99);
+}
+
+/* In the parent: read everything until EOF (all writers closed). */
+static char *slurp(int fd)
+{
+    static char buf[8192];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Read one line (blocking). */
+static char *read_line(int fd)
+{
+    static char line[512];
+    size_t n = 0;
+    while (n < sizeof line - 1) {
+        ssize_t r = read(fd, line + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || line[n] == '\n')
+            break;
+        n++;
+    }
+    line[n] = '\0';
+    return line;
+}
+
+static mp_args *args_with_report(const report *r)
+{
+    mp_args *a;
+    if (mp_args_new(&a) != 0 || mp_args_add_fd(a, r->wr) != 0)
+        abort();
+    return a;
+}
+
+static int run_one(mp_context *ctx, mp_target_fn fn, const mp_args *a, int *code)
+{
+    mp_process *p;
+    int err = mp_process_new(&p, ctx, fn, a);
+    if (err == 0)
+        err = mp_process_start(p);
+    if (err == 0)
+        err = mp_process_join(p, 60);
+    if (err == 0)
+        err = mp_process_exitcode(p, code);
+    if (p && mp_process_close(p) != 0)
+        err = MP_EBUSY;
+    return err;
+}
+
+static bool listed(mp_process *p)
+{
+    mp_process *kids[64];
+    size_t n = mp_active_children(kids, 64);
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (kids[i] == p)
+            return true;
+    return false;
+}
+
+/* ---- targets ------------------------------------------------------------ */
+
+static int t_return_arg(const mp_args *a)
+{
+    return (int)mp_args_int(a, 0);
+}
+
+static int t_exit_arg(const mp_args *a)
+{
+    exit((int)mp_args_int(a, 0));
+}
+
+static int t_underscore_exit(const mp_args *a)
+{
+    _exit((int)mp_args_int(a, 0));
+}
+
+static int t_abort(const mp_args *a)
+{
+    (void)a;
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+static int t_sleep(const mp_args *a)
+{
+    double s = mp_args_count(a) ? mp_args_double(a, 0) : 100.0;
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 0;
+}
+
+/* Reports what the child sees: its args, name, pid, authkey, parent. */
+static int t_describe(const mp_args *a)
+{
+    mp_process *me = mp_current_process();
+    mp_process *parent = mp_parent_process();
+    size_t klen;
+    const unsigned char *key = mp_process_authkey(me, &klen);
+    char comm[32] = "";
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, comm, sizeof comm - 1);
+        comm[n > 0 ? n - 1 : 0] = '\0';
+        close(fd);
+    }
+    say(a, 0, "str=%s int=%lld double=%.3f", mp_args_str(a, 1), (long long)mp_args_int(a, 2),
+        mp_args_double(a, 3));
+    size_t blen;
+    const char *b = mp_args_bytes(a, 4, &blen);
+    say(a, 0, "bytes=%zu:%.*s", blen, (int)blen, b);
+    say(a, 0, "name=%s", mp_process_name(me));
+    say(a, 0, "comm=%s", comm);
+    say(a, 0, "pid=%d getpid=%d", (int)mp_process_pid(me), (int)getpid());
+    say(a, 0, "alive=%d daemon=%d", mp_process_is_alive(me), mp_process_daemon(me));
+    say(a, 0, "key=%zu:%02x%02x%02x%02x", klen, key[0], key[1], key[2], key[3]);
+    say(a, 0, "parent=%d:%s:%d", parent ? (int)mp_process_pid(parent) : -1,
+        parent ? mp_process_name(parent) : "-", parent ? mp_process_is_alive(parent) : -1);
+    const char *m = mp_get_start_method(true);
+    say(a, 0, "method=%s", m ? m : "none");
+    int fl = fcntl(STDIN_FILENO, F_GETFL);
+    char stdin_path[64] = "";
+    ssize_t k = readlink("/proc/self/fd/0", stdin_path, sizeof stdin_path - 1);
+    stdin_path[k > 0 ? k : 0] = '\0';
+    say(a, 0, "stdin=%s:%d", stdin_path, fl >= 0);
+    return 0;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+MP_TEST(current_process_is_main)
+{
+    mp_process *me = mp_current_process();
+    ASSERT_TRUE(me != NULL);
+    ASSERT_STREQ("MainProcess", mp_process_name(me));
+    ASSERT_EQ(getpid(), mp_process_pid(me));
+    ASSERT_TRUE(mp_process_is_alive(me));
+    ASSERT_FALSE(mp_process_daemon(me));
+    size_t klen = 0;
+    ASSERT_TRUE(mp_process_authkey(me, &klen) != NULL);
+    ASSERT_EQ(32, klen);
+    int code;
+    ASSERT_ERR(MP_EAGAIN, mp_process_exitcode(me, &code));
+    ASSERT_ERR(MP_EINVAL, mp_process_join(me, 0));
+    ASSERT_ERR(MP_EINVAL, mp_process_close(me));
+    ASSERT_TRUE(mp_parent_process() == NULL);
+    ASSERT_EQ(0, mp_active_children(NULL, 0));
+}
+
+MP_TEST(lifecycle, .variants = MP_START_METHODS)
+{
+    report r;
+    report_open(&r);
+    mp_args *a = args_with_report(&r);
+    ASSERT_OK(mp_args_add_str(a, "bob"));
+    ASSERT_OK(mp_args_add_int(a, -1234567890123LL));
+    ASSERT_OK(mp_args_add_double(a, 2.5));
+    ASSERT_OK(mp_args_add_bytes(a, "xyz", 3));
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_describe, a));
+    mp_args_free(a); /* the process keeps its own copy */
+
+    /* before start */
+    ASSERT_FALSE(mp_process_is_alive(p));
+    ASSERT_EQ(0, mp_process_pid(p));
+    int code = 12345;
+    ASSERT_ERR(MP_EAGAIN, mp_process_exitcode(p, &code));
+    ASSERT_ERR(MP_EINVAL, mp_process_sentinel(p));
+    ASSERT_ERR(MP_EINVAL, mp_process_join(p, 0));
+    ASSERT_ERR(MP_EINVAL, mp_process_terminate(p));
+    ASSERT_FALSE(listed(p));
+    ASSERT_FALSE(mp_process_daemon(p));
+    size_t klen, mlen;
+    const void *key = mp_process_authkey(p, &klen);
+    const void *mykey = mp_process_authkey(mp_current_process(), &mlen);
+    ASSERT_EQ(mlen, klen);
+    ASSERT_MEMEQ(mykey, key, klen);
+    ASSERT_TRUE(strncmp(mp_process_name(p), "Process-", 8) == 0);
+
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_GT(mp_process_pid(p), 0);
+    ASSERT_TRUE(listed(p));
+    ASSERT_ERR(MP_EALREADY, mp_process_start(p));
+    ASSERT_ERR(MP_EALREADY, mp_process_set_daemon(p, true));
+    close(r.wr);
+    r.wr = -1;
+    char *out = slurp(r.rd);
+    ASSERT_OK(mp_process_join(p, 30));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(0, code);
+    ASSERT_FALSE(mp_process_is_alive(p));
+    ASSERT_FALSE(listed(p));
+    ASSERT_OK(mp_process_join(p, 0)); /* a second join is harmless */
+
+    char expect[256];
+    ASSERT_TRUE(strstr(out, "str=bob int=-1234567890123 double=2.500\n") != NULL);
+    ASSERT_TRUE(strstr(out, "bytes=3:xyz\n") != NULL);
+    snprintf(expect, sizeof expect, "name=%s\n", mp_process_name(p));
+    ASSERT_TRUE(strstr(out, expect) != NULL);
+    snprintf(expect, sizeof expect, "comm=%.15s\n", mp_process_name(p));
+    ASSERT_TRUE(strstr(out, expect) != NULL);
+    snprintf(expect, sizeof expect, "pid=%d getpid=%d\n", (int)mp_process_pid(p),
+             (int)mp_process_pid(p));
+    ASSERT_TRUE(strstr(out, expect) != NULL);
+    ASSERT_TRUE(strstr(out, "alive=1 daemon=0\n") != NULL);
+    const unsigned char *k = key;
+    snprintf(expect, sizeof expect, "key=32:%02x%02x%02x%02x\n", k[0], k[1], k[2], k[3]);
+    ASSERT_TRUE(strstr(out, expect) != NULL);
+    snprintf(expect, sizeof expect, "parent=%d:MainProcess:1\n", (int)getpid());
+    ASSERT_TRUE(strstr(out, expect) != NULL);
+    ASSERT_TRUE(strstr(out, "stdin=/dev/null:1\n") != NULL);
+    ASSERT_OK(mp_process_close(p));
+    report_close(&r);
+}
+
+/* As Python: a child reports the method it was started with, whatever this
+ * process chose. */
+MP_TEST(child_reports_context_method, .variants = MP_START_METHODS)
+{
+    ASSERT_OK(mp_set_start_method(strcmp(method, "spawn") == 0 ? "fork" : "spawn", false));
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "fsldb", r.wr, "s", (int64_t)1, 1.0, "b", (size_t)1));
+    int code;
+    ASSERT_OK(run_one(ctx, t_describe, a, &code));
+    ASSERT_EQ(0, code);
+    mp_args_free(a); /* its copy of the write end, too */
+    close(r.wr);
+    r.wr = -1;
+    char want[64];
+    snprintf(want, sizeof want, "method=%s\n", method);
+    ASSERT_TRUE(strstr(slurp(r.rd), want) != NULL);
+    report_close(&r);
+}
+
+MP_TEST(exit_codes, .variants = MP_START_METHODS)
+{
+    static const struct {
+        mp_target_fn fn;
+        int64_t arg;
+        int want;
+    } cases[] = {
+        {t_return_arg, 0, 0},        {t_return_arg, 7, 7},       {t_return_arg, 255, 255},
+        {t_return_arg, 256, 0},      {t_return_arg, -1, 255},    {t_exit_arg, 3, 3},
+        {t_exit_arg, 1, 1},          {t_underscore_exit, 5, 5},  {t_abort, 0, -SIGABRT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mp_args *a;
+        ASSERT_OK(mp_args_of(&a, "l", cases[i].arg));
+        int code = 12345;
+        ASSERT_OK(run_one(ctx, cases[i].fn, a, &code));
+        ASSERT_EQ(cases[i].want, code);
+        mp_args_free(a);
+    }
+}
+
+MP_TEST(join_timeout_terminate_kill, .variants = MP_START_METHODS)
+{
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_sleep, NULL));
+    ASSERT_OK(mp_process_start(p));
+    double t0 = mp_monotonic();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_process_join(p, 0));
+    ASSERT_LT((mp_monotonic() - t0) * 1000, 1000);
+    t0 = mp_monotonic();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_process_join(p, 0.2));
+    double took = mp_monotonic() - t0;
+    ASSERT_GE(took * 1000, 190);
+    ASSERT_LT(took * 1000, 5000);
+    ASSERT_TRUE(mp_process_is_alive(p));
+    ASSERT_ERR(MP_EBUSY, mp_process_close(p));
+    int code;
+    ASSERT_ERR(MP_EAGAIN, mp_process_exitcode(p, &code));
+
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_join(p, 10));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(-SIGTERM, code);
+    ASSERT_FALSE(mp_process_is_alive(p));
+    ASSERT_FALSE(listed(p));
+    ASSERT_OK(mp_process_join(p, MP_FOREVER));
+    ASSERT_OK(mp_process_terminate(p)); /* ended: nothing happens */
+    ASSERT_OK(mp_process_kill(p));
+    ASSERT_OK(mp_process_close(p));
+
+    ASSERT_OK(mp_process_new(&p, ctx, t_sleep, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_kill(p));
+    ASSERT_OK(mp_process_join(p, 10));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(-SIGKILL, code);
+    ASSERT_OK(mp_process_close(p));
+}
+
+MP_TEST(sentinel, .variants = MP_START_METHODS)
+{
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "d", 0.3));
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_sleep, a));
+    ASSERT_ERR(MP_EINVAL, mp_process_sentinel(p));
+    ASSERT_OK(mp_process_start(p));
+    int s = mp_process_sentinel(p);
+    ASSERT_GE(s, 3);
+    struct pollfd pfd = {.fd = s, .events = POLLIN};
+    ASSERT_EQ(0, poll(&pfd, 1, 0));
+    ASSERT_EQ(1, poll(&pfd, 1, 10000));
+    ASSERT_OK(mp_process_join(p, 10));
+    int code;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(0, code);
+    ASSERT_OK(mp_process_close(p));
+    mp_args_free(a);
+}
+
+MP_TEST(bad_input)
+{
+    mp_process *p = (mp_process *)1;
+    ASSERT_ERR(MP_EINVAL, mp_process_new(&p, NULL, NULL, NULL));
+    ASSERT_TRUE(p == NULL);
+    ASSERT_TRUE(mp_get_context("threads") == NULL);
+    ASSERT_ERR(MP_EINVAL, mp_process_join(NULL, 0));
+    ASSERT_OK(mp_process_close(NULL));
+    ASSERT_ERR(MP_EINVAL, mp_process_set_authkey(mp_current_process(), "", 0));
+}
+
+static int t_read_ptr(const mp_args *a)
+{
+    return *(int *)mp_args_ptr(a, 0);
+}
+
+MP_TEST(pointer_argument, .variants = MP_START_METHODS)
+{
+    static int value = 42;
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "p", &value));
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_read_ptr, a));
+    if (strcmp(method, "fork") == 0) {
+        ASSERT_OK(mp_process_start(p));
+        ASSERT_OK(mp_process_join(p, 10));
+        int code;
+        ASSERT_OK(mp_process_exitcode(p, &code));
+        ASSERT_EQ(42, code);
+    } else {
+        ASSERT_ERR(MP_EINVAL, mp_process_start(p));
+        /* nothing changed: not started, not listed */
+        ASSERT_EQ(0, mp_process_pid(p));
+        ASSERT_FALSE(mp_process_is_alive(p));
+        ASSERT_FALSE(listed(p));
+        ASSERT_ERR(MP_EINVAL, mp_process_join(p, 0));
+    }
+    ASSERT_OK(mp_process_close(p));
+    mp_args_free(a);
+}
+
+static int t_set_name_then_describe(const mp_args *a)
+{
+    say(a, 0, "%s", mp_process_name(mp_current_process()));
+    return 0;
+}
+
+MP_TEST(names, .variants = MP_START_METHODS)
+{
+    mp_process *p1, *p2;
+    ASSERT_OK(mp_process_new(&p1, ctx, t_return_arg, NULL));
+    ASSERT_OK(mp_process_new(&p2, ctx, t_return_arg, NULL));
+    int n1, n2;
+    ASSERT_EQ(1, sscanf(mp_process_name(p1), "Process-%d", &n1));
+    ASSERT_EQ(1, sscanf(mp_process_name(p2), "Process-%d", &n2));
+    ASSERT_EQ(n1 + 1, n2);
+    ASSERT_OK(mp_process_close(p1));
+    ASSERT_OK(mp_process_close(p2));
+
+    report r;
+    report_open(&r);
+    mp_args *a = args_with_report(&r);
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_set_name_then_describe, a));
+    ASSERT_OK(mp_process_set_name(p, "a-rather-long-worker-name"));
+    ASSERT_STREQ("a-rather-long-worker-name", mp_process_name(p));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, 30));
+    mp_args_free(a);
+    close(r.wr);
+    r.wr = -1;
+    ASSERT_STREQ("a-rather-long-worker-name\n", slurp(r.rd));
+    ASSERT_OK(mp_process_close(p));
+    report_close(&r);
+}
+
+/* test_recursion: each process reports its id, then starts and joins two
+ * children, depth <= 2; reports arrive in DFS order. */
+static int t_recurse(const mp_args *a)
+{
+    const char *id = mp_args_str(a, 1);
+    const char *method = mp_args_str(a, 2);
+    say(a, 0, "[%s] %s", id, mp_process_name(mp_current_process()));
+    if (strlen(id) >= 2)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        char sub[8];
+        snprintf(sub, sizeof sub, "%s%d", id, i);
+        mp_args *b;
+        if (mp_args_of(&b, "fss", mp_args_fd(a, 0), sub, method) != 0)
+            return 10;
+        int code = -1;
+        int err = run_one(mp_get_context(method), t_recurse, b, &code);
+        mp_args_free(b);
+        if (err != 0 || code != 0)
+            return 11;
+    }
+    return 0;
+}
+
+MP_TEST(recursion, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "fss", r.wr, "", method));
+    /* the top level is the test process itself */
+    ASSERT_OK(t_recurse(a));
+    mp_args_free(a);
+    close(r.wr);
+    r.wr = -1;
+    const char *want = "[] MainProcess\n"
+                       "[0] Process-1\n"
+                       "[00] Process-1:1\n"
+                       "[01] Process-1:2\n"
+                       "[1] Process-2\n"
+                       "[10] Process-2:1\n"
+                       "[11] Process-2:2\n";
+    ASSERT_STREQ(want, slurp(r.rd));
+    report_close(&r);
+}
+
+static int t_daemon_tries_child(const mp_args *a)
+{
+    mp_process *p;
+    if (!mp_process_daemon(mp_current_process()))
+        return 20;
+    if (mp_process_new(&p, NULL, t_return_arg, NULL) != 0)
+        return 21;
+    if (!mp_process_daemon(p)) /* the default is inherited */
+        return 22;
+    int err = mp_process_start(p);
+    mp_process_close(p) == 0 ? (void)0 : _exit(23);
+    return err == MP_EPERM ? 0 : 24;
+}
+
+MP_TEST(daemon_may_not_have_children, .variants = MP_START_METHODS)
+{
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_daemon_tries_child, NULL));
+    ASSERT_FALSE(mp_process_daemon(p));
+    ASSERT_OK(mp_process_set_daemon(p, true));
+    ASSERT_TRUE(mp_process_daemon(p));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, 30));
+    int code;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(0, code);
+    ASSERT_OK(mp_process_close(p));
+}
+
+/* A process that starts a daemon (forever) and a non-daemon (short) child,
+ * reports both pids and returns: at its exit the daemon is terminated and
+ * the other joined. */
+static int t_short_writer(const mp_args *a)
+{
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    say(a, 0, "short child done");
+    return 0;
+}
+
+static int t_exit_with_children(const mp_args *a)
+{
+    mp_context *ctx = mp_get_context(mp_args_str(a, 1));
+    mp_process *d, *n;
+    if (mp_process_new(&d, ctx, t_sleep, NULL) != 0 || mp_process_set_daemon(d, true) != 0 ||
+        mp_process_start(d) != 0)
+        return 30;
+    mp_args *b;
+    if (mp_args_of(&b, "f", mp_args_fd(a, 0)) != 0)
+        return 31;
+    if (mp_process_new(&n, ctx, t_short_writer, b) != 0 || mp_process_start(n) != 0)
+        return 32;
+    mp_args_free(b);
+    say(a, 0, "daemon %d", (int)mp_process_pid(d));
+    return 0; /* exit handling does the rest */
+}
+
+MP_TEST(exit_terminates_daemons_joins_others, .variants = MP_START_METHODS)
+{
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "fs", r.wr, method));
+    int code;
+    ASSERT_OK(run_one(ctx, t_exit_with_children, a, &code));
+    ASSERT_EQ(0, code);
+    /* The child returned only after its non-daemon child finished... */
+    mp_args_free(a);
+    close(r.wr);
+    r.wr = -1;
+    char *out = slurp(r.rd);
+    ASSERT_TRUE(strstr(out, "short child done\n") != NULL);
+    int dpid = 0;
+    const char *l = strstr(out, "daemon ");
+    ASSERT_TRUE(l != NULL);
+    ASSERT_EQ(1, sscanf(l, "daemon %d", &dpid));
+    /* ... and its daemon was terminated and reaped by it. */
+    ASSERT_EQ(-1, kill(dpid, 0));
+    ASSERT_EQ(ESRCH, errno);
+    report_close(&r);
+}
+
+/* A daemonic child dies with its parent even when the parent is SIGKILLed,
+ * whether the parent started it from its main thread or another thread. */
+static void *start_daemon_thread(void *arg)
+{
+    const mp_args *a = arg;
+    mp_process *d;
+    mp_context *ctx = mp_get_context(mp_args_str(a, 1));
+    if (mp_process_new(&d, ctx, t_sleep, NULL) != 0 || mp_process_set_daemon(d, true) != 0 ||
+        mp_process_start(d) != 0)
+        return (void *)1;
+    say(a, 0, "%d", (int)mp_process_pid(d));
+    return NULL;
+}
+
+static int t_parent_of_daemon(const mp_args *a)
+{
+    if (mp_args_int(a, 2)) {
+        pthread_t t;
+        void *res = (void *)1;
+        if (pthread_create(&t, NULL, start_daemon_thread, (void *)a) != 0 ||
+            pthread_join(t, &res) != 0 || res != NULL)
+            return 40;
+    } else if (start_daemon_thread((void *)a) != NULL) {
+        return 41;
+    }
+    for (;;)
+        pause();
+}
+
+static void daemon_dies_with_parent(mp_context *ctx, const char *method, int from_thread)
+{
+    /* the daemon is reparented to us when its parent dies: reap it here */
+    ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "fsi", r.wr, method, from_thread));
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_parent_of_daemon, a));
+    ASSERT_OK(mp_process_start(p));
+    int dpid = atoi(read_line(r.rd));
+    ASSERT_GT(dpid, 0);
+    int dfd = (int)syscall(SYS_pidfd_open, dpid, 0);
+    ASSERT_GE(dfd, 0);
+    ASSERT_OK(mp_process_kill(p));
+    ASSERT_OK(mp_process_join(p, 10));
+    struct pollfd pfd = {.fd = dfd, .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 10000)); /* the daemon is gone */
+    close(dfd);
+    /* stop our own fork server, then collect whatever was reparented to us
+     * (the daemon, the dead parent's fork server) */
+    mp__exit_cleanup();
+    double until = mp_monotonic() + 10;
+    while (mp_monotonic() < until) {
+        pid_t w = waitpid(-1, NULL, WNOHANG);
+        if (w < 0)
+            break;
+        if (w == 0)
+            usleep(10000);
+    }
+    ASSERT_EQ(-1, waitpid(-1, NULL, WNOHANG));
+    ASSERT_OK(mp_process_close(p));
+    mp_args_free(a);
+    report_close(&r);
+}
+
+MP_TEST(daemon_dies_with_killed_parent, .variants = MP_START_METHODS)
+{
+    daemon_dies_with_parent(ctx, method, 0);
+}
+
+MP_TEST(daemon_from_thread_dies_with_killed_parent, .variants = MP_START_METHODS)
+{
+    daemon_dies_with_parent(ctx, method, 1);
+}
+
+/* test_parent_process: a grandchild sees its parent alive, then joins it
+ * after the parent is terminated. */
+static int t_grandchild(const mp_args *a)
+{
+    mp_process *parent = mp_parent_process();
+    if (parent == NULL)
+        return 50;
+    say(a, 0, "alive=%d", mp_process_is_alive(parent));
+    if (mp_process_join(parent, 30) != 0)
+        return 51;
+    say(a, 0, "after=%d", mp_process_is_alive(parent));
+    return 0;
+}
+
+static int t_middle(const mp_args *a)
+{
+    mp_process *g;
+    mp_args *b;
+    if (mp_args_of(&b, "f", mp_args_fd(a, 0)) != 0)
+        return 60;
+    if (mp_process_new(&g, mp_get_context(mp_args_str(a, 1)), t_grandchild, b) != 0 ||
+        mp_process_start(g) != 0)
+        return 61;
+    mp_args_free(b);
+    say(a, 0, "grandchild=%d", (int)mp_process_pid(g));
+    for (;;)
+        pause();
+}
+
+MP_TEST(parent_process_join, .variants = MP_START_METHODS)
+{
+    ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "fs", r.wr, method));
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, ctx, t_middle, a));
+    ASSERT_OK(mp_process_start(p));
+    int g = 0;
+    char *line = read_line(r.rd);
+    if (strncmp(line, "grandchild=", 11) == 0) {
+        g = atoi(line + 11);
+        line = read_line(r.rd);
+    } else {
+        g = atoi(read_line(r.rd) + 11);
+    }
+    ASSERT_GT(g, 0);
+    ASSERT_STREQ("alive=1", line);
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_join(p, 10));
+    ASSERT_STREQ("after=0", read_line(r.rd));
+    int st;
+    ASSERT_EQ(g, waitpid(g, &st, 0)); /* reparented to us */
+    ASSERT_TRUE(WIFEXITED(st));
+    ASSERT_EQ(0, WEXITSTATUS(st));
+    double until = mp_monotonic() + 10;
+    while (mp_monotonic() < until && waitpid(-1, NULL, WNOHANG) >= 0)
+        usleep(10000);
+    ASSERT_OK(mp_process_close(p));
+    mp_args_free(a);
+    report_close(&r);
+}
+
+MP_TEST(active_children, .variants = MP_START_METHODS)
+{
+    mp_process *p[3];
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(mp_process_new(&p[i], ctx, t_sleep, NULL));
+        ASSERT_FALSE(listed(p[i]));
+    }
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(mp_process_start(p[i]));
+    mp_process *kids[8];
+    ASSERT_EQ(3, mp_active_children(kids, 8));
+    ASSERT_EQ(3, mp_active_children(NULL, 0));
+    ASSERT_OK(mp_process_kill(p[1]));
+    /* the ended child leaves the list on its own, reaped */
+    double until = mp_monotonic() + 10;
+    while (mp_active_children(NULL, 0) != 2 && mp_monotonic() < until)
+        usleep(5000);
+    ASSERT_EQ(2, mp_active_children(kids, 8));
+    ASSERT_TRUE(kids[0] == p[0] || kids[1] == p[0]);
+    ASSERT_TRUE(kids[0] == p[2] || kids[1] == p[2]);
+    int code;
+    ASSERT_OK(mp_process_exitcode(p[1], &code));
+    ASSERT_EQ(-SIGKILL, code);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(mp_process_terminate(p[i]));
+        ASSERT_OK(mp_process_join(p[i], 10));
+        ASSERT_OK(mp_process_close(p[i]));
+    }
+    ASSERT_EQ(0, mp_active_children(NULL, 0));
+}
+
+MP_TEST(many_processes, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    enum { N = 40 };
+    mp_process *p[N];
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "d", 0.01));
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(mp_process_new(&p[i], ctx, t_sleep, a));
+        ASSERT_OK(mp_process_start(p[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        int code;
+        ASSERT_OK(mp_process_join(p[i], 60));
+        ASSERT_OK(mp_process_exitcode(p[i], &code));
+        ASSERT_EQ(0, code);
+        ASSERT_OK(mp_process_close(p[i]));
+    }
+    /* and terminated right after start: every one gets -SIGTERM */
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(mp_process_new(&p[i], ctx, t_sleep, NULL));
+        ASSERT_OK(mp_process_start(p[i]));
+        usleep(1000);
+        ASSERT_OK(mp_process_terminate(p[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        int code;
+        ASSERT_OK(mp_process_join(p[i], 60));
+        ASSERT_OK(mp_process_exitcode(p[i], &code));
+        ASSERT_EQ(-SIGTERM, code);
+        ASSERT_OK(mp_process_close(p[i]));
+    }
+    mp_args_free(a);
+}
+
+/* test_poll_eintr: a signal with a handler arrives during join. */
+static volatile sig_atomic_t got_usr1;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    got_usr1 = 1;
+}
+
+static int t_signal_parent_then_sleep(const mp_args *a)
+{
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    kill((pid_t)mp_args_int(a, 0), SIGUSR1);
+    ts.tv_nsec = 300 * 1000000L;
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+MP_TEST(join_survives_signals, .variants = MP_START_METHODS)
+{
+    struct sigaction sa = {.sa_handler = on_usr1};
+    ASSERT_EQ(0, sigaction(SIGUSR1, &sa, NULL));
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "l", (int64_t)getpid()));
+    int code = -1;
+    ASSERT_OK(run_one(ctx, t_signal_parent_then_sleep, a, &code));
+    ASSERT_EQ(0, code);
+    ASSERT_TRUE(got_usr1);
+    mp_args_free(a);
+}
+
+/* TestCloseFds: an inheritable descriptor reaches a fork child only. */
+static int t_check_fd(const mp_args *a)
+{
+    return fcntl((int)mp_args_int(a, 0), F_GETFD) >= 0 ? 1 : 2;
+}
+
+MP_TEST(spawn_children_get_only_their_fds, .variants = MP_START_METHODS)
+{
+    int fd = fcntl(STDERR_FILENO, F_DUPFD, 50); /* inheritable, not passed */
+    ASSERT_GE(fd, 50);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "i", fd));
+    int code = -1;
+    ASSERT_OK(run_one(ctx, t_check_fd, a, &code));
+    ASSERT_EQ(strcmp(method, "fork") == 0 ? 1 : 2, code);
+    close(fd);
+    mp_args_free(a);
+}
+
+/* Descriptors passed in args work under every method. */
+static int t_write_fd(const mp_args *a)
+{
+    say(a, 0, "through the fd");
+    return 0;
+}
+
+MP_TEST(fd_argument, .variants = MP_START_METHODS)
+{
+    report r;
+    report_open(&r);
+    mp_args *a = args_with_report(&r);
+    close(r.wr); /* the args hold their own duplicate */
+    r.wr = -1;
+    int code = -1;
+    ASSERT_OK(run_one(ctx, t_write_fd, a, &code));
+    ASSERT_EQ(0, code);
+    mp_args_free(a);
+    ASSERT_STREQ("through the fd\n", slurp(r.rd));
+    report_close(&r);
+}
+
+/* Processes started concurrently from several threads. */
+struct thread_job {
+    mp_context *ctx;
+    int base, bad;
+};
+
+static void *thread_starter(void *arg)
+{
+    struct thread_job *j = arg;
+    for (int i = 0; i < 5; i++) {
+        mp_args *a;
+        int code = -1;
+        if (mp_args_of(&a, "i", j->base + i) != 0 || run_one(j->ctx, t_return_arg, a, &code) != 0 ||
+            code != j->base + i)
+            j->bad++;
+        mp_args_free(a);
+    }
+    return NULL;
+}
+
+MP_TEST(multithreaded_parent, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    enum { T = 4 };
+    pthread_t t[T];
+    struct thread_job jobs[T];
+    for (int i = 0; i < T; i++) {
+        jobs[i] = (struct thread_job){ctx, 10 * (i + 1), 0};
+        ASSERT_EQ(0, pthread_create(&t[i], NULL, thread_starter, &jobs[i]));
+    }
+    for (int i = 0; i < T; i++) {
+        ASSERT_EQ(0, pthread_join(t[i], NULL));
+        ASSERT_EQ(0, jobs[i].bad);
+    }
+}
+
+/* test_forkserver_sigkill: a killed fork server is replaced transparently. */
+static int t_report_ppid(const mp_args *a)
+{
+    say(a, 0, "%d", (int)getppid());
+    return 0;
+}
+
+MP_TEST(forkserver_restarts_after_kill)
+{
+    mp_context *fs = mp_get_context("forkserver");
+    for (int round = 0; round < 2; round++) {
+        report r;
+        report_open(&r);
+        mp_args *a = args_with_report(&r);
+        int code = -1;
+        ASSERT_OK(run_one(fs, t_report_ppid, a, &code));
+        ASSERT_EQ(0, code);
+        int server = atoi(read_line(r.rd));
+        ASSERT_GT(server, 0);
+        ASSERT_NE(getpid(), server);
+        ASSERT_EQ(0, kill(server, round == 0 ? SIGKILL : SIGINT));
+        usleep(50000);
+        mp_args_free(a);
+        report_close(&r);
+    }
+    mp_args *z;
+    ASSERT_OK(mp_args_of(&z, "i", 0));
+    int code = -1;
+    ASSERT_OK(run_one(fs, t_return_arg, z, &code));
+    ASSERT_EQ(0, code);
+    mp_args_free(z);
+}
+
+/* A spawned child whose target cannot be resolved says so and exits 126. */
+MP_TEST(unresolvable_target_exits_cleanly)
+{
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, NULL, t_return_arg, NULL));
+    mp_buf body = MP_BUF_INIT, ref = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    ASSERT_OK(mp__prep_encode(p, &body, &fds));
+    /* find this function's build id inside the body and corrupt it */
+    ASSERT_OK(mp__funcref_encode((const void *)t_return_arg, &ref));
+    mp__reader rr;
+    mp__reader_init(&rr, ref.data, ref.len);
+    ASSERT_TRUE(mp__get_str(&rr) != NULL);
+    size_t idlen;
+    const unsigned char *id = mp__get_blob(&rr, &idlen);
+    ASSERT_TRUE(id != NULL);
+    ASSERT_GT(idlen, 0);
+    unsigned char *hit = memmem(body.data, body.len, id, idlen);
+    ASSERT_TRUE(hit != NULL);
+    hit[0] ^= 0xff;
+
+    int errp[2];
+    ASSERT_EQ(0, pipe2(errp, O_CLOEXEC));
+    int saved = dup(STDERR_FILENO);
+    dup2(errp[1], STDERR_FILENO);
+    int sock, pidfd;
+    pid_t pid;
+    int err = mp__spawn_exec(&sock, &pid, &pidfd);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(errp[1]);
+    ASSERT_OK(err);
+    ASSERT_OK(mp__prep_send(sock, MP__ROLE_PROCESS, &body, &fds));
+    close(sock);
+    int st;
+    ASSERT_EQ(pid, waitpid(pid, &st, 0));
+    close(pidfd);
+    ASSERT_TRUE(WIFEXITED(st));
+    ASSERT_EQ(MP_EXIT_BOOTSTRAP, WEXITSTATUS(st));
+    char *msg = slurp(errp[0]);
+    close(errp[0]);
+    ASSERT_TRUE(strstr(msg, "cannot find the target function") != NULL);
+    ASSERT_TRUE(strstr(msg, "changed") != NULL);
+    ASSERT_TRUE(strchr(msg, '\n') == msg + strlen(msg) - 1); /* one line */
+    mp_buf_free(&body);
+    mp_buf_free(&ref);
+    ASSERT_OK(mp_process_close(p));
+}
+
+/* Targets in shared libraries: one linked in, one dlopen()ed by the parent
+ * only (a spawned child loads it itself), static functions included. */
+#include <dlfcn.h>
+
+int mp_testlib_target(const mp_args *args);
+void *mp_testlib_static_target(void);
+
+MP_TEST(target_in_shared_library, .variants = MP_START_METHODS)
+{
+    int code = -1;
+    ASSERT_OK(run_one(ctx, mp_testlib_target, NULL, &code));
+    ASSERT_EQ(42, code);
+    ASSERT_OK(run_one(ctx, (mp_target_fn)mp_testlib_static_target(), NULL, &code));
+    ASSERT_EQ(43, code);
+}
+
+MP_TEST(target_in_dlopened_library, .variants = MP_START_METHODS)
+{
+    void *h = dlopen(MP_TESTLIB_DL_PATH, RTLD_NOW | RTLD_LOCAL);
+    ASSERT_TRUE(h != NULL);
+    mp_target_fn fn = (mp_target_fn)dlsym(h, "mp_testlib_target");
+    void *(*get_static)(void) = (void *(*)(void))dlsym(h, "mp_testlib_static_target");
+    ASSERT_TRUE(fn != NULL && get_static != NULL);
+    int code = -1;
+    ASSERT_OK(run_one(ctx, fn, NULL, &code));
+    ASSERT_EQ(42, code);
+    ASSERT_OK(run_one(ctx, (mp_target_fn)get_static(), NULL, &code));
+    ASSERT_EQ(43, code);
+    dlclose(h);
+}
+
+static int t_static_in_exe(const mp_args *a)
+{
+    (void)a;
+    return 77;
+}
+
+MP_TEST(static_target_in_executable, .variants = MP_START_METHODS)
+{
+    int code = -1;
+    ASSERT_OK(run_one(ctx, t_static_in_exe, NULL, &code));
+    ASSERT_EQ(77, code);
+}
