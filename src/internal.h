@@ -216,6 +216,7 @@ typedef struct mp__self {
     mp__fsstate fs;
     mp_process *parent;         /* NULL in the main process */
     mp_process proc;            /* this process */
+    char *own_name;             /* proc.name when set here (else not ours) */
     mp_process parent_storage;  /* what parent points to */
 } mp__self;
 extern mp__self mp__me;

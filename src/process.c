@@ -89,9 +89,7 @@ static void do_init(void)
 {
     mp_process *me = &mp__me.proc;
     me->kind = MP__PROC_SELF;
-    me->name = strdup("MainProcess");
-    if (me->name == NULL)
-        mp__fatal("out of memory at start-up");
+    me->name = (char *)"MainProcess"; /* never freed: own_name is NULL */
     me->pid = mp__me.pid = getpid();
     me->creator = me->pid;
     me->started = true;
@@ -196,9 +194,15 @@ int mp_process_set_name(mp_process *p, const char *name)
     char *s = strdup(name);
     if (s == NULL)
         return MP_ENOMEM;
-    if (p->kind == MP__PROC_SELF)
+    if (p->kind == MP__PROC_SELF) {
+        /* this process's name may be borrowed (a literal, the object it was
+         * started from): free only what an earlier call here allocated */
         prctl(PR_SET_NAME, s);
-    free(p->name);
+        free(mp__me.own_name);
+        mp__me.own_name = s;
+    } else {
+        free(p->name);
+    }
     p->name = s;
     return 0;
 }
