@@ -28,7 +28,7 @@ test: build
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
 test-asan: deps
 	CC=clang cmake -S . -B $(BUILD_ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug \
-	  -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_BUILD_BENCH=OFF
+	  -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_FUZZ=ON -DMP_BUILD_BENCH=OFF
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && MP_TEST_TIMEOUT_MULTIPLIER=3 ctest --output-on-failure --timeout 900 -j $(JOBS)
 

@@ -77,6 +77,7 @@ static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sig
         for (size_t i = 0; i < nkids; i++)
             mp__sys_close(kids[i].chan);
         signal(SIGCHLD, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
         sigprocmask(SIG_SETMASK, old, NULL);
         mp__bootstrap(chan, server);
     }
@@ -134,6 +135,9 @@ _Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds)
             mp__sys_close(fds[i]);
     prctl(PR_SET_NAME, "mp-forkserver");
     mp__init(); /* once here, not in every child */
+    /* As Python's: a Ctrl-C meant for the program's process group leaves
+     * the server (and the exit statuses it relays) alone. */
+    signal(SIGINT, SIG_IGN);
 
     sigset_t chld, old;
     sigemptyset(&chld);

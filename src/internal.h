@@ -158,7 +158,8 @@ int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp_args **out);
 
 /* Function references: address <-> (object, build id, offset). */
 int mp__funcref_encode(const void *fn, mp_buf *out);
-/* Resolve; on failure returns MP_ENOTFOUND and writes a one-line reason. */
+/* Resolve; on failure writes a one-line reason and returns MP_EBADMSG
+ * (malformed) or MP_ENOTFOUND (no such object or function, build id changed). */
 int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen);
 
 /* ---- process.c ---------------------------------------------------------- */

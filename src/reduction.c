@@ -4,7 +4,7 @@
  *
  * Wire form of an mp_args:  "MPA1" u32 count, then per item u8 type and
  *   INT/DOUBLE  u64 (little-endian; doubles by bit pattern)
- *   STR/BYTES   u64 length + bytes (STR includes its NUL)
+ *   STR/BYTES   u64 length + bytes (STR without its NUL; one inside is refused)
  *   FD          u32 index into the message's descriptor list
  *   OBJECT      u8 object tag + what the object's reduce() wrote
  * PTR items never travel: encoding one fails with MP_EINVAL.
