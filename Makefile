@@ -33,7 +33,7 @@ test-asan: deps
 	cd $(BUILD_ASAN) && MP_TEST_TIMEOUT_MULTIPLIER=3 ctest --output-on-failure --timeout 900 -j $(JOBS)
 
 bench: build
-	python3 bench/run.py --build $(BUILD)
+	python3 bench/run.py --build $(BUILD) --readme README.md
 
 PREFIX ?= /usr/local
 install: build

@@ -191,6 +191,7 @@ def main():
                     help="also write the table here (default: bench/results.md)")
     ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     ap.add_argument("--python", help="the Python 3.11 interpreter (default: found)")
+    ap.add_argument("--readme", help="replace the table between the bench markers of this file")
     args = ap.parse_args()
 
     python = find_python(args.python)
@@ -220,6 +221,24 @@ def main():
         with open(args.out, "w") as f:
             f.write(text)
         print(f"(written to {args.out})", file=sys.stderr)
+    if args.readme:
+        update_readme(args.readme, text)
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def update_readme(path, text):
+    with open(path) as f:
+        doc = f.read()
+    a, b = doc.find(BEGIN), doc.find(END)
+    if a < 0 or b < a:
+        print(f"run.py: no {BEGIN} ... {END} in {path}: not updated", file=sys.stderr)
+        return
+    doc = doc[:a + len(BEGIN)] + "\n" + text + doc[b:]
+    with open(path, "w") as f:
+        f.write(doc)
+    print(f"(table updated in {path})", file=sys.stderr)
 
 
 if __name__ == "__main__":

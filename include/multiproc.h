@@ -244,6 +244,129 @@ mp_process *mp_parent_process(void);
  */
 size_t mp_active_children(mp_process **out, size_t cap);
 
+/* ------------------------------------------------------------------------ */
+/* Connections (connection.c): Python's multiprocessing.connection           */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * One end of a message channel (Python: Connection).  Messages are framed
+ * as Python frames them (4-byte big-endian length, or -1 and an 8-byte
+ * length), so a connection talks to Python's send_bytes/recv_bytes.  One
+ * thread at a time per direction.  Signals never surface as errors.
+ */
+typedef struct mp_conn mp_conn;
+
+/** The cap on a message received with maxlength 0 (1 TiB). */
+#define MP_CONN_MAXLEN ((size_t)1 << 40)
+
+/**
+ * A pair of connected ends (Python: Pipe).  @duplex: a socketpair, both
+ * ends send and receive (and carry descriptors).  !duplex: a pipe; *a is
+ * the reading end, *b the writing end (reader first, as Python).
+ */
+MP_MUST_CHECK int mp_pipe(mp_conn **a, mp_conn **b, bool duplex);
+/**
+ * Wrap a connected descriptor (stream socket or pipe end), which the
+ * connection then owns.  MP_EBADF when @fd is not open or neither readable
+ * nor writable.
+ */
+MP_MUST_CHECK int mp_conn_from_fd(mp_conn **out, int fd, bool readable, bool writable);
+/** Send one message of @len bytes (0 is a valid, empty message).
+ *  MP_EBADF on a read-only end; MP_EPIPE when the peer has gone. */
+MP_MUST_CHECK int mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len);
+/**
+ * Receive one message into @out (grown as needed, reused across calls).
+ * @maxlength 0 means MP_CONN_MAXLEN.  A longer message is refused before
+ * anything is allocated: MP_EMSGSIZE, its body left unread, and the end
+ * stops being readable (Python marks it so too).
+ * @return 0; MP_EOF at a message boundary; MP_ETRUNCATED for an end of file
+ *         inside a message; MP_EBADMSG for a malformed length; MP_EBADF on a
+ *         write-only (or no longer readable) end.
+ */
+MP_MUST_CHECK int mp_conn_recv_bytes(mp_conn *c, mp_buf *out, size_t maxlength);
+/**
+ * Receive one message into @buf.  *len gets the message's length.  A
+ * message longer than @cap is consumed and dropped: MP_EMSGSIZE, with *len
+ * its length (Python: BufferTooShort).
+ */
+MP_MUST_CHECK int mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, size_t *len);
+/**
+ * Send a typed message.  Descriptors and library objects (connections,
+ * ...) travel too, over unix sockets only: elsewhere MP_EINVAL.  Pointers
+ * never travel (MP_EINVAL).
+ */
+MP_MUST_CHECK int mp_conn_send(mp_conn *c, const mp_args *msg);
+/** Receive a typed message sent by mp_conn_send; the caller frees *msg.
+ *  Errors as mp_conn_recv_bytes, and MP_EBADMSG for a message that is not
+ *  an mp_args. */
+MP_MUST_CHECK int mp_conn_recv(mp_conn *c, mp_args **msg);
+/** 1 when a message (or end of file) is waiting, else 0 after @timeout
+ *  seconds; never consumes.  MP_EBADF on a write-only end. */
+MP_MUST_CHECK int mp_conn_poll(mp_conn *c, double timeout);
+int mp_conn_fileno(const mp_conn *c);
+bool mp_conn_readable(const mp_conn *c);
+bool mp_conn_writable(const mp_conn *c);
+/** Close and free.  NULL is a no-op. */
+int mp_conn_close(mp_conn *c);
+
+/** A connection as an argument: the child (or receiver) gets its own end
+ *  on the same channel.  The mp_args holds its own duplicate. */
+MP_MUST_CHECK int mp_args_add_conn(mp_args *a, mp_conn *c);
+/** Owned by the mp_args (valid as long as it is). */
+mp_conn *mp_args_conn(const mp_args *a, size_t i);
+
+/**
+ * Listens for connections (Python: Listener).  @address:
+ *   "unix:/path" (or "/path")   a unix socket, the path removed at close;
+ *   "unix:@name"                a Linux abstract name (nothing on disk);
+ *   "tcp:HOST:PORT", "HOST:PORT" TCP (IPv6 hosts in brackets); port 0 picks one;
+ *   NULL                        a fresh unix socket in a private directory.
+ * @authkey NULL: no handshake.  Otherwise every accepted connection must
+ * prove it knows the key (Python's handshake, both directions, 3.11 and
+ * 3.12+ forms).  An empty key (keylen 0) is refused with MP_EINVAL here and
+ * in mp_client, so both sides always agree on whether to authenticate.
+ * @backlog <= 0: 16.  MP_EADDRINUSE when the address is taken.
+ */
+typedef struct mp_listener mp_listener;
+MP_MUST_CHECK int mp_listener_new(mp_listener **out, const char *address, const void *authkey,
+                                  size_t keylen, int backlog);
+/** "unix:/path", "unix:@name" or "tcp:HOST:PORT" with the real port. */
+const char *mp_listener_address(const mp_listener *l);
+int mp_listener_fileno(const mp_listener *l);
+/**
+ * Accept one connection, waiting up to @timeout.
+ * @return 0; MP_ETIMEDOUT; MP_EAUTH when the peer failed the handshake (the
+ *         connection is dropped; the listener stays usable).
+ */
+MP_MUST_CHECK int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout);
+/** Close and free; removes the socket file (and private directory). */
+int mp_listener_close(mp_listener *l);
+/**
+ * Connect to a listener (Python: Client).  @authkey as for the listener.
+ * @return 0; MP_EAUTH when the key was refused (or the listener's proof
+ *         was wrong); -ECONNREFUSED, -ENOENT, ... from the system.
+ */
+MP_MUST_CHECK int mp_client(mp_conn **out, const char *address, const void *authkey,
+                            size_t keylen);
+
+/** One item for mp_wait. */
+typedef struct mp_waitable {
+    enum { MP_WAIT_CONN, MP_WAIT_PROCESS, MP_WAIT_FD } kind;
+    union {
+        mp_conn *conn;
+        mp_process *process;
+        int fd;
+    };
+    bool ready; /* out */
+} mp_waitable;
+/**
+ * Wait until at least one item is ready (Python: connection.wait): a
+ * connection or descriptor readable (data or end of file), a process
+ * ended.  Level-triggered; marks each item's ready flag.
+ * @return how many are ready; 0 after @timeout; MP_EINVAL for a bad item.
+ */
+MP_MUST_CHECK int mp_wait(mp_waitable *items, size_t n, double timeout);
+
 /**
  * Fallback for programs that cannot rely on the library's constructor (a
  * static link that runs other constructors first, a custom loader): call it

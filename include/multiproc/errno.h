@@ -25,6 +25,9 @@
     XX(EEXIST,      -EEXIST,      "already exists")                             \
     XX(ENOSYS,      -ENOSYS,      "not supported by this kernel")               \
     XX(EBADF,       -EBADF,       "bad file descriptor")                        \
+    XX(EPIPE,       -EPIPE,       "the peer has gone")                          \
+    XX(EADDRINUSE,  -EADDRINUSE,  "address already in use")                     \
+    XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                       \
     XX(EEMPTY,      -4201,        "queue is empty")                             \
     XX(EFULL,       -4202,        "queue is full")                              \
     XX(EOF,         -4203,        "end of file")                                \
