@@ -162,6 +162,20 @@ int mp__funcref_encode(const void *fn, mp_buf *out);
  * (malformed) or MP_ENOTFOUND (no such object or function, build id changed). */
 int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen);
 
+/* ---- connection.c ------------------------------------------------------- */
+
+/* The authkey handshake on a connected end, exposed for tests and fuzzing.
+ * Challenger (what a listener runs first): send "#CHALLENGE#{sha256}" + 40
+ * random bytes, accept a 16-byte HMAC-MD5 or a "{name}"+HMAC reply, answer
+ * #WELCOME#/#FAILURE#.  Responder (what a client runs first): answer a
+ * 20/16-byte challenge with raw HMAC-MD5, a "{name}" one with "{name}"+HMAC
+ * over the whole payload; expect #WELCOME#.  Each message is capped at 256
+ * bytes.  Return 0 or MP_EAUTH (wrong key, protocol error), MP_EOF, ... */
+int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen);
+int mp__auth_answer(mp_conn *c, const void *key, size_t keylen);
+/* The object type of connections in mp_args. */
+extern const mp__objtype mp__conn_objtype;
+
 /* ---- process.c ---------------------------------------------------------- */
 
 #define MP__AUTHKEY_MAX 1024

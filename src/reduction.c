@@ -44,7 +44,7 @@ struct mp_args {
 
 /* Object kinds known to the wire decoder, by tag.  Each module that adds a
  * shareable type lists its mp__objtype here. */
-static const mp__objtype *const objtypes[] = {NULL};
+static const mp__objtype *const objtypes[] = {&mp__conn_objtype};
 
 static const char *type_name(mp_arg_type t)
 {
