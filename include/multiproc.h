@@ -256,8 +256,10 @@ size_t mp_active_children(mp_process **out, size_t cap);
  */
 typedef struct mp_conn mp_conn;
 
-/** The cap on a message received with maxlength 0 (1 TiB). */
-#define MP_CONN_MAXLEN ((size_t)1 << 40)
+/** The cap on a message received with maxlength 0 (1 GiB); pass a larger
+ *  maxlength to receive larger ones.  Memory grows with the bytes that
+ *  actually arrive, never with what a length prefix claims. */
+#define MP_CONN_MAXLEN ((size_t)1 << 30)
 
 /**
  * A pair of connected ends (Python: Pipe).  @duplex: a socketpair, both
@@ -334,7 +336,8 @@ MP_MUST_CHECK int mp_listener_new(mp_listener **out, const char *address, const 
 const char *mp_listener_address(const mp_listener *l);
 int mp_listener_fileno(const mp_listener *l);
 /**
- * Accept one connection, waiting up to @timeout.
+ * Accept one connection, waiting up to @timeout (which bounds the handshake
+ * too: a peer that stalls in it cannot hold the caller longer).
  * @return 0; MP_ETIMEDOUT; MP_EAUTH when the peer failed the handshake (the
  *         connection is dropped; the listener stays usable).
  */

@@ -43,6 +43,7 @@ struct mp_conn {
     bool sock;        /* a socket: send() with MSG_NOSIGNAL */
     bool unix_sock;   /* an AF_UNIX socket: descriptors may travel */
     mp_buf sbuf;      /* encoding of typed messages, reused */
+    mp_buf rbuf;      /* typed messages received, reused */
 };
 
 /* ---- ends ----------------------------------------------------------------- */
@@ -123,6 +124,7 @@ int mp_conn_close(mp_conn *c)
         return 0;
     mp__sys_close(c->fd);
     mp_buf_free(&c->sbuf);
+    mp_buf_free(&c->rbuf);
     free(c);
     return 0;
 }
@@ -285,22 +287,29 @@ static int recv_frame(mp_conn *c, mp_buf *out, size_t maxlength, fdin *f)
 {
     if (out == NULL)
         return MP_EINVAL;
-    if (maxlength == 0 || maxlength > MP_CONN_MAXLEN)
+    if (maxlength == 0)
         maxlength = MP_CONN_MAXLEN;
     uint64_t size;
     int err = read_header(c, &size, maxlength, f);
     if (err < 0)
         return err;
-    err = mp_buf_reserve(out, (size_t)size);
-    if (err < 0) {
-        c->readable = false; /* the body stays unread */
-        return err;
-    }
+    /* The buffer grows with what has arrived, not with what the header
+     * claims: a lying peer costs at most twice what it really sent. */
     out->len = 0;
-    if (size > 0) {
-        err = read_exact(c, out->data, (size_t)size, false, NULL);
+    size_t got = 0;
+    while (got < size) {
+        size_t want = got < (size_t)1 << 20 ? (size_t)1 << 20 : got * 2;
+        if (want > size)
+            want = (size_t)size;
+        err = mp_buf_reserve(out, want);
+        if (err < 0) {
+            c->readable = false; /* the rest of the body stays unread */
+            return err;
+        }
+        err = read_exact(c, (char *)out->data + got, want - got, false, NULL);
         if (err < 0)
             return err;
+        got = want;
     }
     out->len = (size_t)size;
     return 0;
@@ -374,11 +383,10 @@ int mp_conn_recv(mp_conn *c, mp_args **msg)
         return MP_EINVAL;
     fdin f;
     f.n = 0;
-    mp_buf body = MP_BUF_INIT;
-    int err = recv_frame(c, &body, 0, &f);
+    int err = recv_frame(c, &c->rbuf, 0, &f);
     if (err == 0) {
         mp__reader r;
-        mp__reader_init(&r, body.data, body.len);
+        mp__reader_init(&r, c->rbuf.data, c->rbuf.len);
         err = mp__args_decode(&r, f.fds, f.n, msg);
         if (err == 0 && r.off != r.len) {
             mp_args_free(*msg);
@@ -388,7 +396,8 @@ int mp_conn_recv(mp_conn *c, mp_args **msg)
     }
     for (size_t i = 0; i < f.n; i++) /* what the message did not take */
         mp__sys_close(f.fds[i]);
-    mp_buf_free(&body);
+    if (c->rbuf.cap > (size_t)1 << 20) /* keep small buffers only */
+        mp_buf_free(&c->rbuf);
     return err;
 }
 
@@ -871,9 +880,25 @@ int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout)
         return err;
     }
     if (l->has_key) {
+        /* a peer that stalls in the handshake holds us no longer than the
+         * caller's timeout (socket timeouts, cleared afterwards) */
+        bool limited = !mp__deadline_expired(&d) && mp__deadline_poll_ms(&d) >= 0;
+        if (limited) {
+            int ms = mp__deadline_poll_ms(&d);
+            struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 + 1};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        }
         err = mp__auth_deliver(c, l->key, l->keylen);
         if (err == 0)
             err = mp__auth_answer(c, l->key, l->keylen);
+        if (limited && err == 0) {
+            struct timeval zero = {0, 0};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof zero);
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
+        }
+        if (err == -EAGAIN)
+            err = MP_ETIMEDOUT;
         if (err < 0) {
             mp_conn_close(c);
             return err == MP_EOF || err == MP_ETRUNCATED || err == -EPIPE ||
