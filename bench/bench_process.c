@@ -38,6 +38,8 @@
 #define _GNU_SOURCE
 #include <multiproc.h>
 
+#include "bench_stats.h"
+
 #include <errno.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -55,12 +57,7 @@ static void die(const char *what, int err)
     exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#define now_ns bench_now_ns
 
 /* ---- the measured operations: each returns the ns of one start + join ---- */
 
@@ -170,36 +167,9 @@ static uint64_t run_once(struct bench *b)
     return b->raw ? b->raw() : mp_once(mp_get_context(b->method));
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The q-quantile of sorted samples, by linear interpolation. */
-static double quantile(const uint64_t *s, size_t n, double q)
-{
-    double pos = q * (double)(n - 1);
-    size_t i = (size_t)pos;
-    double frac = pos - (double)i;
-    if (i + 1 >= n)
-        return (double)s[n - 1];
-    return (double)s[i] * (1 - frac) + (double)s[i + 1] * frac;
-}
-
 static void report(const struct bench *b)
 {
-    uint64_t *s = b->samples;
-    size_t n = b->n;
-    double sum = 0;
-    qsort(s, n, sizeof *s, cmp_u64);
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    printf("{\"name\": \"%s\", \"n\": %zu, \"median_us\": %.2f, \"p10_us\": %.2f, "
-           "\"p90_us\": %.2f, \"mean_us\": %.2f, \"min_us\": %.2f}\n",
-           b->name, n, quantile(s, n, 0.5) / 1e3, quantile(s, n, 0.1) / 1e3,
-           quantile(s, n, 0.9) / 1e3, sum / (double)n / 1e3, (double)s[0] / 1e3);
-    fflush(stdout);
+    bench_report(b->name, b->samples, b->n);
 }
 
 static size_t parse_count(const char *s, const char *opt)

@@ -69,6 +69,8 @@ SUITES = [
                                    quick_args=("-n", "300", "-s", "100", "-r", "3"))),
     Suite("py_process", py_bench("py_process.py",
                                  quick_args=("-n", "60", "-s", "10", "-f", "30", "-r", "2"))),
+    Suite("bench_conn", c_bench("bench_conn", quick_args=("-n", "2000", "-m", "30", "-c", "200"))),
+    Suite("py_conn", py_bench("py_conn.py", quick_args=("-n", "2000", "-m", "30", "-c", "200"))),
 ]
 
 ROWS = [
@@ -81,6 +83,12 @@ ROWS = [
     Row("process start+join (forkserver)", mp="mp_forkserver", py="py_forkserver",
         kernel="raw_fork_exec", kernel_label="fork+exec self",
         max_vs_kernel=1.5, min_vs_python=10),
+    Row("pipe round trip, 8 B", mp="mp_rtt8", py="py_rtt8",
+        kernel="raw_rtt8", kernel_label="socketpair write+read"),
+    Row("pipe round trip, 1 MiB", mp="mp_rtt1m", py="py_rtt1m",
+        kernel="raw_rtt1m", kernel_label="socketpair write+read"),
+    Row("connect + authkey handshake (unix)", mp="mp_connect_auth", py="py_connect_auth",
+        kernel="raw_connect", kernel_label="connect+close"),
 ]
 
 
@@ -119,6 +127,8 @@ def run_suite(suite, build, python, quick):
 
 
 def fmt_us(us):
+    if us < 10:
+        return f"{us:.2f} µs"
     if us >= 10000:
         return f"{us / 1000:.1f} ms"
     if us >= 1000:
