@@ -346,8 +346,10 @@ MP_MUST_CHECK int mp_listener_accept(mp_listener *l, mp_conn **out, double timeo
 int mp_listener_close(mp_listener *l);
 /**
  * Connect to a listener (Python: Client).  @authkey as for the listener.
- * @return 0; MP_EAUTH when the key was refused (or the listener's proof
- *         was wrong); -ECONNREFUSED, -ENOENT, ... from the system.
+ * @return 0; MP_EAUTH when the key was refused, the listener's proof was
+ *         wrong, or the listener hung up inside the handshake (Python raises
+ *         EOFError for the last); MP_ECONNREFUSED, -ENOENT, ... from the
+ *         system.
  */
 MP_MUST_CHECK int mp_client(mp_conn **out, const char *address, const void *authkey,
                             size_t keylen);
