@@ -372,6 +372,209 @@ typedef struct mp_waitable {
  */
 MP_MUST_CHECK int mp_wait(mp_waitable *items, size_t n, double timeout);
 
+/* ------------------------------------------------------------------------ */
+/* Synchronization (synchronize.c)                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every object here lives in shared memory (the library's arena of memfd
+ * segments: no descriptor per object, nothing in /dev/shm) and works between
+ * any processes of the program under every start method, passed in mp_args
+ * (mp_args_add_lock, ...) or over a connection.  Waits block in the kernel.
+ *
+ * Lifetime: the process that created an object frees its memory with the
+ * _free call; a handle obtained from mp_args (or in a forked child) is freed
+ * with the same call but frees only the handle.  Other processes must be
+ * done with an object before its creator frees it.
+ */
+
+/**
+ * Lock and RLock (Python: Lock, RLock).  The one deliberate difference from
+ * Python: a Lock has an owner, the thread that acquired it, and only that
+ * thread may release it (MP_EPERM otherwise).  Ownership is what lets a dead
+ * owner be detected: when a process dies holding the lock (SIGKILL
+ * included), the next acquirer gets MP_EOWNERDEAD and holds the lock.  To
+ * signal between processes use a Semaphore or an Event.
+ */
+typedef struct mp_lock mp_lock;
+MP_MUST_CHECK int mp_lock_new(mp_lock **out);
+MP_MUST_CHECK int mp_rlock_new(mp_lock **out);
+/**
+ * Acquire, waiting up to @timeout (0: try once).
+ * @return 0; MP_ETIMEDOUT; MP_EOWNERDEAD (acquired; the previous owner died
+ *         holding it: whatever it guarded may be inconsistent).  A Lock
+ *         acquired again by the thread that holds it waits out the timeout
+ *         as Python's does, and returns -EDEADLK at once when the timeout
+ *         is MP_FOREVER (which would never end).
+ */
+MP_MUST_CHECK int mp_lock_acquire(mp_lock *l, double timeout);
+/** MP_EINVAL if not locked; MP_EPERM if another thread holds it.  An RLock
+ *  is released once per acquire. */
+MP_MUST_CHECK int mp_lock_release(mp_lock *l);
+/** True while some thread holds it (a snapshot). */
+bool mp_lock_locked(mp_lock *l);
+bool mp_lock_is_recursive(const mp_lock *l);
+void mp_lock_free(mp_lock *l);
+
+/** Semaphore / BoundedSemaphore.  @bounded: releasing past the initial
+ *  value fails with MP_EINVAL.  Values up to INT32_MAX. */
+typedef struct mp_semaphore mp_semaphore;
+MP_MUST_CHECK int mp_semaphore_new(mp_semaphore **out, unsigned value, bool bounded);
+/** 0; MP_ETIMEDOUT (timeout 0: try once). */
+MP_MUST_CHECK int mp_semaphore_acquire(mp_semaphore *s, double timeout);
+MP_MUST_CHECK int mp_semaphore_release(mp_semaphore *s);
+MP_MUST_CHECK int mp_semaphore_value(mp_semaphore *s, int *out);
+void mp_semaphore_free(mp_semaphore *s);
+
+/**
+ * Condition variable over a Lock or RLock (Python: Condition).  wait,
+ * wait_for, notify and notify_all need the lock held (MP_EPERM otherwise).
+ * A process killed while waiting wedges nobody; it may cost one later
+ * waiter a spurious wake-up, which wait_for absorbs.
+ */
+typedef struct mp_condition mp_condition;
+/** @lock NULL: a new RLock.  The condition keeps its own handle. */
+MP_MUST_CHECK int mp_condition_new(mp_condition **out, mp_lock *lock);
+mp_lock *mp_condition_lock(mp_condition *c);
+MP_MUST_CHECK int mp_condition_acquire(mp_condition *c, double timeout);
+MP_MUST_CHECK int mp_condition_release(mp_condition *c);
+/** 0 notified; MP_ETIMEDOUT.  Either way the lock is held again on return
+ *  (MP_EOWNERDEAD if its owner died meanwhile). */
+MP_MUST_CHECK int mp_condition_wait(mp_condition *c, double timeout);
+/** Wait until pred(arg) is true: 0, or MP_ETIMEDOUT with pred still false. */
+MP_MUST_CHECK int mp_condition_wait_for(mp_condition *c, bool (*pred)(void *), void *arg,
+                                        double timeout);
+/** Wake up to @n waiters. */
+MP_MUST_CHECK int mp_condition_notify(mp_condition *c, int n);
+MP_MUST_CHECK int mp_condition_notify_all(mp_condition *c);
+void mp_condition_free(mp_condition *c);
+
+/** Event (Python: Event). */
+typedef struct mp_event mp_event;
+MP_MUST_CHECK int mp_event_new(mp_event **out);
+int mp_event_set(mp_event *e);
+int mp_event_clear(mp_event *e);
+bool mp_event_is_set(mp_event *e);
+/** 0 once set; MP_ETIMEDOUT. */
+MP_MUST_CHECK int mp_event_wait(mp_event *e, double timeout);
+void mp_event_free(mp_event *e);
+
+/**
+ * Barrier (Python: Barrier) for @parties >= 1 (else MP_EINVAL).  @action,
+ * if not NULL, runs once per pass (args NULL) in the last process to
+ * arrive, before any is released; a non-zero return breaks the barrier
+ * (that process's wait returns MP_EBROKEN too).  @timeout is the default
+ * for waits that pass a negative timeout, as Python's (MP_FOREVER: none).
+ * A process killed while waiting counts as having arrived; one killed
+ * inside the barrier's short critical section breaks it (MP_EBROKEN).
+ */
+typedef struct mp_barrier mp_barrier;
+MP_MUST_CHECK int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action,
+                                 double timeout);
+/**
+ * @return this process's arrival index, 0..parties-1; MP_EBROKEN when the
+ *         barrier is (or becomes) broken, aborted or reset while waiting;
+ *         MP_ETIMEDOUT for the waiter that timed out (the barrier breaks).
+ */
+MP_MUST_CHECK int mp_barrier_wait(mp_barrier *b, double timeout);
+/** Back to the initial state; current waiters get MP_EBROKEN. */
+int mp_barrier_reset(mp_barrier *b);
+/** Break it: current and future waiters get MP_EBROKEN until reset. */
+int mp_barrier_abort(mp_barrier *b);
+unsigned mp_barrier_parties(mp_barrier *b);
+unsigned mp_barrier_n_waiting(mp_barrier *b);
+bool mp_barrier_broken(mp_barrier *b);
+void mp_barrier_free(mp_barrier *b);
+
+/* As arguments: the receiver gets its own handle on the same object, owned
+ * by the mp_args (valid as long as it is). */
+MP_MUST_CHECK int mp_args_add_lock(mp_args *a, mp_lock *l);
+MP_MUST_CHECK int mp_args_add_semaphore(mp_args *a, mp_semaphore *s);
+MP_MUST_CHECK int mp_args_add_condition(mp_args *a, mp_condition *c);
+MP_MUST_CHECK int mp_args_add_event(mp_args *a, mp_event *e);
+MP_MUST_CHECK int mp_args_add_barrier(mp_args *a, mp_barrier *b);
+mp_lock *mp_args_lock(const mp_args *a, size_t i);
+mp_semaphore *mp_args_semaphore(const mp_args *a, size_t i);
+mp_condition *mp_args_condition(const mp_args *a, size_t i);
+mp_event *mp_args_event(const mp_args *a, size_t i);
+mp_barrier *mp_args_barrier(const mp_args *a, size_t i);
+
+/* ------------------------------------------------------------------------ */
+/* Shared values, arrays and memory (sharedctypes.c, shared_memory.c)        */
+/* ------------------------------------------------------------------------ */
+
+/** Element types of Value and Array (Python typecodes c b B h H i I q Q f d ?). */
+typedef enum mp_type {
+    MP_CHAR,
+    MP_INT8,
+    MP_UINT8,
+    MP_INT16,
+    MP_UINT16,
+    MP_INT32,
+    MP_UINT32,
+    MP_INT64,
+    MP_UINT64,
+    MP_FLOAT,
+    MP_DOUBLE,
+    MP_BOOL,
+} mp_type;
+/** The size in bytes of one element; 0 for an unknown type. */
+size_t mp_type_size(mp_type t);
+
+/** A shared scalar (Python: Value / RawValue), zero-initialised. */
+typedef struct mp_value mp_value;
+/** @lock: guarded by a new RLock (Python's default); false: RawValue. */
+MP_MUST_CHECK int mp_value_new(mp_value **out, mp_type type, bool lock);
+void *mp_value_ptr(mp_value *v);
+mp_type mp_value_type(const mp_value *v);
+/** NULL when made without one. */
+mp_lock *mp_value_lock(mp_value *v);
+void mp_value_free(mp_value *v);
+
+/** A shared array (Python: Array / RawArray); @init NULL: zeroed, else
+ *  @n elements copied. */
+typedef struct mp_array mp_array;
+MP_MUST_CHECK int mp_array_new(mp_array **out, mp_type type, size_t n, const void *init,
+                               bool lock);
+void *mp_array_data(mp_array *a);
+size_t mp_array_len(const mp_array *a);
+mp_type mp_array_type(const mp_array *a);
+mp_lock *mp_array_lock(mp_array *a);
+void mp_array_free(mp_array *a);
+
+MP_MUST_CHECK int mp_args_add_value(mp_args *a, mp_value *v);
+MP_MUST_CHECK int mp_args_add_array(mp_args *a, mp_array *arr);
+mp_value *mp_args_value(const mp_args *a, size_t i);
+mp_array *mp_args_array(const mp_args *a, size_t i);
+
+/**
+ * Named shared memory (Python: shared_memory.SharedMemory), interoperable
+ * with Python: the same name opens the same bytes (/dev/shm/<name>).
+ */
+typedef struct mp_shm mp_shm;
+enum {
+    MP_SHM_CREATE = 1,  /* create a new segment (MP_EEXIST if the name is taken) */
+    MP_SHM_NOTRACK = 2, /* do not remove it when the program ends */
+};
+/**
+ * Create (MP_SHM_CREATE: @size > 0 bytes; @name NULL picks a random
+ * "psm_xxxxxxxx") or attach to an existing segment by @name (its size is
+ * discovered; @size 0, or at most the segment's size).  Names are given
+ * without the leading slash, as Python's; at most 250 characters.
+ * A created segment the program never unlinks is removed once its last
+ * process has ended, even if they were all SIGKILLed (the resource
+ * tracker), unless MP_SHM_NOTRACK.
+ * @return 0; MP_EEXIST; MP_ENOENT; MP_EINVAL.
+ */
+MP_MUST_CHECK int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags);
+void *mp_shm_buf(mp_shm *s);
+size_t mp_shm_size(const mp_shm *s);
+const char *mp_shm_name(const mp_shm *s);
+/** Unmap and free this handle; the segment stays. */
+int mp_shm_close(mp_shm *s);
+/** Remove the name (the memory lives while mapped); the handle stays open. */
+int mp_shm_unlink(mp_shm *s);
+
 /**
  * Fallback for programs that cannot rely on the library's constructor (a
  * static link that runs other constructors first, a custom loader): call it
