@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -53,6 +54,7 @@ int mp__sys_dup(int fd);
 int mp__sys_pidfd_open(pid_t pid);
 int mp__sys_open_devnull(int flags);
 int mp__sys_signalfd(const sigset_t *mask);
+int mp__sys_memfd(const char *name);
 /* Close, never retried; keeps errno. */
 void mp__sys_close(int fd);
 /* Wait for @events on one fd: 1 ready, 0 deadline passed, -errno. EINTR retried. */
@@ -175,6 +177,43 @@ int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen);
 int mp__auth_answer(mp_conn *c, const void *key, size_t keylen);
 /* The object type of connections in mp_args. */
 extern const mp__objtype mp__conn_objtype;
+
+/* ---- heap.c: the shared arena -------------------------------------------- */
+
+typedef struct mp__seg mp__seg;
+/* A block of shared memory as one process sees it. */
+typedef struct mp__shref {
+    mp__seg *seg;
+    char *p;
+    size_t size;
+    pid_t creator;   /* set in the creating handle only: it frees the block */
+} mp__shref;
+/* Zeroed, 64-byte aligned shared memory of @size bytes. */
+int mp__shm_alloc(size_t size, mp__shref *out);
+/* Drop this handle; the creating handle returns the block for reuse. */
+void mp__shm_free(mp__shref *ref);
+/* A second handle on the same block (never frees it). */
+int mp__shm_ref_dup(const mp__shref *src, mp__shref *out);
+/* Wire form: segment descriptor (through @fds), offset, size. */
+int mp__shm_reduce(const mp__shref *ref, mp_buf *out, mp__fdvec *fds);
+int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out);
+void mp__heap_atfork_prepare(void);
+void mp__heap_atfork_parent(void);
+void mp__heap_atfork_child(void);
+
+/* ---- futex words (synchronize.c) ----------------------------------------- */
+
+/* Sleep while *w == val, until woken or @d passes (NULL: forever).
+ * 0 when woken, changed or interrupted (callers re-check), MP_ETIMEDOUT. */
+int mp__futex_wait(_Atomic uint32_t *w, uint32_t val, const mp__deadline *d);
+void mp__futex_wake(_Atomic uint32_t *w, int n);
+/* This thread's id, cached (reset in a forked child). */
+pid_t mp__tid(void);
+void mp__sync_atfork_child(void);
+
+/* Object types of synchronize.c and sharedctypes.c in mp_args. */
+extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_objtype,
+    mp__event_objtype, mp__barrier_objtype, mp__value_objtype, mp__array_objtype;
 
 /* ---- process.c ---------------------------------------------------------- */
 

@@ -59,10 +59,12 @@ static mp_process *from_link(mp__link *l)
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&mp__me.lock);
+    mp__heap_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
+    mp__heap_atfork_parent();
     pthread_mutex_unlock(&mp__me.lock);
 }
 
@@ -78,6 +80,8 @@ MP__CHILD_TEXT static void atfork_child(void)
         mp__rawsys(SYS_close, mp__me.pidfd, 0, 0); /* ours is kept as the parent's pidfd */
     mp__me.pidfd = -1;
     mp__forkserver_after_fork();
+    mp__heap_atfork_child();
+    mp__sync_atfork_child();
 }
 
 static void exit_handler(void)

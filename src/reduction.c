@@ -44,7 +44,10 @@ struct mp_args {
 
 /* Object kinds known to the wire decoder, by tag.  Each module that adds a
  * shareable type lists its mp__objtype here. */
-static const mp__objtype *const objtypes[] = {&mp__conn_objtype};
+static const mp__objtype *const objtypes[] = {
+    &mp__conn_objtype,      &mp__lock_objtype,    &mp__semaphore_objtype, &mp__condition_objtype,
+    &mp__event_objtype,     &mp__barrier_objtype, &mp__value_objtype,     &mp__array_objtype,
+};
 
 static const char *type_name(mp_arg_type t)
 {

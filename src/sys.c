@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -94,6 +95,11 @@ int mp__sys_pidfd_send_signal(int pidfd, int sig)
 int mp__sys_open_devnull(int flags)
 {
     return ret_fd(open("/dev/null", flags | O_CLOEXEC));
+}
+
+int mp__sys_memfd(const char *name)
+{
+    return ret_fd(memfd_create(name, MFD_CLOEXEC));
 }
 
 int mp__sys_signalfd(const sigset_t *mask)

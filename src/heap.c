@@ -1,0 +1,296 @@
+/*
+ * The shared arena: small shared objects (locks, semaphores, values, queue
+ * headers) live in memfd segments mapped MAP_SHARED, so ten thousand locks
+ * cost a few descriptors and nothing appears in /dev/shm.
+ *
+ * A process allocates only from segments it created itself (a forked child
+ * inherits its parent's segments mapped, but allocates from new ones of its
+ * own): the allocator's state is private to the creator and needs no
+ * cross-process locking.  Blocks come in power-of-two classes from 64 bytes
+ * to 64 KiB; anything larger gets a segment of its own, unmapped when its
+ * last local handle goes.
+ *
+ * A block travels as (segment descriptor, offset, size).  The receiver
+ * recognises a segment it already has by the memfd's inode and maps each
+ * segment once.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SEG_SIZE ((size_t)1 << 20)
+#define MIN_SHIFT 6                     /* 64-byte blocks: cache-line aligned */
+#define MAX_SHIFT 16                    /* 64 KiB; larger: a dedicated segment */
+#define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
+
+struct mp__seg {
+    struct mp__seg *next;
+    dev_t dev;
+    ino_t ino;
+    int fd;
+    char *base;
+    size_t size;
+    pid_t owner;       /* the process that allocates from it */
+    bool dedicated;    /* one large block */
+    unsigned refs;     /* local handles on a dedicated segment */
+    size_t bump;       /* owner only: first never-used byte */
+};
+
+/* A freed block, linked through its own first bytes (owner only). */
+typedef struct freeblk {
+    struct freeblk *next;
+} freeblk;
+
+static struct {
+    pthread_mutex_t lock;
+    mp__seg *segs;
+    freeblk *free[NCLASS]; /* of this process's own segments */
+    pid_t free_pid;        /* whose free lists these are */
+} heap = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void mp__heap_atfork_prepare(void)
+{
+    pthread_mutex_lock(&heap.lock);
+}
+
+void mp__heap_atfork_parent(void)
+{
+    pthread_mutex_unlock(&heap.lock);
+}
+
+void mp__heap_atfork_child(void)
+{
+    /* The segments stay mapped (handles inherited by fork point into
+     * them); the free lists are the parent's, and so is allocation. */
+    heap.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+
+static int seg_map(int fd, size_t size, bool dedicated, mp__seg **out)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (size == 0)
+        size = (size_t)st.st_size;
+    if (size == 0 || (off_t)size > st.st_size)
+        return MP_EBADMSG;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    mp__seg *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        munmap(p, size);
+        return MP_ENOMEM;
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    s->fd = fd;
+    s->base = p;
+    s->size = size;
+    s->dedicated = dedicated;
+    *out = s;
+    return 0;
+}
+
+static int seg_create(size_t size, bool dedicated, mp__seg **out)
+{
+    int fd = mp__sys_memfd(dedicated ? "mp-block" : "mp-arena");
+    if (fd < 0)
+        return fd;
+    int err = 0;
+    while (ftruncate(fd, (off_t)size) < 0)
+        if (errno != EINTR) {
+            err = -errno;
+            break;
+        }
+    if (err == 0)
+        err = seg_map(fd, size, dedicated, out);
+    if (err < 0) {
+        mp__sys_close(fd);
+        return err;
+    }
+    (*out)->owner = mp__me.pid;
+    return 0;
+}
+
+static void seg_link(mp__seg *s) /* under heap.lock */
+{
+    s->next = heap.segs;
+    heap.segs = s;
+}
+
+static void seg_destroy(mp__seg *s) /* under heap.lock */
+{
+    for (mp__seg **pp = &heap.segs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    munmap(s->base, s->size);
+    mp__sys_close(s->fd);
+    free(s);
+}
+
+static int size_class(size_t size)
+{
+    int c = 0;
+    while (((size_t)1 << (MIN_SHIFT + c)) < size)
+        c++;
+    return c;
+}
+
+int mp__shm_alloc(size_t size, mp__shref *out)
+{
+    mp__init();
+    memset(out, 0, sizeof *out);
+    if (size == 0)
+        return MP_EINVAL;
+    pid_t me = mp__me.pid;
+    int err = 0;
+    pthread_mutex_lock(&heap.lock);
+    if (heap.free_pid != me) { /* a forked child: the lists are the parent's */
+        memset(heap.free, 0, sizeof heap.free);
+        heap.free_pid = me;
+    }
+    if (size > ((size_t)1 << MAX_SHIFT)) {
+        size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+        mp__seg *s;
+        err = seg_create((size + pg - 1) / pg * pg, true, &s);
+        if (err == 0) {
+            s->refs = 1;
+            seg_link(s);
+            out->seg = s;
+            out->p = s->base;
+        }
+        goto done;
+    }
+    int c = size_class(size);
+    size_t bsize = (size_t)1 << (MIN_SHIFT + c);
+    if (heap.free[c] != NULL) {
+        freeblk *b = heap.free[c];
+        heap.free[c] = b->next;
+        memset(b, 0, bsize);
+        out->p = (char *)b;
+        for (mp__seg *s = heap.segs; s; s = s->next)
+            if (out->p >= s->base && out->p < s->base + s->size)
+                out->seg = s;
+        goto done;
+    }
+    mp__seg *s = NULL;
+    for (mp__seg *t = heap.segs; t; t = t->next)
+        if (!t->dedicated && t->owner == me && t->size - t->bump >= bsize) {
+            s = t;
+            break;
+        }
+    if (s == NULL) {
+        err = seg_create(SEG_SIZE, false, &s);
+        if (err < 0)
+            goto done;
+        seg_link(s);
+    }
+    out->seg = s;
+    out->p = s->base + s->bump; /* fresh pages of a memfd read as zero */
+    s->bump += bsize;
+done:
+    if (err == 0) {
+        out->size = size;
+        out->creator = me;
+    }
+    pthread_mutex_unlock(&heap.lock);
+    return err;
+}
+
+void mp__shm_free(mp__shref *ref)
+{
+    if (ref == NULL || ref->seg == NULL)
+        return;
+    mp__seg *s = ref->seg;
+    pthread_mutex_lock(&heap.lock);
+    if (s->dedicated) {
+        if (--s->refs == 0)
+            seg_destroy(s);
+    } else if (ref->creator == mp__me.pid && s->owner == mp__me.pid &&
+               heap.free_pid == mp__me.pid) {
+        int c = size_class(ref->size);
+        freeblk *b = (freeblk *)ref->p;
+        b->next = heap.free[c];
+        heap.free[c] = b;
+    }
+    /* arena segments stay mapped: later handles may arrive */
+    pthread_mutex_unlock(&heap.lock);
+    memset(ref, 0, sizeof *ref);
+}
+
+int mp__shm_ref_dup(const mp__shref *src, mp__shref *out)
+{
+    *out = *src;
+    out->creator = 0; /* a second handle never frees the block */
+    if (src->seg && src->seg->dedicated) {
+        pthread_mutex_lock(&heap.lock);
+        src->seg->refs++;
+        pthread_mutex_unlock(&heap.lock);
+    }
+    return 0;
+}
+
+int mp__shm_reduce(const mp__shref *ref, mp_buf *out, mp__fdvec *fds)
+{
+    int k = mp__fdvec_add(fds, ref->seg->fd);
+    if (k < 0)
+        return k;
+    int err = mp__put_u32(out, (uint32_t)k);
+    if (err == 0)
+        err = mp__put_u64(out, (uint64_t)(ref->p - ref->seg->base));
+    if (err == 0)
+        err = mp__put_u64(out, ref->size);
+    if (err == 0)
+        err = mp__put_u8(out, ref->seg->dedicated);
+    return err;
+}
+
+int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out)
+{
+    memset(out, 0, sizeof *out);
+    uint32_t k = mp__get_u32(r);
+    uint64_t off = mp__get_u64(r), size = mp__get_u64(r);
+    uint8_t dedicated = mp__get_u8(r);
+    if (r->err || k >= nfds || fds[k] < 0 || size == 0 || dedicated > 1)
+        return MP_EBADMSG;
+    struct stat st;
+    if (fstat(fds[k], &st) < 0)
+        return -errno;
+    if (off > (uint64_t)st.st_size || size > (uint64_t)st.st_size - off)
+        return MP_EBADMSG;
+    int err = 0;
+    pthread_mutex_lock(&heap.lock);
+    mp__seg *s = NULL;
+    for (mp__seg *t = heap.segs; t; t = t->next)
+        if (t->dev == st.st_dev && t->ino == st.st_ino) {
+            s = t;
+            break;
+        }
+    if (s == NULL) {
+        err = seg_map(fds[k], 0, dedicated, &s);
+        if (err == 0) {
+            fds[k] = -1; /* the segment keeps it */
+            seg_link(s);
+        }
+    }
+    if (err == 0) {
+        if (off + size > s->size) {
+            err = MP_EBADMSG;
+        } else {
+            if (s->dedicated)
+                s->refs++;
+            out->seg = s;
+            out->p = s->base + off;
+            out->size = (size_t)size;
+        }
+    }
+    pthread_mutex_unlock(&heap.lock);
+    return err;
+}

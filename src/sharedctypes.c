@@ -1,0 +1,242 @@
+/*
+ * Value and Array (Python's sharedctypes): typed memory in the shared
+ * arena, optionally with an RLock of their own (Python's default).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+size_t mp_type_size(mp_type t)
+{
+    switch (t) {
+    case MP_CHAR:
+    case MP_INT8:
+    case MP_UINT8:
+    case MP_BOOL:
+        return 1;
+    case MP_INT16:
+    case MP_UINT16:
+        return 2;
+    case MP_INT32:
+    case MP_UINT32:
+    case MP_FLOAT:
+        return 4;
+    case MP_INT64:
+    case MP_UINT64:
+    case MP_DOUBLE:
+        return 8;
+    }
+    return 0;
+}
+
+/* Both kinds are one block of typed elements plus an optional lock. */
+typedef struct shobj {
+    mp__shref ref;
+    mp_type type;
+    size_t n;
+    mp_lock *lock;
+} shobj;
+
+struct mp_value {
+    shobj o;
+};
+struct mp_array {
+    shobj o;
+};
+
+static int shobj_new(shobj **out, mp_type type, size_t n, const void *init, bool lock)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    size_t es = mp_type_size(type);
+    if (es == 0 || n > SIZE_MAX / es)
+        return MP_EINVAL;
+    shobj *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return MP_ENOMEM;
+    o->type = type;
+    o->n = n;
+    int err = mp__shm_alloc(n * es > 0 ? n * es : 1, &o->ref);
+    if (err == 0 && lock)
+        err = mp_rlock_new(&o->lock);
+    if (err < 0) {
+        mp__shm_free(&o->ref);
+        free(o);
+        return err;
+    }
+    if (init != NULL && n > 0)
+        memcpy(o->ref.p, init, n * es);
+    *out = o;
+    return 0;
+}
+
+static void shobj_free(shobj *o)
+{
+    if (o == NULL)
+        return;
+    mp_lock_free(o->lock);
+    mp__shm_free(&o->ref);
+    free(o);
+}
+
+static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+{
+    shobj *o = obj;
+    int err = mp__put_u8(out, (uint8_t)o->type);
+    if (err == 0)
+        err = mp__put_u64(out, o->n);
+    if (err == 0)
+        err = mp__shm_reduce(&o->ref, out, fds);
+    if (err == 0)
+        err = mp__put_u8(out, o->lock != NULL);
+    if (err == 0 && o->lock)
+        err = mp__lock_objtype.reduce(o->lock, out, fds);
+    return err;
+}
+
+static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    shobj *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return MP_ENOMEM;
+    uint8_t type = mp__get_u8(r);
+    uint64_t n = mp__get_u64(r);
+    size_t es = mp_type_size((mp_type)type);
+    int err = r->err || es == 0 || n > SIZE_MAX / es ? MP_EBADMSG : 0;
+    if (err == 0)
+        err = mp__shm_rebuild(r, fds, nfds, &o->ref);
+    if (err == 0 && o->ref.size < n * es)
+        err = MP_EBADMSG;
+    uint8_t has_lock = err == 0 ? mp__get_u8(r) : 0;
+    if (err == 0 && (r->err || has_lock > 1))
+        err = MP_EBADMSG;
+    if (err == 0 && has_lock)
+        err = mp__lock_objtype.rebuild(r, fds, nfds, (void **)&o->lock);
+    if (err < 0) {
+        shobj_free(o);
+        return err;
+    }
+    o->type = (mp_type)type;
+    o->n = (size_t)n;
+    *obj = o;
+    return 0;
+}
+
+static int shobj_dup(void *obj, void **out)
+{
+    shobj *o = obj, *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return MP_ENOMEM;
+    *d = *o;
+    d->lock = NULL;
+    if (o->lock) {
+        int err = mp__lock_objtype.dup(o->lock, (void **)&d->lock);
+        if (err < 0) {
+            free(d);
+            return err;
+        }
+    }
+    mp__shm_ref_dup(&o->ref, &d->ref);
+    *out = d;
+    return 0;
+}
+
+static void shobj_release(void *obj)
+{
+    shobj_free(obj);
+}
+
+const mp__objtype mp__value_objtype = {
+    .name = "value",
+    .tag = 7,
+    .reduce = shobj_reduce,
+    .rebuild = shobj_rebuild,
+    .dup = shobj_dup,
+    .release = shobj_release,
+};
+
+const mp__objtype mp__array_objtype = {
+    .name = "array",
+    .tag = 8,
+    .reduce = shobj_reduce,
+    .rebuild = shobj_rebuild,
+    .dup = shobj_dup,
+    .release = shobj_release,
+};
+
+int mp_value_new(mp_value **out, mp_type type, bool lock)
+{
+    return shobj_new((shobj **)out, type, 1, NULL, lock);
+}
+
+void *mp_value_ptr(mp_value *v)
+{
+    return v ? v->o.ref.p : NULL;
+}
+
+mp_type mp_value_type(const mp_value *v)
+{
+    return v ? v->o.type : (mp_type)-1;
+}
+
+mp_lock *mp_value_lock(mp_value *v)
+{
+    return v ? v->o.lock : NULL;
+}
+
+void mp_value_free(mp_value *v)
+{
+    shobj_free((shobj *)v);
+}
+
+int mp_array_new(mp_array **out, mp_type type, size_t n, const void *init, bool lock)
+{
+    return shobj_new((shobj **)out, type, n, init, lock);
+}
+
+void *mp_array_data(mp_array *a)
+{
+    return a ? a->o.ref.p : NULL;
+}
+
+size_t mp_array_len(const mp_array *a)
+{
+    return a ? a->o.n : 0;
+}
+
+mp_type mp_array_type(const mp_array *a)
+{
+    return a ? a->o.type : (mp_type)-1;
+}
+
+mp_lock *mp_array_lock(mp_array *a)
+{
+    return a ? a->o.lock : NULL;
+}
+
+void mp_array_free(mp_array *a)
+{
+    shobj_free((shobj *)a);
+}
+
+int mp_args_add_value(mp_args *a, mp_value *v)
+{
+    return a && v ? mp__args_add_obj(a, &mp__value_objtype, v) : MP_EINVAL;
+}
+
+int mp_args_add_array(mp_args *a, mp_array *arr)
+{
+    return a && arr ? mp__args_add_obj(a, &mp__array_objtype, arr) : MP_EINVAL;
+}
+
+mp_value *mp_args_value(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__value_objtype);
+}
+
+mp_array *mp_args_array(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__array_objtype);
+}

@@ -1,0 +1,1019 @@
+/*
+ * Lock, RLock, Semaphore, Condition, Event, Barrier in the shared arena.
+ *
+ * Lock and RLock are robust, process-shared, priority-inheritance pthread
+ * mutexes: the kernel marks a mutex whose owner died and hands it to the
+ * next acquirer (EOWNERDEAD), and the PI protocol does not lose a wake-up
+ * when a just-woken waiter is killed (plain robust glibc mutexes can).  The
+ * library never touches the robust list itself: glibc owns it.
+ *
+ * Everything else waits on 32-bit futex words holding counts and
+ * generations, never per-waiter state that a killed process could leave
+ * behind; short critical sections (Barrier) use the same robust mutex.
+ */
+#include "internal.h"
+
+#include <linux/futex.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- futex words and thread ids ------------------------------------------ */
+
+int mp__futex_wait(_Atomic uint32_t *w, uint32_t val, const mp__deadline *d)
+{
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline; shared
+     * (not PRIVATE): the word is in memory other processes map. */
+    const struct timespec *ts = d ? mp__deadline_ts(d) : NULL;
+    long r = syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET, val, ts, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r < 0 && errno == ETIMEDOUT)
+        return MP_ETIMEDOUT;
+    return 0; /* woken, EAGAIN (changed) or EINTR: the caller re-checks */
+}
+
+void mp__futex_wake(_Atomic uint32_t *w, int n)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+static __thread pid_t cached_tid;
+
+pid_t mp__tid(void)
+{
+    if (cached_tid == 0)
+        cached_tid = (pid_t)syscall(SYS_gettid);
+    return cached_tid;
+}
+
+void mp__sync_atfork_child(void)
+{
+    cached_tid = 0; /* the forking thread has a new id in the child */
+}
+
+/* Until @d: used where Python would sleep out a timeout that cannot end
+ * otherwise (a Lock acquired again by its holder). */
+static void sleep_until(const mp__deadline *d)
+{
+    const struct timespec *ts = mp__deadline_ts(d);
+    while (ts && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, ts, NULL) == EINTR)
+        ;
+}
+
+/* ---- robust mutexes ------------------------------------------------------ */
+
+static int mutex_init(pthread_mutex_t *m, bool recursive)
+{
+    pthread_mutexattr_t a;
+    int r = pthread_mutexattr_init(&a);
+    if (r == 0)
+        r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (r == 0)
+        r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (r == 0)
+        r = pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT);
+    if (r == 0)
+        r = pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE
+                                                    : PTHREAD_MUTEX_ERRORCHECK);
+    if (r == 0)
+        r = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return -r;
+}
+
+/* Lock @m until @d (NULL: forever; expired: try once).  0, EOWNERDEAD,
+ * ETIMEDOUT, EDEADLK (positive, as pthread). */
+static int mutex_lock(pthread_mutex_t *m, const mp__deadline *d)
+{
+    int r;
+    if (d == NULL || d->forever)
+        r = pthread_mutex_lock(m);
+    else if (mp__deadline_expired(d))
+        r = pthread_mutex_trylock(m);
+    else
+        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, mp__deadline_ts(d));
+    if (r == EBUSY)
+        r = ETIMEDOUT;
+    if (r == EOWNERDEAD)
+        pthread_mutex_consistent(m);
+    return r;
+}
+
+/* ---- Lock / RLock --------------------------------------------------------- */
+
+typedef struct lockshm {
+    pthread_mutex_t m;
+    _Atomic int32_t owner;   /* holder's thread id, 0 when free */
+    uint32_t depth;          /* acquisitions by the holder */
+    uint32_t recursive;
+} lockshm;
+
+struct mp_lock {
+    mp__shref ref;
+    lockshm *s;
+};
+
+static int lock_create(mp_lock **out, bool recursive)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp_lock *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return MP_ENOMEM;
+    int err = mp__shm_alloc(sizeof(lockshm), &l->ref);
+    if (err == 0) {
+        l->s = (lockshm *)l->ref.p;
+        l->s->recursive = recursive;
+        err = mutex_init(&l->s->m, recursive);
+        if (err < 0)
+            mp__shm_free(&l->ref);
+    }
+    if (err < 0) {
+        free(l);
+        return err;
+    }
+    *out = l;
+    return 0;
+}
+
+int mp_lock_new(mp_lock **out)
+{
+    return lock_create(out, false);
+}
+
+int mp_rlock_new(mp_lock **out)
+{
+    return lock_create(out, true);
+}
+
+static int lock_acquire_until(mp_lock *l, const mp__deadline *d)
+{
+    int r = mutex_lock(&l->s->m, d);
+    if (r == 0 || r == EOWNERDEAD) {
+        if (r == EOWNERDEAD)
+            l->s->depth = 0; /* the dead owner's count */
+        l->s->depth++;
+        atomic_store_explicit(&l->s->owner, mp__tid(), memory_order_relaxed);
+        return r == 0 ? 0 : MP_EOWNERDEAD;
+    }
+    if (r == ETIMEDOUT)
+        return MP_ETIMEDOUT;
+    if (r == EDEADLK) { /* a Lock taken again by its holder: as Python */
+        if (d == NULL || d->forever)
+            return -EDEADLK;
+        sleep_until(d);
+        return MP_ETIMEDOUT;
+    }
+    return -r;
+}
+
+int mp_lock_acquire(mp_lock *l, double timeout)
+{
+    if (l == NULL)
+        return MP_EINVAL;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    return lock_acquire_until(l, &d);
+}
+
+int mp_lock_release(mp_lock *l)
+{
+    if (l == NULL)
+        return MP_EINVAL;
+    int32_t owner = atomic_load_explicit(&l->s->owner, memory_order_relaxed);
+    if (owner == 0)
+        return MP_EINVAL; /* released too many times */
+    if (owner != mp__tid())
+        return MP_EPERM;
+    if (--l->s->depth == 0)
+        atomic_store_explicit(&l->s->owner, 0, memory_order_relaxed);
+    int r = pthread_mutex_unlock(&l->s->m);
+    return -r;
+}
+
+bool mp_lock_locked(mp_lock *l)
+{
+    return l && atomic_load_explicit(&l->s->owner, memory_order_relaxed) != 0;
+}
+
+bool mp_lock_is_recursive(const mp_lock *l)
+{
+    return l && l->s->recursive;
+}
+
+void mp_lock_free(mp_lock *l)
+{
+    if (l == NULL)
+        return;
+    mp__shm_free(&l->ref);
+    free(l);
+}
+
+/* Wholly release a lock this thread holds; its depth for lock_restore. */
+static uint32_t lock_save(mp_lock *l)
+{
+    uint32_t depth = l->s->depth;
+    l->s->depth = 0;
+    atomic_store_explicit(&l->s->owner, 0, memory_order_relaxed);
+    for (uint32_t i = 0; i < depth; i++)
+        pthread_mutex_unlock(&l->s->m);
+    return depth;
+}
+
+static int lock_restore(mp_lock *l, uint32_t depth)
+{
+    int err = lock_acquire_until(l, NULL);
+    for (uint32_t i = 1; i < depth; i++) /* recursive: immediate */
+        pthread_mutex_lock(&l->s->m);
+    l->s->depth = depth;
+    return err;
+}
+
+static bool lock_mine(mp_lock *l)
+{
+    return atomic_load_explicit(&l->s->owner, memory_order_relaxed) == mp__tid();
+}
+
+/* ---- handles in mp_args: (kind-specific) + shared block ------------------- */
+
+/* Most objects are one shared block: a handle is the block. */
+typedef struct blockobj {
+    mp__shref ref;
+} blockobj;
+
+static int block_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+{
+    return mp__shm_reduce(&((blockobj *)obj)->ref, out, fds);
+}
+
+/* A new handle of @size bytes (its shref first) on a block from the wire. */
+static int block_rebuild(mp__reader *r, int *fds, size_t nfds, size_t size, size_t need,
+                         void **obj)
+{
+    blockobj *h = calloc(1, size);
+    if (h == NULL)
+        return MP_ENOMEM;
+    int err = mp__shm_rebuild(r, fds, nfds, &h->ref);
+    if (err == 0 && h->ref.size < need)
+        err = MP_EBADMSG;
+    if (err < 0) {
+        mp__shm_free(&h->ref);
+        free(h);
+        return err;
+    }
+    *obj = h;
+    return 0;
+}
+
+static int block_dup(void *obj, size_t size, void **out)
+{
+    blockobj *h = malloc(size);
+    if (h == NULL)
+        return MP_ENOMEM;
+    memcpy(h, obj, size);
+    mp__shm_ref_dup(&((blockobj *)obj)->ref, &h->ref);
+    *out = h;
+    return 0;
+}
+
+static void block_release(void *obj)
+{
+    mp__shm_free(&((blockobj *)obj)->ref);
+    free(obj);
+}
+
+static int lock_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    int err = block_rebuild(r, fds, nfds, sizeof(mp_lock), sizeof(lockshm), obj);
+    if (err == 0) {
+        mp_lock *l = *obj;
+        l->s = (lockshm *)l->ref.p;
+    }
+    return err;
+}
+
+static int lock_dup(void *obj, void **out)
+{
+    return block_dup(obj, sizeof(mp_lock), out);
+}
+
+const mp__objtype mp__lock_objtype = {
+    .name = "lock",
+    .tag = 2,
+    .reduce = block_reduce,
+    .rebuild = lock_rebuild,
+    .dup = lock_dup,
+    .release = block_release,
+};
+
+int mp_args_add_lock(mp_args *a, mp_lock *l)
+{
+    return a && l ? mp__args_add_obj(a, &mp__lock_objtype, l) : MP_EINVAL;
+}
+
+mp_lock *mp_args_lock(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__lock_objtype);
+}
+
+/* ---- Semaphore -------------------------------------------------------------- */
+
+typedef struct semshm {
+    _Atomic uint32_t value;
+    _Atomic uint32_t sleepers;  /* only to skip needless wake calls */
+    uint32_t max;               /* bounded: the initial value */
+    uint32_t bounded;
+} semshm;
+
+struct mp_semaphore {
+    mp__shref ref;
+    semshm *s;
+};
+
+int mp_semaphore_new(mp_semaphore **out, unsigned value, bool bounded)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (value > INT32_MAX)
+        return MP_EINVAL;
+    mp_semaphore *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return MP_ENOMEM;
+    int err = mp__shm_alloc(sizeof(semshm), &h->ref);
+    if (err < 0) {
+        free(h);
+        return err;
+    }
+    h->s = (semshm *)h->ref.p;
+    atomic_store(&h->s->value, value);
+    h->s->max = value;
+    h->s->bounded = bounded;
+    *out = h;
+    return 0;
+}
+
+static bool sem_trydown(semshm *s)
+{
+    uint32_t v = atomic_load(&s->value);
+    while (v > 0)
+        if (atomic_compare_exchange_weak(&s->value, &v, v - 1))
+            return true;
+    return false;
+}
+
+int mp_semaphore_acquire(mp_semaphore *h, double timeout)
+{
+    if (h == NULL)
+        return MP_EINVAL;
+    semshm *s = h->s;
+    if (sem_trydown(s))
+        return 0;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    for (;;) {
+        if (mp__deadline_expired(&d))
+            return MP_ETIMEDOUT;
+        atomic_fetch_add(&s->sleepers, 1);
+        int r = mp__futex_wait(&s->value, 0, &d);
+        atomic_fetch_sub(&s->sleepers, 1);
+        if (sem_trydown(s))
+            return 0;
+        if (r == MP_ETIMEDOUT)
+            return MP_ETIMEDOUT;
+    }
+}
+
+int mp_semaphore_release(mp_semaphore *h)
+{
+    if (h == NULL)
+        return MP_EINVAL;
+    semshm *s = h->s;
+    uint32_t v = atomic_load(&s->value);
+    do {
+        if ((s->bounded && v >= s->max) || v >= INT32_MAX)
+            return MP_EINVAL; /* released too many times */
+    } while (!atomic_compare_exchange_weak(&s->value, &v, v + 1));
+    if (atomic_load(&s->sleepers) > 0)
+        mp__futex_wake(&s->value, 1);
+    return 0;
+}
+
+int mp_semaphore_value(mp_semaphore *h, int *out)
+{
+    if (h == NULL || out == NULL)
+        return MP_EINVAL;
+    *out = (int)atomic_load(&h->s->value);
+    return 0;
+}
+
+void mp_semaphore_free(mp_semaphore *h)
+{
+    if (h)
+        block_release(h);
+}
+
+static int sem_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    int err = block_rebuild(r, fds, nfds, sizeof(mp_semaphore), sizeof(semshm), obj);
+    if (err == 0)
+        ((mp_semaphore *)*obj)->s = (semshm *)((mp_semaphore *)*obj)->ref.p;
+    return err;
+}
+
+static int sem_dup(void *obj, void **out)
+{
+    return block_dup(obj, sizeof(mp_semaphore), out);
+}
+
+const mp__objtype mp__semaphore_objtype = {
+    .name = "semaphore",
+    .tag = 3,
+    .reduce = block_reduce,
+    .rebuild = sem_rebuild,
+    .dup = sem_dup,
+    .release = block_release,
+};
+
+int mp_args_add_semaphore(mp_args *a, mp_semaphore *s)
+{
+    return a && s ? mp__args_add_obj(a, &mp__semaphore_objtype, s) : MP_EINVAL;
+}
+
+mp_semaphore *mp_args_semaphore(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__semaphore_objtype);
+}
+
+/* ---- Event -------------------------------------------------------------- */
+
+typedef struct eventshm {
+    _Atomic uint32_t flag;
+    _Atomic uint32_t sleepers;
+} eventshm;
+
+struct mp_event {
+    mp__shref ref;
+    eventshm *s;
+};
+
+int mp_event_new(mp_event **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp_event *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return MP_ENOMEM;
+    int err = mp__shm_alloc(sizeof(eventshm), &h->ref);
+    if (err < 0) {
+        free(h);
+        return err;
+    }
+    h->s = (eventshm *)h->ref.p;
+    *out = h;
+    return 0;
+}
+
+int mp_event_set(mp_event *e)
+{
+    if (e == NULL)
+        return MP_EINVAL;
+    atomic_store(&e->s->flag, 1);
+    if (atomic_load(&e->s->sleepers) > 0)
+        mp__futex_wake(&e->s->flag, INT32_MAX);
+    return 0;
+}
+
+int mp_event_clear(mp_event *e)
+{
+    if (e == NULL)
+        return MP_EINVAL;
+    atomic_store(&e->s->flag, 0);
+    return 0;
+}
+
+bool mp_event_is_set(mp_event *e)
+{
+    return e && atomic_load(&e->s->flag) != 0;
+}
+
+int mp_event_wait(mp_event *e, double timeout)
+{
+    if (e == NULL)
+        return MP_EINVAL;
+    if (atomic_load(&e->s->flag))
+        return 0;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    for (;;) {
+        if (mp__deadline_expired(&d))
+            return MP_ETIMEDOUT;
+        atomic_fetch_add(&e->s->sleepers, 1);
+        int r = mp__futex_wait(&e->s->flag, 0, &d);
+        atomic_fetch_sub(&e->s->sleepers, 1);
+        if (atomic_load(&e->s->flag))
+            return 0;
+        if (r == MP_ETIMEDOUT)
+            return MP_ETIMEDOUT;
+    }
+}
+
+void mp_event_free(mp_event *e)
+{
+    if (e)
+        block_release(e);
+}
+
+static int event_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    int err = block_rebuild(r, fds, nfds, sizeof(mp_event), sizeof(eventshm), obj);
+    if (err == 0)
+        ((mp_event *)*obj)->s = (eventshm *)((mp_event *)*obj)->ref.p;
+    return err;
+}
+
+static int event_dup(void *obj, void **out)
+{
+    return block_dup(obj, sizeof(mp_event), out);
+}
+
+const mp__objtype mp__event_objtype = {
+    .name = "event",
+    .tag = 5,
+    .reduce = block_reduce,
+    .rebuild = event_rebuild,
+    .dup = event_dup,
+    .release = block_release,
+};
+
+int mp_args_add_event(mp_args *a, mp_event *e)
+{
+    return a && e ? mp__args_add_obj(a, &mp__event_objtype, e) : MP_EINVAL;
+}
+
+mp_event *mp_args_event(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__event_objtype);
+}
+
+/* ---- Condition ------------------------------------------------------------ */
+
+/*
+ * Wake-ups are anonymous tokens.  Under the lock, wait counts itself in
+ * `waiting`; notify(n) turns up to n of those into tokens and wakes as many
+ * sleepers; a waiter leaves with a token, or, timed out and back under the
+ * lock, takes a token that arrived meanwhile or else uncounts itself.  So
+ * waiting + tokens is always the number of waiters still inside wait, and a
+ * waiter that was killed leaves at most one token for a later waiter (a
+ * spurious wake-up), never a notifier blocked on it.
+ */
+typedef struct condshm {
+    _Atomic uint32_t tokens;   /* futex word */
+    uint32_t waiting;          /* under the lock */
+} condshm;
+
+struct mp_condition {
+    mp__shref ref;
+    condshm *s;
+    mp_lock *lock;
+};
+
+int mp_condition_new(mp_condition **out, mp_lock *lock)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp_condition *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return MP_ENOMEM;
+    int err = lock ? lock_dup(lock, (void **)&c->lock) : mp_rlock_new(&c->lock);
+    if (err == 0)
+        err = mp__shm_alloc(sizeof(condshm), &c->ref);
+    if (err < 0) {
+        mp_lock_free(c->lock);
+        free(c);
+        return err;
+    }
+    c->s = (condshm *)c->ref.p;
+    *out = c;
+    return 0;
+}
+
+mp_lock *mp_condition_lock(mp_condition *c)
+{
+    return c ? c->lock : NULL;
+}
+
+int mp_condition_acquire(mp_condition *c, double timeout)
+{
+    return c ? mp_lock_acquire(c->lock, timeout) : MP_EINVAL;
+}
+
+int mp_condition_release(mp_condition *c)
+{
+    return c ? mp_lock_release(c->lock) : MP_EINVAL;
+}
+
+static bool take_token(condshm *s)
+{
+    uint32_t t = atomic_load(&s->tokens);
+    while (t > 0)
+        if (atomic_compare_exchange_weak(&s->tokens, &t, t - 1))
+            return true;
+    return false;
+}
+
+static int cond_wait_until(mp_condition *c, const mp__deadline *d)
+{
+    condshm *s = c->s;
+    s->waiting++;
+    uint32_t depth = lock_save(c->lock);
+    bool woken = false;
+    for (;;) {
+        if (take_token(s)) {
+            woken = true;
+            break;
+        }
+        if (mp__deadline_expired(d))
+            break;
+        mp__futex_wait(&s->tokens, 0, d);
+    }
+    int err = lock_restore(c->lock, depth);
+    if (!woken) {
+        if (take_token(s))
+            woken = true; /* notified while we were timing out */
+        else
+            s->waiting--;
+    }
+    if (!woken)
+        return MP_ETIMEDOUT;
+    return err;
+}
+
+int mp_condition_wait(mp_condition *c, double timeout)
+{
+    if (c == NULL)
+        return MP_EINVAL;
+    if (!lock_mine(c->lock))
+        return MP_EPERM;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    return cond_wait_until(c, &d);
+}
+
+int mp_condition_wait_for(mp_condition *c, bool (*pred)(void *), void *arg, double timeout)
+{
+    if (c == NULL || pred == NULL)
+        return MP_EINVAL;
+    if (!lock_mine(c->lock))
+        return MP_EPERM;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    bool died = false;
+    while (!pred(arg)) {
+        if (mp__deadline_expired(&d))
+            return MP_ETIMEDOUT;
+        if (cond_wait_until(c, &d) == MP_EOWNERDEAD)
+            died = true;
+    }
+    return died ? MP_EOWNERDEAD : 0;
+}
+
+int mp_condition_notify(mp_condition *c, int n)
+{
+    if (c == NULL || n < 0)
+        return MP_EINVAL;
+    if (!lock_mine(c->lock))
+        return MP_EPERM;
+    uint32_t k = c->s->waiting < (uint32_t)n ? c->s->waiting : (uint32_t)n;
+    if (k > 0) {
+        c->s->waiting -= k;
+        atomic_fetch_add(&c->s->tokens, k);
+        mp__futex_wake(&c->s->tokens, (int)k);
+    }
+    return 0;
+}
+
+int mp_condition_notify_all(mp_condition *c)
+{
+    return mp_condition_notify(c, INT32_MAX);
+}
+
+void mp_condition_free(mp_condition *c)
+{
+    if (c == NULL)
+        return;
+    mp_lock_free(c->lock);
+    mp__shm_free(&c->ref);
+    free(c);
+}
+
+static int cond_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+{
+    mp_condition *c = obj;
+    int err = mp__shm_reduce(&c->ref, out, fds);
+    return err < 0 ? err : block_reduce(c->lock, out, fds);
+}
+
+static int cond_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    mp_condition *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return MP_ENOMEM;
+    int err = mp__shm_rebuild(r, fds, nfds, &c->ref);
+    if (err == 0 && c->ref.size < sizeof(condshm))
+        err = MP_EBADMSG;
+    if (err == 0)
+        err = lock_rebuild(r, fds, nfds, (void **)&c->lock);
+    if (err < 0) {
+        mp__shm_free(&c->ref);
+        free(c);
+        return err;
+    }
+    c->s = (condshm *)c->ref.p;
+    *obj = c;
+    return 0;
+}
+
+static int cond_dup(void *obj, void **out)
+{
+    mp_condition *c = obj, *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return MP_ENOMEM;
+    int err = lock_dup(c->lock, (void **)&d->lock);
+    if (err < 0) {
+        free(d);
+        return err;
+    }
+    mp__shm_ref_dup(&c->ref, &d->ref);
+    d->s = c->s;
+    *out = d;
+    return 0;
+}
+
+static void cond_release(void *obj)
+{
+    mp_condition_free(obj);
+}
+
+const mp__objtype mp__condition_objtype = {
+    .name = "condition",
+    .tag = 4,
+    .reduce = cond_reduce,
+    .rebuild = cond_rebuild,
+    .dup = cond_dup,
+    .release = cond_release,
+};
+
+int mp_args_add_condition(mp_args *a, mp_condition *c)
+{
+    return a && c ? mp__args_add_obj(a, &mp__condition_objtype, c) : MP_EINVAL;
+}
+
+mp_condition *mp_args_condition(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__condition_objtype);
+}
+
+/* ---- Barrier -------------------------------------------------------------- */
+
+/*
+ * Arrivals are counted under a robust mutex; waiters sleep on the
+ * generation word, which the last arrival (or a break, reset or abort)
+ * advances.  How each generation ended is kept in a small ring, so a waiter
+ * that wakes late still learns whether its pass completed or broke.
+ */
+#define GEN_RING 16
+enum { GEN_PASSED = 1, GEN_BROKEN = 2 };
+
+typedef struct barshm {
+    pthread_mutex_t m;
+    _Atomic uint32_t gen;
+    uint32_t parties, count, broken;
+    double timeout;
+    _Atomic uint8_t ended[GEN_RING];
+} barshm;
+
+struct mp_barrier {
+    mp__shref ref;
+    barshm *s;
+    mp_target_fn action; /* this process's address of it */
+};
+
+int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action, double timeout)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (parties < 1 || parties > INT32_MAX)
+        return MP_EINVAL;
+    mp_barrier *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return MP_ENOMEM;
+    int err = mp__shm_alloc(sizeof(barshm), &b->ref);
+    if (err == 0) {
+        b->s = (barshm *)b->ref.p;
+        err = mutex_init(&b->s->m, false);
+        if (err < 0)
+            mp__shm_free(&b->ref);
+    }
+    if (err < 0) {
+        free(b);
+        return err;
+    }
+    b->s->parties = parties;
+    b->s->timeout = timeout;
+    b->action = action;
+    *out = b;
+    return 0;
+}
+
+/* End the current generation (under the mutex) and wake its waiters. */
+static void bar_advance(barshm *s, uint8_t how)
+{
+    uint32_t g = atomic_load(&s->gen);
+    atomic_store(&s->ended[g % GEN_RING], how);
+    atomic_store(&s->ended[(g + 1) % GEN_RING], 0);
+    s->count = 0;
+    atomic_store(&s->gen, g + 1);
+    mp__futex_wake(&s->gen, INT32_MAX);
+}
+
+/* Take the barrier's mutex; a holder that died leaves the state suspect:
+ * break the barrier. */
+static void bar_lock(barshm *s)
+{
+    if (mutex_lock(&s->m, NULL) == EOWNERDEAD) {
+        s->broken = 1;
+        bar_advance(s, GEN_BROKEN);
+    }
+}
+
+int mp_barrier_wait(mp_barrier *b, double timeout)
+{
+    if (b == NULL)
+        return MP_EINVAL;
+    barshm *s = b->s;
+    if (timeout < 0 || isnan(timeout))
+        timeout = s->timeout;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    bar_lock(s);
+    if (s->broken) {
+        pthread_mutex_unlock(&s->m);
+        return MP_EBROKEN;
+    }
+    uint32_t g = atomic_load(&s->gen);
+    int index = (int)s->count++;
+    if (s->count == s->parties) {
+        int rc = b->action ? b->action(NULL) : 0;
+        if (rc != 0)
+            s->broken = 1;
+        bar_advance(s, rc != 0 ? GEN_BROKEN : GEN_PASSED);
+        pthread_mutex_unlock(&s->m);
+        return rc != 0 ? MP_EBROKEN : index;
+    }
+    pthread_mutex_unlock(&s->m);
+    while (atomic_load(&s->gen) == g) {
+        /* Sleep in slices of a second: a process killed while holding the
+         * mutex (running the action) must not leave us asleep forever. */
+        mp__deadline slice;
+        mp__deadline_init(&slice, 1.0);
+        bool last = mp__deadline_poll_ms(&d) >= 0 && mp__deadline_poll_ms(&d) <= 1000;
+        int r = mp__futex_wait(&s->gen, g, last ? &d : &slice);
+        if (r == MP_ETIMEDOUT && !last && atomic_load(&s->gen) == g) {
+            int t = pthread_mutex_trylock(&s->m);
+            if (t == 0 || t == EOWNERDEAD) {
+                if (t == EOWNERDEAD) {
+                    pthread_mutex_consistent(&s->m);
+                    s->broken = 1;
+                    bar_advance(s, GEN_BROKEN);
+                }
+                pthread_mutex_unlock(&s->m);
+            }
+            continue;
+        }
+        if (r == MP_ETIMEDOUT && atomic_load(&s->gen) == g) {
+            bar_lock(s);
+            bool still = atomic_load(&s->gen) == g;
+            if (still) { /* Python: a timeout breaks the barrier */
+                s->broken = 1;
+                bar_advance(s, GEN_BROKEN);
+            }
+            pthread_mutex_unlock(&s->m);
+            if (still)
+                return MP_ETIMEDOUT;
+        }
+    }
+    return atomic_load(&s->ended[g % GEN_RING]) == GEN_PASSED ? index : MP_EBROKEN;
+}
+
+int mp_barrier_reset(mp_barrier *b)
+{
+    if (b == NULL)
+        return MP_EINVAL;
+    bar_lock(b->s);
+    if (b->s->count > 0)
+        bar_advance(b->s, GEN_BROKEN);
+    b->s->broken = 0;
+    pthread_mutex_unlock(&b->s->m);
+    return 0;
+}
+
+int mp_barrier_abort(mp_barrier *b)
+{
+    if (b == NULL)
+        return MP_EINVAL;
+    bar_lock(b->s);
+    b->s->broken = 1;
+    if (b->s->count > 0)
+        bar_advance(b->s, GEN_BROKEN);
+    pthread_mutex_unlock(&b->s->m);
+    return 0;
+}
+
+unsigned mp_barrier_parties(mp_barrier *b)
+{
+    return b ? b->s->parties : 0;
+}
+
+unsigned mp_barrier_n_waiting(mp_barrier *b)
+{
+    return b ? b->s->count : 0;
+}
+
+bool mp_barrier_broken(mp_barrier *b)
+{
+    return b && b->s->broken;
+}
+
+void mp_barrier_free(mp_barrier *b)
+{
+    if (b)
+        block_release(b);
+}
+
+static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+{
+    mp_barrier *b = obj;
+    int err = mp__shm_reduce(&b->ref, out, fds);
+    if (err == 0)
+        err = mp__put_u8(out, b->action != NULL);
+    if (err == 0 && b->action)
+        err = mp__funcref_encode((const void *)b->action, out);
+    return err;
+}
+
+static int bar_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    int err = block_rebuild(r, fds, nfds, sizeof(mp_barrier), sizeof(barshm), obj);
+    if (err < 0)
+        return err;
+    mp_barrier *b = *obj;
+    b->s = (barshm *)b->ref.p;
+    uint8_t has = mp__get_u8(r);
+    if (r->err || has > 1)
+        err = MP_EBADMSG;
+    if (err == 0 && has) {
+        char why[256];
+        void *fn;
+        err = mp__funcref_decode(r, &fn, why, sizeof why);
+        if (err < 0)
+            mp__log(MP_LOG_ERROR, "barrier action: %s", why);
+        b->action = (mp_target_fn)fn;
+    }
+    if (err < 0) {
+        block_release(b);
+        *obj = NULL;
+    }
+    return err;
+}
+
+static int bar_dup(void *obj, void **out)
+{
+    return block_dup(obj, sizeof(mp_barrier), out);
+}
+
+const mp__objtype mp__barrier_objtype = {
+    .name = "barrier",
+    .tag = 6,
+    .reduce = bar_reduce,
+    .rebuild = bar_rebuild,
+    .dup = bar_dup,
+    .release = block_release,
+};
+
+int mp_args_add_barrier(mp_args *a, mp_barrier *b)
+{
+    return a && b ? mp__args_add_obj(a, &mp__barrier_objtype, b) : MP_EINVAL;
+}
+
+mp_barrier *mp_args_barrier(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__barrier_objtype);
+}
