@@ -69,8 +69,15 @@ expect[process_info]='I am Process-1:1, pid [0-9]+; my parent is Process-1
 two started: active_children\(\) = 2 +ok
 readable once it ended .* ok$
 ^process_info: OK$'
+expect[pipe]='^fork +parent_conn\.recv\(\) = \[42, 3\.5, .hello.\]$
+^spawn +parent_conn\.recv\(\) = \[42, 3\.5, .hello.\]$
+^forkserver +parent_conn\.recv\(\) = \[42, 3\.5, .hello.\]$
+^ping 3 -> pong 3$
+^one-way: received 0 1 4 9 16, then end of file$
+sending on the reader: MP_EBADF .* ok$
+^pipe: OK$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
-       process_info)
+       process_info pipe)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)
