@@ -575,6 +575,52 @@ int mp_shm_close(mp_shm *s);
 /** Remove the name (the memory lives while mapped); the handle stays open. */
 int mp_shm_unlink(mp_shm *s);
 
+/* ------------------------------------------------------------------------ */
+/* Queues (queues.c)                                                         */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Queue, JoinableQueue, SimpleQueue.  A message is bytes of any length (0
+ * included; larger than any buffer, up to what memory holds).  FIFO per
+ * producer.  Messages live in shared memory (one memfd per queue): no helper
+ * thread, so a child that put large messages never deadlocks at join.  A
+ * process killed at any instant inside put or get (SIGKILL included) never
+ * leaves a torn, duplicated or lost committed message and never blocks the
+ * others.  An unbounded queue takes memory for what is pending (plus a
+ * ring of a few MiB that it reuses).
+ */
+typedef struct mp_queue mp_queue;
+/** @maxsize: messages; 0 unbounded. */
+MP_MUST_CHECK int mp_queue_new(mp_queue **out, size_t maxsize);
+MP_MUST_CHECK int mp_joinable_queue_new(mp_queue **out, size_t maxsize);
+MP_MUST_CHECK int mp_simple_queue_new(mp_queue **out);
+/** Put a copy of @len bytes, waiting up to @timeout for room (0: never
+ *  waits).  MP_EFULL; MP_ECLOSED after mp_queue_close in this process. */
+MP_MUST_CHECK int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout);
+/** Take the oldest message into @msg (grown as needed), waiting up to
+ *  @timeout.  MP_EEMPTY; MP_ECLOSED. */
+MP_MUST_CHECK int mp_queue_get(mp_queue *q, mp_buf *msg, double timeout);
+/** Into @buf; MP_EMSGSIZE when it does not fit: the message stays queued
+ *  and *len is its size. */
+MP_MUST_CHECK int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *len,
+                                    double timeout);
+/** Messages put and not yet taken (a snapshot). */
+MP_MUST_CHECK int mp_queue_qsize(mp_queue *q, size_t *out);
+bool mp_queue_empty(mp_queue *q);
+bool mp_queue_full(mp_queue *q);
+/** JoinableQueue: one taken message is done.  MP_EINVAL when called more
+ *  often than messages were put, or on another kind of queue. */
+MP_MUST_CHECK int mp_queue_task_done(mp_queue *q);
+/** JoinableQueue: wait until every message put has been task_done.
+ *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue. */
+MP_MUST_CHECK int mp_queue_join(mp_queue *q, double timeout);
+/** This process puts and gets no more (MP_ECLOSED after); what was put is
+ *  still delivered to others.  A second close is a no-op. */
+int mp_queue_close(mp_queue *q);
+void mp_queue_free(mp_queue *q);
+MP_MUST_CHECK int mp_args_add_queue(mp_args *a, mp_queue *q);
+mp_queue *mp_args_queue(const mp_args *a, size_t i);
+
 /**
  * Fallback for programs that cannot rely on the library's constructor (a
  * static link that runs other constructors first, a custom loader): call it

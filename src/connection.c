@@ -325,10 +325,11 @@ int mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, size_t *len)
     if (len == NULL || (buf == NULL && cap > 0))
         return MP_EINVAL;
     uint64_t size;
-    int err = read_header(c, &size, MP_CONN_MAXLEN, NULL);
+    /* no cap: nothing is allocated, a long message is drained and dropped */
+    int err = read_header(c, &size, UINT64_MAX, NULL);
     if (err < 0)
         return err;
-    *len = (size_t)size;
+    *len = size > SIZE_MAX ? SIZE_MAX : (size_t)size;
     size_t first = size <= cap ? (size_t)size : cap;
     if (first > 0 && (err = read_exact(c, buf, first, false, NULL)) < 0)
         return err;

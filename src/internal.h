@@ -213,7 +213,8 @@ void mp__sync_atfork_child(void);
 
 /* Object types of synchronize.c and sharedctypes.c in mp_args. */
 extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_objtype,
-    mp__event_objtype, mp__barrier_objtype, mp__value_objtype, mp__array_objtype;
+    mp__event_objtype, mp__barrier_objtype, mp__value_objtype, mp__array_objtype,
+    mp__queue_objtype;
 
 /* ---- process.c ---------------------------------------------------------- */
 

@@ -47,6 +47,7 @@ struct mp_args {
 static const mp__objtype *const objtypes[] = {
     &mp__conn_objtype,      &mp__lock_objtype,    &mp__semaphore_objtype, &mp__condition_objtype,
     &mp__event_objtype,     &mp__barrier_objtype, &mp__value_objtype,     &mp__array_objtype,
+    &mp__queue_objtype,
 };
 
 static const char *type_name(mp_arg_type t)

@@ -1,0 +1,628 @@
+/*
+ * Queue, JoinableQueue, SimpleQueue: messages in one memfd per queue.
+ *
+ * Layout of the file:
+ *   [header: locks, commit words, two copies of each side's state]
+ *   [ring:   RING_SIZE bytes, reused, for the common small messages]
+ *   [log:    LOG_SIZE bytes of sparse space for what does not fit the ring;
+ *            pages are freed (punched) as soon as they are consumed]
+ * Both regions are circular over monotonic 64-bit positions.  A record is
+ * a 16-byte header {kind, length} and the payload padded to 8 bytes.  A
+ * producer whose message does not fit the ring writes a TO_LOG record in
+ * the ring and continues in the log, and comes back (a TO_RING record in
+ * the log) once the ring has drained: consumers follow the records, so
+ * order is kept and an unbounded queue never blocks a producer.
+ *
+ * Producers are serialised by one robust mutex, consumers by another.  A
+ * side's state (mode, ring and log positions, message count) changes only
+ * by a commit: the new state is written into the spare of two copies and
+ * one 32-bit store of the side's sequence word publishes it.  Nothing a
+ * process writes before its commit is visible, so a process killed at any
+ * instant inside put or get leaves either nothing or a whole message; the
+ * next one to take the mutex gets EOWNERDEAD and carries on from the last
+ * commit.  The sequence words are also the futex words the other side
+ * sleeps on.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QMAGIC 0x3151504dU /* "MPQ1" */
+#define HDR_SIZE ((size_t)4096)
+#define RING_SIZE ((uint64_t)2 << 20)
+#define LOG_SIZE ((uint64_t)64 << 30)
+#define REC_HDR ((uint64_t)16)
+#define INLINE_MAX (RING_SIZE / 2 + 4096) /* 1 MiB messages stay in the ring */
+#define PUNCH_MIN ((uint64_t)64 << 10)
+
+enum { REC_MSG = 1, REC_TO_LOG = 2, REC_TO_RING = 3 };
+enum { KIND_QUEUE = 1, KIND_JOINABLE = 2, KIND_SIMPLE = 3 };
+enum { IN_RING = 0, IN_LOG = 1 };
+
+typedef struct side {
+    _Atomic uint64_t mode, ring, log, count;
+} side;
+
+typedef struct state {
+    uint64_t mode, ring, log, count;
+} state;
+
+typedef struct qhdr {
+    uint32_t magic, kind;
+    uint64_t maxsize;
+    pthread_mutex_t put_lock, get_lock;
+    _Atomic uint32_t pseq, gseq, dseq;            /* commits; futex words */
+    _Atomic uint32_t get_sleepers, put_sleepers, join_sleepers;
+    _Atomic uint64_t ndone;                        /* task_done calls */
+    _Atomic uint64_t log_punched;                  /* log freed below this */
+    side pside[2], gside[2];
+} qhdr;
+
+_Static_assert(sizeof(qhdr) <= HDR_SIZE, "queue header fits its page");
+
+struct mp_queue {
+    int fd;
+    qhdr *h;
+    char *ring;
+    char *_Atomic log;   /* mapped on first use */
+    bool closed;
+};
+
+/* ---- side states ----------------------------------------------------------- */
+
+static void state_read(_Atomic uint32_t *seq, side *copies, state *out)
+{
+    for (;;) {
+        uint32_t s = atomic_load_explicit(seq, memory_order_acquire);
+        side *c = &copies[s & 1];
+        out->mode = atomic_load_explicit(&c->mode, memory_order_relaxed);
+        out->ring = atomic_load_explicit(&c->ring, memory_order_relaxed);
+        out->log = atomic_load_explicit(&c->log, memory_order_relaxed);
+        out->count = atomic_load_explicit(&c->count, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(seq, memory_order_relaxed) == s)
+            return;
+    }
+}
+
+/* Publish @v: the spare copy, then one store (the caller holds the side's
+ * mutex, so it is the only writer). */
+static void state_commit(_Atomic uint32_t *seq, side *copies, const state *v)
+{
+    uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
+    side *c = &copies[(s + 1) & 1];
+    atomic_store_explicit(&c->mode, v->mode, memory_order_relaxed);
+    atomic_store_explicit(&c->ring, v->ring, memory_order_relaxed);
+    atomic_store_explicit(&c->log, v->log, memory_order_relaxed);
+    atomic_store_explicit(&c->count, v->count, memory_order_relaxed);
+    atomic_store_explicit(seq, s + 1, memory_order_seq_cst);
+}
+
+/* ---- regions ------------------------------------------------------------------ */
+
+static uint64_t pad8(uint64_t n)
+{
+    return (n + 7) & ~(uint64_t)7;
+}
+
+/* Copy in or out of a circular region of @cap bytes at position @pos. */
+static void region_copy(char *base, uint64_t cap, uint64_t pos, void *p, uint64_t n, bool in)
+{
+    while (n > 0) {
+        uint64_t off = pos % cap, k = cap - off < n ? cap - off : n;
+        if (in)
+            memcpy(base + off, p, k);
+        else
+            memcpy(p, base + off, k);
+        pos += k;
+        p = (char *)p + k;
+        n -= k;
+    }
+}
+
+static char *log_base(mp_queue *q)
+{
+    char *l = atomic_load(&q->log);
+    if (l != NULL)
+        return l;
+    void *m = mmap(NULL, LOG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, q->fd,
+                   (off_t)(HDR_SIZE + RING_SIZE));
+    if (m == MAP_FAILED)
+        return NULL;
+    char *expect = NULL;
+    if (!atomic_compare_exchange_strong(&q->log, &expect, (char *)m)) {
+        munmap(m, LOG_SIZE); /* another thread was first */
+        return expect;
+    }
+    return m;
+}
+
+static int rec_write(mp_queue *q, int where, uint64_t pos, uint32_t kind, const void *msg,
+                     uint64_t len)
+{
+    char *base = where == IN_RING ? q->ring : log_base(q);
+    uint64_t cap = where == IN_RING ? RING_SIZE : LOG_SIZE;
+    if (base == NULL)
+        return MP_ENOMEM;
+    uint64_t hdr[2] = {kind, len};
+    region_copy(base, cap, pos, hdr, REC_HDR, true);
+    if (len > 0)
+        region_copy(base, cap, pos + REC_HDR, (void *)msg, len, true);
+    return 0;
+}
+
+static int rec_header(mp_queue *q, int where, uint64_t pos, uint64_t *kind, uint64_t *len)
+{
+    char *base = where == IN_RING ? q->ring : log_base(q);
+    uint64_t cap = where == IN_RING ? RING_SIZE : LOG_SIZE;
+    if (base == NULL)
+        return MP_ENOMEM;
+    uint64_t hdr[2];
+    region_copy(base, cap, pos, hdr, REC_HDR, false);
+    *kind = hdr[0];
+    *len = hdr[1];
+    return 0;
+}
+
+/* Free the log's consumed pages below @upto (whole pages, in batches). */
+static void log_punch(mp_queue *q, uint64_t upto, bool drained)
+{
+    qhdr *h = q->h;
+    uint64_t from = atomic_load(&h->log_punched);
+    uint64_t to = upto & ~(uint64_t)4095;
+    if (to <= from || (!drained && to - from < PUNCH_MIN))
+        return;
+    for (uint64_t pos = from; pos < to;) {
+        uint64_t off = pos % LOG_SIZE, k = LOG_SIZE - off < to - pos ? LOG_SIZE - off : to - pos;
+        fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)(HDR_SIZE + RING_SIZE + off), (off_t)k);
+        pos += k;
+    }
+    atomic_store(&h->log_punched, to);
+}
+
+/* ---- create, map, free ------------------------------------------------------- */
+
+static int queue_map(int fd, mp_queue **out)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size != HDR_SIZE + RING_SIZE + LOG_SIZE)
+        return MP_EBADMSG;
+    void *m = mmap(NULL, HDR_SIZE + RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    mp_queue *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        munmap(m, HDR_SIZE + RING_SIZE);
+        return MP_ENOMEM;
+    }
+    q->fd = fd;
+    q->h = m;
+    q->ring = (char *)m + HDR_SIZE;
+    *out = q;
+    return 0;
+}
+
+static void queue_unmap(mp_queue *q)
+{
+    char *l = atomic_load(&q->log);
+    if (l)
+        munmap(l, LOG_SIZE);
+    munmap(q->h, HDR_SIZE + RING_SIZE);
+    mp__sys_close(q->fd);
+    free(q);
+}
+
+static int robust_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    int r = pthread_mutexattr_init(&a);
+    if (r == 0)
+        r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (r == 0)
+        r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (r == 0)
+        r = pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT);
+    if (r == 0)
+        r = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return -r;
+}
+
+static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp__init();
+    int fd = mp__sys_memfd("mp-queue");
+    if (fd < 0)
+        return fd;
+    int err = 0;
+    while (ftruncate(fd, (off_t)(HDR_SIZE + RING_SIZE + LOG_SIZE)) < 0)
+        if (errno != EINTR) {
+            err = -errno;
+            break;
+        }
+    mp_queue *q = NULL;
+    if (err == 0)
+        err = queue_map(fd, &q);
+    if (err < 0) {
+        mp__sys_close(fd);
+        return err;
+    }
+    qhdr *h = q->h;
+    h->kind = kind;
+    h->maxsize = maxsize;
+    err = robust_init(&h->put_lock);
+    if (err == 0)
+        err = robust_init(&h->get_lock);
+    if (err < 0) {
+        queue_unmap(q);
+        return err;
+    }
+    h->magic = QMAGIC;
+    *out = q;
+    return 0;
+}
+
+int mp_queue_new(mp_queue **out, size_t maxsize)
+{
+    return queue_create(out, KIND_QUEUE, maxsize);
+}
+
+int mp_joinable_queue_new(mp_queue **out, size_t maxsize)
+{
+    return queue_create(out, KIND_JOINABLE, maxsize);
+}
+
+int mp_simple_queue_new(mp_queue **out)
+{
+    return queue_create(out, KIND_SIMPLE, 0);
+}
+
+int mp_queue_close(mp_queue *q)
+{
+    if (q == NULL)
+        return MP_EINVAL;
+    q->closed = true;
+    return 0;
+}
+
+void mp_queue_free(mp_queue *q)
+{
+    if (q)
+        queue_unmap(q);
+}
+
+/* ---- put and get ------------------------------------------------------------- */
+
+/* Take a side's mutex by @d.  Its state is consistent whatever a dead
+ * holder was doing: only commits publish. */
+static int side_lock(pthread_mutex_t *m, const mp__deadline *d)
+{
+    int r;
+    if (d->forever)
+        r = pthread_mutex_lock(m);
+    else if (mp__deadline_expired(d))
+        r = pthread_mutex_trylock(m);
+    else
+        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, mp__deadline_ts(d));
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        mp__log(MP_LOG_INFO, "queue: recovered from a process that died inside it");
+        r = 0;
+    }
+    return r == EBUSY ? ETIMEDOUT : r;
+}
+
+/* Sleep on @seq (last seen @s) counting ourselves in @sleepers. */
+static int side_sleep(_Atomic uint32_t *seq, uint32_t s, _Atomic uint32_t *sleepers,
+                      const mp__deadline *d)
+{
+    atomic_fetch_add(sleepers, 1);
+    int r = mp__futex_wait(seq, s, d);
+    atomic_fetch_sub(sleepers, 1);
+    return r;
+}
+
+int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
+{
+    if (q == NULL || (msg == NULL && len > 0))
+        return MP_EINVAL;
+    if (q->closed)
+        return MP_ECLOSED;
+    qhdr *h = q->h;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    int r = side_lock(&h->put_lock, &d);
+    if (r != 0)
+        return r == ETIMEDOUT ? MP_EFULL : -r;
+    state p, g;
+    p.mode = atomic_load_explicit(&h->pside[h->pseq & 1].mode, memory_order_relaxed);
+    state_read(&h->pseq, h->pside, &p);
+    for (;;) {
+        uint32_t s = atomic_load(&h->gseq);
+        state_read(&h->gseq, h->gside, &g);
+        if (h->maxsize == 0 || p.count - g.count < h->maxsize)
+            break;
+        if (mp__deadline_expired(&d) ||
+            (side_sleep(&h->gseq, s, &h->put_sleepers, &d) == MP_ETIMEDOUT &&
+             mp__deadline_expired(&d))) {
+            state_read(&h->gseq, h->gside, &g);
+            if (p.count - g.count < h->maxsize)
+                break;
+            pthread_mutex_unlock(&h->put_lock);
+            return MP_EFULL;
+        }
+    }
+    uint64_t rec = REC_HDR + pad8(len);
+    bool small = len <= INLINE_MAX;
+    uint64_t ring_free = RING_SIZE - (p.ring - g.ring);
+    int err = 0;
+    if (p.mode == IN_LOG && g.ring == p.ring && small && ring_free >= rec + REC_HDR) {
+        err = rec_write(q, IN_LOG, p.log, REC_TO_RING, NULL, 0);
+        p.log += REC_HDR;
+        p.mode = IN_RING;
+    }
+    if (err == 0 && p.mode == IN_RING) {
+        if (small && ring_free >= rec + REC_HDR) {
+            rec_write(q, IN_RING, p.ring, REC_MSG, msg, len);
+            p.ring += rec;
+        } else {
+            rec_write(q, IN_RING, p.ring, REC_TO_LOG, NULL, 0);
+            p.ring += REC_HDR;
+            p.mode = IN_LOG;
+        }
+    }
+    if (err == 0 && p.mode == IN_LOG) {
+        if (p.log + rec + REC_HDR - g.log > LOG_SIZE)
+            err = MP_ENOMEM; /* 64 GiB pending */
+        else
+            err = rec_write(q, IN_LOG, p.log, REC_MSG, msg, len);
+        p.log += rec;
+    }
+    if (err == 0) {
+        p.count++;
+        state_commit(&h->pseq, h->pside, &p);
+    }
+    pthread_mutex_unlock(&h->put_lock);
+    if (err == 0 && atomic_load(&h->get_sleepers) > 0)
+        mp__futex_wake(&h->pseq, 1);
+    return err;
+}
+
+/* Get into @out (grown) or @buf (@cap bytes). */
+static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, double timeout)
+{
+    if (q == NULL)
+        return MP_EINVAL;
+    if (q->closed)
+        return MP_ECLOSED;
+    qhdr *h = q->h;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    int r = side_lock(&h->get_lock, &d);
+    if (r != 0)
+        return r == ETIMEDOUT ? MP_EEMPTY : -r;
+    state g, p;
+    state_read(&h->gseq, h->gside, &g);
+    for (;;) {
+        uint32_t s = atomic_load(&h->pseq);
+        state_read(&h->pseq, h->pside, &p);
+        if (p.count != g.count)
+            break;
+        if (mp__deadline_expired(&d) ||
+            (side_sleep(&h->pseq, s, &h->get_sleepers, &d) == MP_ETIMEDOUT &&
+             mp__deadline_expired(&d))) {
+            state_read(&h->pseq, h->pside, &p);
+            if (p.count != g.count)
+                break;
+            pthread_mutex_unlock(&h->get_lock);
+            return MP_EEMPTY;
+        }
+    }
+    /* follow switches to the next message */
+    uint64_t kind = 0, n = 0;
+    int err = 0;
+    for (int hops = 0; err == 0; hops++) {
+        uint64_t pos = g.mode == IN_RING ? g.ring : g.log;
+        err = rec_header(q, (int)g.mode, pos, &kind, &n);
+        if (err < 0)
+            break;
+        if (kind == REC_MSG)
+            break;
+        if (hops > 1 || (kind != REC_TO_LOG && kind != REC_TO_RING) ||
+            (kind == REC_TO_LOG) != (g.mode == IN_RING)) {
+            err = MP_EBADMSG; /* cannot happen: records are ours */
+            break;
+        }
+        if (g.mode == IN_RING)
+            g.ring += REC_HDR;
+        else
+            g.log += REC_HDR;
+        g.mode = kind == REC_TO_LOG ? IN_LOG : IN_RING;
+    }
+    if (err == 0) {
+        *len = (size_t)n;
+        if (out != NULL) {
+            err = mp_buf_reserve(out, (size_t)n);
+            buf = out->data;
+        } else if (n > cap) {
+            err = MP_EMSGSIZE; /* stays queued */
+        }
+    }
+    if (err == 0) {
+        bool ring = g.mode == IN_RING;
+        uint64_t pos = ring ? g.ring : g.log;
+        if (n > 0)
+            region_copy(ring ? q->ring : log_base(q), ring ? RING_SIZE : LOG_SIZE,
+                        pos + REC_HDR, buf, n, false);
+        if (out != NULL)
+            out->len = (size_t)n;
+        if (ring)
+            g.ring += REC_HDR + pad8(n);
+        else
+            g.log += REC_HDR + pad8(n);
+        g.count++;
+        state_commit(&h->gseq, h->gside, &g);
+        if (!ring || g.log != atomic_load(&h->log_punched))
+            log_punch(q, g.log, g.log == p.log);
+    }
+    pthread_mutex_unlock(&h->get_lock);
+    if (err == 0 && atomic_load(&h->put_sleepers) > 0)
+        mp__futex_wake(&h->gseq, 1);
+    return err;
+}
+
+int mp_queue_get(mp_queue *q, mp_buf *msg, double timeout)
+{
+    size_t len;
+    if (msg == NULL)
+        return MP_EINVAL;
+    return get(q, msg, NULL, 0, &len, timeout);
+}
+
+int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *len, double timeout)
+{
+    if (len == NULL || (buf == NULL && cap > 0))
+        return MP_EINVAL;
+    return get(q, NULL, buf, cap, len, timeout);
+}
+
+/* ---- sizes, joinable ------------------------------------------------------------ */
+
+static uint64_t pending(mp_queue *q)
+{
+    state p, g;
+    state_read(&q->h->gseq, q->h->gside, &g);
+    state_read(&q->h->pseq, q->h->pside, &p);
+    return p.count - g.count;
+}
+
+int mp_queue_qsize(mp_queue *q, size_t *out)
+{
+    if (q == NULL || out == NULL)
+        return MP_EINVAL;
+    *out = (size_t)pending(q);
+    return 0;
+}
+
+bool mp_queue_empty(mp_queue *q)
+{
+    return q == NULL || pending(q) == 0;
+}
+
+bool mp_queue_full(mp_queue *q)
+{
+    return q != NULL && q->h->maxsize != 0 && pending(q) >= q->h->maxsize;
+}
+
+static uint64_t nput(mp_queue *q)
+{
+    state p;
+    state_read(&q->h->pseq, q->h->pside, &p);
+    return p.count;
+}
+
+int mp_queue_task_done(mp_queue *q)
+{
+    if (q == NULL || q->h->kind != KIND_JOINABLE)
+        return MP_EINVAL;
+    qhdr *h = q->h;
+    uint64_t done = atomic_load(&h->ndone);
+    do {
+        if (done >= nput(q))
+            return MP_EINVAL; /* called too many times */
+    } while (!atomic_compare_exchange_weak(&h->ndone, &done, done + 1));
+    atomic_fetch_add(&h->dseq, 1);
+    if (atomic_load(&h->join_sleepers) > 0)
+        mp__futex_wake(&h->dseq, INT32_MAX);
+    return 0;
+}
+
+int mp_queue_join(mp_queue *q, double timeout)
+{
+    if (q == NULL || q->h->kind != KIND_JOINABLE)
+        return MP_EINVAL;
+    qhdr *h = q->h;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    for (;;) {
+        uint32_t s = atomic_load(&h->dseq);
+        if (atomic_load(&h->ndone) >= nput(q))
+            return 0;
+        if (mp__deadline_expired(&d))
+            return MP_ETIMEDOUT;
+        side_sleep(&h->dseq, s, &h->join_sleepers, &d);
+    }
+}
+
+/* ---- in mp_args ------------------------------------------------------------------ */
+
+static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+{
+    int k = mp__fdvec_add(fds, ((mp_queue *)obj)->fd);
+    return k < 0 ? k : mp__put_u32(out, (uint32_t)k);
+}
+
+static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+{
+    uint32_t k = mp__get_u32(r);
+    if (r->err || k >= nfds || fds[k] < 0)
+        return MP_EBADMSG;
+    mp_queue *q;
+    int err = queue_map(fds[k], &q);
+    if (err < 0)
+        return err;
+    if (q->h->magic != QMAGIC) {
+        q->fd = -1; /* not ours to close: the caller still owns it */
+        queue_unmap(q);
+        return MP_EBADMSG;
+    }
+    fds[k] = -1;
+    *obj = q;
+    return 0;
+}
+
+static int queue_dup(void *obj, void **out)
+{
+    int fd = mp__sys_dup(((mp_queue *)obj)->fd);
+    if (fd < 0)
+        return fd;
+    int err = queue_map(fd, (mp_queue **)out);
+    if (err < 0)
+        mp__sys_close(fd);
+    return err;
+}
+
+static void queue_release(void *obj)
+{
+    mp_queue_free(obj);
+}
+
+const mp__objtype mp__queue_objtype = {
+    .name = "queue",
+    .tag = 9,
+    .reduce = queue_reduce,
+    .rebuild = queue_rebuild,
+    .dup = queue_dup,
+    .release = queue_release,
+};
+
+int mp_args_add_queue(mp_args *a, mp_queue *q)
+{
+    return a && q ? mp__args_add_obj(a, &mp__queue_objtype, q) : MP_EINVAL;
+}
+
+mp_queue *mp_args_queue(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__queue_objtype);
+}
