@@ -216,6 +216,13 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
     mp__event_objtype, mp__barrier_objtype, mp__value_objtype, mp__array_objtype,
     mp__queue_objtype;
 
+/* ---- queues.c ------------------------------------------------------------ */
+
+/* Crash tests only: called at numbered points inside put (1-4: locked,
+ * writing, written, committed) and get (11-14: locked, copied, about to
+ * commit, committed). */
+extern void (*mp__queue_fault_hook)(int point);
+
 /* ---- process.c ---------------------------------------------------------- */
 
 #define MP__AUTHKEY_MAX 1024

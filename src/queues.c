@@ -65,6 +65,15 @@ typedef struct qhdr {
 
 _Static_assert(sizeof(qhdr) <= HDR_SIZE, "queue header fits its page");
 
+/* Fault injection for the crash tests: called at points inside put and get
+ * (never set in production). */
+void (*mp__queue_fault_hook)(int point);
+#define FAULT(n)                                                               \
+    do {                                                                       \
+        if (mp__queue_fault_hook)                                              \
+            mp__queue_fault_hook(n);                                           \
+    } while (0)
+
 struct mp_queue {
     int fd;
     qhdr *h;
@@ -345,8 +354,8 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
     int r = side_lock(&h->put_lock, &d);
     if (r != 0)
         return r == ETIMEDOUT ? MP_EFULL : -r;
+    FAULT(1);
     state p, g;
-    p.mode = atomic_load_explicit(&h->pside[h->pseq & 1].mode, memory_order_relaxed);
     state_read(&h->pseq, h->pside, &p);
     for (;;) {
         uint32_t s = atomic_load(&h->gseq);
@@ -372,6 +381,7 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         p.log += REC_HDR;
         p.mode = IN_RING;
     }
+    FAULT(2);
     if (err == 0 && p.mode == IN_RING) {
         if (small && ring_free >= rec + REC_HDR) {
             rec_write(q, IN_RING, p.ring, REC_MSG, msg, len);
@@ -389,9 +399,11 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
             err = rec_write(q, IN_LOG, p.log, REC_MSG, msg, len);
         p.log += rec;
     }
+    FAULT(3);
     if (err == 0) {
         p.count++;
         state_commit(&h->pseq, h->pside, &p);
+        FAULT(4);
     }
     pthread_mutex_unlock(&h->put_lock);
     if (err == 0 && atomic_load(&h->get_sleepers) > 0)
@@ -412,6 +424,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
     int r = side_lock(&h->get_lock, &d);
     if (r != 0)
         return r == ETIMEDOUT ? MP_EEMPTY : -r;
+    FAULT(11);
     state g, p;
     state_read(&h->gseq, h->gside, &g);
     for (;;) {
@@ -465,6 +478,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         if (n > 0)
             region_copy(ring ? q->ring : log_base(q), ring ? RING_SIZE : LOG_SIZE,
                         pos + REC_HDR, buf, n, false);
+        FAULT(12);
         if (out != NULL)
             out->len = (size_t)n;
         if (ring)
@@ -472,7 +486,9 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         else
             g.log += REC_HDR + pad8(n);
         g.count++;
+        FAULT(13);
         state_commit(&h->gseq, h->gside, &g);
+        FAULT(14);
         if (!ring || g.log != atomic_load(&h->log_punched))
             log_punch(q, g.log, g.log == p.log);
     }
