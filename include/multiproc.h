@@ -621,6 +621,112 @@ void mp_queue_free(mp_queue *q);
 MP_MUST_CHECK int mp_args_add_queue(mp_args *a, mp_queue *q);
 mp_queue *mp_args_queue(const mp_args *a, size_t i);
 
+/* ------------------------------------------------------------------------ */
+/* Pool (pool.c)                                                             */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A process pool (Python: Pool) that survives crashes: a worker killed by
+ * a signal, calling exit, crashing or overrunning task_timeout fails only
+ * the one item it was running (MP_EWORKER with the signal, or
+ * MP_ETIMEDOUT); the worker is replaced and every other item completes.
+ * Items and results travel through shared memory; workers are daemonic and
+ * die with the program.
+ */
+typedef struct mp_pool mp_pool;
+typedef struct mp_pool_opts {
+    mp_context *ctx;                 /* NULL: default context */
+    int processes;                   /* 0: mp_cpu_count() */
+    mp_target_fn initializer;        /* NULL: none; runs once in each worker */
+    const mp_args *initargs;
+    unsigned long maxtasksperchild;  /* 0: workers live as long as the pool */
+    double task_timeout;             /* <= 0: none; beyond it the item fails with MP_ETIMEDOUT */
+} mp_pool_opts;
+typedef struct mp_async mp_async;    /* a pending result (AsyncResult) */
+typedef struct mp_imap mp_imap;      /* an imap iterator */
+typedef struct mp_task_error {
+    size_t index;   /* which item */
+    int code;       /* the item's own non-zero return (with MP_ETASK), or MP_EWORKER / MP_ETIMEDOUT */
+    int signal;     /* MP_EWORKER: the signal that killed the worker, 0 if it exited */
+    int exitcode;   /* MP_EWORKER: its exit status when it exited */
+} mp_task_error;
+
+/** A map function: reads *item, writes *result; non-zero fails the item
+ *  with that code.  Runs in a worker: under spawn and forkserver it must be
+ *  a function of the program or of a shared library (not a pointer made at
+ *  run time). */
+typedef int (*mp_map_fn)(const void *item, void *result);
+/** An apply task: args in, result bytes out; non-zero fails the task. */
+typedef int (*mp_task_fn)(const mp_args *args, mp_buf *result);
+
+/** @opts NULL: defaults.  MP_EINVAL for processes < 0; a worker whose
+ *  initializer fails (non-zero) makes this fail with MP_ETASK, and no
+ *  worker is left. */
+MP_MUST_CHECK int mp_pool_new(mp_pool **out, const mp_pool_opts *opts);
+/**
+ * fn over @n items of @item_size bytes into @results (@n × @result_size),
+ * in order.  @chunksize 0: Python's choice (ceil(n / (4 × workers))).
+ * Python's starmap is this over an array of structs.
+ * @return 0; or, once every item is done (the others' results written),
+ *         the error of the first failing item in index order: MP_ETASK
+ *         (the item's code in err->code), MP_EWORKER, MP_ETIMEDOUT; err
+ *         (may be NULL) says which.  MP_EBROKEN if the pool is terminated;
+ *         MP_EINVAL after close.
+ */
+MP_MUST_CHECK int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n,
+                              size_t item_size, void *results, size_t result_size,
+                              size_t chunksize, mp_task_error *err);
+/** As map, without waiting; @results must stay valid until the result is
+ *  ready.  mp_async_get reports what mp_pool_map would return. */
+MP_MUST_CHECK int mp_pool_map_async(mp_pool *p, mp_map_fn fn, const void *items, size_t n,
+                                    size_t item_size, void *results, size_t result_size,
+                                    size_t chunksize, mp_async **out);
+/** Results one by one, in order or as they complete (@ordered false). */
+MP_MUST_CHECK int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *items, size_t n,
+                               size_t item_size, size_t result_size, size_t chunksize,
+                               bool ordered, mp_imap **out);
+/**
+ * The next result into @result (result_size bytes) and its @index (may be
+ * NULL).  @return 0; the failed item's code (MP_ETASK, MP_EWORKER,
+ * MP_ETIMEDOUT, with @err filled) — iteration goes on after it;
+ * MP_ETIMEDOUT when nothing came within @timeout; MP_EOF at the end;
+ * MP_EBROKEN if the pool was terminated.
+ */
+MP_MUST_CHECK int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err,
+                               double timeout);
+void mp_imap_free(mp_imap *it);
+/** Run fn(args) in a worker and wait: 0 with its result bytes; MP_ETASK
+ *  (its code in err of mp_async_get), MP_EWORKER, MP_ETIMEDOUT.  Args may
+ *  hold numbers, strings and bytes (no descriptors or objects). */
+MP_MUST_CHECK int mp_pool_apply(mp_pool *p, mp_task_fn fn, const mp_args *args, mp_buf *result);
+/** As apply, without waiting.  @done (may be NULL) runs once in the parent,
+ *  on a thread the pool owns, when the result is ready; it must not block. */
+MP_MUST_CHECK int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *args,
+                                      void (*done)(mp_async *r, void *udata), void *udata,
+                                      mp_async **out);
+/** Wait up to @timeout; 0 and the result (apply: its bytes into @result);
+ *  the task's error; MP_ETIMEDOUT; MP_EBROKEN.  @result, @err may be NULL. */
+MP_MUST_CHECK int mp_async_get(mp_async *r, double timeout, mp_buf *result, mp_task_error *err);
+/** 0 when ready, MP_ETIMEDOUT, MP_EBROKEN. */
+MP_MUST_CHECK int mp_async_wait(mp_async *r, double timeout);
+bool mp_async_ready(mp_async *r);
+/** 1 succeeded, 0 failed, MP_EINVAL before ready. */
+int mp_async_successful(mp_async *r);
+/** Items done so far and in all. */
+int mp_async_progress(mp_async *r, size_t *done, size_t *total);
+/** Frees the handle; a pending task still runs, its result is dropped. */
+void mp_async_free(mp_async *r);
+/** No more tasks; workers exit once all submitted work is done. */
+int mp_pool_close(mp_pool *p);
+/** After close or terminate: wait for the workers to exit.  MP_EINVAL while
+ *  the pool is running; MP_ETIMEDOUT. */
+MP_MUST_CHECK int mp_pool_join(mp_pool *p, double timeout);
+/** Stop now: workers are killed, queued tasks never run; waiting calls
+ *  get MP_EBROKEN. */
+int mp_pool_terminate(mp_pool *p);
+/** Terminates if still running, joins, frees. */
+void mp_pool_free(mp_pool *p);
+
 /**
  * Fallback for programs that cannot rely on the library's constructor (a
  * static link that runs other constructors first, a custom loader): call it

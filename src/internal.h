@@ -151,6 +151,8 @@ int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj);
 void *mp__args_obj(const mp_args *a, size_t i, const mp__objtype *t);
 
 int mp__args_dup(const mp_args *src, mp_args **out);
+/* Append copies of @src's items from index @from on. */
+int mp__args_append(mp_args *a, const mp_args *src, size_t from);
 bool mp__args_has_ptr(const mp_args *a);
 /* Serialize (append to @out, descriptors into @fds). */
 int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds);

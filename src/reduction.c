@@ -330,13 +330,10 @@ bool mp__args_has_ptr(const mp_args *a)
     return false;
 }
 
-int mp__args_dup(const mp_args *src, mp_args **out)
+int mp__args_append(mp_args *a, const mp_args *src, size_t from)
 {
-    int err = mp_args_new(out);
-    if (err < 0 || src == NULL)
-        return err;
-    mp_args *a = *out;
-    for (size_t i = 0; i < src->n && err == 0; i++) {
+    int err = 0;
+    for (size_t i = from; src != NULL && i < src->n && err == 0; i++) {
         const arg *s = &src->items[i];
         switch (s->type) {
         case MP_ARG_INT:
@@ -362,8 +359,17 @@ int mp__args_dup(const mp_args *src, mp_args **out)
             break;
         }
     }
+    return err;
+}
+
+int mp__args_dup(const mp_args *src, mp_args **out)
+{
+    int err = mp_args_new(out);
+    if (err < 0)
+        return err;
+    err = mp__args_append(*out, src, 0);
     if (err < 0) {
-        mp_args_free(a);
+        mp_args_free(*out);
         *out = NULL;
     }
     return err;

@@ -1,0 +1,1420 @@
+/*
+ * Pool: worker processes that take chunks of work from a task table in
+ * shared memory, and a parent that survives any of them dying.
+ *
+ * Everything a worker needs lives in one sparse memfd (the pool heap),
+ * mapped at start:
+ *   [header: task table (a ring of entries), claim cursor, futex words]
+ *   [job regions: items, results and per-item statuses of maps; the
+ *    function reference and arguments of applies]
+ * A worker claims the entry at the cursor (a CAS on the entry's state that
+ * records the worker's slot), runs it item by item, publishing the item in
+ * progress in the entry, marks it DONE, then reports on the result queue
+ * and pokes the parent's eventfd.  A map's results and statuses are written
+ * straight into the heap.
+ *
+ * The parent runs one thread that polls the eventfd and the workers'
+ * pidfds.  Reports settle items (each item once: a bitmap per job).  When a
+ * worker dies, the parent first drains the result queue (nothing the worker
+ * committed is lost), then looks for the entry it held: items it finished
+ * are settled from their statuses, the item in progress fails with
+ * MP_EWORKER (or MP_ETIMEDOUT when the parent killed it for overrunning
+ * task_timeout), the rest of the chunk goes back in the table, and a new
+ * worker takes the dead one's place.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Results the pool has no use for (cleanup paths, best effort). */
+#define IGNORE(x)                                                              \
+    do {                                                                       \
+        if ((x) < 0) {                                                         \
+        }                                                                      \
+    } while (0)
+
+#define PMAGIC 0x3150504dU
+#define TASKCAP 4096
+#define HEAP_SIZE ((uint64_t)64 << 30)
+#define KEEP_RESIDENT ((uint64_t)64 << 20) /* job memory below this is reused, not freed */
+#define STATUS_DONE ((uint64_t)1 << 63)
+
+enum { E_FREE = 0, E_READY = 1, E_CLAIMED = 2, E_DONE = 3 };
+enum { T_MAP = 1, T_APPLY = 2, T_STOP = 3 };
+enum { F_TIMED = 1 };
+
+typedef struct pentry {
+    _Atomic uint32_t state;
+    _Atomic uint32_t worker;      /* slot of the claimer */
+    uint32_t kind, flags;
+    uint64_t job, start, end;
+    _Atomic uint64_t cur;         /* item in progress (end: finished) */
+    _Atomic int64_t started_ns;   /* when it started (F_TIMED) */
+    uint64_t fn_off, fn_len;      /* function reference bytes */
+    uint64_t args_off, args_len;  /* apply: the encoded arguments */
+    uint64_t items_off, item_size, results_off, result_size, status_off;
+} pentry;
+
+typedef struct phdr {
+    uint32_t magic, nslots;
+    _Atomic uint64_t head;        /* next entry to claim */
+    _Atomic uint32_t avail;       /* futex: bumped at every publish */
+    _Atomic uint32_t sleepers;
+    pentry tasks[TASKCAP];
+} phdr;
+
+#define HDR_BYTES ((sizeof(phdr) + 4095) & ~(size_t)4095)
+
+/* A completion report, then (apply) the result bytes. */
+typedef struct report {
+    uint64_t job, entry;
+    int32_t code;
+    uint32_t worker;
+} report;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static char *heap_map(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != HEAP_SIZE)
+        return NULL;
+    void *m = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    return m == MAP_FAILED ? NULL : m;
+}
+
+/* ---- the worker ------------------------------------------------------------ */
+
+/* Claim the next READY entry; sleep while there is none. */
+static pentry *claim(phdr *h, uint32_t me)
+{
+    for (;;) {
+        uint32_t seen = atomic_load(&h->avail);
+        uint64_t at = atomic_load(&h->head);
+        pentry *e = &h->tasks[at % TASKCAP];
+        uint32_t st = atomic_load(&e->state);
+        if (st == E_READY) {
+            if (atomic_compare_exchange_strong(&e->state, &st, E_CLAIMED)) {
+                atomic_store(&e->worker, me);
+                atomic_compare_exchange_strong(&h->head, &at, at + 1);
+                return e;
+            }
+            continue;
+        }
+        if (st != E_FREE || atomic_load(&h->head) != at) {
+            /* taken by another: move the cursor on */
+            atomic_compare_exchange_strong(&h->head, &at, at + 1);
+            continue;
+        }
+        atomic_fetch_add(&h->sleepers, 1);
+        mp__futex_wait(&h->avail, seen, NULL);
+        atomic_fetch_sub(&h->sleepers, 1);
+    }
+}
+
+static void *resolve(char *heap, const pentry *e, mp_buf *cache_key, void **cache_fn)
+{
+    const void *ref = heap + e->fn_off;
+    if (cache_key->len == e->fn_len && memcmp(cache_key->data, ref, e->fn_len) == 0)
+        return *cache_fn;
+    mp__reader r;
+    mp__reader_init(&r, ref, e->fn_len);
+    char why[256];
+    void *fn = NULL;
+    if (mp__funcref_decode(&r, &fn, why, sizeof why) < 0) {
+        mp__log(MP_LOG_ERROR, "pool worker: %s", why);
+        return NULL;
+    }
+    cache_key->len = 0;
+    if (mp_buf_append(cache_key, ref, e->fn_len) == 0)
+        *cache_fn = fn;
+    return fn;
+}
+
+static int run_map(char *heap, pentry *e, mp_map_fn fn)
+{
+    const char *items = heap + e->items_off;
+    char *results = heap + e->results_off;
+    _Atomic uint64_t *status = (_Atomic uint64_t *)(heap + e->status_off);
+    bool timed = e->flags & F_TIMED;
+    for (uint64_t i = e->start; i < e->end; i++) {
+        atomic_store_explicit(&e->cur, i, memory_order_relaxed);
+        if (timed)
+            atomic_store(&e->started_ns, now_ns());
+        int rc = fn(items + i * e->item_size, results + i * e->result_size);
+        atomic_store_explicit(&status[i], STATUS_DONE | (uint32_t)rc, memory_order_release);
+    }
+    atomic_store(&e->cur, e->end);
+    return 0;
+}
+
+/* args: task table heap fd, result queue, slot, maxtasks, eventfd,
+ * initializer reference (bytes, may be empty), then the initializer's args. */
+static int pool_worker(const mp_args *a)
+{
+    char *heap = heap_map(mp_args_fd(a, 0));
+    mp_queue *results = mp_args_queue(a, 1);
+    uint32_t me = (uint32_t)mp_args_int(a, 2);
+    uint64_t maxtasks = (uint64_t)mp_args_int(a, 3);
+    int efd = mp_args_fd(a, 4);
+    size_t initlen;
+    const void *initref = mp_args_bytes(a, 5, &initlen);
+    if (heap == NULL)
+        return 3;
+    phdr *h = (phdr *)heap;
+    report rep = {0};
+    if (initlen > 0) {
+        mp__reader r;
+        mp__reader_init(&r, initref, initlen);
+        char why[256];
+        void *init = NULL;
+        mp_args *initargs = NULL;
+        int rc = mp__funcref_decode(&r, &init, why, sizeof why) < 0 ? MP_ENOTFOUND : 0;
+        if (rc == 0)
+            rc = mp_args_new(&initargs);
+        if (rc == 0)
+            rc = mp__args_append(initargs, a, 6);
+        if (rc == 0)
+            rc = ((mp_target_fn)init)(initargs);
+        mp_args_free(initargs);
+        /* the parent counts these; a failure makes it give up on the pool */
+        rep.entry = UINT64_MAX;
+        rep.code = rc;
+        rep.worker = me;
+        IGNORE(mp_queue_put(results, &rep, sizeof rep, MP_FOREVER));
+        uint64_t one = 1;
+        (void)!write(efd, &one, sizeof one);
+        if (rc != 0)
+            return 4;
+    }
+    mp_buf key = MP_BUF_INIT, msg = MP_BUF_INIT, out = MP_BUF_INIT;
+    void *fn = NULL;
+    for (uint64_t done = 0; maxtasks == 0 || done < maxtasks; done++) {
+        pentry *e = claim(h, me);
+        if (e->kind == T_STOP) {
+            atomic_store(&e->state, E_DONE);
+            break;
+        }
+        void *f = resolve(heap, e, &key, &fn);
+        rep = (report){.job = e->job, .entry = (uint64_t)(e - h->tasks), .worker = me};
+        out.len = 0;
+        if (f == NULL) {
+            rep.code = MP_ENOTFOUND;
+        } else if (e->kind == T_MAP) {
+            run_map(heap, e, (mp_map_fn)f);
+        } else {
+            mp_args *args = NULL;
+            mp__reader r;
+            mp__reader_init(&r, heap + e->args_off, e->args_len);
+            atomic_store(&e->cur, 0);
+            if (e->flags & F_TIMED)
+                atomic_store(&e->started_ns, now_ns());
+            rep.code = mp__args_decode(&r, NULL, 0, &args);
+            if (rep.code == 0)
+                rep.code = ((mp_task_fn)f)(args, &out);
+            mp_args_free(args);
+            atomic_store(&e->cur, 1);
+        }
+        atomic_store(&e->state, E_DONE);
+        msg.len = 0;
+        if (mp_buf_append(&msg, &rep, sizeof rep) < 0 || mp_buf_append(&msg, out.data, out.len) < 0)
+            msg.len = sizeof rep; /* no memory for the bytes: an empty result */
+        if (mp_queue_put(results, msg.data, msg.len, MP_FOREVER) < 0)
+            return 5;
+        uint64_t one = 1;
+        (void)!write(efd, &one, sizeof one);
+    }
+    mp_buf_free(&key);
+    mp_buf_free(&msg);
+    mp_buf_free(&out);
+    return 0;
+}
+
+/* ---- parent: jobs -------------------------------------------------------------- */
+
+typedef struct job job;
+struct mp_async {
+    job *j;
+};
+
+struct job {
+    job *next;
+    uint64_t id;
+    int kind;
+    size_t n, done;
+    bool finished, broken, freed_handle, is_imap, ordered, cb_running;
+    mp_pool *pool;
+    /* map */
+    void *results;                 /* the caller's (map, map_async) */
+    size_t item_size, result_size;
+    uint64_t region_off, region_len, fn_off, fn_len, items_off, results_off, status_off;
+    uint64_t *settled;             /* bitmap */
+    mp_task_error first;           /* lowest failing index */
+    bool failed;
+    mp_task_error *errs;           /* worker deaths and timeouts, by item */
+    size_t nerrs, caperrs;
+    size_t next_ordered;           /* imap */
+    size_t *fifo, fifo_head, fifo_tail;
+    /* apply */
+    mp_buf result;
+    int code;
+    void (*done_cb)(mp_async *, void *);
+    void *udata;
+    mp_async handle;
+};
+
+typedef struct worker {
+    mp_process *proc;
+    int pidfd;
+    bool timed_out;
+} worker;
+
+/* A task waiting for a free entry. */
+typedef struct pending {
+    struct pending *next;
+    pentry e;
+} pending;
+
+struct mp_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int state;                     /* RUN, CLOSE, TERMINATE */
+    mp_context *ctx;
+    int nworkers;
+    worker *workers;
+    double task_timeout;
+    unsigned long maxtasks;
+    mp_buf initref;
+    mp_args *initargs;
+    int heapfd;
+    char *heap;
+    phdr *h;
+    mp_queue *results;
+    int efd;
+    uint64_t publish;              /* next table position to fill */
+    pending *pend_head, *pend_tail;
+    job *jobs;
+    uint64_t next_job;
+    uint64_t bump;                 /* heap allocation */
+    size_t live_regions;
+    pthread_t thread;
+    bool thread_started, quit, init_failed, thread_done;
+    int init_code;
+    size_t init_reports;
+};
+
+enum { RUN = 0, CLOSE = 1, TERMINATE = 2 };
+
+/* ---- the pool heap: job regions (under the lock) -------------------------- */
+
+static int region_alloc(mp_pool *p, uint64_t size, uint64_t *off)
+{
+    size = (size + 4095) & ~(uint64_t)4095;
+    if (size == 0)
+        size = 4096;
+    if (p->live_regions == 0)
+        p->bump = HDR_BYTES; /* everything freed: reuse the resident start */
+    if (p->bump + size > HEAP_SIZE)
+        return MP_ENOMEM;
+    *off = p->bump;
+    p->bump += size;
+    p->live_regions++;
+    return 0;
+}
+
+static void region_free(mp_pool *p, uint64_t off, uint64_t size)
+{
+    size = (size + 4095) & ~(uint64_t)4095;
+    if (off + size > KEEP_RESIDENT) {
+        uint64_t from = off < KEEP_RESIDENT ? KEEP_RESIDENT : off;
+        fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
+                  (off_t)(off + size - from));
+    }
+    p->live_regions--;
+}
+
+/* ---- publishing tasks ------------------------------------------------------- */
+
+/* Move pending tasks into free entries, in order (under the lock). */
+static void publish(mp_pool *p)
+{
+    bool any = false;
+    while (p->pend_head) {
+        pentry *e = &p->h->tasks[p->publish % TASKCAP];
+        if (atomic_load(&e->state) != E_FREE)
+            break;
+        pending *t = p->pend_head;
+        p->pend_head = t->next;
+        if (p->pend_head == NULL)
+            p->pend_tail = NULL;
+        e->kind = t->e.kind;
+        e->flags = t->e.flags;
+        e->job = t->e.job;
+        e->start = t->e.start;
+        e->end = t->e.end;
+        atomic_store(&e->cur, t->e.start);
+        atomic_store(&e->started_ns, 0);
+        e->fn_off = t->e.fn_off;
+        e->fn_len = t->e.fn_len;
+        e->args_off = t->e.args_off;
+        e->args_len = t->e.args_len;
+        e->items_off = t->e.items_off;
+        e->item_size = t->e.item_size;
+        e->results_off = t->e.results_off;
+        e->result_size = t->e.result_size;
+        e->status_off = t->e.status_off;
+        atomic_store_explicit(&e->state, E_READY, memory_order_release);
+        free(t);
+        p->publish++;
+        any = true;
+    }
+    if (any) {
+        atomic_fetch_add(&p->h->avail, 1);
+        if (atomic_load(&p->h->sleepers) > 0)
+            mp__futex_wake(&p->h->avail, INT32_MAX);
+    }
+}
+
+static int enqueue(mp_pool *p, const pentry *e)
+{
+    pending *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return MP_ENOMEM;
+    memcpy(&t->e, e, sizeof *e);
+    if (p->pend_tail)
+        p->pend_tail->next = t;
+    else
+        p->pend_head = t;
+    p->pend_tail = t;
+    return 0;
+}
+
+/* ---- settling items (under the lock) ------------------------------------------ */
+
+static job *find_job(mp_pool *p, uint64_t id)
+{
+    for (job *j = p->jobs; j; j = j->next)
+        if (j->id == id)
+            return j;
+    return NULL;
+}
+
+static void job_unlink(mp_pool *p, job *j)
+{
+    for (job **pp = &p->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            return;
+        }
+}
+
+static void job_destroy(job *j)
+{
+    free(j->settled);
+    free(j->errs);
+    free(j->fifo);
+    mp_buf_free(&j->result);
+    free(j);
+}
+
+/* Called when every item is settled (or the pool is terminated). */
+static void job_finish(mp_pool *p, job *j, bool broken)
+{
+    if (j->finished)
+        return;
+    j->finished = true;
+    j->broken = broken;
+    if (!broken && j->kind == T_MAP && !j->is_imap && j->results && j->n > 0)
+        memcpy(j->results, p->heap + j->results_off, j->n * j->result_size);
+    if (j->region_len && !j->is_imap) {
+        region_free(p, j->region_off, j->region_len);
+        j->region_len = 0;
+    }
+    pthread_cond_broadcast(&p->cond);
+}
+
+static void record_error(job *j, const mp_task_error *e)
+{
+    if (!j->failed || e->index < j->first.index) {
+        j->first = *e;
+        j->failed = true;
+    }
+    if (e->code == MP_EWORKER || e->code == MP_ETIMEDOUT) {
+        if (j->nerrs == j->caperrs) {
+            size_t cap = j->caperrs ? j->caperrs * 2 : 8;
+            mp_task_error *n = realloc(j->errs, cap * sizeof *n);
+            if (n == NULL)
+                return;
+            j->errs = n;
+            j->caperrs = cap;
+        }
+        j->errs[j->nerrs++] = *e;
+    }
+}
+
+/* Settle item @i of @j once; @e NULL: by its status in the heap. */
+static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
+{
+    if (j->finished || i >= j->n)
+        return;
+    if (j->settled) {
+        if (j->settled[i / 64] & ((uint64_t)1 << (i % 64)))
+            return;
+        j->settled[i / 64] |= (uint64_t)1 << (i % 64);
+    }
+    if (e != NULL) {
+        record_error(j, e);
+        if (j->kind == T_MAP) /* imap reads the status */
+            ((_Atomic uint64_t *)(p->heap + j->status_off))[i] = STATUS_DONE | (uint32_t)e->code;
+    } else if (j->kind == T_MAP) {
+        uint64_t st = ((_Atomic uint64_t *)(p->heap + j->status_off))[i];
+        int rc = (int32_t)(uint32_t)st;
+        if (rc != 0) {
+            mp_task_error te = {.index = i, .code = rc};
+            record_error(j, &te);
+        }
+    }
+    if (j->is_imap && !j->ordered)
+        j->fifo[j->fifo_tail++] = i;
+    j->done++;
+    if (j->is_imap)
+        pthread_cond_broadcast(&p->cond);
+    if (j->done == j->n)
+        job_finish(p, j, false);
+}
+
+static void free_entry(pentry *e)
+{
+    atomic_store(&e->state, E_FREE);
+}
+
+static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
+{
+    if (r->entry == UINT64_MAX) { /* a worker's initializer ran */
+        p->init_reports++;
+        if (r->code != 0) {
+            p->init_failed = true;
+            p->init_code = r->code;
+        }
+        pthread_cond_broadcast(&p->cond);
+        return;
+    }
+    if (r->entry >= TASKCAP)
+        return;
+    pentry *e = &p->h->tasks[r->entry];
+    job *j = find_job(p, r->job);
+    if (j != NULL && !j->finished) {
+        if (j->kind == T_MAP) {
+            for (uint64_t i = e->start; i < e->end; i++)
+                settle(p, j, i, NULL);
+        } else {
+            j->code = r->code;
+            if (r->code == 0)
+                IGNORE(mp_buf_append(&j->result, bytes, n));
+            else {
+                mp_task_error te = {.index = 0, .code = r->code};
+                record_error(j, &te);
+            }
+            j->done = 1;
+            job_finish(p, j, false);
+        }
+    }
+    if (atomic_load(&e->state) == E_DONE)
+        free_entry(e);
+}
+
+/* ---- workers -------------------------------------------------------------- */
+
+static int worker_start(mp_pool *p, int idx)
+{
+    mp_args *a;
+    int err = mp_args_new(&a);
+    if (err < 0)
+        return err;
+    err = mp_args_add_fd(a, p->heapfd);
+    if (err == 0)
+        err = mp_args_add_queue(a, p->results);
+    if (err == 0)
+        err = mp_args_add_int(a, idx);
+    if (err == 0)
+        err = mp_args_add_int(a, (int64_t)p->maxtasks);
+    if (err == 0)
+        err = mp_args_add_fd(a, p->efd);
+    if (err == 0)
+        err = mp_args_add_bytes(a, p->initref.data, p->initref.len);
+    if (err == 0)
+        err = mp__args_append(a, p->initargs, 0);
+    mp_process *proc = NULL;
+    if (err == 0)
+        err = mp_process_new(&proc, p->ctx, pool_worker, a);
+    mp_args_free(a);
+    if (err == 0) {
+        char name[48];
+        snprintf(name, sizeof name, "PoolWorker-%d", idx + 1);
+        IGNORE(mp_process_set_name(proc, name));
+        IGNORE(mp_process_set_daemon(proc, true));
+        err = mp_process_start(proc);
+    }
+    if (err < 0) {
+        if (proc)
+            IGNORE(mp_process_close(proc));
+        return err;
+    }
+    p->workers[idx].proc = proc;
+    p->workers[idx].pidfd = mp_process_sentinel(proc);
+    p->workers[idx].timed_out = false;
+    return 0;
+}
+
+/* Drain the result queue (under the lock). */
+static void drain(mp_pool *p, mp_buf *msg)
+{
+    while (mp_queue_get(p->results, msg, 0) == 0) {
+        if (msg->len < sizeof(report))
+            continue;
+        report r;
+        memcpy(&r, msg->data, sizeof r);
+        on_report(p, &r, (char *)msg->data + sizeof r, msg->len - sizeof r);
+    }
+}
+
+/* A worker ended: settle what it held, replace it (under the lock). */
+static void on_death(mp_pool *p, int idx)
+{
+    worker *w = &p->workers[idx];
+    if (w->proc == NULL)
+        return;
+    int code = 0;
+    bool stopped = false; /* it took a STOP: it was meant to exit */
+    IGNORE(mp_process_join(w->proc, 10)); /* a fork server relays the status a moment later */
+    IGNORE(mp_process_exitcode(w->proc, &code));
+    for (int t = 0; t < TASKCAP; t++) {
+        pentry *e = &p->h->tasks[t];
+        uint32_t st = atomic_load(&e->state);
+        if ((st != E_CLAIMED && st != E_DONE) || atomic_load(&e->worker) != (uint32_t)idx)
+            continue;
+        if (e->kind == T_STOP) {
+            stopped = true;
+            free_entry(e);
+            continue;
+        }
+        job *j = find_job(p, e->job);
+        uint64_t cur = atomic_load(&e->cur);
+        mp_task_error te = {
+            .code = w->timed_out ? MP_ETIMEDOUT : MP_EWORKER,
+            .signal = code < 0 ? -code : 0,
+            .exitcode = code > 0 ? code : 0,
+        };
+        if (j != NULL && !j->finished && j->kind == T_MAP) {
+            _Atomic uint64_t *status = (_Atomic uint64_t *)(p->heap + j->status_off);
+            uint64_t i = e->start;
+            for (; i < e->end && (atomic_load(&status[i]) & STATUS_DONE); i++)
+                settle(p, j, i, NULL);
+            if (i < e->end) {
+                te.index = i;
+                settle(p, j, i, &te);
+                if (i + 1 < e->end) {
+                    pentry rest = *e;
+                    rest.start = i + 1;
+                    (void)enqueue(p, &rest);
+                }
+            }
+        } else if (j != NULL && !j->finished) {
+            if (cur >= 1 && st == E_DONE)
+                te.code = MP_EWORKER; /* it finished, but its result was lost */
+            record_error(j, &te);
+            j->code = te.code;
+            j->done = 1;
+            job_finish(p, j, false);
+        }
+        free_entry(e);
+    }
+    if (code != 0 || w->timed_out)
+        mp__log(MP_LOG_INFO, "pool: worker %d ended with %d%s", idx + 1, code,
+                w->timed_out ? " (task timeout)" : "");
+    IGNORE(mp_process_close(w->proc));
+    w->proc = NULL;
+    w->pidfd = -1;
+    if (p->state != TERMINATE && !stopped && !p->init_failed && worker_start(p, idx) < 0)
+        mp__log(MP_LOG_ERROR, "pool: cannot replace worker %d", idx + 1);
+    publish(p);
+}
+
+/* Kill workers that overran task_timeout; the next deadline (ms, -1 none). */
+static int check_timeouts(mp_pool *p)
+{
+    if (p->task_timeout <= 0)
+        return -1;
+    int64_t now = now_ns(), limit = (int64_t)(p->task_timeout * 1e9), next = -1;
+    for (int t = 0; t < TASKCAP; t++) {
+        pentry *e = &p->h->tasks[t];
+        if (atomic_load(&e->state) != E_CLAIMED)
+            continue;
+        int64_t s = atomic_load(&e->started_ns);
+        if (s == 0)
+            continue;
+        uint32_t idx = atomic_load(&e->worker);
+        if (idx >= (uint32_t)p->nworkers || p->workers[idx].proc == NULL)
+            continue;
+        if (now - s >= limit) {
+            if (!p->workers[idx].timed_out) {
+                p->workers[idx].timed_out = true;
+                IGNORE(mp_process_kill(p->workers[idx].proc));
+            }
+        } else if (next < 0 || s + limit - now < next) {
+            next = s + limit - now;
+        }
+    }
+    return next < 0 ? -1 : (int)(next / 1000000 + 1);
+}
+
+static void *pool_thread(void *arg)
+{
+    mp_pool *p = arg;
+    mp_buf msg = MP_BUF_INIT;
+    struct pollfd *pfd = calloc((size_t)p->nworkers + 1, sizeof *pfd);
+    if (pfd == NULL)
+        return NULL;
+    pthread_mutex_lock(&p->lock);
+    while (!p->quit) {
+        pfd[0] = (struct pollfd){.fd = p->efd, .events = POLLIN};
+        for (int i = 0; i < p->nworkers; i++)
+            pfd[i + 1] = (struct pollfd){.fd = p->workers[i].pidfd, .events = POLLIN};
+        int ms = check_timeouts(p);
+        pthread_mutex_unlock(&p->lock);
+        int r = poll(pfd, (nfds_t)p->nworkers + 1, ms);
+        pthread_mutex_lock(&p->lock);
+        if (r < 0)
+            continue;
+        if (pfd[0].revents) {
+            uint64_t v;
+            (void)!read(p->efd, &v, sizeof v);
+        }
+        drain(p, &msg);
+        for (int i = 0; i < p->nworkers; i++)
+            if (pfd[i + 1].revents && p->workers[i].pidfd == pfd[i + 1].fd)
+                on_death(p, i);
+        /* callbacks of finished jobs, each once, outside the lock */
+        for (bool again = true; again;) {
+            again = false;
+            for (job *j = p->jobs; j; j = j->next) {
+                if (!j->finished || j->done_cb == NULL)
+                    continue;
+                void (*cb)(mp_async *, void *) = j->done_cb;
+                j->done_cb = NULL;
+                j->cb_running = true;
+                pthread_mutex_unlock(&p->lock);
+                cb(&j->handle, j->udata);
+                pthread_mutex_lock(&p->lock);
+                j->cb_running = false;
+                pthread_cond_broadcast(&p->cond);
+                again = true; /* the list may have changed meanwhile */
+                break;
+            }
+        }
+        /* jobs whose handle was freed go once finished */
+        for (job **pp = &p->jobs; *pp;) {
+            job *j = *pp;
+            if (j->finished && j->freed_handle && j->done_cb == NULL && !j->cb_running) {
+                *pp = j->next;
+                job_destroy(j);
+            } else {
+                pp = &j->next;
+            }
+        }
+        publish(p);
+        if (p->state != RUN) {
+            bool any = false;
+            for (int i = 0; i < p->nworkers; i++)
+                any = any || p->workers[i].proc != NULL;
+            if (!any)
+                break;
+        }
+    }
+    p->thread_done = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    free(pfd);
+    mp_buf_free(&msg);
+    return NULL;
+}
+
+/* ---- create ----------------------------------------------------------------- */
+
+static void pool_destroy(mp_pool *p)
+{
+    while (p->pend_head) {
+        pending *t = p->pend_head;
+        p->pend_head = t->next;
+        free(t);
+    }
+    while (p->jobs) {
+        job *j = p->jobs;
+        p->jobs = j->next;
+        job_destroy(j);
+    }
+    if (p->heap)
+        munmap(p->heap, HEAP_SIZE);
+    mp__sys_close(p->heapfd);
+    mp__sys_close(p->efd);
+    mp_queue_free(p->results);
+    mp_buf_free(&p->initref);
+    mp_args_free(p->initargs);
+    free(p->workers);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static void kill_workers(mp_pool *p)
+{
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i].proc)
+            IGNORE(mp_process_kill(p->workers[i].proc));
+}
+
+static void reap_workers(mp_pool *p)
+{
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->workers[i].proc) {
+            IGNORE(mp_process_join(p->workers[i].proc, MP_FOREVER));
+            IGNORE(mp_process_close(p->workers[i].proc));
+            p->workers[i].proc = NULL;
+        }
+}
+
+static void wake_thread(mp_pool *p)
+{
+    uint64_t one = 1;
+    (void)!write(p->efd, &one, sizeof one);
+}
+
+int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp_pool_opts def = {0};
+    if (opts == NULL)
+        opts = &def;
+    if (opts->processes < 0 || opts->processes > 4096)
+        return MP_EINVAL;
+    mp__init();
+    mp_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return MP_ENOMEM;
+    p->heapfd = p->efd = -1;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    p->ctx = opts->ctx ? opts->ctx : mp_get_context(NULL);
+    p->nworkers = opts->processes ? opts->processes : mp_cpu_count();
+    p->task_timeout = opts->task_timeout;
+    p->maxtasks = opts->maxtasksperchild;
+    p->next_job = 1;
+    int err = 0;
+    p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
+    if (p->workers == NULL)
+        err = MP_ENOMEM;
+    if (err == 0)
+        err = p->heapfd = mp__sys_memfd("mp-pool");
+    if (err >= 0)
+        err = ftruncate(p->heapfd, (off_t)HEAP_SIZE) < 0 ? -errno : 0;
+    if (err == 0 && (p->heap = heap_map(p->heapfd)) == NULL)
+        err = -errno ? -errno : MP_ENOMEM;
+    if (err == 0) {
+        p->h = (phdr *)p->heap;
+        p->h->magic = PMAGIC;
+        p->h->nslots = (uint32_t)p->nworkers;
+        p->bump = HDR_BYTES;
+        err = mp_queue_new(&p->results, 0);
+    }
+    if (err == 0) {
+        int e = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (e >= 0 && e <= 2) { /* never hand out 0..2 */
+            int d = mp__sys_dup(e);
+            close(e);
+            e = d;
+        }
+        err = e < 0 ? -errno : 0;
+        p->efd = e;
+    }
+    if (err == 0 && opts->initializer)
+        err = mp__funcref_encode((const void *)opts->initializer, &p->initref);
+    if (err == 0)
+        err = mp__args_dup(opts->initargs, &p->initargs);
+    if (err == 0 && mp__args_has_ptr(p->initargs) && p->ctx != mp_get_context("fork"))
+        err = MP_EINVAL;
+    for (int i = 0; err == 0 && i < p->nworkers; i++)
+        err = worker_start(p, i);
+    if (err == 0) {
+        err = -pthread_create(&p->thread, NULL, pool_thread, p);
+        p->thread_started = err == 0;
+    }
+    if (err == 0 && opts->initializer) {
+        /* every worker's initializer has run, or one failed */
+        pthread_mutex_lock(&p->lock);
+        while (!p->init_failed && p->init_reports < (size_t)p->nworkers && !p->thread_done)
+            pthread_cond_wait(&p->cond, &p->lock);
+        if (p->init_failed)
+            err = MP_ETASK;
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (err < 0) {
+        if (p->thread_started) {
+            mp_pool_free(p);
+            return err;
+        }
+        kill_workers(p);
+        reap_workers(p);
+        pool_destroy(p);
+        return err;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ---- submitting ---------------------------------------------------------------- */
+
+static job *job_new(mp_pool *p, int kind, size_t n)
+{
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return NULL;
+    j->kind = kind;
+    j->n = n;
+    j->pool = p;
+    j->handle.j = j;
+    j->id = p->next_job++;
+    return j;
+}
+
+static uint64_t align8(uint64_t v)
+{
+    return (v + 7) & ~(uint64_t)7;
+}
+
+static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, size_t isz,
+                      void *results, size_t rsz, size_t chunksize, bool imap, bool ordered,
+                      job **out)
+{
+    if (p == NULL || fn == NULL || (n > 0 && (items == NULL || isz == 0)) ||
+        (n > 0 && !imap && results == NULL && rsz > 0))
+        return MP_EINVAL;
+    if (n > SIZE_MAX / 64 || (isz && n > SIZE_MAX / isz) || (rsz && n > SIZE_MAX / rsz))
+        return MP_EINVAL;
+    mp_buf ref = MP_BUF_INIT;
+    int err = mp__funcref_encode((const void *)fn, &ref);
+    if (err < 0)
+        return err;
+    pthread_mutex_lock(&p->lock);
+    if (p->state != RUN) {
+        pthread_mutex_unlock(&p->lock);
+        mp_buf_free(&ref);
+        return MP_EINVAL;
+    }
+    job *j = job_new(p, T_MAP, n);
+    if (j == NULL) {
+        err = MP_ENOMEM;
+        goto out;
+    }
+    j->is_imap = imap;
+    j->ordered = ordered;
+    j->results = results;
+    j->item_size = isz;
+    j->result_size = rsz;
+    j->settled = calloc((n + 63) / 64 + 1, sizeof *j->settled);
+    if (imap && !ordered)
+        j->fifo = calloc(n + 1, sizeof *j->fifo);
+    if (j->settled == NULL || (imap && !ordered && j->fifo == NULL)) {
+        job_destroy(j);
+        err = MP_ENOMEM;
+        goto out;
+    }
+    j->fn_len = ref.len;
+    uint64_t fn_at = 0, items_at = align8(ref.len), results_at = align8(items_at + n * isz),
+             status_at = align8(results_at + n * rsz), total = status_at + n * 8;
+    err = region_alloc(p, total, &j->region_off);
+    if (err < 0) {
+        job_destroy(j);
+        goto out;
+    }
+    j->region_len = total;
+    j->fn_off = j->region_off + fn_at;
+    j->items_off = j->region_off + items_at;
+    j->results_off = j->region_off + results_at;
+    j->status_off = j->region_off + status_at;
+    memcpy(p->heap + j->fn_off, ref.data, ref.len);
+    if (n > 0)
+        memcpy(p->heap + j->items_off, items, n * isz);
+    memset(p->heap + j->status_off, 0, n * 8);
+    if (chunksize == 0) { /* Python: ceil(n / (4 × workers)) */
+        size_t w4 = (size_t)p->nworkers * 4;
+        chunksize = n / w4 + (n % w4 != 0);
+        if (chunksize == 0)
+            chunksize = 1;
+    }
+    pentry e = {.kind = T_MAP,
+                .flags = p->task_timeout > 0 ? F_TIMED : 0,
+                .job = j->id,
+                .fn_off = j->fn_off,
+                .fn_len = j->fn_len,
+                .items_off = j->items_off,
+                .item_size = isz,
+                .results_off = j->results_off,
+                .result_size = rsz,
+                .status_off = j->status_off};
+    for (size_t s = 0; s < n && err == 0; s += chunksize) {
+        e.start = s;
+        e.end = s + chunksize < n ? s + chunksize : n;
+        err = enqueue(p, &e);
+    }
+    j->next = p->jobs;
+    p->jobs = j;
+    if (err < 0) { /* out of memory queueing: give up on this job */
+        job_finish(p, j, true);
+    } else if (n == 0) {
+        job_finish(p, j, false);
+    }
+    publish(p);
+    *out = j;
+out:
+    pthread_mutex_unlock(&p->lock);
+    mp_buf_free(&ref);
+    return err;
+}
+
+/* Wait until @j is finished (under the lock).  0, MP_ETIMEDOUT. */
+static int job_wait(mp_pool *p, job *j, double timeout)
+{
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    while (!j->finished) {
+        if (d.forever) {
+            pthread_cond_wait(&p->cond, &p->lock);
+        } else {
+            if (mp__deadline_expired(&d))
+                return MP_ETIMEDOUT;
+            pthread_cond_timedwait(&p->cond, &p->lock, mp__deadline_ts(&d));
+        }
+    }
+    return 0;
+}
+
+/* What a finished job reports. */
+static int job_outcome(job *j, mp_task_error *err)
+{
+    if (j->broken)
+        return MP_EBROKEN;
+    if (!j->failed)
+        return 0;
+    if (err)
+        *err = j->first;
+    int c = j->first.code;
+    return c == MP_EWORKER || c == MP_ETIMEDOUT ? c : MP_ETASK;
+}
+
+static void job_release(mp_pool *p, job *j) /* under the lock */
+{
+    if (j->finished && !j->cb_running && j->done_cb == NULL) {
+        job_unlink(p, j);
+        if (j->region_len)
+            region_free(p, j->region_off, j->region_len);
+        job_destroy(j);
+    } else {
+        j->freed_handle = true;
+        j->results = NULL; /* nobody to copy to any more */
+    }
+}
+
+int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, size_t item_size,
+                void *results, size_t result_size, size_t chunksize, mp_task_error *err)
+{
+    job *j;
+    int rc = submit_map(p, fn, items, n, item_size, results, result_size, chunksize, false,
+                        false, &j);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&p->lock);
+    (void)job_wait(p, j, MP_FOREVER);
+    rc = job_outcome(j, err);
+    job_release(p, j);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+int mp_pool_map_async(mp_pool *p, mp_map_fn fn, const void *items, size_t n, size_t item_size,
+                      void *results, size_t result_size, size_t chunksize, mp_async **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    job *j;
+    int rc = submit_map(p, fn, items, n, item_size, results, result_size, chunksize, false,
+                        false, &j);
+    if (rc == 0)
+        *out = &j->handle;
+    return rc;
+}
+
+struct mp_imap {
+    job *j;
+};
+
+int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *items, size_t n, size_t item_size,
+                 size_t result_size, size_t chunksize, bool ordered, mp_imap **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp_imap *it = calloc(1, sizeof *it);
+    if (it == NULL)
+        return MP_ENOMEM;
+    int rc = submit_map(p, fn, items, n, item_size, NULL, result_size, chunksize, true, ordered,
+                        &it->j);
+    if (rc < 0) {
+        free(it);
+        return rc;
+    }
+    *out = it;
+    return 0;
+}
+
+static bool is_settled(const job *j, size_t i)
+{
+    return (j->settled[i / 64] >> (i % 64)) & 1;
+}
+
+int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err, double timeout)
+{
+    if (it == NULL)
+        return MP_EINVAL;
+    job *j = it->j;
+    mp_pool *p = j->pool;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    pthread_mutex_lock(&p->lock);
+    size_t i;
+    int rc = 0;
+    for (;;) {
+        if (j->ordered ? j->next_ordered >= j->n : j->fifo_head >= j->n) {
+            rc = MP_EOF;
+            break;
+        }
+        bool ready = j->ordered ? is_settled(j, j->next_ordered) : j->fifo_head < j->fifo_tail;
+        if (ready) {
+            i = j->ordered ? j->next_ordered++ : j->fifo[j->fifo_head++];
+            break;
+        }
+        if (j->broken) {
+            rc = MP_EBROKEN;
+            break;
+        }
+        if (mp__deadline_expired(&d)) {
+            rc = MP_ETIMEDOUT;
+            break;
+        }
+        if (d.forever)
+            pthread_cond_wait(&p->cond, &p->lock);
+        else
+            pthread_cond_timedwait(&p->cond, &p->lock, mp__deadline_ts(&d));
+    }
+    if (rc == 0) {
+        if (index)
+            *index = i;
+        if (result && j->result_size)
+            memcpy(result, p->heap + j->results_off + i * j->result_size, j->result_size);
+        for (size_t k = 0; k < j->nerrs; k++)
+            if (j->errs[k].index == i) {
+                if (err)
+                    *err = j->errs[k];
+                rc = j->errs[k].code;
+            }
+        if (rc == 0) {
+            uint64_t st = ((_Atomic uint64_t *)(p->heap + j->status_off))[i];
+            int code = (int32_t)(uint32_t)st;
+            if (code != 0) {
+                if (err)
+                    *err = (mp_task_error){.index = i, .code = code};
+                rc = MP_ETASK;
+            }
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+void mp_imap_free(mp_imap *it)
+{
+    if (it == NULL)
+        return;
+    mp_pool *p = it->j->pool;
+    pthread_mutex_lock(&p->lock);
+    job *j = it->j;
+    if (j->finished && j->region_len) {
+        region_free(p, j->region_off, j->region_len);
+        j->region_len = 0;
+    }
+    job_release(p, j);
+    pthread_mutex_unlock(&p->lock);
+    free(it);
+}
+
+int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *args,
+                        void (*done)(mp_async *r, void *udata), void *udata, mp_async **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (p == NULL || fn == NULL)
+        return MP_EINVAL;
+    mp_buf ref = MP_BUF_INIT, enc = MP_BUF_INIT;
+    mp__fdvec fds;
+    fds.n = 0;
+    mp_args *empty = NULL;
+    int err = mp__funcref_encode((const void *)fn, &ref);
+    if (err == 0 && args == NULL)
+        err = mp_args_new(&empty);
+    if (err == 0)
+        err = mp__args_encode(args ? args : empty, &enc, &fds);
+    if (err == 0 && fds.n > 0)
+        err = MP_EINVAL; /* descriptors and objects do not travel to pool workers */
+    mp_args_free(empty);
+    if (err < 0)
+        goto out_free;
+    pthread_mutex_lock(&p->lock);
+    if (p->state != RUN) {
+        err = MP_EINVAL;
+        goto out;
+    }
+    job *j = job_new(p, T_APPLY, 1);
+    if (j == NULL) {
+        err = MP_ENOMEM;
+        goto out;
+    }
+    uint64_t args_at = align8(ref.len), total = args_at + enc.len;
+    err = region_alloc(p, total, &j->region_off);
+    if (err < 0) {
+        job_destroy(j);
+        goto out;
+    }
+    j->region_len = total;
+    memcpy(p->heap + j->region_off, ref.data, ref.len);
+    memcpy(p->heap + j->region_off + args_at, enc.data, enc.len);
+    j->done_cb = done;
+    j->udata = udata;
+    pentry e = {.kind = T_APPLY,
+                .flags = p->task_timeout > 0 ? F_TIMED : 0,
+                .job = j->id,
+                .start = 0,
+                .end = 1,
+                .fn_off = j->region_off,
+                .fn_len = ref.len,
+                .args_off = j->region_off + args_at,
+                .args_len = enc.len};
+    err = enqueue(p, &e);
+    j->next = p->jobs;
+    p->jobs = j;
+    if (err < 0)
+        job_finish(p, j, true);
+    publish(p);
+    *out = &j->handle;
+out:
+    pthread_mutex_unlock(&p->lock);
+out_free:
+    mp_buf_free(&ref);
+    mp_buf_free(&enc);
+    return err;
+}
+
+int mp_pool_apply(mp_pool *p, mp_task_fn fn, const mp_args *args, mp_buf *result)
+{
+    mp_async *r;
+    int err = mp_pool_apply_async(p, fn, args, NULL, NULL, &r);
+    if (err < 0)
+        return err;
+    err = mp_async_get(r, MP_FOREVER, result, NULL);
+    mp_async_free(r);
+    return err;
+}
+
+/* ---- results -------------------------------------------------------------------- */
+
+int mp_async_wait(mp_async *r, double timeout)
+{
+    if (r == NULL)
+        return MP_EINVAL;
+    job *j = r->j;
+    pthread_mutex_lock(&j->pool->lock);
+    int err = job_wait(j->pool, j, timeout);
+    if (err == 0 && j->broken)
+        err = MP_EBROKEN;
+    pthread_mutex_unlock(&j->pool->lock);
+    return err;
+}
+
+int mp_async_get(mp_async *r, double timeout, mp_buf *result, mp_task_error *err)
+{
+    if (r == NULL)
+        return MP_EINVAL;
+    job *j = r->j;
+    pthread_mutex_lock(&j->pool->lock);
+    int rc = job_wait(j->pool, j, timeout);
+    if (rc == 0) {
+        rc = job_outcome(j, err);
+        if (rc == 0 && result && j->kind == T_APPLY) {
+            result->len = 0;
+            rc = mp_buf_append(result, j->result.data, j->result.len);
+        }
+    }
+    pthread_mutex_unlock(&j->pool->lock);
+    return rc;
+}
+
+bool mp_async_ready(mp_async *r)
+{
+    if (r == NULL)
+        return false;
+    pthread_mutex_lock(&r->j->pool->lock);
+    bool f = r->j->finished;
+    pthread_mutex_unlock(&r->j->pool->lock);
+    return f;
+}
+
+int mp_async_successful(mp_async *r)
+{
+    if (r == NULL)
+        return MP_EINVAL;
+    pthread_mutex_lock(&r->j->pool->lock);
+    int v = !r->j->finished ? MP_EINVAL : !r->j->failed && !r->j->broken;
+    pthread_mutex_unlock(&r->j->pool->lock);
+    return v;
+}
+
+int mp_async_progress(mp_async *r, size_t *done, size_t *total)
+{
+    if (r == NULL)
+        return MP_EINVAL;
+    pthread_mutex_lock(&r->j->pool->lock);
+    if (done)
+        *done = r->j->done;
+    if (total)
+        *total = r->j->n;
+    pthread_mutex_unlock(&r->j->pool->lock);
+    return 0;
+}
+
+void mp_async_free(mp_async *r)
+{
+    if (r == NULL)
+        return;
+    mp_pool *p = r->j->pool;
+    pthread_mutex_lock(&p->lock);
+    job_release(p, r->j);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- close, join, terminate -------------------------------------------------------- */
+
+int mp_pool_close(mp_pool *p)
+{
+    if (p == NULL)
+        return MP_EINVAL;
+    pthread_mutex_lock(&p->lock);
+    int err = 0;
+    if (p->state == RUN) {
+        p->state = CLOSE;
+        pentry stop = {.kind = T_STOP};
+        for (int i = 0; i < p->nworkers && err == 0; i++)
+            err = enqueue(p, &stop);
+        publish(p);
+    }
+    pthread_mutex_unlock(&p->lock);
+    wake_thread(p);
+    return err;
+}
+
+int mp_pool_terminate(mp_pool *p)
+{
+    if (p == NULL)
+        return MP_EINVAL;
+    pthread_mutex_lock(&p->lock);
+    p->state = TERMINATE;
+    while (p->pend_head) {
+        pending *t = p->pend_head;
+        p->pend_head = t->next;
+        free(t);
+    }
+    p->pend_tail = NULL;
+    for (job *j = p->jobs; j; j = j->next)
+        job_finish(p, j, true);
+    kill_workers(p);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    wake_thread(p);
+    return 0;
+}
+
+int mp_pool_join(mp_pool *p, double timeout)
+{
+    if (p == NULL)
+        return MP_EINVAL;
+    pthread_mutex_lock(&p->lock);
+    if (p->state == RUN) {
+        pthread_mutex_unlock(&p->lock);
+        return MP_EINVAL; /* Python: "Pool is still running" */
+    }
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    while (!p->thread_done) {
+        if (d.forever) {
+            pthread_cond_wait(&p->cond, &p->lock);
+        } else {
+            if (mp__deadline_expired(&d)) {
+                pthread_mutex_unlock(&p->lock);
+                return MP_ETIMEDOUT;
+            }
+            pthread_cond_timedwait(&p->cond, &p->lock, mp__deadline_ts(&d));
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (p->thread_started) {
+        pthread_join(p->thread, NULL);
+        p->thread_started = false;
+    }
+    reap_workers(p);
+    return 0;
+}
+
+void mp_pool_free(mp_pool *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    bool running = p->state != TERMINATE;
+    pthread_mutex_unlock(&p->lock);
+    if (running)
+        mp_pool_terminate(p);
+    IGNORE(mp_pool_join(p, MP_FOREVER));
+    pool_destroy(p);
+}
