@@ -76,8 +76,13 @@ expect[pipe]='^fork +parent_conn\.recv\(\) = \[42, 3\.5, .hello.\]$
 ^one-way: received 0 1 4 9 16, then end of file$
 sending on the reader: MP_EBADF .* ok$
 ^pipe: OK$'
+expect[shm_python]='^C created psm_[0-9a-f]{8}, 64 bytes$
+^C wrote: .hello from C. \[1, 2, 3, 4\] in psm_[0-9a-f]{8}$
+^python read: .hello from C. \[1, 2, 3, 4\]$
+^C read: .hello from Python. \[2, 4, 6, 8\] in psm_[0-9a-f]{8}$
+^shm_python: OK$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
-       process_info pipe)
+       process_info pipe shm_python)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)

@@ -54,6 +54,8 @@ int mp__sys_dup(int fd);
 int mp__sys_pidfd_open(pid_t pid);
 int mp__sys_open_devnull(int flags);
 int mp__sys_signalfd(const sigset_t *mask);
+/* shm_open(@name, @flags | O_NOFOLLOW | O_CLOEXEC, 0600). */
+int mp__sys_shm_open(const char *name, int flags);
 int mp__sys_memfd(const char *name);
 /* Close, never retried; keeps errno. */
 void mp__sys_close(int fd);
@@ -331,7 +333,7 @@ void mp__context_forked(void);
 
 /* ---- spawn.c: preparation data and the child's bootstrap ---------------- */
 
-enum { MP__ROLE_PROCESS = 1, MP__ROLE_FORKSERVER = 2 };
+enum { MP__ROLE_PROCESS = 1, MP__ROLE_FORKSERVER = 2, MP__ROLE_TRACKER = 3 };
 /* Encode what a spawned/forkserver child needs to become @p. */
 int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds);
 /* A decoded PROCESS prep body.  Strings point into the reader's memory. */
@@ -341,6 +343,7 @@ typedef struct mp__prep {
     const char *parent_name, *method;
     int log_level;
     int parent_pidfd;          /* taken from the message's fds */
+    int tracker_fd;            /* the resource tracker's socket, -1: none */
 } mp__prep;
 /* Decode; on failure a one-line reason in @why and nothing left open. */
 int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *why,
@@ -354,6 +357,8 @@ _Noreturn void mp__bootstrap(int sock, pid_t direct_parent);
 /* Start a fresh execution of this program reading its prep from a channel.
  * *sock gets our end of the channel; returns 0 and *pid, *pidfd. */
 int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd);
+/* The same, the new process in a session (and process group) of its own. */
+int mp__spawn_exec_setsid(int *sock, pid_t *pid, int *pidfd);
 
 /* ---- forkserver.c ------------------------------------------------------- */
 
@@ -362,5 +367,23 @@ _Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds);
 #define MP__FORKSERVER_TOKEN 32
 void mp__forkserver_stop(void);
 void mp__forkserver_after_fork(void);
+
+/* ---- resource_tracker.c -------------------------------------------------- */
+
+/* Names keep their leading slash ("/psm_1234abcd").  Register starts the
+ * tracker when this process has none. */
+int mp__tracker_ensure(void);
+int mp__tracker_register(const char *name);
+/* A no-op (0) when this process has no tracker. */
+int mp__tracker_unregister(const char *name);
+/* This process's end of the tracker's socket, for a spawned child; -1: none. */
+int mp__tracker_fd(void);
+/* In a spawned child: take over the end its prep message carried. */
+void mp__tracker_adopt(int fd);
+/* Close this process's end; the process that started the tracker waits
+ * (a bounded time) for it to clean up and exit.  Part of mp__exit_cleanup. */
+void mp__tracker_stop(void);
+/* The tracker, in a spawned process: body of a TRACKER prep message. */
+_Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds);
 
 #endif

@@ -506,8 +506,10 @@ MP__CHILD_TEXT void mp__exit_cleanup(void)
     if (mp__me.children.next == NULL)
         return; /* the library was never initialised in this process */
     if (mp__me.children.next == &mp__me.children && mp__me.fs.ctl < 0 && mp__me.fs.pidfd < 0 &&
-        mp__me.pidfd < 0)
-        return; /* nothing to do (and no lock to touch in a fresh child) */
+        mp__me.pidfd < 0) {
+        mp__tracker_stop();
+        return; /* nothing else to do (and no lock to touch in a fresh child) */
+    }
     /* Python's _exit_function: terminate daemonic children, join all. */
     pthread_mutex_lock(&mp__me.lock);
     for (mp__link *l = mp__me.children.next; l != &mp__me.children; l = l->next) {
@@ -531,6 +533,7 @@ MP__CHILD_TEXT void mp__exit_cleanup(void)
         }
     }
     mp__forkserver_stop();
+    mp__tracker_stop(); /* last: it cleans up once the others are gone */
     pthread_mutex_lock(&mp__me.lock);
     mp__sys_close(mp__me.pidfd);
     mp__me.pidfd = -1;

@@ -8,8 +8,9 @@
  *   body    role PROCESS: u32 "MPP1", str name, str ident, u8 daemon,
  *           blob authkey, u32 parent pid, str parent name, u32 direct
  *           parent (0: none), str start method ("" none), u8 log level,
- *           u32 index of the parent's pidfd, function reference, mp_args.
- *           role FORKSERVER: see forkserver.c.
+ *           u32 index of the parent's pidfd, u32 index of the resource
+ *           tracker's socket (NO_FD: none), function reference, mp_args.
+ *           role FORKSERVER: see forkserver.c; TRACKER: resource_tracker.c.
  */
 #include "internal.h"
 
@@ -27,6 +28,7 @@
 #define PREP_MAX ((uint64_t)1 << 40)
 #define CHILD_FD 3
 #define ENV_MARKER "MULTIPROC_SPAWN"
+#define NO_FD 0xffffffffU
 
 extern char **environ;
 
@@ -64,6 +66,12 @@ int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds)
         err = mp__fdvec_add(fds, self);
         if (err >= 0)
             err = mp__put_u32(out, (uint32_t)err);
+    }
+    if (err == 0) { /* the child is one more process of this program */
+        int tracker = mp__tracker_fd();
+        err = tracker < 0 ? 0 : mp__fdvec_add(fds, tracker);
+        if (err >= 0)
+            err = mp__put_u32(out, tracker < 0 ? NO_FD : (uint32_t)err);
     }
     if (err == 0)
         err = mp__funcref_encode((const void *)p->target, out);
@@ -115,7 +123,7 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
     mp_process *p = &out->proc;
     memset(out, 0, sizeof *out);
     p->kind = MP__PROC_CHILD;
-    p->pidfd = p->status_fd = out->parent_pidfd = -1;
+    p->pidfd = p->status_fd = out->parent_pidfd = out->tracker_fd = -1;
     snprintf(why, whylen, "bad preparation data");
     if (mp__get_u32(r) != PREP_MAGIC)
         return MP_EBADMSG;
@@ -130,8 +138,10 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
     out->method = mp__get_str(r);
     out->log_level = mp__get_u8(r);
     uint32_t pfd_index = mp__get_u32(r);
+    uint32_t trk_index = mp__get_u32(r);
     if (r->err || keylen > MP__AUTHKEY_MAX || strlen(ident) >= sizeof p->ident ||
-        pfd_index >= nfds || fds[pfd_index] < 0)
+        pfd_index >= nfds || fds[pfd_index] < 0 ||
+        (trk_index != NO_FD && (trk_index >= nfds || trk_index == pfd_index || fds[trk_index] < 0)))
         return MP_EBADMSG;
     void *fn;
     int err = mp__funcref_decode(r, &fn, why, whylen);
@@ -140,6 +150,10 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
     p->target = (mp_target_fn)fn;
     out->parent_pidfd = fds[pfd_index];
     fds[pfd_index] = -1;
+    if (trk_index != NO_FD) {
+        out->tracker_fd = fds[trk_index];
+        fds[trk_index] = -1;
+    }
     err = mp__args_decode(r, fds, nfds, &p->args);
     if (err == 0 && r->off != r->len)
         err = MP_EBADMSG; /* trailing garbage */
@@ -167,6 +181,8 @@ void mp__prep_clear(mp__prep *prep)
     prep->proc.name = NULL;
     mp__sys_close(prep->parent_pidfd);
     prep->parent_pidfd = -1;
+    mp__sys_close(prep->tracker_fd);
+    prep->tracker_fd = -1;
 }
 
 /* Decode a PROCESS body and become that process. */
@@ -179,6 +195,7 @@ _Noreturn static void run_process(mp__reader *r, int *fds, size_t nfds, pid_t di
     if (err < 0)
         bootstrap_fail(why, 0);
     mp__init();
+    mp__tracker_adopt(prep.tracker_fd);
     mp__log_level = prep.log_level;
     mp__context_inherit(prep.method);
     mp__child_run(&prep.proc, prep.parent_pid, prep.parent_name, prep.parent_pidfd,
@@ -214,6 +231,8 @@ _Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
         run_process(&r, fds, nfds, direct_parent);
     if (role == MP__ROLE_FORKSERVER)
         mp__forkserver_main(&r, fds, nfds);
+    if (role == MP__ROLE_TRACKER)
+        mp__tracker_main(&r, fds, nfds);
     bootstrap_fail("unknown role", MP_EBADMSG);
 }
 
@@ -235,7 +254,7 @@ __attribute__((constructor)) static void spawn_constructor(void)
     mp_main_hook();
 }
 
-int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd)
+static int spawn_exec(int *sock, pid_t *pid, int *pidfd, short flags)
 {
     int sv[2];
     int err = mp__sys_socketpair(SOCK_STREAM, sv);
@@ -272,7 +291,7 @@ int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd)
     sigaddset(&def, SIGCHLD); /* an ignored SIGCHLD would break its waits */
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &def);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | flags);
     int rc = posix_spawn(pid, "/proc/self/exe", &fa, &attr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
@@ -294,4 +313,14 @@ out:
     mp__sys_close(sv[0]);
     mp__sys_close(sv[1]);
     return err;
+}
+
+int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd)
+{
+    return spawn_exec(sock, pid, pidfd, 0);
+}
+
+int mp__spawn_exec_setsid(int *sock, pid_t *pid, int *pidfd)
+{
+    return spawn_exec(sock, pid, pidfd, POSIX_SPAWN_SETSID);
 }

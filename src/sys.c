@@ -102,6 +102,12 @@ int mp__sys_memfd(const char *name)
     return ret_fd(memfd_create(name, MFD_CLOEXEC));
 }
 
+int mp__sys_shm_open(const char *name, int flags)
+{
+    /* O_NOFOLLOW: a symlink planted in /dev/shm is never followed (musl) */
+    return ret_fd(shm_open(name, flags | O_NOFOLLOW | O_CLOEXEC, 0600));
+}
+
 int mp__sys_signalfd(const sigset_t *mask)
 {
     return ret_fd(signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK));

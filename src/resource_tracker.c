@@ -1,0 +1,460 @@
+/*
+ * The resource tracker (Python's resource_tracker.py): it removes the named
+ * shared memory segments the program created and never unlinked once every
+ * process of the program is gone, however they ended (SIGKILL of the whole
+ * process group included).
+ *
+ * One tracker serves a tree of processes.  The first process without one
+ * that creates a tracked segment starts it: a fresh execution of this
+ * program (role TRACKER) in a session and process group of its own, so a
+ * signal sent to the program's group never reaches it.  The tracker holds
+ * one end of a SOCK_SEQPACKET socket pair; every process of the tree holds
+ * the other: forked children inherit it, spawned and forkserver children
+ * receive it in their preparation data (spawn.c).  Each command is one
+ * message in Python's format, the name with its leading slash:
+ *
+ *     REGISTER:/psm_1234abcd:shared_memory\n
+ *     UNREGISTER:/psm_1234abcd:shared_memory\n
+ *
+ * When the last copy of the tree's end is closed -- every process has
+ * exited or been killed -- the tracker reads end of file, unlinks what is
+ * still registered and exits.  It holds nothing else of the program: its
+ * stdin and stdout (and stderr unless the log level asks for warnings) are
+ * /dev/null, so it never keeps a pipe of the program's open.
+ *
+ * The process that started the tracker is its parent.  At exit
+ * (mp__tracker_stop, the last step of mp__exit_cleanup) it closes its end
+ * and waits, a bounded time, for the tracker to finish: a program that ends
+ * normally leaves neither a process nor a segment behind.
+ *
+ * As in Python, a tracker belongs to the process that started it and to the
+ * processes that process starts afterwards: a child that creates segments
+ * while its parent has no tracker starts its own, which cleans up when that
+ * child and its descendants are gone.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BODY_MAGIC 0x3154504dU /* "MPT1" */
+#define MSG_MAX 512            /* Python's limit: one message, one write */
+#define RTYPE "shared_memory"
+#define NAME_MAX_LEN 251       /* "/" + 250 characters */
+/* How long a process that started the tracker waits for it at exit.  It
+ * normally ends within milliseconds; it runs on only while some other
+ * process of the program (one the program did not join) still holds it. */
+#define STOP_WAIT_S 5.0
+
+/* This process's link to its tracker. */
+static struct {
+    pthread_mutex_t lock;
+    int fd;       /* our end of the tracker's socket, -1: none */
+    pid_t pid;    /* the tracker, when this process started it; else 0 */
+    int pidfd;    /* its pidfd, likewise; else -1 */
+    bool atfork;  /* fork handlers registered */
+} trk = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1, .pidfd = -1};
+
+/* ---- the program's side ------------------------------------------------- */
+
+/* fd and pidfd are read without the lock by mp__tracker_stop's fast path. */
+static void set_fds(int fd, int pidfd)
+{
+    __atomic_store_n(&trk.fd, fd, __ATOMIC_RELAXED);
+    __atomic_store_n(&trk.pidfd, pidfd, __ATOMIC_RELAXED);
+}
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&trk.lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&trk.lock);
+}
+
+/* A forked child keeps the socket (it is one more process of the program)
+ * but the tracker is not its child to wait for. */
+MP__CHILD_TEXT static void atfork_child(void)
+{
+    trk.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    if (trk.pidfd >= 0)
+        mp__rawsys(SYS_close, trk.pidfd, 0, 0);
+    trk.pidfd = -1;
+    trk.pid = 0;
+}
+
+/* Wait up to @timeout for the tracker we started to end, and reap it.
+ * Under trk.lock. */
+static void reap_locked(double timeout)
+{
+    if (trk.pidfd < 0)
+        return;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    if (mp__sys_poll1(trk.pidfd, POLLIN, &d) == 1) {
+        siginfo_t si;
+        while (waitid((idtype_t)P_PIDFD, (id_t)trk.pidfd, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        mp__log(MP_LOG_INFO, "resource tracker %d ended", (int)trk.pid);
+    } else {
+        mp__log(MP_LOG_WARNING,
+                "resource tracker %d still runs: another process of the program holds it",
+                (int)trk.pid);
+    }
+    mp__sys_close(trk.pidfd);
+    set_fds(trk.fd, -1);
+    trk.pid = 0;
+}
+
+/* Start a tracker for this process and the children it starts from now on.
+ * Under trk.lock, with no tracker. */
+static int start_locked(void)
+{
+    int sv[2];
+    int err = mp__sys_socketpair(SOCK_SEQPACKET, sv);
+    if (err < 0)
+        return err;
+    mp_buf body = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    int chan = -1, pidfd = -1;
+    pid_t pid = 0;
+    err = mp__put_u32(&body, BODY_MAGIC);
+    if (err == 0)
+        err = mp__put_u8(&body, (uint8_t)mp__log_level);
+    if (err == 0)
+        err = mp__fdvec_add(&fds, sv[1]);
+    if (err >= 0)
+        err = mp__put_u32(&body, (uint32_t)err);
+    if (err == 0)
+        err = mp__spawn_exec_setsid(&chan, &pid, &pidfd);
+    if (err == 0) {
+        err = mp__prep_send(chan, MP__ROLE_TRACKER, &body, &fds);
+        mp__sys_close(chan);
+        if (err < 0) { /* it cannot have read its orders: do not leave it */
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            mp__sys_close(pidfd);
+        }
+    }
+    mp_buf_free(&body);
+    mp__sys_close(sv[1]); /* the tracker's end lives in the tracker only */
+    if (err < 0) {
+        mp__sys_close(sv[0]);
+        mp__log(MP_LOG_ERROR, "cannot start the resource tracker: %s", mp_strerror(err));
+        return err;
+    }
+    set_fds(sv[0], pidfd);
+    trk.pid = pid;
+    if (!trk.atfork && pthread_atfork(atfork_prepare, atfork_parent, atfork_child) == 0)
+        trk.atfork = true;
+    mp__log(MP_LOG_INFO, "resource tracker started, pid %d", (int)pid);
+    return 0;
+}
+
+/* Forget a tracker that has died (its end is closed). Under trk.lock. */
+static void drop_locked(void)
+{
+    mp__sys_close(trk.fd);
+    set_fds(-1, trk.pidfd);
+    reap_locked(1.0); /* dead already, or about to be */
+}
+
+static int send_locked(const char *cmd, const char *name)
+{
+    char msg[MSG_MAX + 1];
+    int n = snprintf(msg, sizeof msg, "%s:%s:" RTYPE "\n", cmd, name);
+    if (n < 0 || n > MSG_MAX)
+        return MP_EINVAL;
+    return mp__sys_write_all(trk.fd, msg, (size_t)n);
+}
+
+static bool tracker_gone(int err)
+{
+    return err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN;
+}
+
+int mp__tracker_ensure(void)
+{
+    pthread_mutex_lock(&trk.lock);
+    int err = trk.fd < 0 ? start_locked() : 0;
+    pthread_mutex_unlock(&trk.lock);
+    return err;
+}
+
+int mp__tracker_register(const char *name)
+{
+    pthread_mutex_lock(&trk.lock);
+    int err = trk.fd < 0 ? start_locked() : 0;
+    if (err == 0)
+        err = send_locked("REGISTER", name);
+    if (tracker_gone(err)) {
+        /* Python relaunches too: what the dead one held is lost. */
+        mp__log(MP_LOG_WARNING, "resource tracker died unexpectedly, relaunching; "
+                                "some segments might leak");
+        drop_locked();
+        err = start_locked();
+        if (err == 0)
+            err = send_locked("REGISTER", name);
+    }
+    pthread_mutex_unlock(&trk.lock);
+    return err;
+}
+
+int mp__tracker_unregister(const char *name)
+{
+    pthread_mutex_lock(&trk.lock);
+    int err = trk.fd < 0 ? 0 : send_locked("UNREGISTER", name);
+    if (tracker_gone(err)) {
+        drop_locked(); /* a dead tracker holds nothing to unregister */
+        err = 0;
+    }
+    pthread_mutex_unlock(&trk.lock);
+    return err;
+}
+
+int mp__tracker_fd(void)
+{
+    pthread_mutex_lock(&trk.lock);
+    int fd = trk.fd;
+    pthread_mutex_unlock(&trk.lock);
+    return fd;
+}
+
+void mp__tracker_adopt(int fd)
+{
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&trk.lock);
+    mp__sys_close(trk.fd);
+    set_fds(fd, trk.pidfd);
+    pthread_mutex_unlock(&trk.lock);
+}
+
+MP__CHILD_TEXT void mp__tracker_stop(void)
+{
+    /* The common case, a process that never met a tracker: no lock. */
+    if (__atomic_load_n(&trk.fd, __ATOMIC_RELAXED) < 0 &&
+        __atomic_load_n(&trk.pidfd, __ATOMIC_RELAXED) < 0)
+        return;
+    pthread_mutex_lock(&trk.lock);
+    mp__sys_close(trk.fd);
+    set_fds(-1, trk.pidfd);
+    reap_locked(STOP_WAIT_S);
+    pthread_mutex_unlock(&trk.lock);
+}
+
+/* ---- the tracker -------------------------------------------------------- */
+
+/* The registered names: a chained hash set (Python's tracker keeps a set). */
+typedef struct entry {
+    struct entry *next;
+    char name[];
+} entry;
+
+typedef struct registry {
+    entry **slots;
+    size_t cap, n; /* cap: 0 or a power of two */
+} registry;
+
+static size_t hash(const char *s)
+{
+    size_t h = 14695981039346656037u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static entry **slot_of(registry *g, const char *name)
+{
+    entry **pp = &g->slots[hash(name) & (g->cap - 1)];
+    while (*pp != NULL && strcmp((*pp)->name, name) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static int grow(registry *g)
+{
+    size_t ncap = g->cap ? g->cap * 2 : 64;
+    entry **ns = calloc(ncap, sizeof *ns);
+    if (ns == NULL)
+        return MP_ENOMEM;
+    for (size_t i = 0; i < g->cap; i++) {
+        for (entry *e = g->slots[i], *next; e != NULL; e = next) {
+            next = e->next;
+            entry **head = &ns[hash(e->name) & (ncap - 1)];
+            e->next = *head;
+            *head = e;
+        }
+    }
+    free(g->slots);
+    g->slots = ns;
+    g->cap = ncap;
+    return 0;
+}
+
+static void reg_add(registry *g, const char *name)
+{
+    if (g->n >= g->cap && grow(g) < 0) {
+        mp__log(MP_LOG_ERROR, "resource_tracker: out of memory: %s will not be cleaned up", name);
+        return;
+    }
+    entry **pp = slot_of(g, name);
+    if (*pp != NULL)
+        return; /* a set: registered already */
+    size_t len = strlen(name) + 1;
+    entry *e = malloc(sizeof *e + len);
+    if (e == NULL) {
+        mp__log(MP_LOG_ERROR, "resource_tracker: out of memory: %s will not be cleaned up", name);
+        return;
+    }
+    memcpy(e->name, name, len);
+    e->next = NULL;
+    *pp = e;
+    g->n++;
+}
+
+static void reg_remove(registry *g, const char *name)
+{
+    entry **pp = g->cap ? slot_of(g, name) : NULL;
+    if (pp == NULL || *pp == NULL) {
+        /* unlinked by a process that did not create it, or twice */
+        mp__log(MP_LOG_DEBUG, "resource_tracker: %s was not registered", name);
+        return;
+    }
+    entry *e = *pp;
+    *pp = e->next;
+    free(e);
+    g->n--;
+}
+
+/* "/" and 1..250 characters, none of them a slash: all shm_unlink may get. */
+static bool valid_name(const char *name)
+{
+    size_t len = strlen(name);
+    return len >= 2 && len <= NAME_MAX_LEN && name[0] == '/' && strchr(name + 1, '/') == NULL;
+}
+
+/* One message "CMD:name:rtype\n".  The name may itself hold colons. */
+static void handle(registry *g, char *msg, size_t len)
+{
+    if (len == 0 || msg[len - 1] != '\n')
+        goto bad;
+    msg[len - 1] = '\0';
+    char *name = strchr(msg, ':');
+    char *rtype = strrchr(msg, ':');
+    if (name == NULL || rtype == name)
+        goto bad;
+    *name++ = '\0';
+    *rtype++ = '\0';
+    if (strcmp(msg, "PROBE") == 0)
+        return;
+    if (strcmp(rtype, RTYPE) != 0 || !valid_name(name))
+        goto bad;
+    if (strcmp(msg, "REGISTER") == 0)
+        reg_add(g, name);
+    else if (strcmp(msg, "UNREGISTER") == 0)
+        reg_remove(g, name);
+    else
+        goto bad;
+    return;
+bad:
+    mp__log(MP_LOG_WARNING, "resource_tracker: malformed message ignored");
+}
+
+/* Read commands until every process of the program has closed its end. */
+static void serve(int sock, registry *g)
+{
+    for (;;) {
+        char msg[MSG_MAX + 1];
+        ssize_t n = recv(sock, msg, sizeof msg - 1, MSG_TRUNC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            mp__log(MP_LOG_ERROR, "resource_tracker: %s", strerror(errno));
+            return;
+        }
+        if (n == 0)
+            return; /* end of file: the program is gone */
+        if ((size_t)n >= sizeof msg) {
+            mp__log(MP_LOG_WARNING, "resource_tracker: overlong message ignored");
+            continue;
+        }
+        handle(g, msg, (size_t)n);
+    }
+}
+
+static void clean_up(registry *g)
+{
+    if (g->n > 0)
+        mp__log(MP_LOG_WARNING,
+                "resource_tracker: There appear to be %zu leaked " RTYPE
+                " objects to clean up at shutdown",
+                g->n);
+    for (size_t i = 0; i < g->cap; i++) {
+        for (entry *e = g->slots[i], *next; e != NULL; e = next) {
+            next = e->next;
+            /* The program that created it is gone without unlinking it. */
+            if (shm_unlink(e->name) != 0)
+                mp__log(MP_LOG_WARNING, "resource_tracker: '%s': %s", e->name, strerror(errno));
+            free(e);
+        }
+    }
+    free(g->slots);
+    g->slots = NULL;
+    g->cap = g->n = 0;
+}
+
+/* Point a standard descriptor at /dev/null. */
+static void to_devnull(int fd, int flags)
+{
+    int nul = mp__sys_open_devnull(flags);
+    if (nul < 0)
+        return;
+    mp__rawsys(SYS_dup3, nul, fd, 0);
+    mp__sys_close(nul);
+}
+
+_Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds)
+{
+    uint32_t magic = mp__get_u32(r);
+    uint8_t level = mp__get_u8(r);
+    uint32_t index = mp__get_u32(r);
+    if (r->err || magic != BODY_MAGIC || r->off != r->len || index >= nfds || fds[index] < 0)
+        _exit(MP_EXIT_BOOTSTRAP);
+    int sock = fds[index];
+    for (size_t i = 0; i < nfds; i++)
+        if (i != index)
+            mp__sys_close(fds[i]);
+    mp__me.proc.name = (char *)"ResourceTracker"; /* for the log lines */
+    mp__log_level = level;
+    /* As Python's: ^C and "killall" are for the program, not for us (we end
+     * when it has ended).  The session of our own already keeps us out of
+     * the program's process group and terminal. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    to_devnull(STDIN_FILENO, O_RDONLY);
+    to_devnull(STDOUT_FILENO, O_WRONLY);
+    if (level < MP_LOG_WARNING)
+        to_devnull(STDERR_FILENO, O_WRONLY); /* nothing to say: keep no pipe open */
+    prctl(PR_SET_NAME, "mp-tracker"); /* last: once named, it is set up */
+
+    registry g = {0};
+    serve(sock, &g);
+    clean_up(&g);
+    mp__log(MP_LOG_DEBUG, "resource_tracker: exiting");
+    _exit(0);
+}

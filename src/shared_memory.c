@@ -1,0 +1,191 @@
+/*
+ * Named shared memory (Python's multiprocessing.shared_memory.SharedMemory).
+ *
+ * Names are Python's: the user sees "psm_1234abcd", the segment is
+ * shm_open("/psm_1234abcd"), i.e. /dev/shm/psm_1234abcd, mode 0600, so a C
+ * program and a Python program that use the same name share the same bytes.
+ * A created segment is registered with the resource tracker
+ * (resource_tracker.c) unless MP_SHM_NOTRACK; unlinking unregisters it.
+ * The descriptor is closed once the segment is mapped: a handle is just
+ * the mapping.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NAME_MAX_CHARS 250 /* the header's promise; /dev/shm allows 255 */
+#define RANDOM_PREFIX "psm_"
+#define RANDOM_TRIES 100   /* colliding random names are retried */
+
+struct mp_shm {
+    void *buf;
+    size_t size;
+    char path[]; /* "/" + name */
+};
+
+/* 1..250 characters, no slash, not "." or ".." (directories in /dev/shm). */
+static bool valid_name(const char *name)
+{
+    size_t len = strnlen(name, NAME_MAX_CHARS + 1);
+    return len >= 1 && len <= NAME_MAX_CHARS && strchr(name, '/') == NULL &&
+           strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/* "/psm_" + 8 hex digits, as Python's _make_filename. */
+static int random_path(char *path, size_t cap)
+{
+    uint32_t r;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        return -errno;
+    snprintf(path, cap, "/" RANDOM_PREFIX "%08x", (unsigned)r);
+    return 0;
+}
+
+static int truncate_to(int fd, size_t size)
+{
+    if (size > (size_t)INT64_MAX)
+        return MP_EINVAL;
+    while (ftruncate(fd, (off_t)size) != 0) {
+        if (errno != EINTR)
+            return errno == EFBIG ? MP_EINVAL : -errno;
+    }
+    return 0;
+}
+
+/* Create a new segment of @size bytes at s->path (a random one when
+ * @random); returns its descriptor or a negative code. */
+static int create_segment(mp_shm *s, bool random, size_t size)
+{
+    int fd = MP_EEXIST;
+    for (int i = 0; i < (random ? RANDOM_TRIES : 1) && fd == MP_EEXIST; i++) {
+        if (random) {
+            int err = random_path(s->path, NAME_MAX_CHARS + 2);
+            if (err < 0)
+                return err;
+        }
+        fd = mp__sys_shm_open(s->path, O_RDWR | O_CREAT | O_EXCL);
+    }
+    if (fd < 0)
+        return fd;
+    int err = truncate_to(fd, size);
+    if (err < 0) {
+        shm_unlink(s->path); /* nothing is left behind */
+        mp__sys_close(fd);
+        return err;
+    }
+    return fd;
+}
+
+/* Open an existing segment; its size is what fstat says. */
+static int attach_segment(mp_shm *s, size_t want, size_t *size)
+{
+    int fd = mp__sys_shm_open(s->path, O_RDWR);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int err = fstat(fd, &st) == 0 ? 0 : -errno;
+    if (err == 0 && (st.st_size <= 0 || (uintmax_t)st.st_size > SIZE_MAX))
+        err = MP_EINVAL; /* empty (its creator has not sized it yet): nothing to map */
+    if (err == 0 && want > (size_t)st.st_size)
+        err = MP_EINVAL; /* more than the segment has */
+    if (err < 0) {
+        mp__sys_close(fd);
+        return err;
+    }
+    *size = (size_t)st.st_size;
+    return fd;
+}
+
+int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    bool create = flags & MP_SHM_CREATE;
+    bool track = create && !(flags & MP_SHM_NOTRACK);
+    if ((flags & ~(MP_SHM_CREATE | MP_SHM_NOTRACK)) != 0 || (create && size == 0) ||
+        (name == NULL && !create) || (name != NULL && !valid_name(name)))
+        return MP_EINVAL;
+    mp__init(); /* the exit handler stops the tracker */
+    mp_shm *s = calloc(1, sizeof *s + NAME_MAX_CHARS + 2);
+    if (s == NULL)
+        return MP_ENOMEM;
+    if (name != NULL)
+        snprintf(s->path, NAME_MAX_CHARS + 2, "/%s", name);
+    /* The tracker runs before the segment exists: a kill between the two
+     * cannot leave an unregistered segment behind for long. */
+    int err = track ? mp__tracker_ensure() : 0;
+    int fd = err;
+    if (err == 0)
+        fd = create ? create_segment(s, name == NULL, size) : attach_segment(s, size, &size);
+    if (fd < 0) {
+        free(s);
+        return fd;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    err = p == MAP_FAILED ? -errno : 0;
+    mp__sys_close(fd); /* the mapping keeps the segment */
+    if (err == 0 && track) {
+        err = mp__tracker_register(s->path);
+        if (err < 0)
+            munmap(p, size);
+    }
+    if (err < 0) {
+        if (create)
+            shm_unlink(s->path);
+        free(s);
+        return err;
+    }
+    s->buf = p;
+    s->size = size;
+    *out = s;
+    return 0;
+}
+
+void *mp_shm_buf(mp_shm *s)
+{
+    return s ? s->buf : NULL;
+}
+
+size_t mp_shm_size(const mp_shm *s)
+{
+    return s ? s->size : 0;
+}
+
+const char *mp_shm_name(const mp_shm *s)
+{
+    return s ? s->path + 1 : NULL;
+}
+
+int mp_shm_close(mp_shm *s)
+{
+    if (s == NULL)
+        return 0;
+    int err = munmap(s->buf, s->size) == 0 ? 0 : -errno;
+    free(s);
+    return err;
+}
+
+int mp_shm_unlink(mp_shm *s)
+{
+    if (s == NULL)
+        return MP_EINVAL;
+    int err = shm_unlink(s->path) == 0 ? 0 : -errno;
+    /* Whoever created it, the name is gone now: the tracker must not
+     * remove a later segment of the same name. */
+    if (err == 0 || err == -ENOENT) {
+        int e = mp__tracker_unregister(s->path);
+        if (e < 0)
+            mp__log(MP_LOG_WARNING, "cannot unregister %s: %s", s->path, mp_strerror(e));
+    }
+    return err;
+}
