@@ -1,9 +1,9 @@
 /*
  * Named shared memory (Python's multiprocessing.shared_memory.SharedMemory).
  *
- * Names are Python's: the user sees "psm_1234abcd", the segment is
- * shm_open("/psm_1234abcd"), i.e. /dev/shm/psm_1234abcd, mode 0600, so a C
- * program and a Python program that use the same name share the same bytes.
+ * Names are Python's: the user sees "psm_1234abcd", the POSIX name is
+ * "/psm_1234abcd", i.e. /dev/shm/psm_1234abcd, mode 0600, so a C program
+ * and a Python program that use the same name share the same bytes.
  * A created segment is registered with the resource tracker
  * (resource_tracker.c) unless MP_SHM_NOTRACK; unlinking unregisters it.
  * The descriptor is closed once the segment is mapped: a handle is just

@@ -580,6 +580,8 @@ MP_TEST(tracker_holds_nothing_of_the_program)
         target[n] = '\0';
         if (strncmp(target, "socket:", 7) == 0)
             sockets++;
+        else if (strcmp(e->d_name, "2") == 0 && mp__log_level >= MP_LOG_WARNING)
+            continue; /* MULTIPROC_LOG asks for its warnings: it keeps stderr */
         else if (strcmp(target, "/dev/null") != 0) {
             printf("tracker fd %s -> %s\n", e->d_name, target);
             others++;
