@@ -529,6 +529,10 @@ void *mp_value_ptr(mp_value *v);
 mp_type mp_value_type(const mp_value *v);
 /** NULL when made without one. */
 mp_lock *mp_value_lock(mp_value *v);
+/** Copy the value out / in (works for manager proxies too, where
+ *  mp_value_ptr is NULL). */
+MP_MUST_CHECK int mp_value_load(mp_value *v, void *out);
+MP_MUST_CHECK int mp_value_store(mp_value *v, const void *in);
 void mp_value_free(mp_value *v);
 
 /** A shared array (Python: Array / RawArray); @init NULL: zeroed, else
@@ -726,6 +730,96 @@ MP_MUST_CHECK int mp_pool_join(mp_pool *p, double timeout);
 int mp_pool_terminate(mp_pool *p);
 /** Terminates if still running, joins, frees. */
 void mp_pool_free(mp_pool *p);
+
+/* ------------------------------------------------------------------------ */
+/* Managers (managers.c)                                                     */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A manager is a server process holding named shared objects; processes on
+ * this machine or across the network use them through authenticated
+ * connections (Python: SyncManager, BaseManager).  For managers a NULL
+ * authkey means this process's own authkey (as Python's); an empty key is
+ * refused (MP_EINVAL).  Objects are created on first use and found by name
+ * by every client.
+ */
+typedef struct mp_manager mp_manager;
+/** Start a server child under @ctx (NULL: default) listening on @address
+ *  (NULL: a private unix socket; "tcp:HOST:PORT" to serve the network). */
+MP_MUST_CHECK int mp_manager_start(mp_manager **out, mp_context *ctx, const char *address,
+                                   const void *authkey, size_t keylen);
+/** Connect to a running manager (from any process, or another machine). */
+MP_MUST_CHECK int mp_manager_connect(mp_manager **out, const char *address, const void *authkey,
+                                     size_t keylen);
+/** Serve in this process until a client calls mp_manager_shutdown. */
+MP_MUST_CHECK int mp_manager_serve(const char *address, const void *authkey, size_t keylen);
+/** The address clients connect to (the real port when 0 was asked). */
+const char *mp_manager_address(const mp_manager *m);
+/** The server's pid; 0 for a connected manager. */
+pid_t mp_manager_pid(const mp_manager *m);
+/** Stop the server (any client may); a started one is joined. */
+int mp_manager_shutdown(mp_manager *m);
+/** A started manager is shut down first; a connected one disconnects. */
+void mp_manager_free(mp_manager *m);
+
+/** A shared dict of byte strings. */
+typedef struct mp_dict mp_dict;
+MP_MUST_CHECK int mp_manager_dict(mp_manager *m, const char *name, mp_dict **out);
+MP_MUST_CHECK int mp_dict_set(mp_dict *d, const void *k, size_t kl, const void *v, size_t vl);
+/** MP_ENOENT when absent. */
+MP_MUST_CHECK int mp_dict_get(mp_dict *d, const void *k, size_t kl, mp_buf *v);
+MP_MUST_CHECK int mp_dict_del(mp_dict *d, const void *k, size_t kl);
+MP_MUST_CHECK int mp_dict_len(mp_dict *d, size_t *out);
+/** Atomic on the server; a missing key starts at 0; the value is an
+ *  int64_t in native byte order.  *out (may be NULL) gets the new value. */
+MP_MUST_CHECK int mp_dict_add(mp_dict *d, const void *k, size_t kl, int64_t delta, int64_t *out);
+/** Every key, each as a 4-byte native length and the bytes. */
+MP_MUST_CHECK int mp_dict_keys(mp_dict *d, mp_buf *out);
+void mp_dict_free(mp_dict *d);
+
+/** A shared list of byte strings. */
+typedef struct mp_list mp_list;
+MP_MUST_CHECK int mp_manager_list(mp_manager *m, const char *name, mp_list **out);
+MP_MUST_CHECK int mp_list_append(mp_list *l, const void *v, size_t vl);
+/** Negative index from the end; MP_EINVAL out of range. */
+MP_MUST_CHECK int mp_list_get(mp_list *l, int64_t index, mp_buf *v);
+MP_MUST_CHECK int mp_list_set(mp_list *l, int64_t index, const void *v, size_t vl);
+/** Index -1: the last, as Python.  @v may be NULL. */
+MP_MUST_CHECK int mp_list_pop(mp_list *l, int64_t index, mp_buf *v);
+MP_MUST_CHECK int mp_list_len(mp_list *l, size_t *out);
+void mp_list_free(mp_list *l);
+
+/*
+ * Proxies, used with the ordinary functions of each type (mp_queue_put,
+ * mp_lock_acquire, ...).  A proxy lock is owned by the thread that acquired
+ * it; a client that dies holding it releases it and the next acquirer gets
+ * MP_EOWNERDEAD.  A proxy value has no pointer (mp_value_ptr is NULL): use
+ * mp_value_load/mp_value_store.  Proxies travel in mp_args and over
+ * connections (the receiver connects to the same manager).  task_done and
+ * join are not supported on a proxy queue (MP_EINVAL).
+ */
+MP_MUST_CHECK int mp_manager_queue(mp_manager *m, const char *name, size_t maxsize,
+                                   mp_queue **out);
+MP_MUST_CHECK int mp_manager_lock(mp_manager *m, const char *name, mp_lock **out);
+MP_MUST_CHECK int mp_manager_event(mp_manager *m, const char *name, mp_event **out);
+MP_MUST_CHECK int mp_manager_semaphore(mp_manager *m, const char *name, unsigned value,
+                                       mp_semaphore **out);
+MP_MUST_CHECK int mp_manager_value(mp_manager *m, const char *name, mp_type type,
+                                   mp_value **out);
+
+/**
+ * Your own shared types, like BaseManager.register: register before
+ * mp_manager_start (and in the serving process for mp_manager_serve); the
+ * server finds @fn by @typeid.  *state starts NULL for each named object
+ * and is the method's to allocate; the method "__del__" is called when the
+ * server ends, to free it.  A non-zero return is that call's error.
+ */
+typedef int (*mp_method_fn)(void **state, const char *method, const mp_args *in, mp_buf *out);
+MP_MUST_CHECK int mp_manager_register(const char *typeid, mp_method_fn fn);
+/** Call @method of object @name of type @typeid; @in: numbers, strings and
+ *  bytes only.  MP_ENOENT for an unregistered type. */
+MP_MUST_CHECK int mp_manager_call(mp_manager *m, const char *typeid, const char *name,
+                                  const char *method, const mp_args *in, mp_buf *out);
 
 /**
  * Fallback for programs that cannot rely on the library's constructor (a

@@ -12,7 +12,9 @@
  *
  * A block travels as (segment descriptor, offset, size).  The receiver
  * recognises a segment it already has by the memfd's inode and maps each
- * segment once.
+ * segment once.  Each process counts its handles per segment and unmaps
+ * (and closes) a segment when its last handle here is freed, so a program
+ * that frees what it made holds no descriptor for it.
  */
 #include "internal.h"
 
@@ -36,7 +38,7 @@ struct mp__seg {
     size_t size;
     pid_t owner;       /* the process that allocates from it */
     bool dedicated;    /* one large block */
-    unsigned refs;     /* local handles on a dedicated segment */
+    unsigned refs;     /* handles in this process on blocks of it */
     size_t bump;       /* owner only: first never-used byte */
 };
 
@@ -199,9 +201,24 @@ done:
     if (err == 0) {
         out->size = size;
         out->creator = me;
+        if (!out->seg->dedicated)
+            out->seg->refs++;
     }
     pthread_mutex_unlock(&heap.lock);
     return err;
+}
+
+/* Forget free blocks inside @s (it is going away; under heap.lock). */
+static void purge_free(mp__seg *s)
+{
+    for (int c = 0; c < NCLASS; c++)
+        for (freeblk **pp = &heap.free[c]; *pp;) {
+            char *b = (char *)*pp;
+            if (b >= s->base && b < s->base + s->size)
+                *pp = (*pp)->next;
+            else
+                pp = &(*pp)->next;
+        }
 }
 
 void mp__shm_free(mp__shref *ref)
@@ -210,17 +227,18 @@ void mp__shm_free(mp__shref *ref)
         return;
     mp__seg *s = ref->seg;
     pthread_mutex_lock(&heap.lock);
-    if (s->dedicated) {
-        if (--s->refs == 0)
-            seg_destroy(s);
-    } else if (ref->creator == mp__me.pid && s->owner == mp__me.pid &&
-               heap.free_pid == mp__me.pid) {
+    bool mine = s->owner == mp__me.pid && heap.free_pid == mp__me.pid;
+    if (!s->dedicated && ref->creator == mp__me.pid && mine) {
         int c = size_class(ref->size);
         freeblk *b = (freeblk *)ref->p;
         b->next = heap.free[c];
         heap.free[c] = b;
     }
-    /* arena segments stay mapped: later handles may arrive */
+    if (s->refs > 0 && --s->refs == 0) {
+        if (mine && !s->dedicated)
+            purge_free(s);
+        seg_destroy(s);
+    }
     pthread_mutex_unlock(&heap.lock);
     memset(ref, 0, sizeof *ref);
 }
@@ -229,7 +247,7 @@ int mp__shm_ref_dup(const mp__shref *src, mp__shref *out)
 {
     *out = *src;
     out->creator = 0; /* a second handle never frees the block */
-    if (src->seg && src->seg->dedicated) {
+    if (src->seg) {
         pthread_mutex_lock(&heap.lock);
         src->seg->refs++;
         pthread_mutex_unlock(&heap.lock);
@@ -284,8 +302,7 @@ int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out)
         if (off + size > s->size) {
             err = MP_EBADMSG;
         } else {
-            if (s->dedicated)
-                s->refs++;
+            s->refs++;
             out->seg = s;
             out->p = s->base + off;
             out->size = (size_t)size;

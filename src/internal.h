@@ -227,6 +227,44 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
  * commit, committed). */
 extern void (*mp__queue_fault_hook)(int point);
 
+/* ---- managers.c: proxies of local-object kinds ----------------------------- */
+
+/* A lock, event, semaphore, queue or value handle whose object lives in a
+ * manager carries one of these; each public call on it goes to the server. */
+typedef struct mp__proxy mp__proxy;
+enum {
+    MP__PX_Q_PUT, MP__PX_Q_GET, MP__PX_Q_QSIZE, MP__PX_Q_FULL,
+    MP__PX_LOCK_ACQ, MP__PX_LOCK_REL, MP__PX_LOCK_LOCKED,
+    MP__PX_EV_SET, MP__PX_EV_CLEAR, MP__PX_EV_ISSET, MP__PX_EV_WAIT,
+    MP__PX_SEM_ACQ, MP__PX_SEM_REL, MP__PX_SEM_VALUE,
+    MP__PX_VAL_LOAD, MP__PX_VAL_STORE,
+};
+/* Open @kind @name (created with @param on first use) on @m's server. */
+int mp__px_open(mp_manager *m, const char *kind, const char *name, int64_t param, mp__proxy **out);
+/* A request with an optional timeout (NAN: none) and an optional int result. */
+int mp__px_simple(mp__proxy *px, int which, double timeout, int64_t *num);
+/* A request carrying bytes @p (may be NULL) and returning bytes into @out,
+ * or into @into (@cap, *len). */
+int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeout, mp_buf *out,
+                 void *into, size_t cap, size_t *len);
+void mp__px_free(mp__proxy *px);
+int mp__px_dup(const mp__proxy *px, mp__proxy **out);
+int mp__px_reduce(const mp__proxy *px, mp_buf *out);
+int mp__px_rebuild(mp__reader *r, mp__proxy **out);
+/* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c). */
+int mp__lock_from_proxy(mp__proxy *px, mp_lock **out);
+int mp__event_from_proxy(mp__proxy *px, mp_event **out);
+int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
+int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);
+int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out);
+
+/* A result a cleanup path has no use for (best effort). */
+#define IGNORE_RESULT(x)                                                       \
+    do {                                                                       \
+        if ((x) < 0) {                                                         \
+        }                                                                      \
+    } while (0)
+
 /* ---- process.c ---------------------------------------------------------- */
 
 #define MP__AUTHKEY_MAX 1024

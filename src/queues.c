@@ -26,6 +26,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -80,6 +81,7 @@ struct mp_queue {
     char *ring;
     char *_Atomic log;   /* mapped on first use */
     bool closed;
+    mp__proxy *px;       /* a manager's queue: every call goes there */
 };
 
 /* ---- side states ----------------------------------------------------------- */
@@ -221,6 +223,11 @@ static int queue_map(int fd, mp_queue **out)
 
 static void queue_unmap(mp_queue *q)
 {
+    if (q->px) {
+        mp__px_free(q->px);
+        free(q);
+        return;
+    }
     char *l = atomic_load(&q->log);
     if (l)
         munmap(l, LOG_SIZE);
@@ -348,6 +355,8 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         return MP_EINVAL;
     if (q->closed)
         return MP_ECLOSED;
+    if (q->px)
+        return mp__px_bytes(q->px, MP__PX_Q_PUT, msg, len, timeout, NULL, NULL, 0, NULL);
     qhdr *h = q->h;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
@@ -418,6 +427,8 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         return MP_EINVAL;
     if (q->closed)
         return MP_ECLOSED;
+    if (q->px)
+        return mp__px_bytes(q->px, MP__PX_Q_GET, NULL, 0, timeout, out, buf, cap, len);
     qhdr *h = q->h;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
@@ -517,6 +528,10 @@ int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *len, double ti
 
 static uint64_t pending(mp_queue *q)
 {
+    if (q->px) {
+        int64_t n = 0;
+        return mp__px_simple(q->px, MP__PX_Q_QSIZE, NAN, &n) == 0 ? (uint64_t)n : 0;
+    }
     state p, g;
     state_read(&q->h->gseq, q->h->gside, &g);
     state_read(&q->h->pseq, q->h->pside, &p);
@@ -538,7 +553,21 @@ bool mp_queue_empty(mp_queue *q)
 
 bool mp_queue_full(mp_queue *q)
 {
+    int64_t full = 0;
+    if (q && q->px)
+        return mp__px_simple(q->px, MP__PX_Q_FULL, NAN, &full) == 0 && full;
     return q != NULL && q->h->maxsize != 0 && pending(q) >= q->h->maxsize;
+}
+
+int mp__queue_from_proxy(mp__proxy *px, mp_queue **out)
+{
+    mp_queue *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return MP_ENOMEM;
+    q->fd = -1;
+    q->px = px;
+    *out = q;
+    return 0;
 }
 
 static uint64_t nput(mp_queue *q)
@@ -550,7 +579,7 @@ static uint64_t nput(mp_queue *q)
 
 int mp_queue_task_done(mp_queue *q)
 {
-    if (q == NULL || q->h->kind != KIND_JOINABLE)
+    if (q == NULL || q->px || q->h->kind != KIND_JOINABLE)
         return MP_EINVAL;
     qhdr *h = q->h;
     uint64_t done = atomic_load(&h->ndone);
@@ -566,7 +595,7 @@ int mp_queue_task_done(mp_queue *q)
 
 int mp_queue_join(mp_queue *q, double timeout)
 {
-    if (q == NULL || q->h->kind != KIND_JOINABLE)
+    if (q == NULL || q->px || q->h->kind != KIND_JOINABLE)
         return MP_EINVAL;
     qhdr *h = q->h;
     mp__deadline d;
@@ -585,12 +614,26 @@ int mp_queue_join(mp_queue *q, double timeout)
 
 static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
 {
-    int k = mp__fdvec_add(fds, ((mp_queue *)obj)->fd);
+    mp_queue *q = obj;
+    int err = mp__put_u8(out, q->px != NULL);
+    if (err < 0 || q->px)
+        return err < 0 ? err : mp__px_reduce(q->px, out);
+    int k = mp__fdvec_add(fds, q->fd);
     return k < 0 ? k : mp__put_u32(out, (uint32_t)k);
 }
 
 static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
 {
+    uint8_t remote = mp__get_u8(r);
+    if (r->err || remote > 1)
+        return MP_EBADMSG;
+    if (remote) {
+        mp__proxy *px;
+        int err = mp__px_rebuild(r, &px);
+        if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)obj)) < 0)
+            mp__px_free(px);
+        return err;
+    }
     uint32_t k = mp__get_u32(r);
     if (r->err || k >= nfds || fds[k] < 0)
         return MP_EBADMSG;
@@ -610,6 +653,14 @@ static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
 
 static int queue_dup(void *obj, void **out)
 {
+    mp_queue *src = obj;
+    if (src->px) {
+        mp__proxy *px;
+        int err = mp__px_dup(src->px, &px);
+        if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)out)) < 0)
+            mp__px_free(px);
+        return err;
+    }
     int fd = mp__sys_dup(((mp_queue *)obj)->fd);
     if (fd < 0)
         return fd;

@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ size_t mp_type_size(mp_type t)
 /* Both kinds are one block of typed elements plus an optional lock. */
 typedef struct shobj {
     mp__shref ref;
+    mp__proxy *px; /* a manager's value */
     mp_type type;
     size_t n;
     mp_lock *lock;
@@ -76,6 +78,7 @@ static void shobj_free(shobj *o)
 {
     if (o == NULL)
         return;
+    mp__px_free(o->px);
     mp_lock_free(o->lock);
     mp__shm_free(&o->ref);
     free(o);
@@ -85,6 +88,10 @@ static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
 {
     shobj *o = obj;
     int err = mp__put_u8(out, (uint8_t)o->type);
+    if (err == 0)
+        err = mp__put_u8(out, o->px != NULL);
+    if (err == 0 && o->px)
+        return mp__px_reduce(o->px, out);
     if (err == 0)
         err = mp__put_u64(out, o->n);
     if (err == 0)
@@ -102,6 +109,20 @@ static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
     if (o == NULL)
         return MP_ENOMEM;
     uint8_t type = mp__get_u8(r);
+    uint8_t remote = mp__get_u8(r);
+    if (!r->err && remote == 1 && mp_type_size((mp_type)type) != 0) {
+        o->type = (mp_type)type;
+        o->n = 1;
+        int e = mp__px_rebuild(r, &o->px);
+        if (e < 0) {
+            free(o);
+            return e;
+        }
+        *obj = o;
+        return 0;
+    }
+    if (remote > 1)
+        r->err = MP_EBADMSG;
     uint64_t n = mp__get_u64(r);
     size_t es = mp_type_size((mp_type)type);
     int err = r->err || es == 0 || n > SIZE_MAX / es ? MP_EBADMSG : 0;
@@ -131,6 +152,16 @@ static int shobj_dup(void *obj, void **out)
         return MP_ENOMEM;
     *d = *o;
     d->lock = NULL;
+    d->px = NULL;
+    if (o->px) {
+        int err = mp__px_dup(o->px, &d->px);
+        if (err < 0) {
+            free(d);
+            return err;
+        }
+        *out = d;
+        return 0;
+    }
     if (o->lock) {
         int err = mp__lock_objtype.dup(o->lock, (void **)&d->lock);
         if (err < 0) {
@@ -174,6 +205,43 @@ int mp_value_new(mp_value **out, mp_type type, bool lock)
 void *mp_value_ptr(mp_value *v)
 {
     return v ? v->o.ref.p : NULL;
+}
+
+int mp_value_load(mp_value *v, void *out)
+{
+    if (v == NULL || out == NULL)
+        return MP_EINVAL;
+    size_t n = mp_type_size(v->o.type);
+    if (v->o.px) {
+        size_t len = 0;
+        int err = mp__px_bytes(v->o.px, MP__PX_VAL_LOAD, NULL, 0, NAN, NULL, out, n, &len);
+        return err == 0 && len != n ? MP_EBADMSG : err;
+    }
+    memcpy(out, v->o.ref.p, n);
+    return 0;
+}
+
+int mp_value_store(mp_value *v, const void *in)
+{
+    if (v == NULL || in == NULL)
+        return MP_EINVAL;
+    size_t n = mp_type_size(v->o.type);
+    if (v->o.px)
+        return mp__px_bytes(v->o.px, MP__PX_VAL_STORE, in, n, NAN, NULL, NULL, 0, NULL);
+    memcpy(v->o.ref.p, in, n);
+    return 0;
+}
+
+int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out)
+{
+    shobj *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return MP_ENOMEM;
+    o->px = px;
+    o->type = type;
+    o->n = 1;
+    *out = (mp_value *)o;
+    return 0;
 }
 
 mp_type mp_value_type(const mp_value *v)

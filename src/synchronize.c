@@ -113,6 +113,7 @@ typedef struct lockshm {
 
 struct mp_lock {
     mp__shref ref;
+    mp__proxy *px; /* a manager's lock: every call goes there */
     lockshm *s;
 };
 
@@ -175,6 +176,8 @@ int mp_lock_acquire(mp_lock *l, double timeout)
 {
     if (l == NULL)
         return MP_EINVAL;
+    if (l->px)
+        return mp__px_simple(l->px, MP__PX_LOCK_ACQ, timeout, NULL);
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     return lock_acquire_until(l, &d);
@@ -184,6 +187,8 @@ int mp_lock_release(mp_lock *l)
 {
     if (l == NULL)
         return MP_EINVAL;
+    if (l->px)
+        return mp__px_simple(l->px, MP__PX_LOCK_REL, NAN, NULL);
     int32_t owner = atomic_load_explicit(&l->s->owner, memory_order_relaxed);
     if (owner == 0)
         return MP_EINVAL; /* released too many times */
@@ -197,20 +202,34 @@ int mp_lock_release(mp_lock *l)
 
 bool mp_lock_locked(mp_lock *l)
 {
+    int64_t v = 0;
+    if (l && l->px)
+        return mp__px_simple(l->px, MP__PX_LOCK_LOCKED, NAN, &v) == 0 && v;
     return l && atomic_load_explicit(&l->s->owner, memory_order_relaxed) != 0;
 }
 
 bool mp_lock_is_recursive(const mp_lock *l)
 {
-    return l && l->s->recursive;
+    return l && !l->px && l->s->recursive;
 }
 
 void mp_lock_free(mp_lock *l)
 {
     if (l == NULL)
         return;
+    mp__px_free(l->px);
     mp__shm_free(&l->ref);
     free(l);
+}
+
+int mp__lock_from_proxy(mp__proxy *px, mp_lock **out)
+{
+    mp_lock *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return MP_ENOMEM;
+    l->px = px;
+    *out = l;
+    return 0;
 }
 
 /* Wholly release a lock this thread holds; its depth for lock_restore. */
@@ -240,14 +259,20 @@ static bool lock_mine(mp_lock *l)
 
 /* ---- handles in mp_args: (kind-specific) + shared block ------------------- */
 
-/* Most objects are one shared block: a handle is the block. */
+/* Most objects are one shared block, or a manager's proxy: a handle
+ * starts with both. */
 typedef struct blockobj {
     mp__shref ref;
+    mp__proxy *px;
 } blockobj;
 
 static int block_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
 {
-    return mp__shm_reduce(&((blockobj *)obj)->ref, out, fds);
+    blockobj *b = obj;
+    int err = mp__put_u8(out, b->px != NULL);
+    if (err == 0)
+        err = b->px ? mp__px_reduce(b->px, out) : mp__shm_reduce(&b->ref, out, fds);
+    return err;
 }
 
 /* A new handle of @size bytes (its shref first) on a block from the wire. */
@@ -257,10 +282,16 @@ static int block_rebuild(mp__reader *r, int *fds, size_t nfds, size_t size, size
     blockobj *h = calloc(1, size);
     if (h == NULL)
         return MP_ENOMEM;
-    int err = mp__shm_rebuild(r, fds, nfds, &h->ref);
-    if (err == 0 && h->ref.size < need)
+    uint8_t remote = mp__get_u8(r);
+    int err = r->err || remote > 1 ? MP_EBADMSG : 0;
+    if (err == 0 && remote)
+        err = mp__px_rebuild(r, &h->px);
+    else if (err == 0)
+        err = mp__shm_rebuild(r, fds, nfds, &h->ref);
+    if (err == 0 && !remote && h->ref.size < need)
         err = MP_EBADMSG;
     if (err < 0) {
+        mp__px_free(h->px);
         mp__shm_free(&h->ref);
         free(h);
         return err;
@@ -275,13 +306,23 @@ static int block_dup(void *obj, size_t size, void **out)
     if (h == NULL)
         return MP_ENOMEM;
     memcpy(h, obj, size);
-    mp__shm_ref_dup(&((blockobj *)obj)->ref, &h->ref);
+    const blockobj *src = obj;
+    if (src->px) {
+        int err = mp__px_dup(src->px, &h->px);
+        if (err < 0) {
+            free(h);
+            return err;
+        }
+    } else {
+        mp__shm_ref_dup(&src->ref, &h->ref);
+    }
     *out = h;
     return 0;
 }
 
 static void block_release(void *obj)
 {
+    mp__px_free(((blockobj *)obj)->px);
     mp__shm_free(&((blockobj *)obj)->ref);
     free(obj);
 }
@@ -331,6 +372,7 @@ typedef struct semshm {
 
 struct mp_semaphore {
     mp__shref ref;
+    mp__proxy *px;
     semshm *s;
 };
 
@@ -370,6 +412,8 @@ int mp_semaphore_acquire(mp_semaphore *h, double timeout)
 {
     if (h == NULL)
         return MP_EINVAL;
+    if (h->px)
+        return mp__px_simple(h->px, MP__PX_SEM_ACQ, timeout, NULL);
     semshm *s = h->s;
     if (sem_trydown(s))
         return 0;
@@ -392,6 +436,8 @@ int mp_semaphore_release(mp_semaphore *h)
 {
     if (h == NULL)
         return MP_EINVAL;
+    if (h->px)
+        return mp__px_simple(h->px, MP__PX_SEM_REL, NAN, NULL);
     semshm *s = h->s;
     uint32_t v = atomic_load(&s->value);
     do {
@@ -407,7 +453,23 @@ int mp_semaphore_value(mp_semaphore *h, int *out)
 {
     if (h == NULL || out == NULL)
         return MP_EINVAL;
+    if (h->px) {
+        int64_t v = 0;
+        int err = mp__px_simple(h->px, MP__PX_SEM_VALUE, NAN, &v);
+        *out = (int)v;
+        return err;
+    }
     *out = (int)atomic_load(&h->s->value);
+    return 0;
+}
+
+int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out)
+{
+    mp_semaphore *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return MP_ENOMEM;
+    h->px = px;
+    *out = h;
     return 0;
 }
 
@@ -458,6 +520,7 @@ typedef struct eventshm {
 
 struct mp_event {
     mp__shref ref;
+    mp__proxy *px;
     eventshm *s;
 };
 
@@ -483,6 +546,8 @@ int mp_event_set(mp_event *e)
 {
     if (e == NULL)
         return MP_EINVAL;
+    if (e->px)
+        return mp__px_simple(e->px, MP__PX_EV_SET, NAN, NULL);
     atomic_store(&e->s->flag, 1);
     if (atomic_load(&e->s->sleepers) > 0)
         mp__futex_wake(&e->s->flag, INT32_MAX);
@@ -493,19 +558,36 @@ int mp_event_clear(mp_event *e)
 {
     if (e == NULL)
         return MP_EINVAL;
+    if (e->px)
+        return mp__px_simple(e->px, MP__PX_EV_CLEAR, NAN, NULL);
     atomic_store(&e->s->flag, 0);
     return 0;
 }
 
 bool mp_event_is_set(mp_event *e)
 {
+    int64_t v = 0;
+    if (e && e->px)
+        return mp__px_simple(e->px, MP__PX_EV_ISSET, NAN, &v) == 0 && v;
     return e && atomic_load(&e->s->flag) != 0;
+}
+
+int mp__event_from_proxy(mp__proxy *px, mp_event **out)
+{
+    mp_event *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return MP_ENOMEM;
+    e->px = px;
+    *out = e;
+    return 0;
 }
 
 int mp_event_wait(mp_event *e, double timeout)
 {
     if (e == NULL)
         return MP_EINVAL;
+    if (e->px)
+        return mp__px_simple(e->px, MP__PX_EV_WAIT, timeout, NULL);
     if (atomic_load(&e->s->flag))
         return 0;
     mp__deadline d;
@@ -575,10 +657,12 @@ mp_event *mp_args_event(const mp_args *a, size_t i)
 typedef struct condshm {
     _Atomic uint32_t tokens;   /* futex word */
     uint32_t waiting;          /* under the lock */
+    _Atomic uint32_t notifier; /* a notify waits for its tokens to be taken */
 } condshm;
 
 struct mp_condition {
     mp__shref ref;
+    mp__proxy *px; /* always NULL: conditions live locally */
     condshm *s;
     mp_lock *lock;
 };
@@ -588,6 +672,8 @@ int mp_condition_new(mp_condition **out, mp_lock *lock)
     if (out == NULL)
         return MP_EINVAL;
     *out = NULL;
+    if (lock && lock->px)
+        return MP_EINVAL; /* a condition needs a local lock */
     mp_condition *c = calloc(1, sizeof *c);
     if (c == NULL)
         return MP_ENOMEM;
@@ -623,8 +709,11 @@ static bool take_token(condshm *s)
 {
     uint32_t t = atomic_load(&s->tokens);
     while (t > 0)
-        if (atomic_compare_exchange_weak(&s->tokens, &t, t - 1))
+        if (atomic_compare_exchange_weak(&s->tokens, &t, t - 1)) {
+            if (atomic_load(&s->notifier))
+                mp__futex_wake(&s->tokens, INT32_MAX); /* tell the notifier */
             return true;
+        }
     return false;
 }
 
@@ -690,12 +779,24 @@ int mp_condition_notify(mp_condition *c, int n)
         return MP_EINVAL;
     if (!lock_mine(c->lock))
         return MP_EPERM;
-    uint32_t k = c->s->waiting < (uint32_t)n ? c->s->waiting : (uint32_t)n;
-    if (k > 0) {
-        c->s->waiting -= k;
-        atomic_fetch_add(&c->s->tokens, k);
-        mp__futex_wake(&c->s->tokens, (int)k);
-    }
+    condshm *s = c->s;
+    uint32_t k = s->waiting < (uint32_t)n ? s->waiting : (uint32_t)n;
+    if (k == 0)
+        return 0;
+    s->waiting -= k;
+    uint32_t before = atomic_load(&s->tokens);
+    atomic_store(&s->notifier, 1);
+    atomic_fetch_add(&s->tokens, k);
+    mp__futex_wake(&s->tokens, (int)k);
+    /* Keep the lock until the sleepers took their tokens, as Python's
+     * notify does: a waiter arriving later cannot take them.  Bounded: a
+     * sleeper killed in its sleep never takes its token. */
+    mp__deadline d;
+    mp__deadline_init(&d, 1.0);
+    for (uint32_t t; (t = atomic_load(&s->tokens)) > before;)
+        if (mp__futex_wait(&s->tokens, t, &d) == MP_ETIMEDOUT)
+            break;
+    atomic_store(&s->notifier, 0);
     return 0;
 }
 
@@ -801,6 +902,7 @@ typedef struct barshm {
 
 struct mp_barrier {
     mp__shref ref;
+    mp__proxy *px; /* always NULL */
     barshm *s;
     mp_target_fn action; /* this process's address of it */
 };
@@ -961,7 +1063,7 @@ void mp_barrier_free(mp_barrier *b)
 static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
 {
     mp_barrier *b = obj;
-    int err = mp__shm_reduce(&b->ref, out, fds);
+    int err = block_reduce(b, out, fds);
     if (err == 0)
         err = mp__put_u8(out, b->action != NULL);
     if (err == 0 && b->action)

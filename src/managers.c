@@ -1,0 +1,1533 @@
+/*
+ * Managers: a server holding named shared objects, used by clients through
+ * authenticated connections — on this machine or across the network.
+ *
+ * Wire: every request and reply is an mp_args message (the reduction
+ * layer's form) over a Connection with Python's framing and handshake.
+ *   request: int op, str kind, str name, then the op's arguments
+ *   reply:   int status (0 or an MP_E* code), then the results
+ * The server checks every argument's type and count before use: a
+ * malformed request gets MP_EBADMSG on that connection and nothing else.
+ *
+ * The server runs a thread per connection, so a request that blocks (a lock
+ * acquire, a queue get) blocks only its own client.  Ownership of a manager
+ * lock is per connection, and a proxy opens one connection per thread that
+ * uses it: so a lock proxy is owned by a thread, as a local lock is, and a
+ * client that dies (its connections close) releases what it held, the next
+ * acquirer getting MP_EOWNERDEAD.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum {
+    OP_OPEN = 1, OP_SHUTDOWN,
+    OP_DICT_SET = 10, OP_DICT_GET, OP_DICT_DEL, OP_DICT_LEN, OP_DICT_ADD, OP_DICT_KEYS,
+    OP_LIST_APPEND = 20, OP_LIST_GET, OP_LIST_SET, OP_LIST_POP, OP_LIST_LEN,
+    OP_Q_PUT = 30, OP_Q_GET, OP_Q_QSIZE, OP_Q_FULL,
+    OP_LOCK_ACQ = 40, OP_LOCK_REL, OP_LOCK_LOCKED,
+    OP_EV_SET = 50, OP_EV_CLEAR, OP_EV_ISSET, OP_EV_WAIT,
+    OP_SEM_ACQ = 60, OP_SEM_REL, OP_SEM_VALUE,
+    OP_VAL_LOAD = 70, OP_VAL_STORE,
+    OP_CALL = 80,
+};
+
+#define MAX_REQUEST ((size_t)64 << 20)
+
+/* ---- registered custom types -------------------------------------------------- */
+
+#define MAX_TYPES 64
+static struct {
+    char *typeid;
+    mp_method_fn fn;
+} types[MAX_TYPES];
+static size_t ntypes;
+static pthread_mutex_t types_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int mp_manager_register(const char *typeid, mp_method_fn fn)
+{
+    if (typeid == NULL || fn == NULL || typeid[0] == '\0' || strlen(typeid) > 200)
+        return MP_EINVAL;
+    int err = 0;
+    pthread_mutex_lock(&types_lock);
+    size_t i = 0;
+    while (i < ntypes && strcmp(types[i].typeid, typeid) != 0)
+        i++;
+    if (i == ntypes) {
+        if (ntypes == MAX_TYPES)
+            err = MP_ENOMEM;
+        else if ((types[i].typeid = strdup(typeid)) == NULL)
+            err = MP_ENOMEM;
+        else
+            ntypes++;
+    }
+    if (err == 0)
+        types[i].fn = fn;
+    pthread_mutex_unlock(&types_lock);
+    return err;
+}
+
+static mp_method_fn type_fn(const char *typeid)
+{
+    mp_method_fn fn = NULL;
+    pthread_mutex_lock(&types_lock);
+    for (size_t i = 0; i < ntypes; i++)
+        if (strcmp(types[i].typeid, typeid) == 0)
+            fn = types[i].fn;
+    pthread_mutex_unlock(&types_lock);
+    return fn;
+}
+
+/* ---- server objects ----------------------------------------------------------- */
+
+typedef struct kv {
+    struct kv *next;
+    mp_buf k, v;
+} kv;
+
+typedef struct sobj {
+    struct sobj *next;
+    char *kind, *name;
+    pthread_cond_t cond;       /* lock, event, semaphore waiters */
+    /* dict */
+    kv **buckets;
+    size_t nbuckets, count;
+    /* list */
+    mp_buf *items;
+    size_t nitems, capitems;
+    /* queue */
+    mp_queue *q;
+    /* lock */
+    uint64_t owner;            /* connection id, 0 free */
+    bool owner_died;
+    /* event, semaphore */
+    bool flag;
+    int64_t value;
+    /* value */
+    int type;
+    uint8_t bytes[8];
+    /* custom */
+    mp_method_fn fn;
+    void *state;
+} sobj;
+
+typedef struct server server;
+typedef struct sconn {
+    struct sconn *next;
+    server *srv;
+    mp_conn *c;
+    uint64_t id;
+} sconn;
+
+struct server {
+    pthread_mutex_t lock;
+    sobj *objs;
+    sconn *conns;
+    uint64_t next_id;
+    size_t nthreads;
+    pthread_cond_t idle;
+    bool shutdown;
+    int wakefd;
+};
+
+static uint64_t hash(const void *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const uint8_t *)p)[i]) * 1099511628211ULL;
+    return h;
+}
+
+static kv **dict_slot(sobj *o, const void *k, size_t kl)
+{
+    kv **pp = &o->buckets[hash(k, kl) % o->nbuckets];
+    while (*pp && ((*pp)->k.len != kl || memcmp((*pp)->k.data, k, kl) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static int dict_grow(sobj *o)
+{
+    if (o->count < o->nbuckets)
+        return 0;
+    size_t n = o->nbuckets * 2;
+    kv **b = calloc(n, sizeof *b);
+    if (b == NULL)
+        return MP_ENOMEM;
+    for (size_t i = 0; i < o->nbuckets; i++)
+        while (o->buckets[i]) {
+            kv *e = o->buckets[i];
+            o->buckets[i] = e->next;
+            size_t h = hash(e->k.data, e->k.len) % n;
+            e->next = b[h];
+            b[h] = e;
+        }
+    free(o->buckets);
+    o->buckets = b;
+    o->nbuckets = n;
+    return 0;
+}
+
+static void sobj_free(sobj *o)
+{
+    for (size_t i = 0; o->buckets && i < o->nbuckets; i++)
+        while (o->buckets[i]) {
+            kv *e = o->buckets[i];
+            o->buckets[i] = e->next;
+            mp_buf_free(&e->k);
+            mp_buf_free(&e->v);
+            free(e);
+        }
+    free(o->buckets);
+    for (size_t i = 0; i < o->nitems; i++)
+        mp_buf_free(&o->items[i]);
+    free(o->items);
+    mp_queue_free(o->q);
+    if (o->fn && o->state) {
+        mp_buf none = MP_BUF_INIT;
+        o->fn(&o->state, "__del__", NULL, &none); /* its chance to free its state */
+        mp_buf_free(&none);
+    }
+    pthread_cond_destroy(&o->cond);
+    free(o->kind);
+    free(o->name);
+    free(o);
+}
+
+static const char *const kinds[] = {"dict", "list", "queue", "lock", "event", "semaphore", "value"};
+
+/* Find or create (under srv->lock). */
+static int sobj_open(server *srv, const char *kind, const char *name, int64_t param, sobj **out)
+{
+    for (sobj *o = srv->objs; o; o = o->next)
+        if (strcmp(o->kind, kind) == 0 && strcmp(o->name, name) == 0) {
+            *out = o;
+            return 0;
+        }
+    mp_method_fn fn = NULL;
+    bool known = false;
+    for (size_t i = 0; i < MP__ARRAY_LEN(kinds); i++)
+        known = known || strcmp(kinds[i], kind) == 0;
+    if (!known && (fn = type_fn(kind)) == NULL)
+        return MP_ENOENT;
+    sobj *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return MP_ENOMEM;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&o->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    o->kind = strdup(kind);
+    o->name = strdup(name);
+    o->fn = fn;
+    int err = o->kind && o->name ? 0 : MP_ENOMEM;
+    if (err == 0 && strcmp(kind, "dict") == 0) {
+        o->nbuckets = 16;
+        if ((o->buckets = calloc(o->nbuckets, sizeof *o->buckets)) == NULL)
+            err = MP_ENOMEM;
+    } else if (err == 0 && strcmp(kind, "queue") == 0) {
+        err = param < 0 ? MP_EINVAL : mp_queue_new(&o->q, (size_t)param);
+    } else if (err == 0 && strcmp(kind, "semaphore") == 0) {
+        o->value = param < 0 || param > INT32_MAX ? 0 : param;
+    } else if (err == 0 && strcmp(kind, "value") == 0) {
+        o->type = (int)param;
+        if (mp_type_size((mp_type)param) == 0)
+            err = MP_EINVAL;
+    }
+    if (err < 0) {
+        sobj_free(o);
+        return err;
+    }
+    o->next = srv->objs;
+    srv->objs = o;
+    *out = o;
+    return 0;
+}
+
+/* ---- requests ----------------------------------------------------------------- */
+
+/* Argument checks: a request is only trusted after these. */
+static bool has(const mp_args *a, size_t i, mp_arg_type t)
+{
+    return mp_args_count(a) > i && mp_args_type(a, i) == t;
+}
+
+static const void *arg_bytes(const mp_args *a, size_t i, size_t *n)
+{
+    if (!has(a, i, MP_ARG_BYTES))
+        return NULL;
+    return mp_args_bytes(a, i, n);
+}
+
+static int reply_bytes(mp_args *r, const void *p, size_t n)
+{
+    return mp_args_add_bytes(r, p, n);
+}
+
+/* Wait on @o->cond (srv->lock held) until @d; MP_ETIMEDOUT. */
+static int cond_wait_until(server *srv, sobj *o, const mp__deadline *d)
+{
+    if (srv->shutdown)
+        return MP_ECLOSED;
+    if (d->forever) {
+        pthread_cond_wait(&o->cond, &srv->lock);
+        return 0;
+    }
+    if (mp__deadline_expired(d))
+        return MP_ETIMEDOUT;
+    pthread_cond_timedwait(&o->cond, &srv->lock, mp__deadline_ts(d));
+    return 0;
+}
+
+static double arg_timeout(const mp_args *a, size_t i)
+{
+    return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
+}
+
+/* Handle one request (srv->lock held, released around blocking queue ops).
+ * Fills @r after its status. */
+static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
+{
+    size_t kl = 0, vl = 0;
+    const void *k = NULL, *v = NULL;
+    mp__deadline d;
+    int err = 0;
+    switch (op) {
+    case OP_DICT_SET:
+    case OP_DICT_GET:
+    case OP_DICT_DEL:
+    case OP_DICT_ADD: {
+        if (o->buckets == NULL || (k = arg_bytes(a, 3, &kl)) == NULL)
+            return MP_EBADMSG;
+        kv **pp = dict_slot(o, k, kl);
+        if (op == OP_DICT_GET) {
+            return *pp ? reply_bytes(r, (*pp)->v.data, (*pp)->v.len) : MP_ENOENT;
+        }
+        if (op == OP_DICT_DEL) {
+            if (*pp == NULL)
+                return MP_ENOENT;
+            kv *e = *pp;
+            *pp = e->next;
+            mp_buf_free(&e->k);
+            mp_buf_free(&e->v);
+            free(e);
+            o->count--;
+            return 0;
+        }
+        int64_t add = 0;
+        if (op == OP_DICT_SET && (v = arg_bytes(a, 4, &vl)) == NULL)
+            return MP_EBADMSG;
+        if (op == OP_DICT_ADD) {
+            if (!has(a, 4, MP_ARG_INT))
+                return MP_EBADMSG;
+            add = mp_args_int(a, 4);
+            if (*pp && (*pp)->v.len == sizeof(int64_t))
+                memcpy(&add, (*pp)->v.data, sizeof add), add += mp_args_int(a, 4);
+            v = &add;
+            vl = sizeof add;
+        }
+        if (*pp == NULL) {
+            kv *e = calloc(1, sizeof *e);
+            if (e == NULL || mp_buf_append(&e->k, k, kl) < 0) {
+                free(e);
+                return MP_ENOMEM;
+            }
+            *pp = e;
+            o->count++;
+        }
+        (*pp)->v.len = 0;
+        err = mp_buf_append(&(*pp)->v, v, vl);
+        if (err == 0 && op == OP_DICT_ADD)
+            err = mp_args_add_int(r, add);
+        if (err == 0)
+            err = dict_grow(o);
+        return err;
+    }
+    case OP_DICT_LEN:
+        return o->buckets ? mp_args_add_int(r, (int64_t)o->count) : MP_EBADMSG;
+    case OP_DICT_KEYS: {
+        if (o->buckets == NULL)
+            return MP_EBADMSG;
+        mp_buf all = MP_BUF_INIT;
+        for (size_t i = 0; i < o->nbuckets && err == 0; i++)
+            for (kv *e = o->buckets[i]; e && err == 0; e = e->next) {
+                uint32_t n = (uint32_t)e->k.len;
+                err = mp_buf_append(&all, &n, sizeof n);
+                if (err == 0)
+                    err = mp_buf_append(&all, e->k.data, e->k.len);
+            }
+        if (err == 0)
+            err = reply_bytes(r, all.data, all.len);
+        mp_buf_free(&all);
+        return err;
+    }
+    case OP_LIST_APPEND:
+        if ((v = arg_bytes(a, 3, &vl)) == NULL || strcmp(o->kind, "list") != 0)
+            return MP_EBADMSG;
+        if (o->nitems == o->capitems) {
+            size_t cap = o->capitems ? o->capitems * 2 : 8;
+            mp_buf *n = realloc(o->items, cap * sizeof *n);
+            if (n == NULL)
+                return MP_ENOMEM;
+            o->items = n;
+            o->capitems = cap;
+        }
+        o->items[o->nitems] = (mp_buf)MP_BUF_INIT;
+        err = mp_buf_append(&o->items[o->nitems], v, vl);
+        if (err == 0)
+            o->nitems++;
+        return err;
+    case OP_LIST_GET:
+    case OP_LIST_SET:
+    case OP_LIST_POP: {
+        if (!has(a, 3, MP_ARG_INT) || strcmp(o->kind, "list") != 0)
+            return MP_EBADMSG;
+        int64_t i = mp_args_int(a, 3);
+        if (i < 0)
+            i += (int64_t)o->nitems;
+        if (i < 0 || (uint64_t)i >= o->nitems)
+            return MP_EINVAL;
+        if (op == OP_LIST_GET)
+            return reply_bytes(r, o->items[i].data, o->items[i].len);
+        if (op == OP_LIST_SET) {
+            if ((v = arg_bytes(a, 4, &vl)) == NULL)
+                return MP_EBADMSG;
+            o->items[i].len = 0;
+            return mp_buf_append(&o->items[i], v, vl);
+        }
+        err = reply_bytes(r, o->items[i].data, o->items[i].len);
+        if (err == 0) {
+            mp_buf_free(&o->items[i]);
+            memmove(&o->items[i], &o->items[i + 1], (o->nitems - (size_t)i - 1) * sizeof(mp_buf));
+            o->nitems--;
+        }
+        return err;
+    }
+    case OP_LIST_LEN:
+        return strcmp(o->kind, "list") == 0 ? mp_args_add_int(r, (int64_t)o->nitems) : MP_EBADMSG;
+    case OP_Q_PUT:
+    case OP_Q_GET: {
+        if (o->q == NULL || (op == OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL))
+            return MP_EBADMSG;
+        double t = arg_timeout(a, op == OP_Q_PUT ? 4 : 3);
+        mp_queue *q = o->q;
+        pthread_mutex_unlock(&srv->lock); /* the queue blocks on its own */
+        mp_buf got = MP_BUF_INIT;
+        err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, t) : mp_queue_get(q, &got, t);
+        pthread_mutex_lock(&srv->lock);
+        if (err == 0 && op == OP_Q_GET)
+            err = reply_bytes(r, got.data, got.len);
+        mp_buf_free(&got);
+        return err;
+    }
+    case OP_Q_QSIZE:
+    case OP_Q_FULL: {
+        if (o->q == NULL)
+            return MP_EBADMSG;
+        size_t n = 0;
+        err = mp_queue_qsize(o->q, &n);
+        if (err == 0)
+            err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)n : mp_queue_full(o->q));
+        return err;
+    }
+    case OP_LOCK_ACQ:
+        if (strcmp(o->kind, "lock") != 0)
+            return MP_EBADMSG;
+        mp__deadline_init(&d, arg_timeout(a, 3));
+        if (o->owner == sc->id)
+            err = MP_ETIMEDOUT; /* not recursive: as a local Lock, wait it out */
+        while (o->owner != 0 && err == 0)
+            err = cond_wait_until(srv, o, &d);
+        if (o->owner == sc->id && err == MP_ETIMEDOUT && !d.forever) {
+            pthread_mutex_unlock(&srv->lock);
+            const struct timespec *ts = mp__deadline_ts(&d);
+            while (ts && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, ts, NULL) == EINTR)
+                ;
+            pthread_mutex_lock(&srv->lock);
+            return MP_ETIMEDOUT;
+        }
+        if (err < 0)
+            return err;
+        o->owner = sc->id;
+        if (o->owner_died) {
+            o->owner_died = false;
+            return MP_EOWNERDEAD;
+        }
+        return 0;
+    case OP_LOCK_REL:
+        if (strcmp(o->kind, "lock") != 0)
+            return MP_EBADMSG;
+        if (o->owner == 0)
+            return MP_EINVAL;
+        if (o->owner != sc->id)
+            return MP_EPERM;
+        o->owner = 0;
+        pthread_cond_signal(&o->cond);
+        return 0;
+    case OP_LOCK_LOCKED:
+        return mp_args_add_int(r, o->owner != 0);
+    case OP_EV_SET:
+    case OP_EV_CLEAR:
+        o->flag = op == OP_EV_SET;
+        pthread_cond_broadcast(&o->cond);
+        return 0;
+    case OP_EV_ISSET:
+        return mp_args_add_int(r, o->flag);
+    case OP_EV_WAIT:
+        mp__deadline_init(&d, arg_timeout(a, 3));
+        while (!o->flag && err == 0)
+            err = cond_wait_until(srv, o, &d);
+        return o->flag ? 0 : err;
+    case OP_SEM_ACQ:
+        mp__deadline_init(&d, arg_timeout(a, 3));
+        while (o->value == 0 && err == 0)
+            err = cond_wait_until(srv, o, &d);
+        if (o->value == 0)
+            return err;
+        o->value--;
+        return 0;
+    case OP_SEM_REL:
+        if (o->value >= INT32_MAX)
+            return MP_EINVAL;
+        o->value++;
+        pthread_cond_signal(&o->cond);
+        return 0;
+    case OP_SEM_VALUE:
+        return mp_args_add_int(r, o->value);
+    case OP_VAL_LOAD:
+        if (strcmp(o->kind, "value") != 0)
+            return MP_EBADMSG;
+        return reply_bytes(r, o->bytes, mp_type_size((mp_type)o->type));
+    case OP_VAL_STORE:
+        if (strcmp(o->kind, "value") != 0 || (v = arg_bytes(a, 3, &vl)) == NULL ||
+            vl != mp_type_size((mp_type)o->type))
+            return MP_EBADMSG;
+        memcpy(o->bytes, v, vl);
+        return 0;
+    case OP_CALL: {
+        if (o->fn == NULL || !has(a, 3, MP_ARG_STR) || (v = arg_bytes(a, 4, &vl)) == NULL)
+            return MP_EBADMSG;
+        mp__reader rd;
+        mp__reader_init(&rd, v, vl);
+        mp_args *in = NULL;
+        err = mp__args_decode(&rd, NULL, 0, &in);
+        if (err < 0)
+            return MP_EBADMSG;
+        mp_buf out = MP_BUF_INIT;
+        err = o->fn(&o->state, mp_args_str(a, 3), in, &out);
+        mp_args_free(in);
+        if (err == 0)
+            err = reply_bytes(r, out.data, out.len);
+        else if (err > 0)
+            err = -err; /* a method's own code, kept negative on the wire */
+        mp_buf_free(&out);
+        return err;
+    }
+    }
+    return MP_EBADMSG;
+}
+
+static void release_owned(server *srv, uint64_t id) /* under srv->lock */
+{
+    for (sobj *o = srv->objs; o; o = o->next)
+        if (o->owner == id) {
+            o->owner = 0;
+            o->owner_died = true;
+            pthread_cond_signal(&o->cond);
+        }
+}
+
+static void *serve_conn(void *arg)
+{
+    sconn *sc = arg;
+    server *srv = sc->srv;
+    for (;;) {
+        mp_args *a = NULL, *r = NULL;
+        int err = mp_conn_recv(sc->c, &a);
+        if (err == MP_EBADMSG || err == MP_EMSGSIZE) {
+            /* a malformed message: say so once, then drop this client */
+            if (mp_args_of(&r, "i", (int)MP_EBADMSG) == 0)
+                IGNORE_RESULT(mp_conn_send(sc->c, r));
+            mp_args_free(r);
+            break;
+        }
+        if (err < 0)
+            break;
+        int status = MP_EBADMSG;
+        if (mp_args_new(&r) < 0)
+            break;
+        if (has(a, 0, MP_ARG_INT) && has(a, 1, MP_ARG_STR) && has(a, 2, MP_ARG_STR)) {
+            int op = (int)mp_args_int(a, 0);
+            pthread_mutex_lock(&srv->lock);
+            if (op == OP_SHUTDOWN) {
+                srv->shutdown = true;
+                uint64_t one = 1;
+                IGNORE_RESULT(write(srv->wakefd, &one, sizeof one));
+                status = 0;
+            } else {
+                sobj *o = NULL;
+                int64_t param = has(a, 3, MP_ARG_INT) ? mp_args_int(a, 3) : 0;
+                status = sobj_open(srv, mp_args_str(a, 1), mp_args_str(a, 2),
+                                   op == OP_OPEN ? param : 0, &o);
+                if (status == 0 && op != OP_OPEN)
+                    status = handle(srv, sc, o, op, a, r);
+            }
+            pthread_mutex_unlock(&srv->lock);
+        }
+        mp_args *full = NULL;
+        if (mp_args_of(&full, "i", status) == 0 && mp__args_append(full, r, 0) == 0)
+            err = mp_conn_send(sc->c, full);
+        else
+            err = MP_ENOMEM;
+        mp_args_free(full);
+        mp_args_free(a);
+        mp_args_free(r);
+        if (err < 0)
+            break;
+    }
+    pthread_mutex_lock(&srv->lock);
+    release_owned(srv, sc->id);
+    for (sconn **pp = &srv->conns; *pp; pp = &(*pp)->next)
+        if (*pp == sc) {
+            *pp = sc->next;
+            break;
+        }
+    srv->nthreads--;
+    pthread_cond_broadcast(&srv->idle);
+    pthread_mutex_unlock(&srv->lock);
+    mp_conn_close(sc->c);
+    free(sc);
+    return NULL;
+}
+
+/* A server child ends cleanly on SIGTERM (its socket file removed). */
+static volatile int term_fd = -1;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    uint64_t one = 1;
+    int e = errno;
+    if (term_fd >= 0)
+        IGNORE_RESULT(write(term_fd, &one, sizeof one));
+    errno = e;
+}
+
+/* Serve on @l until a client asks for shutdown; @ready (if >= 0) gets the
+ * address, one line. */
+static int serve_on(mp_listener *l, int ready)
+{
+    server srv = {.next_id = 1};
+    pthread_mutex_init(&srv.lock, NULL);
+    pthread_cond_init(&srv.idle, NULL);
+    srv.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (srv.wakefd < 0)
+        return -errno;
+    if (ready >= 0) { /* our own server child: SIGTERM means shut down */
+        term_fd = srv.wakefd;
+        struct sigaction sa = {.sa_handler = on_term};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGINT, SIG_IGN); /* as Python's manager server */
+    }
+    if (ready >= 0) {
+        const char *addr = mp_listener_address(l);
+        IGNORE_RESULT(mp__sys_write_all(ready, addr, strlen(addr) + 1));
+        mp__sys_close(ready);
+    }
+    while (!srv.shutdown) {
+        struct pollfd pf[2] = {{.fd = mp_listener_fileno(l), .events = POLLIN},
+                               {.fd = srv.wakefd, .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0)
+            continue;
+        if (pf[1].revents)
+            break;
+        mp_conn *c;
+        int err = mp_listener_accept(l, &c, 0);
+        if (err < 0) {
+            if (err != MP_ETIMEDOUT)
+                mp__log(MP_LOG_INFO, "manager: refused a client: %s", mp_strerror(err));
+            continue;
+        }
+        sconn *sc = calloc(1, sizeof *sc);
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_mutex_lock(&srv.lock);
+        if (sc) {
+            sc->srv = &srv;
+            sc->c = c;
+            sc->id = srv.next_id++;
+            sc->next = srv.conns;
+            srv.conns = sc;
+            srv.nthreads++;
+        }
+        if (sc == NULL || pthread_create(&t, &attr, serve_conn, sc) != 0) {
+            if (sc) {
+                srv.conns = sc->next;
+                srv.nthreads--;
+                free(sc);
+            }
+            mp_conn_close(c);
+        }
+        pthread_mutex_unlock(&srv.lock);
+        pthread_attr_destroy(&attr);
+    }
+    /* wake every client thread (blocked reads, waits) and wait for them */
+    pthread_mutex_lock(&srv.lock);
+    srv.shutdown = true;
+    for (sconn *sc = srv.conns; sc; sc = sc->next)
+        shutdown(mp_conn_fileno(sc->c), SHUT_RDWR);
+    for (sobj *o = srv.objs; o; o = o->next) {
+        pthread_cond_broadcast(&o->cond);
+        if (o->q)
+            IGNORE_RESULT(mp_queue_put(o->q, "", 0, 0)); /* wake a blocked get */
+    }
+    while (srv.nthreads > 0)
+        pthread_cond_wait(&srv.idle, &srv.lock);
+    while (srv.objs) {
+        sobj *o = srv.objs;
+        srv.objs = o->next;
+        sobj_free(o);
+    }
+    pthread_mutex_unlock(&srv.lock);
+    term_fd = -1;
+    mp__sys_close(srv.wakefd);
+    pthread_cond_destroy(&srv.idle);
+    pthread_mutex_destroy(&srv.lock);
+    return 0;
+}
+
+/* For managers NULL means this process's authkey (as Python's). */
+static const void *default_key(const void *key, size_t *keylen)
+{
+    if (key != NULL)
+        return key;
+    return mp_process_authkey(mp_current_process(), keylen);
+}
+
+int mp_manager_serve(const char *address, const void *authkey, size_t keylen)
+{
+    authkey = default_key(authkey, &keylen);
+    mp_listener *l;
+    int err = mp_listener_new(&l, address, authkey, keylen, 16);
+    if (err < 0)
+        return err;
+    err = serve_on(l, -1);
+    mp_listener_close(l);
+    return err;
+}
+
+/* ---- the client side ------------------------------------------------------------- */
+
+struct mp_manager {
+    pthread_mutex_t lock;      /* one request at a time on conn */
+    mp_conn *conn;
+    char *address;
+    uint8_t *key;
+    size_t keylen;
+    mp_process *server;        /* started here */
+    _Atomic int refs;          /* the handle and its dict/list handles */
+};
+
+/* One request: @req (op kind name ...) → *reply (status first); the status. */
+static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
+{
+    *reply = NULL;
+    int err = mp_conn_send(c, req);
+    if (err == 0)
+        err = mp_conn_recv(c, reply);
+    if (err == MP_EOF || err == MP_ETRUNCATED || err == -ECONNRESET || err == -EPIPE)
+        err = MP_ECLOSED; /* the server has gone */
+    if (err < 0)
+        return err;
+    if (!has(*reply, 0, MP_ARG_INT)) {
+        mp_args_free(*reply);
+        *reply = NULL;
+        return MP_EBADMSG;
+    }
+    return (int)mp_args_int(*reply, 0);
+}
+
+static int manager_new(mp_manager **out, const char *address, const void *key, size_t keylen)
+{
+    mp_manager *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return MP_ENOMEM;
+    pthread_mutex_init(&m->lock, NULL);
+    m->address = strdup(address);
+    m->key = malloc(keylen ? keylen : 1);
+    if (m->address == NULL || m->key == NULL) {
+        free(m->address);
+        free(m->key);
+        free(m);
+        return MP_ENOMEM;
+    }
+    memcpy(m->key, key, keylen);
+    m->keylen = keylen;
+    m->refs = 1;
+    *out = m;
+    return 0;
+}
+
+static void manager_unref(mp_manager *m)
+{
+    if (atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    mp_conn_close(m->conn);
+    free(m->address);
+    free(m->key);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+int mp_manager_connect(mp_manager **out, const char *address, const void *authkey, size_t keylen)
+{
+    if (out == NULL || address == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    authkey = default_key(authkey, &keylen);
+    mp_manager *m;
+    int err = manager_new(&m, address, authkey, keylen);
+    if (err < 0)
+        return err;
+    err = mp_client(&m->conn, address, authkey, keylen);
+    if (err < 0) {
+        manager_unref(m);
+        return err;
+    }
+    *out = m;
+    return 0;
+}
+
+/* The server child: listen, report the address, serve. */
+static int manager_main(const mp_args *a)
+{
+    size_t keylen;
+    const void *key = mp_args_bytes(a, 1, &keylen);
+    const char *addr = mp_args_str(a, 0);
+    for (size_t i = 3; i + 1 < mp_args_count(a); i += 2) {
+        size_t n;
+        const void *ref = mp_args_bytes(a, i + 1, &n);
+        mp__reader r;
+        mp__reader_init(&r, ref, n);
+        char why[256];
+        void *fn = NULL;
+        if (mp__funcref_decode(&r, &fn, why, sizeof why) < 0)
+            mp__log(MP_LOG_ERROR, "manager: type %s: %s", mp_args_str(a, i), why);
+        else
+            IGNORE_RESULT(mp_manager_register(mp_args_str(a, i), (mp_method_fn)fn));
+    }
+    mp_listener *l;
+    int err = mp_listener_new(&l, addr[0] ? addr : NULL, key, keylen, 16);
+    if (err < 0) {
+        char msg[128];
+        int n = snprintf(msg, sizeof msg, "!%d", err);
+        IGNORE_RESULT(mp__sys_write_all(mp_args_fd(a, 2), msg, (size_t)n + 1));
+        return 1;
+    }
+    /* fd 2 of the args is ours to close once the address is written */
+    err = serve_on(l, mp__sys_dup(mp_args_fd(a, 2)));
+    mp_listener_close(l);
+    return err < 0 ? 1 : 0;
+}
+
+int mp_manager_start(mp_manager **out, mp_context *ctx, const char *address, const void *authkey,
+                     size_t keylen)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    authkey = default_key(authkey, &keylen);
+    if (keylen == 0)
+        return MP_EINVAL;
+    int rp[2];
+    int err = mp__sys_pipe(rp);
+    if (err < 0)
+        return err;
+    mp_args *a = NULL;
+    mp_process *p = NULL;
+    err = mp_args_new(&a);
+    if (err == 0)
+        err = mp_args_add_str(a, address ? address : "");
+    if (err == 0)
+        err = mp_args_add_bytes(a, authkey, keylen);
+    if (err == 0)
+        err = mp_args_add_fd(a, rp[1]);
+    /* registered types travel with it: (typeid, function reference) pairs */
+    pthread_mutex_lock(&types_lock);
+    for (size_t i = 0; i < ntypes && err == 0; i++) {
+        mp_buf ref = MP_BUF_INIT;
+        err = mp__funcref_encode((const void *)types[i].fn, &ref);
+        if (err == 0)
+            err = mp_args_add_str(a, types[i].typeid);
+        if (err == 0)
+            err = mp_args_add_bytes(a, ref.data, ref.len);
+        mp_buf_free(&ref);
+    }
+    pthread_mutex_unlock(&types_lock);
+    if (err == 0)
+        err = mp_process_new(&p, ctx, manager_main, a);
+    mp_args_free(a);
+    if (err == 0) {
+        IGNORE_RESULT(mp_process_set_name(p, "SyncManager"));
+        IGNORE_RESULT(mp_process_set_daemon(p, true));
+        err = mp_process_start(p);
+    }
+    mp__sys_close(rp[1]);
+    char addr[256];
+    size_t n = 0;
+    while (err == 0 && n < sizeof addr - 1) {
+        ssize_t r = read(rp[0], addr + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            err = MP_EBROKEN; /* the server died before listening */
+            break;
+        }
+        if (addr[n] == '\0')
+            break;
+        n++;
+    }
+    addr[n] = '\0';
+    mp__sys_close(rp[0]);
+    if (err == 0 && addr[0] == '!')
+        err = (int)strtol(addr + 1, NULL, 10);
+    mp_manager *m = NULL;
+    if (err == 0)
+        err = mp_manager_connect(&m, addr, authkey, keylen);
+    if (err < 0) {
+        if (p) {
+            if (mp_process_pid(p) > 0) {
+                IGNORE_RESULT(mp_process_kill(p));
+                IGNORE_RESULT(mp_process_join(p, MP_FOREVER));
+            }
+            IGNORE_RESULT(mp_process_close(p));
+        }
+        return err;
+    }
+    m->server = p;
+    *out = m;
+    return 0;
+}
+
+const char *mp_manager_address(const mp_manager *m)
+{
+    return m ? m->address : NULL;
+}
+
+pid_t mp_manager_pid(const mp_manager *m)
+{
+    return m && m->server ? mp_process_pid(m->server) : 0;
+}
+
+int mp_manager_shutdown(mp_manager *m)
+{
+    if (m == NULL)
+        return MP_EINVAL;
+    mp_args *req, *rep = NULL;
+    int err = mp_args_of(&req, "iss", OP_SHUTDOWN, "", "");
+    if (err == 0) {
+        pthread_mutex_lock(&m->lock);
+        err = m->conn ? rpc(m->conn, req, &rep) : MP_ECLOSED;
+        pthread_mutex_unlock(&m->lock);
+    }
+    mp_args_free(req);
+    mp_args_free(rep);
+    if (m->server) {
+        /* as Python: wait a little, then terminate */
+        if (mp_process_join(m->server, 5) == MP_ETIMEDOUT) {
+            IGNORE_RESULT(mp_process_terminate(m->server));
+            IGNORE_RESULT(mp_process_join(m->server, MP_FOREVER));
+        }
+        IGNORE_RESULT(mp_process_close(m->server));
+        m->server = NULL;
+    }
+    return err;
+}
+
+void mp_manager_free(mp_manager *m)
+{
+    if (m == NULL)
+        return;
+    if (m->server)
+        IGNORE_RESULT(mp_manager_shutdown(m));
+    manager_unref(m);
+}
+
+/* A request on the manager's own connection. */
+static int m_call(mp_manager *m, mp_args *req, mp_args **rep)
+{
+    pthread_mutex_lock(&m->lock);
+    int err = rpc(m->conn, req, rep);
+    pthread_mutex_unlock(&m->lock);
+    mp_args_free(req);
+    return err;
+}
+
+/* ---- dict and list ------------------------------------------------------------------ */
+
+struct mp_dict {
+    mp_manager *m;
+    char *name;
+};
+struct mp_list {
+    mp_manager *m;
+    char *name;
+};
+
+static int named_open(mp_manager *m, const char *kind, const char *name, void **out)
+{
+    if (m == NULL || name == NULL || out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp_args *req, *rep = NULL;
+    int err = mp_args_of(&req, "issl", OP_OPEN, kind, name, (int64_t)0);
+    if (err < 0)
+        return err;
+    err = m_call(m, req, &rep);
+    mp_args_free(rep);
+    if (err < 0)
+        return err;
+    struct mp_dict *h = calloc(1, sizeof *h);
+    if (h == NULL || (h->name = strdup(name)) == NULL) {
+        free(h);
+        return MP_ENOMEM;
+    }
+    atomic_fetch_add(&m->refs, 1);
+    h->m = m;
+    *out = h;
+    return 0;
+}
+
+int mp_manager_dict(mp_manager *m, const char *name, mp_dict **out)
+{
+    return named_open(m, "dict", name, (void **)out);
+}
+
+int mp_manager_list(mp_manager *m, const char *name, mp_list **out)
+{
+    return named_open(m, "list", name, (void **)out);
+}
+
+static void named_free(struct mp_dict *h)
+{
+    if (h == NULL)
+        return;
+    manager_unref(h->m);
+    free(h->name);
+    free(h);
+}
+
+void mp_dict_free(mp_dict *d)
+{
+    named_free(d);
+}
+
+void mp_list_free(mp_list *l)
+{
+    named_free((struct mp_dict *)l);
+}
+
+/* Build "op kind name" + @fmt arguments, run it, copy the first result. */
+static int named_rpc(mp_manager *m, const char *kind, const char *name, int op, mp_buf *bytes,
+                     int64_t *num, mp_args *req)
+{
+    if (req == NULL)
+        return MP_ENOMEM;
+    mp_args *rep = NULL;
+    int err = m_call(m, req, &rep);
+    if (err == 0 && bytes && has(rep, 1, MP_ARG_BYTES)) {
+        size_t n;
+        const void *p = mp_args_bytes(rep, 1, &n);
+        bytes->len = 0;
+        err = mp_buf_append(bytes, p, n);
+    } else if (err == 0 && num && has(rep, 1, MP_ARG_INT)) {
+        *num = mp_args_int(rep, 1);
+    } else if (err == 0 && (bytes || num)) {
+        err = MP_EBADMSG;
+    }
+    mp_args_free(rep);
+    (void)kind;
+    (void)name;
+    (void)op;
+    return err;
+}
+
+static mp_args *request(int op, const char *kind, const char *name)
+{
+    mp_args *a;
+    return mp_args_of(&a, "iss", op, kind, name) == 0 ? a : NULL;
+}
+
+static mp_args *with_bytes(mp_args *a, const void *p, size_t n)
+{
+    if (a && mp_args_add_bytes(a, p, n) < 0) {
+        mp_args_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+static mp_args *with_int(mp_args *a, int64_t v)
+{
+    if (a && mp_args_add_int(a, v) < 0) {
+        mp_args_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+static mp_args *with_double(mp_args *a, double v)
+{
+    if (a && mp_args_add_double(a, v) < 0) {
+        mp_args_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+#define DICT_REQ(op) request(op, "dict", d->name)
+#define LIST_REQ(op) request(op, "list", l->name)
+
+int mp_dict_set(mp_dict *d, const void *k, size_t kl, const void *v, size_t vl)
+{
+    if (d == NULL || (k == NULL && kl) || (v == NULL && vl))
+        return MP_EINVAL;
+    return named_rpc(d->m, "dict", d->name, OP_DICT_SET, NULL, NULL,
+                     with_bytes(with_bytes(DICT_REQ(OP_DICT_SET), k, kl), v, vl));
+}
+
+int mp_dict_get(mp_dict *d, const void *k, size_t kl, mp_buf *v)
+{
+    if (d == NULL || (k == NULL && kl) || v == NULL)
+        return MP_EINVAL;
+    return named_rpc(d->m, "dict", d->name, OP_DICT_GET, v, NULL,
+                     with_bytes(DICT_REQ(OP_DICT_GET), k, kl));
+}
+
+int mp_dict_del(mp_dict *d, const void *k, size_t kl)
+{
+    if (d == NULL || (k == NULL && kl))
+        return MP_EINVAL;
+    return named_rpc(d->m, "dict", d->name, OP_DICT_DEL, NULL, NULL,
+                     with_bytes(DICT_REQ(OP_DICT_DEL), k, kl));
+}
+
+int mp_dict_len(mp_dict *d, size_t *out)
+{
+    int64_t n = 0;
+    if (d == NULL || out == NULL)
+        return MP_EINVAL;
+    int err = named_rpc(d->m, "dict", d->name, OP_DICT_LEN, NULL, &n, DICT_REQ(OP_DICT_LEN));
+    *out = (size_t)n;
+    return err;
+}
+
+int mp_dict_add(mp_dict *d, const void *k, size_t kl, int64_t delta, int64_t *out)
+{
+    int64_t n = 0;
+    if (d == NULL || (k == NULL && kl))
+        return MP_EINVAL;
+    int err = named_rpc(d->m, "dict", d->name, OP_DICT_ADD, NULL, &n,
+                        with_int(with_bytes(DICT_REQ(OP_DICT_ADD), k, kl), delta));
+    if (out)
+        *out = n;
+    return err;
+}
+
+int mp_dict_keys(mp_dict *d, mp_buf *out)
+{
+    if (d == NULL || out == NULL)
+        return MP_EINVAL;
+    return named_rpc(d->m, "dict", d->name, OP_DICT_KEYS, out, NULL, DICT_REQ(OP_DICT_KEYS));
+}
+
+int mp_list_append(mp_list *l, const void *v, size_t vl)
+{
+    if (l == NULL || (v == NULL && vl))
+        return MP_EINVAL;
+    return named_rpc(l->m, "list", l->name, 0, NULL, NULL,
+                     with_bytes(LIST_REQ(OP_LIST_APPEND), v, vl));
+}
+
+int mp_list_get(mp_list *l, int64_t index, mp_buf *v)
+{
+    if (l == NULL || v == NULL)
+        return MP_EINVAL;
+    return named_rpc(l->m, "list", l->name, 0, v, NULL, with_int(LIST_REQ(OP_LIST_GET), index));
+}
+
+int mp_list_set(mp_list *l, int64_t index, const void *v, size_t vl)
+{
+    if (l == NULL || (v == NULL && vl))
+        return MP_EINVAL;
+    return named_rpc(l->m, "list", l->name, 0, NULL, NULL,
+                     with_bytes(with_int(LIST_REQ(OP_LIST_SET), index), v, vl));
+}
+
+int mp_list_pop(mp_list *l, int64_t index, mp_buf *v)
+{
+    mp_buf tmp = MP_BUF_INIT;
+    if (l == NULL)
+        return MP_EINVAL;
+    int err = named_rpc(l->m, "list", l->name, 0, v ? v : &tmp, NULL,
+                        with_int(LIST_REQ(OP_LIST_POP), index));
+    mp_buf_free(&tmp);
+    return err;
+}
+
+int mp_list_len(mp_list *l, size_t *out)
+{
+    int64_t n = 0;
+    if (l == NULL || out == NULL)
+        return MP_EINVAL;
+    int err = named_rpc(l->m, "list", l->name, 0, NULL, &n, LIST_REQ(OP_LIST_LEN));
+    *out = (size_t)n;
+    return err;
+}
+
+int mp_manager_call(mp_manager *m, const char *typeid, const char *name, const char *method,
+                    const mp_args *in, mp_buf *out)
+{
+    if (m == NULL || typeid == NULL || name == NULL || method == NULL)
+        return MP_EINVAL;
+    mp_buf enc = MP_BUF_INIT;
+    mp__fdvec fds;
+    fds.n = 0;
+    mp_args *empty = NULL;
+    int err = in ? 0 : mp_args_new(&empty);
+    if (err == 0)
+        err = mp__args_encode(in ? in : empty, &enc, &fds);
+    mp_args_free(empty);
+    if (err == 0 && fds.n > 0)
+        err = MP_EINVAL; /* no descriptors or objects to the server */
+    mp_args *req = NULL;
+    if (err == 0 && (req = request(OP_CALL, typeid, name)) == NULL)
+        err = MP_ENOMEM;
+    if (err == 0 && mp_args_add_str(req, method) < 0)
+        err = MP_ENOMEM;
+    if (err == 0 && mp_args_add_bytes(req, enc.data, enc.len) < 0)
+        err = MP_ENOMEM;
+    mp_buf_free(&enc);
+    if (err < 0) {
+        mp_args_free(req);
+        return err;
+    }
+    mp_buf tmp = MP_BUF_INIT;
+    err = named_rpc(m, typeid, name, OP_CALL, out ? out : &tmp, NULL, req);
+    mp_buf_free(&tmp);
+    return err;
+}
+
+/* ---- proxies for local-object kinds ------------------------------------------------ */
+
+/*
+ * A proxy is the remote half of a lock, event, semaphore, queue or value
+ * handle: those types carry a pointer to one, and each public call goes
+ * here when it is set.  One connection per thread, opened on first use.
+ */
+typedef struct pconn {
+    struct pconn *next;
+    pid_t tid;
+    mp_conn *c;
+} pconn;
+
+struct mp__proxy {
+    pthread_mutex_t lock;
+    char *address, *kind, *name;
+    uint8_t *key;
+    size_t keylen;
+    int64_t param;
+    pconn *conns;
+};
+
+static void proxy_free(mp__proxy *px)
+{
+    if (px == NULL)
+        return;
+    while (px->conns) {
+        pconn *c = px->conns;
+        px->conns = c->next;
+        mp_conn_close(c->c);
+        free(c);
+    }
+    free(px->address);
+    free(px->kind);
+    free(px->name);
+    free(px->key);
+    pthread_mutex_destroy(&px->lock);
+    free(px);
+}
+
+static int proxy_make(const char *address, const void *key, size_t keylen, const char *kind,
+                      const char *name, int64_t param, mp__proxy **out)
+{
+    mp__proxy *px = calloc(1, sizeof *px);
+    if (px == NULL)
+        return MP_ENOMEM;
+    pthread_mutex_init(&px->lock, NULL);
+    px->address = strdup(address);
+    px->kind = strdup(kind);
+    px->name = strdup(name);
+    px->key = malloc(keylen ? keylen : 1);
+    px->keylen = keylen;
+    px->param = param;
+    if (!px->address || !px->kind || !px->name || !px->key) {
+        proxy_free(px);
+        return MP_ENOMEM;
+    }
+    memcpy(px->key, key, keylen);
+    *out = px;
+    return 0;
+}
+
+/* This thread's connection, opened (and the object opened) on first use. */
+static int proxy_conn(mp__proxy *px, mp_conn **out)
+{
+    pid_t tid = mp__tid();
+    pthread_mutex_lock(&px->lock);
+    for (pconn *c = px->conns; c; c = c->next)
+        if (c->tid == tid) {
+            *out = c->c;
+            pthread_mutex_unlock(&px->lock);
+            return 0;
+        }
+    pthread_mutex_unlock(&px->lock);
+    mp_conn *c;
+    int err = mp_client(&c, px->address, px->key, px->keylen);
+    if (err < 0)
+        return err;
+    mp_args *req, *rep = NULL;
+    err = mp_args_of(&req, "issl", OP_OPEN, px->kind, px->name, px->param);
+    if (err == 0)
+        err = rpc(c, req, &rep);
+    mp_args_free(req);
+    mp_args_free(rep);
+    pconn *pc = err == 0 ? calloc(1, sizeof *pc) : NULL;
+    if (pc == NULL) {
+        mp_conn_close(c);
+        return err < 0 ? err : MP_ENOMEM;
+    }
+    pc->tid = tid;
+    pc->c = c;
+    pthread_mutex_lock(&px->lock);
+    pc->next = px->conns;
+    px->conns = pc;
+    pthread_mutex_unlock(&px->lock);
+    *out = c;
+    return 0;
+}
+
+/* Run @req (consumed) on this thread's connection. */
+static int proxy_rpc(mp__proxy *px, mp_args *req, mp_args **rep)
+{
+    *rep = NULL;
+    if (req == NULL)
+        return MP_ENOMEM;
+    mp_conn *c;
+    int err = proxy_conn(px, &c);
+    if (err == 0)
+        err = rpc(c, req, rep);
+    mp_args_free(req);
+    return err;
+}
+
+static int px_op(int which);
+
+int mp__px_simple(mp__proxy *px, int which, double timeout, int64_t *num)
+{
+    int op = px_op(which);
+    mp_args *req = request(op, px->kind, px->name), *rep = NULL;
+    if (!isnan(timeout))
+        req = with_double(req, timeout);
+    int err = proxy_rpc(px, req, &rep);
+    if (err >= 0 && num)
+        *num = has(rep, 1, MP_ARG_INT) ? mp_args_int(rep, 1) : 0;
+    mp_args_free(rep);
+    return err;
+}
+
+int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeout, mp_buf *out,
+                 void *into, size_t cap, size_t *len)
+{
+    int op = px_op(which);
+    mp_args *req = request(op, px->kind, px->name), *rep = NULL;
+    if (p != NULL || op == OP_Q_PUT || op == OP_VAL_STORE)
+        req = with_bytes(req, p, n);
+    if (!isnan(timeout))
+        req = with_double(req, timeout);
+    int err = proxy_rpc(px, req, &rep);
+    if (err == 0 && (out || into)) {
+        size_t k = 0;
+        const void *b = has(rep, 1, MP_ARG_BYTES) ? mp_args_bytes(rep, 1, &k) : NULL;
+        if (b == NULL) {
+            err = MP_EBADMSG;
+        } else if (out) {
+            out->len = 0;
+            err = mp_buf_append(out, b, k);
+        } else {
+            if (len)
+                *len = k;
+            if (k > cap)
+                err = MP_EMSGSIZE; /* the message is gone from the server's queue */
+            else
+                memcpy(into, b, k);
+        }
+    }
+    mp_args_free(rep);
+    return err;
+}
+
+void mp__px_free(mp__proxy *px)
+{
+    proxy_free(px);
+}
+
+int mp__px_dup(const mp__proxy *px, mp__proxy **out)
+{
+    return proxy_make(px->address, px->key, px->keylen, px->kind, px->name, px->param, out);
+}
+
+int mp__px_reduce(const mp__proxy *px, mp_buf *out)
+{
+    int err = mp__put_str(out, px->address);
+    if (err == 0)
+        err = mp__put_blob(out, px->key, px->keylen);
+    if (err == 0)
+        err = mp__put_str(out, px->kind);
+    if (err == 0)
+        err = mp__put_str(out, px->name);
+    if (err == 0)
+        err = mp__put_u64(out, (uint64_t)px->param);
+    return err;
+}
+
+int mp__px_rebuild(mp__reader *r, mp__proxy **out)
+{
+    const char *address = mp__get_str(r);
+    size_t keylen = 0;
+    const void *key = mp__get_blob(r, &keylen);
+    const char *kind = mp__get_str(r), *name = mp__get_str(r);
+    int64_t param = (int64_t)mp__get_u64(r);
+    if (r->err || keylen == 0 || keylen > MP__AUTHKEY_MAX)
+        return MP_EBADMSG;
+    return proxy_make(address, key, keylen, kind, name, param, out);
+}
+
+/* Make a proxy for @kind @name on @m's server; the object is opened now. */
+int mp__px_open(mp_manager *m, const char *kind, const char *name, int64_t param, mp__proxy **out)
+{
+    if (m == NULL || name == NULL)
+        return MP_EINVAL;
+    int err = proxy_make(m->address, m->key, m->keylen, kind, name, param, out);
+    if (err < 0)
+        return err;
+    mp_conn *c;
+    err = proxy_conn(*out, &c); /* opens it on the server: MP_EINVAL etc. now */
+    if (err < 0) {
+        proxy_free(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
+static int px_op(int which)
+{
+    static const int ops[] = {
+        [MP__PX_Q_PUT] = OP_Q_PUT,         [MP__PX_Q_GET] = OP_Q_GET,
+        [MP__PX_Q_QSIZE] = OP_Q_QSIZE,     [MP__PX_Q_FULL] = OP_Q_FULL,
+        [MP__PX_LOCK_ACQ] = OP_LOCK_ACQ,   [MP__PX_LOCK_REL] = OP_LOCK_REL,
+        [MP__PX_LOCK_LOCKED] = OP_LOCK_LOCKED, [MP__PX_EV_SET] = OP_EV_SET,
+        [MP__PX_EV_CLEAR] = OP_EV_CLEAR,   [MP__PX_EV_ISSET] = OP_EV_ISSET,
+        [MP__PX_EV_WAIT] = OP_EV_WAIT,     [MP__PX_SEM_ACQ] = OP_SEM_ACQ,
+        [MP__PX_SEM_REL] = OP_SEM_REL,     [MP__PX_SEM_VALUE] = OP_SEM_VALUE,
+        [MP__PX_VAL_LOAD] = OP_VAL_LOAD,   [MP__PX_VAL_STORE] = OP_VAL_STORE,
+    };
+    return ops[which];
+}
+
+/* ---- the public proxy constructors ------------------------------------------------ */
+
+
+
+static int open_proxy(mp_manager *m, const char *kind, const char *name, int64_t param,
+                      int (*wrap)(mp__proxy *, void **), void **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    mp__proxy *px;
+    int err = mp__px_open(m, kind, name, param, &px);
+    if (err == 0 && (err = wrap(px, out)) < 0)
+        mp__px_free(px);
+    return err;
+}
+
+static int wrap_queue(mp__proxy *px, void **out)
+{
+    return mp__queue_from_proxy(px, (mp_queue **)out);
+}
+
+static int wrap_lock(mp__proxy *px, void **out)
+{
+    return mp__lock_from_proxy(px, (mp_lock **)out);
+}
+
+static int wrap_event(mp__proxy *px, void **out)
+{
+    return mp__event_from_proxy(px, (mp_event **)out);
+}
+
+static int wrap_semaphore(mp__proxy *px, void **out)
+{
+    return mp__semaphore_from_proxy(px, (mp_semaphore **)out);
+}
+
+int mp_manager_queue(mp_manager *m, const char *name, size_t maxsize, mp_queue **out)
+{
+    if (maxsize > INT64_MAX)
+        return MP_EINVAL;
+    return open_proxy(m, "queue", name, (int64_t)maxsize, wrap_queue, (void **)out);
+}
+
+int mp_manager_lock(mp_manager *m, const char *name, mp_lock **out)
+{
+    return open_proxy(m, "lock", name, 0, wrap_lock, (void **)out);
+}
+
+int mp_manager_event(mp_manager *m, const char *name, mp_event **out)
+{
+    return open_proxy(m, "event", name, 0, wrap_event, (void **)out);
+}
+
+int mp_manager_semaphore(mp_manager *m, const char *name, unsigned value, mp_semaphore **out)
+{
+    if (value > INT32_MAX)
+        return MP_EINVAL;
+    return open_proxy(m, "semaphore", name, value, wrap_semaphore, (void **)out);
+}
+
+int mp_manager_value(mp_manager *m, const char *name, mp_type type, mp_value **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (mp_type_size(type) == 0)
+        return MP_EINVAL;
+    mp__proxy *px;
+    int err = mp__px_open(m, "value", name, (int64_t)type, &px);
+    if (err == 0 && (err = mp__value_from_proxy(px, type, out)) < 0)
+        mp__px_free(px);
+    return err;
+}
