@@ -71,6 +71,8 @@ SUITES = [
                                  quick_args=("-n", "60", "-s", "10", "-f", "30", "-r", "2"))),
     Suite("bench_conn", c_bench("bench_conn", quick_args=("-n", "2000", "-m", "30", "-c", "200"))),
     Suite("py_conn", py_bench("py_conn.py", quick_args=("-n", "2000", "-m", "30", "-c", "200"))),
+    Suite("bench_sync", c_bench("bench_sync", quick_args=("-u", "300", "-c", "20", "-n", "2000"))),
+    Suite("py_sync", py_bench("py_sync.py", quick_args=("-u", "100", "-c", "10", "-n", "1000"))),
 ]
 
 ROWS = [
@@ -89,6 +91,21 @@ ROWS = [
         kernel="raw_rtt1m", kernel_label="socketpair write+read"),
     Row("connect + authkey handshake (unix)", mp="mp_connect_auth", py="py_connect_auth",
         kernel="raw_connect", kernel_label="connect+close"),
+    Row("Lock acquire+release, uncontended", mp="mp_lock_uncontended",
+        py="py_lock_uncontended", kernel="raw_futex_lock_uncontended",
+        kernel_label="3-state futex mutex", max_vs_kernel=1.5),
+    Row("… same, vs the robust PI mutex Lock is built on", mp="mp_lock_uncontended",
+        py=None, kernel="raw_pthread_robust_pi_uncontended",
+        kernel_label="robust PI pshared pthread mutex"),
+    Row("Lock, 2 processes contending (per op)", mp="mp_lock_contended",
+        py="py_lock_contended", kernel="raw_pthread_robust_contended",
+        kernel_label="robust pshared pthread mutex", max_vs_kernel=1.25),
+    Row("… same, vs the robust PI mutex Lock is built on", mp="mp_lock_contended",
+        py=None, kernel="raw_pthread_robust_pi_contended",
+        kernel_label="robust PI pshared pthread mutex"),
+    Row("Event ping-pong round trip (both on one CPU)", mp="mp_event_pingpong",
+        py="py_event_pingpong", kernel="raw_futex_pingpong",
+        kernel_label="futex wake/wait on two words", max_vs_kernel=1.2),
 ]
 
 

@@ -76,13 +76,35 @@ expect[pipe]='^fork +parent_conn\.recv\(\) = \[42, 3\.5, .hello.\]$
 ^one-way: received 0 1 4 9 16, then end of file$
 sending on the reader: MP_EBADF .* ok$
 ^pipe: OK$'
+expect[lock10]='^pid: [0-9]+$
+10*^pid: [0-9]+, num: [0-9]$
+^fork +10 processes went through the lock one at a time, each number once, .* ok$
+^spawn +10 processes went through the lock one at a time, each number once, .* ok$
+^forkserver +10 processes went through the lock one at a time, each number once, .* ok$
+^lock10: OK$'
+expect[value_counter]='^fork +counter\.value = 40000 \(4 processes x 10000 increments\) +ok$
+^spawn +counter\.value = 40000 .* ok$
+^forkserver +counter\.value = 40000 .* ok$
+^value_counter: OK$'
+expect[array_fill]='^3\.1415927$
+^\[0, -1, -2, -3, -4, -5, -6, -7, -8, -9\]$
+3*num\.value and arr\[:\] as Python prints them +ok$
+^squares: \[0, 1, 4, 9, 16, 25, .*, 324, 361\]$
+3*4 children filled 20 squares +ok$
+^array_fill: OK$'
+expect[barrier_pipeline]='^step 0: +source: 0 +square: - +add one: - +sink: -$
+^step 4: +source: 4 +square: 3\*3=9 +add one: 4\+1=5 +sink: results\[1\]=2$
+^step 8: +source: - +square: - +add one: - +sink: results\[5\]=26$
+3*6 items through 4 stages in 9 steps: 1 2 5 10 17 26 +ok$
+^barrier_pipeline: OK$'
 expect[shm_python]='^C created psm_[0-9a-f]{8}, 64 bytes$
 ^C wrote: .hello from C. \[1, 2, 3, 4\] in psm_[0-9a-f]{8}$
 ^python read: .hello from C. \[1, 2, 3, 4\]$
 ^C read: .hello from Python. \[2, 4, 6, 8\] in psm_[0-9a-f]{8}$
 ^shm_python: OK$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
-       process_info pipe shm_python)
+       process_info pipe lock10 value_counter array_fill barrier_pipeline
+       shm_python)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)
