@@ -73,6 +73,8 @@ SUITES = [
     Suite("py_conn", py_bench("py_conn.py", quick_args=("-n", "2000", "-m", "30", "-c", "200"))),
     Suite("bench_sync", c_bench("bench_sync", quick_args=("-u", "300", "-c", "20", "-n", "2000"))),
     Suite("py_sync", py_bench("py_sync.py", quick_args=("-u", "100", "-c", "10", "-n", "1000"))),
+    Suite("bench_manager", c_bench("bench_manager", quick_args=("-n", "2000", "-m", "2000", "-r", "3"))),
+    Suite("py_manager", py_bench("py_manager.py", quick_args=("-n", "2000", "-m", "1000", "-r", "3"))),
 ]
 
 ROWS = [
@@ -106,6 +108,11 @@ ROWS = [
     Row("Event ping-pong round trip (both on one CPU)", mp="mp_event_pingpong",
         py="py_event_pingpong", kernel="raw_futex_pingpong",
         kernel_label="futex wake/wait on two words", max_vs_kernel=1.2),
+    Row("Manager dict set+get from a child (2 requests)", mp="mp_mgr_dict_rtt",
+        py="py_mgr_dict_rtt", kernel="raw_sock_rtt16x2",
+        kernel_label="socketpair 16 B write + 16 B reply, ×2", max_vs_kernel=1.2),
+    Row("Manager dict, 4 client processes at once (per op; Python: d[k] = v)",
+        mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None, min_vs_python=20),
 ]
 
 

@@ -102,9 +102,21 @@ expect[shm_python]='^C created psm_[0-9a-f]{8}, 64 bytes$
 ^python read: .hello from C. \[1, 2, 3, 4\]$
 ^C read: .hello from Python. \[2, 4, 6, 8\] in psm_[0-9a-f]{8}$
 ^shm_python: OK$'
+expect[manager_dict]='^manager server: pid [0-9]+ at unix:
+^fork +\{.task-00.: .0 by worker 0., .*.task-11.: .121 by worker 3.\}$
+3*4 workers wrote 12 results, done counter 12, 0 wrong ok$
+^d\[.task-99.\] -> MP_ENOENT ok$
+^manager_dict: OK$'
+expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
+3*^worker [0-9]+: [0-9]+ tasks done$
+^result: 0 -> 0 by pid [0-9]+$
+^30 results from [0-9]+ worker processes: every task done exactly once, every square right ok$
+^3 of 3 workers exited with 0 ok$
+^connecting with a wrong authkey: MP_E[A-Z]+ ok$
+^remote_queue: OK$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
-       shm_python)
+       shm_python manager_dict remote_queue)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)

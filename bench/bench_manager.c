@@ -1,0 +1,290 @@
+/*
+ * bench_manager.c: the manager's shared dict, against a bare socket round
+ * trip.  The manager is started with the fork context; its clients are
+ * forked children that connect to it by address (as a Python proxy does in
+ * a child).
+ *
+ *   mp_mgr_dict_rtt
+ *       one mp_dict_set + mp_dict_get (8-byte key, 8-byte value: two
+ *       requests, two replies) from a child process;
+ *   raw_sock_rtt16x2
+ *       the bare kernel operation: two processes on a unix socketpair,
+ *       write 16 bytes / read a 16-byte reply, twice (as set + get);
+ *   mp_mgr_dict_add_Np
+ *       N client processes at once, each doing M mp_dict_add on one shared
+ *       key: the wall time from "go" to the last client done, divided by
+ *       N*M (per-op time of the aggregate throughput; one sample a round).
+ *       The final count is checked.
+ *
+ * Prints one JSON line per benchmark (see bench_stats.h).
+ *
+ * usage: bench_manager [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]
+ */
+#define _GNU_SOURCE
+#include <multiproc.h>
+
+#include "bench_stats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void die(const char *what, int err)
+{
+    fprintf(stderr, "bench_manager: %s: %s\n", what,
+            err < 0 ? mp_strerror(err) : strerror(err));
+    exit(1);
+}
+
+static void check(const char *what, int err)
+{
+    if (err < 0)
+        die(what, err);
+}
+
+static mp_process *start(mp_target_fn fn, const mp_args *args)
+{
+    mp_process *p;
+    check("mp_process_new", mp_process_new(&p, mp_get_context("fork"), fn, args));
+    check("mp_process_start", mp_process_start(p));
+    return p;
+}
+
+static void join(mp_process *p)
+{
+    int code;
+    check("join", mp_process_join(p, 120));
+    check("exitcode", mp_process_exitcode(p, &code));
+    if (code != 0) {
+        fprintf(stderr, "bench_manager: a child exited with %d\n", code);
+        exit(1);
+    }
+    check("close", mp_process_close(p));
+}
+
+/* ---- set+get round trip from a child ---------------------------------- */
+
+/* args: address, n.  Connects on its own, times n set+get pairs, reports. */
+static int rtt_client(const mp_args *a)
+{
+    size_t n = (size_t)mp_args_int(a, 1);
+    mp_manager *m;
+    check("mp_manager_connect", mp_manager_connect(&m, mp_args_str(a, 0), NULL, 0));
+    mp_dict *d;
+    check("mp_manager_dict", mp_manager_dict(m, "rtt", &d));
+    uint64_t *s = calloc(n, sizeof *s);
+    if (s == NULL)
+        die("calloc", ENOMEM);
+    mp_buf got = MP_BUF_INIT;
+    char key[8] = "key-0000";
+    for (size_t i = 0; i < n + n / 10; i++) { /* the first tenth warms up */
+        uint64_t v = i;
+        key[7] = (char)('0' + i % 8);
+        uint64_t t0 = bench_now_ns();
+        check("mp_dict_set", mp_dict_set(d, key, sizeof key, &v, sizeof v));
+        check("mp_dict_get", mp_dict_get(d, key, sizeof key, &got));
+        uint64_t t1 = bench_now_ns();
+        if (got.len != sizeof v || memcmp(got.data, &v, sizeof v) != 0)
+            die("dict value", MP_EBADMSG);
+        if (i >= n / 10)
+            s[i - n / 10] = t1 - t0;
+    }
+    bench_report("mp_mgr_dict_rtt", s, n);
+    free(s);
+    mp_buf_free(&got);
+    mp_dict_free(d);
+    mp_manager_free(m);
+    return 0;
+}
+
+static void mgr_rtt(mp_manager *m, size_t n)
+{
+    mp_args *args;
+    check("mp_args_of", mp_args_of(&args, "sl", mp_manager_address(m), (int64_t)n));
+    mp_process *p = start(rtt_client, args);
+    mp_args_free(args);
+    join(p);
+}
+
+/* ---- the bare socket round trip ---------------------------------------- */
+
+static int xfer(int fd, void *p, size_t n, bool out)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = out ? write(fd, c, n) : read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void raw_rtt(size_t n)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        die("socketpair", errno);
+    uint64_t *s = calloc(n, sizeof *s);
+    if (s == NULL)
+        die("calloc", ENOMEM);
+    char msg[16] = {0};
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork", errno);
+    if (pid == 0) {
+        close(sv[0]);
+        while (xfer(sv[1], msg, sizeof msg, false) == 0 && xfer(sv[1], msg, sizeof msg, true) == 0)
+            ;
+        _exit(0);
+    }
+    close(sv[1]);
+    for (size_t i = 0; i < n + n / 10; i++) {
+        uint64_t t0 = bench_now_ns();
+        for (int j = 0; j < 2; j++)
+            if (xfer(sv[0], msg, sizeof msg, true) < 0 || xfer(sv[0], msg, sizeof msg, false) < 0)
+                die("raw echo", EIO);
+        if (i >= n / 10)
+            s[i - n / 10] = bench_now_ns() - t0;
+    }
+    close(sv[0]); /* the child sees end of file */
+    waitpid(pid, NULL, 0);
+    bench_report("raw_sock_rtt16x2", s, n);
+    free(s);
+}
+
+/* ---- N clients at once -------------------------------------------------- */
+
+/* args: address, ops, ready fd (write), go fd (read), done fd (write). */
+static int add_client(const mp_args *a)
+{
+    int64_t ops = mp_args_int(a, 1);
+    mp_manager *m;
+    check("mp_manager_connect", mp_manager_connect(&m, mp_args_str(a, 0), NULL, 0));
+    mp_dict *d;
+    check("mp_manager_dict", mp_manager_dict(m, "adds", &d));
+    char c = 'r';
+    if (write(mp_args_fd(a, 2), &c, 1) != 1)
+        die("ready", errno);
+    if (read(mp_args_fd(a, 3), &c, 1) != 1) /* one byte each is "go" */
+        die("go", EIO);
+    for (int64_t i = 0; i < ops; i++)
+        check("mp_dict_add", mp_dict_add(d, "count", 5, 1, NULL));
+    c = 'd';
+    if (write(mp_args_fd(a, 4), &c, 1) != 1)
+        die("done", errno);
+    mp_dict_free(d);
+    mp_manager_free(m);
+    return 0;
+}
+
+static void read_n(int fd, size_t n)
+{
+    char c;
+    for (size_t i = 0; i < n; i++)
+        if (read(fd, &c, 1) != 1)
+            die("a client died", EIO);
+}
+
+static void mgr_adds(mp_manager *m, size_t procs, size_t ops, size_t rounds)
+{
+    mp_dict *d;
+    check("mp_manager_dict", mp_manager_dict(m, "adds", &d));
+    uint64_t *s = calloc(rounds, sizeof *s);
+    mp_process **ps = calloc(procs, sizeof *ps);
+    if (s == NULL || ps == NULL)
+        die("calloc", ENOMEM);
+    int64_t expect = 0;
+    for (size_t r = 0; r < rounds + 1; r++) { /* round 0 warms up */
+        int ready[2], go[2], done[2];
+        if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
+            die("pipe", errno);
+        mp_args *args;
+        check("mp_args_of", mp_args_of(&args, "slfff", mp_manager_address(m), (int64_t)ops,
+                                        ready[1], go[0], done[1]));
+        for (size_t i = 0; i < procs; i++)
+            ps[i] = start(add_client, args);
+        mp_args_free(args);
+        close(ready[1]);
+        close(go[0]);
+        close(done[1]);
+        read_n(ready[0], procs);
+        /* forked children hold the write end too: no end of file, a byte each */
+        char *gos = malloc(procs);
+        if (gos == NULL)
+            die("malloc", ENOMEM);
+        memset(gos, 'g', procs);
+        uint64_t t0 = bench_now_ns();
+        if (write(go[1], gos, procs) != (ssize_t)procs)
+            die("go", errno);
+        free(gos);
+        read_n(done[0], procs);
+        uint64_t t1 = bench_now_ns();
+        close(ready[0]);
+        close(go[1]);
+        close(done[0]);
+        for (size_t i = 0; i < procs; i++)
+            join(ps[i]);
+        if (r > 0)
+            s[r - 1] = (t1 - t0) / (procs * ops);
+        expect += (int64_t)(procs * ops);
+    }
+    int64_t total;
+    check("mp_dict_add", mp_dict_add(d, "count", 5, 0, &total));
+    if (total != expect) {
+        fprintf(stderr, "bench_manager: count %lld, expected %lld\n", (long long)total,
+                (long long)expect);
+        exit(1);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "mp_mgr_dict_add_%zup", procs);
+    bench_report(name, s, rounds);
+    free(s);
+    free(ps);
+    mp_dict_free(d);
+}
+
+static size_t count(const char *s)
+{
+    long v = s ? strtol(s, NULL, 10) : 0;
+    if (v <= 0) {
+        fprintf(stderr, "bench_manager: a positive count is needed\n");
+        exit(2);
+    }
+    return (size_t)v;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 20000, procs = 4, ops = 20000, rounds = 10;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-n") == 0)
+            n = count(i + 1 < argc ? argv[++i] : NULL);
+        else if (strcmp(argv[i], "-p") == 0)
+            procs = count(i + 1 < argc ? argv[++i] : NULL);
+        else if (strcmp(argv[i], "-m") == 0)
+            ops = count(i + 1 < argc ? argv[++i] : NULL);
+        else if (strcmp(argv[i], "-r") == 0)
+            rounds = count(i + 1 < argc ? argv[++i] : NULL);
+        else {
+            fprintf(stderr, "usage: %s [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    mp_manager *m;
+    check("mp_manager_start", mp_manager_start(&m, mp_get_context("fork"), NULL, NULL, 0));
+    mgr_rtt(m, n);
+    raw_rtt(n);
+    mgr_adds(m, procs, ops, rounds);
+    mp_manager_free(m); /* shuts the server down and joins it */
+    return 0;
+}

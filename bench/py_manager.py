@@ -1,0 +1,104 @@
+"""Python's Manager().dict(): the same measurements as bench_manager.c.
+Prints one JSON line per benchmark on stdout.
+
+    python3.11 bench/py_manager.py [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]
+
+  py_mgr_dict_rtt      d[k] = v; d[k] on a Manager().dict() proxy, from a
+                       forked child (two requests), manager started with
+                       the fork context
+  py_mgr_dict_set_Np   PROCS forked children at once, each doing M d[k] = i
+                       (one request each: Python's proxy has no atomic add;
+                       each child its own key); wall time from "go" to the
+                       last one done / (PROCS * M), one sample a round
+"""
+import json
+import multiprocessing
+import time
+
+
+def quantile(s, q):
+    pos = q * (len(s) - 1)
+    i = int(pos)
+    if i + 1 >= len(s):
+        return float(s[-1])
+    frac = pos - i
+    return s[i] * (1 - frac) + s[i + 1] * frac
+
+
+def report(name, samples):
+    s = sorted(samples)
+    print(json.dumps({
+        "name": name, "n": len(s),
+        "median_us": quantile(s, 0.5) / 1e3, "p10_us": quantile(s, 0.1) / 1e3,
+        "p90_us": quantile(s, 0.9) / 1e3, "mean_us": sum(s) / len(s) / 1e3,
+        "min_us": s[0] / 1e3}), flush=True)
+
+
+def rtt_client(d, n):
+    out = []
+    now = time.perf_counter_ns
+    for i in range(n + n // 10):
+        k = "key-000%d" % (i % 8)
+        t0 = now()
+        d[k] = i
+        got = d[k]
+        t1 = now()
+        assert got == i
+        if i >= n // 10:
+            out.append(t1 - t0)
+    report("py_mgr_dict_rtt", out)
+
+
+def set_client(d, me, ops, ready, go, done):
+    k = "count-%d" % me
+    d[k] = -1  # the proxy connects on first use: before the clock starts
+    ready.put(me)
+    go.wait()
+    for i in range(ops):
+        d[k] = i
+    done.put(me)
+
+
+def main():
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("-p", type=int, default=4)
+    ap.add_argument("-m", type=int, default=2000)
+    ap.add_argument("-r", type=int, default=5)
+    args = ap.parse_args()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as mgr:
+        d = mgr.dict()
+        p = ctx.Process(target=rtt_client, args=(d, args.n))
+        p.start()
+        p.join()
+        assert p.exitcode == 0
+
+        samples = []
+        for r in range(args.r + 1):  # round 0 warms up
+            d2 = mgr.dict()
+            ready, done = ctx.SimpleQueue(), ctx.SimpleQueue()
+            go = ctx.Event()
+            ps = [ctx.Process(target=set_client, args=(d2, i, args.m, ready, go, done))
+                  for i in range(args.p)]
+            for q in ps:
+                q.start()
+            for _ in ps:
+                ready.get()
+            t0 = time.perf_counter_ns()
+            go.set()
+            for _ in ps:
+                done.get()
+            t1 = time.perf_counter_ns()
+            for q in ps:
+                q.join()
+                assert q.exitcode == 0
+            assert len(d2) == args.p and all(v == args.m - 1 for v in d2.values())
+            if r > 0:
+                samples.append((t1 - t0) / (args.p * args.m))
+        report("py_mgr_dict_set_%dp" % args.p, samples)
+
+
+if __name__ == "__main__":
+    main()
