@@ -563,15 +563,14 @@ static void *serve_conn(void *arg)
         if (err < 0)
             break;
         int status = MP_EBADMSG;
+        bool stop = false;
         if (mp_args_new(&r) < 0)
             break;
         if (has(a, 0, MP_ARG_INT) && has(a, 1, MP_ARG_STR) && has(a, 2, MP_ARG_STR)) {
             int op = (int)mp_args_int(a, 0);
             pthread_mutex_lock(&srv->lock);
             if (op == OP_SHUTDOWN) {
-                srv->shutdown = true;
-                uint64_t one = 1;
-                IGNORE_RESULT(write(srv->wakefd, &one, sizeof one));
+                stop = true; /* once the reply is out */
                 status = 0;
             } else {
                 sobj *o = NULL;
@@ -591,6 +590,13 @@ static void *serve_conn(void *arg)
         mp_args_free(full);
         mp_args_free(a);
         mp_args_free(r);
+        if (stop) {
+            pthread_mutex_lock(&srv->lock);
+            srv->shutdown = true;
+            pthread_mutex_unlock(&srv->lock);
+            uint64_t one = 1;
+            IGNORE_RESULT(write(srv->wakefd, &one, sizeof one));
+        }
         if (err < 0)
             break;
     }
