@@ -1,0 +1,555 @@
+/*
+ * Value and Array: PYTHON-SEMANTICS section 14 that applies to C.  Every
+ * mp_type, zero-initialised (also where freed memory was dirty) or from an
+ * initializer, with and without a lock; shared with children (and their
+ * children) under every start method; increments under the value's own
+ * lock; many objects without descriptor growth; bad input.
+ */
+#include "mp_test.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- helpers ------------------------------------------------------------ */
+
+#define NTYPES 12
+
+static const mp_type all_types[NTYPES] = {
+    MP_CHAR,  MP_INT8,   MP_UINT8, MP_INT16,  MP_UINT16, MP_INT32,
+    MP_UINT32, MP_INT64, MP_UINT64, MP_FLOAT, MP_DOUBLE, MP_BOOL,
+};
+
+static mp_args *args_new(void)
+{
+    mp_args *a;
+    ASSERT_OK(mp_args_new(&a));
+    return a;
+}
+
+/* Run @fn(a) under @ctx to the end; frees @a; returns the exit code. */
+static int run(mp_context *ctx, mp_target_fn fn, mp_args *a)
+{
+    mp_process *p;
+    int code = -1000;
+    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
+    mp_args_free(a);
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_OK(mp_process_join(p, 60));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_OK(mp_process_close(p));
+    return code;
+}
+
+static bool all_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0)
+            return false;
+    return true;
+}
+
+static bool aligned(const void *p, size_t align)
+{
+    return (uintptr_t)p % align == 0;
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ASSERT_TRUE(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += isdigit((unsigned char)e->d_name[0]) != 0;
+    closedir(d);
+    return n - 1; /* the directory's own */
+}
+
+/* ---- types ---------------------------------------------------------------- */
+
+MP_TEST(type_sizes)
+{
+    ASSERT_EQ(sizeof(char), mp_type_size(MP_CHAR));
+    ASSERT_EQ(1, mp_type_size(MP_INT8));
+    ASSERT_EQ(1, mp_type_size(MP_UINT8));
+    ASSERT_EQ(2, mp_type_size(MP_INT16));
+    ASSERT_EQ(2, mp_type_size(MP_UINT16));
+    ASSERT_EQ(4, mp_type_size(MP_INT32));
+    ASSERT_EQ(4, mp_type_size(MP_UINT32));
+    ASSERT_EQ(8, mp_type_size(MP_INT64));
+    ASSERT_EQ(8, mp_type_size(MP_UINT64));
+    ASSERT_EQ(sizeof(float), mp_type_size(MP_FLOAT));
+    ASSERT_EQ(sizeof(double), mp_type_size(MP_DOUBLE));
+    ASSERT_EQ(sizeof(bool), mp_type_size(MP_BOOL));
+    ASSERT_EQ(0, mp_type_size((mp_type)NTYPES));
+    ASSERT_EQ(0, mp_type_size((mp_type)1000));
+    ASSERT_EQ(0, mp_type_size((mp_type)-1));
+}
+
+/* ---- Value in one process ------------------------------------------------- */
+
+MP_TEST(value_every_type_zeroed)
+{
+    for (int locked = 0; locked < 2; locked++) {
+        for (int i = 0; i < NTYPES; i++) {
+            mp_type t = all_types[i];
+            size_t size = mp_type_size(t);
+            /* three rounds, the memory dirtied before each free */
+            for (int round = 0; round < 3; round++) {
+                mp_value *v;
+                ASSERT_OK(mp_value_new(&v, t, locked));
+                ASSERT_EQ(t, mp_value_type(v));
+                void *p = mp_value_ptr(v);
+                ASSERT_TRUE(p != NULL);
+                ASSERT_TRUE(aligned(p, size));
+                ASSERT_TRUE(all_zero(p, size));
+                mp_lock *l = mp_value_lock(v);
+                if (locked) {
+                    ASSERT_TRUE(l != NULL);
+                    ASSERT_TRUE(mp_lock_is_recursive(l)); /* Python's default: an RLock */
+                    ASSERT_FALSE(mp_lock_locked(l));
+                    ASSERT_OK(mp_lock_acquire(l, 0));
+                    ASSERT_OK(mp_lock_acquire(l, 0));
+                    ASSERT_OK(mp_lock_release(l));
+                    ASSERT_OK(mp_lock_release(l));
+                    ASSERT_ERR(MP_EINVAL, mp_lock_release(l));
+                } else {
+                    ASSERT_TRUE(l == NULL);
+                }
+                memset(p, 0xa5, size);
+                ASSERT_EQ(0xa5, *(unsigned char *)mp_value_ptr(v));
+                mp_value_free(v);
+            }
+        }
+    }
+}
+
+MP_TEST(value_holds_what_is_written)
+{
+    mp_value *v;
+    ASSERT_OK(mp_value_new(&v, MP_INT64, true));
+    *(int64_t *)mp_value_ptr(v) = (int64_t)1 << 33;
+    ASSERT_EQ((int64_t)1 << 33, *(int64_t *)mp_value_ptr(v));
+    ASSERT_TRUE(mp_value_ptr(v) == mp_value_ptr(v)); /* a stable address */
+    mp_value_free(v);
+
+    ASSERT_OK(mp_value_new(&v, MP_DOUBLE, false));
+    *(double *)mp_value_ptr(v) = 3.625;
+    ASSERT_TRUE(*(double *)mp_value_ptr(v) == 3.625);
+    mp_value_free(v);
+
+    /* values are distinct objects */
+    mp_value *a, *b;
+    ASSERT_OK(mp_value_new(&a, MP_INT32, false));
+    ASSERT_OK(mp_value_new(&b, MP_INT32, false));
+    ASSERT_TRUE(mp_value_ptr(a) != mp_value_ptr(b));
+    *(int32_t *)mp_value_ptr(a) = 1;
+    *(int32_t *)mp_value_ptr(b) = 2;
+    ASSERT_EQ(1, *(int32_t *)mp_value_ptr(a));
+    ASSERT_EQ(2, *(int32_t *)mp_value_ptr(b));
+    mp_value_free(a);
+    mp_value_free(b);
+
+    /* each locked value has its own lock */
+    ASSERT_OK(mp_value_new(&a, MP_INT32, true));
+    ASSERT_OK(mp_value_new(&b, MP_INT32, true));
+    ASSERT_OK(mp_lock_acquire(mp_value_lock(a), 0));
+    ASSERT_FALSE(mp_lock_locked(mp_value_lock(b)));
+    ASSERT_OK(mp_lock_release(mp_value_lock(a)));
+    mp_value_free(a);
+    mp_value_free(b);
+}
+
+/* ---- Array in one process ------------------------------------------------- */
+
+MP_TEST(array_every_type_zeroed)
+{
+    for (int locked = 0; locked < 2; locked++) {
+        for (int i = 0; i < NTYPES; i++) {
+            mp_type t = all_types[i];
+            size_t size = mp_type_size(t);
+            for (int round = 0; round < 3; round++) {
+                mp_array *a;
+                ASSERT_OK(mp_array_new(&a, t, 37, NULL, locked));
+                ASSERT_EQ(37, mp_array_len(a));
+                ASSERT_EQ(t, mp_array_type(a));
+                void *p = mp_array_data(a);
+                ASSERT_TRUE(p != NULL);
+                ASSERT_TRUE(aligned(p, size));
+                ASSERT_TRUE(all_zero(p, 37 * size));
+                if (locked) {
+                    mp_lock *l = mp_array_lock(a);
+                    ASSERT_TRUE(l != NULL);
+                    ASSERT_TRUE(mp_lock_is_recursive(l));
+                    ASSERT_OK(mp_lock_acquire(l, 0));
+                    ASSERT_OK(mp_lock_release(l));
+                } else {
+                    ASSERT_TRUE(mp_array_lock(a) == NULL);
+                }
+                memset(p, 0x5a, 37 * size);
+                mp_array_free(a);
+            }
+        }
+    }
+}
+
+MP_TEST(array_from_an_initializer)
+{
+    int32_t ints[10];
+    for (int i = 0; i < 10; i++)
+        ints[i] = i * i - 7;
+    mp_array *a;
+    ASSERT_OK(mp_array_new(&a, MP_INT32, 10, ints, true));
+    ASSERT_EQ(10, mp_array_len(a));
+    ASSERT_EQ(MP_INT32, mp_array_type(a));
+    ASSERT_TRUE(mp_array_data(a) != (void *)ints); /* copied */
+    ASSERT_MEMEQ(ints, mp_array_data(a), sizeof ints);
+    ints[0] = 99; /* the caller's buffer is not shared */
+    ASSERT_EQ(-7, ((int32_t *)mp_array_data(a))[0]);
+    /* slice assignment, as Python's arr[4:8] = [1, 2, 3, 4] */
+    int32_t *d = mp_array_data(a);
+    for (int i = 4; i < 8; i++)
+        d[i] = i - 3;
+    ASSERT_EQ(4, d[7]);
+    ASSERT_EQ(-3, d[2]); /* untouched */
+    mp_array_free(a);
+
+    double dbl[5] = {0.5, -1.25, 3.625, 1e300, -0.0};
+    ASSERT_OK(mp_array_new(&a, MP_DOUBLE, 5, dbl, false));
+    ASSERT_MEMEQ(dbl, mp_array_data(a), sizeof dbl);
+    ASSERT_TRUE(mp_array_lock(a) == NULL);
+    mp_array_free(a);
+
+    char hello[20] = "hello";
+    ASSERT_OK(mp_array_new(&a, MP_CHAR, sizeof hello, hello, true));
+    ASSERT_EQ(20, mp_array_len(a));
+    ASSERT_STREQ("hello", mp_array_data(a));
+    ASSERT_TRUE(all_zero((char *)mp_array_data(a) + 5, 15));
+    mp_array_free(a);
+
+    uint64_t big[3] = {UINT64_MAX, 0, (uint64_t)1 << 63};
+    ASSERT_OK(mp_array_new(&a, MP_UINT64, 3, big, false));
+    ASSERT_MEMEQ(big, mp_array_data(a), sizeof big);
+    mp_array_free(a);
+
+    /* a large array, zeroed */
+    ASSERT_OK(mp_array_new(&a, MP_DOUBLE, 1 << 18, NULL, false));
+    ASSERT_EQ(1 << 18, mp_array_len(a));
+    ASSERT_TRUE(all_zero(mp_array_data(a), ((size_t)1 << 18) * sizeof(double)));
+    ((double *)mp_array_data(a))[(1 << 18) - 1] = 1.0;
+    mp_array_free(a);
+}
+
+/* ---- shared with children -------------------------------------------------- */
+
+typedef union scalar {
+    char c;
+    int8_t i8;
+    uint8_t u8;
+    int16_t i16;
+    uint16_t u16;
+    int32_t i32;
+    uint32_t u32;
+    int64_t i64;
+    uint64_t u64;
+    float f;
+    double d;
+    bool b;
+} scalar;
+
+/* Per type, in all_types order: the parent's value and the child's. */
+static const scalar parent_vals[NTYPES] = {
+    {.c = 'x'},        {.i8 = -5},         {.u8 = 250},           {.i16 = -232},
+    {.u16 = 60000},    {.i32 = 4343},      {.u32 = 4000000000u},  {.i64 = (int64_t)1 << 33},
+    {.u64 = ((uint64_t)1 << 63) + 5}, {.f = 1.5f}, {.d = 3.625}, {.b = true},
+};
+static const scalar child_vals[NTYPES] = {
+    {.c = 'y'},        {.i8 = 100},        {.u8 = 1},             {.i16 = 234},
+    {.u16 = 7},        {.i32 = 24234},     {.u32 = 3},            {.i64 = (int64_t)1 << 34},
+    {.u64 = UINT64_MAX}, {.f = -0.25f},    {.d = -4.25},          {.b = false},
+};
+
+/* args: int locked, then one value per type.  Checks the parent's values,
+ * writes its own (under the value's lock when there is one). */
+static int t_values(const mp_args *a)
+{
+    bool locked = mp_args_int(a, 0) != 0;
+    ASSERT_EQ(NTYPES + 1, mp_args_count(a));
+    for (int i = 0; i < NTYPES; i++) {
+        ASSERT_EQ(MP_ARG_OBJECT, mp_args_type(a, (size_t)i + 1));
+        mp_value *v = mp_args_value(a, (size_t)i + 1);
+        ASSERT_TRUE(v != NULL);
+        ASSERT_EQ(all_types[i], mp_value_type(v));
+        size_t size = mp_type_size(all_types[i]);
+        ASSERT_MEMEQ(&parent_vals[i], mp_value_ptr(v), size);
+        mp_lock *l = mp_value_lock(v);
+        ASSERT_EQ(locked, l != NULL);
+        if (l != NULL) {
+            ASSERT_TRUE(mp_lock_is_recursive(l));
+            ASSERT_OK(mp_lock_acquire(l, 10));
+        }
+        memcpy(mp_value_ptr(v), &child_vals[i], size);
+        if (l != NULL)
+            ASSERT_OK(mp_lock_release(l));
+    }
+    return 0;
+}
+
+MP_TEST(values_shared_with_a_child, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    for (int locked = 0; locked < 2; locked++) {
+        mp_value *v[NTYPES];
+        mp_args *a = args_new();
+        ASSERT_OK(mp_args_add_int(a, locked));
+        for (int i = 0; i < NTYPES; i++) {
+            ASSERT_OK(mp_value_new(&v[i], all_types[i], locked));
+            memcpy(mp_value_ptr(v[i]), &parent_vals[i], mp_type_size(all_types[i]));
+            ASSERT_OK(mp_args_add_value(a, v[i]));
+        }
+        ASSERT_EQ(0, run(ctx, t_values, a));
+        for (int i = 0; i < NTYPES; i++) {
+            ASSERT_MEMEQ(&child_vals[i], mp_value_ptr(v[i]), mp_type_size(all_types[i]));
+            if (locked)
+                ASSERT_FALSE(mp_lock_locked(mp_value_lock(v[i])));
+            mp_value_free(v[i]);
+        }
+    }
+}
+
+/* args: int locked, int32 array (prefix sum in place), double array
+ * (doubled), char array (its string repeated). */
+static int t_arrays(const mp_args *a)
+{
+    bool locked = mp_args_int(a, 0) != 0;
+    mp_array *ints = mp_args_array(a, 1), *dbls = mp_args_array(a, 2), *chars = mp_args_array(a, 3);
+    ASSERT_EQ(MP_INT32, mp_array_type(ints));
+    ASSERT_EQ(MP_DOUBLE, mp_array_type(dbls));
+    ASSERT_EQ(MP_CHAR, mp_array_type(chars));
+    ASSERT_EQ(10, mp_array_len(ints));
+    ASSERT_EQ(10, mp_array_len(dbls));
+    ASSERT_EQ(20, mp_array_len(chars));
+    ASSERT_EQ(locked, mp_array_lock(ints) != NULL);
+    ASSERT_EQ(locked, mp_array_lock(dbls) != NULL);
+    ASSERT_EQ(locked, mp_array_lock(chars) != NULL);
+    if (locked)
+        ASSERT_OK(mp_lock_acquire(mp_array_lock(ints), 10));
+    int32_t *n = mp_array_data(ints);
+    for (int i = 1; i < 10; i++)
+        n[i] += n[i - 1];
+    if (locked)
+        ASSERT_OK(mp_lock_release(mp_array_lock(ints)));
+    double *d = mp_array_data(dbls);
+    for (int i = 0; i < 10; i++)
+        d[i] *= 2;
+    char *s = mp_array_data(chars);
+    ASSERT_STREQ("hello", s);
+    memcpy(s + 5, s, 5);
+    return 0;
+}
+
+MP_TEST(arrays_shared_with_a_child, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    for (int locked = 0; locked < 2; locked++) {
+        int32_t init[10];
+        for (int i = 0; i < 10; i++)
+            init[i] = i;
+        mp_array *ints, *dbls, *chars;
+        ASSERT_OK(mp_array_new(&ints, MP_INT32, 10, init, locked));
+        ASSERT_OK(mp_array_new(&dbls, MP_DOUBLE, 10, NULL, locked));
+        for (int i = 0; i < 10; i++)
+            ((double *)mp_array_data(dbls))[i] = i;
+        char hello[20] = "hello";
+        ASSERT_OK(mp_array_new(&chars, MP_CHAR, sizeof hello, hello, locked));
+        mp_args *a = args_new();
+        ASSERT_OK(mp_args_add_int(a, locked));
+        ASSERT_OK(mp_args_add_array(a, ints));
+        ASSERT_OK(mp_args_add_array(a, dbls));
+        ASSERT_OK(mp_args_add_array(a, chars));
+        ASSERT_EQ(0, run(ctx, t_arrays, a));
+        int32_t *n = mp_array_data(ints);
+        for (int i = 0; i < 10; i++)
+            ASSERT_EQ(i * (i + 1) / 2, n[i]);
+        for (int i = 0; i < 10; i++)
+            ASSERT_TRUE(((double *)mp_array_data(dbls))[i] == 2.0 * i);
+        ASSERT_STREQ("hellohello", mp_array_data(chars));
+        mp_array_free(ints);
+        mp_array_free(dbls);
+        mp_array_free(chars);
+    }
+}
+
+/* args: value (int64, locked), array (int64, raw), int depth.  Adds one to
+ * both, then passes them on to a child of its own while depth > 0. */
+static int t_nested(const mp_args *a)
+{
+    mp_value *v = mp_args_value(a, 0);
+    mp_array *arr = mp_args_array(a, 1);
+    int64_t depth = mp_args_int(a, 2);
+    ASSERT_OK(mp_lock_acquire(mp_value_lock(v), 10));
+    ++*(int64_t *)mp_value_ptr(v);
+    ASSERT_OK(mp_lock_release(mp_value_lock(v)));
+    ((int64_t *)mp_array_data(arr))[depth]++;
+    if (depth > 0) {
+        mp_args *b = args_new();
+        ASSERT_OK(mp_args_add_value(b, v));
+        ASSERT_OK(mp_args_add_array(b, arr));
+        ASSERT_OK(mp_args_add_int(b, depth - 1));
+        ASSERT_EQ(0, run(NULL, t_nested, b));
+    }
+    return 0;
+}
+
+MP_TEST(shared_with_grandchildren, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    /* grandchildren use the default context: make it this variant's method */
+    ASSERT_OK(mp_set_start_method(method, true));
+    mp_value *v;
+    mp_array *arr;
+    ASSERT_OK(mp_value_new(&v, MP_INT64, true));
+    ASSERT_OK(mp_array_new(&arr, MP_INT64, 3, NULL, false));
+    mp_args *a = args_new();
+    ASSERT_OK(mp_args_add_value(a, v));
+    ASSERT_OK(mp_args_add_array(a, arr));
+    ASSERT_OK(mp_args_add_int(a, 2));
+    ASSERT_EQ(0, run(ctx, t_nested, a));
+    ASSERT_EQ(3, *(int64_t *)mp_value_ptr(v));
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(1, ((int64_t *)mp_array_data(arr))[i]);
+    mp_value_free(v);
+    mp_array_free(arr);
+}
+
+/* ---- increments under the value's own lock --------------------------------- */
+
+#define BUMPS 5000
+
+/* args: value (int64, locked). */
+static int t_bump(const mp_args *a)
+{
+    mp_value *v = mp_args_value(a, 0);
+    mp_lock *l = mp_value_lock(v);
+    ASSERT_TRUE(l != NULL);
+    volatile int64_t *p = mp_value_ptr(v);
+    for (int i = 0; i < BUMPS; i++) {
+        ASSERT_OK(mp_lock_acquire(l, MP_FOREVER));
+        int64_t x = *p;
+        *p = x + 1;
+        ASSERT_OK(mp_lock_release(l));
+    }
+    return 0;
+}
+
+MP_TEST(locked_value_increments, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_value *v;
+    ASSERT_OK(mp_value_new(&v, MP_INT64, true));
+    mp_process *p[4];
+    for (int i = 0; i < 4; i++) {
+        mp_args *a = args_new();
+        ASSERT_OK(mp_args_add_value(a, v));
+        ASSERT_OK(mp_process_new(&p[i], ctx, t_bump, a));
+        mp_args_free(a);
+        ASSERT_OK(mp_process_start(p[i]));
+    }
+    for (int i = 0; i < 4; i++) {
+        int code = -1000;
+        ASSERT_OK(mp_process_join(p[i], 90));
+        ASSERT_OK(mp_process_exitcode(p[i], &code));
+        ASSERT_EQ(0, code);
+        ASSERT_OK(mp_process_close(p[i]));
+    }
+    ASSERT_EQ(4 * BUMPS, *(int64_t *)mp_value_ptr(v));
+    mp_value_free(v);
+}
+
+/* ---- many objects ---------------------------------------------------------- */
+
+MP_TEST(many_values_and_arrays, .timeout_s = 60)
+{
+    enum { N = 10000 };
+    int before = count_fds();
+    mp_value **v = calloc(N, sizeof *v);
+    mp_array **arr = calloc(N, sizeof *arr);
+    ASSERT_TRUE(v != NULL && arr != NULL);
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(mp_value_new(&v[i], all_types[i % NTYPES], i % 3 == 0));
+        ASSERT_OK(mp_array_new(&arr[i], all_types[i % NTYPES], (size_t)(i % 50) + 1, NULL,
+                               i % 5 == 0));
+    }
+    ASSERT_LE(count_fds(), before + 4);
+    /* no two overlap: tag each, then check the tags */
+    for (int i = 0; i < N; i++) {
+        memset(mp_value_ptr(v[i]), i & 0xff, mp_type_size(mp_value_type(v[i])));
+        memset(mp_array_data(arr[i]), (i + 1) & 0xff,
+               mp_array_len(arr[i]) * mp_type_size(mp_array_type(arr[i])));
+    }
+    for (int i = 0; i < N; i++) {
+        unsigned char *p = mp_value_ptr(v[i]);
+        for (size_t k = 0; k < mp_type_size(mp_value_type(v[i])); k++)
+            ASSERT_EQ(i & 0xff, p[k]);
+        p = mp_array_data(arr[i]);
+        for (size_t k = 0; k < mp_array_len(arr[i]) * mp_type_size(mp_array_type(arr[i])); k++)
+            ASSERT_EQ((i + 1) & 0xff, p[k]);
+    }
+    /* random-size alloc/free cycles, as Python's heap test */
+    unsigned seed = 12345;
+    for (int i = 0; i < 5000; i++) {
+        int j = (int)(rand_r(&seed) % N);
+        mp_array_free(arr[j]);
+        size_t n = (size_t)(rand_r(&seed) % 2000) + 1;
+        ASSERT_OK(mp_array_new(&arr[j], MP_UINT8, n, NULL, rand_r(&seed) % 2));
+        ASSERT_TRUE(all_zero(mp_array_data(arr[j]), n));
+        memset(mp_array_data(arr[j]), 0xee, n);
+    }
+    /* some megabytes live now: a few more descriptors at most, never one
+     * per object */
+    ASSERT_LE(count_fds(), before + 32);
+    for (int i = 0; i < N; i++) {
+        mp_value_free(v[i]);
+        mp_array_free(arr[i]);
+    }
+    free(v);
+    free(arr);
+    ASSERT_LE(count_fds(), before + 32);
+}
+
+/* ---- bad input ------------------------------------------------------------- */
+
+MP_TEST(bad_input)
+{
+    mp_value *v = (mp_value *)1;
+    ASSERT_ERR(MP_EINVAL, mp_value_new(NULL, MP_INT32, true));
+    ASSERT_ERR(MP_EINVAL, mp_value_new(&v, (mp_type)NTYPES, true));
+    ASSERT_TRUE(v == NULL);
+    v = (mp_value *)1;
+    ASSERT_ERR(MP_EINVAL, mp_value_new(&v, (mp_type)-1, false));
+    ASSERT_TRUE(v == NULL);
+
+    mp_array *a = (mp_array *)1;
+    ASSERT_ERR(MP_EINVAL, mp_array_new(NULL, MP_INT32, 3, NULL, true));
+    ASSERT_ERR(MP_EINVAL, mp_array_new(&a, (mp_type)NTYPES, 3, NULL, true));
+    ASSERT_TRUE(a == NULL);
+    a = (mp_array *)1;
+    ASSERT_ERR(MP_EINVAL, mp_array_new(&a, (mp_type)77, 3, NULL, false));
+    ASSERT_TRUE(a == NULL);
+    /* a size that overflows */
+    a = (mp_array *)1;
+    int err = mp_array_new(&a, MP_INT64, SIZE_MAX / 4, NULL, false);
+    ASSERT_TRUE(err == MP_EINVAL || err == MP_ENOMEM);
+    ASSERT_TRUE(a == NULL);
+
+    mp_args *args = args_new();
+    ASSERT_ERR(MP_EINVAL, mp_args_add_value(args, NULL));
+    ASSERT_ERR(MP_EINVAL, mp_args_add_array(args, NULL));
+    ASSERT_EQ(0, mp_args_count(args));
+    mp_args_free(args);
+
+    mp_value_free(NULL);
+    mp_array_free(NULL);
+}
