@@ -135,6 +135,7 @@ struct server {
     size_t nthreads;
     pthread_cond_t idle;
     bool shutdown;
+    _Atomic bool stopping;     /* read without the lock by queue waits */
     int wakefd;
 };
 
@@ -149,7 +150,7 @@ static uint64_t hash(const void *p, size_t n)
 static kv **dict_slot(sobj *o, const void *k, size_t kl)
 {
     kv **pp = &o->buckets[hash(k, kl) % o->nbuckets];
-    while (*pp && ((*pp)->k.len != kl || memcmp((*pp)->k.data, k, kl) != 0))
+    while (*pp && ((*pp)->k.len != kl || (kl > 0 && memcmp((*pp)->k.data, k, kl) != 0)))
         pp = &(*pp)->next;
     return pp;
 }
@@ -329,9 +330,13 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         if (op == OP_DICT_ADD) {
             if (!has(a, 4, MP_ARG_INT))
                 return MP_EBADMSG;
-            add = mp_args_int(a, 4);
-            if (*pp && (*pp)->v.len == sizeof(int64_t))
-                memcpy(&add, (*pp)->v.data, sizeof add), add += mp_args_int(a, 4);
+            uint64_t sum = (uint64_t)mp_args_int(a, 4); /* wraps, never undefined */
+            if (*pp && (*pp)->v.len == sizeof(int64_t)) {
+                int64_t old;
+                memcpy(&old, (*pp)->v.data, sizeof old);
+                sum += (uint64_t)old;
+            }
+            add = (int64_t)sum;
             v = &add;
             vl = sizeof add;
         }
@@ -418,11 +423,24 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     case OP_Q_GET: {
         if (o->q == NULL || (op == OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL))
             return MP_EBADMSG;
-        double t = arg_timeout(a, op == OP_Q_PUT ? 4 : 3);
+        mp__deadline_init(&d, arg_timeout(a, op == OP_Q_PUT ? 4 : 3));
         mp_queue *q = o->q;
         pthread_mutex_unlock(&srv->lock); /* the queue blocks on its own */
         mp_buf got = MP_BUF_INIT;
-        err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, t) : mp_queue_get(q, &got, t);
+        /* Wait in slices: a server shutting down, or a client that hung up
+         * (it must not take a message it can no longer receive), ends it. */
+        for (;;) {
+            int ms = mp__deadline_poll_ms(&d);
+            double slice = ms < 0 || ms > 200 ? 0.2 : ms / 1000.0;
+            err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice) : mp_queue_get(q, &got, slice);
+            if ((err != MP_EFULL && err != MP_EEMPTY) || mp__deadline_expired(&d))
+                break;
+            struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
+            if (atomic_load(&srv->stopping) || (poll(&pf, 1, 0) == 1 && pf.revents)) {
+                err = MP_ECLOSED;
+                break;
+            }
+        }
         pthread_mutex_lock(&srv->lock);
         if (err == 0 && op == OP_Q_GET)
             err = reply_bytes(r, got.data, got.len);
@@ -692,13 +710,11 @@ static int serve_on(mp_listener *l, int ready)
     /* wake every client thread (blocked reads, waits) and wait for them */
     pthread_mutex_lock(&srv.lock);
     srv.shutdown = true;
+    atomic_store(&srv.stopping, true); /* queue waits notice within a slice */
     for (sconn *sc = srv.conns; sc; sc = sc->next)
         shutdown(mp_conn_fileno(sc->c), SHUT_RDWR);
-    for (sobj *o = srv.objs; o; o = o->next) {
+    for (sobj *o = srv.objs; o; o = o->next)
         pthread_cond_broadcast(&o->cond);
-        if (o->q)
-            IGNORE_RESULT(mp_queue_put(o->q, "", 0, 0)); /* wake a blocked get */
-    }
     while (srv.nthreads > 0)
         pthread_cond_wait(&srv.idle, &srv.lock);
     while (srv.objs) {
@@ -954,7 +970,10 @@ int mp_manager_shutdown(mp_manager *m)
         /* as Python: wait a little, then terminate */
         if (mp_process_join(m->server, 5) == MP_ETIMEDOUT) {
             IGNORE_RESULT(mp_process_terminate(m->server));
-            IGNORE_RESULT(mp_process_join(m->server, MP_FOREVER));
+            if (mp_process_join(m->server, 5) == MP_ETIMEDOUT) {
+                IGNORE_RESULT(mp_process_kill(m->server));
+                IGNORE_RESULT(mp_process_join(m->server, MP_FOREVER));
+            }
         }
         IGNORE_RESULT(mp_process_close(m->server));
         m->server = NULL;
