@@ -73,6 +73,10 @@ SUITES = [
     Suite("py_conn", py_bench("py_conn.py", quick_args=("-n", "2000", "-m", "30", "-c", "200"))),
     Suite("bench_sync", c_bench("bench_sync", quick_args=("-u", "300", "-c", "20", "-n", "2000"))),
     Suite("py_sync", py_bench("py_sync.py", quick_args=("-u", "100", "-c", "10", "-n", "1000"))),
+    Suite("bench_pool", c_bench("bench_pool",
+                                quick_args=("-r", "3", "-c", "100000", "-a", "2000", "-u", "64"))),
+    Suite("py_pool", py_bench("py_pool.py",
+                              quick_args=("-r", "2", "-c", "10000", "-a", "1000", "-u", "64"))),
     Suite("bench_manager", c_bench("bench_manager", quick_args=("-n", "2000", "-m", "2000", "-r", "3"))),
     Suite("py_manager", py_bench("py_manager.py", quick_args=("-n", "2000", "-m", "1000", "-r", "3"))),
 ]
@@ -108,6 +112,19 @@ ROWS = [
     Row("Event ping-pong round trip (both on one CPU)", mp="mp_event_pingpong",
         py="py_event_pingpong", kernel="raw_futex_pingpong",
         kernel_label="futex wake/wait on two words", max_vs_kernel=1.2),
+    Row("Pool.map, 10⁶ trivial items, default chunksize (per item)", mp="mp_pool_map_default",
+        py="py_pool_map_default", kernel=None, min_vs_python=100),
+    Row("Pool.map, chunksize 1 (per item; Python maps 10× fewer items)",
+        mp="mp_pool_map_chunk1", py="py_pool_map_chunk1", kernel=None, min_vs_python=50),
+    Row("Pool.apply_async + get round trip (all on one CPU)", mp="mp_pool_apply_rtt",
+        py="py_pool_apply_rtt", kernel="raw_futex_rtt_2proc",
+        kernel_label="futex ping-pong, 2 processes", max_vs_kernel=3),
+    Row("… same, placement left to the scheduler", mp="mp_pool_apply_rtt_free",
+        py="py_pool_apply_rtt_free", kernel="raw_futex_rtt_2proc_free",
+        kernel_label="futex ping-pong, 2 processes"),
+    Row("Pool.map, CPU-bound ≈1 ms items, 2 workers (per item)", mp="mp_pool_cpu_2w",
+        py="py_pool_cpu_2w", kernel="mp_pool_cpu_1w", kernel_label="same map, 1 worker",
+        max_vs_kernel=0.55),
     Row("Manager dict set+get from a child (2 requests)", mp="mp_mgr_dict_rtt",
         py="py_mgr_dict_rtt", kernel="raw_sock_rtt16x2",
         kernel_label="socketpair 16 B write + 16 B reply, ×2", max_vs_kernel=1.2),
@@ -151,6 +168,8 @@ def run_suite(suite, build, python, quick):
 
 
 def fmt_us(us):
+    if us < 0.1:
+        return f"{us * 1000:.1f} ns"
     if us < 10:
         return f"{us:.2f} µs"
     if us >= 10000:
@@ -246,6 +265,15 @@ def main():
                 "whose main() returns at once, + waitpid().")
     if extra is not None:
         text.append(f"For reference, posix_spawn() of the same program: {cell(extra)}.")
+    speedups = [(who, results.get(f"{who}_pool_cpu_1w"), results.get(f"{who}_pool_cpu_2w"))
+                for who in ("mp", "py")]
+    if all(a and b for _, a, b in speedups[:1]):
+        text.append("CPU-bound map (each item ≈1 ms of arithmetic, calibrated at start; "
+                    "Python's items are Python arithmetic): 2 workers are "
+                    + " and ".join(f"{a['median_us'] / b['median_us']:.2f}× as fast as 1 "
+                                   f"({'multiproc' if who == 'mp' else 'Python'})"
+                                   for who, a, b in speedups if a and b)
+                    + f" on {len(os.sched_getaffinity(0))} usable CPUs.")
     counts = ", ".join(f"{k} n={v['n']}" for k, v in sorted(results.items()))
     text.append(f"Samples: {counts}.")
     text = "\n".join(text) + "\n"

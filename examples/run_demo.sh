@@ -102,6 +102,28 @@ expect[shm_python]='^C created psm_[0-9a-f]{8}, 64 bytes$
 ^python read: .hello from C. \[1, 2, 3, 4\]$
 ^C read: .hello from Python. \[2, 4, 6, 8\] in psm_[0-9a-f]{8}$
 ^shm_python: OK$'
+expect[pool_map]='^fork +\[0, 1, 4, 9, 16, 25, 36, 49, 64, 81\]$
+^spawn +\[0, 1, 4, 9, 16, 25, 36, 49, 64, 81\]$
+^forkserver +\[0, 1, 4, 9, 16, 25, 36, 49, 64, 81\]$
+^Parent process [0-9]+\.$
+5*^Run task [0-4] \([0-9]+\)\.\.\.$
+5*^Task [0-4] runs [0-9.]+ seconds\.$
+5*^callback: task [0-4] returned [0-9]+ \(in the parent, pid [0-9]+\)$
+^Waiting for all subprocesses done\.\.\.$
+^All subprocesses done\.$
+apply_async after close\(\): MP_EINVAL .* ok$
+the callback ran once for each of the 5 tasks +ok$
+5 tasks sleeping [0-9.]+ s in all took [0-9.]+ s on 4 workers +ok$
+^400$
+^We lacked patience and got a multiprocessing\.TimeoutError$
+^pool_map: OK$'
+expect[pool_crash]='3*^  map over 1000 items: MP_EWORKER, item 500, signal 9
+3*the map reports item 500: MP_EWORKER, killed by signal 9 +ok$
+3*^  the other 999 results: 0 wrong$
+3*imap: exactly one failure, item 500, the rest in order +ok$
+3*the pool goes on: a second map of all 1000 items succeeds +ok$
+3*apply\(square, \(12,\)\) = 144 on the replaced workers +ok$
+^pool_crash: OK$'
 expect[manager_dict]='^manager server: pid [0-9]+ at unix:
 ^fork +\{.task-00.: .0 by worker 0., .*.task-11.: .121 by worker 3.\}$
 3*4 workers wrote 12 results, done counter 12, 0 wrong ok$
@@ -116,7 +138,8 @@ expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 ^remote_queue: OK$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
-       shm_python manager_dict remote_queue)
+       shm_python
+       pool_map pool_crash manager_dict remote_queue)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)
