@@ -58,6 +58,7 @@ enum { F_TIMED = 1 };
 typedef struct pentry {
     _Atomic uint32_t state;
     _Atomic uint32_t worker;      /* slot of the claimer */
+    _Atomic uint64_t pos;         /* the table position it was published at */
     uint32_t kind, flags;
     uint64_t job, start, end;
     _Atomic uint64_t cur;         /* item in progress (end: finished) */
@@ -102,7 +103,9 @@ static char *heap_map(int fd)
 
 /* ---- the worker ------------------------------------------------------------ */
 
-/* Claim the next READY entry; sleep while there is none. */
+/* Claim the entry published at the cursor; sleep while it is not yet
+ * published.  An entry carries its position, so one still busy from the
+ * table's previous round is never mistaken for the current one. */
 static pentry *claim(phdr *h, uint32_t me)
 {
     for (;;) {
@@ -110,7 +113,8 @@ static pentry *claim(phdr *h, uint32_t me)
         uint64_t at = atomic_load(&h->head);
         pentry *e = &h->tasks[at % TASKCAP];
         uint32_t st = atomic_load(&e->state);
-        if (st == E_READY) {
+        uint64_t pos = atomic_load(&e->pos);
+        if (pos == at && st == E_READY) {
             if (atomic_compare_exchange_strong(&e->state, &st, E_CLAIMED)) {
                 atomic_store(&e->worker, me);
                 atomic_compare_exchange_strong(&h->head, &at, at + 1);
@@ -118,11 +122,12 @@ static pentry *claim(phdr *h, uint32_t me)
             }
             continue;
         }
-        if (st != E_FREE || atomic_load(&h->head) != at) {
-            /* taken by another: move the cursor on */
+        if (pos == at) { /* claimed by another: move the cursor on */
             atomic_compare_exchange_strong(&h->head, &at, at + 1);
             continue;
         }
+        if (atomic_load(&h->head) != at)
+            continue;
         atomic_fetch_add(&h->sleepers, 1);
         mp__futex_wait(&h->avail, seen, NULL);
         atomic_fetch_sub(&h->sleepers, 1);
@@ -355,7 +360,7 @@ static void region_free(mp_pool *p, uint64_t off, uint64_t size)
 /* Move pending tasks into free entries, in order (under the lock). */
 static void publish(mp_pool *p)
 {
-    bool any = false;
+    int any = 0;
     while (p->pend_head) {
         pentry *e = &p->h->tasks[p->publish % TASKCAP];
         if (atomic_load(&e->state) != E_FREE)
@@ -380,15 +385,16 @@ static void publish(mp_pool *p)
         e->results_off = t->e.results_off;
         e->result_size = t->e.result_size;
         e->status_off = t->e.status_off;
+        atomic_store(&e->pos, p->publish);
         atomic_store_explicit(&e->state, E_READY, memory_order_release);
         free(t);
         p->publish++;
-        any = true;
+        any++;
     }
     if (any) {
         atomic_fetch_add(&p->h->avail, 1);
-        if (atomic_load(&p->h->sleepers) > 0)
-            mp__futex_wake(&p->h->avail, INT32_MAX);
+        if (atomic_load(&p->h->sleepers) > 0) /* as many as there is work for */
+            mp__futex_wake(&p->h->avail, any);
     }
 }
 
@@ -844,6 +850,8 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         err = -errno ? -errno : MP_ENOMEM;
     if (err == 0) {
         p->h = (phdr *)p->heap;
+        for (int t = 0; t < TASKCAP; t++) /* no entry is at position 0 yet */
+            atomic_store(&p->h->tasks[t].pos, UINT64_MAX);
         p->h->magic = PMAGIC;
         p->h->nslots = (uint32_t)p->nworkers;
         p->bump = HDR_BYTES;
