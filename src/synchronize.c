@@ -656,7 +656,7 @@ mp_event *mp_args_event(const mp_args *a, size_t i)
  */
 typedef struct condshm {
     _Atomic uint32_t tokens;   /* futex word */
-    uint32_t waiting;          /* under the lock */
+    _Atomic uint32_t waiting;  /* waiters not yet given a token */
     _Atomic uint32_t notifier; /* a notify waits for its tokens to be taken */
 } condshm;
 
@@ -720,7 +720,7 @@ static bool take_token(condshm *s)
 static int cond_wait_until(mp_condition *c, const mp__deadline *d)
 {
     condshm *s = c->s;
-    s->waiting++;
+    atomic_fetch_add(&s->waiting, 1);
     uint32_t depth = lock_save(c->lock);
     bool woken = false;
     for (;;) {
@@ -732,13 +732,22 @@ static int cond_wait_until(mp_condition *c, const mp__deadline *d)
             break;
         mp__futex_wait(&s->tokens, 0, d);
     }
-    int err = lock_restore(c->lock, depth);
-    if (!woken) {
-        if (take_token(s))
-            woken = true; /* notified while we were timing out */
-        else
-            s->waiting--;
+    /* Timed out: sign off before taking the lock back (a notifier holding
+     * it may be waiting for us), or take the token it gave us meanwhile. */
+    for (int spins = 0; !woken; spins++) {
+        uint32_t w = atomic_load(&s->waiting);
+        if (w > 0 && atomic_compare_exchange_weak(&s->waiting, &w, w - 1))
+            break;
+        woken = take_token(s);
+        if (!woken && spins > 100) { /* a notifier between its two steps */
+            if (spins > 1100)
+                break; /* it died there: give up the token it owes us */
+            mp__deadline shortly;
+            mp__deadline_init(&shortly, 0.001);
+            mp__futex_wait(&s->tokens, 0, &shortly);
+        }
     }
+    int err = lock_restore(c->lock, depth);
     if (!woken)
         return MP_ETIMEDOUT;
     return err;
@@ -780,10 +789,12 @@ int mp_condition_notify(mp_condition *c, int n)
     if (!lock_mine(c->lock))
         return MP_EPERM;
     condshm *s = c->s;
-    uint32_t k = s->waiting < (uint32_t)n ? s->waiting : (uint32_t)n;
+    uint32_t w = atomic_load(&s->waiting), k;
+    do
+        k = w < (uint32_t)n ? w : (uint32_t)n;
+    while (k > 0 && !atomic_compare_exchange_weak(&s->waiting, &w, w - k));
     if (k == 0)
         return 0;
-    s->waiting -= k;
     uint32_t before = atomic_load(&s->tokens);
     atomic_store(&s->notifier, 1);
     atomic_fetch_add(&s->tokens, k);

@@ -2201,3 +2201,45 @@ MP_TEST(bad_input)
     mp_event_free(NULL);
     mp_barrier_free(NULL);
 }
+
+/* A waiter whose timeout ran out while the notifier held the lock does not
+ * make the notify wait for it. */
+typedef struct timed_waiter {
+    mp_condition *c;
+    mp_event *asleep;
+    int rc;
+} timed_waiter;
+
+static void *t_timed_waiter(void *arg)
+{
+    timed_waiter *w = arg;
+    ASSERT_OK(mp_condition_acquire(w->c, 30));
+    ASSERT_OK(mp_event_set(w->asleep));
+    w->rc = mp_condition_wait(w->c, 0.1);
+    ASSERT_TRUE(mp_lock_locked(mp_condition_lock(w->c)));
+    ASSERT_OK(mp_condition_release(w->c));
+    return NULL;
+}
+
+MP_TEST(condition_notify_after_a_waiter_timed_out)
+{
+    timed_waiter w = {.rc = 12345};
+    ASSERT_OK(mp_condition_new(&w.c, NULL));
+    ASSERT_OK(mp_event_new(&w.asleep));
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, t_timed_waiter, &w));
+    ASSERT_OK(mp_event_wait(w.asleep, 30));
+    ASSERT_OK(mp_condition_acquire(w.c, 30)); /* it waits now */
+    sleep_s(0.5);                              /* its timeout runs out meanwhile */
+    double t0 = mp_monotonic();
+    ASSERT_OK(mp_condition_notify(w.c, 1));
+    double took = mp_monotonic() - t0;
+    ASSERT_OK(mp_condition_release(w.c));
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    if (w.rc != 0 && w.rc != MP_ETIMEDOUT)
+        MP__FAIL("the waiter's wait returned %d (%s)", w.rc, mp_errname(w.rc));
+    if (took > 0.5)
+        MP__FAIL("notify held the lock %.2f s for a waiter that had timed out", took);
+    mp_condition_free(w.c);
+    mp_event_free(w.asleep);
+}
