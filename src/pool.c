@@ -704,6 +704,12 @@ static void *pool_thread(void *arg)
         for (int i = 0; i < p->nworkers; i++)
             pfd[i + 1] = (struct pollfd){.fd = p->workers[i].pidfd, .events = POLLIN};
         int ms = check_timeouts(p);
+        if (ms < 0 && p->task_timeout > 0) {
+            /* a task claimed while we sleep starts its clock unseen: look
+             * again a few times per timeout */
+            double q = p->task_timeout * 250;
+            ms = q < 10 ? 10 : q > 1000 ? 1000 : (int)q;
+        }
         pthread_mutex_unlock(&p->lock);
         int r = poll(pfd, (nfds_t)p->nworkers + 1, ms);
         pthread_mutex_lock(&p->lock);
