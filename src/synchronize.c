@@ -40,7 +40,8 @@ void mp__futex_wake(_Atomic uint32_t *w, int n)
     syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-static __thread pid_t cached_tid;
+/* initial-exec: no __tls_get_addr call on the lock's fast path */
+static __thread pid_t cached_tid __attribute__((tls_model("initial-exec")));
 
 pid_t mp__tid(void)
 {
@@ -151,6 +152,18 @@ int mp_rlock_new(mp_lock **out)
     return lock_create(out, true);
 }
 
+/* Taken: record the owner (r is 0 or EOWNERDEAD). */
+static int lock_taken(mp_lock *l, int r)
+{
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(&l->s->m);
+        l->s->depth = 0; /* the dead owner's count */
+    }
+    l->s->depth++;
+    atomic_store_explicit(&l->s->owner, mp__tid(), memory_order_relaxed);
+    return r == 0 ? 0 : MP_EOWNERDEAD;
+}
+
 static int lock_acquire_until(mp_lock *l, const mp__deadline *d)
 {
     int r = mutex_lock(&l->s->m, d);
@@ -178,6 +191,21 @@ int mp_lock_acquire(mp_lock *l, double timeout)
         return MP_EINVAL;
     if (l->px)
         return mp__px_simple(l->px, MP__PX_LOCK_ACQ, timeout, NULL);
+    /* Fast path, no clock: free, or free within a short bounded spin (a
+     * contended PI mutex otherwise goes through the kernel every time). */
+    for (int spin = 0;; spin++) {
+        int r = pthread_mutex_trylock(&l->s->m);
+        if (r == 0 || r == EOWNERDEAD)
+            return lock_taken(l, r);
+        if (r != EBUSY || timeout == 0 || spin >= 100 ||
+            atomic_load_explicit(&l->s->owner, memory_order_relaxed) == mp__tid())
+            break;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    if (timeout == 0)
+        return MP_ETIMEDOUT;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     return lock_acquire_until(l, &d);
