@@ -715,8 +715,10 @@ MP_TEST(parent_process_join, .variants = MP_START_METHODS)
     /* two lines from two processes, in either order (read_line's buffer is
      * static: copy) */
     char l1[64], l2[64];
-    snprintf(l1, sizeof l1, "%s", read_line(r.rd));
-    snprintf(l2, sizeof l2, "%s", read_line(r.rd));
+    strncpy(l1, read_line(r.rd), sizeof l1 - 1);
+    l1[sizeof l1 - 1] = '\0';
+    strncpy(l2, read_line(r.rd), sizeof l2 - 1);
+    l2[sizeof l2 - 1] = '\0';
     const char *gl = strncmp(l1, "grandchild=", 11) == 0 ? l1 : l2;
     const char *al = gl == l1 ? l2 : l1;
     int g = atoi(gl + 11);
