@@ -51,13 +51,18 @@
 #define KEEP_RESIDENT ((uint64_t)64 << 20) /* job memory below this is reused, not freed */
 #define STATUS_DONE ((uint64_t)1 << 63)
 
+/* An entry's state word: the state in the low byte and, once claimed, the
+ * claimer's slot above it — one word, so claiming records the claimer in
+ * the same atomic step (a worker killed right after claiming is found). */
 enum { E_FREE = 0, E_READY = 1, E_CLAIMED = 2, E_DONE = 3 };
+#define ST(w) ((w) & 0xff)
+#define WHO(w) ((w) >> 8)
+#define OWNED(state, slot) ((uint32_t)(state) | (uint32_t)(slot) << 8)
 enum { T_MAP = 1, T_APPLY = 2, T_STOP = 3 };
 enum { F_TIMED = 1 };
 
 typedef struct pentry {
-    _Atomic uint32_t state;
-    _Atomic uint32_t worker;      /* slot of the claimer */
+    _Atomic uint32_t state;       /* ST and WHO */
     _Atomic uint64_t pos;         /* the table position it was published at */
     uint32_t kind, flags;
     uint64_t job, start, end;
@@ -115,8 +120,7 @@ static pentry *claim(phdr *h, uint32_t me)
         uint32_t st = atomic_load(&e->state);
         uint64_t pos = atomic_load(&e->pos);
         if (pos == at && st == E_READY) {
-            if (atomic_compare_exchange_strong(&e->state, &st, E_CLAIMED)) {
-                atomic_store(&e->worker, me);
+            if (atomic_compare_exchange_strong(&e->state, &st, OWNED(E_CLAIMED, me))) {
                 atomic_compare_exchange_strong(&h->head, &at, at + 1);
                 return e;
             }
@@ -214,7 +218,7 @@ static int pool_worker(const mp_args *a)
     for (uint64_t done = 0; maxtasks == 0 || done < maxtasks; done++) {
         pentry *e = claim(h, me);
         if (e->kind == T_STOP) {
-            atomic_store(&e->state, E_DONE);
+            atomic_store(&e->state, OWNED(E_DONE, me));
             break;
         }
         void *f = resolve(heap, e, &key, &fn);
@@ -237,7 +241,7 @@ static int pool_worker(const mp_args *a)
             mp_args_free(args);
             atomic_store(&e->cur, 1);
         }
-        atomic_store(&e->state, E_DONE);
+        atomic_store(&e->state, OWNED(E_DONE, me));
         msg.len = 0;
         if (mp_buf_append(&msg, &rep, sizeof rep) < 0 || mp_buf_append(&msg, out.data, out.len) < 0)
             msg.len = sizeof rep; /* no memory for the bytes: an empty result */
@@ -542,7 +546,7 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
             job_finish(p, j, false);
         }
     }
-    if (atomic_load(&e->state) == E_DONE)
+    if (ST(atomic_load(&e->state)) == E_DONE)
         free_entry(e);
 }
 
@@ -613,8 +617,8 @@ static void on_death(mp_pool *p, int idx)
     IGNORE(mp_process_exitcode(w->proc, &code));
     for (int t = 0; t < TASKCAP; t++) {
         pentry *e = &p->h->tasks[t];
-        uint32_t st = atomic_load(&e->state);
-        if ((st != E_CLAIMED && st != E_DONE) || atomic_load(&e->worker) != (uint32_t)idx)
+        uint32_t word = atomic_load(&e->state), st = ST(word);
+        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx)
             continue;
         if (e->kind == T_STOP) {
             stopped = true;
@@ -671,12 +675,13 @@ static int check_timeouts(mp_pool *p)
     int64_t now = now_ns(), limit = (int64_t)(p->task_timeout * 1e9), next = -1;
     for (int t = 0; t < TASKCAP; t++) {
         pentry *e = &p->h->tasks[t];
-        if (atomic_load(&e->state) != E_CLAIMED)
+        uint32_t word = atomic_load(&e->state);
+        if (ST(word) != E_CLAIMED)
             continue;
         int64_t s = atomic_load(&e->started_ns);
         if (s == 0)
             continue;
-        uint32_t idx = atomic_load(&e->worker);
+        uint32_t idx = WHO(word);
         if (idx >= (uint32_t)p->nworkers || p->workers[idx].proc == NULL)
             continue;
         if (now - s >= limit) {
