@@ -157,8 +157,10 @@ static void *resolve(char *heap, const pentry *e, mp_buf *cache_key, void **cach
     return fn;
 }
 
+/* Run a chunk; the number of items that failed. */
 static int run_map(char *heap, pentry *e, mp_map_fn fn)
 {
+    int failed = 0;
     const char *items = heap + e->items_off;
     char *results = heap + e->results_off;
     _Atomic uint64_t *status = (_Atomic uint64_t *)(heap + e->status_off);
@@ -169,9 +171,10 @@ static int run_map(char *heap, pentry *e, mp_map_fn fn)
             atomic_store(&e->started_ns, now_ns());
         int rc = fn(items + i * e->item_size, results + i * e->result_size);
         atomic_store_explicit(&status[i], STATUS_DONE | (uint32_t)rc, memory_order_release);
+        failed += rc != 0;
     }
     atomic_store(&e->cur, e->end);
-    return 0;
+    return failed;
 }
 
 /* args: task table heap fd, result queue, slot, maxtasks, eventfd,
@@ -227,7 +230,7 @@ static int pool_worker(const mp_args *a)
         if (f == NULL) {
             rep.code = MP_ENOTFOUND;
         } else if (e->kind == T_MAP) {
-            run_map(heap, e, (mp_map_fn)f);
+            rep.code = run_map(heap, e, (mp_map_fn)f);
         } else {
             mp_args *args = NULL;
             mp__reader r;
@@ -510,6 +513,30 @@ static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
         job_finish(p, j, false);
 }
 
+/* Every item of [a, b) succeeded: settle them a word at a time. */
+static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
+{
+    size_t added = 0;
+    for (uint64_t i = a; i < b && i < j->n;) {
+        uint64_t *w = &j->settled[i / 64];
+        if (i % 64 == 0 && i + 64 <= b && i + 64 <= j->n) {
+            added += 64 - (size_t)__builtin_popcountll(*w);
+            *w = ~(uint64_t)0;
+            i += 64;
+        } else {
+            uint64_t bit = (uint64_t)1 << (i % 64);
+            added += !(*w & bit);
+            *w |= bit;
+            i++;
+        }
+    }
+    j->done += added;
+    if (j->is_imap)
+        pthread_cond_broadcast(&p->cond);
+    if (j->done == j->n)
+        job_finish(p, j, false);
+}
+
 static void free_entry(pentry *e)
 {
     atomic_store(&e->state, E_FREE);
@@ -531,7 +558,9 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
     pentry *e = &p->h->tasks[r->entry];
     job *j = find_job(p, r->job);
     if (j != NULL && !j->finished) {
-        if (j->kind == T_MAP) {
+        if (j->kind == T_MAP && r->code == 0 && !(j->is_imap && !j->ordered)) {
+            settle_ok_range(p, j, e->start, e->end); /* the common case, whole words */
+        } else if (j->kind == T_MAP) {
             for (uint64_t i = e->start; i < e->end; i++)
                 settle(p, j, i, NULL);
         } else {
