@@ -327,12 +327,23 @@ struct mp_pool {
     uint64_t bump;                 /* heap allocation */
     size_t live_regions;
     pthread_t thread;
-    bool thread_started, quit, init_failed, thread_done;
+    bool thread_started, quit, init_failed, thread_done, wake_pending;
     int init_code;
     size_t init_reports;
 };
 
 enum { RUN = 0, CLOSE = 1, TERMINATE = 2 };
+
+/* Waiters on p->cond learn of progress.  The pool thread defers this to
+ * right after it lets go of the lock, so a woken caller does not at once
+ * block on the lock it still holds (two context switches per result). */
+static void wake_waiters(mp_pool *p)
+{
+    if (p->thread_started && pthread_equal(pthread_self(), p->thread))
+        p->wake_pending = true;
+    else
+        pthread_cond_broadcast(&p->cond);
+}
 
 /* ---- the pool heap: job regions (under the lock) -------------------------- */
 
@@ -460,7 +471,7 @@ static void job_finish(mp_pool *p, job *j, bool broken)
         region_free(p, j->region_off, j->region_len);
         j->region_len = 0;
     }
-    pthread_cond_broadcast(&p->cond);
+    wake_waiters(p);
 }
 
 static void record_error(job *j, const mp_task_error *e)
@@ -508,7 +519,7 @@ static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
         j->fifo[j->fifo_tail++] = i;
     j->done++;
     if (j->is_imap)
-        pthread_cond_broadcast(&p->cond);
+        wake_waiters(p);
     if (j->done == j->n)
         job_finish(p, j, false);
 }
@@ -532,7 +543,7 @@ static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
     }
     j->done += added;
     if (j->is_imap)
-        pthread_cond_broadcast(&p->cond);
+        wake_waiters(p);
     if (j->done == j->n)
         job_finish(p, j, false);
 }
@@ -550,7 +561,7 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
             p->init_failed = true;
             p->init_code = r->code;
         }
-        pthread_cond_broadcast(&p->cond);
+        wake_waiters(p);
         return;
     }
     if (r->entry >= TASKCAP)
@@ -744,7 +755,11 @@ static void *pool_thread(void *arg)
             double q = p->task_timeout * 250;
             ms = q < 10 ? 10 : q > 1000 ? 1000 : (int)q;
         }
+        bool wake = p->wake_pending;
+        p->wake_pending = false;
         pthread_mutex_unlock(&p->lock);
+        if (wake)
+            pthread_cond_broadcast(&p->cond);
         int r = poll(pfd, (nfds_t)p->nworkers + 1, ms);
         pthread_mutex_lock(&p->lock);
         if (r < 0)
