@@ -44,7 +44,12 @@ struct mp_conn {
     bool unix_sock;   /* an AF_UNIX socket: descriptors may travel */
     mp_buf sbuf;      /* encoding of typed messages, reused */
     mp_buf rbuf;      /* typed messages received, reused */
+    /* read-ahead (internal connections only, see mp__conn_buffered) */
+    char *ra;
+    size_t ra_off, ra_len;
 };
+
+#define RA_CAP ((size_t)64 << 10)
 
 /* ---- ends ----------------------------------------------------------------- */
 
@@ -125,6 +130,7 @@ int mp_conn_close(mp_conn *c)
     mp__sys_close(c->fd);
     mp_buf_free(&c->sbuf);
     mp_buf_free(&c->rbuf);
+    free(c->ra);
     free(c);
     return 0;
 }
@@ -234,10 +240,49 @@ typedef struct fdin {
 } fdin;
 
 /* Read exactly @n bytes.  MP_EOF only when @first and nothing was read. */
+/* Buffered reading: one read takes a header and its body (and whatever
+ * follows).  0, MP_EOF before any byte, MP_ETRUNCATED after. */
+static int read_buffered(mp_conn *c, char *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        if (c->ra_off < c->ra_len) {
+            size_t k = c->ra_len - c->ra_off < n - got ? c->ra_len - c->ra_off : n - got;
+            memcpy(p + got, c->ra + c->ra_off, k);
+            c->ra_off += k;
+            got += k;
+            continue;
+        }
+        if (n - got >= RA_CAP) { /* large: straight into place */
+            int err = mp__sys_read_all(c->fd, p + got, n - got);
+            return err == MP_EOF && got > 0 ? MP_ETRUNCATED : err;
+        }
+        ssize_t r = read(c->fd, c->ra, RA_CAP);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return got == 0 ? MP_EOF : MP_ETRUNCATED;
+        c->ra_off = 0;
+        c->ra_len = (size_t)r;
+    }
+    return 0;
+}
+
+int mp__conn_buffered(mp_conn *c)
+{
+    if (c->ra == NULL && (c->ra = malloc(RA_CAP)) == NULL)
+        return MP_ENOMEM;
+    return 0;
+}
+
 static int read_exact(mp_conn *c, void *p, size_t n, bool first, fdin *f)
 {
     int err;
-    if (f != NULL && c->unix_sock) {
+    if (c->ra != NULL) {
+        err = read_buffered(c, p, n);
+    } else if (f != NULL && c->unix_sock) {
         size_t k = 0;
         err = mp__sys_recv_fds(c->fd, p, n, f->fds + f->n, MP__MAX_FDS - f->n, &k);
         f->n += k;
@@ -351,6 +396,8 @@ int mp_conn_poll(mp_conn *c, double timeout)
         return MP_EINVAL;
     if (!c->readable)
         return MP_EBADF;
+    if (c->ra_off < c->ra_len)
+        return 1; /* read ahead already */
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     return mp__sys_poll1(c->fd, POLLIN, &d);

@@ -179,6 +179,9 @@ int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen);
  * bytes.  Return 0 or MP_EAUTH (wrong key, protocol error), MP_EOF, ... */
 int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen);
 int mp__auth_answer(mp_conn *c, const void *key, size_t keylen);
+/* Read ahead on @c (one read per message): for the library's own
+ * connections, which never carry descriptors and are never passed on. */
+int mp__conn_buffered(mp_conn *c);
 /* The object type of connections in mp_args. */
 extern const mp__objtype mp__conn_objtype;
 

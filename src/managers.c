@@ -682,6 +682,7 @@ static int serve_on(mp_listener *l, int ready)
                 mp__log(MP_LOG_INFO, "manager: refused a client: %s", mp_strerror(err));
             continue;
         }
+        IGNORE_RESULT(mp__conn_buffered(c));
         sconn *sc = calloc(1, sizeof *sc);
         pthread_t t;
         pthread_attr_t attr;
@@ -824,6 +825,8 @@ int mp_manager_connect(mp_manager **out, const char *address, const void *authke
     if (err < 0)
         return err;
     err = mp_client(&m->conn, address, authkey, keylen);
+    if (err == 0)
+        err = mp__conn_buffered(m->conn);
     if (err < 0) {
         manager_unref(m);
         return err;
@@ -1331,6 +1334,8 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     pthread_mutex_unlock(&px->lock);
     mp_conn *c;
     int err = mp_client(&c, px->address, px->key, px->keylen);
+    if (err == 0 && (err = mp__conn_buffered(c)) < 0)
+        mp_conn_close(c);
     if (err < 0)
         return err;
     mp_args *req, *rep = NULL;
