@@ -97,6 +97,22 @@ expect[barrier_pipeline]='^step 0: +source: 0 +square: - +add one: - +sink: -$
 ^step 8: +source: - +square: - +add one: - +sink: results\[5\]=26$
 3*6 items through 4 stages in 9 steps: 1 2 5 10 17 26 +ok$
 ^barrier_pipeline: OK$'
+expect[queue_producer_consumer]='3*^Process to read: [0-9]+$
+6*^Process to write: [0-9]+$
+3*^Put A to queue\.\.\.$
+3*^Get Z from queue\.$
+3*^reader: 6 values, each producer.s in order: yes$
+^fork: producers exited with 0: yes, reader exited with 0, queue empty: yes +ok$
+^spawn: producers exited with 0: yes, reader exited with 0, queue empty: yes +ok$
+^forkserver: producers exited with 0: yes, reader exited with 0, queue empty: yes +ok$
+^queue_producer_consumer: OK$'
+expect[joinable_work_queue]='^join\(timeout=0\.05\) before any worker runs: MP_ETIMEDOUT$
+^tasks\.join\(\) returned after [0-9.]+ s: all 20 tasks done$
+^results: 20, sum of squares 2470; tasks per worker:( [0-9]+){4}$
+every task done exactly once, every square right +ok$
+the sentinels stopped every worker, all exited with 0 +ok$
+^task_done\(\) once too often: MP_EINVAL
+^joinable_work_queue: OK$'
 expect[shm_python]='^C created psm_[0-9a-f]{8}, 64 bytes$
 ^C wrote: .hello from C. \[1, 2, 3, 4\] in psm_[0-9a-f]{8}$
 ^python read: .hello from C. \[1, 2, 3, 4\]$
@@ -138,7 +154,7 @@ expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 ^remote_queue: OK$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
-       shm_python
+       queue_producer_consumer joinable_work_queue shm_python
        pool_map pool_crash manager_dict remote_queue)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
