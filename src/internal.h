@@ -24,7 +24,7 @@
 /* An absolute CLOCK_MONOTONIC deadline, computed once per blocking call. */
 typedef struct mp__deadline {
     struct timespec at;
-    bool forever;
+    bool forever, zero;
 } mp__deadline;
 
 void mp__deadline_init(mp__deadline *d, double timeout);

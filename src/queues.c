@@ -35,7 +35,7 @@
 
 #define QMAGIC 0x3151504dU /* "MPQ1" */
 #define HDR_SIZE ((size_t)4096)
-#define RING_SIZE ((uint64_t)2 << 20)
+#define RING_SIZE ((uint64_t)4 << 20)
 #define LOG_SIZE ((uint64_t)64 << 30)
 #define REC_HDR ((uint64_t)16)
 #define INLINE_MAX (RING_SIZE / 2 + 4096) /* 1 MiB messages stay in the ring */
@@ -53,15 +53,23 @@ typedef struct state {
     uint64_t mode, ring, log, count;
 } state;
 
+/* Each side's words on cache lines of their own: a producer and a
+ * consumer on two CPUs do not pull each other's lines back and forth. */
+#define LINE _Alignas(64)
 typedef struct qhdr {
     uint32_t magic, kind;
     uint64_t maxsize;
-    pthread_mutex_t put_lock, get_lock;
-    _Atomic uint32_t pseq, gseq, dseq;            /* commits; futex words */
-    _Atomic uint32_t get_sleepers, put_sleepers, join_sleepers;
-    _Atomic uint64_t ndone;                        /* task_done calls */
+    LINE pthread_mutex_t put_lock;
+    LINE _Atomic uint32_t pseq;                    /* producer commits; futex word */
+    _Atomic uint32_t put_sleeping;                 /* a producer waits for room */
+    side pside[2];
+    LINE pthread_mutex_t get_lock;
+    LINE _Atomic uint32_t gseq;                    /* consumer commits; futex word */
+    _Atomic uint32_t get_sleeping;                 /* a consumer waits for a message */
     _Atomic uint64_t log_punched;                  /* log freed below this */
-    side pside[2], gside[2];
+    side gside[2];
+    LINE _Atomic uint32_t dseq, join_sleepers;     /* task_done; futex word */
+    _Atomic uint64_t ndone;                        /* task_done calls */
 } qhdr;
 
 _Static_assert(sizeof(qhdr) <= HDR_SIZE, "queue header fits its page");
@@ -103,7 +111,7 @@ static void state_read(_Atomic uint32_t *seq, side *copies, state *out)
 
 /* Publish @v: the spare copy, then one store (the caller holds the side's
  * mutex, so it is the only writer). */
-static void state_commit(_Atomic uint32_t *seq, side *copies, const state *v)
+static uint32_t state_commit(_Atomic uint32_t *seq, side *copies, const state *v)
 {
     uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
     side *c = &copies[(s + 1) & 1];
@@ -112,6 +120,7 @@ static void state_commit(_Atomic uint32_t *seq, side *copies, const state *v)
     atomic_store_explicit(&c->log, v->log, memory_order_relaxed);
     atomic_store_explicit(&c->count, v->count, memory_order_relaxed);
     atomic_store_explicit(seq, s + 1, memory_order_seq_cst);
+    return s + 1;
 }
 
 /* ---- regions ------------------------------------------------------------------ */
@@ -339,14 +348,23 @@ static int side_lock(pthread_mutex_t *m, const mp__deadline *d)
     return r == EBUSY ? ETIMEDOUT : r;
 }
 
-/* Sleep on @seq (last seen @s) counting ourselves in @sleepers. */
-static int side_sleep(_Atomic uint32_t *seq, uint32_t s, _Atomic uint32_t *sleepers,
+/* Sleep on @seq (last seen @s).  Only one process sleeps per side (it
+ * holds the side's mutex); it leaves the commit it waits for, s + 1, in
+ * @sleeping, and only the commit that makes @seq that value wakes it: one
+ * wake call per sleep, not one per commit while it gets going again. */
+static int side_sleep(_Atomic uint32_t *seq, uint32_t s, _Atomic uint32_t *sleeping,
                       const mp__deadline *d)
 {
-    atomic_fetch_add(sleepers, 1);
-    int r = mp__futex_wait(seq, s, d);
-    atomic_fetch_sub(sleepers, 1);
-    return r;
+    atomic_store(sleeping, s + 1);
+    return mp__futex_wait(seq, s, d);
+}
+
+/* After the commit that made the other side's word @c. */
+static void side_wake(_Atomic uint32_t *seq, uint32_t c, _Atomic uint32_t *sleeping)
+{
+    /* seq_cst: this load must not move before the commit that precedes it */
+    if (atomic_load(sleeping) == c)
+        mp__futex_wake(seq, 1);
 }
 
 int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
@@ -372,7 +390,7 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         if (h->maxsize == 0 || p.count - g.count < h->maxsize)
             break;
         if (mp__deadline_expired(&d) ||
-            (side_sleep(&h->gseq, s, &h->put_sleepers, &d) == MP_ETIMEDOUT &&
+            (side_sleep(&h->gseq, s, &h->put_sleeping, &d) == MP_ETIMEDOUT &&
              mp__deadline_expired(&d))) {
             state_read(&h->gseq, h->gside, &g);
             if (p.count - g.count < h->maxsize)
@@ -385,7 +403,9 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
     bool small = len <= INLINE_MAX;
     uint64_t ring_free = RING_SIZE - (p.ring - g.ring);
     int err = 0;
-    if (p.mode == IN_LOG && g.ring == p.ring && small && ring_free >= rec + REC_HDR) {
+    if (p.mode == IN_LOG && small && ring_free >= rec + REC_HDR) {
+        /* back to the ring as soon as it has room: the consumer reaches
+         * the new records after this switch record in the log */
         err = rec_write(q, IN_LOG, p.log, REC_TO_RING, NULL, 0);
         p.log += REC_HDR;
         p.mode = IN_RING;
@@ -409,14 +429,15 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         p.log += rec;
     }
     FAULT(3);
+    uint32_t c = 0;
     if (err == 0) {
         p.count++;
-        state_commit(&h->pseq, h->pside, &p);
+        c = state_commit(&h->pseq, h->pside, &p);
         FAULT(4);
     }
     pthread_mutex_unlock(&h->put_lock);
-    if (err == 0 && atomic_load(&h->get_sleepers) > 0)
-        mp__futex_wake(&h->pseq, 1);
+    if (err == 0)
+        side_wake(&h->pseq, c, &h->get_sleeping);
     return err;
 }
 
@@ -444,7 +465,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         if (p.count != g.count)
             break;
         if (mp__deadline_expired(&d) ||
-            (side_sleep(&h->pseq, s, &h->get_sleepers, &d) == MP_ETIMEDOUT &&
+            (side_sleep(&h->pseq, s, &h->get_sleeping, &d) == MP_ETIMEDOUT &&
              mp__deadline_expired(&d))) {
             state_read(&h->pseq, h->pside, &p);
             if (p.count != g.count)
@@ -455,6 +476,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
     }
     /* follow switches to the next message */
     uint64_t kind = 0, n = 0;
+    uint32_t gc = 0;
     int err = 0;
     for (int hops = 0; err == 0; hops++) {
         uint64_t pos = g.mode == IN_RING ? g.ring : g.log;
@@ -498,14 +520,14 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
             g.log += REC_HDR + pad8(n);
         g.count++;
         FAULT(13);
-        state_commit(&h->gseq, h->gside, &g);
+        gc = state_commit(&h->gseq, h->gside, &g);
         FAULT(14);
         if (!ring || g.log != atomic_load(&h->log_punched))
             log_punch(q, g.log, g.log == p.log);
     }
     pthread_mutex_unlock(&h->get_lock);
-    if (err == 0 && atomic_load(&h->put_sleepers) > 0)
-        mp__futex_wake(&h->gseq, 1);
+    if (err == 0)
+        side_wake(&h->gseq, gc, &h->put_sleeping);
     return err;
 }
 
@@ -606,7 +628,9 @@ int mp_queue_join(mp_queue *q, double timeout)
             return 0;
         if (mp__deadline_expired(&d))
             return MP_ETIMEDOUT;
-        side_sleep(&h->dseq, s, &h->join_sleepers, &d);
+        atomic_fetch_add(&h->join_sleepers, 1); /* joiners are many: a count */
+        mp__futex_wait(&h->dseq, s, &d);
+        atomic_fetch_sub(&h->join_sleepers, 1);
     }
 }
 

@@ -64,10 +64,14 @@ double mp_monotonic(void)
 
 void mp__deadline_init(mp__deadline *d, double timeout)
 {
-    clock_gettime(CLOCK_MONOTONIC, &d->at);
+    /* no clock for "forever" and "now": they are the fast paths' timeouts */
     d->forever = timeout < 0;
-    if (d->forever)
+    d->zero = timeout == 0;
+    if (d->forever || d->zero) {
+        d->at = (struct timespec){0, 0}; /* long past: a futex wait returns at once */
         return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &d->at);
     if (timeout > 1e9)
         timeout = 1e9; /* ~31 years: effectively forever, no overflow */
     time_t sec = (time_t)timeout;
@@ -91,6 +95,8 @@ int mp__deadline_poll_ms(const mp__deadline *d)
 {
     if (d->forever)
         return -1;
+    if (d->zero)
+        return 0;
     int64_t ns = remaining_ns(d);
     if (ns <= 0)
         return 0;
@@ -100,7 +106,7 @@ int mp__deadline_poll_ms(const mp__deadline *d)
 
 bool mp__deadline_expired(const mp__deadline *d)
 {
-    return !d->forever && remaining_ns(d) <= 0;
+    return !d->forever && (d->zero || remaining_ns(d) <= 0);
 }
 
 const struct timespec *mp__deadline_ts(const mp__deadline *d)
