@@ -133,6 +133,10 @@ the callback ran once for each of the 5 tasks +ok$
 ^400$
 ^We lacked patience and got a multiprocessing\.TimeoutError$
 ^pool_map: OK$'
+expect[pool_demo]='^  serial: [0-9]+ primes in
+^  pool of [0-9]+: .* speed-up [0-9.]+x$
+^  chunk 42 failed: MP_EWORKER \(its worker was killed by signal 9\)
+recounted it on the replaced worker: ([0-9]+) primes in all \(serial: [0-9]+\) ok$'
 expect[pool_crash]='3*^  map over 1000 items: MP_EWORKER, item 500, signal 9
 3*the map reports item 500: MP_EWORKER, killed by signal 9 +ok$
 3*^  the other 999 results: 0 wrong$
