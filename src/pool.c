@@ -126,6 +126,8 @@ static pentry *claim(phdr *h, uint32_t me)
             }
             continue;
         }
+        if (pos == at && ST(st) == E_FREE)
+            continue; /* being published (its position is out, its state not yet) */
         if (pos == at) { /* claimed by another: move the cursor on */
             atomic_compare_exchange_strong(&h->head, &at, at + 1);
             continue;
@@ -548,6 +550,7 @@ static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
         job_finish(p, j, false);
 }
 
+/* Done with an entry: it may take the next round's task. */
 static void free_entry(pentry *e)
 {
     atomic_store(&e->state, E_FREE);
