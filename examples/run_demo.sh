@@ -159,7 +159,7 @@ expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
        queue_producer_consumer joinable_work_queue shm_python
-       pool_map pool_crash manager_dict remote_queue)
+       pool_map pool_crash manager_dict remote_queue pool_demo)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)
