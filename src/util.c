@@ -65,7 +65,7 @@ double mp_monotonic(void)
 void mp__deadline_init(mp__deadline *d, double timeout)
 {
     /* no clock for "forever" and "now": they are the fast paths' timeouts */
-    d->forever = timeout < 0;
+    d->forever = timeout < 0 || timeout != timeout; /* a NaN waits as None would */
     d->zero = timeout == 0;
     if (d->forever || d->zero) {
         d->at = (struct timespec){0, 0}; /* long past: a futex wait returns at once */
