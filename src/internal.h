@@ -214,6 +214,11 @@ void mp__heap_atfork_child(void);
  * 0 when woken, changed or interrupted (callers re-check), MP_ETIMEDOUT. */
 int mp__futex_wait(_Atomic uint32_t *w, uint32_t val, const mp__deadline *d);
 void mp__futex_wake(_Atomic uint32_t *w, int n);
+/* Process-shared robust priority-inheritance mutexes (Lock, Barrier, queue
+ * sides).  lock: until @d (NULL: forever; expired: try once); returns 0,
+ * EOWNERDEAD (already made consistent), ETIMEDOUT or EDEADLK, positive. */
+int mp__robust_init(pthread_mutex_t *m, bool recursive);
+int mp__robust_lock(pthread_mutex_t *m, const mp__deadline *d);
 /* This thread's id, cached (reset in a forked child). */
 pid_t mp__tid(void);
 void mp__sync_atfork_child(void);

@@ -38,13 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Results the pool has no use for (cleanup paths, best effort). */
-#define IGNORE(x)                                                              \
-    do {                                                                       \
-        if ((x) < 0) {                                                         \
-        }                                                                      \
-    } while (0)
-
 #define PMAGIC 0x3150504dU
 #define TASKCAP 4096
 #define HEAP_SIZE ((uint64_t)64 << 30)
@@ -212,7 +205,7 @@ static int pool_worker(const mp_args *a)
         rep.entry = UINT64_MAX;
         rep.code = rc;
         rep.worker = me;
-        IGNORE(mp_queue_put(results, &rep, sizeof rep, MP_FOREVER));
+        IGNORE_RESULT(mp_queue_put(results, &rep, sizeof rep, MP_FOREVER));
         uint64_t one = 1;
         (void)!write(efd, &one, sizeof one);
         if (rc != 0)
@@ -580,7 +573,7 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
         } else {
             j->code = r->code;
             if (r->code == 0)
-                IGNORE(mp_buf_append(&j->result, bytes, n));
+                IGNORE_RESULT(mp_buf_append(&j->result, bytes, n));
             else {
                 mp_task_error te = {.index = 0, .code = r->code};
                 record_error(j, &te);
@@ -621,13 +614,13 @@ static int worker_start(mp_pool *p, int idx)
     if (err == 0) {
         char name[48];
         snprintf(name, sizeof name, "PoolWorker-%d", idx + 1);
-        IGNORE(mp_process_set_name(proc, name));
-        IGNORE(mp_process_set_daemon(proc, true));
+        IGNORE_RESULT(mp_process_set_name(proc, name));
+        IGNORE_RESULT(mp_process_set_daemon(proc, true));
         err = mp_process_start(proc);
     }
     if (err < 0) {
         if (proc)
-            IGNORE(mp_process_close(proc));
+            IGNORE_RESULT(mp_process_close(proc));
         return err;
     }
     p->workers[idx].proc = proc;
@@ -656,8 +649,8 @@ static void on_death(mp_pool *p, int idx)
         return;
     int code = 0;
     bool stopped = false; /* it took a STOP: it was meant to exit */
-    IGNORE(mp_process_join(w->proc, 10)); /* a fork server relays the status a moment later */
-    IGNORE(mp_process_exitcode(w->proc, &code));
+    IGNORE_RESULT(mp_process_join(w->proc, 10)); /* a fork server relays the status a moment later */
+    IGNORE_RESULT(mp_process_exitcode(w->proc, &code));
     for (int t = 0; t < TASKCAP; t++) {
         pentry *e = &p->h->tasks[t];
         uint32_t word = atomic_load(&e->state), st = ST(word);
@@ -702,7 +695,7 @@ static void on_death(mp_pool *p, int idx)
     if (code != 0 || w->timed_out)
         mp__log(MP_LOG_INFO, "pool: worker %d ended with %d%s", idx + 1, code,
                 w->timed_out ? " (task timeout)" : "");
-    IGNORE(mp_process_close(w->proc));
+    IGNORE_RESULT(mp_process_close(w->proc));
     w->proc = NULL;
     w->pidfd = -1;
     if (p->state != TERMINATE && !stopped && !p->init_failed && worker_start(p, idx) < 0)
@@ -730,7 +723,7 @@ static int check_timeouts(mp_pool *p)
         if (now - s >= limit) {
             if (!p->workers[idx].timed_out) {
                 p->workers[idx].timed_out = true;
-                IGNORE(mp_process_kill(p->workers[idx].proc));
+                IGNORE_RESULT(mp_process_kill(p->workers[idx].proc));
             }
         } else if (next < 0 || s + limit - now < next) {
             next = s + limit - now;
@@ -851,15 +844,15 @@ static void kill_workers(mp_pool *p)
 {
     for (int i = 0; i < p->nworkers; i++)
         if (p->workers[i].proc)
-            IGNORE(mp_process_kill(p->workers[i].proc));
+            IGNORE_RESULT(mp_process_kill(p->workers[i].proc));
 }
 
 static void reap_workers(mp_pool *p)
 {
     for (int i = 0; i < p->nworkers; i++)
         if (p->workers[i].proc) {
-            IGNORE(mp_process_join(p->workers[i].proc, MP_FOREVER));
-            IGNORE(mp_process_close(p->workers[i].proc));
+            IGNORE_RESULT(mp_process_join(p->workers[i].proc, MP_FOREVER));
+            IGNORE_RESULT(mp_process_close(p->workers[i].proc));
             p->workers[i].proc = NULL;
         }
 }
@@ -1481,6 +1474,6 @@ void mp_pool_free(mp_pool *p)
     pthread_mutex_unlock(&p->lock);
     if (running)
         mp_pool_terminate(p);
-    IGNORE(mp_pool_join(p, MP_FOREVER));
+    IGNORE_RESULT(mp_pool_join(p, MP_FOREVER));
     pool_destroy(p);
 }

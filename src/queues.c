@@ -245,22 +245,6 @@ static void queue_unmap(mp_queue *q)
     free(q);
 }
 
-static int robust_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    int r = pthread_mutexattr_init(&a);
-    if (r == 0)
-        r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (r == 0)
-        r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (r == 0)
-        r = pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT);
-    if (r == 0)
-        r = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return -r;
-}
-
 static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
 {
     if (out == NULL)
@@ -286,9 +270,9 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
     qhdr *h = q->h;
     h->kind = kind;
     h->maxsize = maxsize;
-    err = robust_init(&h->put_lock);
+    err = mp__robust_init(&h->put_lock, false);
     if (err == 0)
-        err = robust_init(&h->get_lock);
+        err = mp__robust_init(&h->get_lock, false);
     if (err < 0) {
         queue_unmap(q);
         return err;
@@ -333,19 +317,12 @@ void mp_queue_free(mp_queue *q)
  * holder was doing: only commits publish. */
 static int side_lock(pthread_mutex_t *m, const mp__deadline *d)
 {
-    int r;
-    if (d->forever)
-        r = pthread_mutex_lock(m);
-    else if (mp__deadline_expired(d))
-        r = pthread_mutex_trylock(m);
-    else
-        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, mp__deadline_ts(d));
+    int r = mp__robust_lock(m, d);
     if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(m);
         mp__log(MP_LOG_INFO, "queue: recovered from a process that died inside it");
         r = 0;
     }
-    return r == EBUSY ? ETIMEDOUT : r;
+    return r;
 }
 
 /* Sleep on @seq (last seen @s).  Only one process sleeps per side (it

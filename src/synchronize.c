@@ -66,7 +66,7 @@ static void sleep_until(const mp__deadline *d)
 
 /* ---- robust mutexes ------------------------------------------------------ */
 
-static int mutex_init(pthread_mutex_t *m, bool recursive)
+int mp__robust_init(pthread_mutex_t *m, bool recursive)
 {
     pthread_mutexattr_t a;
     int r = pthread_mutexattr_init(&a);
@@ -87,7 +87,7 @@ static int mutex_init(pthread_mutex_t *m, bool recursive)
 
 /* Lock @m until @d (NULL: forever; expired: try once).  0, EOWNERDEAD,
  * ETIMEDOUT, EDEADLK (positive, as pthread). */
-static int mutex_lock(pthread_mutex_t *m, const mp__deadline *d)
+int mp__robust_lock(pthread_mutex_t *m, const mp__deadline *d)
 {
     int r;
     if (d == NULL || d->forever)
@@ -130,7 +130,7 @@ static int lock_create(mp_lock **out, bool recursive)
     if (err == 0) {
         l->s = (lockshm *)l->ref.p;
         l->s->recursive = recursive;
-        err = mutex_init(&l->s->m, recursive);
+        err = mp__robust_init(&l->s->m, recursive);
         if (err < 0)
             mp__shm_free(&l->ref);
     }
@@ -166,7 +166,7 @@ static int lock_taken(mp_lock *l, int r)
 
 static int lock_acquire_until(mp_lock *l, const mp__deadline *d)
 {
-    int r = mutex_lock(&l->s->m, d);
+    int r = mp__robust_lock(&l->s->m, d);
     if (r == 0 || r == EOWNERDEAD) {
         if (r == EOWNERDEAD)
             l->s->depth = 0; /* the dead owner's count */
@@ -959,7 +959,7 @@ int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action, doub
     int err = mp__shm_alloc(sizeof(barshm), &b->ref);
     if (err == 0) {
         b->s = (barshm *)b->ref.p;
-        err = mutex_init(&b->s->m, false);
+        err = mp__robust_init(&b->s->m, false);
         if (err < 0)
             mp__shm_free(&b->ref);
     }
@@ -989,7 +989,7 @@ static void bar_advance(barshm *s, uint8_t how)
  * break the barrier. */
 static void bar_lock(barshm *s)
 {
-    if (mutex_lock(&s->m, NULL) == EOWNERDEAD) {
+    if (mp__robust_lock(&s->m, NULL) == EOWNERDEAD) {
         s->broken = 1;
         bar_advance(s, GEN_BROKEN);
     }
