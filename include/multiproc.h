@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * multiproc: Python's multiprocessing for C programs on Linux.
  *
  * This header is the whole public API.  Every call that can fail returns 0
@@ -20,13 +21,19 @@
 extern "C" {
 #endif
 
+/** The major version of this header. */
 #define MULTIPROC_VERSION_MAJOR 0
+/** The minor version of this header. */
 #define MULTIPROC_VERSION_MINOR 1
+/** The patch level of this header. */
 #define MULTIPROC_VERSION_PATCH 0
+/** The version of this header as a string; compare with mp_version(). */
 #define MULTIPROC_VERSION "0.1.0"
 
 #if defined(__GNUC__)
+/** Marks a call whose result must be checked (warn_unused_result). */
 #define MP_MUST_CHECK __attribute__((warn_unused_result))
+/** Marks a printf-like function: format argument @f, first value @a. */
 #define MP_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define MP_MUST_CHECK
@@ -56,13 +63,22 @@ double mp_monotonic(void);
  * MP_BUF_MAX; beyond that calls fail with MP_ENOMEM.
  */
 typedef struct mp_buf {
+    /** The bytes; NULL until something was stored.  Owned by the buffer. */
     void *data;
-    size_t len, cap;
+    /** The bytes in use (a receive sets it to the message's length). */
+    size_t len, cap; /**< cap: the bytes allocated at data. */
 } mp_buf;
+/** An empty buffer: `mp_buf b = MP_BUF_INIT;` needs no other set-up. */
 #define MP_BUF_INIT {0}
+/** The largest capacity a buffer grows to (64 TiB). */
 #define MP_BUF_MAX ((size_t)1 << 46)
+/** Make room for at least @cap bytes; len is unchanged.
+ *  @return 0; MP_ENOMEM (also beyond MP_BUF_MAX). */
 MP_MUST_CHECK int mp_buf_reserve(mp_buf *b, size_t cap);
+/** Append @n bytes from @p, growing the buffer as needed.
+ *  @return 0; MP_ENOMEM (also beyond MP_BUF_MAX). */
 MP_MUST_CHECK int mp_buf_append(mp_buf *b, const void *p, size_t n);
+/** Free the bytes and reset @b to MP_BUF_INIT; it may be used again. */
 void mp_buf_free(mp_buf *b);
 
 /** Log levels for the library's own debug log (Python util.log_to_stderr). */
@@ -76,7 +92,7 @@ enum {
 /**
  * Send the library's log (process start, exit, ...) at @level and above to
  * stderr; MP_LOG_OFF stops it.  Children inherit the level.  The environment
- * variable MULTIPROC_LOG=<level> sets it at start-up too.
+ * variable MULTIPROC_LOG=LEVEL (a number) sets it at start-up too.
  */
 void mp_log_to_stderr(int level);
 
@@ -84,6 +100,8 @@ void mp_log_to_stderr(int level);
 /* Start methods and contexts (context.c)                                    */
 /* ------------------------------------------------------------------------ */
 
+/** A start method and the calls bound to it (Python: a context from
+ *  get_context).  Opaque; obtained from mp_get_context(). */
 typedef struct mp_context mp_context;
 
 /**
@@ -134,9 +152,13 @@ typedef enum mp_arg_type {
     MP_ARG_OBJECT, /* a library object (queue, lock, connection, ...) */
 } mp_arg_type;
 
+/** A new, empty list into *out.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_new(mp_args **out);
+/** Free the list and everything it owns.  NULL is a no-op. */
 void mp_args_free(mp_args *a);
+/** Append an integer (any int fits).  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_int(mp_args *a, int64_t v);
+/** Append a double.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_double(mp_args *a, double v);
 /** Copies the string. */
 MP_MUST_CHECK int mp_args_add_str(mp_args *a, const char *s);
@@ -156,15 +178,22 @@ MP_MUST_CHECK int mp_args_add_fd(mp_args *a, int fd);
  */
 MP_MUST_CHECK int mp_args_of(mp_args **out, const char *fmt, ...);
 
+/** The number of items; 0 for NULL. */
 size_t mp_args_count(const mp_args *a);
 /** The type of item @i; 0 when i is out of range. */
 mp_arg_type mp_args_type(const mp_args *a, size_t i);
 /* Getters.  A wrong index or type is a programming error: one line naming
  * the index, the wanted and the actual type is printed, then abort(). */
+/** Item @i, an MP_ARG_INT (a wrong index or type aborts, as every getter). */
 int64_t mp_args_int(const mp_args *a, size_t i);
+/** Item @i, an MP_ARG_DOUBLE. */
 double mp_args_double(const mp_args *a, size_t i);
+/** Item @i, an MP_ARG_STR, owned by the mp_args (valid as long as it is). */
 const char *mp_args_str(const mp_args *a, size_t i);
+/** Item @i, an MP_ARG_BYTES, owned by the mp_args; *len (may be NULL)
+ *  gets its length. */
 const void *mp_args_bytes(const mp_args *a, size_t i, size_t *len);
+/** Item @i, an MP_ARG_PTR (only ever set under fork). */
 void *mp_args_ptr(const mp_args *a, size_t i);
 /** The descriptor stays owned by the mp_args (valid as long as it is). */
 int mp_args_fd(const mp_args *a, size_t i);
@@ -173,6 +202,8 @@ int mp_args_fd(const mp_args *a, size_t i);
 /* Processes (process.c, popen_*.c, spawn.c, forkserver.c)                   */
 /* ------------------------------------------------------------------------ */
 
+/** A process: a child this process starts, this process itself, or its
+ *  parent (Python: Process).  Opaque. */
 typedef struct mp_process mp_process;
 /** A process target; its return value is the exit code (as exit(N)). */
 typedef int (*mp_target_fn)(const mp_args *args);
@@ -187,13 +218,17 @@ MP_MUST_CHECK int mp_process_new(mp_process **out, mp_context *ctx, mp_target_fn
                                  const mp_args *args);
 /** Default "Process-N", "Process-N:M" when nested.  Copies @name. */
 MP_MUST_CHECK int mp_process_set_name(mp_process *p, const char *name);
+/** The process's name, owned by the process object. */
 const char *mp_process_name(const mp_process *p);
 /** Before start only (MP_EALREADY after).  The default is the creating
  *  process's own daemon flag. */
 MP_MUST_CHECK int mp_process_set_daemon(mp_process *p, bool daemon);
+/** Whether the process is daemonic (Python: Process.daemon). */
 bool mp_process_daemon(const mp_process *p);
 /** Before start; 1..1024 bytes.  Default: the creating process's key. */
 MP_MUST_CHECK int mp_process_set_authkey(mp_process *p, const void *key, size_t len);
+/** The process's authentication key (owned by the process object) and its
+ *  length in *len (may be NULL); NULL and 0 when it has none. */
 const void *mp_process_authkey(const mp_process *p, size_t *len);
 /**
  * Start the process with its context's method.
@@ -305,8 +340,11 @@ MP_MUST_CHECK int mp_conn_recv(mp_conn *c, mp_args **msg);
 /** 1 when a message (or end of file) is waiting, else 0 after @timeout
  *  seconds; never consumes.  MP_EBADF on a write-only end. */
 MP_MUST_CHECK int mp_conn_poll(mp_conn *c, double timeout);
+/** The connection's descriptor (still owned by it); MP_EINVAL for NULL. */
 int mp_conn_fileno(const mp_conn *c);
+/** Whether this end receives (Python: Connection.readable). */
 bool mp_conn_readable(const mp_conn *c);
+/** Whether this end sends (Python: Connection.writable). */
 bool mp_conn_writable(const mp_conn *c);
 /** Close and free.  NULL is a no-op. */
 int mp_conn_close(mp_conn *c);
@@ -330,10 +368,14 @@ mp_conn *mp_args_conn(const mp_args *a, size_t i);
  * @backlog <= 0: 16.  MP_EADDRINUSE when the address is taken.
  */
 typedef struct mp_listener mp_listener;
+/** Listen on @address with @authkey (@keylen bytes) as described above.
+ *  @return 0; MP_EINVAL for a bad address or an empty key; MP_EADDRINUSE;
+ *          -errno when the system refused. */
 MP_MUST_CHECK int mp_listener_new(mp_listener **out, const char *address, const void *authkey,
                                   size_t keylen, int backlog);
 /** "unix:/path", "unix:@name" or "tcp:HOST:PORT" with the real port. */
 const char *mp_listener_address(const mp_listener *l);
+/** The listening descriptor (owned by the listener); MP_EINVAL for NULL. */
 int mp_listener_fileno(const mp_listener *l);
 /**
  * Accept one connection, waiting up to @timeout (which bounds the handshake
@@ -356,13 +398,14 @@ MP_MUST_CHECK int mp_client(mp_conn **out, const char *address, const void *auth
 
 /** One item for mp_wait. */
 typedef struct mp_waitable {
+    /** Which member of the union is set. */
     enum { MP_WAIT_CONN, MP_WAIT_PROCESS, MP_WAIT_FD } kind;
     union {
-        mp_conn *conn;
-        mp_process *process;
-        int fd;
+        mp_conn *conn;       /**< MP_WAIT_CONN: ready when readable */
+        mp_process *process; /**< MP_WAIT_PROCESS: ready when ended */
+        int fd;              /**< MP_WAIT_FD: ready when readable */
     };
-    bool ready; /* out */
+    bool ready; /**< out: set by mp_wait() */
 } mp_waitable;
 /**
  * Wait until at least one item is ready (Python: connection.wait): a
@@ -397,7 +440,10 @@ MP_MUST_CHECK int mp_wait(mp_waitable *items, size_t n, double timeout);
  * signal between processes use a Semaphore or an Event.
  */
 typedef struct mp_lock mp_lock;
+/** A new, unlocked Lock into *out.  @return 0; MP_ENOMEM; -errno. */
 MP_MUST_CHECK int mp_lock_new(mp_lock **out);
+/** A new, unlocked RLock (the owning thread may acquire it again, and
+ *  releases it once per acquire).  @return 0; MP_ENOMEM; -errno. */
 MP_MUST_CHECK int mp_rlock_new(mp_lock **out);
 /**
  * Acquire, waiting up to @timeout (0: try once).
@@ -413,17 +459,28 @@ MP_MUST_CHECK int mp_lock_acquire(mp_lock *l, double timeout);
 MP_MUST_CHECK int mp_lock_release(mp_lock *l);
 /** True while some thread holds it (a snapshot). */
 bool mp_lock_locked(mp_lock *l);
+/** True for an RLock. */
 bool mp_lock_is_recursive(const mp_lock *l);
+/** Free the lock (creator) or this handle (others); see Lifetime above.
+ *  NULL is a no-op. */
 void mp_lock_free(mp_lock *l);
 
 /** Semaphore / BoundedSemaphore.  @bounded: releasing past the initial
  *  value fails with MP_EINVAL.  Values up to INT32_MAX. */
 typedef struct mp_semaphore mp_semaphore;
+/** A new semaphore with @value into *out (Python: Semaphore(value), or
+ *  BoundedSemaphore(value) when @bounded).
+ *  @return 0; MP_EINVAL above INT32_MAX; MP_ENOMEM. */
 MP_MUST_CHECK int mp_semaphore_new(mp_semaphore **out, unsigned value, bool bounded);
 /** 0; MP_ETIMEDOUT (timeout 0: try once). */
 MP_MUST_CHECK int mp_semaphore_acquire(mp_semaphore *s, double timeout);
+/** Add one and wake a waiter.  @return 0; MP_EINVAL past the initial value
+ *  of a bounded semaphore. */
 MP_MUST_CHECK int mp_semaphore_release(mp_semaphore *s);
+/** The current value into *out (a snapshot; Python: get_value).
+ *  @return 0; MP_EINVAL. */
 MP_MUST_CHECK int mp_semaphore_value(mp_semaphore *s, int *out);
+/** As mp_lock_free.  NULL is a no-op. */
 void mp_semaphore_free(mp_semaphore *s);
 
 /**
@@ -435,8 +492,11 @@ void mp_semaphore_free(mp_semaphore *s);
 typedef struct mp_condition mp_condition;
 /** @lock NULL: a new RLock.  The condition keeps its own handle. */
 MP_MUST_CHECK int mp_condition_new(mp_condition **out, mp_lock *lock);
+/** The condition's lock (its own handle, freed with the condition). */
 mp_lock *mp_condition_lock(mp_condition *c);
+/** Acquire the condition's lock; as mp_lock_acquire. */
 MP_MUST_CHECK int mp_condition_acquire(mp_condition *c, double timeout);
+/** Release the condition's lock; as mp_lock_release. */
 MP_MUST_CHECK int mp_condition_release(mp_condition *c);
 /** 0 notified; MP_ETIMEDOUT.  Either way the lock is held again on return
  *  (MP_EOWNERDEAD if its owner died meanwhile). */
@@ -446,17 +506,25 @@ MP_MUST_CHECK int mp_condition_wait_for(mp_condition *c, bool (*pred)(void *), v
                                         double timeout);
 /** Wake up to @n waiters. */
 MP_MUST_CHECK int mp_condition_notify(mp_condition *c, int n);
+/** Wake every waiter.  MP_EPERM without the lock held. */
 MP_MUST_CHECK int mp_condition_notify_all(mp_condition *c);
+/** As mp_lock_free; the condition's own handle on its lock goes too
+ *  (a lock passed to mp_condition_new stays the caller's). */
 void mp_condition_free(mp_condition *c);
 
 /** Event (Python: Event). */
 typedef struct mp_event mp_event;
+/** A new, clear event into *out.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_event_new(mp_event **out);
+/** Set the flag and wake every waiter.  @return 0; MP_EINVAL. */
 int mp_event_set(mp_event *e);
+/** Clear the flag.  @return 0; MP_EINVAL. */
 int mp_event_clear(mp_event *e);
+/** Whether the flag is set (a snapshot). */
 bool mp_event_is_set(mp_event *e);
 /** 0 once set; MP_ETIMEDOUT. */
 MP_MUST_CHECK int mp_event_wait(mp_event *e, double timeout);
+/** As mp_lock_free.  NULL is a no-op. */
 void mp_event_free(mp_event *e);
 
 /**
@@ -469,6 +537,8 @@ void mp_event_free(mp_event *e);
  * inside the barrier's short critical section breaks it (MP_EBROKEN).
  */
 typedef struct mp_barrier mp_barrier;
+/** A new barrier into *out, as described above.
+ *  @return 0; MP_EINVAL for 0 parties; MP_ENOMEM. */
 MP_MUST_CHECK int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action,
                                  double timeout);
 /**
@@ -481,22 +551,36 @@ MP_MUST_CHECK int mp_barrier_wait(mp_barrier *b, double timeout);
 int mp_barrier_reset(mp_barrier *b);
 /** Break it: current and future waiters get MP_EBROKEN until reset. */
 int mp_barrier_abort(mp_barrier *b);
+/** The number of parties the barrier was made for. */
 unsigned mp_barrier_parties(mp_barrier *b);
+/** How many are waiting now (a snapshot). */
 unsigned mp_barrier_n_waiting(mp_barrier *b);
+/** Whether the barrier is broken. */
 bool mp_barrier_broken(mp_barrier *b);
+/** As mp_lock_free.  NULL is a no-op. */
 void mp_barrier_free(mp_barrier *b);
 
 /* As arguments: the receiver gets its own handle on the same object, owned
  * by the mp_args (valid as long as it is). */
+/** Append a lock or RLock.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_lock(mp_args *a, mp_lock *l);
+/** Append a semaphore.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_semaphore(mp_args *a, mp_semaphore *s);
+/** Append a condition (its lock comes with it).  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_condition(mp_args *a, mp_condition *c);
+/** Append an event.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_event(mp_args *a, mp_event *e);
+/** Append a barrier.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_barrier(mp_args *a, mp_barrier *b);
+/** Item @i, a lock (a wrong index or type aborts, as every getter). */
 mp_lock *mp_args_lock(const mp_args *a, size_t i);
+/** Item @i, a semaphore. */
 mp_semaphore *mp_args_semaphore(const mp_args *a, size_t i);
+/** Item @i, a condition. */
 mp_condition *mp_args_condition(const mp_args *a, size_t i);
+/** Item @i, an event. */
 mp_event *mp_args_event(const mp_args *a, size_t i);
+/** Item @i, a barrier. */
 mp_barrier *mp_args_barrier(const mp_args *a, size_t i);
 
 /* ------------------------------------------------------------------------ */
@@ -525,35 +609,52 @@ size_t mp_type_size(mp_type t);
 typedef struct mp_value mp_value;
 /** @lock: guarded by a new RLock (Python's default); false: RawValue. */
 MP_MUST_CHECK int mp_value_new(mp_value **out, mp_type type, bool lock);
+/** The shared scalar itself, to read or write in place (hold
+ *  mp_value_lock() for read-modify-write); NULL for a manager proxy. */
 void *mp_value_ptr(mp_value *v);
+/** The element type the value was made with. */
 mp_type mp_value_type(const mp_value *v);
 /** NULL when made without one. */
 mp_lock *mp_value_lock(mp_value *v);
 /** Copy the value out / in (works for manager proxies too, where
  *  mp_value_ptr is NULL). */
 MP_MUST_CHECK int mp_value_load(mp_value *v, void *out);
+/** Copy mp_type_size() bytes from @in into the value.  @return 0;
+ *  MP_EINVAL for NULL; a manager proxy's error (MP_ECLOSED, ...). */
 MP_MUST_CHECK int mp_value_store(mp_value *v, const void *in);
+/** As mp_lock_free (its lock goes with it).  NULL is a no-op. */
 void mp_value_free(mp_value *v);
 
 /** A shared array (Python: Array / RawArray); @init NULL: zeroed, else
  *  @n elements copied. */
 typedef struct mp_array mp_array;
+/** A new array of @n elements of @type into *out; @lock as for
+ *  mp_value_new.  @return 0; MP_EINVAL for an unknown type; MP_ENOMEM. */
 MP_MUST_CHECK int mp_array_new(mp_array **out, mp_type type, size_t n, const void *init,
                                bool lock);
+/** The shared elements, to read or write in place. */
 void *mp_array_data(mp_array *a);
+/** The number of elements. */
 size_t mp_array_len(const mp_array *a);
+/** The element type. */
 mp_type mp_array_type(const mp_array *a);
+/** The array's RLock; NULL when made without one. */
 mp_lock *mp_array_lock(mp_array *a);
+/** As mp_lock_free (its lock goes with it).  NULL is a no-op. */
 void mp_array_free(mp_array *a);
 
+/** Append a value: the receiver maps the same memory.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_value(mp_args *a, mp_value *v);
+/** Append an array: the receiver maps the same memory.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_array(mp_args *a, mp_array *arr);
+/** Item @i, a value, owned by the mp_args (a wrong index or type aborts). */
 mp_value *mp_args_value(const mp_args *a, size_t i);
+/** Item @i, an array, owned by the mp_args (a wrong index or type aborts). */
 mp_array *mp_args_array(const mp_args *a, size_t i);
 
 /**
  * Named shared memory (Python: shared_memory.SharedMemory), interoperable
- * with Python: the same name opens the same bytes (/dev/shm/<name>).
+ * with Python: the same name opens the same bytes (/dev/shm/NAME).
  */
 typedef struct mp_shm mp_shm;
 enum {
@@ -571,8 +672,11 @@ enum {
  * @return 0; MP_EEXIST; MP_ENOENT; MP_EINVAL.
  */
 MP_MUST_CHECK int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags);
+/** The mapped bytes (Python: SharedMemory.buf). */
 void *mp_shm_buf(mp_shm *s);
+/** The mapped size in bytes (Python: SharedMemory.size). */
 size_t mp_shm_size(const mp_shm *s);
+/** The segment's name, without the leading slash (Python: SharedMemory.name). */
 const char *mp_shm_name(const mp_shm *s);
 /** Unmap and free this handle; the segment stays. */
 int mp_shm_close(mp_shm *s);
