@@ -4,7 +4,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_GEN  := $(shell command -v ninja >/dev/null 2>&1 && echo -G Ninja)
 
-.PHONY: all deps build demo test test-asan bench install clean
+.PHONY: all deps build demo test test-asan bench docs install clean
 
 all: build
 
@@ -34,6 +34,15 @@ test-asan: deps
 
 bench: build
 	python3 bench/run.py --build $(BUILD) --readme README.md
+
+# The API reference: Doxygen over the public headers and docs/ into
+# $(BUILD)/docs/html.  Any Doxygen warning fails it.  Installs doxygen
+# first when missing (as root).
+docs:
+	@./scripts/install-deps.sh docs
+	@mkdir -p $(BUILD)/docs
+	{ cat docs/Doxyfile; echo "OUTPUT_DIRECTORY = $(BUILD)/docs"; } | doxygen -
+	@echo "API reference: $(BUILD)/docs/html/index.html"
 
 PREFIX ?= /usr/local
 install: build

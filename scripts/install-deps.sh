@@ -1,11 +1,19 @@
 #!/bin/sh
 # Install the Debian packages the build, tests, examples and benchmarks need,
 # when they are missing.  Runs apt-get only as root and only if needed.
+# With the argument `docs`: the documentation tools instead.
 set -eu
 need=""
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
+if [ "${1:-}" = docs ]; then
+    # `install-deps.sh docs`: only what `make docs` needs (API reference,
+    # man page checks).
+    have_cmd doxygen || need="$need doxygen"
+    have_cmd python3 || need="$need python3"
+    have_cmd groff || need="$need groff-base"
+else
 have_cmd cmake || need="$need cmake"
 have_cmd make || need="$need make"
 have_cmd gcc || need="$need gcc"
@@ -14,6 +22,7 @@ have_cmd pkg-config || need="$need pkg-config"
 have_cmd python3 || need="$need python3"
 have_pkg libclang-rt-14-dev || have_pkg libclang-rt-dev || need="$need libclang-rt-14-dev"
 have_pkg libssl-dev || need="$need libssl-dev"
+fi
 
 if [ -z "$need" ]; then
     exit 0
