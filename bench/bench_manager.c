@@ -10,6 +10,12 @@
  *   raw_sock_rtt16x2
  *       the bare kernel operation: two processes on a unix socketpair,
  *       write 16 bytes / read a 16-byte reply, twice (as set + get);
+ *   mp_mgr_dict_batch
+ *       mp_dict_batch of 1000 operations (500 set + get pairs, 8-byte keys
+ *       and values) from a child: per operation;
+ *   mp_mgr_dict_batch_set
+ *       mp_dict_batch of 1000 sets from a child: per set (Python's own
+ *       batch, dict.update, only sets);
  *   mp_mgr_dict_add_Np
  *       N client processes at once, each doing M mp_dict_add on one shared
  *       key: the wall time from "go" to the last client done, divided by
@@ -107,6 +113,64 @@ static void mgr_rtt(mp_manager *m, size_t n)
     mp_args *args;
     check("mp_args_of", mp_args_of(&args, "sl", mp_manager_address(m), (int64_t)n));
     mp_process *p = start(rtt_client, args);
+    mp_args_free(args);
+    join(p);
+}
+
+/* ---- batches from a child ---------------------------------------------- */
+
+enum { BATCH = 1000 };
+
+/* args: address, n batches, sets only.  One sample per batch, per op. */
+static int batch_client(const mp_args *a)
+{
+    size_t n = (size_t)mp_args_int(a, 1);
+    bool sets_only = mp_args_int(a, 2) != 0;
+    mp_manager *m;
+    check("mp_manager_connect", mp_manager_connect(&m, mp_args_str(a, 0), NULL, 0));
+    mp_dict *d;
+    check("mp_manager_dict", mp_manager_dict(m, "batch", &d));
+    uint64_t *s = calloc(n, sizeof *s), vals[BATCH];
+    char keys[BATCH][8];
+    mp_dict_op ops[BATCH];
+    if (s == NULL)
+        die("calloc", ENOMEM);
+    mp_buf got = MP_BUF_INIT;
+    for (size_t r = 0; r < n + n / 10 + 1; r++) { /* the first tenth warms up */
+        for (int i = 0; i < BATCH; i++) {
+            int k = sets_only ? i : i / 2;
+            memcpy(keys[i], "key-", 4);
+            memcpy(keys[i] + 4, &k, 4);
+            vals[i] = r * BATCH + (uint64_t)k;
+            ops[i] = (mp_dict_op){.op = sets_only || i % 2 == 0 ? MP_DICT_SET : MP_DICT_GET,
+                                  .key = keys[i], .keylen = 8,
+                                  .value = &vals[i], .valuelen = 8};
+        }
+        uint64_t t0 = bench_now_ns();
+        check("mp_dict_batch", mp_dict_batch(d, ops, BATCH, &got));
+        uint64_t t1 = bench_now_ns();
+        for (int i = 0; i < BATCH; i++)
+            if (ops[i].status != 0 ||
+                (ops[i].op == MP_DICT_GET &&
+                 (ops[i].len != 8 || memcmp((char *)got.data + ops[i].offset, &vals[i], 8))))
+                die("batch result", MP_EBADMSG);
+        if (r >= n / 10 + 1)
+            s[r - n / 10 - 1] = (t1 - t0) / BATCH;
+    }
+    bench_report(sets_only ? "mp_mgr_dict_batch_set" : "mp_mgr_dict_batch", s, n);
+    free(s);
+    mp_buf_free(&got);
+    mp_dict_free(d);
+    mp_manager_free(m);
+    return 0;
+}
+
+static void mgr_batch(mp_manager *m, size_t n, bool sets_only)
+{
+    mp_args *args;
+    check("mp_args_of", mp_args_of(&args, "sll", mp_manager_address(m), (int64_t)n,
+                                   (int64_t)sets_only));
+    mp_process *p = start(batch_client, args);
     mp_args_free(args);
     join(p);
 }
@@ -284,6 +348,8 @@ int main(int argc, char **argv)
     check("mp_manager_start", mp_manager_start(&m, mp_get_context("fork"), NULL, NULL, 0));
     mgr_rtt(m, n);
     raw_rtt(n);
+    mgr_batch(m, n / 20 ? n / 20 : 1, false);
+    mgr_batch(m, n / 20 ? n / 20 : 1, true);
     mgr_adds(m, procs, ops, rounds);
     mp_manager_free(m); /* shuts the server down and joins it */
     return 0;

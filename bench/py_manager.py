@@ -6,6 +6,10 @@ Prints one JSON line per benchmark on stdout.
   py_mgr_dict_rtt      d[k] = v; d[k] on a Manager().dict() proxy, from a
                        forked child (two requests), manager started with
                        the fork context
+  py_mgr_dict_op       the same round trips per operation (half of each):
+                       the rate Python's proxy gives
+  py_mgr_dict_update   d.update() of 1000 keys from a forked child, per key:
+                       Python's own batch (sets only)
   py_mgr_dict_set_Np   PROCS forked children at once, each doing M d[k] = i
                        (one request each: Python's proxy has no atomic add;
                        each child its own key); wall time from "go" to the
@@ -47,6 +51,21 @@ def rtt_client(d, n):
         if i >= n // 10:
             out.append(t1 - t0)
     report("py_mgr_dict_rtt", out)
+    report("py_mgr_dict_op", [x / 2 for x in out])
+
+
+def update_client(d, n):
+    out = []
+    now = time.perf_counter_ns
+    for r in range(n + n // 10 + 1):
+        batch = {"key-%d" % i: r * 1000 + i for i in range(1000)}
+        t0 = now()
+        d.update(batch)
+        t1 = now()
+        if r >= n // 10 + 1:
+            out.append((t1 - t0) / 1000)
+    assert d["key-999"] == (n + n // 10) * 1000 + 999
+    report("py_mgr_dict_update", out)
 
 
 def set_client(d, me, ops, ready, go, done):
@@ -71,6 +90,11 @@ def main():
     with ctx.Manager() as mgr:
         d = mgr.dict()
         p = ctx.Process(target=rtt_client, args=(d, args.n))
+        p.start()
+        p.join()
+        assert p.exitcode == 0
+        du = mgr.dict()  # held here: a dropped proxy frees the object
+        p = ctx.Process(target=update_client, args=(du, max(args.n // 20, 1)))
         p.start()
         p.join()
         assert p.exitcode == 0

@@ -141,6 +141,10 @@ ROWS = [
     Row("Manager dict set+get from a child (2 requests)", mp="mp_mgr_dict_rtt",
         py="py_mgr_dict_rtt", kernel="raw_sock_rtt16x2",
         kernel_label="socketpair 16 B write + 16 B reply, ×2", max_vs_kernel=1.2),
+    Row("Manager dict batch of 1000 set/get from a child (per op; Python: one op a request)",
+        mp="mp_mgr_dict_batch", py="py_mgr_dict_op", kernel=None, min_vs_python=20),
+    Row("Manager dict batch of 1000 sets (per op; Python: dict.update of 1000)",
+        mp="mp_mgr_dict_batch_set", py="py_mgr_dict_update", kernel=None),
     Row("Manager dict, 4 client processes at once (per op; Python: d[k] = v)",
         mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None, min_vs_python=20),
 ]

@@ -879,6 +879,40 @@ MP_MUST_CHECK int mp_dict_len(mp_dict *d, size_t *out);
 MP_MUST_CHECK int mp_dict_add(mp_dict *d, const void *k, size_t kl, int64_t delta, int64_t *out);
 /** Every key, each as a 4-byte native length and the bytes. */
 MP_MUST_CHECK int mp_dict_keys(mp_dict *d, mp_buf *out);
+
+/** The operations of a batch (mp_dict_batch). */
+typedef enum mp_dict_opcode {
+    MP_DICT_SET = 1, /**< store value under key */
+    MP_DICT_GET = 2, /**< read the value of key (MP_ENOENT when absent) */
+    MP_DICT_DEL = 3, /**< remove key (MP_ENOENT when absent) */
+    MP_DICT_ADD = 4  /**< add num to the int64_t under key (0 when absent) */
+} mp_dict_opcode;
+
+/** One operation of a batch: the caller fills the inputs, the batch the
+ *  outputs. */
+typedef struct mp_dict_op {
+    mp_dict_opcode op;    /**< in: what to do */
+    const void *key;      /**< in: the key */
+    size_t keylen;        /**< in: its length */
+    const void *value;    /**< in, MP_DICT_SET: the value */
+    size_t valuelen;      /**< in, MP_DICT_SET: its length */
+    int64_t num;          /**< MP_DICT_ADD: the delta in, the new value out */
+    int status;           /**< out: 0, or this operation's error */
+    size_t offset;        /**< out, MP_DICT_GET: the value is at out->data + offset */
+    size_t len;           /**< out, MP_DICT_GET: and has len bytes */
+} mp_dict_op;
+
+/**
+ * Run @n operations in one request: one round trip instead of @n, and the
+ * whole batch runs in order under the server's lock, so no other client sees
+ * it half done (Python has no equivalent; its nearest is dict.update).  The
+ * values read by MP_DICT_GET go into @out (emptied first; may be NULL when
+ * there is no GET), each op says where.  Returns 0 when the batch ran — then
+ * each op's own result is in its status — or an error for the whole batch
+ * (MP_EINVAL for a bad op or argument, MP_ECLOSED when the server has gone),
+ * in which case the server changed nothing, except after MP_ECLOSED.
+ */
+MP_MUST_CHECK int mp_dict_batch(mp_dict *d, mp_dict_op *ops, size_t n, mp_buf *out);
 void mp_dict_free(mp_dict *d);
 
 /** A shared list of byte strings. */

@@ -31,6 +31,7 @@
 enum {
     OP_OPEN = 1, OP_SHUTDOWN,
     OP_DICT_SET = 10, OP_DICT_GET, OP_DICT_DEL, OP_DICT_LEN, OP_DICT_ADD, OP_DICT_KEYS,
+    OP_DICT_BATCH,
     OP_LIST_APPEND = 20, OP_LIST_GET, OP_LIST_SET, OP_LIST_POP, OP_LIST_LEN,
     OP_Q_PUT = 30, OP_Q_GET, OP_Q_QSIZE, OP_Q_FULL,
     OP_LOCK_ACQ = 40, OP_LOCK_REL, OP_LOCK_LOCKED,
@@ -294,6 +295,104 @@ static double arg_timeout(const mp_args *a, size_t i)
     return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
 }
 
+/* One dict operation (srv->lock held).  SET stores @v; ADD adds *num and
+ * leaves the new value there; GET points *got at the stored value. */
+static int dict_apply(sobj *o, int op, const void *k, size_t kl, const void *v, size_t vl,
+                      int64_t *num, const mp_buf **got)
+{
+    kv **pp = dict_slot(o, k, kl);
+    if (op == OP_DICT_GET) {
+        if (*pp == NULL)
+            return MP_ENOENT;
+        *got = &(*pp)->v;
+        return 0;
+    }
+    if (op == OP_DICT_DEL) {
+        if (*pp == NULL)
+            return MP_ENOENT;
+        kv *e = *pp;
+        *pp = e->next;
+        mp_buf_free(&e->k);
+        mp_buf_free(&e->v);
+        free(e);
+        o->count--;
+        return 0;
+    }
+    int64_t add = 0;
+    if (op == OP_DICT_ADD) {
+        uint64_t sum = (uint64_t)*num; /* wraps, never undefined */
+        if (*pp && (*pp)->v.len == sizeof(int64_t)) {
+            int64_t old;
+            memcpy(&old, (*pp)->v.data, sizeof old);
+            sum += (uint64_t)old;
+        }
+        add = (int64_t)sum;
+        v = &add;
+        vl = sizeof add;
+    }
+    if (*pp == NULL) {
+        kv *e = calloc(1, sizeof *e);
+        if (e == NULL || mp_buf_append(&e->k, k, kl) < 0) {
+            free(e);
+            return MP_ENOMEM;
+        }
+        *pp = e;
+        o->count++;
+    }
+    (*pp)->v.len = 0;
+    int err = mp_buf_append(&(*pp)->v, v, vl);
+    if (err == 0 && op == OP_DICT_ADD)
+        *num = add;
+    return err < 0 ? err : dict_grow(o);
+}
+
+/*
+ * A batch of dict operations, the wire form of mp_dict_batch (little-endian):
+ *   request: per op  u8 op (mp_dict_opcode), blob key, then SET: blob value, ADD: u64 delta
+ *   reply:   per op  u32 status (an int), then if 0: GET: blob value,
+ *                    ADD: u64 new value
+ * The whole request is checked before any of it runs, so a malformed batch
+ * changes nothing; the operations then run in order under the server lock.
+ */
+static int dict_batch(sobj *o, const void *p, size_t n, mp_buf *out)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        mp__reader rd;
+        mp__reader_init(&rd, p, n);
+        while (rd.err == 0 && rd.off < rd.len) {
+            static const int ops[] = {[MP_DICT_SET] = OP_DICT_SET, [MP_DICT_GET] = OP_DICT_GET,
+                                      [MP_DICT_DEL] = OP_DICT_DEL, [MP_DICT_ADD] = OP_DICT_ADD};
+            uint8_t wire = mp__get_u8(&rd);
+            int op = wire < sizeof ops / sizeof ops[0] ? ops[wire] : 0;
+            size_t kl, vl = 0;
+            const void *k = mp__get_blob(&rd, &kl), *v = NULL;
+            int64_t num = 0;
+            if (op == OP_DICT_SET)
+                v = mp__get_blob(&rd, &vl);
+            else if (op == OP_DICT_ADD)
+                num = (int64_t)mp__get_u64(&rd);
+            else if (op != OP_DICT_GET && op != OP_DICT_DEL)
+                return MP_EBADMSG;
+            if (rd.err || k == NULL || (op == OP_DICT_SET && v == NULL))
+                return MP_EBADMSG;
+            if (pass == 0)
+                continue;
+            const mp_buf *got = NULL;
+            int st = dict_apply(o, op, k, kl, v, vl, &num, &got);
+            int err = mp__put_u32(out, (uint32_t)st);
+            if (err == 0 && st == 0 && op == OP_DICT_GET)
+                err = mp__put_blob(out, got->data, got->len);
+            if (err == 0 && st == 0 && op == OP_DICT_ADD)
+                err = mp__put_u64(out, (uint64_t)num);
+            if (err < 0)
+                return err;
+        }
+        if (rd.err)
+            return MP_EBADMSG;
+    }
+    return 0;
+}
+
 /* Handle one request (srv->lock held, released around blocking queue ops).
  * Fills @r after its status. */
 static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
@@ -309,52 +408,30 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     case OP_DICT_ADD: {
         if (o->buckets == NULL || (k = arg_bytes(a, 3, &kl)) == NULL)
             return MP_EBADMSG;
-        kv **pp = dict_slot(o, k, kl);
-        if (op == OP_DICT_GET) {
-            return *pp ? reply_bytes(r, (*pp)->v.data, (*pp)->v.len) : MP_ENOENT;
-        }
-        if (op == OP_DICT_DEL) {
-            if (*pp == NULL)
-                return MP_ENOENT;
-            kv *e = *pp;
-            *pp = e->next;
-            mp_buf_free(&e->k);
-            mp_buf_free(&e->v);
-            free(e);
-            o->count--;
-            return 0;
-        }
-        int64_t add = 0;
+        int64_t num = 0;
         if (op == OP_DICT_SET && (v = arg_bytes(a, 4, &vl)) == NULL)
             return MP_EBADMSG;
         if (op == OP_DICT_ADD) {
             if (!has(a, 4, MP_ARG_INT))
                 return MP_EBADMSG;
-            uint64_t sum = (uint64_t)mp_args_int(a, 4); /* wraps, never undefined */
-            if (*pp && (*pp)->v.len == sizeof(int64_t)) {
-                int64_t old;
-                memcpy(&old, (*pp)->v.data, sizeof old);
-                sum += (uint64_t)old;
-            }
-            add = (int64_t)sum;
-            v = &add;
-            vl = sizeof add;
+            num = mp_args_int(a, 4);
         }
-        if (*pp == NULL) {
-            kv *e = calloc(1, sizeof *e);
-            if (e == NULL || mp_buf_append(&e->k, k, kl) < 0) {
-                free(e);
-                return MP_ENOMEM;
-            }
-            *pp = e;
-            o->count++;
-        }
-        (*pp)->v.len = 0;
-        err = mp_buf_append(&(*pp)->v, v, vl);
+        const mp_buf *got = NULL;
+        err = dict_apply(o, op, k, kl, v, vl, &num, &got);
+        if (err == 0 && op == OP_DICT_GET)
+            err = reply_bytes(r, got->data, got->len);
         if (err == 0 && op == OP_DICT_ADD)
-            err = mp_args_add_int(r, add);
+            err = mp_args_add_int(r, num);
+        return err;
+    }
+    case OP_DICT_BATCH: {
+        if (o->buckets == NULL || (v = arg_bytes(a, 3, &vl)) == NULL)
+            return MP_EBADMSG;
+        mp_buf out = MP_BUF_INIT;
+        err = dict_batch(o, v, vl, &out);
         if (err == 0)
-            err = dict_grow(o);
+            err = reply_bytes(r, out.data, out.len);
+        mp_buf_free(&out);
         return err;
     }
     case OP_DICT_LEN:
@@ -1179,6 +1256,76 @@ int mp_dict_keys(mp_dict *d, mp_buf *out)
     if (d == NULL || out == NULL)
         return MP_EINVAL;
     return named_rpc(d->m, "dict", d->name, OP_DICT_KEYS, out, NULL, DICT_REQ(OP_DICT_KEYS));
+}
+
+/* The request of mp_dict_batch (the wire form is above dict_batch). */
+static int batch_encode(const mp_dict_op *ops, size_t n, mp_buf *req, bool *gets)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++)
+        need += 17 + ops[i].keylen + (ops[i].op == MP_DICT_SET ? 8 + ops[i].valuelen : 8);
+    int err = mp_buf_reserve(req, need);
+    *gets = false;
+    for (size_t i = 0; i < n && err == 0; i++) {
+        const mp_dict_op *o = &ops[i];
+        if (o->op < MP_DICT_SET || o->op > MP_DICT_ADD || (o->key == NULL && o->keylen) ||
+            (o->op == MP_DICT_SET && o->value == NULL && o->valuelen))
+            return MP_EINVAL;
+        *gets |= o->op == MP_DICT_GET;
+        err = mp__put_u8(req, (uint8_t)o->op);
+        if (err == 0)
+            err = mp__put_blob(req, o->key, o->keylen);
+        if (err == 0 && o->op == MP_DICT_SET)
+            err = mp__put_blob(req, o->value, o->valuelen);
+        if (err == 0 && o->op == MP_DICT_ADD)
+            err = mp__put_u64(req, (uint64_t)o->num);
+    }
+    return err;
+}
+
+static int batch_decode(mp_dict_op *ops, size_t n, const mp_buf *rep, mp_buf *out)
+{
+    mp__reader rd;
+    mp__reader_init(&rd, rep->data, rep->len);
+    int err = out ? mp_buf_reserve(out, rep->len) : 0;
+    for (size_t i = 0; i < n && err == 0; i++) {
+        mp_dict_op *o = &ops[i];
+        o->status = (int)(int32_t)mp__get_u32(&rd);
+        o->offset = o->len = 0;
+        if (rd.err || o->status > 0)
+            return MP_EBADMSG;
+        if (o->status == 0 && o->op == MP_DICT_GET) {
+            const void *v = mp__get_blob(&rd, &o->len);
+            o->offset = out->len;
+            err = v ? mp_buf_append(out, v, o->len) : MP_EBADMSG;
+        } else if (o->status == 0 && o->op == MP_DICT_ADD) {
+            o->num = (int64_t)mp__get_u64(&rd);
+        }
+    }
+    if (err == 0 && (rd.err || rd.off != rd.len))
+        err = MP_EBADMSG;
+    return err;
+}
+
+int mp_dict_batch(mp_dict *d, mp_dict_op *ops, size_t n, mp_buf *out)
+{
+    if (d == NULL || (ops == NULL && n > 0))
+        return MP_EINVAL;
+    mp_buf req = MP_BUF_INIT, rep = MP_BUF_INIT;
+    bool gets;
+    int err = batch_encode(ops, n, &req, &gets);
+    if (err == 0 && gets && out == NULL)
+        err = MP_EINVAL;
+    if (out)
+        out->len = 0;
+    if (err == 0 && n > 0)
+        err = named_rpc(d->m, "dict", d->name, OP_DICT_BATCH, &rep, NULL,
+                        with_bytes(DICT_REQ(OP_DICT_BATCH), req.data, req.len));
+    if (err == 0)
+        err = batch_decode(ops, n, &rep, out);
+    mp_buf_free(&req);
+    mp_buf_free(&rep);
+    return err;
 }
 
 int mp_list_append(mp_list *l, const void *v, size_t vl)

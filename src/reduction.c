@@ -13,6 +13,7 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <endian.h>
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,18 +393,14 @@ int mp__put_u8(mp_buf *b, uint8_t v)
 
 int mp__put_u32(mp_buf *b, uint32_t v)
 {
-    uint8_t x[4];
-    for (int i = 0; i < 4; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    return mp_buf_append(b, x, 4);
+    v = htole32(v);
+    return mp_buf_append(b, &v, 4);
 }
 
 int mp__put_u64(mp_buf *b, uint64_t v)
 {
-    uint8_t x[8];
-    for (int i = 0; i < 8; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    return mp_buf_append(b, x, 8);
+    v = htole64(v);
+    return mp_buf_append(b, &v, 8);
 }
 
 int mp__put_blob(mp_buf *b, const void *p, size_t n)
@@ -446,18 +443,18 @@ uint32_t mp__get_u32(mp__reader *r)
 {
     const uint8_t *p = take(r, 4);
     uint32_t v = 0;
-    for (int i = 0; p && i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
+    if (p)
+        memcpy(&v, p, 4);
+    return le32toh(v);
 }
 
 uint64_t mp__get_u64(mp__reader *r)
 {
     const uint8_t *p = take(r, 8);
     uint64_t v = 0;
-    for (int i = 0; p && i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
+    if (p)
+        memcpy(&v, p, 8);
+    return le64toh(v);
 }
 
 const void *mp__get_blob(mp__reader *r, size_t *n)

@@ -23,6 +23,7 @@ enum {
     W_DICT_SET = 10,
     W_DICT_GET = 11,
     W_DICT_ADD = 14,
+    W_DICT_BATCH = 16,
     W_LIST_APPEND = 20,
     W_LIST_GET = 21,
     W_Q_PUT = 30,
@@ -399,6 +400,162 @@ MP_TEST(manager_dict_add_atomic, .variants = MP_START_METHODS, .timeout_s = 60)
     size_t n = 0;
     ASSERT_OK(mp_dict_len(d, &n));
     ASSERT_EQ(n, 1);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* ---- batches ----------------------------------------------------------- */
+
+static mp_dict_op op_of(mp_dict_opcode code, const char *k, const char *v, int64_t num)
+{
+    mp_dict_op o = {.op = code, .key = k, .keylen = strlen(k), .num = num, .status = 1};
+    if (v) {
+        o.value = v;
+        o.valuelen = strlen(v);
+    }
+    return o;
+}
+
+MP_TEST(manager_dict_batch)
+{
+    mp_manager *m = start_manager(NULL);
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m, "b", &d));
+    ASSERT_OK(mp_dict_set(d, "old", 3, "x", 1));
+
+    mp_dict_op ops[] = {
+        op_of(MP_DICT_SET, "a", "alpha", 0), op_of(MP_DICT_GET, "a", NULL, 0),
+        op_of(MP_DICT_GET, "nope", NULL, 0), op_of(MP_DICT_ADD, "n", NULL, 5),
+        op_of(MP_DICT_ADD, "n", NULL, -7),   op_of(MP_DICT_DEL, "old", NULL, 0),
+        op_of(MP_DICT_DEL, "old", NULL, 0),  op_of(MP_DICT_SET, "", "", 0),
+        op_of(MP_DICT_GET, "", NULL, 0),     op_of(MP_DICT_GET, "old", NULL, 0),
+        op_of(MP_DICT_SET, "a", "A", 0),     op_of(MP_DICT_GET, "a", NULL, 0),
+    };
+    size_t n = sizeof ops / sizeof ops[0];
+    mp_buf out = MP_BUF_INIT;
+    ASSERT_OK(mp_buf_append(&out, "stale", 5)); /* emptied first */
+    ASSERT_OK(mp_dict_batch(d, ops, n, &out));
+    int want[] = {0, 0, MP_ENOENT, 0, 0, 0, MP_ENOENT, 0, 0, MP_ENOENT, 0, 0};
+    for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(ops[i].status, want[i]);
+    ASSERT_EQ(ops[1].len, 5);
+    ASSERT_MEMEQ((char *)out.data + ops[1].offset, "alpha", 5);
+    ASSERT_EQ(ops[3].num, 5);
+    ASSERT_EQ(ops[4].num, -2);
+    ASSERT_EQ(ops[8].len, 0);
+    ASSERT_EQ(ops[11].len, 1);
+    ASSERT_MEMEQ((char *)out.data + ops[11].offset, "A", 1);
+    ASSERT_EQ(out.len, 6);
+
+    /* the single-op calls see what the batch did */
+    ASSERT_EQ(dict_int(d, "n"), -2);
+    mp_buf v = MP_BUF_INIT;
+    ASSERT_ERR(MP_ENOENT, mp_dict_get(d, "old", 3, &v));
+    size_t len = 0;
+    ASSERT_OK(mp_dict_len(d, &len));
+    ASSERT_EQ(len, 3); /* a, n, "" */
+
+    /* nothing to do; no GET needs no buffer */
+    ASSERT_OK(mp_dict_batch(d, NULL, 0, NULL));
+    mp_dict_op set = op_of(MP_DICT_SET, "k", "v", 0);
+    ASSERT_OK(mp_dict_batch(d, &set, 1, NULL));
+    ASSERT_EQ(set.status, 0);
+
+    /* bad input: the whole batch refused, nothing changed */
+    mp_dict_op bad[] = {op_of(MP_DICT_ADD, "n", NULL, 100), op_of(MP_DICT_GET, "a", NULL, 0)};
+    ASSERT_ERR(MP_EINVAL, mp_dict_batch(d, bad, 2, NULL));
+    bad[1].op = (mp_dict_opcode)9;
+    ASSERT_ERR(MP_EINVAL, mp_dict_batch(d, bad, 2, &out));
+    bad[1] = op_of(MP_DICT_SET, "z", NULL, 0);
+    bad[1].valuelen = 3; /* NULL value with a length */
+    ASSERT_ERR(MP_EINVAL, mp_dict_batch(d, bad, 2, &out));
+    ASSERT_ERR(MP_EINVAL, mp_dict_batch(NULL, bad, 1, &out));
+    ASSERT_ERR(MP_EINVAL, mp_dict_batch(d, NULL, 1, &out));
+    ASSERT_EQ(dict_int(d, "n"), -2);
+
+    /* a large batch: 10 000 sets then 10 000 gets of 100-byte values */
+    enum { BIG = 10000 };
+    mp_dict_op *big = calloc(2 * BIG, sizeof *big);
+    char (*keys)[16] = calloc(BIG, sizeof *keys);
+    char val[100];
+    memset(val, 'v', sizeof val);
+    ASSERT_TRUE(big && keys);
+    for (int i = 0; i < BIG; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        big[i] = (mp_dict_op){.op = MP_DICT_SET, .key = keys[i], .keylen = strlen(keys[i]),
+                              .value = val, .valuelen = sizeof val};
+        big[BIG + i] = (mp_dict_op){.op = MP_DICT_GET, .key = keys[i], .keylen = strlen(keys[i])};
+    }
+    ASSERT_OK(mp_dict_batch(d, big, 2 * BIG, &out));
+    for (int i = 0; i < 2 * BIG; i++)
+        ASSERT_EQ(big[i].status, 0);
+    for (int i = BIG; i < 2 * BIG; i++) {
+        ASSERT_EQ(big[i].len, sizeof val);
+        ASSERT_MEMEQ((char *)out.data + big[i].offset, val, sizeof val);
+    }
+    ASSERT_EQ(out.len, (size_t)BIG * sizeof val);
+    ASSERT_OK(mp_dict_len(d, &len));
+    ASSERT_EQ(len, 4 + BIG);
+    free(big);
+    free(keys);
+    mp_buf_free(&v);
+    mp_buf_free(&out);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* Writers set "a" and "b" to the same number in one batch; readers read
+ * both in one batch and must never see them differ. */
+static int child_batch_pairs(const mp_args *a)
+{
+    mp_manager *m = child_connect(a);
+    bool writer = mp_args_int(a, 2) != 0;
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m, "pairs", &d));
+    mp_buf out = MP_BUF_INIT;
+    for (int64_t i = 0; i < 2000; i++) {
+        if (writer) {
+            mp_dict_op ops[2] = {
+                {.op = MP_DICT_SET, .key = "a", .keylen = 1, .value = &i, .valuelen = sizeof i},
+                {.op = MP_DICT_SET, .key = "b", .keylen = 1, .value = &i, .valuelen = sizeof i},
+            };
+            ASSERT_OK(mp_dict_batch(d, ops, 2, &out));
+            ASSERT_EQ(ops[0].status, 0);
+            ASSERT_EQ(ops[1].status, 0);
+        } else {
+            mp_dict_op ops[2] = {{.op = MP_DICT_GET, .key = "a", .keylen = 1},
+                                 {.op = MP_DICT_GET, .key = "b", .keylen = 1}};
+            ASSERT_OK(mp_dict_batch(d, ops, 2, &out));
+            ASSERT_EQ(ops[0].status, ops[1].status);
+            if (ops[0].status == 0) {
+                ASSERT_EQ(ops[0].len, ops[1].len);
+                ASSERT_MEMEQ((char *)out.data + ops[0].offset,
+                             (char *)out.data + ops[1].offset, ops[0].len);
+            }
+        }
+    }
+    mp_buf_free(&out);
+    mp_dict_free(d);
+    mp_manager_free(m);
+    return 0;
+}
+
+MP_TEST(manager_dict_batch_atomic, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_process *p[4];
+    for (int i = 0; i < 4; i++) {
+        mp_args *a = conn_args(m);
+        ASSERT_OK(mp_args_add_int(a, i % 2));
+        p[i] = start_child(ctx, child_batch_pairs, a);
+        mp_args_free(a);
+    }
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(finish_child(p[i]), 0);
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m, "pairs", &d));
+    ASSERT_EQ(dict_int(d, "a"), 1999);
+    ASSERT_EQ(dict_int(d, "b"), 1999);
     mp_dict_free(d);
     mp_manager_free(m);
 }
@@ -1238,6 +1395,20 @@ MP_TEST(manager_malformed_requests, .variants = MP_START_METHODS)
     ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("sss", "11", "dict", "d")));
     ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iis", W_DICT_GET, 3, "d")));
     ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isd", W_DICT_GET, "dict", 1.0)));
+    /* batches: a bad op, a cut key, a SET without its value; none of it
+     * runs, not even the valid op in front (the dict's "k" stays "v") */
+    static const uint8_t bad_op[] = {9, 1, 0, 0, 0, 0, 0, 0, 0, 'k'};
+    static const uint8_t cut_key[] = {3, 1, 0, 0, 0, 0, 0, 0, 0, 'k', 2, 9, 0, 0, 0, 0, 0, 0, 0, 'k'};
+    static const uint8_t no_value[] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 'k'};
+    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", bad_op, sizeof bad_op)));
+    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", cut_key, sizeof cut_key)));
+    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", no_value, sizeof no_value)));
+    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", W_DICT_BATCH, "dict", "d")));
+    mp_buf kv = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_get(d, "k", 1, &kv));
+    ASSERT_EQ(kv.len, 1);
+    ASSERT_MEMEQ(kv.data, "v", 1);
+    mp_buf_free(&kv);
     ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", W_DICT_GET, "dict", "d")));
     ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issi", W_DICT_GET, "dict", "d", 5)));
     ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isss", W_DICT_GET, "dict", "d", "k")));
