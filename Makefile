@@ -21,16 +21,23 @@ build: deps $(BUILD)/CMakeCache.txt
 demo: build
 	./examples/run_demo.sh $(BUILD)/examples
 
-# Build and run the whole suite (one process per test, leak checks).
+# Build and run the whole suite (one process per test, leak checks), then
+# one line of pass/fail counts per start method; fails if a test does.
 test: build
-	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
+	@rm -f $(BUILD)/ctest-junit.xml
+	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS) \
+	  --output-junit $(abspath $(BUILD))/ctest-junit.xml; \
+	  rc=$$?; python3 $(CURDIR)/scripts/test-summary.py $(abspath $(BUILD))/ctest-junit.xml; exit $$rc
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
 test-asan: deps
 	CC=clang cmake -S . -B $(BUILD_ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug \
 	  -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_FUZZ=ON -DMP_BUILD_BENCH=OFF
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
-	cd $(BUILD_ASAN) && MP_TEST_TIMEOUT_MULTIPLIER=3 ctest --output-on-failure --timeout 900 -j $(JOBS)
+	@rm -f $(BUILD_ASAN)/ctest-junit.xml
+	cd $(BUILD_ASAN) && MP_TEST_TIMEOUT_MULTIPLIER=3 ctest --output-on-failure --timeout 900 -j $(JOBS) \
+	  --output-junit $(abspath $(BUILD_ASAN))/ctest-junit.xml; \
+	  rc=$$?; python3 $(CURDIR)/scripts/test-summary.py $(abspath $(BUILD_ASAN))/ctest-junit.xml; exit $$rc
 
 bench: build
 	python3 bench/run.py --build $(BUILD) --readme README.md
