@@ -700,7 +700,9 @@ int mp_shm_unlink(mp_shm *s);
 typedef struct mp_queue mp_queue;
 /** @maxsize: messages; 0 unbounded. */
 MP_MUST_CHECK int mp_queue_new(mp_queue **out, size_t maxsize);
+/** A JoinableQueue: a queue with task_done and join.  @maxsize as above. */
 MP_MUST_CHECK int mp_joinable_queue_new(mp_queue **out, size_t maxsize);
+/** A SimpleQueue: unbounded, put/get/empty/close only. */
 MP_MUST_CHECK int mp_simple_queue_new(mp_queue **out);
 /** Put a copy of @len bytes, waiting up to @timeout for room (0: never
  *  waits).  MP_EFULL; MP_ECLOSED after mp_queue_close in this process. */
@@ -714,7 +716,9 @@ MP_MUST_CHECK int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *
                                     double timeout);
 /** Messages put and not yet taken (a snapshot). */
 MP_MUST_CHECK int mp_queue_qsize(mp_queue *q, size_t *out);
+/** True when no message is pending (a snapshot). */
 bool mp_queue_empty(mp_queue *q);
+/** True when a bounded queue holds maxsize messages (a snapshot). */
 bool mp_queue_full(mp_queue *q);
 /** JoinableQueue: one taken message is done.  MP_EINVAL when called more
  *  often than messages were put, or on another kind of queue. */
@@ -725,8 +729,12 @@ MP_MUST_CHECK int mp_queue_join(mp_queue *q, double timeout);
 /** This process puts and gets no more (MP_ECLOSED after); what was put is
  *  still delivered to others.  A second close is a no-op. */
 int mp_queue_close(mp_queue *q);
+/** Free the queue (its creator) or this handle (others), as mp_lock_free.
+ *  NULL is a no-op. */
 void mp_queue_free(mp_queue *q);
+/** Append a queue (or a manager's queue proxy).  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_queue(mp_args *a, mp_queue *q);
+/** Item @i, a queue, owned by the mp_args (a wrong index or type aborts). */
 mp_queue *mp_args_queue(const mp_args *a, size_t i);
 
 /* ------------------------------------------------------------------------ */
@@ -741,22 +749,25 @@ mp_queue *mp_args_queue(const mp_args *a, size_t i);
  * Items and results travel through shared memory; workers are daemonic and
  * die with the program.
  */
+/** A process pool; see above.  Opaque. */
 typedef struct mp_pool mp_pool;
+/** Options of mp_pool_new() (Python: Pool's arguments); zero means the default. */
 typedef struct mp_pool_opts {
-    mp_context *ctx;                 /* NULL: default context */
-    int processes;                   /* 0: mp_cpu_count() */
-    mp_target_fn initializer;        /* NULL: none; runs once in each worker */
-    const mp_args *initargs;
-    unsigned long maxtasksperchild;  /* 0: workers live as long as the pool */
-    double task_timeout;             /* <= 0: none; beyond it the item fails with MP_ETIMEDOUT */
+    mp_context *ctx;                 /**< NULL: default context */
+    int processes;                   /**< 0: mp_cpu_count() */
+    mp_target_fn initializer;        /**< NULL: none; runs once in each worker */
+    const mp_args *initargs;         /**< the initializer's arguments (may be NULL) */
+    unsigned long maxtasksperchild;  /**< 0: workers live as long as the pool */
+    double task_timeout;             /**< <= 0: none; beyond it the item fails with MP_ETIMEDOUT */
 } mp_pool_opts;
-typedef struct mp_async mp_async;    /* a pending result (AsyncResult) */
-typedef struct mp_imap mp_imap;      /* an imap iterator */
+typedef struct mp_async mp_async;    /**< a pending result (AsyncResult) */
+typedef struct mp_imap mp_imap;      /**< an imap iterator */
+/** Why an item or task failed: filled by map, imap and get calls. */
 typedef struct mp_task_error {
-    size_t index;   /* which item */
-    int code;       /* the item's own non-zero return (with MP_ETASK), or MP_EWORKER / MP_ETIMEDOUT */
-    int signal;     /* MP_EWORKER: the signal that killed the worker, 0 if it exited */
-    int exitcode;   /* MP_EWORKER: its exit status when it exited */
+    size_t index;   /**< which item */
+    int code;       /**< the item's own non-zero return (with MP_ETASK), or MP_EWORKER / MP_ETIMEDOUT */
+    int signal;     /**< MP_EWORKER: the signal that killed the worker, 0 if it exited */
+    int exitcode;   /**< MP_EWORKER: its exit status when it exited */
 } mp_task_error;
 
 /** A map function: reads *item, writes *result; non-zero fails the item
@@ -802,6 +813,7 @@ MP_MUST_CHECK int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *items, size
  */
 MP_MUST_CHECK int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err,
                                double timeout);
+/** Free the iterator; results not yet taken are dropped.  NULL is a no-op. */
 void mp_imap_free(mp_imap *it);
 /** Run fn(args) in a worker and wait: 0 with its result bytes; MP_ETASK
  *  (its code in err of mp_async_get), MP_EWORKER, MP_ETIMEDOUT.  Args may
@@ -817,6 +829,7 @@ MP_MUST_CHECK int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *
 MP_MUST_CHECK int mp_async_get(mp_async *r, double timeout, mp_buf *result, mp_task_error *err);
 /** 0 when ready, MP_ETIMEDOUT, MP_EBROKEN. */
 MP_MUST_CHECK int mp_async_wait(mp_async *r, double timeout);
+/** True once the result is there (Python: AsyncResult.ready); never blocks. */
 bool mp_async_ready(mp_async *r);
 /** 1 succeeded, 0 failed, MP_EINVAL before ready. */
 int mp_async_successful(mp_async *r);
@@ -868,11 +881,16 @@ void mp_manager_free(mp_manager *m);
 
 /** A shared dict of byte strings. */
 typedef struct mp_dict mp_dict;
+/** The manager's dict called @name (made empty on first use) into *out
+ *  (Python: SyncManager.dict).  @return 0; MP_ECLOSED; MP_ENOMEM. */
 MP_MUST_CHECK int mp_manager_dict(mp_manager *m, const char *name, mp_dict **out);
+/** Store @vl bytes at @v under the key of @kl bytes at @k (d[k] = v). */
 MP_MUST_CHECK int mp_dict_set(mp_dict *d, const void *k, size_t kl, const void *v, size_t vl);
 /** MP_ENOENT when absent. */
 MP_MUST_CHECK int mp_dict_get(mp_dict *d, const void *k, size_t kl, mp_buf *v);
+/** Remove a key (del d[k]).  MP_ENOENT when absent. */
 MP_MUST_CHECK int mp_dict_del(mp_dict *d, const void *k, size_t kl);
+/** The number of keys into *out (len(d)). */
 MP_MUST_CHECK int mp_dict_len(mp_dict *d, size_t *out);
 /** Atomic on the server; a missing key starts at 0; the value is an
  *  int64_t in native byte order.  *out (may be NULL) gets the new value. */
@@ -913,18 +931,25 @@ typedef struct mp_dict_op {
  * in which case the server changed nothing, except after MP_ECLOSED.
  */
 MP_MUST_CHECK int mp_dict_batch(mp_dict *d, mp_dict_op *ops, size_t n, mp_buf *out);
+/** Free this proxy; the dict stays on the server.  NULL is a no-op. */
 void mp_dict_free(mp_dict *d);
 
 /** A shared list of byte strings. */
 typedef struct mp_list mp_list;
+/** The manager's list called @name (made empty on first use) into *out
+ *  (Python: SyncManager.list).  @return 0; MP_ECLOSED; MP_ENOMEM. */
 MP_MUST_CHECK int mp_manager_list(mp_manager *m, const char *name, mp_list **out);
+/** Append @vl bytes at @v. */
 MP_MUST_CHECK int mp_list_append(mp_list *l, const void *v, size_t vl);
 /** Negative index from the end; MP_EINVAL out of range. */
 MP_MUST_CHECK int mp_list_get(mp_list *l, int64_t index, mp_buf *v);
+/** Replace item @index (negative: from the end); MP_EINVAL out of range. */
 MP_MUST_CHECK int mp_list_set(mp_list *l, int64_t index, const void *v, size_t vl);
 /** Index -1: the last, as Python.  @v may be NULL. */
 MP_MUST_CHECK int mp_list_pop(mp_list *l, int64_t index, mp_buf *v);
+/** The number of items into *out (len(l)). */
 MP_MUST_CHECK int mp_list_len(mp_list *l, size_t *out);
+/** Free this proxy; the list stays on the server.  NULL is a no-op. */
 void mp_list_free(mp_list *l);
 
 /*
@@ -936,12 +961,20 @@ void mp_list_free(mp_list *l);
  * connections (the receiver connects to the same manager).  task_done and
  * join are not supported on a proxy queue (MP_EINVAL).
  */
+/** A proxy for the manager's queue @name (made with @maxsize on first use;
+ *  Python: SyncManager.Queue).  Free it with mp_queue_free. */
 MP_MUST_CHECK int mp_manager_queue(mp_manager *m, const char *name, size_t maxsize,
                                    mp_queue **out);
+/** A proxy for the manager's lock @name (SyncManager.Lock); mp_lock_free. */
 MP_MUST_CHECK int mp_manager_lock(mp_manager *m, const char *name, mp_lock **out);
+/** A proxy for the manager's event @name (SyncManager.Event); mp_event_free. */
 MP_MUST_CHECK int mp_manager_event(mp_manager *m, const char *name, mp_event **out);
+/** A proxy for the manager's semaphore @name (made with @value on first use;
+ *  SyncManager.Semaphore); mp_semaphore_free. */
 MP_MUST_CHECK int mp_manager_semaphore(mp_manager *m, const char *name, unsigned value,
                                        mp_semaphore **out);
+/** A proxy for the manager's value @name of @type (zero on first use;
+ *  SyncManager.Value); mp_value_free. */
 MP_MUST_CHECK int mp_manager_value(mp_manager *m, const char *name, mp_type type,
                                    mp_value **out);
 
@@ -953,6 +986,9 @@ MP_MUST_CHECK int mp_manager_value(mp_manager *m, const char *name, mp_type type
  * server ends, to free it.  A non-zero return is that call's error.
  */
 typedef int (*mp_method_fn)(void **state, const char *method, const mp_args *in, mp_buf *out);
+/** Register @fn as the methods of type @typeid (see mp_method_fn); a second
+ *  registration of the same type replaces the first.
+ *  @return 0; MP_EINVAL for an empty or over-long type; MP_ENOMEM. */
 MP_MUST_CHECK int mp_manager_register(const char *typeid, mp_method_fn fn);
 /** Call @method of object @name of type @typeid; @in: numbers, strings and
  *  bytes only.  MP_ENOENT for an unregistered type. */
