@@ -2,11 +2,18 @@
 """Run the benchmarks and print one Markdown table.
 
     python3 bench/run.py --build BUILD [--out bench/results.md] [--quick]
+    python3 bench/run.py --chart-only       # redraw bench/results.png from results.json
 
 Each row is the same work done three ways, measured in the same run:
 by multiproc, by Python 3.11's multiprocessing, and by the bare kernel
 operation it is built on.  Cells give the median and the p10-p90 spread of
 one operation; the ratios compare medians.
+
+Every run also stores the raw results in bench/results.json and draws
+bench/results.png from them (bench/chart.py, with matplotlib: each row's
+ratio against Python and against the kernel baseline); --chart-only redraws
+the chart from the stored JSON, and --from-md rebuilds that JSON from a
+results.md table.
 
 Adding a benchmark: add a Suite (a command that prints JSON lines with name,
 n, median_us, p10_us, p90_us) if its numbers come from a new program, and a
@@ -146,7 +153,7 @@ ROWS = [
     Row("Manager dict batch of 1000 sets (per op; Python: dict.update of 1000)",
         mp="mp_mgr_dict_batch_set", py="py_mgr_dict_update", kernel=None),
     Row("Manager dict, 4 client processes at once (per op; Python: d[k] = v)",
-        mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None, min_vs_python=20),
+        mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None),
 ]
 
 
@@ -262,7 +269,25 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     ap.add_argument("--python", help="the Python 3.11 interpreter (default: found)")
     ap.add_argument("--readme", help="replace the table between the bench markers of this file")
+    ap.add_argument("--json", default=os.path.join(HERE, "results.json"),
+                    help="the raw results (default: bench/results.json)")
+    ap.add_argument("--png", default=os.path.join(HERE, "results.png"),
+                    help="the chart (default: bench/results.png)")
+    ap.add_argument("--chart-only", action="store_true",
+                    help="run nothing: redraw the chart from the results in --json")
+    ap.add_argument("--from-md", metavar="MD",
+                    help="run nothing: rebuild --json from a results.md table, and the chart")
     args = ap.parse_args()
+
+    if args.chart_only or args.from_md:
+        if args.from_md:
+            info, results = parse_md(args.from_md)
+        else:
+            with open(args.json, encoding="utf-8") as f:
+                stored = json.load(f)
+            info, results = stored["machine"], stored["results"]
+        write_json(args.json, info, results)       # rows as ROWS now defines them
+        sys.exit(0 if draw_chart(args.json, args.png) else 1)
 
     python = find_python(args.python)
     if python is None:
@@ -294,14 +319,156 @@ def main():
     counts = ", ".join(f"{k} n={v['n']}" for k, v in sorted(results.items()))
     text.append(f"Samples: {counts}.")
     text = "\n".join(text) + "\n"
+    write_json(args.json, info, results)
+    charted = draw_chart(args.json, args.png)
     sys.stderr.flush()
     print(text, end="", flush=True)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(text)
+            f.write(text + (chart_link(args.png, args.out) if charted else ""))
         print(f"(written to {args.out})", file=sys.stderr)
     if args.readme:
-        update_readme(args.readme, text)
+        update_readme(args.readme, text + (chart_link(args.png, args.readme) if charted else ""))
+
+
+def row_data(rows, results):
+    """The rows of the table as plain data, for results.json and the chart."""
+    out = []
+    for row in rows:
+        mp = results.get(row.mp)
+        py = results.get(row.py) if row.py else None
+        k = results.get(row.kernel) if row.kernel else None
+        if mp is None:
+            continue
+        out.append({
+            "label": row.label, "mp": row.mp, "py": row.py, "kernel": row.kernel,
+            "kernel_label": row.kernel_label,
+            "vs_python": py["median_us"] / mp["median_us"] if py else None,
+            "vs_kernel": mp["median_us"] / k["median_us"] if k else None,
+            "min_vs_python": row.min_vs_python, "max_vs_kernel": row.max_vs_kernel,
+        })
+    return out
+
+
+def write_json(path, info, results):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"machine": info, "results": results, "rows": row_data(ROWS, results)},
+                  f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print(f"(results written to {path})", file=sys.stderr)
+
+
+def chart_python():
+    """An interpreter that has matplotlib: this one, or Debian's."""
+    for cand in (sys.executable, "/usr/bin/python3", shutil.which("python3")):
+        if cand and subprocess.run([cand, "-c", "import matplotlib"],
+                                   capture_output=True).returncode == 0:
+            return cand
+    return None
+
+
+def draw_chart(json_path, png_path):
+    """bench/results.png from results.json; False if matplotlib is missing."""
+    python = chart_python()
+    if python is None:
+        print("run.py: no matplotlib (scripts/install-deps.sh bench): chart not drawn",
+              file=sys.stderr)
+        return False
+    subprocess.run([python, os.path.join(HERE, "chart.py"), "--json", json_path,
+                    "--out", png_path], check=True, stdout=sys.stderr)
+    return True
+
+
+def chart_link(png_path, doc_path):
+    """The Markdown image line for the chart, relative to the document."""
+    rel = os.path.relpath(png_path, os.path.dirname(os.path.abspath(doc_path)))
+    return (f"\n![Each row's ratio against Python and against the kernel baseline, "
+            f"log scales]({rel})\n")
+
+
+UNITS = {"ns": 0.001, "µs": 1.0, "ms": 1000.0}
+
+
+def printed_range(number, scale=1.0):
+    """The interval a rounded printed number stands for: "0.11" is 0.105-0.115."""
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    half = 0.5 * 10 ** -decimals
+    return [(float(number) - half) * scale, (float(number) + half) * scale]
+
+
+def parse_time(s):
+    value, unit = s.split()
+    return printed_range(value, UNITS[unit])
+
+
+def narrow(ranges, ratios):
+    """Narrow the medians' intervals with the printed ratios (num / den in
+    [lo, hi]), whose digits are often finer than the cells' (0.11 µs vs
+    3.28 µs is printed as 30.9×): the ratios of the midpoints then match
+    the table."""
+    for _ in range(20):
+        for num, den, (lo, hi) in ratios:
+            if num not in ranges or den not in ranges:
+                continue
+            n, d = ranges[num], ranges[den]
+            nn = [max(n[0], d[0] * lo), min(n[1], d[1] * hi)]
+            dd = [max(d[0], n[0] / hi), min(d[1], n[1] / lo)]
+            if nn[0] <= nn[1] and dd[0] <= dd[1]:   # else inconsistent: keep
+                ranges[num], ranges[den] = nn, dd
+
+
+def parse_md(path):
+    """Machine line and results from a results.md this script wrote."""
+    import re
+    cell_re = re.compile(r"^(\S+ \S+) \((\S+ \S+)–(\S+ \S+)\)$")
+    info, results, counts, medians, ratios = "", {}, {}, {}, []
+    unused = list(ROWS)
+
+    def put(name, text):
+        m = cell_re.match(text.strip())
+        if name and m:
+            medians[name] = parse_time(m.group(1))
+            results[name] = {"name": name, "p10_us": sum(parse_time(m.group(2))) / 2,
+                             "p90_us": sum(parse_time(m.group(3))) / 2}
+
+    def ratio(num, den, text):
+        m = re.match(r"^([0-9.]+)×", text)
+        if num and den and m:
+            ratios.append((num, den, printed_range(m.group(1))))
+
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        if line.startswith("Machine: "):
+            info = line[len("Machine: "):]
+        elif line.startswith("| ") and not line.startswith("| operation"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            row = next((r for r in unused if r.label == cells[0]), None)
+            if row is None:
+                print(f"run.py: no row is labelled {cells[0]!r}: left out", file=sys.stderr)
+                continue
+            unused.remove(row)
+            put(row.mp, cells[1])
+            put(row.py, cells[2])
+            if row.kernel and ": " in cells[3]:
+                put(row.kernel, cells[3].rsplit(": ", 1)[1])
+            ratio(row.py, row.mp, cells[4])
+            ratio(row.mp, row.kernel, cells[5])
+        elif line.startswith("For reference, posix_spawn() of the same program: "):
+            put("raw_posix_spawn", line.split(": ", 1)[1].rstrip("."))
+        elif line.startswith("Samples: "):
+            for item in line[len("Samples: "):].rstrip(".").split(", "):
+                name, _, n = item.partition(" n=")
+                counts[name] = int(n)
+    narrow(medians, ratios)
+    for name in sorted(medians):          # pick values one by one, keeping the rest consistent
+        mid = sum(medians[name]) / 2
+        medians[name] = [mid, mid]
+        narrow(medians, ratios)
+    for name, r in results.items():
+        r["median_us"] = sum(medians[name]) / 2
+        r["n"] = counts.get(name, 0)
+    return info, results
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

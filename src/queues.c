@@ -3,15 +3,22 @@
  *
  * Layout of the file:
  *   [header: locks, commit words, two copies of each side's state]
- *   [ring:   RING_SIZE bytes, reused, for the common small messages]
+ *   [ring:   RING_MAX bytes of space, of which the first ring_cap bytes are
+ *            used and reused, for the common small messages]
  *   [log:    LOG_SIZE bytes of sparse space for what does not fit the ring;
  *            pages are freed (punched) as soon as they are consumed]
- * Both regions are circular over monotonic 64-bit positions.  A record is
- * a 16-byte header {kind, length} and the payload padded to 8 bytes.  A
- * producer whose message does not fit the ring writes a TO_LOG record in
- * the ring and continues in the log, and comes back (a TO_RING record in
- * the log) once the ring has drained: consumers follow the records, so
- * order is kept and an unbounded queue never blocks a producer.
+ * Both regions are circular over monotonic 64-bit positions.  The ring
+ * starts at RING_MIN and doubles up to RING_MAX when messages had to spill
+ * to the log (a backlog of big messages): its pages are then reused where
+ * fresh log pages would fault in and be zeroed.  The capacity changes only
+ * while the ring holds no record (positions map to other bytes after it),
+ * by the producer before its commit, so every record is read with the
+ * capacity it was written with; pages once used stay (RING_MAX at most).
+ * A record is a 16-byte header {kind, length} and the payload padded to 8
+ * bytes.  A producer whose message does not fit the ring writes a TO_LOG
+ * record in the ring and continues in the log, and comes back (a TO_RING
+ * record in the log) once the ring has drained: consumers follow the
+ * records, so order is kept and an unbounded queue never blocks a producer.
  *
  * Producers are serialised by one robust mutex, consumers by another.  A
  * side's state (mode, ring and log positions, message count) changes only
@@ -35,10 +42,10 @@
 
 #define QMAGIC 0x3151504dU /* "MPQ1" */
 #define HDR_SIZE ((size_t)4096)
-#define RING_SIZE ((uint64_t)4 << 20)
+#define RING_MIN ((uint64_t)4 << 20)
+#define RING_MAX ((uint64_t)16 << 20)
 #define LOG_SIZE ((uint64_t)64 << 30)
 #define REC_HDR ((uint64_t)16)
-#define INLINE_MAX (RING_SIZE / 2 + 4096) /* 1 MiB messages stay in the ring */
 #define PUNCH_MIN ((uint64_t)64 << 10)
 
 enum { REC_MSG = 1, REC_TO_LOG = 2, REC_TO_RING = 3 };
@@ -67,6 +74,8 @@ typedef struct qhdr {
     LINE _Atomic uint32_t gseq;                    /* consumer commits; futex word */
     _Atomic uint32_t get_sleeping;                 /* a consumer waits for a message */
     _Atomic uint64_t log_punched;                  /* log freed below this */
+    LINE _Atomic uint64_t ring_cap;                /* see the top of the file */
+    _Atomic uint32_t ring_grow;                    /* a message spilled to the log */
     side gside[2];
     LINE _Atomic uint32_t dseq, join_sleepers;     /* task_done; futex word */
     _Atomic uint64_t ndone;                        /* task_done calls */
@@ -151,7 +160,7 @@ static char *log_base(mp_queue *q)
     if (l != NULL)
         return l;
     void *m = mmap(NULL, LOG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, q->fd,
-                   (off_t)(HDR_SIZE + RING_SIZE));
+                   (off_t)(HDR_SIZE + RING_MAX));
     if (m == MAP_FAILED)
         return NULL;
     char *expect = NULL;
@@ -162,11 +171,17 @@ static char *log_base(mp_queue *q)
     return m;
 }
 
+/* Read after the commit that published the records read with it. */
+static uint64_t ring_cap(mp_queue *q)
+{
+    return atomic_load_explicit(&q->h->ring_cap, memory_order_relaxed);
+}
+
 static int rec_write(mp_queue *q, int where, uint64_t pos, uint32_t kind, const void *msg,
                      uint64_t len)
 {
     char *base = where == IN_RING ? q->ring : log_base(q);
-    uint64_t cap = where == IN_RING ? RING_SIZE : LOG_SIZE;
+    uint64_t cap = where == IN_RING ? ring_cap(q) : LOG_SIZE;
     if (base == NULL)
         return MP_ENOMEM;
     uint64_t hdr[2] = {kind, len};
@@ -179,7 +194,7 @@ static int rec_write(mp_queue *q, int where, uint64_t pos, uint32_t kind, const 
 static int rec_header(mp_queue *q, int where, uint64_t pos, uint64_t *kind, uint64_t *len)
 {
     char *base = where == IN_RING ? q->ring : log_base(q);
-    uint64_t cap = where == IN_RING ? RING_SIZE : LOG_SIZE;
+    uint64_t cap = where == IN_RING ? ring_cap(q) : LOG_SIZE;
     if (base == NULL)
         return MP_ENOMEM;
     uint64_t hdr[2];
@@ -200,7 +215,7 @@ static void log_punch(mp_queue *q, uint64_t upto, bool drained)
     for (uint64_t pos = from; pos < to;) {
         uint64_t off = pos % LOG_SIZE, k = LOG_SIZE - off < to - pos ? LOG_SIZE - off : to - pos;
         fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)(HDR_SIZE + RING_SIZE + off), (off_t)k);
+                  (off_t)(HDR_SIZE + RING_MAX + off), (off_t)k);
         pos += k;
     }
     atomic_store(&h->log_punched, to);
@@ -213,14 +228,15 @@ static int queue_map(int fd, mp_queue **out)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
-    if ((uint64_t)st.st_size != HDR_SIZE + RING_SIZE + LOG_SIZE)
+    if ((uint64_t)st.st_size != HDR_SIZE + RING_MAX + LOG_SIZE)
         return MP_EBADMSG;
-    void *m = mmap(NULL, HDR_SIZE + RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *m = mmap(NULL, HDR_SIZE + RING_MAX, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                   fd, 0);
     if (m == MAP_FAILED)
         return -errno;
     mp_queue *q = calloc(1, sizeof *q);
     if (q == NULL) {
-        munmap(m, HDR_SIZE + RING_SIZE);
+        munmap(m, HDR_SIZE + RING_MAX);
         return MP_ENOMEM;
     }
     q->fd = fd;
@@ -240,7 +256,7 @@ static void queue_unmap(mp_queue *q)
     char *l = atomic_load(&q->log);
     if (l)
         munmap(l, LOG_SIZE);
-    munmap(q->h, HDR_SIZE + RING_SIZE);
+    munmap(q->h, HDR_SIZE + RING_MAX);
     mp__sys_close(q->fd);
     free(q);
 }
@@ -255,7 +271,7 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
     if (fd < 0)
         return fd;
     int err = 0;
-    while (ftruncate(fd, (off_t)(HDR_SIZE + RING_SIZE + LOG_SIZE)) < 0)
+    while (ftruncate(fd, (off_t)(HDR_SIZE + RING_MAX + LOG_SIZE)) < 0)
         if (errno != EINTR) {
             err = -errno;
             break;
@@ -270,6 +286,7 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
     qhdr *h = q->h;
     h->kind = kind;
     h->maxsize = maxsize;
+    h->ring_cap = RING_MIN;
     err = mp__robust_init(&h->put_lock, false);
     if (err == 0)
         err = mp__robust_init(&h->get_lock, false);
@@ -376,9 +393,15 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
             return MP_EFULL;
         }
     }
-    uint64_t rec = REC_HDR + pad8(len);
-    bool small = len <= INLINE_MAX;
-    uint64_t ring_free = RING_SIZE - (p.ring - g.ring);
+    uint64_t rec = REC_HDR + pad8(len), cap = ring_cap(q);
+    if (atomic_load_explicit(&h->ring_grow, memory_order_relaxed) && p.ring == g.ring) {
+        /* no record in the ring: it may change size (see the top) */
+        cap = cap * 2 > RING_MAX ? RING_MAX : cap * 2;
+        atomic_store_explicit(&h->ring_cap, cap, memory_order_relaxed);
+        atomic_store_explicit(&h->ring_grow, 0, memory_order_relaxed);
+    }
+    bool small = len <= cap / 2 + 4096; /* half-ring messages stay in the ring */
+    uint64_t ring_free = cap - (p.ring - g.ring);
     int err = 0;
     if (p.mode == IN_LOG && small && ring_free >= rec + REC_HDR) {
         /* back to the ring as soon as it has room: the consumer reaches
@@ -396,6 +419,8 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
             rec_write(q, IN_RING, p.ring, REC_TO_LOG, NULL, 0);
             p.ring += REC_HDR;
             p.mode = IN_LOG;
+            if (cap < RING_MAX && len <= RING_MAX / 2)
+                atomic_store_explicit(&h->ring_grow, 1, memory_order_relaxed);
         }
     }
     if (err == 0 && p.mode == IN_LOG) {
@@ -486,7 +511,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         bool ring = g.mode == IN_RING;
         uint64_t pos = ring ? g.ring : g.log;
         if (n > 0)
-            region_copy(ring ? q->ring : log_base(q), ring ? RING_SIZE : LOG_SIZE,
+            region_copy(ring ? q->ring : log_base(q), ring ? ring_cap(q) : LOG_SIZE,
                         pos + REC_HDR, buf, n, false);
         FAULT(12);
         if (out != NULL)

@@ -868,6 +868,51 @@ MP_TEST(ring_wraps_and_switches_to_the_log_and_back)
     mp_queue_free(q);
 }
 
+/* A producer process far ahead of its consumer with ~1 MiB messages: they
+ * spill to the log, the ring grows (only while it is empty) and the
+ * producer comes back to it; the consumer, slow at first and then fast,
+ * must read every message byte-exact and in order across the growth. */
+#define GROW_MSGS 400
+
+static size_t grow_len(uint64_t i)
+{
+    return (512 << 10) + (size_t)(mix64(i + 77) % MiB);
+}
+
+static int t_put_growing(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    char *m = xmalloc(2 * MiB);
+    for (uint64_t i = 0; i < GROW_MSGS; i++) {
+        pattern(m, grow_len(i), 9000 + i);
+        ASSERT_OK(mp_queue_put(q, m, grow_len(i), 0));
+    }
+    free(m);
+    return 0;
+}
+
+MP_TEST(ring_grows_under_a_backlog_of_big_messages, .variants = MP_START_METHODS,
+        .timeout_s = 120)
+{
+    mp_queue *q = queue_new(0);
+    mp_process *p = start(ctx, t_put_growing, qargs(q));
+    mp_buf b = MP_BUF_INIT;
+    for (uint64_t i = 0; i < GROW_MSGS; i++) {
+        if (i < 40 && i % 8 == 0) {
+            struct timespec ts = {0, 20 * 1000000L}; /* let a backlog build */
+            nanosleep(&ts, NULL);
+        }
+        ASSERT_OK(mp_queue_get(q, &b, 60));
+        ASSERT_EQ(grow_len(i), b.len);
+        if (!pattern_ok(b.data, b.len, 9000 + i))
+            MP__FAIL("message %llu is not what was put", (unsigned long long)i);
+    }
+    finish(p, 60);
+    ASSERT_TRUE(mp_queue_empty(q));
+    mp_buf_free(&b);
+    mp_queue_free(q);
+}
+
 /* ---- many producers and consumers ------------------------------------------ */
 
 #define MPC_PRODUCERS 4
