@@ -39,7 +39,9 @@ test-asan: deps
 	  --output-junit $(abspath $(BUILD_ASAN))/ctest-junit.xml; \
 	  rc=$$?; python3 $(CURDIR)/scripts/test-summary.py $(abspath $(BUILD_ASAN))/ctest-junit.xml; exit $$rc
 
+# Also writes bench/results.json and the chart bench/results.png (matplotlib).
 bench: build
+	@./scripts/install-deps.sh bench
 	python3 bench/run.py --build $(BUILD) --readme README.md
 
 # The API reference: Doxygen over the public headers and docs/ into

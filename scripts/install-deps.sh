@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages the build, tests, examples and benchmarks need,
 # when they are missing.  Runs apt-get only as root and only if needed.
-# With the argument `docs`: the documentation tools instead.
+# With the argument `docs`: the documentation tools instead; with `bench`:
+# what the benchmark chart needs (make bench runs the default mode too).
 set -eu
 need=""
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
@@ -13,6 +14,12 @@ if [ "${1:-}" = docs ]; then
     have_cmd doxygen || need="$need doxygen"
     have_cmd python3 || need="$need python3"
     have_cmd groff || need="$need groff-base"
+elif [ "${1:-}" = bench ]; then
+    # `install-deps.sh bench`: bench/chart.py draws bench/results.png with
+    # Debian's matplotlib, run by the system interpreter (the python3 first
+    # on PATH may be another one, without it).
+    /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1 ||
+        need="$need python3 python3-matplotlib"
 else
 have_cmd cmake || need="$need cmake"
 have_cmd make || need="$need make"
