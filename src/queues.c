@@ -68,15 +68,17 @@ typedef struct qhdr {
     uint64_t maxsize;
     LINE pthread_mutex_t put_lock;
     LINE _Atomic uint32_t pseq;                    /* producer commits; futex word */
-    _Atomic uint32_t put_sleeping;                 /* a producer waits for room */
     side pside[2];
     LINE pthread_mutex_t get_lock;
     LINE _Atomic uint32_t gseq;                    /* consumer commits; futex word */
-    _Atomic uint32_t get_sleeping;                 /* a consumer waits for a message */
     _Atomic uint64_t log_punched;                  /* log freed below this */
     LINE _Atomic uint64_t ring_cap;                /* see the top of the file */
     _Atomic uint32_t ring_grow;                    /* a message spilled to the log */
     side gside[2];
+    /* Read by the other side after every commit, written only to sleep:
+     * lines of their own, so that reading them costs no transfer. */
+    LINE _Atomic uint32_t put_sleeping;            /* a producer waits for room */
+    LINE _Atomic uint32_t get_sleeping;            /* a consumer waits for a message */
     LINE _Atomic uint32_t dseq, join_sleepers;     /* task_done; futex word */
     _Atomic uint64_t ndone;                        /* task_done calls */
 } qhdr;
@@ -95,6 +97,12 @@ void (*mp__queue_fault_hook)(int point);
 struct mp_queue {
     int fd;
     qhdr *h;
+    /* The other side's state as last read (under this side's mutex).  The
+     * positions and counts only grow, so an old copy understates the
+     * room and the messages there are: a side reads the other's state
+     * (a cache line the other CPU keeps writing) only when its copy says
+     * full or empty. */
+    state gseen, pseen;
     char *ring;
     char *_Atomic log;   /* mapped on first use */
     bool closed;
@@ -361,6 +369,22 @@ static void side_wake(_Atomic uint32_t *seq, uint32_t c, _Atomic uint32_t *sleep
         mp__futex_wake(seq, 1);
 }
 
+/* Whether the consumers' state as last seen (@g) is not enough for this
+ * put: the queue looks full, or the message would not go where it goes
+ * when the ring has room.  Then the put reads their state afresh. */
+static bool room_short(const qhdr *h, const state *p, const state *g, uint64_t rec,
+                       uint64_t len, uint64_t cap)
+{
+    if (h->maxsize != 0 && p->count - g->count >= h->maxsize)
+        return true;
+    if (p->ring - g->ring > cap || p->log - g->log > LOG_SIZE ||
+        atomic_load_explicit(&h->ring_grow, memory_order_relaxed))
+        return true; /* a copy from long ago; a growth to make */
+    bool small = len <= cap / 2 + 4096;
+    return (small && cap - (p->ring - g->ring) < rec + REC_HDR) ||
+           (!small && p->log + rec + 2 * REC_HDR - g->log > LOG_SIZE);
+}
+
 int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
 {
     if (q == NULL || (msg == NULL && len > 0))
@@ -376,13 +400,16 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
     if (r != 0)
         return r == ETIMEDOUT ? MP_EFULL : -r;
     FAULT(1);
-    state p, g;
+    state p, g = q->gseen;
     state_read(&h->pseq, h->pside, &p);
-    for (;;) {
+    uint64_t rec = REC_HDR + pad8(len), cap = ring_cap(q);
+    for (bool fresh = false; !fresh && room_short(h, &p, &g, rec, len, cap);) {
         uint32_t s = atomic_load(&h->gseq);
         state_read(&h->gseq, h->gside, &g);
-        if (h->maxsize == 0 || p.count - g.count < h->maxsize)
+        if (h->maxsize == 0 || p.count - g.count < h->maxsize) {
+            fresh = true;
             break;
+        }
         if (mp__deadline_expired(&d) ||
             (side_sleep(&h->gseq, s, &h->put_sleeping, &d) == MP_ETIMEDOUT &&
              mp__deadline_expired(&d))) {
@@ -393,14 +420,14 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
             return MP_EFULL;
         }
     }
-    uint64_t rec = REC_HDR + pad8(len), cap = ring_cap(q);
+    q->gseen = g;
     if (atomic_load_explicit(&h->ring_grow, memory_order_relaxed) && p.ring == g.ring) {
         /* no record in the ring: it may change size (see the top) */
         cap = cap * 2 > RING_MAX ? RING_MAX : cap * 2;
         atomic_store_explicit(&h->ring_cap, cap, memory_order_relaxed);
         atomic_store_explicit(&h->ring_grow, 0, memory_order_relaxed);
     }
-    bool small = len <= cap / 2 + 4096; /* half-ring messages stay in the ring */
+    bool small = len <= cap / 2 + 4096; /* half-ring messages stay in the ring (room_short) */
     uint64_t ring_free = cap - (p.ring - g.ring);
     int err = 0;
     if (p.mode == IN_LOG && small && ring_free >= rec + REC_HDR) {
@@ -459,9 +486,10 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
     if (r != 0)
         return r == ETIMEDOUT ? MP_EEMPTY : -r;
     FAULT(11);
-    state g, p;
+    state g, p = q->pseen;
     state_read(&h->gseq, h->gside, &g);
-    for (;;) {
+    /* other consumers may have taken what @p (last seen) counts */
+    while ((int64_t)(p.count - g.count) <= 0) {
         uint32_t s = atomic_load(&h->pseq);
         state_read(&h->pseq, h->pside, &p);
         if (p.count != g.count)
@@ -476,6 +504,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
             return MP_EEMPTY;
         }
     }
+    q->pseen = p;
     /* follow switches to the next message */
     uint64_t kind = 0, n = 0;
     uint32_t gc = 0;
