@@ -71,6 +71,7 @@ typedef struct phdr {
     _Atomic uint64_t head;        /* next entry to claim */
     _Atomic uint32_t avail;       /* futex: bumped at every publish */
     _Atomic uint32_t sleepers;
+    _Atomic uint32_t thread_asleep; /* the pool thread waits for reports */
     pentry tasks[TASKCAP];
 } phdr;
 
@@ -172,6 +173,19 @@ static int run_map(char *heap, pentry *e, mp_map_fn fn)
     return failed;
 }
 
+/* After a report was put: wake the pool thread if it sleeps.  It announces
+ * its sleep before it looks at the queue a last time, and a report is
+ * committed before this looks at the announcement (both seq_cst), so one
+ * of the two sees the other; while the thread works, reports cost no
+ * system call. */
+static void reported(phdr *h, int efd)
+{
+    if (atomic_exchange(&h->thread_asleep, 0)) {
+        uint64_t one = 1;
+        (void)!write(efd, &one, sizeof one);
+    }
+}
+
 /* args: task table heap fd, result queue, slot, maxtasks, eventfd,
  * initializer reference (bytes, may be empty), then the initializer's args. */
 static int pool_worker(const mp_args *a)
@@ -206,8 +220,7 @@ static int pool_worker(const mp_args *a)
         rep.code = rc;
         rep.worker = me;
         IGNORE_RESULT(mp_queue_put(results, &rep, sizeof rep, MP_FOREVER));
-        uint64_t one = 1;
-        (void)!write(efd, &one, sizeof one);
+        reported(h, efd);
         if (rc != 0)
             return 4;
     }
@@ -245,8 +258,7 @@ static int pool_worker(const mp_args *a)
             msg.len = sizeof rep; /* no memory for the bytes: an empty result */
         if (mp_queue_put(results, msg.data, msg.len, MP_FOREVER) < 0)
             return 5;
-        uint64_t one = 1;
-        (void)!write(efd, &one, sizeof one);
+        reported(h, efd);
     }
     mp_buf_free(&key);
     mp_buf_free(&msg);
@@ -756,7 +768,12 @@ static void *pool_thread(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (wake)
             pthread_cond_broadcast(&p->cond);
+        atomic_store(&p->h->thread_asleep, 1); /* see reported() */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (!mp_queue_empty(p->results))
+            ms = 0;
         int r = poll(pfd, (nfds_t)p->nworkers + 1, ms);
+        atomic_store(&p->h->thread_asleep, 0);
         pthread_mutex_lock(&p->lock);
         if (r < 0)
             continue;
