@@ -25,6 +25,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -72,6 +73,8 @@ typedef struct phdr {
     _Atomic uint32_t avail;       /* futex: bumped at every publish */
     _Atomic uint32_t sleepers;
     _Atomic uint32_t thread_asleep; /* the pool thread waits for reports */
+    _Atomic uint32_t reports;       /* futex: bumped at every report and wake-up */
+    _Atomic uint32_t report_waiters; /* callers asleep on it (job_wait) */
     pentry tasks[TASKCAP];
 } phdr;
 
@@ -173,13 +176,20 @@ static int run_map(char *heap, pentry *e, mp_map_fn fn)
     return failed;
 }
 
-/* After a report was put: wake the pool thread if it sleeps.  It announces
- * its sleep before it looks at the queue a last time, and a report is
- * committed before this looks at the announcement (both seq_cst), so one
- * of the two sees the other; while the thread works, reports cost no
- * system call. */
+/* After a report was put: wake whoever takes reports.  A caller waiting for
+ * its job (job_wait) takes them itself, sparing a wake-up of the pool
+ * thread on the way; else the pool thread, if it sleeps.  Each sleeper
+ * announces itself before it looks at the queue a last time, and a report
+ * is committed before this looks at the announcements (all seq_cst), so
+ * one of the two sees the other; while they work, reports cost no system
+ * call. */
 static void reported(phdr *h, int efd)
 {
+    atomic_fetch_add(&h->reports, 1);
+    if (atomic_load(&h->report_waiters) > 0) {
+        mp__futex_wake(&h->reports, INT_MAX);
+        return;
+    }
     if (atomic_exchange(&h->thread_asleep, 0)) {
         uint64_t one = 1;
         (void)!write(efd, &one, sizeof one);
@@ -333,6 +343,7 @@ struct mp_pool {
     uint64_t next_job;
     uint64_t bump;                 /* heap allocation */
     size_t live_regions;
+    mp_buf wait_msg;               /* job_wait's reports */
     pthread_t thread;
     bool thread_started, quit, init_failed, thread_done, wake_pending;
     int init_code;
@@ -340,6 +351,15 @@ struct mp_pool {
 };
 
 enum { RUN = 0, CLOSE = 1, TERMINATE = 2 };
+
+/* Everyone waiting: on p->cond, and callers asleep on the reports word. */
+static void wake_all(mp_pool *p)
+{
+    pthread_cond_broadcast(&p->cond);
+    atomic_fetch_add(&p->h->reports, 1);
+    if (atomic_load(&p->h->report_waiters) > 0)
+        mp__futex_wake(&p->h->reports, INT_MAX);
+}
 
 /* Waiters on p->cond learn of progress.  The pool thread defers this to
  * right after it lets go of the lock, so a woken caller does not at once
@@ -349,7 +369,7 @@ static void wake_waiters(mp_pool *p)
     if (p->thread_started && pthread_equal(pthread_self(), p->thread))
         p->wake_pending = true;
     else
-        pthread_cond_broadcast(&p->cond);
+        wake_all(p);
 }
 
 /* ---- the pool heap: job regions (under the lock) -------------------------- */
@@ -642,15 +662,18 @@ static int worker_start(mp_pool *p, int idx)
 }
 
 /* Drain the result queue (under the lock). */
-static void drain(mp_pool *p, mp_buf *msg)
+/* Take every report there is (under the lock); how many. */
+static size_t drain(mp_pool *p, mp_buf *msg)
 {
-    while (mp_queue_get(p->results, msg, 0) == 0) {
+    size_t n = 0;
+    for (; mp_queue_get(p->results, msg, 0) == 0; n++) {
         if (msg->len < sizeof(report))
             continue;
         report r;
         memcpy(&r, msg->data, sizeof r);
         on_report(p, &r, (char *)msg->data + sizeof r, msg->len - sizeof r);
     }
+    return n;
 }
 
 /* A worker ended: settle what it held, replace it (under the lock). */
@@ -767,7 +790,7 @@ static void *pool_thread(void *arg)
         p->wake_pending = false;
         pthread_mutex_unlock(&p->lock);
         if (wake)
-            pthread_cond_broadcast(&p->cond);
+            wake_all(p);
         atomic_store(&p->h->thread_asleep, 1); /* see reported() */
         atomic_thread_fence(memory_order_seq_cst);
         if (!mp_queue_empty(p->results))
@@ -798,7 +821,7 @@ static void *pool_thread(void *arg)
                 cb(&j->handle, j->udata);
                 pthread_mutex_lock(&p->lock);
                 j->cb_running = false;
-                pthread_cond_broadcast(&p->cond);
+                wake_all(p);
                 again = true; /* the list may have changed meanwhile */
                 break;
             }
@@ -823,7 +846,7 @@ static void *pool_thread(void *arg)
         }
     }
     p->thread_done = true;
-    pthread_cond_broadcast(&p->cond);
+    wake_all(p);
     pthread_mutex_unlock(&p->lock);
     free(pfd);
     mp_buf_free(&msg);
@@ -850,6 +873,7 @@ static void pool_destroy(mp_pool *p)
     mp__sys_close(p->efd);
     mp_queue_free(p->results);
     mp_buf_free(&p->initref);
+    mp_buf_free(&p->wait_msg);
     mp_args_free(p->initargs);
     free(p->workers);
     pthread_cond_destroy(&p->cond);
@@ -1081,20 +1105,43 @@ out:
 }
 
 /* Wait until @j is finished (under the lock).  0, MP_ETIMEDOUT. */
+/* Whether finished jobs wait for the pool thread: callbacks to run,
+ * handles freed before the end (under the lock). */
+static bool thread_needed(mp_pool *p)
+{
+    for (job *j = p->jobs; j; j = j->next)
+        if (j->finished && (j->done_cb != NULL || j->freed_handle))
+            return true;
+    return false;
+}
+
 static int job_wait(mp_pool *p, job *j, double timeout)
 {
     mp__deadline d;
     mp__deadline_init(&d, timeout);
+    phdr *h = p->h;
     while (!j->finished) {
-        if (d.forever) {
-            pthread_cond_wait(&p->cond, &p->lock);
-        } else {
-            if (mp__deadline_expired(&d))
-                return MP_ETIMEDOUT;
-            pthread_cond_timedwait(&p->cond, &p->lock, mp__deadline_ts(&d));
+        /* take the reports here (see reported()): the result comes
+         * straight from the worker, not by way of the pool thread */
+        uint32_t seen = atomic_load(&h->reports);
+        if (drain(p, &p->wait_msg) > 0) {
+            publish(p); /* entries were freed */
+            if (thread_needed(p))
+                wake_thread(p);
+            continue;
         }
+        if (mp__deadline_expired(&d))
+            break;
+        atomic_fetch_add(&h->report_waiters, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (mp_queue_empty(p->results)) {
+            pthread_mutex_unlock(&p->lock);
+            mp__futex_wait(&h->reports, seen, &d);
+            pthread_mutex_lock(&p->lock);
+        }
+        atomic_fetch_sub(&h->report_waiters, 1);
     }
-    return 0;
+    return j->finished ? 0 : MP_ETIMEDOUT;
 }
 
 /* What a finished job reports. */
