@@ -6,6 +6,9 @@
  *       mp_pool_map over N trivial items (int64 -> its square) with the
  *       default chunksize (Python's ceil(n / (4 x workers))); one sample
  *       is one whole map, reported per item;
+ *   mp_pool_map_shared
+ *       the same map with items and results in buffers of
+ *       mp_pool_shared_alloc (used in place: nothing copied in or out);
  *   mp_pool_map_chunk1
  *       the same with chunksize 1 (every item is a task of its own).  It
  *       runs last: a map whose progress stands still for 10 s is reported
@@ -128,15 +131,23 @@ static int map_wait(mp_async *a, size_t *done, size_t *total)
 
 /* @reps timed maps of @n items on a fresh pool (after one untimed warm-up
  * map).  False if a map hung. */
-static bool map_bench(const char *name, size_t n, size_t chunksize, size_t reps)
+static bool map_bench(const char *name, size_t n, size_t chunksize, size_t reps, bool shared)
 {
-    int64_t *items = malloc(n * sizeof *items), *results = malloc(n * sizeof *results);
+    mp_pool *p = pool_of(WORKERS);
+    int64_t *items, *results;
+    if (shared) {
+        check("mp_pool_shared_alloc", mp_pool_shared_alloc(p, n * sizeof *items, (void **)&items));
+        check("mp_pool_shared_alloc",
+              mp_pool_shared_alloc(p, n * sizeof *results, (void **)&results));
+    } else {
+        items = malloc(n * sizeof *items);
+        results = malloc(n * sizeof *results);
+    }
     uint64_t *s = calloc(reps, sizeof *s);
     if (items == NULL || results == NULL || s == NULL)
         die("malloc", ENOMEM);
     for (size_t i = 0; i < n; i++)
         items[i] = (int64_t)i;
-    mp_pool *p = pool_of(WORKERS);
     bool ok = true;
     for (size_t r = 0; r <= reps && ok; r++) {
         memset(results, 0xff, n * sizeof *results);
@@ -168,14 +179,19 @@ static bool map_bench(const char *name, size_t n, size_t chunksize, size_t reps)
                 exit(1);
             }
     }
+    if (shared) {
+        mp_pool_shared_free(p, items);
+        mp_pool_shared_free(p, results);
+    } else {
+        free(items);
+        free(results);
+    }
     if (ok) {
         pool_done(p);
         report_per(name, s, reps, (double)n);
     } else {
         mp_pool_free(p);
     }
-    free(items);
-    free(results);
     free(s);
     return ok;
 }
@@ -432,8 +448,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (wanted(which, nwhich, "map"))
-        map_bench("mp_pool_map_default", n, 0, reps);
+    if (wanted(which, nwhich, "map")) {
+        map_bench("mp_pool_map_default", n, 0, reps, false);
+        map_bench("mp_pool_map_shared", n, 0, reps, true);
+    }
     /* pinned to one CPU, then left to the scheduler */
     if (wanted(which, nwhich, "apply"))
         apply_bench("mp_pool_apply_rtt", napply, first_cpu());
@@ -451,6 +469,6 @@ int main(int argc, char **argv)
     }
     /* last: on a pool that hangs it costs MAP_LIMIT, and the rest is out */
     if (wanted(which, nwhich, "chunk1"))
-        map_bench("mp_pool_map_chunk1", nc1, 1, reps);
+        map_bench("mp_pool_map_chunk1", nc1, 1, reps, false);
     return 0;
 }

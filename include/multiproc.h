@@ -795,6 +795,21 @@ MP_MUST_CHECK int mp_pool_new(mp_pool **out, const mp_pool_opts *opts);
 MP_MUST_CHECK int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n,
                               size_t item_size, void *results, size_t result_size,
                               size_t chunksize, mp_task_error *err);
+/**
+ * Memory the pool's workers see (Python has no equivalent): items and
+ * results of mp_pool_map, mp_pool_map_async and mp_pool_imap that lie in one
+ * such buffer are used where they are, not copied in and out.  Leave the
+ * items as they are and the results alone while a map runs.  Zeroed, page
+ * granular; valid until mp_pool_shared_free or mp_pool_free.
+ * @param p     the pool
+ * @param size  bytes (at most half of the pool's 64 GiB heap)
+ * @param out   the buffer
+ * @return 0, MP_ENOMEM (heap space), MP_EINVAL.
+ */
+MP_MUST_CHECK int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out);
+/** Give a buffer of mp_pool_shared_alloc back (its pages at once).  Not
+ *  while a map uses it. */
+void mp_pool_shared_free(mp_pool *p, void *ptr);
 /** As map, without waiting; @results must stay valid until the result is
  *  ready.  mp_async_get reports what mp_pool_map would return. */
 MP_MUST_CHECK int mp_pool_map_async(mp_pool *p, mp_map_fn fn, const void *items, size_t n,

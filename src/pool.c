@@ -288,7 +288,7 @@ struct job {
     uint64_t id;
     int kind;
     size_t n, done;
-    bool finished, broken, freed_handle, is_imap, ordered, cb_running;
+    bool finished, broken, freed_handle, is_imap, ordered, cb_running, results_in_place;
     mp_pool *pool;
     /* map */
     void *results;                 /* the caller's (map, map_async) */
@@ -341,7 +341,9 @@ struct mp_pool {
     pending *pend_head, *pend_tail;
     job *jobs;
     uint64_t next_job;
-    uint64_t bump;                 /* heap allocation */
+    uint64_t bump;                 /* heap allocation: job regions up from here */
+    uint64_t top;                  /* shared buffers down from here */
+    struct ubuf *ubufs;
     size_t live_regions;
     mp_buf wait_msg;               /* job_wait's reports */
     pthread_t thread;
@@ -381,7 +383,7 @@ static int region_alloc(mp_pool *p, uint64_t size, uint64_t *off)
         size = 4096;
     if (p->live_regions == 0)
         p->bump = HDR_BYTES; /* everything freed: reuse the resident start */
-    if (p->bump + size > HEAP_SIZE)
+    if (p->bump + size > p->top)
         return MP_ENOMEM;
     *off = p->bump;
     p->bump += size;
@@ -398,6 +400,80 @@ static void region_free(mp_pool *p, uint64_t off, uint64_t size)
                   (off_t)(off + size - from));
     }
     p->live_regions--;
+}
+
+/* ---- shared buffers: the caller's memory in the heap ---------------------- */
+
+/*
+ * Buffers from mp_pool_shared_alloc are taken from the top of the heap,
+ * down, so that job regions (from the bottom) still start over at the
+ * bottom once they are all freed.  A freed buffer's pages go back at once.
+ */
+typedef struct ubuf {
+    struct ubuf *next;
+    uint64_t off, size;
+} ubuf;
+
+int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
+{
+    if (p == NULL || out == NULL || size > HEAP_SIZE / 2)
+        return MP_EINVAL;
+    *out = NULL;
+    uint64_t len = size ? ((uint64_t)size + 4095) & ~(uint64_t)4095 : 4096;
+    ubuf *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return MP_ENOMEM;
+    pthread_mutex_lock(&p->lock);
+    int err = 0;
+    if (p->top - len < p->bump || p->top - len < KEEP_RESIDENT) {
+        err = MP_ENOMEM;
+        free(b);
+    } else {
+        p->top -= len;
+        b->off = p->top;
+        b->size = len;
+        b->next = p->ubufs;
+        p->ubufs = b;
+        *out = p->heap + b->off;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return err;
+}
+
+void mp_pool_shared_free(mp_pool *p, void *ptr)
+{
+    if (p == NULL || ptr == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    for (ubuf **pp = &p->ubufs; *pp; pp = &(*pp)->next) {
+        ubuf *b = *pp;
+        if (p->heap + b->off != (char *)ptr)
+            continue;
+        *pp = b->next;
+        fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->off,
+                  (off_t)b->size);
+        free(b);
+        p->top = HEAP_SIZE;
+        for (ubuf *o = p->ubufs; o; o = o->next)
+            if (o->off < p->top)
+                p->top = o->off;
+        break;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The heap offset of [ptr, ptr + len) if it lies in one shared buffer
+ * (under the lock); UINT64_MAX if not. */
+static uint64_t shared_off(const mp_pool *p, const void *ptr, uint64_t len)
+{
+    const char *c = ptr;
+    if (c < p->heap || c >= p->heap + HEAP_SIZE)
+        return UINT64_MAX;
+    uint64_t off = (uint64_t)(c - p->heap);
+    for (const ubuf *b = p->ubufs; b; b = b->next)
+        if (off >= b->off && len <= b->size && off - b->off <= b->size - len)
+            return off;
+    return UINT64_MAX;
 }
 
 /* ---- publishing tasks ------------------------------------------------------- */
@@ -492,7 +568,8 @@ static void job_finish(mp_pool *p, job *j, bool broken)
         return;
     j->finished = true;
     j->broken = broken;
-    if (!broken && j->kind == T_MAP && !j->is_imap && j->results && j->n > 0)
+    if (!broken && j->kind == T_MAP && !j->is_imap && j->results && j->n > 0 &&
+        !j->results_in_place)
         memcpy(j->results, p->heap + j->results_off, j->n * j->result_size);
     if (j->region_len && !j->is_imap) {
         region_free(p, j->region_off, j->region_len);
@@ -874,6 +951,11 @@ static void pool_destroy(mp_pool *p)
     mp_queue_free(p->results);
     mp_buf_free(&p->initref);
     mp_buf_free(&p->wait_msg);
+    while (p->ubufs) {
+        struct ubuf *b = p->ubufs;
+        p->ubufs = b->next;
+        free(b);
+    }
     mp_args_free(p->initargs);
     free(p->workers);
     pthread_cond_destroy(&p->cond);
@@ -919,6 +1001,7 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     if (p == NULL)
         return MP_ENOMEM;
     p->heapfd = p->efd = -1;
+    p->top = HEAP_SIZE;
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1052,8 +1135,14 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
         goto out;
     }
     j->fn_len = ref.len;
-    uint64_t fn_at = 0, items_at = align8(ref.len), results_at = align8(items_at + n * isz),
-             status_at = align8(results_at + n * rsz), total = status_at + n * 8;
+    /* items and results in shared buffers are used where they are */
+    uint64_t items_in = n ? shared_off(p, items, n * isz) : UINT64_MAX;
+    uint64_t results_in = n && !imap ? shared_off(p, results, n * rsz) : UINT64_MAX;
+    j->results_in_place = results_in != UINT64_MAX;
+    uint64_t fn_at = 0, items_at = align8(ref.len),
+             results_at = align8(items_at + (items_in == UINT64_MAX ? n * isz : 0)),
+             status_at = align8(results_at + (results_in == UINT64_MAX ? n * rsz : 0)),
+             total = status_at + n * 8;
     err = region_alloc(p, total, &j->region_off);
     if (err < 0) {
         job_destroy(j);
@@ -1061,11 +1150,11 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     }
     j->region_len = total;
     j->fn_off = j->region_off + fn_at;
-    j->items_off = j->region_off + items_at;
-    j->results_off = j->region_off + results_at;
+    j->items_off = items_in != UINT64_MAX ? items_in : j->region_off + items_at;
+    j->results_off = j->results_in_place ? results_in : j->region_off + results_at;
     j->status_off = j->region_off + status_at;
     memcpy(p->heap + j->fn_off, ref.data, ref.len);
-    if (n > 0)
+    if (n > 0 && items_in == UINT64_MAX)
         memcpy(p->heap + j->items_off, items, n * isz);
     memset(p->heap + j->status_off, 0, n * 8);
     if (chunksize == 0) { /* Python: ceil(n / (4 × workers)) */
@@ -1120,17 +1209,19 @@ static int job_wait(mp_pool *p, job *j, double timeout)
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     phdr *h = p->h;
-    while (!j->finished) {
+    for (;;) {
         /* take the reports here (see reported()): the result comes
-         * straight from the worker, not by way of the pool thread */
+         * straight from the worker, not by way of the pool thread.  The
+         * last step before leaving is a drain after the last sleep: a
+         * report meant to wake this caller is taken, not left behind
+         * unseen by a pool thread that nobody woke. */
         uint32_t seen = atomic_load(&h->reports);
         if (drain(p, &p->wait_msg) > 0) {
             publish(p); /* entries were freed */
             if (thread_needed(p))
                 wake_thread(p);
-            continue;
         }
-        if (mp__deadline_expired(&d))
+        if (j->finished || mp__deadline_expired(&d))
             break;
         atomic_fetch_add(&h->report_waiters, 1);
         atomic_thread_fence(memory_order_seq_cst);

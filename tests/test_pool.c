@@ -1135,6 +1135,90 @@ MP_TEST(initializer_failure, .variants = MP_START_METHODS)
     mp_args_free(a);
 }
 
+/* Items and results in mp_pool_shared_alloc buffers are used in place:
+ * map, map_async, imap and a slice of a buffer; a killed worker fails only
+ * its item; job memory keeps being reused while buffers are held; freeing
+ * gives the space back. */
+MP_TEST(map_over_shared_buffers, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    enum { N = 20000, BAD = 777 };
+    mp_pool *p = pool_with(ctx, 3, NULL);
+    witem *items;
+    wres *r;
+    ASSERT_OK(mp_pool_shared_alloc(p, N * sizeof *items, (void **)&items));
+    ASSERT_OK(mp_pool_shared_alloc(p, N * sizeof *r, (void **)&r));
+    ASSERT_EQ(0, items[N - 1].x); /* zeroed */
+    for (int i = 0; i < N; i++)
+        items[i].x = i;
+
+    size_t cs[] = {0, 1, 333};
+    for (size_t k = 0; k < 3; k++) {
+        memset(r, 0, N * sizeof *r);
+        ASSERT_OK(mp_pool_map(p, m_work, items, N, sizeof *items, r, sizeof *r, cs[k], NULL));
+        for (int i = 0; i < N; i++)
+            ASSERT_EQ((int64_t)i * i, r[i].sq);
+    }
+    /* a slice, results into a private array (copied out) */
+    wres *priv = calloc(100, sizeof *priv);
+    ASSERT_TRUE(priv != NULL);
+    ASSERT_OK(mp_pool_map(p, m_work, items + 500, 100, sizeof *items, priv, sizeof *priv, 7, NULL));
+    for (int i = 0; i < 100; i++)
+        ASSERT_EQ((int64_t)(500 + i) * (500 + i), priv[i].sq);
+    free(priv);
+
+    /* async, then imap over the shared items */
+    memset(r, 0, N * sizeof *r);
+    mp_async *a;
+    ASSERT_OK(mp_pool_map_async(p, m_work, items, N, sizeof *items, r, sizeof *r, 50, &a));
+    ASSERT_OK(mp_async_get(a, 60, NULL, NULL));
+    mp_async_free(a);
+    ASSERT_EQ((int64_t)(N - 1) * (N - 1), r[N - 1].sq);
+    mp_imap *it;
+    ASSERT_OK(mp_pool_imap(p, m_work, items, 1000, sizeof *items, sizeof(wres), 10, true, &it));
+    for (size_t k = 0; k < 1000; k++) {
+        wres w;
+        size_t idx;
+        ASSERT_OK(mp_imap_next(it, &w, &idx, NULL, 60));
+        ASSERT_EQ(k, idx);
+        ASSERT_EQ((int64_t)(k * k), w.sq);
+    }
+    mp_imap_free(it);
+
+    /* one item kills its worker: only it fails */
+    items[BAD].act = ACT_KILL;
+    memset(r, 0, N * sizeof *r);
+    mp_task_error e = {0};
+    ASSERT_ERR(MP_EWORKER, mp_pool_map(p, m_work, items, N, sizeof *items, r, sizeof *r, 100, &e));
+    ASSERT_EQ(BAD, e.index);
+    ASSERT_EQ(SIGKILL, e.signal);
+    for (int i = 0; i < N; i++)
+        if (i != BAD)
+            ASSERT_EQ((int64_t)i * i, r[i].sq);
+    items[BAD].act = ACT_NONE;
+
+    /* job memory is reused while the buffers stay: many maps, no ENOMEM */
+    int64_t *x = ints_new(200000, 0), *y = calloc(200000, sizeof *y);
+    ASSERT_TRUE(y != NULL);
+    for (int k = 0; k < 300; k++)
+        ASSERT_OK(mp_pool_map(p, m_square, x, 200000, 8, y, 8, 0, NULL));
+    ASSERT_EQ((int64_t)199999 * 199999, y[199999]);
+    free(x);
+    free(y);
+
+    /* bad sizes; space comes back when freed */
+    void *big = NULL;
+    ASSERT_ERR(MP_EINVAL, mp_pool_shared_alloc(p, (size_t)1 << 62, &big));
+    ASSERT_ERR(MP_EINVAL, mp_pool_shared_alloc(NULL, 10, &big));
+    for (int k = 0; k < 100; k++) {
+        ASSERT_OK(mp_pool_shared_alloc(p, (size_t)8 << 30, &big));
+        mp_pool_shared_free(p, big);
+    }
+    mp_pool_shared_free(p, NULL);
+    mp_pool_shared_free(p, items);
+    mp_pool_shared_free(p, r);
+    close_join_free(p);
+}
+
 /* ============================================================================ */
 /* Beyond Python: crashes, timeouts, worker lifetime                              */
 /* ============================================================================ */
