@@ -134,6 +134,8 @@ ROWS = [
         max_vs_kernel=1.25),
     Row("Pool.map, 10⁶ trivial items, default chunksize (per item)", mp="mp_pool_map_default",
         py="py_pool_map_default", kernel=None, min_vs_python=100),
+    Row("… same, items and results in mp_pool_shared_alloc buffers (no copies)",
+        mp="mp_pool_map_shared", py="py_pool_map_default", kernel=None, min_vs_python=100),
     Row("Pool.map, chunksize 1 (per item; Python maps 10× fewer items)",
         mp="mp_pool_map_chunk1", py="py_pool_map_chunk1", kernel=None, min_vs_python=50),
     Row("Pool.apply_async + get round trip (all on one CPU)", mp="mp_pool_apply_rtt",
