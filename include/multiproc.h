@@ -800,11 +800,9 @@ MP_MUST_CHECK int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *items, size_
  * results of mp_pool_map, mp_pool_map_async and mp_pool_imap that lie in one
  * such buffer are used where they are, not copied in and out.  Leave the
  * items as they are and the results alone while a map runs.  Zeroed, page
- * granular; valid until mp_pool_shared_free or mp_pool_free.
- * @param p     the pool
- * @param size  bytes (at most half of the pool's 64 GiB heap)
- * @param out   the buffer
- * @return 0, MP_ENOMEM (heap space), MP_EINVAL.
+ * granular; valid until mp_pool_shared_free or mp_pool_free.  @size is at
+ * most half of the pool's 64 GiB heap; the buffer goes into *@out.
+ * @return 0, MP_ENOMEM (no heap space left), MP_EINVAL.
  */
 MP_MUST_CHECK int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out);
 /** Give a buffer of mp_pool_shared_alloc back (its pages at once).  Not

@@ -42,6 +42,8 @@
 #define PMAGIC 0x3150504dU
 #define TASKCAP 4096
 #define HEAP_SIZE ((uint64_t)64 << 30)
+#define PUBLISH_BYTES ((size_t)256 << 10) /* a map publishes as it copies items in */
+#define COPY_OUT_MIN ((size_t)16 << 10)    /* and copies results out as they come */
 #define KEEP_RESIDENT ((uint64_t)64 << 20) /* job memory below this is reused, not freed */
 #define STATUS_DONE ((uint64_t)1 << 63)
 
@@ -289,6 +291,7 @@ struct job {
     int kind;
     size_t n, done;
     bool finished, broken, freed_handle, is_imap, ordered, cb_running, results_in_place;
+    bool copy_at_end;              /* results copied out at the end (copy_out) */
     mp_pool *pool;
     /* map */
     void *results;                 /* the caller's (map, map_async) */
@@ -568,8 +571,7 @@ static void job_finish(mp_pool *p, job *j, bool broken)
         return;
     j->finished = true;
     j->broken = broken;
-    if (!broken && j->kind == T_MAP && !j->is_imap && j->results && j->n > 0 &&
-        !j->results_in_place)
+    if (!broken && j->copy_at_end)
         memcpy(j->results, p->heap + j->results_off, j->n * j->result_size);
     if (j->region_len && !j->is_imap) {
         region_free(p, j->region_off, j->region_len);
@@ -597,6 +599,22 @@ static void record_error(job *j, const mp_task_error *e)
     }
 }
 
+/* Results of [a, b) into the caller's array (map, map_async), as they
+ * settle: copied while the workers go on with the rest. */
+static void copy_out(mp_pool *p, job *j, uint64_t a, uint64_t b)
+{
+    if (b > j->n)
+        b = j->n;
+    if (j->kind != T_MAP || j->is_imap || j->results == NULL || j->results_in_place || b <= a)
+        return;
+    size_t rsz = j->result_size;
+    if ((b - a) * rsz < COPY_OUT_MIN) {
+        j->copy_at_end = true; /* small pieces: all at once at the end */
+        return;
+    }
+    memcpy((char *)j->results + a * rsz, p->heap + j->results_off + a * rsz, (b - a) * rsz);
+}
+
 /* Settle item @i of @j once; @e NULL: by its status in the heap. */
 static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
 {
@@ -607,6 +625,7 @@ static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
             return;
         j->settled[i / 64] |= (uint64_t)1 << (i % 64);
     }
+    copy_out(p, j, i, i + 1);
     if (e != NULL) {
         record_error(j, e);
         if (j->kind == T_MAP) /* imap reads the status */
@@ -631,6 +650,7 @@ static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
 /* Every item of [a, b) succeeded: settle them a word at a time. */
 static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
 {
+    copy_out(p, j, a, b);
     size_t added = 0;
     for (uint64_t i = a; i < b && i < j->n;) {
         uint64_t *w = &j->settled[i / 64];
@@ -1154,9 +1174,6 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     j->results_off = j->results_in_place ? results_in : j->region_off + results_at;
     j->status_off = j->region_off + status_at;
     memcpy(p->heap + j->fn_off, ref.data, ref.len);
-    if (n > 0 && items_in == UINT64_MAX)
-        memcpy(p->heap + j->items_off, items, n * isz);
-    memset(p->heap + j->status_off, 0, n * 8);
     if (chunksize == 0) { /* Python: ceil(n / (4 × workers)) */
         size_t w4 = (size_t)p->nworkers * 4;
         chunksize = n / w4 + (n % w4 != 0);
@@ -1173,17 +1190,52 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
                 .results_off = j->results_off,
                 .result_size = rsz,
                 .status_off = j->status_off};
+    /* every task first (no memory: nothing runs), then each chunk's items
+     * copied in and the chunk published as it goes, so that the workers
+     * start while the rest is copied */
+    pending *first = NULL, **tail = &first;
     for (size_t s = 0; s < n && err == 0; s += chunksize) {
-        e.start = s;
-        e.end = s + chunksize < n ? s + chunksize : n;
-        err = enqueue(p, &e);
+        pending *t = calloc(1, sizeof *t);
+        if (t == NULL) {
+            err = MP_ENOMEM;
+            break;
+        }
+        t->e = e;
+        t->e.start = s;
+        t->e.end = s + chunksize < n ? s + chunksize : n;
+        *tail = t;
+        tail = &t->next;
     }
     j->next = p->jobs;
     p->jobs = j;
     if (err < 0) { /* out of memory queueing: give up on this job */
+        while (first) {
+            pending *t = first;
+            first = t->next;
+            free(t);
+        }
         job_finish(p, j, true);
     } else if (n == 0) {
         job_finish(p, j, false);
+    }
+    /* copied in and published a group of chunks (PUBLISH_BYTES) at a time */
+    while (first) {
+        pending *last = first;
+        uint64_t from = first->e.start;
+        while (last->next && (last->e.end - from) * (isz + 8) < PUBLISH_BYTES)
+            last = last->next;
+        uint64_t k = last->e.end - from;
+        if (items_in == UINT64_MAX)
+            memcpy(p->heap + j->items_off + from * isz, (const char *)items + from * isz, k * isz);
+        memset(p->heap + j->status_off + from * 8, 0, k * 8);
+        if (p->pend_tail)
+            p->pend_tail->next = first;
+        else
+            p->pend_head = first;
+        p->pend_tail = last;
+        first = last->next;
+        last->next = NULL;
+        publish(p);
     }
     publish(p);
     *out = j;
