@@ -27,7 +27,18 @@ typedef struct mp__deadline {
     bool forever, zero;
 } mp__deadline;
 
-void mp__deadline_init(mp__deadline *d, double timeout);
+/* The clock part of mp__deadline_init. */
+void mp__deadline_from_now(mp__deadline *d, double timeout);
+/* Inline: "forever" and "now" are the fast paths' timeouts and read no clock. */
+static inline void mp__deadline_init(mp__deadline *d, double timeout)
+{
+    d->forever = timeout < 0 || timeout != timeout; /* a NaN waits as None would */
+    d->zero = timeout == 0;
+    if (d->forever || d->zero)
+        d->at = (struct timespec){0, 0}; /* long past: a futex wait returns at once */
+    else
+        mp__deadline_from_now(d, timeout);
+}
 /* Remaining time in ms for poll(): -1 forever, 0 when expired (rounded up). */
 int mp__deadline_poll_ms(const mp__deadline *d);
 bool mp__deadline_expired(const mp__deadline *d);

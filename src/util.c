@@ -62,15 +62,8 @@ double mp_monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void mp__deadline_init(mp__deadline *d, double timeout)
+void mp__deadline_from_now(mp__deadline *d, double timeout)
 {
-    /* no clock for "forever" and "now": they are the fast paths' timeouts */
-    d->forever = timeout < 0 || timeout != timeout; /* a NaN waits as None would */
-    d->zero = timeout == 0;
-    if (d->forever || d->zero) {
-        d->at = (struct timespec){0, 0}; /* long past: a futex wait returns at once */
-        return;
-    }
     clock_gettime(CLOCK_MONOTONIC, &d->at);
     if (timeout > 1e9)
         timeout = 1e9; /* ~31 years: effectively forever, no overflow */
