@@ -245,6 +245,9 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
  * writing, written, committed) and get (11-14: locked, copied, about to
  * commit, committed). */
 extern void (*mp__queue_fault_hook)(int point);
+/* pool.c, for the tests: called in a worker between a claim and the move of
+ * the claim cursor. */
+extern void (*mp__pool_claim_hook)(void);
 
 /* ---- managers.c: proxies of local-object kinds ----------------------------- */
 

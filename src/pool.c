@@ -110,6 +110,13 @@ static char *heap_map(int fd)
 /* Claim the entry published at the cursor; sleep while it is not yet
  * published.  An entry carries its position, so one still busy from the
  * table's previous round is never mistaken for the current one. */
+/* An entry's position once freed: not its position any more (a claim cursor
+ * still on it moves on), and not yet a new one (free, being published). */
+#define POS_FREED ((uint64_t)1 << 63)
+
+/* Test hook: between a claim and the cursor's move (never set in production). */
+void (*mp__pool_claim_hook)(void);
+
 static pentry *claim(phdr *h, uint32_t me)
 {
     for (;;) {
@@ -118,8 +125,16 @@ static pentry *claim(phdr *h, uint32_t me)
         pentry *e = &h->tasks[at % TASKCAP];
         uint32_t st = atomic_load(&e->state);
         uint64_t pos = atomic_load(&e->pos);
+        if (pos == (at | POS_FREED)) {
+            /* claimed, then freed before its claimer moved the cursor on
+             * (it died in between): move it on for it */
+            atomic_compare_exchange_strong(&h->head, &at, at + 1);
+            continue;
+        }
         if (pos == at && st == E_READY) {
             if (atomic_compare_exchange_strong(&e->state, &st, OWNED(E_CLAIMED, me))) {
+                if (mp__pool_claim_hook)
+                    mp__pool_claim_hook();
                 atomic_compare_exchange_strong(&h->head, &at, at + 1);
                 return e;
             }
@@ -675,6 +690,8 @@ static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
 /* Done with an entry: it may take the next round's task. */
 static void free_entry(pentry *e)
 {
+    /* the position first: a worker that sees the entry free sees this too */
+    atomic_store(&e->pos, atomic_load(&e->pos) | POS_FREED);
     atomic_store(&e->state, E_FREE);
 }
 

@@ -1300,6 +1300,59 @@ static void one_item_kills_its_worker(mp_context *ctx, int act, int code, int wa
     shared_free(&s);
 }
 
+/* The first task claimed in the pool kills its worker between its claim
+ * and its move of the shared claim cursor (two adjacent steps; a hook in
+ * the library stops there).  The cursor then points at an entry the
+ * parent frees: the other workers must move past it, not spin on it or
+ * sleep behind it.  Exactly that task's first item fails. */
+static mp_args *g_claim_args;
+
+static void claim_then_die(void)
+{
+    mp_value *v = mp_args_value(g_claim_args, 0);
+    if (atomic_fetch_add((_Atomic int64_t *)mp_value_ptr(v), 1) == 0)
+        raise(SIGKILL);
+}
+
+static int init_claim_hook(const mp_args *a)
+{
+    if (mp__args_dup(a, &g_claim_args) != 0)
+        return 90;
+    mp__pool_claim_hook = claim_then_die;
+    return 0;
+}
+
+MP_TEST(worker_killed_between_claim_and_cursor, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    mp_value *v;
+    ASSERT_OK(mp_value_new(&v, MP_INT64, false));
+    mp_args *ia;
+    ASSERT_OK(mp_args_new(&ia));
+    ASSERT_OK(mp_args_add_value(ia, v));
+    /* one worker: nobody else moves the cursor before the parent frees the entry */
+    mp_pool_opts o = {.ctx = ctx, .processes = 1, .initializer = init_claim_hook, .initargs = ia};
+    mp_pool *p = pool_opts(&o);
+    enum { N = 1000 };
+    int64_t *x = ints_new(N, 0), *r = calloc(N, sizeof *r);
+    ASSERT_TRUE(r != NULL);
+    mp_task_error e = {0};
+    ASSERT_ERR(MP_EWORKER, mp_pool_map(p, m_square, x, N, 8, r, 8, 10, &e));
+    ASSERT_EQ(SIGKILL, e.signal);
+    ASSERT_EQ(0, e.index % 10); /* the first item of a chunk: none of it ran */
+    for (size_t i = 0; i < N; i++)
+        if (i != e.index)
+            ASSERT_EQ((int64_t)(i * i), r[i]);
+    /* chunksize 1 and an apply: nothing else fails */
+    ASSERT_OK(mp_pool_map(p, m_square, x, N, 8, r, 8, 1, NULL));
+    ASSERT_EQ((int64_t)(N - 1) * (N - 1), r[N - 1]);
+    ASSERT_GE(*(int64_t *)mp_value_ptr(v), 1);
+    free(x);
+    free(r);
+    close_join_free(p);
+    mp_args_free(ia);
+    mp_value_free(v);
+}
+
 MP_TEST(worker_killed_by_sigkill, .variants = MP_START_METHODS, .timeout_s = 90)
 {
     one_item_kills_its_worker(ctx, ACT_KILL, 0, SIGKILL, 0);
