@@ -837,6 +837,7 @@ struct mp_manager {
     uint8_t *key;
     size_t keylen;
     mp_process *server;        /* started here */
+    bool private_dir;          /* its socket is in a directory of its own */
     _Atomic int refs;          /* the handle and its dict/list handles */
 };
 
@@ -1019,6 +1020,7 @@ int mp_manager_start(mp_manager **out, mp_context *ctx, const char *address, con
         return err;
     }
     m->server = p;
+    m->private_dir = address == NULL || address[0] == '\0';
     *out = m;
     return 0;
 }
@@ -1031,6 +1033,23 @@ const char *mp_manager_address(const mp_manager *m)
 pid_t mp_manager_pid(const mp_manager *m)
 {
     return m && m->server ? mp_process_pid(m->server) : 0;
+}
+
+/* After a started server ended: its socket and the private directory it
+ * made for it, which a server killed by a signal could not remove (one that
+ * ended cleanly did; then these find nothing). */
+static void remove_private_dir(const char *address)
+{
+    if (strncmp(address, "unix:/", 6) != 0)
+        return;
+    char path[256];
+    snprintf(path, sizeof path, "%s", address + 5);
+    char *slash = strrchr(path, '/');
+    if (slash == NULL || strncmp(slash, "/listener-", 10) != 0)
+        return;
+    unlink(path);
+    *slash = '\0';
+    rmdir(path);
 }
 
 int mp_manager_shutdown(mp_manager *m)
@@ -1057,6 +1076,8 @@ int mp_manager_shutdown(mp_manager *m)
         }
         IGNORE_RESULT(mp_process_close(m->server));
         m->server = NULL;
+        if (m->private_dir)
+            remove_private_dir(m->address);
     }
     return err;
 }

@@ -215,6 +215,39 @@ MP_TEST(manager_start_connect_shutdown, .variants = MP_START_METHODS)
     ASSERT_ERR(MP_EINVAL, mp_manager_start(&m, ctx, NULL, "", 0));
 }
 
+/* The private socket directory of a started server goes with it: removed
+ * by a server that ends cleanly, and by the owner when the server was
+ * SIGKILLed (which could not). */
+static bool private_dir_exists(const char *address)
+{
+    char dir[256];
+    ASSERT_EQ(0, strncmp(address, "unix:/", 6));
+    snprintf(dir, sizeof dir, "%s", address + 5);
+    char *slash = strrchr(dir, '/');
+    ASSERT_TRUE(slash != NULL);
+    *slash = '\0';
+    return access(dir, F_OK) == 0;
+}
+
+MP_TEST(manager_private_dir_removed, .variants = MP_START_METHODS)
+{
+    char addr[256];
+    mp_manager *m = start_manager(ctx);
+    snprintf(addr, sizeof addr, "%s", mp_manager_address(m));
+    ASSERT_TRUE(private_dir_exists(addr));
+    mp_manager_free(m);
+    ASSERT_FALSE(private_dir_exists(addr));
+
+    m = start_manager(ctx);
+    snprintf(addr, sizeof addr, "%s", mp_manager_address(m));
+    pid_t pid = mp_manager_pid(m);
+    ASSERT_EQ(0, kill(pid, SIGKILL));
+    ASSERT_TRUE(private_dir_exists(addr)); /* the server could not */
+    mp_manager_free(m);
+    ASSERT_TRUE(pid_gone(pid));
+    ASSERT_FALSE(private_dir_exists(addr));
+}
+
 /* The client that asks for shutdown gets its reply (status 0), every time.
  * (Fails until the reply is sent before the teardown shuts the asker's
  * connection down: see shutdown_via.) */
