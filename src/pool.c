@@ -186,8 +186,10 @@ static int run_map(char *heap, pentry *e, mp_map_fn fn)
         if (timed)
             atomic_store(&e->started_ns, now_ns());
         int rc = fn(items + i * e->item_size, results + i * e->result_size);
-        atomic_store_explicit(&status[i], STATUS_DONE | (uint32_t)rc, memory_order_release);
-        failed += rc != 0;
+        if (rc != 0) { /* the status array is zero: only failures are written */
+            atomic_store_explicit(&status[i], STATUS_DONE | (uint32_t)rc, memory_order_release);
+            failed++;
+        }
     }
     atomic_store(&e->cur, e->end);
     return failed;
@@ -312,6 +314,7 @@ struct job {
     void *results;                 /* the caller's (map, map_async) */
     size_t item_size, result_size;
     uint64_t region_off, region_len, fn_off, fn_len, items_off, results_off, status_off;
+    uint64_t status_len;           /* its own zero pages (top_alloc) */
     uint64_t *settled;             /* bitmap */
     mp_task_error first;           /* lowest failing index */
     bool failed;
@@ -430,42 +433,38 @@ static void region_free(mp_pool *p, uint64_t off, uint64_t size)
 typedef struct ubuf {
     struct ubuf *next;
     uint64_t off, size;
+    bool user;                     /* mp_pool_shared_alloc's (else a status array) */
 } ubuf;
 
-int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
+/* Zeroed pages from the top (under the lock): a shared buffer, or a map's
+ * status array (written only where an item fails, so mostly never
+ * touched: no pages at all). */
+static int top_alloc(mp_pool *p, uint64_t size, uint64_t *off, uint64_t *len)
 {
-    if (p == NULL || out == NULL || size > HEAP_SIZE / 2)
-        return MP_EINVAL;
-    *out = NULL;
-    uint64_t len = size ? ((uint64_t)size + 4095) & ~(uint64_t)4095 : 4096;
+    uint64_t l = size ? (size + 4095) & ~(uint64_t)4095 : 4096;
     ubuf *b = calloc(1, sizeof *b);
     if (b == NULL)
         return MP_ENOMEM;
-    pthread_mutex_lock(&p->lock);
-    int err = 0;
-    if (p->top - len < p->bump || p->top - len < KEEP_RESIDENT) {
-        err = MP_ENOMEM;
+    if (p->top - l < p->bump || p->top - l < KEEP_RESIDENT) {
         free(b);
-    } else {
-        p->top -= len;
-        b->off = p->top;
-        b->size = len;
-        b->next = p->ubufs;
-        p->ubufs = b;
-        *out = p->heap + b->off;
+        return MP_ENOMEM;
     }
-    pthread_mutex_unlock(&p->lock);
-    return err;
+    p->top -= l;
+    b->off = p->top;
+    b->size = l;
+    b->next = p->ubufs;
+    p->ubufs = b;
+    *off = b->off;
+    *len = l;
+    return 0;
 }
 
-void mp_pool_shared_free(mp_pool *p, void *ptr)
+/* Give back what top_alloc gave at @off, its pages at once (under the lock). */
+static void top_free(mp_pool *p, uint64_t off)
 {
-    if (p == NULL || ptr == NULL)
-        return;
-    pthread_mutex_lock(&p->lock);
     for (ubuf **pp = &p->ubufs; *pp; pp = &(*pp)->next) {
         ubuf *b = *pp;
-        if (p->heap + b->off != (char *)ptr)
+        if (b->off != off)
             continue;
         *pp = b->next;
         fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->off,
@@ -475,9 +474,51 @@ void mp_pool_shared_free(mp_pool *p, void *ptr)
         for (ubuf *o = p->ubufs; o; o = o->next)
             if (o->off < p->top)
                 p->top = o->off;
-        break;
+        return;
+    }
+}
+
+int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
+{
+    if (p == NULL || out == NULL || size > HEAP_SIZE / 2)
+        return MP_EINVAL;
+    *out = NULL;
+    uint64_t off, len;
+    pthread_mutex_lock(&p->lock);
+    int err = top_alloc(p, size, &off, &len);
+    if (err == 0) {
+        p->ubufs->user = true;
+        *out = p->heap + off;
     }
     pthread_mutex_unlock(&p->lock);
+    return err;
+}
+
+void mp_pool_shared_free(mp_pool *p, void *ptr)
+{
+    if (p == NULL || ptr == NULL || (char *)ptr < p->heap || (char *)ptr >= p->heap + HEAP_SIZE)
+        return;
+    pthread_mutex_lock(&p->lock);
+    uint64_t off = (uint64_t)((char *)ptr - p->heap);
+    for (ubuf *b = p->ubufs; b; b = b->next)
+        if (b->off == off && b->user) {
+            top_free(p, off);
+            break;
+        }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* A finished job's heap memory (under the lock; once). */
+static void job_free_memory(mp_pool *p, job *j)
+{
+    if (j->region_len) {
+        region_free(p, j->region_off, j->region_len);
+        j->region_len = 0;
+    }
+    if (j->status_len) {
+        top_free(p, j->status_off);
+        j->status_len = 0;
+    }
 }
 
 /* The heap offset of [ptr, ptr + len) if it lies in one shared buffer
@@ -489,7 +530,7 @@ static uint64_t shared_off(const mp_pool *p, const void *ptr, uint64_t len)
         return UINT64_MAX;
     uint64_t off = (uint64_t)(c - p->heap);
     for (const ubuf *b = p->ubufs; b; b = b->next)
-        if (off >= b->off && len <= b->size && off - b->off <= b->size - len)
+        if (b->user && off >= b->off && len <= b->size && off - b->off <= b->size - len)
             return off;
     return UINT64_MAX;
 }
@@ -588,10 +629,8 @@ static void job_finish(mp_pool *p, job *j, bool broken)
     j->broken = broken;
     if (!broken && j->copy_at_end)
         memcpy(j->results, p->heap + j->results_off, j->n * j->result_size);
-    if (j->region_len && !j->is_imap) {
-        region_free(p, j->region_off, j->region_len);
-        j->region_len = 0;
-    }
+    if (!j->is_imap)
+        job_free_memory(p, j);
     wake_waiters(p);
 }
 
@@ -818,9 +857,10 @@ static void on_death(mp_pool *p, int idx)
             .exitcode = code > 0 ? code : 0,
         };
         if (j != NULL && !j->finished && j->kind == T_MAP) {
-            _Atomic uint64_t *status = (_Atomic uint64_t *)(p->heap + j->status_off);
-            uint64_t i = e->start;
-            for (; i < e->end && (atomic_load(&status[i]) & STATUS_DONE); i++)
+            /* the items before the one in progress are done (their
+             * failures, if any, in the status array); that one failed */
+            uint64_t i = e->start, upto = cur < e->start ? e->start : cur > e->end ? e->end : cur;
+            for (; i < upto; i++)
                 settle(p, j, i, NULL);
             if (i < e->end) {
                 te.index = i;
@@ -1178,9 +1218,13 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     j->results_in_place = results_in != UINT64_MAX;
     uint64_t fn_at = 0, items_at = align8(ref.len),
              results_at = align8(items_at + (items_in == UINT64_MAX ? n * isz : 0)),
-             status_at = align8(results_at + (results_in == UINT64_MAX ? n * rsz : 0)),
-             total = status_at + n * 8;
+             total = align8(results_at + (results_in == UINT64_MAX ? n * rsz : 0));
     err = region_alloc(p, total, &j->region_off);
+    if (err == 0) {
+        err = top_alloc(p, n * 8, &j->status_off, &j->status_len);
+        if (err < 0)
+            region_free(p, j->region_off, total);
+    }
     if (err < 0) {
         job_destroy(j);
         goto out;
@@ -1189,7 +1233,6 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     j->fn_off = j->region_off + fn_at;
     j->items_off = items_in != UINT64_MAX ? items_in : j->region_off + items_at;
     j->results_off = j->results_in_place ? results_in : j->region_off + results_at;
-    j->status_off = j->region_off + status_at;
     memcpy(p->heap + j->fn_off, ref.data, ref.len);
     if (chunksize == 0) { /* Python: ceil(n / (4 × workers)) */
         size_t w4 = (size_t)p->nworkers * 4;
@@ -1239,12 +1282,11 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     while (first) {
         pending *last = first;
         uint64_t from = first->e.start;
-        while (last->next && (last->e.end - from) * (isz + 8) < PUBLISH_BYTES)
+        while (last->next && (last->e.end - from) * isz < PUBLISH_BYTES)
             last = last->next;
         uint64_t k = last->e.end - from;
         if (items_in == UINT64_MAX)
             memcpy(p->heap + j->items_off + from * isz, (const char *)items + from * isz, k * isz);
-        memset(p->heap + j->status_off + from * 8, 0, k * 8);
         if (p->pend_tail)
             p->pend_tail->next = first;
         else
@@ -1321,8 +1363,7 @@ static void job_release(mp_pool *p, job *j) /* under the lock */
 {
     if (j->finished && !j->cb_running && j->done_cb == NULL) {
         job_unlink(p, j);
-        if (j->region_len)
-            region_free(p, j->region_off, j->region_len);
+        job_free_memory(p, j);
         job_destroy(j);
     } else {
         j->freed_handle = true;
@@ -1454,10 +1495,8 @@ void mp_imap_free(mp_imap *it)
     mp_pool *p = it->j->pool;
     pthread_mutex_lock(&p->lock);
     job *j = it->j;
-    if (j->finished && j->region_len) {
-        region_free(p, j->region_off, j->region_len);
-        j->region_len = 0;
-    }
+    if (j->finished)
+        job_free_memory(p, j);
     job_release(p, j);
     pthread_mutex_unlock(&p->lock);
     free(it);

@@ -1135,6 +1135,51 @@ MP_TEST(initializer_failure, .variants = MP_START_METHODS)
     mp_args_free(a);
 }
 
+/* A map writes only its failures into its status array, which starts as
+ * fresh zero pages: a failure never shows up in a later map that reuses
+ * the memory, and imap reads the same codes. */
+MP_TEST(map_failures_do_not_outlive_their_map, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    enum { N = 5000 };
+    mp_pool *p = pool_with(ctx, 2, NULL);
+    witem *bad = items_new(N, 0), *good = items_new(N, 0);
+    for (int i = 3; i < N; i += 7) {
+        bad[i].act = ACT_FAIL;
+        bad[i].code = 40 + i % 5;
+    }
+    wres *r = calloc(N, sizeof *r);
+    ASSERT_TRUE(r != NULL);
+    for (int round = 0; round < 20; round++) {
+        mp_task_error e = {0};
+        size_t cs = (size_t)(round % 4) * 50;
+        ASSERT_ERR(MP_ETASK, mp_pool_map(p, m_work, bad, N, sizeof *bad, r, sizeof *r, cs, &e));
+        ASSERT_EQ(3, e.index);
+        ASSERT_EQ(43, e.code);
+        ASSERT_OK(mp_pool_map(p, m_work, good, N, sizeof *good, r, sizeof *r, cs, &e));
+        ASSERT_EQ((int64_t)(N - 1) * (N - 1), r[N - 1].sq);
+    }
+    mp_imap *it;
+    ASSERT_OK(mp_pool_imap(p, m_work, bad, 100, sizeof *bad, sizeof(wres), 9, true, &it));
+    for (size_t k = 0; k < 100; k++) {
+        wres w;
+        size_t idx;
+        mp_task_error e = {0};
+        int rc = mp_imap_next(it, &w, &idx, &e, 60);
+        ASSERT_EQ(k, idx);
+        if (k % 7 == 3) {
+            ASSERT_ERR(MP_ETASK, rc);
+            ASSERT_EQ((int)(40 + k % 5), e.code);
+        } else {
+            ASSERT_OK(rc);
+        }
+    }
+    mp_imap_free(it);
+    free(bad);
+    free(good);
+    free(r);
+    close_join_free(p);
+}
+
 /* Items and results in mp_pool_shared_alloc buffers are used in place:
  * map, map_async, imap and a slice of a buffer; a killed worker fails only
  * its item; job memory keeps being reused while buffers are held; freeing
