@@ -5,22 +5,27 @@
  * Everything a worker needs lives in one sparse memfd (the pool heap),
  * mapped at start:
  *   [header: task table (a ring of entries), claim cursor, futex words]
- *   [job regions: items, results and per-item statuses of maps; the
- *    function reference and arguments of applies]
+ *   [job regions, up from the bottom: items and results of maps (unless
+ *    they are in the caller's shared buffers); the function reference and
+ *    arguments of applies]
+ *   [down from the top: buffers of mp_pool_shared_alloc, and each map's
+ *    status array in fresh zero pages, written only where an item fails]
  * A worker claims the entry at the cursor (a CAS on the entry's state that
  * records the worker's slot), runs it item by item, publishing the item in
- * progress in the entry, marks it DONE, then reports on the result queue
- * and pokes the parent's eventfd.  A map's results and statuses are written
- * straight into the heap.
+ * progress in the entry, marks it DONE, then reports on the result queue.
+ * A map's results and failures are written straight into the heap.  A
+ * report wakes whoever takes reports: a caller waiting for its job takes
+ * them itself (a futex word), else the pool thread (an eventfd), and only
+ * if it sleeps.
  *
  * The parent runs one thread that polls the eventfd and the workers'
  * pidfds.  Reports settle items (each item once: a bitmap per job).  When a
  * worker dies, the parent first drains the result queue (nothing the worker
- * committed is lost), then looks for the entry it held: items it finished
- * are settled from their statuses, the item in progress fails with
- * MP_EWORKER (or MP_ETIMEDOUT when the parent killed it for overrunning
- * task_timeout), the rest of the chunk goes back in the table, and a new
- * worker takes the dead one's place.
+ * committed is lost), then looks for the entry it held: the items before
+ * the one in progress are settled (their failures from the status array),
+ * the item in progress fails with MP_EWORKER (or MP_ETIMEDOUT when the
+ * parent killed it for overrunning task_timeout), the rest of the chunk
+ * goes back in the table, and a new worker takes the dead one's place.
  */
 #include "internal.h"
 
