@@ -392,9 +392,11 @@ static void wake_all(mp_pool *p)
 /* Waiters on p->cond learn of progress.  The pool thread defers this to
  * right after it lets go of the lock, so a woken caller does not at once
  * block on the lock it still holds (two context switches per result). */
+static _Thread_local const mp_pool *tl_pool_thread_of; /* set in pool_thread */
+
 static void wake_waiters(mp_pool *p)
 {
-    if (p->thread_started && pthread_equal(pthread_self(), p->thread))
+    if (tl_pool_thread_of == p)
         p->wake_pending = true;
     else
         wake_all(p);
@@ -929,6 +931,7 @@ static int check_timeouts(mp_pool *p)
 static void *pool_thread(void *arg)
 {
     mp_pool *p = arg;
+    tl_pool_thread_of = p;
     mp_buf msg = MP_BUF_INIT;
     struct pollfd *pfd = calloc((size_t)p->nworkers + 1, sizeof *pfd);
     if (pfd == NULL)
