@@ -452,7 +452,7 @@ static int top_alloc(mp_pool *p, uint64_t size, uint64_t *off, uint64_t *len)
     ubuf *b = calloc(1, sizeof *b);
     if (b == NULL)
         return MP_ENOMEM;
-    if (p->top - l < p->bump || p->top - l < KEEP_RESIDENT) {
+    if (l > p->top || p->top - l < p->bump || p->top - l < KEEP_RESIDENT) {
         free(b);
         return MP_ENOMEM;
     }

@@ -1258,6 +1258,14 @@ MP_TEST(map_over_shared_buffers, .variants = MP_START_METHODS, .timeout_s = 90)
         ASSERT_OK(mp_pool_shared_alloc(p, (size_t)8 << 30, &big));
         mp_pool_shared_free(p, big);
     }
+    /* the heap runs out cleanly: 24 + 24 GiB fit below 64, a third does not */
+    void *b1 = NULL, *b2 = NULL, *b3 = NULL;
+    ASSERT_OK(mp_pool_shared_alloc(p, (size_t)24 << 30, &b1));
+    ASSERT_OK(mp_pool_shared_alloc(p, (size_t)24 << 30, &b2));
+    ASSERT_ERR(MP_ENOMEM, mp_pool_shared_alloc(p, (size_t)24 << 30, &b3));
+    ASSERT_TRUE(b3 == NULL);
+    mp_pool_shared_free(p, b2);
+    mp_pool_shared_free(p, b1);
     mp_pool_shared_free(p, NULL);
     mp_pool_shared_free(p, items);
     mp_pool_shared_free(p, r);
