@@ -821,7 +821,6 @@ static int worker_start(mp_pool *p, int idx)
     return 0;
 }
 
-/* Drain the result queue (under the lock). */
 /* Take every report there is (under the lock); how many. */
 static size_t drain(mp_pool *p, mp_buf *msg)
 {
@@ -1312,7 +1311,6 @@ out:
     return err;
 }
 
-/* Wait until @j is finished (under the lock).  0, MP_ETIMEDOUT. */
 /* Whether finished jobs wait for the pool thread: callbacks to run,
  * handles freed before the end (under the lock). */
 static bool thread_needed(mp_pool *p)
@@ -1323,6 +1321,7 @@ static bool thread_needed(mp_pool *p)
     return false;
 }
 
+/* Wait until @j is finished (under the lock).  0, MP_ETIMEDOUT. */
 static int job_wait(mp_pool *p, job *j, double timeout)
 {
     mp__deadline d;
