@@ -96,6 +96,8 @@ typedef struct kv {
 
 typedef struct sobj {
     struct sobj *next;
+    struct sobj *hnext;        /* the server's table by kind and name */
+    uint64_t hash;
     char *kind, *name;
     pthread_cond_t cond;       /* lock, event, semaphore waiters */
     /* dict */
@@ -131,6 +133,8 @@ typedef struct sconn {
 struct server {
     pthread_mutex_t lock;
     sobj *objs;
+    sobj **tab;                /* objs by kind and name */
+    size_t ntab, nobjs;
     sconn *conns;
     uint64_t next_id;
     size_t nthreads;
@@ -207,10 +211,38 @@ static void sobj_free(sobj *o)
 static const char *const kinds[] = {"dict", "list", "queue", "lock", "event", "semaphore", "value"};
 
 /* Find or create (under srv->lock). */
+static uint64_t obj_hash(const char *kind, const char *name)
+{
+    return hash(kind, strlen(kind)) * 31 ^ hash(name, strlen(name));
+}
+
+/* Enter @o in the table, doubling it past one object a slot. */
+static int table_add(server *srv, sobj *o)
+{
+    if (srv->nobjs + 1 > srv->ntab) {
+        size_t n = srv->ntab ? srv->ntab * 2 : 64;
+        sobj **t = calloc(n, sizeof *t);
+        if (t == NULL)
+            return MP_ENOMEM;
+        for (sobj *x = srv->objs; x; x = x->next) {
+            x->hnext = t[x->hash % n];
+            t[x->hash % n] = x;
+        }
+        free(srv->tab);
+        srv->tab = t;
+        srv->ntab = n;
+    }
+    o->hnext = srv->tab[o->hash % srv->ntab];
+    srv->tab[o->hash % srv->ntab] = o;
+    srv->nobjs++;
+    return 0;
+}
+
 static int sobj_open(server *srv, const char *kind, const char *name, int64_t param, sobj **out)
 {
-    for (sobj *o = srv->objs; o; o = o->next)
-        if (strcmp(o->kind, kind) == 0 && strcmp(o->name, name) == 0) {
+    uint64_t h = obj_hash(kind, name);
+    for (sobj *o = srv->ntab ? srv->tab[h % srv->ntab] : NULL; o; o = o->hnext)
+        if (o->hash == h && strcmp(o->kind, kind) == 0 && strcmp(o->name, name) == 0) {
             *out = o;
             return 0;
         }
@@ -245,6 +277,9 @@ static int sobj_open(server *srv, const char *kind, const char *name, int64_t pa
         if (mp_type_size((mp_type)param) == 0)
             err = MP_EINVAL;
     }
+    o->hash = h;
+    if (err == 0)
+        err = table_add(srv, o);
     if (err < 0) {
         sobj_free(o);
         return err;
@@ -800,6 +835,7 @@ static int serve_on(mp_listener *l, int ready)
         srv.objs = o->next;
         sobj_free(o);
     }
+    free(srv.tab);
     pthread_mutex_unlock(&srv.lock);
     term_fd = -1;
     mp__sys_close(srv.wakefd);

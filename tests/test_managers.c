@@ -593,6 +593,36 @@ MP_TEST(manager_dict_batch_atomic, .variants = MP_START_METHODS, .timeout_s = 90
     mp_manager_free(m);
 }
 
+/* Thousands of named objects: each found again by name, none mixed up
+ * (the server's table of objects grows on the way). */
+MP_TEST(manager_many_named_objects, .timeout_s = 90)
+{
+    enum { N = 3000 };
+    mp_manager *m = start_manager(NULL);
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        mp_dict *d;
+        snprintf(name, sizeof name, "d%d", i);
+        ASSERT_OK(mp_manager_dict(m, name, &d));
+        ASSERT_OK(mp_dict_add(d, "n", 1, i, NULL));
+        mp_dict_free(d);
+    }
+    for (int i = 0; i < N; i += 7) {
+        mp_dict *d;
+        snprintf(name, sizeof name, "d%d", i);
+        ASSERT_OK(mp_manager_dict(m, name, &d));
+        ASSERT_EQ(i, dict_int(d, "n"));
+        mp_dict_free(d);
+        mp_list *l; /* the same name, another kind: another object */
+        ASSERT_OK(mp_manager_list(m, name, &l));
+        size_t len = 9;
+        ASSERT_OK(mp_list_len(l, &len));
+        ASSERT_EQ(0, len);
+        mp_list_free(l);
+    }
+    mp_manager_free(m);
+}
+
 /* An empty key is a key like any other.  (Fails under UBSan until the
  * server stops comparing a stored empty key with memcmp(NULL, k, 0) in
  * dict_slot: undefined behaviour, and UBSan ends the server.) */
