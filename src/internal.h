@@ -166,6 +166,8 @@ void *mp__args_obj(const mp_args *a, size_t i, const mp__objtype *t);
 int mp__args_dup(const mp_args *src, mp_args **out);
 /* Append copies of @src's items from index @from on. */
 int mp__args_append(mp_args *a, const mp_args *src, size_t from);
+/* Overwrite item @i, an int (a reply's status, filled in last). */
+void mp__args_set_int(mp_args *a, size_t i, int64_t v);
 bool mp__args_has_ptr(const mp_args *a);
 /* Serialize (append to @out, descriptors into @fds). */
 int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds);

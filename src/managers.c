@@ -694,7 +694,7 @@ static void *serve_conn(void *arg)
             break;
         int status = MP_EBADMSG;
         bool stop = false;
-        if (mp_args_new(&r) < 0)
+        if (mp_args_of(&r, "i", 0) < 0) /* the status goes first, set below */
             break;
         if (has(a, 0, MP_ARG_INT) && has(a, 1, MP_ARG_STR) && has(a, 2, MP_ARG_STR)) {
             int op = (int)mp_args_int(a, 0);
@@ -712,12 +712,8 @@ static void *serve_conn(void *arg)
             }
             pthread_mutex_unlock(&srv->lock);
         }
-        mp_args *full = NULL;
-        if (mp_args_of(&full, "i", status) == 0 && mp__args_append(full, r, 0) == 0)
-            err = mp_conn_send(sc->c, full);
-        else
-            err = MP_ENOMEM;
-        mp_args_free(full);
+        mp__args_set_int(r, 0, status);
+        err = mp_conn_send(sc->c, r);
         mp_args_free(a);
         mp_args_free(r);
         if (stop) {

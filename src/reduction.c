@@ -287,6 +287,11 @@ int64_t mp_args_int(const mp_args *a, size_t i)
     return get(a, i, MP_ARG_INT)->u.i;
 }
 
+void mp__args_set_int(mp_args *a, size_t i, int64_t v)
+{
+    ((arg *)get(a, i, MP_ARG_INT))->u.i = v; /* a is ours to change */
+}
+
 double mp_args_double(const mp_args *a, size_t i)
 {
     return get(a, i, MP_ARG_DOUBLE)->u.d;
