@@ -81,7 +81,8 @@ typedef struct phdr {
     _Atomic uint32_t sleepers;
     _Atomic uint32_t thread_asleep; /* the pool thread waits for reports */
     _Atomic uint32_t reports;       /* futex: bumped at every report and wake-up */
-    _Atomic uint32_t report_waiters; /* callers asleep on it (job_wait) */
+    _Atomic uint32_t takers;        /* callers taking reports (in job_wait) */
+    _Atomic uint32_t takers_asleep; /* how many of them sleep on reports */
     pentry tasks[TASKCAP];
 } phdr;
 
@@ -210,8 +211,9 @@ static int run_map(char *heap, pentry *e, mp_map_fn fn)
 static void reported(phdr *h, int efd)
 {
     atomic_fetch_add(&h->reports, 1);
-    if (atomic_load(&h->report_waiters) > 0) {
-        mp__futex_wake(&h->reports, INT_MAX);
+    if (atomic_load(&h->takers) > 0) {
+        if (atomic_load(&h->takers_asleep) > 0)
+            mp__futex_wake(&h->reports, INT_MAX);
         return;
     }
     if (atomic_exchange(&h->thread_asleep, 0)) {
@@ -385,7 +387,7 @@ static void wake_all(mp_pool *p)
 {
     pthread_cond_broadcast(&p->cond);
     atomic_fetch_add(&p->h->reports, 1);
-    if (atomic_load(&p->h->report_waiters) > 0)
+    if (atomic_load(&p->h->takers_asleep) > 0)
         mp__futex_wake(&p->h->reports, INT_MAX);
 }
 
@@ -1327,28 +1329,36 @@ static int job_wait(mp_pool *p, job *j, double timeout)
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     phdr *h = p->h;
-    for (;;) {
-        /* take the reports here (see reported()): the result comes
-         * straight from the worker, not by way of the pool thread.  The
-         * last step before leaving is a drain after the last sleep: a
-         * report meant to wake this caller is taken, not left behind
-         * unseen by a pool thread that nobody woke. */
+    /* take the reports here (see reported()): the result comes straight
+     * from the worker, not by way of the pool thread */
+    atomic_fetch_add(&h->takers, 1);
+    for (bool last = false;; ) {
         uint32_t seen = atomic_load(&h->reports);
         if (drain(p, &p->wait_msg) > 0) {
             publish(p); /* entries were freed */
             if (thread_needed(p))
                 wake_thread(p);
         }
-        if (j->finished || mp__deadline_expired(&d))
+        if (last)
             break;
-        atomic_fetch_add(&h->report_waiters, 1);
+        if (j->finished || mp__deadline_expired(&d)) {
+            /* reports sent to this caller before it stopped taking them
+             * are taken by the last drain, not left to a pool thread that
+             * nobody woke */
+            atomic_fetch_sub(&h->takers, 1);
+            last = true;
+            continue;
+        }
+        /* a count, not a flag a waker clears: a wake-up that comes
+         * before the sleep must not take the next one with it */
+        atomic_fetch_add(&h->takers_asleep, 1);
         atomic_thread_fence(memory_order_seq_cst);
         if (mp_queue_empty(p->results)) {
             pthread_mutex_unlock(&p->lock);
             mp__futex_wait(&h->reports, seen, &d);
             pthread_mutex_lock(&p->lock);
         }
-        atomic_fetch_sub(&h->report_waiters, 1);
+        atomic_fetch_sub(&h->takers_asleep, 1);
     }
     return j->finished ? 0 : MP_ETIMEDOUT;
 }
