@@ -146,12 +146,13 @@ static pentry *claim(phdr *h, uint32_t me)
             }
             continue;
         }
-        if (pos == at && ST(st) == E_FREE)
-            continue; /* being published (its position is out, its state not yet) */
-        if (pos == at) { /* claimed by another: move the cursor on */
+        if (pos == at && ST(st) != E_FREE) { /* claimed by another: move the cursor on */
             atomic_compare_exchange_strong(&h->head, &at, at + 1);
             continue;
         }
+        /* nothing there yet, or being published (its position is out, its
+         * state not yet): sleep until the publish that bumps avail; no
+         * spinning, should the publisher be preempted between its steps */
         if (atomic_load(&h->head) != at)
             continue;
         atomic_fetch_add(&h->sleepers, 1);
