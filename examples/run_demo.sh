@@ -149,6 +149,13 @@ expect[manager_dict]='^manager server: pid [0-9]+ at unix:
 3*4 workers wrote 12 results, done counter 12, 0 wrong ok$
 ^d\[.task-99.\] -> MP_ENOENT ok$
 ^manager_dict: OK$'
+expect[big_data]='^map over 10\^7 items in shared buffers: all right +ok$
+^the same map over private arrays: all right +ok$
+^in place: [0-9.]+ ns per item; copied in and out: [0-9.]+ ns per item$
+^2 writers set 400000 keys in batches of 1000: [0-9]+ sets per second$
+^writers and reader exited with 0 \(the reader never saw a != b\) +ok$
+^every key is there, once +ok$
+^big_data: OK$'
 expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 3*^worker [0-9]+: [0-9]+ tasks done$
 ^result: 0 -> 0 by pid [0-9]+$
@@ -159,7 +166,7 @@ expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
        queue_producer_consumer joinable_work_queue shm_python
-       pool_map pool_crash manager_dict remote_queue pool_demo)
+       pool_map pool_crash manager_dict remote_queue big_data pool_demo)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
 logdir=$(mktemp -d)
