@@ -730,12 +730,15 @@ static int find_by_ref(struct dl_phdr_info *info, size_t size, void *data)
     int index = lk->index++;
     /* The executable is object 0 with an empty name; libraries by path. */
     bool same_name = lk->name[0] == '\0' ? index == 0 : strcmp(name, lk->name) == 0;
+    if (!same_name)
+        return 0;
+    /* The object's build id exactly as the reference has it (none for an
+     * object without one): a reference matches one encoding only, the one
+     * mp__funcref_encode writes, and never an object other than it names. */
     uint8_t id[BUILD_ID_MAX];
     size_t idlen = note_build_id(info, id);
-    bool same_id = lk->idlen > 0 && idlen == lk->idlen && memcmp(id, lk->id, idlen) == 0;
-    if (lk->idlen > 0 ? !same_id : !same_name) {
-        if (same_name)
-            lk->id_mismatch = true;
+    if (idlen != lk->idlen || (idlen > 0 && memcmp(id, lk->id, idlen) != 0)) {
+        lk->id_mismatch = true;
         return 0;
     }
     lk->name_matched = true;
