@@ -50,6 +50,8 @@
 #define PUBLISH_BYTES ((size_t)256 << 10) /* a map publishes as it copies items in */
 #define COPY_OUT_MIN ((size_t)16 << 10)    /* and copies results out as they come */
 #define KEEP_RESIDENT ((uint64_t)64 << 20) /* job memory below this is reused, not freed */
+#define RETAIN_MAX ((uint64_t)1 << 30)     /* job memory below this is freed once idle */
+#define RETAIN_NS ((int64_t)2000000000)    /* that long idle */
 #define STATUS_DONE ((uint64_t)1 << 63)
 
 /* An entry's state word: the state in the low byte and, once claimed, the
@@ -372,6 +374,8 @@ struct mp_pool {
     uint64_t next_job;
     uint64_t bump;                 /* heap allocation: job regions up from here */
     uint64_t top;                  /* shared buffers down from here */
+    uint64_t dirty_end;            /* job memory not freed below this (region_free) */
+    int64_t freed_ns;              /* when job memory was last freed */
     struct ubuf *ubufs;
     size_t live_regions;
     mp_buf wait_msg;               /* job_wait's reports */
@@ -422,15 +426,44 @@ static int region_alloc(mp_pool *p, uint64_t size, uint64_t *off)
     return 0;
 }
 
+static void wake_thread(mp_pool *p);
+
 static void region_free(mp_pool *p, uint64_t off, uint64_t size)
 {
     size = (size + 4095) & ~(uint64_t)4095;
-    if (off + size > KEEP_RESIDENT) {
-        uint64_t from = off < KEEP_RESIDENT ? KEEP_RESIDENT : off;
+    /* Above KEEP_RESIDENT, job memory up to RETAIN_MAX stays a while: maps
+     * of big private arrays one after the other reuse its pages instead of
+     * faulting fresh ones in; the pool thread frees it once the pool has
+     * been idle RETAIN_NS (trim_idle).  Beyond RETAIN_MAX it goes at once. */
+    uint64_t end = off + size;
+    if (end > RETAIN_MAX) {
+        uint64_t from = off < RETAIN_MAX ? RETAIN_MAX : off;
         fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
-                  (off_t)(off + size - from));
+                  (off_t)(end - from));
+        end = RETAIN_MAX;
     }
+    if (end > p->dirty_end)
+        p->dirty_end = end;
+    p->freed_ns = now_ns();
     p->live_regions--;
+    /* the pool thread may sleep with no timer: let it set one for the trim */
+    if (p->live_regions == 0 && p->dirty_end > KEEP_RESIDENT && tl_pool_thread_of != p)
+        wake_thread(p);
+}
+
+/* Free retained job memory once the pool has been idle long enough (pool
+ * thread, under the lock); the ms to wait before looking again, -1 none. */
+static int trim_idle(mp_pool *p)
+{
+    if (p->dirty_end <= KEEP_RESIDENT || p->live_regions > 0)
+        return -1;
+    int64_t left = p->freed_ns + RETAIN_NS - now_ns();
+    if (left > 0)
+        return (int)(left / 1000000) + 1;
+    fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)KEEP_RESIDENT,
+              (off_t)(p->dirty_end - KEEP_RESIDENT));
+    p->dirty_end = KEEP_RESIDENT;
+    return -1;
 }
 
 /* ---- shared buffers: the caller's memory in the heap ---------------------- */
@@ -455,7 +488,8 @@ static int top_alloc(mp_pool *p, uint64_t size, uint64_t *off, uint64_t *len)
     ubuf *b = calloc(1, sizeof *b);
     if (b == NULL)
         return MP_ENOMEM;
-    if (l > p->top || p->top - l < p->bump || p->top - l < KEEP_RESIDENT) {
+    /* fresh pages only: above job regions and job memory kept for reuse */
+    if (l > p->top || p->top - l < p->bump || p->top - l < p->dirty_end) {
         free(b);
         return MP_ENOMEM;
     }
@@ -950,6 +984,9 @@ static void *pool_thread(void *arg)
             double q = p->task_timeout * 250;
             ms = q < 10 ? 10 : q > 1000 ? 1000 : (int)q;
         }
+        int trim = trim_idle(p);
+        if (trim >= 0 && (ms < 0 || trim < ms))
+            ms = trim;
         bool wake = p->wake_pending;
         p->wake_pending = false;
         pthread_mutex_unlock(&p->lock);
@@ -1089,6 +1126,7 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         return MP_ENOMEM;
     p->heapfd = p->efd = -1;
     p->top = HEAP_SIZE;
+    p->dirty_end = KEEP_RESIDENT;
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

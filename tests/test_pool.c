@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1176,6 +1177,50 @@ MP_TEST(map_failures_do_not_outlive_their_map, .variants = MP_START_METHODS, .ti
     mp_imap_free(it);
     free(bad);
     free(good);
+    free(r);
+    close_join_free(p);
+}
+
+/* Bytes of memory the pool heap holds (the "mp-pool" memfd among this
+ * process's descriptors). */
+static uint64_t pool_heap_bytes(void)
+{
+    uint64_t bytes = 0;
+    for (int fd = 3; fd < 1024; fd++) {
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        struct stat st;
+        if (strstr(target, "memfd:mp-pool") && fstat(fd, &st) == 0)
+            bytes += (uint64_t)st.st_blocks * 512;
+    }
+    return bytes;
+}
+
+/* Job memory of a big map over private arrays stays for the next map, and
+ * goes once the pool has been idle a while (2 s). */
+MP_TEST(pool_job_memory_kept_then_freed, .timeout_s = 60)
+{
+    enum { N = 6000000 }; /* 96 MB of items and results: above the 64 MiB always kept */
+    mp_pool *p = pool_with(NULL, 2, NULL);
+    int64_t *x = ints_new(N, 0), *r = calloc(N, sizeof *r);
+    ASSERT_TRUE(r != NULL);
+    uint64_t before = pool_heap_bytes();
+    ASSERT_OK(mp_pool_map(p, m_square, x, N, 8, r, 8, 0, NULL));
+    uint64_t after = pool_heap_bytes();
+    ASSERT_GT(after, before + ((uint64_t)80 << 20)); /* kept */
+    ASSERT_OK(mp_pool_map(p, m_square, x, N, 8, r, 8, 0, NULL));
+    ASSERT_EQ((int64_t)(N - 1) * (N - 1), r[N - 1]);
+    WAIT_FOR(pool_heap_bytes() < before + ((uint64_t)70 << 20), 10); /* then freed */
+    /* and the map after that still right, on fresh pages */
+    memset(r, 0, (size_t)N * sizeof *r);
+    ASSERT_OK(mp_pool_map(p, m_square, x, N, 8, r, 8, 0, NULL));
+    for (size_t i = 0; i < N; i += 9973)
+        ASSERT_EQ((int64_t)(i * i), r[i]);
+    free(x);
     free(r);
     close_join_free(p);
 }
