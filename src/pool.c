@@ -211,14 +211,20 @@ static int run_map(char *heap, pentry *e, mp_map_fn fn)
  * is committed before this looks at the announcements (all seq_cst), so
  * one of the two sees the other; while they work, reports cost no system
  * call. */
-static void reported(phdr *h, int efd)
+/* Bump the reports word, waking the callers asleep on it; whether any
+ * caller takes reports. */
+static bool wake_takers(phdr *h)
 {
     atomic_fetch_add(&h->reports, 1);
-    if (atomic_load(&h->takers) > 0) {
-        if (atomic_load(&h->takers_asleep) > 0)
-            mp__futex_wake(&h->reports, INT_MAX);
+    if (atomic_load(&h->takers_asleep) > 0)
+        mp__futex_wake(&h->reports, INT_MAX);
+    return atomic_load(&h->takers) > 0;
+}
+
+static void reported(phdr *h, int efd)
+{
+    if (wake_takers(h))
         return;
-    }
     if (atomic_exchange(&h->thread_asleep, 0)) {
         uint64_t one = 1;
         (void)!write(efd, &one, sizeof one);
@@ -391,9 +397,7 @@ enum { RUN = 0, CLOSE = 1, TERMINATE = 2 };
 static void wake_all(mp_pool *p)
 {
     pthread_cond_broadcast(&p->cond);
-    atomic_fetch_add(&p->h->reports, 1);
-    if (atomic_load(&p->h->takers_asleep) > 0)
-        mp__futex_wake(&p->h->reports, INT_MAX);
+    (void)wake_takers(p->h);
 }
 
 /* Waiters on p->cond learn of progress.  The pool thread defers this to
@@ -503,12 +507,13 @@ static int top_alloc(mp_pool *p, uint64_t size, uint64_t *off, uint64_t *len)
     return 0;
 }
 
-/* Give back what top_alloc gave at @off, its pages at once (under the lock). */
-static void top_free(mp_pool *p, uint64_t off)
+/* Give back what top_alloc gave at @off for a @user buffer or not, its
+ * pages at once (under the lock); nothing when there is no such buffer. */
+static void top_free(mp_pool *p, uint64_t off, bool user)
 {
     for (ubuf **pp = &p->ubufs; *pp; pp = &(*pp)->next) {
         ubuf *b = *pp;
-        if (b->off != off)
+        if (b->off != off || b->user != user)
             continue;
         *pp = b->next;
         fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->off,
@@ -543,12 +548,7 @@ void mp_pool_shared_free(mp_pool *p, void *ptr)
     if (p == NULL || ptr == NULL || (char *)ptr < p->heap || (char *)ptr >= p->heap + HEAP_SIZE)
         return;
     pthread_mutex_lock(&p->lock);
-    uint64_t off = (uint64_t)((char *)ptr - p->heap);
-    for (ubuf *b = p->ubufs; b; b = b->next)
-        if (b->off == off && b->user) {
-            top_free(p, off);
-            break;
-        }
+    top_free(p, (uint64_t)((char *)ptr - p->heap), true);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -560,7 +560,7 @@ static void job_free_memory(mp_pool *p, job *j)
         j->region_len = 0;
     }
     if (j->status_len) {
-        top_free(p, j->status_off);
+        top_free(p, j->status_off, false);
         j->status_len = 0;
     }
 }

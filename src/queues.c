@@ -369,6 +369,13 @@ static void side_wake(_Atomic uint32_t *seq, uint32_t c, _Atomic uint32_t *sleep
         mp__futex_wake(seq, 1);
 }
 
+/* Messages up to half the ring (and a page) go in the ring; bigger ones
+ * to the log. */
+static bool fits_ring(uint64_t len, uint64_t cap)
+{
+    return len <= cap / 2 + 4096;
+}
+
 /* Whether the consumers' state as last seen (@g) is not enough for this
  * put: the queue looks full, or the message would not go where it goes
  * when the ring has room.  Then the put reads their state afresh. */
@@ -380,7 +387,7 @@ static bool room_short(const qhdr *h, const state *p, const state *g, uint64_t r
     if (p->ring - g->ring > cap || p->log - g->log > LOG_SIZE ||
         atomic_load_explicit(&h->ring_grow, memory_order_relaxed))
         return true; /* a copy from long ago; a growth to make */
-    bool small = len <= cap / 2 + 4096;
+    bool small = fits_ring(len, cap);
     return (small && cap - (p->ring - g->ring) < rec + REC_HDR) ||
            (!small && p->log + rec + 2 * REC_HDR - g->log > LOG_SIZE);
 }
@@ -427,7 +434,7 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         atomic_store_explicit(&h->ring_cap, cap, memory_order_relaxed);
         atomic_store_explicit(&h->ring_grow, 0, memory_order_relaxed);
     }
-    bool small = len <= cap / 2 + 4096; /* half-ring messages stay in the ring (room_short) */
+    bool small = fits_ring(len, cap);
     uint64_t ring_free = cap - (p.ring - g.ring);
     int err = 0;
     if (p.mode == IN_LOG && small && ring_free >= rec + REC_HDR) {
