@@ -414,7 +414,7 @@ int mp_conn_send(mp_conn *c, const mp_args *msg)
     mp__fdvec fds;
     fds.n = 0;
     c->sbuf.len = 0;
-    int err = mp__args_encode(msg, &c->sbuf, &fds);
+    int err = mp__args_encode(msg, &c->sbuf, &fds, MP__WIRE_PEER);
     if (err < 0)
         return err;
     if (fds.n > 0 && !c->unix_sock)
@@ -423,6 +423,11 @@ int mp_conn_send(mp_conn *c, const mp_args *msg)
 }
 
 int mp_conn_recv(mp_conn *c, mp_args **msg)
+{
+    return mp__conn_recv(c, msg, MP__WIRE_PEER);
+}
+
+int mp__conn_recv(mp_conn *c, mp_args **msg, mp__channel ch)
 {
     if (msg == NULL)
         return MP_EINVAL;
@@ -435,7 +440,7 @@ int mp_conn_recv(mp_conn *c, mp_args **msg)
     if (err == 0) {
         mp__reader r;
         mp__reader_init(&r, c->rbuf.data, c->rbuf.len);
-        err = mp__args_decode(&r, f.fds, f.n, msg);
+        err = mp__args_decode(&r, f.fds, f.n, ch, msg);
         if (err == 0 && r.off != r.len) {
             mp_args_free(*msg);
             *msg = NULL;
@@ -450,7 +455,7 @@ int mp_conn_recv(mp_conn *c, mp_args **msg)
 }
 
 /* A connection in mp_args: direction flags and its descriptor. */
-static int conn_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+static int conn_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_conn *c = obj;
     int k = mp__fdvec_add(fds, c->fd);
@@ -460,7 +465,7 @@ static int conn_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
     return err < 0 ? err : mp__put_u32(out, (uint32_t)k);
 }
 
-static int conn_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+static int conn_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
     uint8_t fl = mp__get_u8(r);
     uint32_t k = mp__get_u32(r);

@@ -145,18 +145,34 @@ const void *mp__get_blob(mp__reader *r, size_t *n);
 const char *mp__get_str(mp__reader *r); /* checks the terminating NUL */
 
 /*
+ * Where a wire form goes, or came from: that decides what it may carry.
+ * A peer is anyone at the other end of a connection, or a manager's client
+ * or server; only a channel the library itself writes to a child it starts
+ * (spawn and forkserver preparation data, the pool's task table) carries
+ * code (function references) or a manager's authkey.
+ */
+typedef enum mp__channel {
+    MP__WIRE_DATA,   /* ints, doubles, strings, bytes (manager requests, replies) */
+    MP__WIRE_PEER,   /* and descriptors and library objects (connections) */
+    MP__WIRE_CHILD,  /* and function references and authkeys (to a child started here) */
+} mp__channel;
+
+/*
  * Library object kinds carried in mp_args.  Each shareable type (queue,
  * lock, connection, ...) supplies one of these; reduction.c knows them by tag.
  * reduce() writes whatever the object needs to be rebuilt in another process
- * (descriptors go through @fds and are referred to by index); rebuild()
- * creates a new handle for this process, taking ownership of the fds it uses;
- * dup() makes a second handle in the same process; release() frees a handle.
+ * (descriptors go through @fds and are referred to by index), or refuses an
+ * object @ch may not carry (MP_EPERM); rebuild() creates a new handle for
+ * this process, taking ownership of the fds it uses, and accepts exactly
+ * the forms the kind can have on @ch (MP_EBADMSG otherwise); dup() makes a
+ * second handle in the same process; release() frees a handle.  Neither
+ * sees MP__WIRE_DATA: objects never travel there.
  */
 typedef struct mp__objtype {
     const char *name;
     uint8_t tag;
-    int (*reduce)(void *obj, mp_buf *out, mp__fdvec *fds);
-    int (*rebuild)(mp__reader *r, int *fds, size_t nfds, void **obj);
+    int (*reduce)(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch);
+    int (*rebuild)(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj);
     int (*dup)(void *obj, void **out);
     void (*release)(void *obj);
 } mp__objtype;
@@ -169,17 +185,24 @@ int mp__args_append(mp_args *a, const mp_args *src, size_t from);
 /* Overwrite item @i, an int (a reply's status, filled in last). */
 void mp__args_set_int(mp_args *a, size_t i, int64_t v);
 bool mp__args_has_ptr(const mp_args *a);
-/* Serialize (append to @out, descriptors into @fds). */
-int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds);
-/* Rebuild from the wire.  Descriptors named by the message are taken from
- * @fds (set to -1 there); the caller closes what is left. */
-int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp_args **out);
+/* Serialize for @ch (append to @out, descriptors into @fds): MP_EINVAL for
+ * a pointer, or a descriptor or object on MP__WIRE_DATA; MP_EPERM for an
+ * object that carries code (a barrier's action) off MP__WIRE_CHILD. */
+int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds, mp__channel ch);
+/* Rebuild from the wire, accepting only what @ch may carry (MP_EBADMSG).
+ * Descriptors named by the message are taken from @fds (set to -1 there);
+ * the caller closes what is left. */
+int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_args **out);
 
-/* Function references: address <-> (object, build id, offset). */
+/* Function references: address <-> (object, build id, offset).  Decoded
+ * only from MP__WIRE_CHILD channels. */
 int mp__funcref_encode(const void *fn, mp_buf *out);
-/* Resolve; on failure writes a one-line reason and returns MP_EBADMSG
- * (malformed) or MP_ENOTFOUND (no such object or function, build id changed). */
-int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen);
+/* Resolve among the objects loaded in this process; with @load (a channel
+ * the library wrote to this child, never a peer's bytes) a library the
+ * parent had loaded and this process has not is loaded first.  On failure
+ * writes a one-line reason and returns MP_EBADMSG (malformed) or
+ * MP_ENOTFOUND (no such object or function, build id changed). */
+int mp__funcref_decode(mp__reader *r, bool load, void **fn, char *why, size_t whylen);
 
 /* ---- connection.c ------------------------------------------------------- */
 
@@ -195,6 +218,8 @@ int mp__auth_answer(mp_conn *c, const void *key, size_t keylen);
 /* Read ahead on @c (one read per message): for the library's own
  * connections, which never carry descriptors and are never passed on. */
 int mp__conn_buffered(mp_conn *c);
+/* mp_conn_recv accepting only what @ch may carry (managers: MP__WIRE_DATA). */
+int mp__conn_recv(mp_conn *c, mp_args **msg, mp__channel ch);
 /* The object type of connections in mp_args. */
 extern const mp__objtype mp__conn_objtype;
 
@@ -273,14 +298,19 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
                  void *into, size_t cap, size_t *len);
 void mp__px_free(mp__proxy *px);
 int mp__px_dup(const mp__proxy *px, mp__proxy **out);
-int mp__px_reduce(const mp__proxy *px, mp_buf *out);
-int mp__px_rebuild(mp__reader *r, mp__proxy **out);
+/* Wire form: address, kind, name, parameter, and the authkey on
+ * MP__WIRE_CHILD only; rebuilt from a peer, a proxy authenticates with this
+ * process's authkey (as Python's proxies do). */
+int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch);
+int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out);
 /* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c). */
 int mp__lock_from_proxy(mp__proxy *px, mp_lock **out);
 int mp__event_from_proxy(mp__proxy *px, mp_event **out);
 int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
 int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out);
+/* A lock that must be a local one (a condition's, a value's). */
+int mp__lock_rebuild_local(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_lock **out);
 
 /* A result a cleanup path has no use for (best effort). */
 #define IGNORE_RESULT(x)                                                       \

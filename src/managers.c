@@ -649,7 +649,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         mp__reader rd;
         mp__reader_init(&rd, v, vl);
         mp_args *in = NULL;
-        err = mp__args_decode(&rd, NULL, 0, &in);
+        err = mp__args_decode(&rd, NULL, 0, MP__WIRE_DATA, &in);
         if (err < 0)
             return MP_EBADMSG;
         mp_buf out = MP_BUF_INIT;
@@ -682,7 +682,7 @@ static void *serve_conn(void *arg)
     server *srv = sc->srv;
     for (;;) {
         mp_args *a = NULL, *r = NULL;
-        int err = mp_conn_recv(sc->c, &a);
+        int err = mp__conn_recv(sc->c, &a, MP__WIRE_DATA);
         if (err == MP_EBADMSG || err == MP_EMSGSIZE) {
             /* a malformed message: say so once, then drop this client */
             if (mp_args_of(&r, "i", (int)MP_EBADMSG) == 0)
@@ -879,7 +879,7 @@ static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
     *reply = NULL;
     int err = mp_conn_send(c, req);
     if (err == 0)
-        err = mp_conn_recv(c, reply);
+        err = mp__conn_recv(c, reply, MP__WIRE_DATA);
     if (err == MP_EOF || err == MP_ETRUNCATED || err == -ECONNRESET || err == -EPIPE)
         err = MP_ECLOSED; /* the server has gone */
     if (err < 0)
@@ -958,7 +958,7 @@ static int manager_main(const mp_args *a)
         mp__reader_init(&r, ref, n);
         char why[256];
         void *fn = NULL;
-        if (mp__funcref_decode(&r, &fn, why, sizeof why) < 0)
+        if (mp__funcref_decode(&r, true, &fn, why, sizeof why) < 0)
             mp__log(MP_LOG_ERROR, "manager: type %s: %s", mp_args_str(a, i), why);
         else
             IGNORE_RESULT(mp_manager_register(mp_args_str(a, i), (mp_method_fn)fn));
@@ -1436,10 +1436,8 @@ int mp_manager_call(mp_manager *m, const char *typeid, const char *name, const c
     mp_args *empty = NULL;
     int err = in ? 0 : mp_args_new(&empty);
     if (err == 0)
-        err = mp__args_encode(in ? in : empty, &enc, &fds);
+        err = mp__args_encode(in ? in : empty, &enc, &fds, MP__WIRE_DATA); /* data only */
     mp_args_free(empty);
-    if (err == 0 && fds.n > 0)
-        err = MP_EINVAL; /* no descriptors or objects to the server */
     mp_args *req = NULL;
     if (err == 0 && (req = request(OP_CALL, typeid, name)) == NULL)
         err = MP_ENOMEM;
@@ -1629,10 +1627,12 @@ int mp__px_dup(const mp__proxy *px, mp__proxy **out)
     return proxy_make(px->address, px->key, px->keylen, px->kind, px->name, px->param, out);
 }
 
-int mp__px_reduce(const mp__proxy *px, mp_buf *out)
+int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch)
 {
     int err = mp__put_str(out, px->address);
     if (err == 0)
+        err = mp__put_u8(out, ch == MP__WIRE_CHILD);
+    if (err == 0 && ch == MP__WIRE_CHILD)
         err = mp__put_blob(out, px->key, px->keylen);
     if (err == 0)
         err = mp__put_str(out, px->kind);
@@ -1643,14 +1643,21 @@ int mp__px_reduce(const mp__proxy *px, mp_buf *out)
     return err;
 }
 
-int mp__px_rebuild(mp__reader *r, mp__proxy **out)
+/* The key travels only into a child started here, as in Python (where a
+ * proxy pickles its authkey only while spawning); a proxy from a peer uses
+ * this process's own key. */
+int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out)
 {
     const char *address = mp__get_str(r);
+    uint8_t has_key = mp__get_u8(r);
+    if (r->err || has_key != (ch == MP__WIRE_CHILD))
+        return MP_EBADMSG;
     size_t keylen = 0;
-    const void *key = mp__get_blob(r, &keylen);
+    const void *key = has_key ? mp__get_blob(r, &keylen)
+                              : mp_process_authkey(mp_current_process(), &keylen);
     const char *kind = mp__get_str(r), *name = mp__get_str(r);
     int64_t param = (int64_t)mp__get_u64(r);
-    if (r->err || keylen == 0 || keylen > MP__AUTHKEY_MAX)
+    if (r->err || key == NULL || keylen == 0 || keylen > MP__AUTHKEY_MAX)
         return MP_EBADMSG;
     return proxy_make(address, key, keylen, kind, name, param, out);
 }

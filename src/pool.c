@@ -172,7 +172,7 @@ static void *resolve(char *heap, const pentry *e, mp_buf *cache_key, void **cach
     mp__reader_init(&r, ref, e->fn_len);
     char why[256];
     void *fn = NULL;
-    if (mp__funcref_decode(&r, &fn, why, sizeof why) < 0) {
+    if (mp__funcref_decode(&r, true, &fn, why, sizeof why) < 0) {
         mp__log(MP_LOG_ERROR, "pool worker: %s", why);
         return NULL;
     }
@@ -252,7 +252,7 @@ static int pool_worker(const mp_args *a)
         char why[256];
         void *init = NULL;
         mp_args *initargs = NULL;
-        int rc = mp__funcref_decode(&r, &init, why, sizeof why) < 0 ? MP_ENOTFOUND : 0;
+        int rc = mp__funcref_decode(&r, true, &init, why, sizeof why) < 0 ? MP_ENOTFOUND : 0;
         if (rc == 0)
             rc = mp_args_new(&initargs);
         if (rc == 0)
@@ -291,7 +291,7 @@ static int pool_worker(const mp_args *a)
             atomic_store(&e->cur, 0);
             if (e->flags & F_TIMED)
                 atomic_store(&e->started_ns, now_ns());
-            rep.code = mp__args_decode(&r, NULL, 0, &args);
+            rep.code = mp__args_decode(&r, NULL, 0, MP__WIRE_CHILD, &args);
             if (rep.code == 0)
                 rep.code = ((mp_task_fn)f)(args, &out);
             mp_args_free(args);
@@ -1574,7 +1574,7 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *args,
     if (err == 0 && args == NULL)
         err = mp_args_new(&empty);
     if (err == 0)
-        err = mp__args_encode(args ? args : empty, &enc, &fds);
+        err = mp__args_encode(args ? args : empty, &enc, &fds, MP__WIRE_CHILD);
     if (err == 0 && fds.n > 0)
         err = MP_EINVAL; /* descriptors and objects do not travel to pool workers */
     mp_args_free(empty);

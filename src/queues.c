@@ -674,24 +674,24 @@ int mp_queue_join(mp_queue *q, double timeout)
 
 /* ---- in mp_args ------------------------------------------------------------------ */
 
-static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_queue *q = obj;
     int err = mp__put_u8(out, q->px != NULL);
     if (err < 0 || q->px)
-        return err < 0 ? err : mp__px_reduce(q->px, out);
+        return err < 0 ? err : mp__px_reduce(q->px, out, ch);
     int k = mp__fdvec_add(fds, q->fd);
     return k < 0 ? k : mp__put_u32(out, (uint32_t)k);
 }
 
-static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
     uint8_t remote = mp__get_u8(r);
     if (r->err || remote > 1)
         return MP_EBADMSG;
     if (remote) {
         mp__proxy *px;
-        int err = mp__px_rebuild(r, &px);
+        int err = mp__px_rebuild(r, ch, &px);
         if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)obj)) < 0)
             mp__px_free(px);
         return err;

@@ -7,7 +7,11 @@
  *   STR/BYTES   u64 length + bytes (STR without its NUL; one inside is refused)
  *   FD          u32 index into the message's descriptor list
  *   OBJECT      u8 object tag + what the object's reduce() wrote
- * PTR items never travel: encoding one fails with MP_EINVAL.
+ * PTR items never travel: encoding one fails with MP_EINVAL.  What a form
+ * may carry depends on its channel (mp__channel): a manager's requests and
+ * replies are data only; a connection also carries descriptors and objects;
+ * only what the library writes to a child it starts carries code or keys.
+ * Nothing decoded from a peer's bytes ever loads or runs code.
  */
 #include "internal.h"
 
@@ -489,7 +493,7 @@ const char *mp__get_str(mp__reader *r)
 
 #define ARGS_MAGIC 0x3141504dU /* "MPA1" */
 
-int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds)
+int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     size_t n = a ? a->n : 0;
     int err = mp__put_u32(out, ARGS_MAGIC);
@@ -497,7 +501,8 @@ int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds)
         err = mp__put_u32(out, (uint32_t)n);
     for (size_t i = 0; i < n && err == 0; i++) {
         const arg *it = &a->items[i];
-        if (it->type == MP_ARG_PTR)
+        if (it->type == MP_ARG_PTR ||
+            (ch == MP__WIRE_DATA && (it->type == MP_ARG_FD || it->type == MP_ARG_OBJECT)))
             return MP_EINVAL;
         err = mp__put_u8(out, (uint8_t)it->type);
         if (err < 0)
@@ -524,7 +529,7 @@ int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds)
         case MP_ARG_OBJECT:
             err = mp__put_u8(out, it->u.o.t->tag);
             if (err == 0)
-                err = it->u.o.t->reduce(it->u.o.obj, out, fds);
+                err = it->u.o.t->reduce(it->u.o.obj, out, fds, ch);
             break;
         case MP_ARG_PTR:
             break;
@@ -533,7 +538,7 @@ int mp__args_encode(const mp_args *a, mp_buf *out, mp__fdvec *fds)
     return err < 0 ? err : 0;
 }
 
-int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp_args **out)
+int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_args **out)
 {
     mp_args *a;
     *out = NULL;
@@ -549,6 +554,10 @@ int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp_args **out)
         uint8_t type = mp__get_u8(r);
         if (r->err)
             break;
+        if (ch == MP__WIRE_DATA && (type == MP_ARG_FD || type == MP_ARG_OBJECT)) {
+            err = MP_EBADMSG;
+            break;
+        }
         switch (type) {
         case MP_ARG_INT:
             err = mp_args_add_int(a, (int64_t)mp__get_u64(r));
@@ -603,7 +612,7 @@ int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp_args **out)
                 break;
             }
             void *obj;
-            err = t->rebuild(r, fds, nfds, &obj);
+            err = t->rebuild(r, fds, nfds, ch, &obj);
             if (err < 0)
                 break;
             arg *it = push(a);
@@ -758,7 +767,7 @@ static void hex(char *dst, size_t cap, const uint8_t *id, size_t n)
         dst[k] = '\0';
 }
 
-int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen)
+int mp__funcref_decode(mp__reader *r, bool load, void **fn, char *why, size_t whylen)
 {
     struct lookup lk = {0};
     size_t idlen;
@@ -772,8 +781,9 @@ int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen)
         return MP_EBADMSG;
     }
     dl_iterate_phdr(find_by_ref, &lk);
-    if (lk.fn == NULL && !lk.name_matched && !lk.id_mismatch && lk.name[0] != '\0') {
-        /* A library the parent had loaded and this process has not. */
+    if (load && lk.fn == NULL && !lk.name_matched && !lk.id_mismatch && lk.name[0] != '\0') {
+        /* A library the parent had loaded and this process has not: only
+         * when the library itself wrote the reference to this child. */
         if (dlopen(lk.name, RTLD_NOW | RTLD_NOLOAD) == NULL && dlopen(lk.name, RTLD_NOW) != NULL) {
             lk.index = 0;
             dl_iterate_phdr(find_by_ref, &lk);

@@ -84,14 +84,14 @@ static void shobj_free(shobj *o)
     free(o);
 }
 
-static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     shobj *o = obj;
     int err = mp__put_u8(out, (uint8_t)o->type);
     if (err == 0)
         err = mp__put_u8(out, o->px != NULL);
     if (err == 0 && o->px)
-        return mp__px_reduce(o->px, out);
+        return mp__px_reduce(o->px, out, ch);
     if (err == 0)
         err = mp__put_u64(out, o->n);
     if (err == 0)
@@ -99,21 +99,24 @@ static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
     if (err == 0)
         err = mp__put_u8(out, o->lock != NULL);
     if (err == 0 && o->lock)
-        err = mp__lock_objtype.reduce(o->lock, out, fds);
+        err = mp__lock_objtype.reduce(o->lock, out, fds, ch);
     return err;
 }
 
-static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+/* A value may be a manager's (a proxy); an array and a value's lock are
+ * always local. */
+static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool proxy_ok,
+                         void **obj)
 {
     shobj *o = calloc(1, sizeof *o);
     if (o == NULL)
         return MP_ENOMEM;
     uint8_t type = mp__get_u8(r);
     uint8_t remote = mp__get_u8(r);
-    if (!r->err && remote == 1 && mp_type_size((mp_type)type) != 0) {
+    if (!r->err && remote == 1 && proxy_ok && mp_type_size((mp_type)type) != 0) {
         o->type = (mp_type)type;
         o->n = 1;
-        int e = mp__px_rebuild(r, &o->px);
+        int e = mp__px_rebuild(r, ch, &o->px);
         if (e < 0) {
             free(o);
             return e;
@@ -121,7 +124,7 @@ static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
         *obj = o;
         return 0;
     }
-    if (remote > 1)
+    if (remote != 0)
         r->err = MP_EBADMSG;
     uint64_t n = mp__get_u64(r);
     size_t es = mp_type_size((mp_type)type);
@@ -134,7 +137,7 @@ static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
     if (err == 0 && (r->err || has_lock > 1))
         err = MP_EBADMSG;
     if (err == 0 && has_lock)
-        err = mp__lock_objtype.rebuild(r, fds, nfds, (void **)&o->lock);
+        err = mp__lock_rebuild_local(r, fds, nfds, ch, &o->lock);
     if (err < 0) {
         shobj_free(o);
         return err;
@@ -143,6 +146,16 @@ static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
     o->n = (size_t)n;
     *obj = o;
     return 0;
+}
+
+static int value_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
+{
+    return shobj_rebuild(r, fds, nfds, ch, true, obj);
+}
+
+static int array_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
+{
+    return shobj_rebuild(r, fds, nfds, ch, false, obj);
 }
 
 static int shobj_dup(void *obj, void **out)
@@ -183,7 +196,7 @@ const mp__objtype mp__value_objtype = {
     .name = "value",
     .tag = 7,
     .reduce = shobj_reduce,
-    .rebuild = shobj_rebuild,
+    .rebuild = value_rebuild,
     .dup = shobj_dup,
     .release = shobj_release,
 };
@@ -192,7 +205,7 @@ const mp__objtype mp__array_objtype = {
     .name = "array",
     .tag = 8,
     .reduce = shobj_reduce,
-    .rebuild = shobj_rebuild,
+    .rebuild = array_rebuild,
     .dup = shobj_dup,
     .release = shobj_release,
 };

@@ -76,7 +76,7 @@ int mp__prep_encode(const mp_process *p, mp_buf *out, mp__fdvec *fds)
     if (err == 0)
         err = mp__funcref_encode((const void *)p->target, out);
     if (err == 0)
-        err = mp__args_encode(p->args, out, fds);
+        err = mp__args_encode(p->args, out, fds, MP__WIRE_CHILD);
     return err;
 }
 
@@ -144,7 +144,7 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
         (trk_index != NO_FD && (trk_index >= nfds || trk_index == pfd_index || fds[trk_index] < 0)))
         return MP_EBADMSG;
     void *fn;
-    int err = mp__funcref_decode(r, &fn, why, whylen);
+    int err = mp__funcref_decode(r, true, &fn, why, whylen);
     if (err < 0)
         return err;
     p->target = (mp_target_fn)fn;
@@ -154,7 +154,7 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
         out->tracker_fd = fds[trk_index];
         fds[trk_index] = -1;
     }
-    err = mp__args_decode(r, fds, nfds, &p->args);
+    err = mp__args_decode(r, fds, nfds, MP__WIRE_CHILD, &p->args);
     if (err == 0 && r->off != r->len)
         err = MP_EBADMSG; /* trailing garbage */
     if (err == 0) {

@@ -294,26 +294,30 @@ typedef struct blockobj {
     mp__proxy *px;
 } blockobj;
 
-static int block_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+static int block_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     blockobj *b = obj;
     int err = mp__put_u8(out, b->px != NULL);
     if (err == 0)
-        err = b->px ? mp__px_reduce(b->px, out) : mp__shm_reduce(&b->ref, out, fds);
+        err = b->px ? mp__px_reduce(b->px, out, ch) : mp__shm_reduce(&b->ref, out, fds);
     return err;
 }
 
-/* A new handle of @size bytes (its shref first) on a block from the wire. */
-static int block_rebuild(mp__reader *r, int *fds, size_t nfds, size_t size, size_t need,
-                         void **obj)
+/* Which forms a kind's handle can have on the wire. */
+enum { LOCAL_ONLY, LOCAL_OR_PROXY };
+
+/* A new handle of @size bytes (its shref first) on a block of at least
+ * @need bytes from the wire: a proxy's form only for kinds a manager serves. */
+static int block_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, size_t size,
+                         size_t need, int forms, void **obj)
 {
     blockobj *h = calloc(1, size);
     if (h == NULL)
         return MP_ENOMEM;
     uint8_t remote = mp__get_u8(r);
-    int err = r->err || remote > 1 ? MP_EBADMSG : 0;
+    int err = r->err || remote > (forms == LOCAL_OR_PROXY) ? MP_EBADMSG : 0;
     if (err == 0 && remote)
-        err = mp__px_rebuild(r, &h->px);
+        err = mp__px_rebuild(r, ch, &h->px);
     else if (err == 0)
         err = mp__shm_rebuild(r, fds, nfds, &h->ref);
     if (err == 0 && !remote && h->ref.size < need)
@@ -355,14 +359,25 @@ static void block_release(void *obj)
     free(obj);
 }
 
-static int lock_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+static int lock_rebuild_forms(mp__reader *r, int *fds, size_t nfds, mp__channel ch, int forms,
+                              void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, sizeof(mp_lock), sizeof(lockshm), obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_lock), sizeof(lockshm), forms, obj);
     if (err == 0) {
         mp_lock *l = *obj;
         l->s = (lockshm *)l->ref.p;
     }
     return err;
+}
+
+static int lock_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
+{
+    return lock_rebuild_forms(r, fds, nfds, ch, LOCAL_OR_PROXY, obj);
+}
+
+int mp__lock_rebuild_local(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_lock **out)
+{
+    return lock_rebuild_forms(r, fds, nfds, ch, LOCAL_ONLY, (void **)out);
 }
 
 static int lock_dup(void *obj, void **out)
@@ -507,9 +522,10 @@ void mp_semaphore_free(mp_semaphore *h)
         block_release(h);
 }
 
-static int sem_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+static int sem_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, sizeof(mp_semaphore), sizeof(semshm), obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_semaphore), sizeof(semshm),
+                            LOCAL_OR_PROXY, obj);
     if (err == 0)
         ((mp_semaphore *)*obj)->s = (semshm *)((mp_semaphore *)*obj)->ref.p;
     return err;
@@ -639,9 +655,10 @@ void mp_event_free(mp_event *e)
         block_release(e);
 }
 
-static int event_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+static int event_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, sizeof(mp_event), sizeof(eventshm), obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_event), sizeof(eventshm), LOCAL_OR_PROXY,
+                            obj);
     if (err == 0)
         ((mp_event *)*obj)->s = (eventshm *)((mp_event *)*obj)->ref.p;
     return err;
@@ -853,14 +870,15 @@ void mp_condition_free(mp_condition *c)
     free(c);
 }
 
-static int cond_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+static int cond_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_condition *c = obj;
     int err = mp__shm_reduce(&c->ref, out, fds);
-    return err < 0 ? err : block_reduce(c->lock, out, fds);
+    return err < 0 ? err : block_reduce(c->lock, out, fds, ch);
 }
 
-static int cond_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+/* A condition's lock is a local one (mp_condition_new refuses a proxy). */
+static int cond_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
     mp_condition *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -869,7 +887,7 @@ static int cond_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
     if (err == 0 && c->ref.size < sizeof(condshm))
         err = MP_EBADMSG;
     if (err == 0)
-        err = lock_rebuild(r, fds, nfds, (void **)&c->lock);
+        err = mp__lock_rebuild_local(r, fds, nfds, ch, &c->lock);
     if (err < 0) {
         mp__shm_free(&c->ref);
         free(c);
@@ -1099,10 +1117,14 @@ void mp_barrier_free(mp_barrier *b)
         block_release(b);
 }
 
-static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
+/* A barrier's action is code: it travels only to a child started here
+ * (Python too shares a Barrier by inheritance only). */
+static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_barrier *b = obj;
-    int err = block_reduce(b, out, fds);
+    if (b->action != NULL && ch != MP__WIRE_CHILD)
+        return MP_EPERM;
+    int err = block_reduce(b, out, fds, ch);
     if (err == 0)
         err = mp__put_u8(out, b->action != NULL);
     if (err == 0 && b->action)
@@ -1110,20 +1132,20 @@ static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds)
     return err;
 }
 
-static int bar_rebuild(mp__reader *r, int *fds, size_t nfds, void **obj)
+static int bar_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, sizeof(mp_barrier), sizeof(barshm), obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_barrier), sizeof(barshm), LOCAL_ONLY, obj);
     if (err < 0)
         return err;
     mp_barrier *b = *obj;
     b->s = (barshm *)b->ref.p;
     uint8_t has = mp__get_u8(r);
-    if (r->err || has > 1)
+    if (r->err || has > (ch == MP__WIRE_CHILD))
         err = MP_EBADMSG;
     if (err == 0 && has) {
         char why[256];
         void *fn;
-        err = mp__funcref_decode(r, &fn, why, sizeof why);
+        err = mp__funcref_decode(r, true, &fn, why, sizeof why);
         if (err < 0)
             mp__log(MP_LOG_ERROR, "barrier action: %s", why);
         b->action = (mp_target_fn)fn;

@@ -446,7 +446,7 @@ MP_TEST(wire_round_trip)
     v.n = 0;
     ASSERT_OK(mp__put_str(&w, "before")); /* encoding appends */
     size_t start = w.len;
-    ASSERT_OK(mp__args_encode(s.a, &w, &v));
+    ASSERT_OK(mp__args_encode(s.a, &w, &v, MP__WIRE_CHILD));
     ASSERT_EQ(3, v.n); /* one descriptor per fd item */
 
     int fds[3];
@@ -454,7 +454,7 @@ MP_TEST(wire_round_trip)
     mp__reader r;
     mp__reader_init(&r, (char *)w.data + start, w.len - start);
     mp_args *b = NULL;
-    ASSERT_OK(mp__args_decode(&r, fds, v.n, &b));
+    ASSERT_OK(mp__args_decode(&r, fds, v.n, MP__WIRE_CHILD, &b));
     ASSERT_EQ(w.len - start, r.off); /* all of it, nothing more */
     for (int i = 0; i < 3; i++)
         ASSERT_EQ(-1, fds[i]); /* all taken over */
@@ -467,10 +467,10 @@ MP_TEST(wire_round_trip)
     for (int k = 0; k < 2; k++) {
         w.len = 0;
         v.n = 0;
-        ASSERT_OK(mp__args_encode(k ? NULL : e, &w, &v));
+        ASSERT_OK(mp__args_encode(k ? NULL : e, &w, &v, MP__WIRE_CHILD));
         ASSERT_EQ(0, v.n);
         mp__reader_init(&r, w.data, w.len);
-        ASSERT_OK(mp__args_decode(&r, NULL, 0, &b));
+        ASSERT_OK(mp__args_decode(&r, NULL, 0, MP__WIRE_CHILD, &b));
         ASSERT_EQ(0, mp_args_count(b));
         mp_args_free(b);
     }
@@ -478,7 +478,7 @@ MP_TEST(wire_round_trip)
     ASSERT_OK(mp_args_add_ptr(e, &s));
     w.len = 0;
     v.n = 0;
-    ASSERT_ERR(MP_EINVAL, mp__args_encode(e, &w, &v));
+    ASSERT_ERR(MP_EINVAL, mp__args_encode(e, &w, &v, MP__WIRE_CHILD));
     mp_args_free(e);
 
     /* mp__args_dup: the same items, its own descriptors */
@@ -497,7 +497,7 @@ static int decode_bytes(const void *p, size_t n, const mp__fdvec *v, mp_args **o
     dup_fds(v, fds);
     mp__reader r;
     mp__reader_init(&r, p, n);
-    int err = mp__args_decode(&r, fds, v->n, out);
+    int err = mp__args_decode(&r, fds, v->n, MP__WIRE_CHILD, out);
     close_left(fds, v->n);
     return err;
 }
@@ -509,7 +509,7 @@ MP_TEST(wire_truncated)
     mp_buf w = MP_BUF_INIT;
     static mp__fdvec v;
     v.n = 0;
-    ASSERT_OK(mp__args_encode(s.a, &w, &v));
+    ASSERT_OK(mp__args_encode(s.a, &w, &v, MP__WIRE_CHILD));
     /* every proper prefix is refused: nothing built, nothing left open */
     for (size_t n = 0; n < w.len; n++) {
         char *copy = malloc(n ? n : 1); /* exactly n bytes: ASan sees over-reads */
@@ -534,7 +534,7 @@ MP_TEST(wire_corrupted)
     mp_buf w = MP_BUF_INIT;
     static mp__fdvec v;
     v.n = 0;
-    ASSERT_OK(mp__args_encode(s.a, &w, &v));
+    ASSERT_OK(mp__args_encode(s.a, &w, &v, MP__WIRE_CHILD));
     unsigned char *copy = malloc(w.len);
     ASSERT_TRUE(copy != NULL);
     unsigned seed = 4242;
@@ -577,7 +577,7 @@ static void hand_header(mp_buf *w, uint32_t count)
 {
     mp_buf e = MP_BUF_INIT;
     mp__fdvec v = {.n = 0};
-    ASSERT_OK(mp__args_encode(NULL, &e, &v));
+    ASSERT_OK(mp__args_encode(NULL, &e, &v, MP__WIRE_CHILD));
     ASSERT_EQ(8, e.len); /* magic and a zero count */
     w->len = 0;
     ASSERT_OK(mp_buf_append(w, e.data, 4));
@@ -675,7 +675,7 @@ static void funcref_round_trip(const void *fn, mp_buf *w)
     mp__reader_init(&r, w->data, w->len);
     void *out = NULL;
     char why[256] = "";
-    ASSERT_OK(mp__funcref_decode(&r, &out, why, sizeof why));
+    ASSERT_OK(mp__funcref_decode(&r, true, &out, why, sizeof why));
     if (out != fn)
         MP__FAIL("function %p came back as %p", fn, out);
     ASSERT_EQ(w->len, r.off);
@@ -703,7 +703,7 @@ static void expect_not_found(const mp_buf *w)
     void *out = (void *)1;
     char why[512];
     memset(why, 'x', sizeof why);
-    ASSERT_ERR(MP_ENOTFOUND, mp__funcref_decode(&r, &out, why, sizeof why));
+    ASSERT_ERR(MP_ENOTFOUND, mp__funcref_decode(&r, true, &out, why, sizeof why));
     ASSERT_TRUE(out == NULL);
     ASSERT_TRUE(memchr(why, '\0', sizeof why) != NULL);
     ASSERT_GT(strlen(why), 0);
@@ -738,7 +738,7 @@ static void funcref_corruptions(const void *fn)
         mp__reader_init(&r, w.data, n);
         void *out = (void *)1;
         char why[256] = "";
-        ASSERT_ERR(MP_EBADMSG, mp__funcref_decode(&r, &out, why, sizeof why));
+        ASSERT_ERR(MP_EBADMSG, mp__funcref_decode(&r, true, &out, why, sizeof why));
         ASSERT_TRUE(out == NULL);
         ASSERT_GT(strlen(why), 0);
     }
@@ -794,7 +794,7 @@ MP_TEST(funcref_in_dlopened_library)
     mp__reader_init(&r, w.data, w.len);
     void *out = NULL;
     char why[256] = "";
-    if (mp__funcref_decode(&r, &out, why, sizeof why) != 0)
+    if (mp__funcref_decode(&r, true, &out, why, sizeof why) != 0)
         MP__FAIL("cos no longer resolves: %s", why);
     void *again = dlopen("libm.so.6", RTLD_NOW | RTLD_NOLOAD);
     ASSERT_TRUE(again != NULL);

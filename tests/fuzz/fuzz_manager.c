@@ -75,7 +75,7 @@ static void fz_check_reply(const mp_buf *b)
     mp__reader r;
     mp__reader_init(&r, b->data, b->len);
     mp_args *a = NULL;
-    if (mp__args_decode(&r, NULL, 0, &a) != 0 || r.off != r.len || mp_args_count(a) < 1 ||
+    if (mp__args_decode(&r, NULL, 0, MP__WIRE_DATA, &a) != 0 || r.off != r.len || mp_args_count(a) < 1 ||
         mp_args_type(a, 0) != MP_ARG_INT) {
         fprintf(stderr, "fuzz_manager: a malformed reply of %zu bytes\n", b->len);
         __builtin_trap();
@@ -109,7 +109,7 @@ static bool fz_is_shutdown(const uint8_t *data, size_t size)
     mp__reader r;
     mp__reader_init(&r, data, size);
     mp_args *a = NULL;
-    if (mp__args_decode(&r, NULL, 0, &a) != 0)
+    if (mp__args_decode(&r, NULL, 0, MP__WIRE_DATA, &a) != 0)
         return false;
     bool sd = mp_args_count(a) > 0 && mp_args_type(a, 0) == MP_ARG_INT &&
               (int)mp_args_int(a, 0) == 2;
