@@ -330,12 +330,17 @@ MP_MUST_CHECK int mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, siz
 /**
  * Send a typed message.  Descriptors and library objects (connections,
  * ...) travel too, over unix sockets only: elsewhere MP_EINVAL.  Pointers
- * never travel (MP_EINVAL).
+ * never travel (MP_EINVAL).  Code never travels: a barrier with an action
+ * is refused with MP_EPERM (pass it to a child as an argument instead).  A
+ * manager's proxy travels without its manager's authkey: the receiver
+ * connects with its own process authkey, as Python's proxies do.
  */
 MP_MUST_CHECK int mp_conn_send(mp_conn *c, const mp_args *msg);
 /** Receive a typed message sent by mp_conn_send; the caller frees *msg.
  *  Errors as mp_conn_recv_bytes, and MP_EBADMSG for a message that is not
- *  an mp_args. */
+ *  an mp_args, or that holds what no peer may send (a function reference,
+ *  an authkey, a form its object kind cannot have).  Decoding never loads
+ *  or runs code (docs/security.md). */
 MP_MUST_CHECK int mp_conn_recv(mp_conn *c, mp_args **msg);
 /** 1 when a message (or end of file) is waiting, else 0 after @timeout
  *  seconds; never consumes.  MP_EBADF on a write-only end. */
