@@ -14,7 +14,10 @@
  * frame's first bytes (SCM_RIGHTS).
  *
  * The handshake (20.4, 20.5) follows Python's order: the listener challenges
- * first, then answers the client's challenge.
+ * first, then answers the client's challenge.  Its reads wait on poll with
+ * what is left of one deadline for the whole handshake (a listener's
+ * accept timeout), never on per-read socket timeouts, which a peer sending
+ * a byte at a time would renew forever.
  */
 #include "internal.h"
 

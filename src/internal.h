@@ -187,9 +187,11 @@ int mp__funcref_decode(mp__reader *r, void **fn, char *why, size_t whylen);
  * Challenger (what a listener runs first): send "#CHALLENGE#{sha256}" + 40
  * random bytes, accept a 16-byte HMAC-MD5 or a "{name}"+HMAC reply, answer
  * #WELCOME#/#FAILURE#.  Responder (what a client runs first): answer a
- * 20/16-byte challenge with raw HMAC-MD5, a "{name}" one with "{name}"+HMAC
- * over the whole payload; expect #WELCOME#.  Each message is capped at 256
- * bytes.  Return 0 or MP_EAUTH (wrong key, protocol error), MP_EOF, ... */
+ * 20-byte challenge with raw HMAC-MD5, a "{name}" one with "{name}"+HMAC
+ * over the whole payload; refuse one under 20 bytes, as Python 3.12+; expect
+ * #WELCOME#.  Each message is capped at 256 bytes.  No time limit here
+ * (mp__listener_handshake has one).  Return 0 or MP_EAUTH (wrong key,
+ * protocol error), MP_EOF, ... */
 int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen);
 int mp__auth_answer(mp_conn *c, const void *key, size_t keylen);
 /* The time a listener gives a handshake when its caller gave none to wait

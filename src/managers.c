@@ -6,8 +6,17 @@
  * layer's form) over a Connection with Python's framing and handshake.
  *   request: int op, str kind, str name, then the op's arguments
  *   reply:   int status (0 or an MP_E* code), then the results
- * The server checks every argument's type and count before use: a
+ * The server checks every argument's type and count before use, and the
+ * op against the ops the object's kind exposes (the table `exposed`): a
  * malformed request gets MP_EBADMSG on that connection and nothing else.
+ * A request above MAX_REQUEST is refused from its frame header, before
+ * anything is allocated; that client gets MP_EBADMSG and is dropped.
+ *
+ * The accepting thread never talks to a peer: it takes the raw connection
+ * and starts its thread, which runs the handshake first, with a deadline
+ * (MP__HANDSHAKE_TIMEOUT), so a peer that connects and says nothing holds
+ * only its own thread.  At most MAX_PENDING connections are in their
+ * handshake at once; beyond that a new one is closed at once.
  *
  * The server runs a thread per connection, so a request that blocks (a lock
  * acquire, a queue get) blocks only its own client.  Ownership of a manager
