@@ -885,7 +885,8 @@ void mp_pool_free(mp_pool *p);
  * silent peer holds no one else up; at most 128 connections may be in
  * their handshake at once (more are closed unanswered); a request above
  * 64 MiB is refused from its length (MP_EBADMSG, and that client is
- * dropped); an operation the object's kind does not have (an event op on
+ * dropped; this library's clients do not send one: the call returns
+ * MP_EMSGSIZE and the connection stays usable); an operation the object's kind does not have (an event op on
  * a dict) is MP_EBADMSG and changes nothing.
  */
 typedef struct mp_manager mp_manager;

@@ -48,6 +48,7 @@ struct mp_conn {
     mp_buf sbuf;      /* encoding of typed messages, reused */
     mp_buf rbuf;      /* typed messages received, reused */
     size_t maxlen;    /* the cap for maxlength 0; 0: MP_CONN_MAXLEN */
+    size_t maxsend;   /* the largest message sent; 0: no cap */
     /* read-ahead (internal connections only, see mp__conn_buffered) */
     char *ra;
     size_t ra_off, ra_len;
@@ -225,6 +226,8 @@ static int send_frame(mp_conn *c, const void *buf, size_t len, const int *fds, s
         return MP_EINVAL;
     if (!c->writable)
         return MP_EBADF;
+    if (c->maxsend > 0 && len > c->maxsend)
+        return MP_EMSGSIZE; /* nothing sent: the stream stays usable */
     uint8_t hdr[12];
     struct iovec iov[2] = {{hdr, frame_header(hdr, len)}, {(void *)buf, len}};
     return write_iov(c, iov, len > 0 ? 2 : 1, fds, nfds);
@@ -274,9 +277,10 @@ static int read_buffered(mp_conn *c, char *p, size_t n)
     return 0;
 }
 
-void mp__conn_set_maxlen(mp_conn *c, size_t maxlen)
+void mp__conn_set_limits(mp_conn *c, size_t maxrecv, size_t maxsend)
 {
-    c->maxlen = maxlen;
+    c->maxlen = maxrecv;
+    c->maxsend = maxsend;
 }
 
 int mp__conn_buffered(mp_conn *c)

@@ -204,10 +204,11 @@ int mp__listener_accept_raw(mp_listener *l, mp_conn **out, const mp__deadline *d
  * read bounded by the one deadline @d: 0; MP_EAUTH (wrong key, protocol
  * error, the peer hung up); MP_ETIMEDOUT.  @c is the caller's to close. */
 int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d);
-/* Refuse received messages above @maxlen bytes on @c (for maxlength 0 and
- * typed messages; 0 restores MP_CONN_MAXLEN): MP_EMSGSIZE from the frame
- * header, before anything is allocated. */
-void mp__conn_set_maxlen(mp_conn *c, size_t maxlen);
+/* Caps on @c's messages.  Received above @maxrecv (for maxlength 0 and
+ * typed messages; 0: MP_CONN_MAXLEN): MP_EMSGSIZE from the frame header,
+ * before anything is allocated.  Sent above @maxsend (0: no cap):
+ * MP_EMSGSIZE before a byte goes out. */
+void mp__conn_set_limits(mp_conn *c, size_t maxrecv, size_t maxsend);
 /* Read ahead on @c (one read per message): for the library's own
  * connections, which never carry descriptors and are never passed on. */
 int mp__conn_buffered(mp_conn *c);

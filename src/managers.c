@@ -10,7 +10,8 @@
  * op against the ops the object's kind exposes (the table `exposed`): a
  * malformed request gets MP_EBADMSG on that connection and nothing else.
  * A request above MAX_REQUEST is refused from its frame header, before
- * anything is allocated; that client gets MP_EBADMSG and is dropped.
+ * anything is allocated; that client gets MP_EBADMSG and is dropped (our
+ * own clients refuse to send one: MP_EMSGSIZE, the connection kept).
  *
  * The accepting thread never talks to a peer: it takes the raw connection
  * and starts its thread, which runs the handshake first, with a deadline
@@ -808,7 +809,7 @@ static void *serve_client(void *arg)
         return NULL;
     }
     IGNORE_RESULT(mp__conn_buffered(sc->c));
-    mp__conn_set_maxlen(sc->c, MAX_REQUEST);
+    mp__conn_set_limits(sc->c, MAX_REQUEST, 0);
     pthread_mutex_lock(&srv->lock);
     sc->pending = false;
     srv->npending--;
@@ -1031,6 +1032,8 @@ int mp_manager_connect(mp_manager **out, const char *address, const void *authke
     err = mp_client(&m->conn, address, authkey, keylen);
     if (err == 0)
         err = mp__conn_buffered(m->conn);
+    if (err == 0) /* a request the server would refuse is not sent */
+        mp__conn_set_limits(m->conn, 0, MAX_REQUEST);
     if (err < 0) {
         manager_unref(m);
         return err;
@@ -1632,6 +1635,7 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
         mp_conn_close(c);
     if (err < 0)
         return err;
+    mp__conn_set_limits(c, 0, MAX_REQUEST);
     mp_args *req, *rep = NULL;
     err = mp_args_of(&req, "issl", OP_OPEN, px->kind, px->name, px->param);
     if (err == 0)

@@ -1574,6 +1574,26 @@ MP_TEST(manager_request_too_large, .variants = MP_START_METHODS)
     ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
     mp_conn_close(other);
     still_serving(m);
+
+    /* our own clients do not send one: MP_EMSGSIZE, and the connection
+     * (the manager's, a proxy's) goes on working */
+    size_t big = MP__MANAGER_MAX_REQUEST;
+    char *p = calloc(1, big);
+    ASSERT_TRUE(p != NULL);
+    ASSERT_ERR(MP_EMSGSIZE, mp_dict_set(d, "big", 3, p, big));
+    mp_buf v = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_get(d, "k", 1, &v));
+    ASSERT_MEMEQ(v.data, "v", 1);
+    ASSERT_ERR(MP_ENOENT, mp_dict_get(d, "big", 3, &v));
+    mp_queue *q;
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_ERR(MP_EMSGSIZE, mp_queue_put(q, p, big, 10));
+    ASSERT_OK(mp_queue_put(q, "small", 5, 10));
+    ASSERT_OK(mp_queue_get(q, &v, 10));
+    ASSERT_EQ(v.len, 5);
+    free(p);
+    mp_buf_free(&v);
+    mp_queue_free(q);
     mp_dict_free(d);
     mp_manager_free(m);
 }
