@@ -1026,6 +1026,11 @@ int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d)
     return l->has_key ? handshake(c, l->key, l->keylen, true, d) : 0;
 }
 
+void mp__auth_thread_done(void)
+{
+    OPENSSL_thread_stop();
+}
+
 int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout)
 {
     if (out == NULL)

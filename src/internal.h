@@ -204,6 +204,10 @@ int mp__listener_accept_raw(mp_listener *l, mp_conn **out, const mp__deadline *d
  * read bounded by the one deadline @d: 0; MP_EAUTH (wrong key, protocol
  * error, the peer hung up); MP_ETIMEDOUT.  @c is the caller's to close. */
 int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d);
+/* Free the calling thread's OpenSSL state (its error queue) now rather than
+ * at its exit: for the library's own threads once their handshake is done,
+ * so that one ending as the process exits leaves nothing half-freed. */
+void mp__auth_thread_done(void);
 /* Caps on @c's messages.  Received above @maxrecv (for maxlength 0 and
  * typed messages; 0: MP_CONN_MAXLEN): MP_EMSGSIZE from the frame header,
  * before anything is allocated.  Sent above @maxsend (0: no cap):

@@ -803,6 +803,7 @@ static void *serve_client(void *arg)
     mp__deadline d;
     mp__deadline_init(&d, MP__HANDSHAKE_TIMEOUT);
     int err = mp__listener_handshake(srv->l, sc->c, &d);
+    mp__auth_thread_done(); /* the library uses no OpenSSL here after this */
     if (err < 0) {
         mp__log(MP_LOG_INFO, "manager: refused a client: %s", mp_strerror(err));
         conn_done(sc);
