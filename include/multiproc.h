@@ -383,16 +383,23 @@ const char *mp_listener_address(const mp_listener *l);
 /** The listening descriptor (owned by the listener); MP_EINVAL for NULL. */
 int mp_listener_fileno(const mp_listener *l);
 /**
- * Accept one connection, waiting up to @timeout (which bounds the handshake
- * too: a peer that stalls in it cannot hold the caller longer).
- * @return 0; MP_ETIMEDOUT; MP_EAUTH when the peer failed the handshake (the
- *         connection is dropped; the listener stays usable).
+ * Accept one connection, waiting up to @timeout in all, the handshake
+ * included: one deadline covers both, so a peer that stalls in the
+ * handshake, or trickles it a byte at a time, cannot hold the caller
+ * longer.  0: only a connection already waiting is taken, and its handshake
+ * (which needs the peer's replies) gets up to 5 s.  MP_FOREVER: no limit on
+ * either (as Python's Listener.accept).
+ * @return 0; MP_ETIMEDOUT (no connection, or a handshake not done in time:
+ *         that connection is dropped); MP_EAUTH when the peer failed the
+ *         handshake (dropped too).  The listener stays usable.
  */
 MP_MUST_CHECK int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout);
 /** Close and free; removes the socket file (and private directory). */
 int mp_listener_close(mp_listener *l);
 /**
  * Connect to a listener (Python: Client).  @authkey as for the listener.
+ * The handshake has no time limit, as Python's: a listener that accepts and
+ * never answers holds the caller.
  * @return 0; MP_EAUTH when the key was refused, the listener's proof was
  *         wrong, or the listener hung up inside the handshake (Python raises
  *         EOFError for the last); MP_ECONNREFUSED, -ENOENT, ... from the
@@ -877,6 +884,15 @@ void mp_pool_free(mp_pool *p);
  * authkey means this process's own authkey (as Python's); an empty key is
  * refused (MP_EINVAL).  Objects are created on first use and found by name
  * by every client.
+ *
+ * The server's limits (beyond Python): a connection must finish the
+ * handshake within 5 s of being accepted, each in its own thread, so a
+ * silent peer holds no one else up; at most 128 connections may be in
+ * their handshake at once (more are closed unanswered); a request above
+ * 64 MiB is refused from its length (MP_EBADMSG, and that client is
+ * dropped; this library's clients do not send one: the call returns
+ * MP_EMSGSIZE and the connection stays usable); an operation the object's kind does not have (an event op on
+ * a dict) is MP_EBADMSG and changes nothing.
  */
 typedef struct mp_manager mp_manager;
 /** Start a server child under @ctx (NULL: default) listening on @address

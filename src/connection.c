@@ -14,7 +14,10 @@
  * frame's first bytes (SCM_RIGHTS).
  *
  * The handshake (20.4, 20.5) follows Python's order: the listener challenges
- * first, then answers the client's challenge.
+ * first, then answers the client's challenge.  Its reads wait on poll with
+ * what is left of one deadline for the whole handshake (a listener's
+ * accept timeout), never on per-read socket timeouts, which a peer sending
+ * a byte at a time would renew forever.
  */
 #include "internal.h"
 
@@ -44,6 +47,8 @@ struct mp_conn {
     bool unix_sock;   /* an AF_UNIX socket: descriptors may travel */
     mp_buf sbuf;      /* encoding of typed messages, reused */
     mp_buf rbuf;      /* typed messages received, reused */
+    size_t maxlen;    /* the cap for maxlength 0; 0: MP_CONN_MAXLEN */
+    size_t maxsend;   /* the largest message sent; 0: no cap */
     /* read-ahead (internal connections only, see mp__conn_buffered) */
     char *ra;
     size_t ra_off, ra_len;
@@ -221,6 +226,8 @@ static int send_frame(mp_conn *c, const void *buf, size_t len, const int *fds, s
         return MP_EINVAL;
     if (!c->writable)
         return MP_EBADF;
+    if (c->maxsend > 0 && len > c->maxsend)
+        return MP_EMSGSIZE; /* nothing sent: the stream stays usable */
     uint8_t hdr[12];
     struct iovec iov[2] = {{hdr, frame_header(hdr, len)}, {(void *)buf, len}};
     return write_iov(c, iov, len > 0 ? 2 : 1, fds, nfds);
@@ -268,6 +275,12 @@ static int read_buffered(mp_conn *c, char *p, size_t n)
         c->ra_len = (size_t)r;
     }
     return 0;
+}
+
+void mp__conn_set_limits(mp_conn *c, size_t maxrecv, size_t maxsend)
+{
+    c->maxlen = maxrecv;
+    c->maxsend = maxsend;
 }
 
 int mp__conn_buffered(mp_conn *c)
@@ -333,7 +346,7 @@ static int recv_frame(mp_conn *c, mp_buf *out, size_t maxlength, fdin *f)
     if (out == NULL)
         return MP_EINVAL;
     if (maxlength == 0)
-        maxlength = MP_CONN_MAXLEN;
+        maxlength = c != NULL && c->maxlen > 0 ? c->maxlen : MP_CONN_MAXLEN;
     uint64_t size;
     int err = read_header(c, &size, maxlength, f);
     if (err < 0)
@@ -572,20 +585,67 @@ static const EVP_MD *digest_prefix(const uint8_t *m, size_t n, size_t *plen)
     return NULL;
 }
 
-/* One handshake message, at most HS_MAX bytes. */
-static int hs_recv(mp_conn *c, uint8_t *buf, size_t *len)
+/* Read exactly @n handshake bytes by @d: each read waits on poll with what
+ * is left of the one deadline, so a peer trickling a byte at a time cannot
+ * stretch the handshake (a per-read socket timeout would restart on every
+ * byte).  MP_EOF only when @first and nothing was read; MP_ETIMEDOUT. */
+static int hs_read(mp_conn *c, void *p, size_t n, bool first, const mp__deadline *d)
 {
-    uint64_t size;
-    int err = read_header(c, &size, HS_MAX, NULL);
-    if (err == MP_EMSGSIZE || err == MP_EBADMSG)
-        return MP_EAUTH; /* not a handshake message */
-    if (err < 0)
-        return err;
-    *len = (size_t)size;
-    return size > 0 ? read_exact(c, buf, (size_t)size, false, NULL) : 0;
+    size_t got = 0;
+    while (got < n) {
+        if (c->ra_off < c->ra_len) { /* read ahead already */
+            size_t k = c->ra_len - c->ra_off < n - got ? c->ra_len - c->ra_off : n - got;
+            memcpy((char *)p + got, c->ra + c->ra_off, k);
+            c->ra_off += k;
+            got += k;
+            continue;
+        }
+        int r = mp__sys_poll1(c->fd, POLLIN, d);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return MP_ETIMEDOUT;
+        ssize_t k = read(c->fd, (char *)p + got, n - got);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (k < 0)
+            return -errno;
+        if (k == 0)
+            return first && got == 0 ? MP_EOF : MP_ETRUNCATED;
+        got += (size_t)k;
+    }
+    return 0;
 }
 
-int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen)
+/* One handshake message, at most HS_MAX bytes, by @d.  The frame header
+ * as read_header takes it (the long form too); a length that is negative
+ * or above HS_MAX is not a handshake message. */
+static int hs_recv(mp_conn *c, uint8_t *buf, size_t *len, const mp__deadline *d)
+{
+    if (!c->readable)
+        return MP_EBADF;
+    uint8_t h[8];
+    int err = hs_read(c, h, 4, true, d);
+    if (err < 0)
+        return err;
+    int32_t n = (int32_t)((uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3]);
+    uint64_t size = (uint64_t)n;
+    if (n == -1) {
+        if ((err = hs_read(c, h, 8, false, d)) < 0)
+            return err;
+        size = 0;
+        for (int i = 0; i < 8; i++)
+            size = size << 8 | h[i];
+    }
+    if (n < -1 || size > HS_MAX) {
+        c->readable = false; /* no longer at a message boundary */
+        return MP_EAUTH;
+    }
+    *len = (size_t)size;
+    return size > 0 ? hs_read(c, buf, (size_t)size, false, d) : 0;
+}
+
+static int auth_deliver(mp_conn *c, const void *key, size_t keylen, const mp__deadline *d)
 {
     /* "#CHALLENGE#" + "{sha256}" + 40 random bytes; the MAC covers all
      * that follows "#CHALLENGE#" */
@@ -601,7 +661,7 @@ int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen)
 
     uint8_t resp[HS_MAX];
     size_t rlen = 0;
-    err = hs_recv(c, resp, &rlen);
+    err = hs_recv(c, resp, &rlen, d);
     if (err < 0 && err != MP_EAUTH)
         return err;
     bool ok = false;
@@ -625,21 +685,28 @@ int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen)
     return serr;
 }
 
-int mp__auth_answer(mp_conn *c, const void *key, size_t keylen)
+static int auth_answer(mp_conn *c, const void *key, size_t keylen, const mp__deadline *d)
 {
     uint8_t in[HS_MAX];
     size_t n = 0;
-    int err = hs_recv(c, in, &n);
+    int err = hs_recv(c, in, &n, d);
     if (err < 0)
         return err;
-    if (n < CHALLENGE_LEN + MD5_LEN || memcmp(in, CHALLENGE, CHALLENGE_LEN) != 0)
-        return MP_EAUTH; /* not a challenge, or one too short */
+    /* As Python 3.12+: what follows "#CHALLENGE#" is at least 20 bytes
+     * ("challenge too short"); a 16-byte one is refused too, though 3.12's
+     * length table would otherwise read it as legacy. */
+    if (n < CHALLENGE_LEN || memcmp(in, CHALLENGE, CHALLENGE_LEN) != 0)
+        return MP_EAUTH; /* not a challenge */
     const uint8_t *m = in + CHALLENGE_LEN;
     size_t mlen = n - CHALLENGE_LEN;
+    if (mlen < LEGACY_NONCE) {
+        mp__log(MP_LOG_INFO, "authentication: challenge too short: %zu bytes", mlen);
+        return MP_EAUTH;
+    }
     uint8_t reply[2 + 8 + EVP_MAX_MD_SIZE];
     size_t rlen = 0;
     uint8_t mac[EVP_MAX_MD_SIZE];
-    if (mlen == MD5_LEN || mlen == LEGACY_NONCE) {
+    if (mlen == LEGACY_NONCE) {
         /* a 3.11 challenger: raw HMAC-MD5 */
         unsigned k = hmac(EVP_md5(), key, keylen, m, mlen, mac);
         if (k == 0)
@@ -647,8 +714,6 @@ int mp__auth_answer(mp_conn *c, const void *key, size_t keylen)
         memcpy(reply, mac, k);
         rlen = k;
     } else {
-        if (mlen < LEGACY_NONCE)
-            return MP_EAUTH;
         size_t plen = 0;
         const EVP_MD *md = digest_prefix(m, mlen, &plen);
         unsigned k = md ? hmac(md, key, keylen, m, mlen, mac) : 0;
@@ -661,7 +726,7 @@ int mp__auth_answer(mp_conn *c, const void *key, size_t keylen)
     err = mp_conn_send_bytes(c, reply, rlen);
     if (err < 0)
         return err;
-    err = hs_recv(c, in, &n);
+    err = hs_recv(c, in, &n, d);
     if (err < 0)
         return err;
     if (n != sizeof WELCOME - 1 || memcmp(in, WELCOME, n) != 0) {
@@ -669,6 +734,36 @@ int mp__auth_answer(mp_conn *c, const void *key, size_t keylen)
         return MP_EAUTH;
     }
     return 0;
+}
+
+int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen)
+{
+    mp__deadline d;
+    mp__deadline_init(&d, MP_FOREVER);
+    return auth_deliver(c, key, keylen, &d);
+}
+
+int mp__auth_answer(mp_conn *c, const void *key, size_t keylen)
+{
+    mp__deadline d;
+    mp__deadline_init(&d, MP_FOREVER);
+    return auth_answer(c, key, keylen, &d);
+}
+
+/* Both directions by @d, in Python's order for the side: a listener
+ * challenges first, a client answers first.  A peer that hangs up inside it
+ * failed it (MP_EAUTH); a deadline that passes is MP_ETIMEDOUT.  The writes
+ * are not timed: a handshake writes under 200 bytes into a socket that has
+ * carried nothing else, which its send buffer always takes at once. */
+static int handshake(mp_conn *c, const void *key, size_t keylen, bool listener,
+                     const mp__deadline *d)
+{
+    int err = listener ? auth_deliver(c, key, keylen, d) : auth_answer(c, key, keylen, d);
+    if (err == 0)
+        err = listener ? auth_answer(c, key, keylen, d) : auth_deliver(c, key, keylen, d);
+    if (err == MP_EOF || err == MP_ETRUNCATED || err == -EPIPE || err == -ECONNRESET)
+        err = MP_EAUTH;
+    return err;
 }
 
 /* ---- addresses ------------------------------------------------------------- */
@@ -895,18 +990,14 @@ static void set_nodelay(int fd, const addr *a)
     }
 }
 
-int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout)
+int mp__listener_accept_raw(mp_listener *l, mp_conn **out, const mp__deadline *d)
 {
-    if (out == NULL)
-        return MP_EINVAL;
     *out = NULL;
     if (l == NULL || l->fd < 0)
         return MP_EINVAL;
-    mp__deadline d;
-    mp__deadline_init(&d, timeout);
     int fd;
     for (;;) {
-        int r = mp__sys_poll1(l->fd, POLLIN, &d);
+        int r = mp__sys_poll1(l->fd, POLLIN, d);
         if (r < 0)
             return r;
         if (r == 0)
@@ -914,7 +1005,8 @@ int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout)
         fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0)
             break;
-        /* a peer that went away before we took it, or a signal: wait again */
+        /* a peer that went away before we took it, or a signal: wait again
+         * (with a deadline of 0, poll says so at once) */
         if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
             return -errno;
     }
@@ -926,39 +1018,44 @@ int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout)
         fd = nfd;
     }
     set_nodelay(fd, &l->a);
-    mp_conn *c;
-    int err = conn_wrap(&c, fd, true, true);
-    if (err < 0) {
+    int err = conn_wrap(out, fd, true, true);
+    if (err < 0)
         mp__sys_close(fd);
+    return err;
+}
+
+int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d)
+{
+    if (l == NULL || c == NULL)
+        return MP_EINVAL;
+    return l->has_key ? handshake(c, l->key, l->keylen, true, d) : 0;
+}
+
+void mp__auth_thread_done(void)
+{
+    OPENSSL_thread_stop();
+}
+
+int mp_listener_accept(mp_listener *l, mp_conn **out, double timeout)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    /* One deadline for the accept and the handshake together.  A timeout
+     * of 0 takes only a connection already waiting; its handshake, which
+     * needs the peer's replies, gets MP__HANDSHAKE_TIMEOUT. */
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    mp_conn *c;
+    int err = mp__listener_accept_raw(l, &c, &d);
+    if (err < 0)
         return err;
-    }
-    if (l->has_key) {
-        /* a peer that stalls in the handshake holds us no longer than the
-         * caller's timeout (socket timeouts, cleared afterwards) */
-        bool limited = !mp__deadline_expired(&d) && mp__deadline_poll_ms(&d) >= 0;
-        if (limited) {
-            int ms = mp__deadline_poll_ms(&d);
-            struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 + 1};
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        }
-        err = mp__auth_deliver(c, l->key, l->keylen);
-        if (err == 0)
-            err = mp__auth_answer(c, l->key, l->keylen);
-        if (limited && err == 0) {
-            struct timeval zero = {0, 0};
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof zero);
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
-        }
-        if (err == -EAGAIN)
-            err = MP_ETIMEDOUT;
-        if (err < 0) {
-            mp_conn_close(c);
-            return err == MP_EOF || err == MP_ETRUNCATED || err == -EPIPE ||
-                           err == -ECONNRESET
-                       ? MP_EAUTH
-                       : err;
-        }
+    if (d.zero)
+        mp__deadline_init(&d, MP__HANDSHAKE_TIMEOUT);
+    err = mp__listener_handshake(l, c, &d);
+    if (err < 0) {
+        mp_conn_close(c);
+        return err;
     }
     *out = c;
     return 0;
@@ -1012,15 +1109,13 @@ int mp_client(mp_conn **out, const char *address, const void *authkey, size_t ke
         return err;
     }
     if (authkey != NULL) {
-        err = mp__auth_answer(c, authkey, keylen);
-        if (err == 0)
-            err = mp__auth_deliver(c, authkey, keylen);
+        /* no time limit, as Python's Client */
+        mp__deadline d;
+        mp__deadline_init(&d, MP_FOREVER);
+        err = handshake(c, authkey, keylen, false, &d);
         if (err < 0) {
             mp_conn_close(c);
-            return err == MP_EOF || err == MP_ETRUNCATED || err == -EPIPE ||
-                           err == -ECONNRESET
-                       ? MP_EAUTH
-                       : err;
+            return err;
         }
     }
     *out = c;

@@ -210,11 +210,32 @@ int mp__funcref_decode(mp__reader *r, bool load, void **fn, char *why, size_t wh
  * Challenger (what a listener runs first): send "#CHALLENGE#{sha256}" + 40
  * random bytes, accept a 16-byte HMAC-MD5 or a "{name}"+HMAC reply, answer
  * #WELCOME#/#FAILURE#.  Responder (what a client runs first): answer a
- * 20/16-byte challenge with raw HMAC-MD5, a "{name}" one with "{name}"+HMAC
- * over the whole payload; expect #WELCOME#.  Each message is capped at 256
- * bytes.  Return 0 or MP_EAUTH (wrong key, protocol error), MP_EOF, ... */
+ * 20-byte challenge with raw HMAC-MD5, a "{name}" one with "{name}"+HMAC
+ * over the whole payload; refuse one under 20 bytes, as Python 3.12+; expect
+ * #WELCOME#.  Each message is capped at 256 bytes.  No time limit here
+ * (mp__listener_handshake has one).  Return 0 or MP_EAUTH (wrong key,
+ * protocol error), MP_EOF, ... */
 int mp__auth_deliver(mp_conn *c, const void *key, size_t keylen);
 int mp__auth_answer(mp_conn *c, const void *key, size_t keylen);
+/* The time a listener gives a handshake when its caller gave none to wait
+ * (mp_listener_accept with timeout 0, the manager server), seconds. */
+#define MP__HANDSHAKE_TIMEOUT 5.0
+/* Take one connection from @l by @d without its handshake: 0, or
+ * MP_ETIMEDOUT when none came (a zero @d only looks). */
+int mp__listener_accept_raw(mp_listener *l, mp_conn **out, const mp__deadline *d);
+/* The listener's side of the handshake on @c (none without a key), every
+ * read bounded by the one deadline @d: 0; MP_EAUTH (wrong key, protocol
+ * error, the peer hung up); MP_ETIMEDOUT.  @c is the caller's to close. */
+int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d);
+/* Free the calling thread's OpenSSL state (its error queue) now rather than
+ * at its exit: for the library's own threads once their handshake is done,
+ * so that one ending as the process exits leaves nothing half-freed. */
+void mp__auth_thread_done(void);
+/* Caps on @c's messages.  Received above @maxrecv (for maxlength 0 and
+ * typed messages; 0: MP_CONN_MAXLEN): MP_EMSGSIZE from the frame header,
+ * before anything is allocated.  Sent above @maxsend (0: no cap):
+ * MP_EMSGSIZE before a byte goes out. */
+void mp__conn_set_limits(mp_conn *c, size_t maxrecv, size_t maxsend);
 /* Read ahead on @c (one read per message): for the library's own
  * connections, which never carry descriptors and are never passed on. */
 int mp__conn_buffered(mp_conn *c);
@@ -275,6 +296,14 @@ extern void (*mp__queue_fault_hook)(int point);
 /* pool.c, for the tests: called in a worker between a claim and the move of
  * the claim cursor. */
 extern void (*mp__pool_claim_hook)(void);
+
+/* ---- managers.c: the server's limits ---------------------------------------- */
+
+/* Connections still in their handshake at once; more are closed at once. */
+#define MP__MANAGER_MAX_PENDING 128
+/* The largest request a server reads; a larger one is refused from its
+ * frame header (the client gets MP_EBADMSG and is dropped). */
+#define MP__MANAGER_MAX_REQUEST ((size_t)64 << 20)
 
 /* ---- managers.c: proxies of local-object kinds ----------------------------- */
 

@@ -6,8 +6,18 @@
  * layer's form) over a Connection with Python's framing and handshake.
  *   request: int op, str kind, str name, then the op's arguments
  *   reply:   int status (0 or an MP_E* code), then the results
- * The server checks every argument's type and count before use: a
+ * The server checks every argument's type and count before use, and the
+ * op against the ops the object's kind exposes (the table `exposed`): a
  * malformed request gets MP_EBADMSG on that connection and nothing else.
+ * A request above MAX_REQUEST is refused from its frame header, before
+ * anything is allocated; that client gets MP_EBADMSG and is dropped (our
+ * own clients refuse to send one: MP_EMSGSIZE, the connection kept).
+ *
+ * The accepting thread never talks to a peer: it takes the raw connection
+ * and starts its thread, which runs the handshake first, with a deadline
+ * (MP__HANDSHAKE_TIMEOUT), so a peer that connects and says nothing holds
+ * only its own thread.  At most MAX_PENDING connections are in their
+ * handshake at once; beyond that a new one is closed at once.
  *
  * The server runs a thread per connection, so a request that blocks (a lock
  * acquire, a queue get) blocks only its own client.  Ownership of a manager
@@ -41,7 +51,8 @@ enum {
     OP_CALL = 80,
 };
 
-#define MAX_REQUEST ((size_t)64 << 20)
+#define MAX_REQUEST MP__MANAGER_MAX_REQUEST   /* bytes; see internal.h */
+#define MAX_PENDING MP__MANAGER_MAX_PENDING   /* handshakes under way at once */
 
 /* ---- registered custom types -------------------------------------------------- */
 
@@ -128,6 +139,7 @@ typedef struct sconn {
     server *srv;
     mp_conn *c;
     uint64_t id;
+    bool pending;              /* still in its handshake */
 } sconn;
 
 struct server {
@@ -138,6 +150,8 @@ struct server {
     sconn *conns;
     uint64_t next_id;
     size_t nthreads;
+    size_t npending;           /* conns still in their handshake */
+    mp_listener *l;
     pthread_cond_t idle;
     bool shutdown;
     _Atomic bool stopping;     /* read without the lock by queue waits */
@@ -428,20 +442,59 @@ static int dict_batch(sobj *o, const void *p, size_t n, mp_buf *out)
     return 0;
 }
 
+/*
+ * The operations each kind exposes (Python: BaseProxy._exposed_ and the
+ * typeid's exposed list).  handle() checks a request against it before
+ * dispatching; an operation the object's kind does not expose is refused
+ * with MP_EBADMSG (a malformed request: no client of ours sends one) and
+ * the object is left alone.  A registered custom type exposes OP_CALL
+ * only, and its methods are its own to check.
+ */
+static const struct {
+    const char *kind;
+    int ops[8]; /* ends at the first 0 */
+} exposed[] = {
+    {"dict", {OP_DICT_SET, OP_DICT_GET, OP_DICT_DEL, OP_DICT_LEN, OP_DICT_ADD, OP_DICT_KEYS,
+              OP_DICT_BATCH}},
+    {"list", {OP_LIST_APPEND, OP_LIST_GET, OP_LIST_SET, OP_LIST_POP, OP_LIST_LEN}},
+    {"queue", {OP_Q_PUT, OP_Q_GET, OP_Q_QSIZE, OP_Q_FULL}},
+    {"lock", {OP_LOCK_ACQ, OP_LOCK_REL, OP_LOCK_LOCKED}},
+    {"event", {OP_EV_SET, OP_EV_CLEAR, OP_EV_ISSET, OP_EV_WAIT}},
+    {"semaphore", {OP_SEM_ACQ, OP_SEM_REL, OP_SEM_VALUE}},
+    {"value", {OP_VAL_LOAD, OP_VAL_STORE}},
+};
+
+static bool exposes(const sobj *o, int op)
+{
+    if (o->fn != NULL)
+        return op == OP_CALL;
+    for (size_t i = 0; i < MP__ARRAY_LEN(exposed); i++) {
+        if (strcmp(exposed[i].kind, o->kind) != 0)
+            continue;
+        for (size_t j = 0; j < MP__ARRAY_LEN(exposed[i].ops) && exposed[i].ops[j] != 0; j++)
+            if (exposed[i].ops[j] == op)
+                return true;
+        return false;
+    }
+    return false;
+}
+
 /* Handle one request (srv->lock held, released around blocking queue ops).
- * Fills @r after its status. */
+ * Fills @r after its status.  The kind's state is there: exposes() said so. */
 static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
     size_t kl = 0, vl = 0;
     const void *k = NULL, *v = NULL;
     mp__deadline d;
     int err = 0;
+    if (!exposes(o, op))
+        return MP_EBADMSG;
     switch (op) {
     case OP_DICT_SET:
     case OP_DICT_GET:
     case OP_DICT_DEL:
     case OP_DICT_ADD: {
-        if (o->buckets == NULL || (k = arg_bytes(a, 3, &kl)) == NULL)
+        if ((k = arg_bytes(a, 3, &kl)) == NULL)
             return MP_EBADMSG;
         int64_t num = 0;
         if (op == OP_DICT_SET && (v = arg_bytes(a, 4, &vl)) == NULL)
@@ -460,7 +513,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         return err;
     }
     case OP_DICT_BATCH: {
-        if (o->buckets == NULL || (v = arg_bytes(a, 3, &vl)) == NULL)
+        if ((v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
         mp_buf out = MP_BUF_INIT;
         err = dict_batch(o, v, vl, &out);
@@ -470,10 +523,8 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         return err;
     }
     case OP_DICT_LEN:
-        return o->buckets ? mp_args_add_int(r, (int64_t)o->count) : MP_EBADMSG;
+        return mp_args_add_int(r, (int64_t)o->count);
     case OP_DICT_KEYS: {
-        if (o->buckets == NULL)
-            return MP_EBADMSG;
         mp_buf all = MP_BUF_INIT;
         for (size_t i = 0; i < o->nbuckets && err == 0; i++)
             for (kv *e = o->buckets[i]; e && err == 0; e = e->next) {
@@ -488,7 +539,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         return err;
     }
     case OP_LIST_APPEND:
-        if ((v = arg_bytes(a, 3, &vl)) == NULL || strcmp(o->kind, "list") != 0)
+        if ((v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
         if (o->nitems == o->capitems) {
             size_t cap = o->capitems ? o->capitems * 2 : 8;
@@ -506,7 +557,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     case OP_LIST_GET:
     case OP_LIST_SET:
     case OP_LIST_POP: {
-        if (!has(a, 3, MP_ARG_INT) || strcmp(o->kind, "list") != 0)
+        if (!has(a, 3, MP_ARG_INT))
             return MP_EBADMSG;
         int64_t i = mp_args_int(a, 3);
         if (i < 0)
@@ -530,10 +581,10 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         return err;
     }
     case OP_LIST_LEN:
-        return strcmp(o->kind, "list") == 0 ? mp_args_add_int(r, (int64_t)o->nitems) : MP_EBADMSG;
+        return mp_args_add_int(r, (int64_t)o->nitems);
     case OP_Q_PUT:
     case OP_Q_GET: {
-        if (o->q == NULL || (op == OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL))
+        if (op == OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
         mp__deadline_init(&d, arg_timeout(a, op == OP_Q_PUT ? 4 : 3));
         mp_queue *q = o->q;
@@ -561,8 +612,6 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     }
     case OP_Q_QSIZE:
     case OP_Q_FULL: {
-        if (o->q == NULL)
-            return MP_EBADMSG;
         size_t n = 0;
         err = mp_queue_qsize(o->q, &n);
         if (err == 0)
@@ -570,8 +619,6 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         return err;
     }
     case OP_LOCK_ACQ:
-        if (strcmp(o->kind, "lock") != 0)
-            return MP_EBADMSG;
         mp__deadline_init(&d, arg_timeout(a, 3));
         if (o->owner == sc->id)
             err = MP_ETIMEDOUT; /* not recursive: as a local Lock, wait it out */
@@ -594,8 +641,6 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         }
         return 0;
     case OP_LOCK_REL:
-        if (strcmp(o->kind, "lock") != 0)
-            return MP_EBADMSG;
         if (o->owner == 0)
             return MP_EINVAL;
         if (o->owner != sc->id)
@@ -634,12 +679,9 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     case OP_SEM_VALUE:
         return mp_args_add_int(r, o->value);
     case OP_VAL_LOAD:
-        if (strcmp(o->kind, "value") != 0)
-            return MP_EBADMSG;
         return reply_bytes(r, o->bytes, mp_type_size((mp_type)o->type));
     case OP_VAL_STORE:
-        if (strcmp(o->kind, "value") != 0 || (v = arg_bytes(a, 3, &vl)) == NULL ||
-            vl != mp_type_size((mp_type)o->type))
+        if ((v = arg_bytes(a, 3, &vl)) == NULL || vl != mp_type_size((mp_type)o->type))
             return MP_EBADMSG;
         memcpy(o->bytes, v, vl);
         return 0;
@@ -675,6 +717,8 @@ static void release_owned(server *srv, uint64_t id) /* under srv->lock */
             pthread_cond_signal(&o->cond);
         }
 }
+
+static void conn_done(sconn *sc);
 
 static void *serve_conn(void *arg)
 {
@@ -726,7 +770,17 @@ static void *serve_conn(void *arg)
         if (err < 0)
             break;
     }
+    conn_done(sc);
+    return NULL;
+}
+
+/* A client's thread ends: what it held is released (under srv->lock). */
+static void conn_done(sconn *sc)
+{
+    server *srv = sc->srv;
     pthread_mutex_lock(&srv->lock);
+    if (sc->pending)
+        srv->npending--;
     release_owned(srv, sc->id);
     for (sconn **pp = &srv->conns; *pp; pp = &(*pp)->next)
         if (*pp == sc) {
@@ -738,7 +792,30 @@ static void *serve_conn(void *arg)
     pthread_mutex_unlock(&srv->lock);
     mp_conn_close(sc->c);
     free(sc);
-    return NULL;
+}
+
+/* A new connection's thread: the handshake first, within its own deadline,
+ * so that a peer that stalls in it holds only this thread; then requests. */
+static void *serve_client(void *arg)
+{
+    sconn *sc = arg;
+    server *srv = sc->srv;
+    mp__deadline d;
+    mp__deadline_init(&d, MP__HANDSHAKE_TIMEOUT);
+    int err = mp__listener_handshake(srv->l, sc->c, &d);
+    mp__auth_thread_done(); /* the library uses no OpenSSL here after this */
+    if (err < 0) {
+        mp__log(MP_LOG_INFO, "manager: refused a client: %s", mp_strerror(err));
+        conn_done(sc);
+        return NULL;
+    }
+    IGNORE_RESULT(mp__conn_buffered(sc->c));
+    mp__conn_set_limits(sc->c, MAX_REQUEST, 0);
+    pthread_mutex_lock(&srv->lock);
+    sc->pending = false;
+    srv->npending--;
+    pthread_mutex_unlock(&srv->lock);
+    return serve_conn(sc);
 }
 
 /* A server child ends cleanly on SIGTERM (its socket file removed). */
@@ -758,7 +835,7 @@ static void on_term(int sig)
  * address, one line. */
 static int serve_on(mp_listener *l, int ready)
 {
-    server srv = {.next_id = 1};
+    server srv = {.next_id = 1, .l = l};
     pthread_mutex_init(&srv.lock, NULL);
     pthread_cond_init(&srv.idle, NULL);
     srv.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -776,6 +853,11 @@ static int serve_on(mp_listener *l, int ready)
         IGNORE_RESULT(mp__sys_write_all(ready, addr, strlen(addr) + 1));
         mp__sys_close(ready);
     }
+    /* The accepting thread never waits on one peer: it takes the raw
+     * connection and hands it to a thread of its own, which runs the
+     * handshake with a deadline (serve_client).  At most MAX_PENDING
+     * connections may be in their handshake at once; more are closed at
+     * once, so that idle peers cannot pile up threads without bound. */
     while (!srv.shutdown) {
         struct pollfd pf[2] = {{.fd = mp_listener_fileno(l), .events = POLLIN},
                                {.fd = srv.wakefd, .events = POLLIN}};
@@ -783,32 +865,46 @@ static int serve_on(mp_listener *l, int ready)
             continue;
         if (pf[1].revents)
             break;
+        mp__deadline now;
+        mp__deadline_init(&now, 0);
         mp_conn *c;
-        int err = mp_listener_accept(l, &c, 0);
-        if (err < 0) {
-            if (err != MP_ETIMEDOUT)
-                mp__log(MP_LOG_INFO, "manager: refused a client: %s", mp_strerror(err));
+        int err = mp__listener_accept_raw(l, &c, &now);
+        if (err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == MP_ENOMEM) {
+            /* the connection stays queued: wait a little (or for shutdown)
+             * rather than spin on a listener that stays readable */
+            mp__log(MP_LOG_INFO, "manager: cannot accept: %s", mp_strerror(err));
+            IGNORE_RESULT(poll(&pf[1], 1, 100));
             continue;
         }
-        IGNORE_RESULT(mp__conn_buffered(c));
+        if (err < 0)
+            continue; /* gone before we took it */
         sconn *sc = calloc(1, sizeof *sc);
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_mutex_lock(&srv.lock);
+        if (sc && srv.npending >= MAX_PENDING) {
+            mp__log(MP_LOG_INFO, "manager: %zu handshakes under way; a new connection closed",
+                    srv.npending);
+            free(sc);
+            sc = NULL;
+        }
         if (sc) {
             sc->srv = &srv;
             sc->c = c;
             sc->id = srv.next_id++;
+            sc->pending = true;
             sc->next = srv.conns;
             srv.conns = sc;
             srv.nthreads++;
+            srv.npending++;
         }
-        if (sc == NULL || pthread_create(&t, &attr, serve_conn, sc) != 0) {
+        if (sc == NULL || pthread_create(&t, &attr, serve_client, sc) != 0) {
             if (sc) {
                 srv.conns = sc->next;
                 srv.nthreads--;
+                srv.npending--;
                 free(sc);
             }
             mp_conn_close(c);
@@ -937,6 +1033,8 @@ int mp_manager_connect(mp_manager **out, const char *address, const void *authke
     err = mp_client(&m->conn, address, authkey, keylen);
     if (err == 0)
         err = mp__conn_buffered(m->conn);
+    if (err == 0) /* a request the server would refuse is not sent */
+        mp__conn_set_limits(m->conn, 0, MAX_REQUEST);
     if (err < 0) {
         manager_unref(m);
         return err;
@@ -1536,6 +1634,7 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
         mp_conn_close(c);
     if (err < 0)
         return err;
+    mp__conn_set_limits(c, 0, MAX_REQUEST);
     mp_args *req, *rep = NULL;
     err = mp_args_of(&req, "issl", OP_OPEN, px->kind, px->name, px->param);
     if (err == 0)

@@ -1961,6 +1961,92 @@ MP_TEST(accept_timeout_bounds_a_stalled_handshake)
     ASSERT_OK(mp_listener_close(l));
 }
 
+/* A peer that sends one byte every @period_ms until told to stop: the
+ * first bytes of a 256-byte handshake reply, which never completes in time. */
+typedef struct trickler {
+    pthread_t tid;
+    int fd;
+    int period_ms;
+    _Atomic bool stop;
+    size_t sent;
+} trickler;
+
+static void *trickle_main(void *arg)
+{
+    trickler *t = arg;
+    static const uint8_t reply[4] = {0, 0, 1, 0}; /* a frame of 256 bytes */
+    while (!atomic_load(&t->stop)) {
+        uint8_t b = t->sent < sizeof reply ? reply[t->sent] : (uint8_t)t->sent;
+        if (send(t->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+            t->sent++;
+        struct timespec ts = {0, (long)t->period_ms * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void trickle_start(trickler *t, int fd, int period_ms)
+{
+    t->fd = fd;
+    t->period_ms = period_ms;
+    t->sent = 0;
+    atomic_store(&t->stop, false);
+    ASSERT_EQ(0, pthread_create(&t->tid, NULL, trickle_main, t));
+}
+
+static void trickle_stop(trickler *t)
+{
+    atomic_store(&t->stop, true);
+    ASSERT_EQ(0, pthread_join(t->tid, NULL));
+}
+
+/* One deadline bounds the whole accept: a peer trickling a byte every
+ * 200 ms (each read well within the timeout) cannot stretch a 0.5 s accept,
+ * which a per-read socket timeout would let it do for ~260 reads. */
+MP_TEST(accept_timeout_bounds_a_trickling_handshake, .timeout_s = 30)
+{
+    mp_listener *l;
+    ASSERT_OK(mp_listener_new(&l, NULL, "secret", 6, 0));
+    mp_conn *slow, *s;
+    ASSERT_OK(mp_client(&slow, mp_listener_address(l), NULL, 0)); /* no handshake */
+    trickler t;
+    trickle_start(&t, mp_conn_fileno(slow), 200);
+    double t0 = mp_monotonic();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_listener_accept(l, &s, 0.5));
+    double took = mp_monotonic() - t0;
+    trickle_stop(&t);
+    ASSERT_GE(took * 1000, 400);
+    ASSERT_LT(took, 3.0);
+    /* the listener dropped it: the challenge, then end of file */
+    uint8_t buf[256];
+    size_t got = 0;
+    for (;;) {
+        ASSERT_TRUE(fd_ready(mp_conn_fileno(slow)) || mp_conn_poll(slow, 10) == 1);
+        ssize_t r = read(mp_conn_fileno(slow), buf, sizeof buf);
+        if (r <= 0) {
+            ASSERT_TRUE(r == 0 || errno == ECONNRESET);
+            break;
+        }
+        got += (size_t)r;
+    }
+    ASSERT_EQ(got, 4 + 11 + 8 + 40); /* "#CHALLENGE#{sha256}" + 40 bytes */
+    ASSERT_OK(mp_conn_close(slow));
+
+    /* still usable; a timeout of 0 takes a waiting client and still gives
+     * its handshake the time it needs */
+    client_job j;
+    client_start_keep(&j, mp_listener_address(l), "secret", 6, false, true);
+    mp_waitable w = {.kind = MP_WAIT_FD, .fd = mp_listener_fileno(l)};
+    ASSERT_EQ(1, mp_wait(&w, 1, 10));
+    ASSERT_OK(mp_listener_accept(l, &s, 0));
+    ASSERT_OK(client_join(&j));
+    ASSERT_OK(mp_conn_send_bytes(j.conn, "hi", 2));
+    EXPECT_STR(s, "hi");
+    ASSERT_OK(mp_conn_close(j.conn));
+    ASSERT_OK(mp_conn_close(s));
+    ASSERT_OK(mp_listener_close(l));
+}
+
 /* ---- the handshake, against a hand-written peer ------------------------- */
 
 static const EVP_MD *digest(const char *name)
@@ -2102,6 +2188,31 @@ MP_TEST(auth_answer_refusals)
     r = mp__auth_answer(c, KEY, KEYLEN);
     ASSERT_TRUE(r == MP_EOF || r == MP_EAUTH);
     ASSERT_OK(mp_conn_close(c));
+}
+
+/* As Python 3.12+ (answer_challenge: "challenge too short"): what follows
+ * "#CHALLENGE#" must be at least 20 bytes, 16 included; nothing is sent in
+ * reply to a short one. */
+MP_TEST(auth_answer_refuses_a_short_challenge)
+{
+    static const size_t lens[] = {0, 1, 15, 16, 17, 19};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        uint8_t m[11 + 20] = "#CHALLENGE#";
+        fill(m + 11, lens[i], 7);
+        mp_conn *c;
+        int peer;
+        raw_pair(&c, &peer);
+        put_frame(peer, m, 11 + lens[i]);
+        put_frame(peer, "#WELCOME#", 9);
+        ASSERT_ERR(MP_EAUTH, mp__auth_answer(c, KEY, KEYLEN));
+        ASSERT_FALSE(fd_ready(peer)); /* no reply went out */
+        ASSERT_OK(mp_conn_close(c));
+        close(peer);
+    }
+    /* 20 bytes is the legacy form, answered */
+    uint8_t m[31] = "#CHALLENGE#";
+    fill(m + 11, 20, 7);
+    ASSERT_OK(answer_to(m, 31, "#WELCOME#", 9));
 }
 
 typedef struct auth_job {

@@ -14,8 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <poll.h>
 
 /* The wire's op numbers (src/managers.c), for hand-made requests. */
 enum {
@@ -28,7 +32,14 @@ enum {
     W_LIST_GET = 21,
     W_Q_PUT = 30,
     W_LOCK_ACQ = 40,
+    W_LOCK_REL = 41,
+    W_LOCK_LOCKED = 42,
+    W_EV_SET = 50,
+    W_EV_ISSET = 52,
+    W_EV_WAIT = 53,
     W_SEM_ACQ = 60,
+    W_SEM_REL = 61,
+    W_SEM_VALUE = 62,
     W_VAL_STORE = 71,
     W_CALL = 80,
 };
@@ -1513,6 +1524,335 @@ MP_TEST(manager_malformed_requests, .variants = MP_START_METHODS)
     ASSERT_MEMEQ(v.data, "v", 1);
     mp_buf_free(&v);
     mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* Requests above MAX_REQUEST are refused from the frame header: the server
+ * replies MP_EBADMSG and drops the client at once, without waiting for (or
+ * allocating) the body; it goes on serving the others. */
+MP_TEST(manager_request_too_large, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    const char *addr = mp_manager_address(m);
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    ASSERT_OK(mp_dict_set(d, "k", 1, "v", 1));
+    mp_conn *other;
+    ASSERT_OK(mp_client(&other, addr, KEY, KEYLEN));
+    ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+
+    uint32_t n = (uint32_t)MP__MANAGER_MAX_REQUEST + 1;
+    uint8_t normal[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    uint64_t n8 = (uint64_t)MP__MANAGER_MAX_REQUEST + 1;
+    uint8_t large[12] = {0xff, 0xff, 0xff, 0xff};
+    for (int i = 0; i < 8; i++)
+        large[4 + i] = (uint8_t)(n8 >> (56 - 8 * i));
+    const struct {
+        const uint8_t *p;
+        size_t n;
+    } heads[] = {{normal, sizeof normal}, {large, sizeof large}};
+    for (size_t i = 0; i < 2; i++) {
+        mp_conn *c;
+        ASSERT_OK(mp_client(&c, addr, KEY, KEYLEN));
+        ASSERT_EQ(write(mp_conn_fileno(c), heads[i].p, heads[i].n), (ssize_t)heads[i].n);
+        /* only the header: a server waiting for the body would never answer */
+        double t0 = now();
+        expect_dropped(c);
+        ASSERT_LT(now() - t0, 10.0);
+        mp_conn_close(c);
+    }
+    /* a request of exactly the limit's header is not refused from it: the
+     * server waits for its body (here it never comes) */
+    mp_conn *c;
+    ASSERT_OK(mp_client(&c, addr, KEY, KEYLEN));
+    n = (uint32_t)MP__MANAGER_MAX_REQUEST;
+    uint8_t at[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    ASSERT_EQ(write(mp_conn_fileno(c), at, sizeof at), (ssize_t)sizeof at);
+    ASSERT_EQ(mp_conn_poll(c, 0.3), 0);
+    mp_conn_close(c);
+
+    ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    mp_conn_close(other);
+    still_serving(m);
+
+    /* our own clients do not send one: MP_EMSGSIZE, and the connection
+     * (the manager's, a proxy's) goes on working */
+    size_t big = MP__MANAGER_MAX_REQUEST;
+    char *p = calloc(1, big);
+    ASSERT_TRUE(p != NULL);
+    ASSERT_ERR(MP_EMSGSIZE, mp_dict_set(d, "big", 3, p, big));
+    mp_buf v = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_get(d, "k", 1, &v));
+    ASSERT_MEMEQ(v.data, "v", 1);
+    ASSERT_ERR(MP_ENOENT, mp_dict_get(d, "big", 3, &v));
+    mp_queue *q;
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_ERR(MP_EMSGSIZE, mp_queue_put(q, p, big, 10));
+    ASSERT_OK(mp_queue_put(q, "small", 5, 10));
+    ASSERT_OK(mp_queue_get(q, &v, 10));
+    ASSERT_EQ(v.len, 5);
+    free(p);
+    mp_buf_free(&v);
+    mp_queue_free(q);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* Every operation is checked against the ops its object's kind exposes
+ * (one table in the server): an event op on a dict, a lock op on a queue,
+ * a semaphore op on an event ... are MP_EBADMSG and change nothing. */
+MP_TEST(manager_ops_checked_against_kind, .variants = MP_START_METHODS)
+{
+    ASSERT_OK(mp_manager_register("Counter", counter_type));
+    mp_manager *m = start_manager(ctx);
+    const char *addr = mp_manager_address(m);
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    ASSERT_OK(mp_dict_set(d, "k", 1, "v", 1));
+    mp_queue *q;
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_OK(mp_queue_put(q, "item", 4, 10));
+    mp_event *e;
+    ASSERT_OK(mp_manager_event(m, "e", &e));
+    mp_lock *l;
+    ASSERT_OK(mp_manager_lock(m, "l", &l));
+    mp_semaphore *sem;
+    ASSERT_OK(mp_manager_semaphore(m, "s", 1, &sem));
+    mp_args *in = NULL;
+    ASSERT_OK(mp_args_of(&in, "l", (int64_t)5));
+    ASSERT_EQ(call_int(m, "c1", "add", in), 5);
+    mp_args_free(in);
+
+    mp_conn *c;
+    ASSERT_OK(mp_client(&c, addr, KEY, KEYLEN));
+    static const struct {
+        int op;
+        const char *kind, *name;
+    } wrong[] = {
+        {W_EV_SET, "dict", "d"},      {W_EV_ISSET, "dict", "d"},     {W_SEM_REL, "dict", "d"},
+        {W_SEM_VALUE, "dict", "d"},   {W_LOCK_LOCKED, "dict", "d"},  {W_LOCK_LOCKED, "queue", "q"},
+        {W_LOCK_REL, "queue", "q"},   {W_SEM_REL, "event", "e"},     {W_SEM_ACQ, "event", "e"},
+        {W_EV_SET, "lock", "l"},      {W_EV_WAIT, "lock", "l"},      {W_SEM_REL, "lock", "l"},
+        {W_EV_SET, "semaphore", "s"}, {W_LOCK_ACQ, "semaphore", "s"}, {W_EV_SET, "Counter", "c1"},
+        {W_SEM_REL, "Counter", "c1"}, {W_DICT_GET, "Counter", "c1"}, {W_LOCK_LOCKED, "event", "e"},
+    };
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        int st = raw_rpc(c, req_of("issd", wrong[i].op, wrong[i].kind, wrong[i].name, 0.0));
+        if (st != MP_EBADMSG)
+            MP__FAIL("op %d on %s: %d (%s)", wrong[i].op, wrong[i].kind, st, mp_errname(st));
+    }
+    /* the right kind still works on the same connection */
+    ASSERT_OK(raw_rpc(c, req_of("iss", W_EV_SET, "event", "e")));
+    ASSERT_OK(raw_rpc(c, req_of("iss", W_SEM_REL, "semaphore", "s")));
+    mp_conn_close(c);
+
+    /* nothing changed where the op was refused */
+    size_t n = 0;
+    ASSERT_OK(mp_dict_len(d, &n));
+    ASSERT_EQ(n, 1);
+    mp_buf v = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_get(d, "k", 1, &v));
+    ASSERT_EQ(v.len, 1);
+    ASSERT_MEMEQ(v.data, "v", 1);
+    size_t qn = 0;
+    ASSERT_OK(mp_queue_qsize(q, &qn));
+    ASSERT_EQ(qn, 1);
+    ASSERT_OK(mp_queue_get(q, &v, 10));
+    ASSERT_EQ(v.len, 4);
+    mp_buf_free(&v);
+    ASSERT_OK(mp_lock_acquire(l, 0)); /* free, and a lock: not an event */
+    ASSERT_OK(mp_lock_release(l));
+    ASSERT_TRUE(mp_event_is_set(e)); /* set above, by its own op */
+    int sv = -1;
+    ASSERT_OK(mp_semaphore_value(sem, &sv));
+    ASSERT_EQ(sv, 2); /* 1 + the one good release */
+    ASSERT_EQ(call_int(m, "c1", "get", NULL), 5);
+
+    mp_semaphore_free(sem);
+    mp_lock_free(l);
+    mp_event_free(e);
+    mp_queue_free(q);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* ---- handshakes: idle and trickling peers ---------------------------------- */
+
+/* Connect a raw unix socket to a manager at "unix:/path"; no handshake. */
+static int raw_connect(const char *addr)
+{
+    ASSERT_TRUE(strncmp(addr, "unix:/", 6) == 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    ASSERT_LT(strlen(addr + 5), sizeof un.sun_path);
+    strcpy(un.sun_path, addr + 5);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(0, connect(fd, (struct sockaddr *)&un, sizeof un));
+    return fd;
+}
+
+/* Entries in /proc/@pid/@what (descriptors or threads of the server). */
+static int proc_count(pid_t pid, const char *what)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, what);
+    DIR *dir = opendir(path);
+    ASSERT_TRUE(dir != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(dir);
+    return n;
+}
+
+/* Wait (up to @secs) until the server has @fds descriptors and @threads
+ * threads again. */
+static void server_back_to(pid_t pid, int fds, int threads, double secs)
+{
+    double until = now() + secs;
+    while (proc_count(pid, "fd") != fds || proc_count(pid, "task") != threads) {
+        if (now() > until)
+            MP__FAIL("server: %d fds, %d threads; %d and %d expected", proc_count(pid, "fd"),
+                     proc_count(pid, "task"), fds, threads);
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Read @fd until the server closes it: the bytes it sent first. */
+static size_t read_until_closed(int fd, double secs)
+{
+    size_t got = 0;
+    double until = now() + secs;
+    for (;;) {
+        double left = until - now();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ASSERT_EQ(1, poll(&p, 1, left > 0 ? (int)(left * 1000) + 1 : 0));
+        char buf[256];
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return got;
+        ASSERT_GT(r, 0);
+        got += (size_t)r;
+    }
+}
+
+#define N_IDLE 50
+#define N_TRICKLE 50
+
+typedef struct trickle {
+    pthread_t tid;
+    int fds[N_TRICKLE];
+    _Atomic bool stop;
+} trickle;
+
+/* One byte of a handshake answer on each trickling peer every 150 ms. */
+static void *trickle_main(void *arg)
+{
+    trickle *t = arg;
+    static const uint8_t answer[] = {0, 0, 0, 40, '{', 's', 'h', 'a', '2', '5', '6', '}'};
+    for (size_t k = 0; !atomic_load(&t->stop); k++) {
+        uint8_t b = k < sizeof answer ? answer[k] : (uint8_t)k;
+        for (int i = 0; i < N_TRICKLE; i++)
+            IGNORE_RESULT(send(t->fds[i], &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT));
+        struct timespec ts = {0, 150 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Peers that connect and say nothing, or trickle a byte at a time, hold
+ * only their own handshake: a real client is served at once, and the server
+ * drops them after its handshake deadline (MP__HANDSHAKE_TIMEOUT), leaking
+ * neither descriptors nor threads. */
+MP_TEST(manager_idle_peers_do_not_block, .timeout_s = 60)
+{
+    mp_manager *m = start_manager(ctx);
+    const char *addr = mp_manager_address(m);
+    pid_t pid = mp_manager_pid(m);
+    still_serving(m);
+    int fds0 = proc_count(pid, "fd"), threads0 = proc_count(pid, "task");
+
+    int idle[N_IDLE];
+    trickle t;
+    atomic_store(&t.stop, false);
+    double t0 = now();
+    for (int i = 0; i < N_IDLE; i++)
+        idle[i] = raw_connect(addr);
+    for (int i = 0; i < N_TRICKLE; i++)
+        t.fds[i] = raw_connect(addr);
+    ASSERT_EQ(0, pthread_create(&t.tid, NULL, trickle_main, &t));
+
+    /* a real client, behind all of them */
+    double t1 = now();
+    mp_manager *m2 = NULL;
+    ASSERT_OK(mp_manager_connect(&m2, addr, KEY, KEYLEN));
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m2, "d", &d));
+    ASSERT_OK(mp_dict_set(d, "k", 1, "v", 1));
+    double took = now() - t1;
+    mp_dict_free(d);
+    mp_manager_free(m2);
+    if (took > 2.5)
+        MP__FAIL("a client behind %d idle peers took %.2f s", N_IDLE + N_TRICKLE, took);
+
+    /* every peer got its challenge, then the server hung up: the idle ones
+     * and the trickling ones alike, after the one deadline */
+    for (int i = 0; i < N_IDLE; i++)
+        ASSERT_EQ(read_until_closed(idle[i], MP__HANDSHAKE_TIMEOUT + 20), 4 + 11 + 8 + 40);
+    for (int i = 0; i < N_TRICKLE; i++)
+        ASSERT_EQ(read_until_closed(t.fds[i], 20), 4 + 11 + 8 + 40);
+    double dropped = now() - t0;
+    ASSERT_GE(dropped, MP__HANDSHAKE_TIMEOUT - 1.0);
+    ASSERT_LT(dropped, MP__HANDSHAKE_TIMEOUT + 20);
+    atomic_store(&t.stop, true);
+    ASSERT_EQ(0, pthread_join(t.tid, NULL));
+    for (int i = 0; i < N_IDLE; i++)
+        close(idle[i]);
+    for (int i = 0; i < N_TRICKLE; i++)
+        close(t.fds[i]);
+    server_back_to(pid, fds0, threads0, 20);
+    still_serving(m);
+    mp_manager_free(m);
+}
+
+/* At most MP__MANAGER_MAX_PENDING connections wait in their handshake; one
+ * more is closed at once, without a challenge.  Once they go, clients are
+ * taken again. */
+MP_TEST(manager_pending_handshakes_capped, .timeout_s = 60)
+{
+    mp_manager *m = start_manager(ctx);
+    const char *addr = mp_manager_address(m);
+    pid_t pid = mp_manager_pid(m);
+    still_serving(m);
+    int fds0 = proc_count(pid, "fd"), threads0 = proc_count(pid, "task");
+
+    enum { N = MP__MANAGER_MAX_PENDING };
+    int *peers = calloc(N, sizeof *peers);
+    ASSERT_TRUE(peers != NULL);
+    for (int i = 0; i < N; i++)
+        peers[i] = raw_connect(addr);
+    /* each pending one got its challenge: the server has taken them all */
+    for (int i = 0; i < N; i++) {
+        struct pollfd p = {.fd = peers[i], .events = POLLIN};
+        ASSERT_EQ(1, poll(&p, 1, 20000));
+    }
+    int extra = raw_connect(addr);
+    double t0 = now();
+    ASSERT_EQ(read_until_closed(extra, 10), 0); /* no challenge: closed at once */
+    ASSERT_LT(now() - t0, MP__HANDSHAKE_TIMEOUT - 1.0);
+    close(extra);
+    /* the pending ones hang up: their handshakes end, and clients come in */
+    for (int i = 0; i < N; i++)
+        close(peers[i]);
+    free(peers);
+    server_back_to(pid, fds0, threads0, 20);
+    mp_manager *m2 = NULL;
+    ASSERT_OK(mp_manager_connect(&m2, addr, KEY, KEYLEN));
+    still_serving(m2);
+    mp_manager_free(m2);
+    still_serving(m);
     mp_manager_free(m);
 }
 
