@@ -728,8 +728,9 @@ static void *serve_conn(void *arg)
         mp_args *a = NULL, *r = NULL;
         int err = mp__conn_recv(sc->c, &a, MP__WIRE_DATA);
         if (err == MP_EBADMSG || err == MP_EMSGSIZE) {
-            /* a malformed message: say so once, then drop this client */
-            if (mp_args_of(&r, "i", (int)MP_EBADMSG) == 0)
+            /* a malformed or oversized message: say so once, then drop
+             * this client (the stream is no longer at a message boundary) */
+            if (mp_args_of(&r, "i", err) == 0)
                 IGNORE_RESULT(mp_conn_send(sc->c, r));
             mp_args_free(r);
             break;
