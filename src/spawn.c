@@ -357,6 +357,11 @@ __attribute__((constructor)) static void spawn_constructor(void)
 
 static int spawn_exec(int *sock, pid_t *pid, int *pidfd, short flags)
 {
+    /* A set-user-ID program's fresh runs are set-user-ID runs too, whose
+     * bootstrap ignores the marker (mp_main_hook): each would run main()
+     * instead of its orders.  Only the fork start method works there. */
+    if (getauxval(AT_SECURE) != 0)
+        return MP_EPERM;
     int sv[2];
     int err = mp__sys_socketpair(SOCK_STREAM, sv);
     if (err < 0)

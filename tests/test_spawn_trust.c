@@ -34,6 +34,7 @@ extern char **environ;
 #define NOBODY 65534
 
 static const char *const modes[] = {"ctor", "hook"};
+static const char *const fresh[] = {"spawn", "forkserver"};
 
 typedef struct probe_run {
     int status;
@@ -404,6 +405,9 @@ MP_TEST(spawn_secure_mode_ignores_marker)
         close(sv[0]);
         close(sv[1]);
     }
+    probe_run starts[MP__ARRAY_LEN(fresh)];
+    for (size_t m = 0; secure && m < MP__ARRAY_LEN(fresh); m++)
+        run_probe(path, -1, fresh[m], nolsan, &starts[m]);
     ASSERT_OK(unlink(path)); /* clean up before any verdict */
     ASSERT_OK(rmdir(dir));
     assert_main_ran(&plain);
@@ -417,5 +421,29 @@ MP_TEST(spawn_secure_mode_ignores_marker)
         ASSERT_TRUE(strstr(runs[m].out, "secure=1") != NULL);
         ASSERT_TRUE(strstr(runs[m].out, "marker=3") != NULL); /* not even removed */
         ASSERT_EQ(len, left[m]);
+    }
+    /* Its own fresh runs would be set-user-ID runs as well, which ignore
+     * the marker and would run main(): spawn and forkserver refuse. */
+    for (size_t m = 0; m < MP__ARRAY_LEN(fresh); m++) {
+        assert_main_ran(&starts[m]);
+        const char *line = strstr(starts[m].out, MAIN_LINE);
+        ASSERT_TRUE(strstr(line + 1, MAIN_LINE) == NULL); /* main() ran once */
+        if (strstr(starts[m].out, "start=MP_EPERM\n") == NULL)
+            MP__FAIL("%s in a set-user-ID program: \"%s\"", fresh[m], starts[m].out);
+    }
+}
+
+/* The control for the above: without AT_SECURE, the probe starts by spawn
+ * and forkserver (its children run their target, not main()). */
+MP_TEST(spawn_probe_starts_processes)
+{
+    for (size_t m = 0; m < MP__ARRAY_LEN(fresh); m++) {
+        probe_run r;
+        run_probe(MP_SPAWN_PROBE_PATH, -1, fresh[m], NULL, &r);
+        assert_main_ran(&r);
+        const char *line = strstr(r.out, MAIN_LINE);
+        ASSERT_TRUE(strstr(line + 1, MAIN_LINE) == NULL);
+        if (strstr(r.out, "start=ok\n") == NULL)
+            MP__FAIL("%s: \"%s\"", fresh[m], r.out);
     }
 }
