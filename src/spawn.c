@@ -11,6 +11,13 @@
  *           u32 index of the parent's pidfd, u32 index of the resource
  *           tracker's socket (NO_FD: none), function reference, mp_args.
  *           role FORKSERVER: see forkserver.c; TRACKER: resource_tracker.c.
+ *
+ * The environment marker MULTIPROC_SPAWN=<fd> is a claim anyone can make,
+ * so the bootstrap (mp_main_hook, also run by the constructor) acts on it
+ * only after the kernel has vouched for the descriptor (channel_check): one
+ * end of a stream socket pair made by this process's parent as the same
+ * user.  Otherwise it drops the marker, leaves the descriptor alone and
+ * main() runs.  A set-user-ID program (AT_SECURE) ignores the marker.
  */
 #include "internal.h"
 
@@ -259,7 +266,7 @@ static int marker_fd(const char *v)
             return -1;
         fd = fd * 10 + (*v - '0');
     }
-    return fd >= CHILD_FD && fd <= INT_MAX ? (int)fd : -1;
+    return fd > STDERR_FILENO && fd <= INT_MAX ? (int)fd : -1;
 }
 
 /*
