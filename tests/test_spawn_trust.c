@@ -43,15 +43,14 @@ typedef struct probe_run {
 
 /* Run @path with @chan as its fd 3 and MULTIPROC_SPAWN=3 (no marker for
  * @chan < 0); capture its stdout (stderr goes to ours). */
-static void run_probe(const char *path, int chan, const char *mode, const char *extra_env,
-                      probe_run *r)
+static void run_probe(const char *path, int chan, const char *mode, probe_run *r)
 {
     int out[2];
     ASSERT_OK(mp__sys_pipe(out));
     size_t n = 0;
     while (environ[n])
         n++;
-    char **envp = calloc(n + 3, sizeof *envp);
+    char **envp = calloc(n + 2, sizeof *envp);
     ASSERT_TRUE(envp != NULL);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
@@ -59,8 +58,6 @@ static void run_probe(const char *path, int chan, const char *mode, const char *
             envp[k++] = environ[i];
     if (chan >= 0)
         envp[k++] = (char *)MARKER "=3";
-    if (extra_env)
-        envp[k++] = (char *)extra_env;
     char *argv[] = {(char *)path, (char *)mode, NULL};
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -176,7 +173,7 @@ MP_TEST(spawn_marker_pipe_ignored)
         ASSERT_EQ((ssize_t)sizeof bytes, write(p[1], bytes, sizeof bytes));
         len = sizeof bytes;
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, p[0], modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, p[0], modes[m], &r);
         assert_main_ran(&r);
         ASSERT_TRUE(strstr(r.out, "marker=(none)") != NULL); /* not ours: dropped */
         ASSERT_OK(fcntl(p[0], F_SETFL, O_NONBLOCK));
@@ -197,7 +194,7 @@ MP_TEST(spawn_marker_regular_file_ignored)
         ASSERT_EQ((ssize_t)sizeof bytes, write(fd, bytes, sizeof bytes));
         ASSERT_EQ(0, lseek(fd, 0, SEEK_SET));
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, fd, modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, fd, modes[m], &r);
         assert_main_ran(&r);
         ASSERT_EQ(0, lseek(fd, 0, SEEK_CUR)); /* the shared offset did not move */
         assert_unread(fd, sizeof bytes);
@@ -215,7 +212,7 @@ MP_TEST(spawn_marker_foreign_socketpair_ignored)
         size_t len;
         put_prep(sv[0], &len);
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], &r);
         assert_main_ran(&r);
         assert_unread(sv[1], len);
         close(sv[0]);
@@ -248,7 +245,7 @@ MP_TEST(spawn_marker_listener_connection_ignored)
         size_t len;
         put_prep(sfd, &len);
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, cfd, modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, cfd, modes[m], &r);
         assert_main_ran(&r);
         assert_unread(cfd, len);
         close(sfd);
@@ -267,7 +264,7 @@ MP_TEST(spawn_marker_seqpacket_ignored)
         size_t len;
         put_prep(sv[0], &len);
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], &r);
         assert_main_ran(&r);
         char buf[512];
         /* a seqpacket keeps message boundaries: header, then body */
@@ -295,7 +292,7 @@ MP_TEST(spawn_marker_other_user_ignored)
         size_t len;
         put_prep(sv[0], &len);
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], &r);
         assert_main_ran(&r);
         assert_unread(sv[1], len);
         close(sv[0]);
@@ -316,7 +313,7 @@ MP_TEST(spawn_marker_dead_maker_exits_unread)
         size_t len;
         put_prep(sv[0], &len);
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], &r);
         ASSERT_TRUE(strstr(r.out, MAIN_LINE) == NULL);
         ASSERT_TRUE(WIFEXITED(r.status));
         ASSERT_EQ(MP_EXIT_BOOTSTRAP, WEXITSTATUS(r.status));
@@ -336,7 +333,7 @@ MP_TEST(spawn_marker_parent_channel_is_read)
         size_t len;
         put_prep(sv[0], &len);
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, sv[1], modes[m], &r);
         ASSERT_TRUE(strstr(r.out, MAIN_LINE) == NULL);
         ASSERT_TRUE(WIFEXITED(r.status));
         ASSERT_EQ(MP_EXIT_BOOTSTRAP, WEXITSTATUS(r.status));
@@ -382,11 +379,9 @@ MP_TEST(spawn_secure_mode_ignores_marker)
     ASSERT_OK(chown(path, NOBODY, NOBODY));
     ASSERT_OK(chmod(path, 04755)); /* after chown, which clears the bit */
 
-    /* LeakSanitizer cannot stop the threads of a set-user-ID process. */
-    static const char nolsan[] = "ASAN_OPTIONS=detect_leaks=0";
     probe_run plain, runs[MP__ARRAY_LEN(modes)];
     size_t left[MP__ARRAY_LEN(modes)], len = 0;
-    run_probe(path, -1, "ctor", nolsan, &plain);
+    run_probe(path, -1, "ctor", &plain);
     bool secure = strstr(plain.out, "secure=1") != NULL;
     for (size_t m = 0; secure && m < MP__ARRAY_LEN(modes); m++) {
         /* made as the probe's effective user: every other check passes */
@@ -396,7 +391,7 @@ MP_TEST(spawn_secure_mode_ignores_marker)
         ASSERT_OK(setresuid(-1, 0, -1));
         ASSERT_OK(err);
         put_prep(sv[0], &len);
-        run_probe(path, sv[1], modes[m], nolsan, &runs[m]);
+        run_probe(path, sv[1], modes[m], &runs[m]);
         /* what is still unread */
         left[m] = 0;
         ssize_t n;
@@ -407,7 +402,7 @@ MP_TEST(spawn_secure_mode_ignores_marker)
     }
     probe_run starts[MP__ARRAY_LEN(fresh)];
     for (size_t m = 0; secure && m < MP__ARRAY_LEN(fresh); m++)
-        run_probe(path, -1, fresh[m], nolsan, &starts[m]);
+        run_probe(path, -1, fresh[m], &starts[m]);
     ASSERT_OK(unlink(path)); /* clean up before any verdict */
     ASSERT_OK(rmdir(dir));
     assert_main_ran(&plain);
@@ -439,7 +434,7 @@ MP_TEST(spawn_probe_starts_processes)
 {
     for (size_t m = 0; m < MP__ARRAY_LEN(fresh); m++) {
         probe_run r;
-        run_probe(MP_SPAWN_PROBE_PATH, -1, fresh[m], NULL, &r);
+        run_probe(MP_SPAWN_PROBE_PATH, -1, fresh[m], &r);
         assert_main_ran(&r);
         const char *line = strstr(r.out, MAIN_LINE);
         ASSERT_TRUE(strstr(line + 1, MAIN_LINE) == NULL);
