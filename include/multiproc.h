@@ -233,8 +233,10 @@ const void *mp_process_authkey(const mp_process *p, size_t *len);
 /**
  * Start the process with its context's method.
  * @return 0; MP_EALREADY if started before; MP_EPERM from a daemonic
- *         process; MP_EINVAL for a pointer argument under spawn/forkserver;
- *         MP_ECLOSED after close; -errno when the system refused.
+ *         process, or under spawn/forkserver in a set-user-ID program (see
+ *         mp_main_hook); MP_EINVAL for a pointer argument under
+ *         spawn/forkserver; MP_ECLOSED after close; -errno when the system
+ *         refused.
  */
 MP_MUST_CHECK int mp_process_start(mp_process *p);
 /**
@@ -1034,6 +1036,17 @@ MP_MUST_CHECK int mp_manager_call(mp_manager *m, const char *typeid, const char 
  * static link that runs other constructors first, a custom loader): call it
  * first thing in main().  In a spawned child it runs the target and never
  * returns; in any other process it returns at once.
+ *
+ * A spawned child is recognised by the MULTIPROC_SPAWN environment variable
+ * and the descriptor it names, which is trusted only if it is one end of a
+ * stream socket pair made by this process's parent as the same (effective)
+ * user.  Anything else is left untouched -- never read or closed -- the
+ * variable is removed and the program runs as usual.  (A child whose
+ * parent died before it started exits with MP_EXIT_BOOTSTRAP instead.)
+ * In a set-user-ID, set-group-ID or file-capability program (AT_SECURE)
+ * neither the constructor nor this function looks at the variable at all;
+ * such a program cannot start processes by spawn or forkserver, nor a
+ * resource tracker (MP_EPERM): use fork, and MP_SHM_NOTRACK.
  */
 void mp_main_hook(void);
 

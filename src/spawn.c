@@ -11,14 +11,26 @@
  *           u32 index of the parent's pidfd, u32 index of the resource
  *           tracker's socket (NO_FD: none), function reference, mp_args.
  *           role FORKSERVER: see forkserver.c; TRACKER: resource_tracker.c.
+ *
+ * The environment marker MULTIPROC_SPAWN=<fd> is a claim anyone can make,
+ * so the bootstrap (mp_main_hook, also run by the constructor) acts on it
+ * only after the kernel has vouched for the descriptor (channel_check): one
+ * end of a stream socket pair made by this process's parent as the same
+ * user.  Otherwise it drops the marker, leaves the descriptor alone and
+ * main() runs.  A set-user-ID program (AT_SECURE) ignores the marker.
  */
 #include "internal.h"
 
+#include <limits.h>
+#include <poll.h>
 #include <spawn.h>
-#include <sys/socket.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -236,16 +248,112 @@ _Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
     bootstrap_fail("unknown role", MP_EBADMSG);
 }
 
+/* What the descriptor a marker names turned out to be. */
+enum channel {
+    CHANNEL_FOREIGN,  /* not ours: leave it alone and let main() run */
+    CHANNEL_OURS,     /* the channel our parent made for us */
+    CHANNEL_ORPHANED, /* ours, but its maker exited before we started */
+};
+
+/* The marker's descriptor: decimal digits only, and not stdio. */
+static int marker_fd(const char *v)
+{
+    long fd = 0;
+    if (*v == '\0')
+        return -1;
+    for (; *v != '\0'; v++) {
+        if (*v < '0' || *v > '9' || fd > INT_MAX / 10)
+            return -1;
+        fd = fd * 10 + (*v - '0');
+    }
+    return fd > STDERR_FILENO && fd <= INT_MAX ? (int)fd : -1;
+}
+
+/*
+ * Is @fd the channel spawn_exec made for this process?  That is one end of
+ * an AF_UNIX SOCK_STREAM socket pair, and the kernel recorded who called
+ * socketpair(): the parent, as the same user.  Only metadata is looked at;
+ * nothing is read, nothing closed.  Five system calls on the normal path.
+ *
+ * Every way the library starts a fresh execution passes this check with
+ * "the maker is our parent": spawn_exec calls socketpair() and then
+ * posix_spawn() from the same process, so the peer's pid (a process id,
+ * whichever thread made the pair) is the new process's parent.  That holds
+ * for the spawn start method, for the fork server (spawned by the process
+ * that first needs it) and for the resource tracker (POSIX_SPAWN_SETSID
+ * makes a new session in the child itself: no double fork, same parent).
+ * Forkserver children are forked, not executed: they are handed their
+ * channel by mp__bootstrap directly and never come here.
+ *
+ * One legitimate child fails "the maker is our parent": one whose parent
+ * died before this check and that was reparented (to init or a subreaper).
+ * Its channel cannot be verified any more, and running the program's main()
+ * in a process that was meant to be a child is no way out either: if the
+ * maker has exited, the verdict is CHANNEL_ORPHANED and the caller exits
+ * without touching the descriptor.  A maker that is alive but not our
+ * parent is CHANNEL_FOREIGN.
+ */
+static enum channel channel_check(int fd)
+{
+    struct sockaddr_un peer;
+    socklen_t alen = sizeof peer;
+    /* A connected AF_UNIX socket whose peer has no address: a socket pair
+     * (not a pipe or file -- ENOTSOCK --, not a listener or an unconnected
+     * socket -- ENOTCONN --, not a connection to a named listener). */
+    if (getpeername(fd, (struct sockaddr *)&peer, &alen) != 0 || peer.sun_family != AF_UNIX ||
+        alen != offsetof(struct sockaddr_un, sun_path))
+        return CHANNEL_FOREIGN;
+    int type;
+    socklen_t tlen = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM)
+        return CHANNEL_FOREIGN;
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || clen != sizeof cred)
+        return CHANNEL_FOREIGN;
+    /* uid: the maker's effective uid when it called socketpair().  pid 0:
+     * no maker, or one outside our pid namespace (whose getppid() is 0). */
+    if (cred.uid != geteuid() || cred.pid <= 0)
+        return CHANNEL_FOREIGN;
+    if (cred.pid == getppid())
+        return CHANNEL_OURS;
+    /* Not our parent.  Has the maker exited?  A zombie has: its pidfd
+     * polls readable.  The short wait covers the instant in which the
+     * exiting parent has handed us over but is not marked exited yet. */
+    int pidfd = mp__sys_pidfd_open(cred.pid);
+    if (pidfd == -ESRCH)
+        return CHANNEL_ORPHANED;
+    if (pidfd < 0)
+        return CHANNEL_FOREIGN;
+    mp__deadline d;
+    mp__deadline_init(&d, 0.01);
+    int r = mp__sys_poll1(pidfd, POLLIN, &d);
+    mp__sys_close(pidfd);
+    return r == 1 ? CHANNEL_ORPHANED : CHANNEL_FOREIGN;
+}
+
+/*
+ * The bootstrap entry, from the constructor or mp_main_hook().  A marker
+ * this process cannot trust is dropped from the environment and main()
+ * runs as if it had never been set.
+ */
 void mp_main_hook(void)
 {
+    /* Set-user-ID, set-group-ID or file capabilities: whoever ran us chose
+     * the environment and the descriptors.  The marker is not ours to read,
+     * nor to remove. */
+    if (getauxval(AT_SECURE) != 0)
+        return;
     const char *v = getenv(ENV_MARKER);
     if (v == NULL)
         return;
-    int fd = atoi(v);
+    int fd = marker_fd(v);
+    enum channel c = fd < 0 ? CHANNEL_FOREIGN : channel_check(fd);
     unsetenv(ENV_MARKER);
-    if (fd < 3)
-        bootstrap_fail("bad " ENV_MARKER " marker", 0);
-    mp__bootstrap(fd, 0);
+    if (c == CHANNEL_ORPHANED)
+        bootstrap_fail("the parent exited before the child started", 0);
+    if (c == CHANNEL_OURS)
+        mp__bootstrap(fd, 0);
 }
 
 /* Before main(): a spawned child never runs the program's main. */
@@ -256,6 +364,11 @@ __attribute__((constructor)) static void spawn_constructor(void)
 
 static int spawn_exec(int *sock, pid_t *pid, int *pidfd, short flags)
 {
+    /* A set-user-ID program's fresh runs are set-user-ID runs too, whose
+     * bootstrap ignores the marker (mp_main_hook): each would run main()
+     * instead of its orders.  Only the fork start method works there. */
+    if (getauxval(AT_SECURE) != 0)
+        return MP_EPERM;
     int sv[2];
     int err = mp__sys_socketpair(SOCK_STREAM, sv);
     if (err < 0)
