@@ -247,6 +247,13 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
  * writing, written, committed) and get (11-14: locked, copied, about to
  * commit, committed). */
 extern void (*mp__queue_fault_hook)(int point);
+/* Tests only: write @v where another process holding the queue's file
+ * could, into the shared header word @what: "magic", "kind", "maxsize",
+ * "ring_cap", "ring_grow", "log_punched", "ndone"; a field of a side's
+ * current state, "p.mode" "p.ring" "p.log" "p.count" (producers) or "g.*"
+ * (consumers), committed as a new state; "next.kind" or "next.len" of the
+ * record the consumers read next.  MP_EINVAL for another name. */
+int mp__queue_poke(mp_queue *q, const char *what, uint64_t v);
 /* pool.c, for the tests: called in a worker between a claim and the move of
  * the claim cursor. */
 extern void (*mp__pool_claim_hook)(void);

@@ -749,6 +749,60 @@ int mp_queue_join(mp_queue *q, double timeout)
     }
 }
 
+/* Tests only: see internal.h. */
+int mp__queue_poke(mp_queue *q, const char *what, uint64_t v)
+{
+    if (q == NULL || q->px || what == NULL)
+        return MP_EINVAL;
+    qhdr *h = q->h;
+    state p, g;
+    state_read(&h->pseq, h->pside, &p);
+    state_read(&h->gseq, h->gside, &g);
+    if (strcmp(what, "magic") == 0)
+        h->magic = (uint32_t)v;
+    else if (strcmp(what, "kind") == 0)
+        h->kind = (uint32_t)v;
+    else if (strcmp(what, "maxsize") == 0)
+        h->maxsize = v;
+    else if (strcmp(what, "ring_cap") == 0)
+        atomic_store(&h->ring_cap, v);
+    else if (strcmp(what, "ring_grow") == 0)
+        atomic_store(&h->ring_grow, (uint32_t)v);
+    else if (strcmp(what, "log_punched") == 0)
+        atomic_store(&h->log_punched, v);
+    else if (strcmp(what, "ndone") == 0)
+        atomic_store(&h->ndone, v);
+    else if (strncmp(what, "next.", 5) == 0) {
+        /* a word of the record header at the consumers' position */
+        char *base = g.mode == IN_RING ? q->ring : log_base(q);
+        uint64_t cap = g.mode == IN_RING ? RING_MIN : LOG_SIZE, c = ring_cap(h);
+        cap = g.mode == IN_RING && c ? c : cap;
+        uint64_t pos = g.mode == IN_RING ? g.ring : g.log;
+        if (base == NULL || g.mode > IN_LOG || (strcmp(what + 5, "kind") && strcmp(what + 5, "len")))
+            return MP_EINVAL;
+        region_copy(base, cap, pos + (strcmp(what + 5, "len") == 0 ? 8 : 0), &v, 8, true);
+    } else if ((what[0] == 'p' || what[0] == 'g') && what[1] == '.') {
+        bool prod = what[0] == 'p';
+        state *s = prod ? &p : &g;
+        const char *f = what + 2;
+        uint64_t *w = strcmp(f, "mode") == 0    ? &s->mode
+                      : strcmp(f, "ring") == 0  ? &s->ring
+                      : strcmp(f, "log") == 0   ? &s->log
+                      : strcmp(f, "count") == 0 ? &s->count
+                                                : NULL;
+        if (w == NULL)
+            return MP_EINVAL;
+        *w = v;
+        if (prod)
+            state_commit(&h->pseq, h->pside, &p);
+        else
+            state_commit(&h->gseq, h->gside, &g);
+    } else {
+        return MP_EINVAL;
+    }
+    return 0;
+}
+
 /* ---- in mp_args ------------------------------------------------------------------ */
 
 /* Whether the header of a queue received from another process is one this
