@@ -257,6 +257,12 @@ int mp__queue_poke(mp_queue *q, const char *what, uint64_t v);
 /* pool.c, for the tests: called in a worker between a claim and the move of
  * the claim cursor. */
 extern void (*mp__pool_claim_hook)(void);
+/* Tests only, in a pool worker's task: write @v where any worker could,
+ * into the word @what ("start", "end", "job", "items_off", "fn_len",
+ * "kind", "started_ns") of the table entry this worker runs, or with
+ * "next." in front, of the entry after it once that is published.
+ * MP_EINVAL for another name, or outside a worker. */
+int mp__pool_poke(const char *what, uint64_t v);
 
 /* ---- managers.c: proxies of local-object kinds ----------------------------- */
 

@@ -266,6 +266,44 @@ static void reported(phdr *h, int efd)
     }
 }
 
+/* In a worker: the table and the entry it runs (for mp__pool_poke). */
+static phdr *worker_table;
+static pentry *worker_entry;
+
+/* Tests only: see internal.h. */
+int mp__pool_poke(const char *what, uint64_t v)
+{
+    pentry *e = worker_entry;
+    if (e == NULL || what == NULL)
+        return MP_EINVAL;
+    if (strncmp(what, "next.", 5) == 0) {
+        /* the entry after this one, once it is published */
+        uint64_t pos = atomic_load(&e->pos) + 1;
+        e = &worker_table->tasks[pos % TASKCAP];
+        for (int i = 0; i < 10000; i++) {
+            if (atomic_load(&e->pos) == pos && ST(atomic_load(&e->state)) == E_READY)
+                break;
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
+        what += 5;
+    }
+    uint64_t *w = strcmp(what, "start") == 0       ? &e->start
+                  : strcmp(what, "end") == 0       ? &e->end
+                  : strcmp(what, "job") == 0       ? &e->job
+                  : strcmp(what, "items_off") == 0 ? &e->items_off
+                  : strcmp(what, "fn_len") == 0    ? &e->fn_len
+                                                   : NULL;
+    if (strcmp(what, "kind") == 0)
+        e->kind = (uint32_t)v;
+    else if (strcmp(what, "started_ns") == 0)
+        atomic_store(&e->started_ns, (int64_t)v);
+    else if (w != NULL)
+        *w = v;
+    else
+        return MP_EINVAL;
+    return 0;
+}
+
 /* args: task table heap fd, result queue, slot, maxtasks, eventfd,
  * initializer reference (bytes, may be empty), then the initializer's args. */
 static int pool_worker(const mp_args *a)
@@ -280,6 +318,7 @@ static int pool_worker(const mp_args *a)
     if (heap == NULL)
         return 3;
     phdr *h = (phdr *)heap;
+    worker_table = h;
     report rep = {0};
     if (initlen > 0) {
         mp__reader r;
@@ -310,6 +349,7 @@ static int pool_worker(const mp_args *a)
     for (uint64_t done = 0; maxtasks == 0 || done < maxtasks; done++) {
         pentry *e = claim(h, me);
         pentry t = *e; /* what runs: read once, checked */
+        worker_entry = e;
         if (!task_ok(&t)) {
             /* not what the parent publishes: it recovers the task from
              * its own copy, as from any worker's death */
