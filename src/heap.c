@@ -19,7 +19,8 @@
  * Every process a block was sent to can write all of its segment, so the
  * allocator keeps nothing there: its free lists are arrays of this
  * process's own, and a received (offset, size) must lie inside the
- * segment as mapped here, on a block boundary.
+ * segment as mapped here, on a block boundary.  Segments are sealed at
+ * their size, so no process can cut one short under the others' mappings.
  */
 #include "internal.h"
 
@@ -90,6 +91,10 @@ void mp__heap_atfork_child(void)
 static int seg_map(int fd, size_t size, bool dedicated, mp__seg **out)
 {
     struct stat st;
+    uint64_t fixed;
+    int err = mp__sys_memfd_sized(fd, &fixed); /* its size stays what is mapped */
+    if (err < 0)
+        return err;
     if (fstat(fd, &st) < 0)
         return -errno;
     if (size == 0)
@@ -119,12 +124,7 @@ static int seg_create(size_t size, bool dedicated, mp__seg **out)
     int fd = mp__sys_memfd(dedicated ? "mp-block" : "mp-arena");
     if (fd < 0)
         return fd;
-    int err = 0;
-    while (ftruncate(fd, (off_t)size) < 0)
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
+    int err = mp__sys_memfd_size(fd, size);
     if (err == 0)
         err = seg_map(fd, size, dedicated, out);
     if (err < 0) {

@@ -68,6 +68,13 @@ int mp__sys_signalfd(const sigset_t *mask);
 /* shm_open(@name, @flags | O_NOFOLLOW | O_CLOEXEC, 0600). */
 int mp__sys_shm_open(const char *name, int flags);
 int mp__sys_memfd(const char *name);
+/* Give the memfd @fd its size for good: @size bytes, then sealed against
+ * shrinking and growing (and further seals), so that no process it is
+ * passed to can make another's mappings of it fault.  0 or -errno. */
+int mp__sys_memfd_size(int fd, uint64_t size);
+/* The size of @fd in *@size if it is a memfd sealed so: 0; MP_EBADMSG if
+ * its size could still change (or it is no memfd); -errno. */
+int mp__sys_memfd_sized(int fd, uint64_t *size);
 /* Close, never retried; keeps errno. */
 void mp__sys_close(int fd);
 /* Wait for @events on one fd: 1 ready, 0 deadline passed, -errno. EINTR retried. */

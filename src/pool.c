@@ -112,10 +112,12 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Map the heap: a file sealed at its size, so that no worker can cut it
+ * short under the others' mappings. */
 static char *heap_map(int fd)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != HEAP_SIZE)
+    uint64_t size;
+    if (mp__sys_memfd_sized(fd, &size) < 0 || size != HEAP_SIZE)
         return NULL;
     void *m = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     return m == MAP_FAILED ? NULL : m;
@@ -1241,7 +1243,7 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     if (err == 0)
         err = p->heapfd = mp__sys_memfd("mp-pool");
     if (err >= 0)
-        err = ftruncate(p->heapfd, (off_t)HEAP_SIZE) < 0 ? -errno : 0;
+        err = mp__sys_memfd_size(p->heapfd, HEAP_SIZE);
     if (err == 0 && (p->heap = heap_map(p->heapfd)) == NULL)
         err = -errno ? -errno : MP_ENOMEM;
     if (err == 0) {

@@ -38,7 +38,8 @@
  * states must agree (modes, counts, positions at most a region apart) and
  * a record must lie inside what its producer committed.  A queue that
  * breaks one of these gives MP_EBADMSG; one received from another process
- * is checked whole before it is used (queue_check).
+ * is checked whole before it is used (queue_check).  The file is sealed at
+ * its size, so no process can cut it short under the others' mappings.
  */
 #include "internal.h"
 
@@ -253,12 +254,15 @@ static void log_punch(mp_queue *q, uint64_t upto, bool drained)
 
 /* ---- create, map, free ------------------------------------------------------- */
 
+/* Map @fd: a queue's file, of its size for good (the mappings never reach
+ * past its end, whatever another process does with the file). */
 static int queue_map(int fd, mp_queue **out)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    if ((uint64_t)st.st_size != HDR_SIZE + RING_MAX + LOG_SIZE)
+    uint64_t size;
+    int err = mp__sys_memfd_sized(fd, &size);
+    if (err < 0)
+        return err;
+    if (size != HDR_SIZE + RING_MAX + LOG_SIZE)
         return MP_EBADMSG;
     void *m = mmap(NULL, HDR_SIZE + RING_MAX, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
                    fd, 0);
@@ -300,12 +304,7 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
     int fd = mp__sys_memfd("mp-queue");
     if (fd < 0)
         return fd;
-    int err = 0;
-    while (ftruncate(fd, (off_t)(HDR_SIZE + RING_MAX + LOG_SIZE)) < 0)
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
+    int err = mp__sys_memfd_size(fd, HDR_SIZE + RING_MAX + LOG_SIZE);
     mp_queue *q = NULL;
     if (err == 0)
         err = queue_map(fd, &q);

@@ -15,6 +15,7 @@
  */
 #include "mp_test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1318,6 +1319,40 @@ MP_TEST(corrupted_queue_refused_by_rebuild)
     ASSERT_OK(mp__queue_poke(q2, "maxsize", 3));
     ASSERT_ERR(MP_EBADMSG, rebuild_dup(q2, &q3));
     mp_queue_free(q2);
+}
+
+/* No process can cut a queue's file short under the others' mappings (a
+ * fault on the next access): its size is sealed, and a file whose size is
+ * not is refused. */
+MP_TEST(queue_file_keeps_its_size)
+{
+    mp_queue *q = queue_new(0);
+    put_str(q, "hello", 0);
+    mp_buf b = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    ASSERT_OK(mp__queue_objtype.reduce(q, &b, &fds));
+    int fd = fds.fds[0];
+    off_t size = lseek(fd, 0, SEEK_END);
+    ASSERT_GT(size, 0);
+    ASSERT_EQ(-1, ftruncate(fd, 4096));
+    ASSERT_EQ(EPERM, errno);
+    ASSERT_EQ(-1, ftruncate(fd, size + 4096));
+    ASSERT_EQ(EPERM, errno);
+    expect_str(q, "hello", 0);
+    /* the same header in a file of the same size, not sealed */
+    int forged = mp__sys_memfd("forged");
+    ASSERT_GE(forged, 3);
+    ASSERT_EQ(0, ftruncate(forged, size));
+    char hdr[4096];
+    ASSERT_EQ((ssize_t)sizeof hdr, pread(fd, hdr, sizeof hdr, 0));
+    ASSERT_EQ((ssize_t)sizeof hdr, pwrite(forged, hdr, sizeof hdr, 0));
+    mp__reader r;
+    mp__reader_init(&r, b.data, b.len);
+    void *obj = NULL;
+    ASSERT_ERR(MP_EBADMSG, mp__queue_objtype.rebuild(&r, &forged, 1, &obj));
+    mp__sys_close(forged);
+    mp_buf_free(&b);
+    mp_queue_free(q);
 }
 
 /* args: a corrupted queue, a sound one: never runs */

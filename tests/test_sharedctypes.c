@@ -621,3 +621,23 @@ MP_TEST(arena_rebuild_refuses_a_block_off_its_boundary)
     mp__shm_free(&big);
     mp__shm_free(&a);
 }
+
+/* No process can cut a segment short under the others' mappings. */
+MP_TEST(arena_segments_keep_their_size)
+{
+    mp__shref a, big;
+    ASSERT_OK(mp__shm_alloc(64, &a));
+    ASSERT_OK(mp__shm_alloc((size_t)1 << 20, &big));
+    const mp__shref *refs[] = {&a, &big};
+    for (int i = 0; i < 2; i++) {
+        mp_buf b = MP_BUF_INIT;
+        mp__fdvec fds = {.n = 0};
+        ASSERT_OK(mp__shm_reduce(refs[i], &b, &fds));
+        ASSERT_EQ(-1, ftruncate(fds.fds[0], 0));
+        ASSERT_EQ(EPERM, errno);
+        mp_buf_free(&b);
+    }
+    memset(big.p, 1, big.size); /* all still there */
+    mp__shm_free(&big);
+    mp__shm_free(&a);
+}
