@@ -31,9 +31,9 @@
  * there drive memory access or a loop: a worker copies the entry it
  * claimed and checks it against the heap's size before it runs it (one it
  * cannot run, it dies on, and the parent recovers as from any death); the
- * parent keeps its own copy of each entry it published and takes from the
- * table only the state, the item in progress (clamped to the entry) and
- * the start time.
+ * parent keeps its own copy of each entry it published, and whether it has
+ * freed it since, and takes from the table only the state, the item in
+ * progress (clamped to the entry) and the start time.
  */
 #include "internal.h"
 
@@ -461,7 +461,10 @@ struct mp_pool {
     int heapfd;
     char *heap;
     phdr *h;
-    pentry *posted;                /* what was published at each entry: the copy used */
+    struct posted {                /* each entry as this process knows it */
+        pentry e;                  /* what it published there: the copy used */
+        bool busy;                 /* published, not yet freed */
+    } *posted;
     mp_queue *results;
     int efd;
     uint64_t publish;              /* next table position to fill */
@@ -677,8 +680,8 @@ static void publish(mp_pool *p)
     int any = 0;
     while (p->pend_head) {
         pentry *e = &p->h->tasks[p->publish % TASKCAP];
-        if (atomic_load(&e->state) != E_FREE)
-            break;
+        if (p->posted[p->publish % TASKCAP].busy)
+            break; /* not yet freed (by this process: the table's word may lie) */
         pending *t = p->pend_head;
         p->pend_head = t->next;
         if (p->pend_head == NULL)
@@ -699,7 +702,8 @@ static void publish(mp_pool *p)
         e->results_off = t->e.results_off;
         e->result_size = t->e.result_size;
         e->status_off = t->e.status_off;
-        p->posted[p->publish % TASKCAP] = t->e;
+        p->posted[p->publish % TASKCAP].e = t->e;
+        p->posted[p->publish % TASKCAP].busy = true;
         atomic_store(&e->pos, p->publish);
         atomic_store_explicit(&e->state, E_READY, memory_order_release);
         free(t);
@@ -862,8 +866,9 @@ static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
 }
 
 /* Done with an entry: it may take the next round's task. */
-static void free_entry(pentry *e)
+static void free_entry(mp_pool *p, pentry *e)
 {
+    p->posted[e - p->h->tasks].busy = false;
     /* the position first: a worker that sees the entry free sees this too */
     atomic_store(&e->pos, atomic_load(&e->pos) | POS_FREED);
     atomic_store(&e->state, E_FREE);
@@ -880,10 +885,10 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
         wake_waiters(p);
         return;
     }
-    if (r->entry >= TASKCAP || p->posted[r->entry].job != r->job)
+    if (r->entry >= TASKCAP || !p->posted[r->entry].busy || p->posted[r->entry].e.job != r->job)
         return; /* not a report of what that entry holds */
     pentry *e = &p->h->tasks[r->entry];
-    const pentry *t = &p->posted[r->entry];
+    const pentry *t = &p->posted[r->entry].e;
     job *j = find_job(p, r->job);
     if (j != NULL && !j->finished) {
         if (j->kind == T_MAP && r->code == 0 && !(j->is_imap && !j->ordered)) {
@@ -904,7 +909,7 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
         }
     }
     if (ST(atomic_load(&e->state)) == E_DONE)
-        free_entry(e);
+        free_entry(p, e);
 }
 
 /* ---- workers -------------------------------------------------------------- */
@@ -976,13 +981,13 @@ static void on_death(mp_pool *p, int idx)
     IGNORE_RESULT(mp_process_exitcode(w->proc, &code));
     for (int t = 0; t < TASKCAP; t++) {
         pentry *e = &p->h->tasks[t];
-        const pentry *pe = &p->posted[t]; /* what the entry holds */
+        const pentry *pe = &p->posted[t].e; /* what the entry holds */
         uint32_t word = atomic_load(&e->state), st = ST(word);
-        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx)
+        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx || !p->posted[t].busy)
             continue;
         if (pe->kind == T_STOP) {
             stopped = true;
-            free_entry(e);
+            free_entry(p, e);
             continue;
         }
         job *j = find_job(p, pe->job);
@@ -1016,7 +1021,7 @@ static void on_death(mp_pool *p, int idx)
             j->done = 1;
             job_finish(p, j, false);
         }
-        free_entry(e);
+        free_entry(p, e);
     }
     if (code != 0 || w->timed_out)
         mp__log(MP_LOG_INFO, "pool: worker %d ended with %d%s", idx + 1, code,
