@@ -709,7 +709,10 @@ int mp_shm_unlink(mp_shm *s);
  * process killed at any instant inside put or get (SIGKILL included) never
  * leaves a torn, duplicated or lost committed message and never blocks the
  * others.  An unbounded queue takes memory for what is pending (plus a
- * ring of a few MiB that it reuses).
+ * ring of a few MiB that it reuses).  A queue whose shared memory another
+ * process corrupted gives MP_EBADMSG from put, get, get_into and qsize
+ * (empty then says true, full false), and is refused when received in
+ * mp_args.
  */
 typedef struct mp_queue mp_queue;
 /** @maxsize: messages; 0 unbounded. */

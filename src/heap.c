@@ -15,6 +15,12 @@
  * segment once.  Each process counts its handles per segment and unmaps
  * (and closes) a segment when its last handle here is freed, so a program
  * that frees what it made holds no descriptor for it.
+ *
+ * Every process a block was sent to can write all of its segment, so the
+ * allocator keeps nothing there: its free lists are arrays of this
+ * process's own, and a received (offset, size) must lie inside the
+ * segment as mapped here, on a block boundary.  Segments are sealed at
+ * their size, so no process can cut one short under the others' mappings.
  */
 #include "internal.h"
 
@@ -42,17 +48,28 @@ struct mp__seg {
     size_t bump;       /* owner only: first never-used byte */
 };
 
-/* A freed block, linked through its own first bytes (owner only). */
-typedef struct freeblk {
-    struct freeblk *next;
-} freeblk;
+/* Freed blocks of one class (owner only), in private memory: not linked
+ * through the blocks, which other processes can write. */
+typedef struct freelist {
+    char **v;
+    size_t n, cap;
+} freelist;
 
 static struct {
     pthread_mutex_t lock;
     mp__seg *segs;
-    freeblk *free[NCLASS]; /* of this process's own segments */
+    freelist free[NCLASS]; /* of this process's own segments */
     pid_t free_pid;        /* whose free lists these are */
 } heap = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Empty the free lists (a forked child's are its parent's). */
+static void free_lists_drop(void)
+{
+    for (int c = 0; c < NCLASS; c++) {
+        free(heap.free[c].v);
+        heap.free[c] = (freelist){0};
+    }
+}
 
 void mp__heap_atfork_prepare(void)
 {
@@ -74,6 +91,10 @@ void mp__heap_atfork_child(void)
 static int seg_map(int fd, size_t size, bool dedicated, mp__seg **out)
 {
     struct stat st;
+    uint64_t fixed;
+    int err = mp__sys_memfd_sized(fd, &fixed); /* its size stays what is mapped */
+    if (err < 0)
+        return err;
     if (fstat(fd, &st) < 0)
         return -errno;
     if (size == 0)
@@ -103,12 +124,7 @@ static int seg_create(size_t size, bool dedicated, mp__seg **out)
     int fd = mp__sys_memfd(dedicated ? "mp-block" : "mp-arena");
     if (fd < 0)
         return fd;
-    int err = 0;
-    while (ftruncate(fd, (off_t)size) < 0)
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
+    int err = mp__sys_memfd_size(fd, size);
     if (err == 0)
         err = seg_map(fd, size, dedicated, out);
     if (err < 0) {
@@ -155,7 +171,7 @@ int mp__shm_alloc(size_t size, mp__shref *out)
     int err = 0;
     pthread_mutex_lock(&heap.lock);
     if (heap.free_pid != me) { /* a forked child: the lists are the parent's */
-        memset(heap.free, 0, sizeof heap.free);
+        free_lists_drop();
         heap.free_pid = me;
     }
     if (size > ((size_t)1 << MAX_SHIFT)) {
@@ -172,11 +188,10 @@ int mp__shm_alloc(size_t size, mp__shref *out)
     }
     int c = size_class(size);
     size_t bsize = (size_t)1 << (MIN_SHIFT + c);
-    if (heap.free[c] != NULL) {
-        freeblk *b = heap.free[c];
-        heap.free[c] = b->next;
+    if (heap.free[c].n > 0) {
+        char *b = heap.free[c].v[--heap.free[c].n];
         memset(b, 0, bsize);
-        out->p = (char *)b;
+        out->p = b;
         for (mp__seg *s = heap.segs; s; s = s->next)
             if (out->p >= s->base && out->p < s->base + s->size)
                 out->seg = s;
@@ -211,14 +226,30 @@ done:
 /* Forget free blocks inside @s (it is going away; under heap.lock). */
 static void purge_free(mp__seg *s)
 {
-    for (int c = 0; c < NCLASS; c++)
-        for (freeblk **pp = &heap.free[c]; *pp;) {
-            char *b = (char *)*pp;
-            if (b >= s->base && b < s->base + s->size)
-                *pp = (*pp)->next;
-            else
-                pp = &(*pp)->next;
-        }
+    for (int c = 0; c < NCLASS; c++) {
+        freelist *l = &heap.free[c];
+        size_t k = 0;
+        for (size_t i = 0; i < l->n; i++)
+            if (l->v[i] < s->base || l->v[i] >= s->base + s->size)
+                l->v[k++] = l->v[i];
+        l->n = k;
+    }
+}
+
+/* Keep @b for reuse (under heap.lock); without memory for the list it
+ * is not reused, and goes with its segment. */
+static void free_push(int c, char *b)
+{
+    freelist *l = &heap.free[c];
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (v == NULL)
+            return;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = b;
 }
 
 void mp__shm_free(mp__shref *ref)
@@ -228,12 +259,8 @@ void mp__shm_free(mp__shref *ref)
     mp__seg *s = ref->seg;
     pthread_mutex_lock(&heap.lock);
     bool mine = s->owner == mp__me.pid && heap.free_pid == mp__me.pid;
-    if (!s->dedicated && ref->creator == mp__me.pid && mine) {
-        int c = size_class(ref->size);
-        freeblk *b = (freeblk *)ref->p;
-        b->next = heap.free[c];
-        heap.free[c] = b;
-    }
+    if (!s->dedicated && ref->creator == mp__me.pid && mine)
+        free_push(size_class(ref->size), ref->p);
     if (s->refs > 0 && --s->refs == 0) {
         if (mine && !s->dedicated)
             purge_free(s);
@@ -276,7 +303,9 @@ int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out)
     uint32_t k = mp__get_u32(r);
     uint64_t off = mp__get_u64(r), size = mp__get_u64(r);
     uint8_t dedicated = mp__get_u8(r);
-    if (r->err || k >= nfds || fds[k] < 0 || size == 0 || dedicated > 1)
+    /* blocks start on 64-byte boundaries (a dedicated one at 0) */
+    if (r->err || k >= nfds || fds[k] < 0 || size == 0 || dedicated > 1 ||
+        off % ((uint64_t)1 << MIN_SHIFT) != 0 || (dedicated && off != 0))
         return MP_EBADMSG;
     struct stat st;
     if (fstat(fds[k], &st) < 0)

@@ -68,6 +68,13 @@ int mp__sys_signalfd(const sigset_t *mask);
 /* shm_open(@name, @flags | O_NOFOLLOW | O_CLOEXEC, 0600). */
 int mp__sys_shm_open(const char *name, int flags);
 int mp__sys_memfd(const char *name);
+/* Give the memfd @fd its size for good: @size bytes, then sealed against
+ * shrinking and growing (and further seals), so that no process it is
+ * passed to can make another's mappings of it fault.  0 or -errno. */
+int mp__sys_memfd_size(int fd, uint64_t size);
+/* The size of @fd in *@size if it is a memfd sealed so: 0; MP_EBADMSG if
+ * its size could still change (or it is no memfd); -errno. */
+int mp__sys_memfd_sized(int fd, uint64_t *size);
 /* Close, never retried; keeps errno. */
 void mp__sys_close(int fd);
 /* Wait for @events on one fd: 1 ready, 0 deadline passed, -errno. EINTR retried. */
@@ -293,9 +300,22 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
  * writing, written, committed) and get (11-14: locked, copied, about to
  * commit, committed). */
 extern void (*mp__queue_fault_hook)(int point);
+/* Tests only: write @v where another process holding the queue's file
+ * could, into the shared header word @what: "magic", "kind", "maxsize",
+ * "ring_cap", "ring_grow", "log_punched", "ndone"; a field of a side's
+ * current state, "p.mode" "p.ring" "p.log" "p.count" (producers) or "g.*"
+ * (consumers), committed as a new state; "next.kind" or "next.len" of the
+ * record the consumers read next.  MP_EINVAL for another name. */
+int mp__queue_poke(mp_queue *q, const char *what, uint64_t v);
 /* pool.c, for the tests: called in a worker between a claim and the move of
  * the claim cursor. */
 extern void (*mp__pool_claim_hook)(void);
+/* Tests only, in a pool worker's task: write @v where any worker could,
+ * into the word @what ("start", "end", "job", "items_off", "fn_len",
+ * "kind", "started_ns") of the table entry this worker runs, or with
+ * "next." in front, of the entry after it once that is published.
+ * MP_EINVAL for another name, or outside a worker. */
+int mp__pool_poke(const char *what, uint64_t v);
 
 /* ---- managers.c: the server's limits ---------------------------------------- */
 

@@ -26,6 +26,14 @@
  * the item in progress fails with MP_EWORKER (or MP_ETIMEDOUT when the
  * parent killed it for overrunning task_timeout), the rest of the chunk
  * goes back in the table, and a new worker takes the dead one's place.
+ *
+ * Every worker can write anywhere in the heap, so neither side lets a word
+ * there drive memory access or a loop: a worker copies the entry it
+ * claimed and checks it against the heap's size before it runs it (one it
+ * cannot run, it dies on, and the parent recovers as from any death); the
+ * parent keeps its own copy of each entry it published, and whether it has
+ * freed it since, and takes from the table only the state, the item in
+ * progress (clamped to the entry) and the start time.
  */
 #include "internal.h"
 
@@ -104,10 +112,12 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Map the heap: a file sealed at its size, so that no worker can cut it
+ * short under the others' mappings. */
 static char *heap_map(int fd)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != HEAP_SIZE)
+    uint64_t size;
+    if (mp__sys_memfd_sized(fd, &size) < 0 || size != HEAP_SIZE)
         return NULL;
     void *m = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     return m == MAP_FAILED ? NULL : m;
@@ -163,6 +173,33 @@ static pentry *claim(phdr *h, uint32_t me)
     }
 }
 
+/* Whether [off, off + len) lies in the heap. */
+static bool in_heap(uint64_t off, uint64_t len)
+{
+    return off <= HEAP_SIZE && len <= HEAP_SIZE - off;
+}
+
+/* Whether @n items of @size bytes from @off lie in the heap. */
+static bool array_in_heap(uint64_t off, uint64_t n, uint64_t size)
+{
+    return off <= HEAP_SIZE && (size == 0 || n <= (HEAP_SIZE - off) / size);
+}
+
+/* Whether a task copied from the table is one the parent could have
+ * published: every region it names inside the heap. */
+static bool task_ok(const pentry *t)
+{
+    if (t->kind == T_STOP)
+        return true;
+    if ((t->kind != T_MAP && t->kind != T_APPLY) || !in_heap(t->fn_off, t->fn_len))
+        return false;
+    if (t->kind == T_APPLY)
+        return in_heap(t->args_off, t->args_len);
+    return t->start <= t->end && array_in_heap(t->items_off, t->end, t->item_size) &&
+           array_in_heap(t->results_off, t->end, t->result_size) && t->status_off % 8 == 0 &&
+           array_in_heap(t->status_off, t->end, 8);
+}
+
 static void *resolve(char *heap, const pentry *e, mp_buf *cache_key, void **cache_fn)
 {
     const void *ref = heap + e->fn_off;
@@ -182,25 +219,25 @@ static void *resolve(char *heap, const pentry *e, mp_buf *cache_key, void **cach
     return fn;
 }
 
-/* Run a chunk; the number of items that failed. */
-static int run_map(char *heap, pentry *e, mp_map_fn fn)
+/* Run the chunk @t (checked) of entry @e; the number of items that failed. */
+static int run_map(char *heap, pentry *e, const pentry *t, mp_map_fn fn)
 {
     int failed = 0;
-    const char *items = heap + e->items_off;
-    char *results = heap + e->results_off;
-    _Atomic uint64_t *status = (_Atomic uint64_t *)(heap + e->status_off);
-    bool timed = e->flags & F_TIMED;
-    for (uint64_t i = e->start; i < e->end; i++) {
+    const char *items = heap + t->items_off;
+    char *results = heap + t->results_off;
+    _Atomic uint64_t *status = (_Atomic uint64_t *)(heap + t->status_off);
+    bool timed = t->flags & F_TIMED;
+    for (uint64_t i = t->start; i < t->end; i++) {
         atomic_store_explicit(&e->cur, i, memory_order_relaxed);
         if (timed)
             atomic_store(&e->started_ns, now_ns());
-        int rc = fn(items + i * e->item_size, results + i * e->result_size);
+        int rc = fn(items + i * t->item_size, results + i * t->result_size);
         if (rc != 0) { /* the status array is zero: only failures are written */
             atomic_store_explicit(&status[i], STATUS_DONE | (uint32_t)rc, memory_order_release);
             failed++;
         }
     }
-    atomic_store(&e->cur, e->end);
+    atomic_store(&e->cur, t->end);
     return failed;
 }
 
@@ -231,6 +268,44 @@ static void reported(phdr *h, int efd)
     }
 }
 
+/* In a worker: the table and the entry it runs (for mp__pool_poke). */
+static phdr *worker_table;
+static pentry *worker_entry;
+
+/* Tests only: see internal.h. */
+int mp__pool_poke(const char *what, uint64_t v)
+{
+    pentry *e = worker_entry;
+    if (e == NULL || what == NULL)
+        return MP_EINVAL;
+    if (strncmp(what, "next.", 5) == 0) {
+        /* the entry after this one, once it is published */
+        uint64_t pos = atomic_load(&e->pos) + 1;
+        e = &worker_table->tasks[pos % TASKCAP];
+        for (int i = 0; i < 10000; i++) {
+            if (atomic_load(&e->pos) == pos && ST(atomic_load(&e->state)) == E_READY)
+                break;
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
+        what += 5;
+    }
+    uint64_t *w = strcmp(what, "start") == 0       ? &e->start
+                  : strcmp(what, "end") == 0       ? &e->end
+                  : strcmp(what, "job") == 0       ? &e->job
+                  : strcmp(what, "items_off") == 0 ? &e->items_off
+                  : strcmp(what, "fn_len") == 0    ? &e->fn_len
+                                                   : NULL;
+    if (strcmp(what, "kind") == 0)
+        e->kind = (uint32_t)v;
+    else if (strcmp(what, "started_ns") == 0)
+        atomic_store(&e->started_ns, (int64_t)v);
+    else if (w != NULL)
+        *w = v;
+    else
+        return MP_EINVAL;
+    return 0;
+}
+
 /* args: task table heap fd, result queue, slot, maxtasks, eventfd,
  * initializer reference (bytes, may be empty), then the initializer's args. */
 static int pool_worker(const mp_args *a)
@@ -245,6 +320,7 @@ static int pool_worker(const mp_args *a)
     if (heap == NULL)
         return 3;
     phdr *h = (phdr *)heap;
+    worker_table = h;
     report rep = {0};
     if (initlen > 0) {
         mp__reader r;
@@ -271,25 +347,36 @@ static int pool_worker(const mp_args *a)
     }
     mp_buf key = MP_BUF_INIT, msg = MP_BUF_INIT, out = MP_BUF_INIT;
     void *fn = NULL;
+    int code = 0;
     for (uint64_t done = 0; maxtasks == 0 || done < maxtasks; done++) {
         pentry *e = claim(h, me);
-        if (e->kind == T_STOP) {
+        pentry t = *e; /* what runs: read once, checked */
+        worker_entry = e;
+        if (!task_ok(&t)) {
+            /* not what the parent publishes: it recovers the task from
+             * its own copy, as from any worker's death */
+            mp__log(MP_LOG_ERROR, "pool worker: task table entry %ld is corrupted",
+                    (long)(e - h->tasks));
+            code = 6;
+            break;
+        }
+        if (t.kind == T_STOP) {
             atomic_store(&e->state, OWNED(E_DONE, me));
             break;
         }
-        void *f = resolve(heap, e, &key, &fn);
-        rep = (report){.job = e->job, .entry = (uint64_t)(e - h->tasks), .worker = me};
+        void *f = resolve(heap, &t, &key, &fn);
+        rep = (report){.job = t.job, .entry = (uint64_t)(e - h->tasks), .worker = me};
         out.len = 0;
         if (f == NULL) {
             rep.code = MP_ENOTFOUND;
-        } else if (e->kind == T_MAP) {
-            rep.code = run_map(heap, e, (mp_map_fn)f);
+        } else if (t.kind == T_MAP) {
+            rep.code = run_map(heap, e, &t, (mp_map_fn)f);
         } else {
             mp_args *args = NULL;
             mp__reader r;
-            mp__reader_init(&r, heap + e->args_off, e->args_len);
+            mp__reader_init(&r, heap + t.args_off, t.args_len);
             atomic_store(&e->cur, 0);
-            if (e->flags & F_TIMED)
+            if (t.flags & F_TIMED)
                 atomic_store(&e->started_ns, now_ns());
             rep.code = mp__args_decode(&r, NULL, 0, MP__WIRE_CHILD, &args);
             if (rep.code == 0)
@@ -301,14 +388,16 @@ static int pool_worker(const mp_args *a)
         msg.len = 0;
         if (mp_buf_append(&msg, &rep, sizeof rep) < 0 || mp_buf_append(&msg, out.data, out.len) < 0)
             msg.len = sizeof rep; /* no memory for the bytes: an empty result */
-        if (mp_queue_put(results, msg.data, msg.len, MP_FOREVER) < 0)
-            return 5;
+        if (mp_queue_put(results, msg.data, msg.len, MP_FOREVER) < 0) {
+            code = 5;
+            break;
+        }
         reported(h, efd);
     }
     mp_buf_free(&key);
     mp_buf_free(&msg);
     mp_buf_free(&out);
-    return 0;
+    return code;
 }
 
 /* ---- parent: jobs -------------------------------------------------------------- */
@@ -372,6 +461,10 @@ struct mp_pool {
     int heapfd;
     char *heap;
     phdr *h;
+    struct posted {                /* each entry as this process knows it */
+        pentry e;                  /* what it published there: the copy used */
+        bool busy;                 /* published, not yet freed */
+    } *posted;
     mp_queue *results;
     int efd;
     uint64_t publish;              /* next table position to fill */
@@ -587,8 +680,8 @@ static void publish(mp_pool *p)
     int any = 0;
     while (p->pend_head) {
         pentry *e = &p->h->tasks[p->publish % TASKCAP];
-        if (atomic_load(&e->state) != E_FREE)
-            break;
+        if (p->posted[p->publish % TASKCAP].busy)
+            break; /* not yet freed (by this process: the table's word may lie) */
         pending *t = p->pend_head;
         p->pend_head = t->next;
         if (p->pend_head == NULL)
@@ -609,6 +702,8 @@ static void publish(mp_pool *p)
         e->results_off = t->e.results_off;
         e->result_size = t->e.result_size;
         e->status_off = t->e.status_off;
+        p->posted[p->publish % TASKCAP].e = t->e;
+        p->posted[p->publish % TASKCAP].busy = true;
         atomic_store(&e->pos, p->publish);
         atomic_store_explicit(&e->state, E_READY, memory_order_release);
         free(t);
@@ -771,8 +866,9 @@ static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
 }
 
 /* Done with an entry: it may take the next round's task. */
-static void free_entry(pentry *e)
+static void free_entry(mp_pool *p, pentry *e)
 {
+    p->posted[e - p->h->tasks].busy = false;
     /* the position first: a worker that sees the entry free sees this too */
     atomic_store(&e->pos, atomic_load(&e->pos) | POS_FREED);
     atomic_store(&e->state, E_FREE);
@@ -789,15 +885,16 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
         wake_waiters(p);
         return;
     }
-    if (r->entry >= TASKCAP)
-        return;
+    if (r->entry >= TASKCAP || !p->posted[r->entry].busy || p->posted[r->entry].e.job != r->job)
+        return; /* not a report of what that entry holds */
     pentry *e = &p->h->tasks[r->entry];
+    const pentry *t = &p->posted[r->entry].e;
     job *j = find_job(p, r->job);
     if (j != NULL && !j->finished) {
         if (j->kind == T_MAP && r->code == 0 && !(j->is_imap && !j->ordered)) {
-            settle_ok_range(p, j, e->start, e->end); /* the common case, whole words */
+            settle_ok_range(p, j, t->start, t->end); /* the common case, whole words */
         } else if (j->kind == T_MAP) {
-            for (uint64_t i = e->start; i < e->end; i++)
+            for (uint64_t i = t->start; i < t->end; i++)
                 settle(p, j, i, NULL);
         } else {
             j->code = r->code;
@@ -812,7 +909,7 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
         }
     }
     if (ST(atomic_load(&e->state)) == E_DONE)
-        free_entry(e);
+        free_entry(p, e);
 }
 
 /* ---- workers -------------------------------------------------------------- */
@@ -884,15 +981,16 @@ static void on_death(mp_pool *p, int idx)
     IGNORE_RESULT(mp_process_exitcode(w->proc, &code));
     for (int t = 0; t < TASKCAP; t++) {
         pentry *e = &p->h->tasks[t];
+        const pentry *pe = &p->posted[t].e; /* what the entry holds */
         uint32_t word = atomic_load(&e->state), st = ST(word);
-        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx)
+        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx || !p->posted[t].busy)
             continue;
-        if (e->kind == T_STOP) {
+        if (pe->kind == T_STOP) {
             stopped = true;
-            free_entry(e);
+            free_entry(p, e);
             continue;
         }
-        job *j = find_job(p, e->job);
+        job *j = find_job(p, pe->job);
         uint64_t cur = atomic_load(&e->cur);
         mp_task_error te = {
             .code = w->timed_out ? MP_ETIMEDOUT : MP_EWORKER,
@@ -902,14 +1000,15 @@ static void on_death(mp_pool *p, int idx)
         if (j != NULL && !j->finished && j->kind == T_MAP) {
             /* the items before the one in progress are done (their
              * failures, if any, in the status array); that one failed */
-            uint64_t i = e->start, upto = cur < e->start ? e->start : cur > e->end ? e->end : cur;
+            uint64_t i = pe->start,
+                     upto = cur < pe->start ? pe->start : cur > pe->end ? pe->end : cur;
             for (; i < upto; i++)
                 settle(p, j, i, NULL);
-            if (i < e->end) {
+            if (i < pe->end) {
                 te.index = i;
                 settle(p, j, i, &te);
-                if (i + 1 < e->end) {
-                    pentry rest = *e;
+                if (i + 1 < pe->end) {
+                    pentry rest = *pe;
                     rest.start = i + 1;
                     (void)enqueue(p, &rest);
                 }
@@ -922,7 +1021,7 @@ static void on_death(mp_pool *p, int idx)
             j->done = 1;
             job_finish(p, j, false);
         }
-        free_entry(e);
+        free_entry(p, e);
     }
     if (code != 0 || w->timed_out)
         mp__log(MP_LOG_INFO, "pool: worker %d ended with %d%s", idx + 1, code,
@@ -949,6 +1048,8 @@ static int check_timeouts(mp_pool *p)
         int64_t s = atomic_load(&e->started_ns);
         if (s == 0)
             continue;
+        if (s < 0 || s > now)
+            s = now; /* a worker's word: no overflow below */
         uint32_t idx = WHO(word);
         if (idx >= (uint32_t)p->nworkers || p->workers[idx].proc == NULL)
             continue;
@@ -1070,6 +1171,7 @@ static void pool_destroy(mp_pool *p)
     }
     if (p->heap)
         munmap(p->heap, HEAP_SIZE);
+    free(p->posted);
     mp__sys_close(p->heapfd);
     mp__sys_close(p->efd);
     mp_queue_free(p->results);
@@ -1140,12 +1242,13 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     p->next_job = 1;
     int err = 0;
     p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
-    if (p->workers == NULL)
+    p->posted = calloc(TASKCAP, sizeof *p->posted);
+    if (p->workers == NULL || p->posted == NULL)
         err = MP_ENOMEM;
     if (err == 0)
         err = p->heapfd = mp__sys_memfd("mp-pool");
     if (err >= 0)
-        err = ftruncate(p->heapfd, (off_t)HEAP_SIZE) < 0 ? -errno : 0;
+        err = mp__sys_memfd_size(p->heapfd, HEAP_SIZE);
     if (err == 0 && (p->heap = heap_map(p->heapfd)) == NULL)
         err = -errno ? -errno : MP_ENOMEM;
     if (err == 0) {

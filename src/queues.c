@@ -29,6 +29,17 @@
  * next one to take the mutex gets EOWNERDEAD and carries on from the last
  * commit.  The sequence words are also the futex words the other side
  * sleeps on.
+ *
+ * Any process holding the descriptor can write anything into the file, so
+ * nothing read from it is trusted with memory: the kind and maxsize fixed
+ * at creation are kept in the handle; the ring's capacity is read once per
+ * call and must be one of the sizes it can have (a power of two from
+ * RING_MIN to RING_MAX, all inside the ring's mapping); the two sides'
+ * states must agree (modes, counts, positions at most a region apart) and
+ * a record must lie inside what its producer committed.  A queue that
+ * breaks one of these gives MP_EBADMSG; one received from another process
+ * is checked whole before it is used (queue_check).  The file is sealed at
+ * its size, so no process can cut it short under the others' mappings.
  */
 #include "internal.h"
 
@@ -97,6 +108,8 @@ void (*mp__queue_fault_hook)(int point);
 struct mp_queue {
     int fd;
     qhdr *h;
+    uint64_t maxsize;    /* fixed at creation: these copies are the ones used */
+    uint32_t kind;
     /* The other side's state as last read (under this side's mutex).  The
      * positions and counts only grow, so an old copy understates the
      * room and the messages there are: a side reads the other's state
@@ -147,11 +160,13 @@ static uint64_t pad8(uint64_t n)
     return (n + 7) & ~(uint64_t)7;
 }
 
-/* Copy in or out of a circular region of @cap bytes at position @pos. */
+/* Copy in or out of a circular region of @cap bytes at position @pos: a
+ * power of two no larger than the region's mapping (ring_cap, LOG_SIZE),
+ * so that no position reaches outside it. */
 static void region_copy(char *base, uint64_t cap, uint64_t pos, void *p, uint64_t n, bool in)
 {
     while (n > 0) {
-        uint64_t off = pos % cap, k = cap - off < n ? cap - off : n;
+        uint64_t off = pos & (cap - 1), k = cap - off < n ? cap - off : n;
         if (in)
             memcpy(base + off, p, k);
         else
@@ -179,17 +194,21 @@ static char *log_base(mp_queue *q)
     return m;
 }
 
-/* Read after the commit that published the records read with it. */
-static uint64_t ring_cap(mp_queue *q)
+/* The ring's capacity, or 0 if the header holds none it can have.  Read
+ * once per put or get, after the commit that published the records read
+ * with it; the call uses this copy throughout. */
+static uint64_t ring_cap(const qhdr *h)
 {
-    return atomic_load_explicit(&q->h->ring_cap, memory_order_relaxed);
+    uint64_t cap = atomic_load_explicit(&h->ring_cap, memory_order_relaxed);
+    return cap >= RING_MIN && cap <= RING_MAX && (cap & (cap - 1)) == 0 ? cap : 0;
 }
 
-static int rec_write(mp_queue *q, int where, uint64_t pos, uint32_t kind, const void *msg,
-                     uint64_t len)
+static int rec_write(mp_queue *q, int where, uint64_t cap, uint64_t pos, uint32_t kind,
+                     const void *msg, uint64_t len)
 {
     char *base = where == IN_RING ? q->ring : log_base(q);
-    uint64_t cap = where == IN_RING ? ring_cap(q) : LOG_SIZE;
+    if (where != IN_RING)
+        cap = LOG_SIZE;
     if (base == NULL)
         return MP_ENOMEM;
     uint64_t hdr[2] = {kind, len};
@@ -199,10 +218,12 @@ static int rec_write(mp_queue *q, int where, uint64_t pos, uint32_t kind, const 
     return 0;
 }
 
-static int rec_header(mp_queue *q, int where, uint64_t pos, uint64_t *kind, uint64_t *len)
+static int rec_header(mp_queue *q, int where, uint64_t cap, uint64_t pos, uint64_t *kind,
+                      uint64_t *len)
 {
     char *base = where == IN_RING ? q->ring : log_base(q);
-    uint64_t cap = where == IN_RING ? ring_cap(q) : LOG_SIZE;
+    if (where != IN_RING)
+        cap = LOG_SIZE;
     if (base == NULL)
         return MP_ENOMEM;
     uint64_t hdr[2];
@@ -220,6 +241,8 @@ static void log_punch(mp_queue *q, uint64_t upto, bool drained)
     uint64_t to = upto & ~(uint64_t)4095;
     if (to <= from || (!drained && to - from < PUNCH_MIN))
         return;
+    if (to - from > LOG_SIZE)
+        from = to - LOG_SIZE; /* the whole log at most (a word from elsewhere) */
     for (uint64_t pos = from; pos < to;) {
         uint64_t off = pos % LOG_SIZE, k = LOG_SIZE - off < to - pos ? LOG_SIZE - off : to - pos;
         fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -231,12 +254,15 @@ static void log_punch(mp_queue *q, uint64_t upto, bool drained)
 
 /* ---- create, map, free ------------------------------------------------------- */
 
+/* Map @fd: a queue's file, of its size for good (the mappings never reach
+ * past its end, whatever another process does with the file). */
 static int queue_map(int fd, mp_queue **out)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    if ((uint64_t)st.st_size != HDR_SIZE + RING_MAX + LOG_SIZE)
+    uint64_t size;
+    int err = mp__sys_memfd_sized(fd, &size);
+    if (err < 0)
+        return err;
+    if (size != HDR_SIZE + RING_MAX + LOG_SIZE)
         return MP_EBADMSG;
     void *m = mmap(NULL, HDR_SIZE + RING_MAX, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
                    fd, 0);
@@ -278,12 +304,7 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
     int fd = mp__sys_memfd("mp-queue");
     if (fd < 0)
         return fd;
-    int err = 0;
-    while (ftruncate(fd, (off_t)(HDR_SIZE + RING_MAX + LOG_SIZE)) < 0)
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
+    int err = mp__sys_memfd_size(fd, HDR_SIZE + RING_MAX + LOG_SIZE);
     mp_queue *q = NULL;
     if (err == 0)
         err = queue_map(fd, &q);
@@ -292,8 +313,8 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
         return err;
     }
     qhdr *h = q->h;
-    h->kind = kind;
-    h->maxsize = maxsize;
+    h->kind = q->kind = kind;
+    h->maxsize = q->maxsize = maxsize;
     h->ring_cap = RING_MIN;
     err = mp__robust_init(&h->put_lock, false);
     if (err == 0)
@@ -379,10 +400,11 @@ static bool fits_ring(uint64_t len, uint64_t cap)
 /* Whether the consumers' state as last seen (@g) is not enough for this
  * put: the queue looks full, or the message would not go where it goes
  * when the ring has room.  Then the put reads their state afresh. */
-static bool room_short(const qhdr *h, const state *p, const state *g, uint64_t rec,
+static bool room_short(const mp_queue *q, const state *p, const state *g, uint64_t rec,
                        uint64_t len, uint64_t cap)
 {
-    if (h->maxsize != 0 && p->count - g->count >= h->maxsize)
+    const qhdr *h = q->h;
+    if (q->maxsize != 0 && p->count - g->count >= q->maxsize)
         return true;
     if (p->ring - g->ring > cap || p->log - g->log > LOG_SIZE ||
         atomic_load_explicit(&h->ring_grow, memory_order_relaxed))
@@ -390,6 +412,17 @@ static bool room_short(const qhdr *h, const state *p, const state *g, uint64_t r
     bool small = fits_ring(len, cap);
     return (small && cap - (p->ring - g->ring) < rec + REC_HDR) ||
            (!small && p->log + rec + 2 * REC_HDR - g->log > LOG_SIZE);
+}
+
+/* Whether the producers' state @p and the consumers' @g, read at one
+ * instant (@g not after @p), cannot be: each side has a mode, the
+ * consumers are not ahead, and what lies between them fits the queue
+ * (@maxsize messages if not 0, @cap bytes of ring, LOG_SIZE of log). */
+static bool sides_bad(const state *p, const state *g, uint64_t cap, uint64_t maxsize)
+{
+    return p->mode > IN_LOG || g->mode > IN_LOG || (int64_t)(p->count - g->count) < 0 ||
+           (maxsize != 0 && p->count - g->count > maxsize) || p->ring - g->ring > cap ||
+           p->log - g->log > LOG_SIZE;
 }
 
 int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
@@ -409,11 +442,21 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
     FAULT(1);
     state p, g = q->gseen;
     state_read(&h->pseq, h->pside, &p);
-    uint64_t rec = REC_HDR + pad8(len), cap = ring_cap(q);
-    for (bool fresh = false; !fresh && room_short(h, &p, &g, rec, len, cap);) {
+    /* only this side changes the capacity: it stays this until the commit */
+    uint64_t rec = REC_HDR + pad8(len), cap = ring_cap(h);
+    if (cap == 0 || p.mode > IN_LOG) {
+        pthread_mutex_unlock(&h->put_lock);
+        return MP_EBADMSG;
+    }
+    /* @g as last seen passed sides_bad when it was read afresh */
+    for (bool fresh = false; !fresh && room_short(q, &p, &g, rec, len, cap);) {
         uint32_t s = atomic_load(&h->gseq);
         state_read(&h->gseq, h->gside, &g);
-        if (h->maxsize == 0 || p.count - g.count < h->maxsize) {
+        if (sides_bad(&p, &g, cap, q->maxsize)) {
+            pthread_mutex_unlock(&h->put_lock);
+            return MP_EBADMSG;
+        }
+        if (q->maxsize == 0 || p.count - g.count < q->maxsize) {
             fresh = true;
             break;
         }
@@ -421,10 +464,11 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
             (side_sleep(&h->gseq, s, &h->put_sleeping, &d) == MP_ETIMEDOUT &&
              mp__deadline_expired(&d))) {
             state_read(&h->gseq, h->gside, &g);
-            if (p.count - g.count < h->maxsize)
+            bool bad = sides_bad(&p, &g, cap, q->maxsize);
+            if (!bad && p.count - g.count < q->maxsize)
                 break;
             pthread_mutex_unlock(&h->put_lock);
-            return MP_EFULL;
+            return bad ? MP_EBADMSG : MP_EFULL;
         }
     }
     q->gseen = g;
@@ -440,17 +484,17 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
     if (p.mode == IN_LOG && small && ring_free >= rec + REC_HDR) {
         /* back to the ring as soon as it has room: the consumer reaches
          * the new records after this switch record in the log */
-        err = rec_write(q, IN_LOG, p.log, REC_TO_RING, NULL, 0);
+        err = rec_write(q, IN_LOG, cap, p.log, REC_TO_RING, NULL, 0);
         p.log += REC_HDR;
         p.mode = IN_RING;
     }
     FAULT(2);
     if (err == 0 && p.mode == IN_RING) {
         if (small && ring_free >= rec + REC_HDR) {
-            rec_write(q, IN_RING, p.ring, REC_MSG, msg, len);
+            rec_write(q, IN_RING, cap, p.ring, REC_MSG, msg, len);
             p.ring += rec;
         } else {
-            rec_write(q, IN_RING, p.ring, REC_TO_LOG, NULL, 0);
+            rec_write(q, IN_RING, cap, p.ring, REC_TO_LOG, NULL, 0);
             p.ring += REC_HDR;
             p.mode = IN_LOG;
             if (cap < RING_MAX && len <= RING_MAX / 2)
@@ -461,7 +505,7 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         if (p.log + rec + REC_HDR - g.log > LOG_SIZE)
             err = MP_ENOMEM; /* 64 GiB pending */
         else
-            err = rec_write(q, IN_LOG, p.log, REC_MSG, msg, len);
+            err = rec_write(q, IN_LOG, cap, p.log, REC_MSG, msg, len);
         p.log += rec;
     }
     FAULT(3);
@@ -495,10 +539,18 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
     FAULT(11);
     state g, p = q->pseen;
     state_read(&h->gseq, h->gside, &g);
+    if (g.mode > IN_LOG) {
+        pthread_mutex_unlock(&h->get_lock);
+        return MP_EBADMSG;
+    }
     /* other consumers may have taken what @p (last seen) counts */
     while ((int64_t)(p.count - g.count) <= 0) {
         uint32_t s = atomic_load(&h->pseq);
         state_read(&h->pseq, h->pside, &p);
+        if ((int64_t)(p.count - g.count) < 0) {
+            pthread_mutex_unlock(&h->get_lock); /* the consumers ahead */
+            return MP_EBADMSG;
+        }
         if (p.count != g.count)
             break;
         if (mp__deadline_expired(&d) ||
@@ -512,20 +564,32 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         }
     }
     q->pseen = p;
-    /* follow switches to the next message */
-    uint64_t kind = 0, n = 0;
+    /* Follow switches to the next message.  @p (as last seen, or newer)
+     * counts it, so it and the records before it lie inside what @p
+     * committed: each record is checked against that, and the ring's
+     * capacity (read after @p) against what it can be. */
+    uint64_t kind = 0, n = 0, rcap = ring_cap(h), avail = 0;
     uint32_t gc = 0;
-    int err = 0;
+    int err = rcap == 0 ? MP_EBADMSG : 0;
     for (int hops = 0; err == 0; hops++) {
-        uint64_t pos = g.mode == IN_RING ? g.ring : g.log;
-        err = rec_header(q, (int)g.mode, pos, &kind, &n);
+        bool ring = g.mode == IN_RING;
+        uint64_t pos = ring ? g.ring : g.log;
+        avail = ring ? p.ring - g.ring : p.log - g.log;
+        if (avail < REC_HDR || avail > (ring ? rcap : LOG_SIZE)) {
+            err = MP_EBADMSG;
+            break;
+        }
+        err = rec_header(q, (int)g.mode, rcap, pos, &kind, &n);
         if (err < 0)
             break;
-        if (kind == REC_MSG)
+        if (kind == REC_MSG) {
+            if (n > avail - REC_HDR || pad8(n) > avail - REC_HDR)
+                err = MP_EBADMSG; /* longer than what was committed */
             break;
+        }
         if (hops > 1 || (kind != REC_TO_LOG && kind != REC_TO_RING) ||
             (kind == REC_TO_LOG) != (g.mode == IN_RING)) {
-            err = MP_EBADMSG; /* cannot happen: records are ours */
+            err = MP_EBADMSG; /* not what a put writes */
             break;
         }
         if (g.mode == IN_RING)
@@ -547,8 +611,8 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         bool ring = g.mode == IN_RING;
         uint64_t pos = ring ? g.ring : g.log;
         if (n > 0)
-            region_copy(ring ? q->ring : log_base(q), ring ? ring_cap(q) : LOG_SIZE,
-                        pos + REC_HDR, buf, n, false);
+            region_copy(ring ? q->ring : log_base(q), ring ? rcap : LOG_SIZE, pos + REC_HDR, buf,
+                        n, false);
         FAULT(12);
         if (out != NULL)
             out->len = (size_t)n;
@@ -586,29 +650,40 @@ int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *len, double ti
 
 /* ---- sizes, joinable ------------------------------------------------------------ */
 
-static uint64_t pending(mp_queue *q)
+/* Messages in the queue into *@n; MP_EBADMSG when the consumers' count is
+ * ahead of the producers' (read after it: never so in a sound queue). */
+static int pending(mp_queue *q, uint64_t *n)
 {
+    *n = 0;
     if (q->px) {
-        int64_t n = 0;
-        return mp__px_simple(q->px, MP__PX_Q_QSIZE, NAN, &n) == 0 ? (uint64_t)n : 0;
+        int64_t k = 0;
+        int err = mp__px_simple(q->px, MP__PX_Q_QSIZE, NAN, &k);
+        *n = err == 0 ? (uint64_t)k : 0;
+        return err;
     }
     state p, g;
     state_read(&q->h->gseq, q->h->gside, &g);
     state_read(&q->h->pseq, q->h->pside, &p);
-    return p.count - g.count;
+    if ((int64_t)(p.count - g.count) < 0)
+        return MP_EBADMSG;
+    *n = p.count - g.count;
+    return 0;
 }
 
 int mp_queue_qsize(mp_queue *q, size_t *out)
 {
     if (q == NULL || out == NULL)
         return MP_EINVAL;
-    *out = (size_t)pending(q);
-    return 0;
+    uint64_t n;
+    int err = pending(q, &n);
+    *out = (size_t)n;
+    return q->px ? 0 : err;
 }
 
 bool mp_queue_empty(mp_queue *q)
 {
-    return q == NULL || pending(q) == 0;
+    uint64_t n;
+    return q == NULL || pending(q, &n) < 0 || n == 0;
 }
 
 bool mp_queue_full(mp_queue *q)
@@ -616,7 +691,8 @@ bool mp_queue_full(mp_queue *q)
     int64_t full = 0;
     if (q && q->px)
         return mp__px_simple(q->px, MP__PX_Q_FULL, NAN, &full) == 0 && full;
-    return q != NULL && q->h->maxsize != 0 && pending(q) >= q->h->maxsize;
+    uint64_t n;
+    return q != NULL && q->maxsize != 0 && pending(q, &n) == 0 && n >= q->maxsize;
 }
 
 int mp__queue_from_proxy(mp__proxy *px, mp_queue **out)
@@ -639,7 +715,7 @@ static uint64_t nput(mp_queue *q)
 
 int mp_queue_task_done(mp_queue *q)
 {
-    if (q == NULL || q->px || q->h->kind != KIND_JOINABLE)
+    if (q == NULL || q->px || q->kind != KIND_JOINABLE)
         return MP_EINVAL;
     qhdr *h = q->h;
     uint64_t done = atomic_load(&h->ndone);
@@ -655,7 +731,7 @@ int mp_queue_task_done(mp_queue *q)
 
 int mp_queue_join(mp_queue *q, double timeout)
 {
-    if (q == NULL || q->px || q->h->kind != KIND_JOINABLE)
+    if (q == NULL || q->px || q->kind != KIND_JOINABLE)
         return MP_EINVAL;
     qhdr *h = q->h;
     mp__deadline d;
@@ -672,7 +748,97 @@ int mp_queue_join(mp_queue *q, double timeout)
     }
 }
 
+/* Tests only: see internal.h. */
+int mp__queue_poke(mp_queue *q, const char *what, uint64_t v)
+{
+    if (q == NULL || q->px || what == NULL)
+        return MP_EINVAL;
+    qhdr *h = q->h;
+    state p, g;
+    state_read(&h->pseq, h->pside, &p);
+    state_read(&h->gseq, h->gside, &g);
+    if (strcmp(what, "magic") == 0)
+        h->magic = (uint32_t)v;
+    else if (strcmp(what, "kind") == 0)
+        h->kind = (uint32_t)v;
+    else if (strcmp(what, "maxsize") == 0)
+        h->maxsize = v;
+    else if (strcmp(what, "ring_cap") == 0)
+        atomic_store(&h->ring_cap, v);
+    else if (strcmp(what, "ring_grow") == 0)
+        atomic_store(&h->ring_grow, (uint32_t)v);
+    else if (strcmp(what, "log_punched") == 0)
+        atomic_store(&h->log_punched, v);
+    else if (strcmp(what, "ndone") == 0)
+        atomic_store(&h->ndone, v);
+    else if (strncmp(what, "next.", 5) == 0) {
+        /* a word of the record header at the consumers' position */
+        char *base = g.mode == IN_RING ? q->ring : log_base(q);
+        uint64_t cap = g.mode == IN_RING ? RING_MIN : LOG_SIZE, c = ring_cap(h);
+        cap = g.mode == IN_RING && c ? c : cap;
+        uint64_t pos = g.mode == IN_RING ? g.ring : g.log;
+        if (base == NULL || g.mode > IN_LOG || (strcmp(what + 5, "kind") && strcmp(what + 5, "len")))
+            return MP_EINVAL;
+        region_copy(base, cap, pos + (strcmp(what + 5, "len") == 0 ? 8 : 0), &v, 8, true);
+    } else if ((what[0] == 'p' || what[0] == 'g') && what[1] == '.') {
+        bool prod = what[0] == 'p';
+        state *s = prod ? &p : &g;
+        const char *f = what + 2;
+        uint64_t *w = strcmp(f, "mode") == 0    ? &s->mode
+                      : strcmp(f, "ring") == 0  ? &s->ring
+                      : strcmp(f, "log") == 0   ? &s->log
+                      : strcmp(f, "count") == 0 ? &s->count
+                                                : NULL;
+        if (w == NULL)
+            return MP_EINVAL;
+        *w = v;
+        if (prod)
+            state_commit(&h->pseq, h->pside, &p);
+        else
+            state_commit(&h->gseq, h->gside, &g);
+    } else {
+        return MP_EINVAL;
+    }
+    return 0;
+}
+
 /* ---- in mp_args ------------------------------------------------------------------ */
+
+/* Whether the header of a queue received from another process is one this
+ * code could have left (see the top), before anything else reads it; then
+ * its kind and maxsize become the handle's.  The two sides are compared on
+ * a view of one instant (the consumers' word unchanged across the reads);
+ * in a queue too busy to give one, put and get check them as they go. */
+static int queue_check(mp_queue *q)
+{
+    qhdr *h = q->h;
+    uint32_t kind = h->kind;
+    uint64_t maxsize = h->maxsize;
+    if (h->magic != QMAGIC || kind < KIND_QUEUE || kind > KIND_SIMPLE ||
+        (kind == KIND_SIMPLE && maxsize != 0) || atomic_load(&h->ring_grow) > 1)
+        return MP_EBADMSG;
+    /* each read before the state it must not exceed */
+    uint64_t done = atomic_load(&h->ndone), punched = atomic_load(&h->log_punched);
+    for (int tries = 0; tries < 8; tries++) {
+        state p, g;
+        uint32_t s = atomic_load(&h->gseq);
+        state_read(&h->gseq, h->gside, &g);
+        state_read(&h->pseq, h->pside, &p);
+        uint64_t cap = ring_cap(h);
+        if (cap == 0 || p.mode > IN_LOG || g.mode > IN_LOG ||
+            (int64_t)(p.count - g.count) < 0 || done > p.count ||
+            (kind != KIND_JOINABLE && done != 0) || punched > g.log)
+            return MP_EBADMSG;
+        if (atomic_load(&h->gseq) != s)
+            continue; /* the consumers moved meanwhile */
+        if (sides_bad(&p, &g, cap, maxsize))
+            return MP_EBADMSG;
+        break;
+    }
+    q->kind = kind;
+    q->maxsize = maxsize;
+    return 0;
+}
 
 static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
@@ -703,10 +869,10 @@ static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, v
     int err = queue_map(fds[k], &q);
     if (err < 0)
         return err;
-    if (q->h->magic != QMAGIC) {
+    if ((err = queue_check(q)) < 0) {
         q->fd = -1; /* not ours to close: the caller still owns it */
         queue_unmap(q);
-        return MP_EBADMSG;
+        return err;
     }
     fds[k] = -1;
     *obj = q;
@@ -727,9 +893,13 @@ static int queue_dup(void *obj, void **out)
     if (fd < 0)
         return fd;
     int err = queue_map(fd, (mp_queue **)out);
-    if (err < 0)
+    if (err < 0) {
         mp__sys_close(fd);
-    return err;
+        return err;
+    }
+    (*(mp_queue **)out)->kind = src->kind;
+    (*(mp_queue **)out)->maxsize = src->maxsize;
+    return 0;
 }
 
 static void queue_release(void *obj)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -99,7 +100,33 @@ int mp__sys_open_devnull(int flags)
 
 int mp__sys_memfd(const char *name)
 {
-    return ret_fd(memfd_create(name, MFD_CLOEXEC));
+    return ret_fd(memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+}
+
+#define SIZE_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+
+int mp__sys_memfd_size(int fd, uint64_t size)
+{
+    if (size > (uint64_t)INT64_MAX)
+        return MP_EINVAL;
+    while (ftruncate(fd, (off_t)size) < 0)
+        if (errno != EINTR)
+            return -errno;
+    return fcntl(fd, F_ADD_SEALS, SIZE_SEALS | F_SEAL_SEAL) < 0 ? -errno : 0;
+}
+
+int mp__sys_memfd_sized(int fd, uint64_t *size)
+{
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return errno == EINVAL ? MP_EBADMSG : -errno; /* not a memfd */
+    if ((seals & SIZE_SEALS) != SIZE_SEALS)
+        return MP_EBADMSG;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
 }
 
 int mp__sys_shm_open(const char *name, int flags)

@@ -1758,6 +1758,104 @@ MP_TEST(workers_die_with_killed_owner, .variants = MP_START_METHODS, .timeout_s 
     mp_args_free(a);
 }
 
+/* ---- a task table another process corrupted ------------------------------------------ */
+
+/*
+ * Any worker can write anywhere in the pool's heap, the task table
+ * included.  These map functions do so from inside a task (mp__pool_poke):
+ * the parent must go on from its own copy of what it published, and a
+ * worker must refuse an entry that names memory outside the heap (it exits
+ * 6 and the parent recovers as from a death) rather than crash or loop.
+ */
+
+/* Item 0 fails after making its entry span every index there is. */
+static int m_poke_span_then_fail(const void *item, void *result)
+{
+    const int64_t *x = item;
+    if (*x == 0) {
+        if (mp__pool_poke("start", 0) < 0 || mp__pool_poke("end", UINT64_MAX) < 0 ||
+            mp__pool_poke("job", 0) < 0)
+            return 99;
+        return 1;
+    }
+    *(int64_t *)result = *x * *x;
+    return 0;
+}
+
+/* Item 1 points its entry's items past the heap and its end at the last
+ * index there is, then its worker dies. */
+static int m_poke_then_die(const void *item, void *result)
+{
+    const int64_t *x = item;
+    if (*x == 1) {
+        if (mp__pool_poke("items_off", (uint64_t)1 << 62) < 0 ||
+            mp__pool_poke("end", UINT64_MAX) < 0 || mp__pool_poke("started_ns", 1) < 0)
+            return 99;
+        _exit(3);
+    }
+    *(int64_t *)result = *x * *x;
+    return 0;
+}
+
+/* Item 0 points the next entry's items past the heap. */
+static int m_poke_next(const void *item, void *result)
+{
+    const int64_t *x = item;
+    if (*x == 0 && mp__pool_poke("next.items_off", (uint64_t)1 << 62) < 0)
+        return 99;
+    *(int64_t *)result = *x * *x;
+    return 0;
+}
+
+MP_TEST(pool_parent_ignores_a_corrupted_entry, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    mp_pool *p = pool_with(ctx, 1, NULL);
+    enum { N = 8 };
+    int64_t *x = ints_new(N, 0), r[N];
+    mp_task_error e = {.index = 12345};
+    /* a failure report: the parent settles the chunk it published */
+    ASSERT_ERR(MP_ETASK, mp_pool_map(p, m_poke_span_then_fail, x, N, 8, r, 8, 4, &e));
+    ASSERT_EQ(0, e.index);
+    ASSERT_EQ(1, e.code);
+    for (int i = 1; i < N; i++)
+        ASSERT_EQ((int64_t)i * i, r[i]);
+    /* a death: the rest of the chunk goes back as published */
+    memset(r, 0xff, sizeof r);
+    e = (mp_task_error){.index = 12345};
+    ASSERT_ERR(MP_EWORKER, mp_pool_map(p, m_poke_then_die, x, N, 8, r, 8, 4, &e));
+    ASSERT_EQ(1, e.index);
+    ASSERT_EQ(MP_EWORKER, e.code);
+    ASSERT_EQ(3, e.exitcode);
+    for (int i = 0; i < N; i++)
+        if (i != 1)
+            ASSERT_EQ((int64_t)i * i, r[i]);
+    /* and the pool works on */
+    ASSERT_OK(mp_pool_map(p, m_square, x, N, 8, r, 8, 1, NULL));
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ((int64_t)i * i, r[i]);
+    free(x);
+    close_join_free(p);
+}
+
+MP_TEST(pool_worker_refuses_a_corrupted_entry, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    mp_pool *p = pool_with(ctx, 1, NULL);
+    enum { N = 2 };
+    int64_t *x = ints_new(N, 0), r[N];
+    mp_task_error e = {.index = 12345};
+    /* one worker: it runs item 0 while the entry of item 1 waits */
+    ASSERT_ERR(MP_EWORKER, mp_pool_map(p, m_poke_next, x, N, 8, r, 8, 1, &e));
+    ASSERT_EQ(1, e.index);
+    ASSERT_EQ(MP_EWORKER, e.code);
+    ASSERT_EQ(0, e.signal); /* it did not crash: it refused the entry */
+    ASSERT_EQ(6, e.exitcode);
+    ASSERT_EQ(0, r[0]);
+    ASSERT_OK(mp_pool_map(p, m_square, x, N, 8, r, 8, 1, NULL));
+    ASSERT_EQ(1, r[1]);
+    free(x);
+    close_join_free(p);
+}
+
 /* ---- a multi-threaded parent ------------------------------------------------------ */
 
 typedef struct tjob {

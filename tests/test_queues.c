@@ -15,6 +15,7 @@
  */
 #include "mp_test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1131,6 +1132,263 @@ MP_TEST(bad_arguments)
     mp_args_free(a);
     ASSERT_EQ(0, qsize(q)); /* nothing got in */
     mp_queue_free(q);
+}
+
+/* ---- a header another process corrupted ------------------------------------------- */
+
+/*
+ * Whoever holds a queue's file can write anything into it.  Each case
+ * below is one word of the shared header set to what no put or get leaves
+ * there (mp__queue_poke), after one 5-byte message ("hello": a 24-byte
+ * record at ring position 0) or one of 3 MiB (in the log, behind a
+ * 16-byte switch record in the ring).  The calls named must fail with
+ * MP_EBADMSG, and nothing may crash or wait forever (puts wait
+ * MP_FOREVER on a queue of maxsize 4).  A put reads the consumers' state
+ * only when its last look says the queue is full, so a corrupted consumer
+ * side fails the gets (and qsize), not that put.
+ */
+#define BIG_MSG ((size_t)3 << 20)
+enum { C_PUT = 1, C_GET = 2, C_QSIZE = 4 };
+
+typedef struct qcorrupt {
+    const char *what;
+    uint64_t v;
+    bool big;
+    unsigned calls; /* C_*: those that must give MP_EBADMSG */
+} qcorrupt;
+
+static const qcorrupt qcorrupt_cases[] = {
+    {"ring_cap", 0, false, C_PUT | C_GET},               /* was a division by 0 */
+    {"ring_cap", (uint64_t)1 << 40, false, C_PUT | C_GET}, /* past the mapping */
+    {"ring_cap", (uint64_t)1 << 40, true, C_PUT | C_GET},
+    {"ring_cap", 3 * MiB, false, C_PUT | C_GET},           /* not a size it has */
+    {"ring_cap", 2 * MiB, false, C_PUT | C_GET},
+    {"ring_cap", 32 * MiB, false, C_PUT | C_GET},
+    {"next.len", 4096, false, C_GET},                      /* past the commit */
+    {"next.len", UINT64_MAX - 3, false, C_GET},
+    {"next.len", (uint64_t)1 << 40, false, C_GET},
+    {"next.kind", 99, false, C_GET},
+    {"p.log", 8, true, C_GET},                             /* the log record cut short */
+    {"p.log", 32, true, C_GET},
+    {"p.ring", (uint64_t)1 << 40, false, C_PUT | C_GET},   /* positions jump */
+    {"p.log", (uint64_t)1 << 62, true, C_PUT | C_GET},
+    {"g.ring", 48, false, C_GET},                          /* consumers ahead */
+    {"g.count", 5, false, C_GET | C_QSIZE},
+    {"p.count", 1000, false, C_PUT},                       /* was a wait for ever */
+    {"p.mode", 7, false, C_PUT},
+    {"g.mode", 7, false, C_GET},
+};
+
+/* A queue of maxsize 4 holding one message, as each case starts. */
+static mp_queue *qcorrupt_queue(const qcorrupt *c, void **big)
+{
+    mp_queue *q = queue_new(4);
+    if (c->big) {
+        *big = xmalloc(BIG_MSG);
+        pattern(*big, BIG_MSG, 7);
+        ASSERT_OK(mp_queue_put(q, *big, BIG_MSG, 0));
+    } else {
+        *big = NULL;
+        put_str(q, "hello", 0);
+    }
+    return q;
+}
+
+static void qcorrupt_check(mp_queue *q, const qcorrupt *c)
+{
+    mp_buf b = MP_BUF_INIT;
+    size_t n;
+    printf("case %s = %#llx%s\n", c->what, (unsigned long long)c->v, c->big ? " (big)" : "");
+    if (c->calls & C_PUT)
+        ASSERT_ERR(MP_EBADMSG, mp_queue_put(q, "more", 4, MP_FOREVER));
+    if (c->calls & C_GET) {
+        ASSERT_ERR(MP_EBADMSG, mp_queue_get(q, &b, MP_FOREVER));
+        char small[64];
+        ASSERT_ERR(MP_EBADMSG, mp_queue_get_into(q, small, sizeof small, &n, MP_FOREVER));
+    }
+    if (c->calls & C_QSIZE) {
+        ASSERT_ERR(MP_EBADMSG, mp_queue_qsize(q, &n));
+        ASSERT_FALSE(mp_queue_full(q));
+    }
+    mp_buf_free(&b);
+}
+
+MP_TEST(corrupted_header_gives_ebadmsg)
+{
+    for (size_t i = 0; i < MP__ARRAY_LEN(qcorrupt_cases); i++) {
+        const qcorrupt *c = &qcorrupt_cases[i];
+        void *big;
+        mp_queue *q = qcorrupt_queue(c, &big);
+        ASSERT_OK(mp__queue_poke(q, c->what, c->v));
+        qcorrupt_check(q, c);
+        mp_queue_free(q);
+        free(big);
+    }
+}
+
+/* args: queue, word, value; corrupts it from here */
+static int t_corrupt(const mp_args *a)
+{
+    ASSERT_OK(mp__queue_poke(mp_args_queue(a, 0), mp_args_str(a, 1), (uint64_t)mp_args_int(a, 2)));
+    return 0;
+}
+
+MP_TEST(header_corrupted_by_a_child_gives_ebadmsg, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    for (size_t i = 0; i < MP__ARRAY_LEN(qcorrupt_cases); i++) {
+        const qcorrupt *c = &qcorrupt_cases[i];
+        void *big;
+        mp_queue *q = qcorrupt_queue(c, &big);
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_str(a, c->what));
+        add_int(a, (int64_t)c->v);
+        finish(start(ctx, t_corrupt, a), 60);
+        qcorrupt_check(q, c);
+        mp_queue_free(q);
+        free(big);
+    }
+}
+
+/* What the rebuild of each wire form gives, the queue passed by its own
+ * descriptor's duplicate (a rebuilt queue takes it over). */
+static int rebuild_dup(mp_queue *q, mp_queue **out)
+{
+    mp_buf b = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    ASSERT_OK(mp__queue_objtype.reduce(q, &b, &fds, MP__WIRE_PEER));
+    ASSERT_EQ(1, fds.n);
+    int fd = mp__sys_dup(fds.fds[0]);
+    ASSERT_GE(fd, 3);
+    mp__reader r;
+    mp__reader_init(&r, b.data, b.len);
+    void *obj = NULL;
+    int err = mp__queue_objtype.rebuild(&r, &fd, 1, MP__WIRE_PEER, &obj);
+    if (err == 0) {
+        ASSERT_EQ(-1, fd); /* the handle has it */
+        *out = obj;
+    } else {
+        ASSERT_GE(fd, 3); /* still ours */
+        mp__sys_close(fd);
+        *out = NULL;
+    }
+    mp_buf_free(&b);
+    return err;
+}
+
+MP_TEST(corrupted_queue_refused_by_rebuild)
+{
+    /* the whole header: each case above, and words only a rebuild reads */
+    static const qcorrupt more[] = {
+        {"magic", 0x12345678, false, 0},
+        {"kind", 0, false, 0},
+        {"kind", 4, false, 0},
+        {"ring_grow", 2, false, 0},
+        {"ndone", 1, false, 0},         /* not a joinable queue */
+        {"log_punched", 4096, false, 0}, /* ahead of the consumers */
+        {"g.log", 64, false, 0},        /* consumers ahead in the log */
+        {"p.count", 5, false, 0},       /* more than maxsize 4 */
+    };
+    mp_queue *q2;
+    for (size_t i = 0; i < MP__ARRAY_LEN(qcorrupt_cases) + MP__ARRAY_LEN(more); i++) {
+        const qcorrupt *c = i < MP__ARRAY_LEN(qcorrupt_cases)
+                                ? &qcorrupt_cases[i]
+                                : &more[i - MP__ARRAY_LEN(qcorrupt_cases)];
+        if (strncmp(c->what, "next.", 5) == 0 || (c->big && strcmp(c->what, "p.log") == 0))
+            continue; /* the records are read by get only (checked above) */
+        printf("case %s = %#llx%s\n", c->what, (unsigned long long)c->v, c->big ? " (big)" : "");
+        void *big;
+        mp_queue *q = qcorrupt_queue(c, &big);
+        ASSERT_OK(rebuild_dup(q, &q2)); /* sound: rebuilt */
+        mp_queue_free(q2);
+        ASSERT_OK(mp__queue_poke(q, c->what, c->v));
+        ASSERT_ERR(MP_EBADMSG, rebuild_dup(q, &q2));
+        mp_queue_free(q);
+        free(big);
+    }
+    /* a joinable queue: task_done at most once per put; a simple queue has no maxsize */
+    ASSERT_OK(mp_joinable_queue_new(&q2, 0));
+    put_str(q2, "x", 0);
+    ASSERT_OK(mp__queue_poke(q2, "ndone", 1));
+    mp_queue *q3;
+    ASSERT_OK(rebuild_dup(q2, &q3));
+    mp_queue_free(q3);
+    ASSERT_OK(mp__queue_poke(q2, "ndone", 2));
+    ASSERT_ERR(MP_EBADMSG, rebuild_dup(q2, &q3));
+    mp_queue_free(q2);
+    ASSERT_OK(mp_simple_queue_new(&q2));
+    ASSERT_OK(mp__queue_poke(q2, "maxsize", 3));
+    ASSERT_ERR(MP_EBADMSG, rebuild_dup(q2, &q3));
+    mp_queue_free(q2);
+}
+
+/* No process can cut a queue's file short under the others' mappings (a
+ * fault on the next access): its size is sealed, and a file whose size is
+ * not is refused. */
+MP_TEST(queue_file_keeps_its_size)
+{
+    mp_queue *q = queue_new(0);
+    put_str(q, "hello", 0);
+    mp_buf b = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    ASSERT_OK(mp__queue_objtype.reduce(q, &b, &fds, MP__WIRE_PEER));
+    int fd = fds.fds[0];
+    off_t size = lseek(fd, 0, SEEK_END);
+    ASSERT_GT(size, 0);
+    ASSERT_EQ(-1, ftruncate(fd, 4096));
+    ASSERT_EQ(EPERM, errno);
+    ASSERT_EQ(-1, ftruncate(fd, size + 4096));
+    ASSERT_EQ(EPERM, errno);
+    expect_str(q, "hello", 0);
+    /* the same header in a file of the same size, not sealed */
+    int forged = mp__sys_memfd("forged");
+    ASSERT_GE(forged, 3);
+    ASSERT_EQ(0, ftruncate(forged, size));
+    char hdr[4096];
+    ASSERT_EQ((ssize_t)sizeof hdr, pread(fd, hdr, sizeof hdr, 0));
+    ASSERT_EQ((ssize_t)sizeof hdr, pwrite(forged, hdr, sizeof hdr, 0));
+    mp__reader r;
+    mp__reader_init(&r, b.data, b.len);
+    void *obj = NULL;
+    ASSERT_ERR(MP_EBADMSG, mp__queue_objtype.rebuild(&r, &forged, 1, MP__WIRE_PEER, &obj));
+    mp__sys_close(forged);
+    mp_buf_free(&b);
+    mp_queue_free(q);
+}
+
+/* args: a corrupted queue, a sound one: never runs */
+static int t_never_runs(const mp_args *a)
+{
+    put_str(mp_args_queue(a, 1), "ran", 0);
+    return 0;
+}
+
+/* A fork child inherits the handle; the others rebuild the queue, and
+ * refuse it. */
+MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER)
+{
+    static const qcorrupt cases[] = {
+        {"ring_cap", 0, false, 0},
+        {"ring_cap", (uint64_t)1 << 40, false, 0},
+        {"p.ring", (uint64_t)1 << 40, false, 0},
+    };
+    mp_queue *sound = queue_new(0);
+    for (size_t i = 0; i < MP__ARRAY_LEN(cases); i++) {
+        void *big;
+        mp_queue *q = qcorrupt_queue(&cases[i], &big);
+        ASSERT_OK(mp__queue_poke(q, cases[i].what, cases[i].v));
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, sound));
+        mp_process *p = start(ctx, t_never_runs, a);
+        int code = -1000;
+        ASSERT_OK(mp_process_join(p, 60));
+        ASSERT_OK(mp_process_exitcode(p, &code));
+        ASSERT_EQ(MP_EXIT_BOOTSTRAP, code);
+        ASSERT_OK(mp_process_close(p));
+        mp_queue_free(q);
+        free(big);
+    }
+    ASSERT_TRUE(mp_queue_empty(sound));
+    mp_queue_free(sound);
 }
 
 /* ---- the crash test ------------------------------------------------------------- */

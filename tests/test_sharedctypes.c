@@ -553,3 +553,91 @@ MP_TEST(bad_input)
     mp_value_free(NULL);
     mp_array_free(NULL);
 }
+
+/* ---- the arena against writes from other processes ------------------------ */
+
+/* Any process a block was sent to can write its whole segment, freed
+ * blocks included: the allocator must not keep its free lists there. */
+MP_TEST(arena_free_list_survives_writes_to_freed_blocks)
+{
+    mp__shref a, b, c, d;
+    ASSERT_OK(mp__shm_alloc(64, &a));
+    ASSERT_OK(mp__shm_alloc(64, &b)); /* keeps the segment */
+    char *pa = a.p;
+    mp__shm_free(&a);
+    memset(pa, 0x41, 64); /* as another process holding the segment could */
+    ASSERT_OK(mp__shm_alloc(64, &c));
+    ASSERT_TRUE(c.p == pa); /* reused, and zeroed */
+    for (int i = 0; i < 64; i++)
+        ASSERT_EQ(0, c.p[i]);
+    ASSERT_OK(mp__shm_alloc(64, &d)); /* not from a pointer found in the block */
+    memset(d.p, 0x42, 64);
+    ASSERT_TRUE(d.p != pa && d.p != b.p);
+    mp__shm_free(&d);
+    mp__shm_free(&c);
+    mp__shm_free(&b);
+}
+
+/* A block's wire form with its offset moved by @delta (and its size). */
+static int rebuild_moved(const mp__shref *ref, uint64_t delta, uint64_t size, mp__shref *out)
+{
+    mp_buf b = MP_BUF_INIT;
+    mp__fdvec fds = {.n = 0};
+    ASSERT_OK(mp__shm_reduce(ref, &b, &fds));
+    mp__reader r;
+    mp__reader_init(&r, b.data, b.len);
+    uint32_t k = mp__get_u32(&r);
+    uint64_t off = mp__get_u64(&r);
+    (void)mp__get_u64(&r);
+    uint8_t dedicated = mp__get_u8(&r);
+    ASSERT_EQ(0, r.err);
+    mp_buf forged = MP_BUF_INIT;
+    ASSERT_OK(mp__put_u32(&forged, k));
+    ASSERT_OK(mp__put_u64(&forged, off + delta));
+    ASSERT_OK(mp__put_u64(&forged, size));
+    ASSERT_OK(mp__put_u8(&forged, dedicated));
+    int fd = mp__sys_dup(fds.fds[k]);
+    ASSERT_GE(fd, 3);
+    mp__reader_init(&r, forged.data, forged.len);
+    int err = mp__shm_rebuild(&r, &fd, 1, out);
+    if (fd >= 0)
+        mp__sys_close(fd); /* a segment this process has keeps its own */
+    mp_buf_free(&forged);
+    mp_buf_free(&b);
+    return err;
+}
+
+MP_TEST(arena_rebuild_refuses_a_block_off_its_boundary)
+{
+    mp__shref a, big, out;
+    ASSERT_OK(mp__shm_alloc(64, &a));
+    ASSERT_OK(mp__shm_alloc((size_t)1 << 20, &big)); /* a dedicated segment */
+    ASSERT_OK(rebuild_moved(&a, 0, 64, &out));
+    mp__shm_free(&out);
+    ASSERT_ERR(MP_EBADMSG, rebuild_moved(&a, 8, 56, &out));   /* misaligned */
+    ASSERT_ERR(MP_EBADMSG, rebuild_moved(&a, 1, 16, &out));
+    ASSERT_ERR(MP_EBADMSG, rebuild_moved(&big, 64, 64, &out)); /* inside a dedicated block */
+    ASSERT_ERR(MP_EBADMSG, rebuild_moved(&a, (uint64_t)1 << 40, 64, &out)); /* outside */
+    mp__shm_free(&big);
+    mp__shm_free(&a);
+}
+
+/* No process can cut a segment short under the others' mappings. */
+MP_TEST(arena_segments_keep_their_size)
+{
+    mp__shref a, big;
+    ASSERT_OK(mp__shm_alloc(64, &a));
+    ASSERT_OK(mp__shm_alloc((size_t)1 << 20, &big));
+    const mp__shref *refs[] = {&a, &big};
+    for (int i = 0; i < 2; i++) {
+        mp_buf b = MP_BUF_INIT;
+        mp__fdvec fds = {.n = 0};
+        ASSERT_OK(mp__shm_reduce(refs[i], &b, &fds));
+        ASSERT_EQ(-1, ftruncate(fds.fds[0], 0));
+        ASSERT_EQ(EPERM, errno);
+        mp_buf_free(&b);
+    }
+    memset(big.p, 1, big.size); /* all still there */
+    mp__shm_free(&big);
+    mp__shm_free(&a);
+}

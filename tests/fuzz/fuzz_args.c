@@ -4,8 +4,8 @@
  * Byte 0: bits 0-2 how many descriptors arrive with the message (0..7),
  *         bit 3 the channel (0 a connection, 1 a manager's data only).
  * Byte 1: two bits per descriptor (the first four; the rest are /dev/null):
- *         0 /dev/null, 1 a socket, 2 a zeroed 1 MiB memfd (an arena
- *         segment's shape), 3 a real queue's memfd.
+ *         0 /dev/null, 1 a socket, 2 a zeroed 1 MiB memfd sealed at its
+ *         size (an arena segment's shape), 3 a real queue's memfd.
  * So every object kind is decoded in every form (local, a manager's proxy,
  * with and without its descriptors) from arbitrary bytes.  A decode must
  * load no library: the number of loaded objects is checked after each. */
@@ -38,7 +38,7 @@ static int fz_memfd = -1, fz_queue_fd = -1;
 static void fz_init(void)
 {
     fz_memfd = mp__sys_memfd("fuzz-arena");
-    if (fz_memfd < 0 || ftruncate(fz_memfd, (off_t)1 << 20) != 0)
+    if (fz_memfd < 0 || mp__sys_memfd_size(fz_memfd, (size_t)1 << 20) != 0)
         __builtin_trap();
     mp_queue *q;
     mp_args *a;
