@@ -173,8 +173,13 @@ MP_MUST_CHECK int mp_args_add_fd(mp_args *a, int fd);
 /**
  * Build a list in one call.  Each character of @fmt takes one argument:
  * 'i' int, 'l' int64_t, 'd' double, 's' const char *, 'b' (const void *,
- * size_t), 'p' void *, 'f' int descriptor.
- * @return 0; MP_EINVAL for an unknown character; MP_ENOMEM.
+ * size_t), 'p' void *, 'f' int descriptor; and library objects, as their
+ * mp_args_add_<type> would add them: 'Q' mp_queue *, 'L' mp_lock *,
+ * 'S' mp_semaphore *, 'C' mp_condition *, 'E' mp_event *, 'B' mp_barrier *,
+ * 'V' mp_value *, 'A' mp_array *, 'P' mp_conn * (a Pipe end), 'H' mp_shm *,
+ * 'M' mp_manager *, 'D' mp_dict *, 'T' mp_list *.
+ * E.g. mp_args_of(&a, "iQL", 42, queue, lock) for Python's (42, queue, lock).
+ * @return 0; MP_EINVAL for an unknown character or a NULL object; MP_ENOMEM.
  */
 MP_MUST_CHECK int mp_args_of(mp_args **out, const char *fmt, ...);
 
@@ -696,6 +701,14 @@ const char *mp_shm_name(const mp_shm *s);
 int mp_shm_close(mp_shm *s);
 /** Remove the name (the memory lives while mapped); the handle stays open. */
 int mp_shm_unlink(mp_shm *s);
+/** A segment as an argument: it travels by name, as Python pickles a
+ *  SharedMemory; the receiver attaches (an unlinked name cannot be
+ *  attached: MP_ENOENT from its start) and never registers it again, so
+ *  the creator's registration stays the one the tracker keeps.  The
+ *  mp_args holds its own mapping. */
+MP_MUST_CHECK int mp_args_add_shm(mp_args *a, mp_shm *s);
+/** Owned by the mp_args (valid as long as it is; do not close it). */
+mp_shm *mp_args_shm(const mp_args *a, size_t i);
 
 /* ------------------------------------------------------------------------ */
 /* Queues (queues.c)                                                         */
@@ -915,8 +928,23 @@ const char *mp_manager_address(const mp_manager *m);
 pid_t mp_manager_pid(const mp_manager *m);
 /** Stop the server (any client may); a started one is joined. */
 int mp_manager_shutdown(mp_manager *m);
-/** A started manager is shut down first; a connected one disconnects. */
+/** A started manager is shut down first (by the process that started
+ *  it; a copy in another process only disconnects); a connected one
+ *  disconnects. */
 void mp_manager_free(mp_manager *m);
+/**
+ * A manager as an argument (Python's way of passing a manager or a proxy
+ * to a child): the receiver gets a handle on the same server, which
+ * connects on its first request.  A child started with it gets the
+ * manager's authkey too; over a connection the key stays behind and the
+ * receiver connects with its own process authkey (docs/security.md).
+ * Every manager handle (manager, dict, list, proxies) may be used in any
+ * process that has it — a forked child included: a process other than the
+ * one whose connection it holds opens its own on first use.
+ */
+MP_MUST_CHECK int mp_args_add_manager(mp_args *a, mp_manager *m);
+/** Owned by the mp_args (valid as long as it is; do not free it). */
+mp_manager *mp_args_manager(const mp_args *a, size_t i);
 
 /** A shared dict of byte strings. */
 typedef struct mp_dict mp_dict;
@@ -990,6 +1018,14 @@ MP_MUST_CHECK int mp_list_pop(mp_list *l, int64_t index, mp_buf *v);
 MP_MUST_CHECK int mp_list_len(mp_list *l, size_t *out);
 /** Free this proxy; the list stays on the server.  NULL is a no-op. */
 void mp_list_free(mp_list *l);
+/** A dict or list as an argument: the receiver's handle names the same
+ *  object on the same server (see mp_args_add_manager for the key). */
+MP_MUST_CHECK int mp_args_add_dict(mp_args *a, mp_dict *d);
+/** Owned by the mp_args (valid as long as it is; do not free it). */
+mp_dict *mp_args_dict(const mp_args *a, size_t i);
+MP_MUST_CHECK int mp_args_add_list(mp_args *a, mp_list *l);
+/** Owned by the mp_args (valid as long as it is; do not free it). */
+mp_list *mp_args_list(const mp_args *a, size_t i);
 
 /*
  * Proxies, used with the ordinary functions of each type (mp_queue_put,

@@ -358,6 +358,9 @@ int mp__event_from_proxy(mp__proxy *px, mp_event **out);
 int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
 int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out);
+/* Object types of shared_memory.c and managers.c in mp_args. */
+extern const mp__objtype mp__shm_objtype, mp__manager_objtype, mp__dict_objtype,
+    mp__list_objtype;
 /* A lock that must be a local one (a condition's, a value's). */
 int mp__lock_rebuild_local(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_lock **out);
 

@@ -961,7 +961,8 @@ int mp_manager_serve(const char *address, const void *authkey, size_t keylen)
 
 struct mp_manager {
     pthread_mutex_t lock;      /* one request at a time on conn */
-    mp_conn *conn;
+    mp_conn *conn;             /* NULL until first needed */
+    pid_t conn_pid;            /* the process conn belongs to */
     char *address;
     uint8_t *key;
     size_t keylen;
@@ -1010,6 +1011,39 @@ static int manager_new(mp_manager **out, const char *address, const void *key, s
     return 0;
 }
 
+/*
+ * The connection for this process (under m->lock).  A handle is usable in
+ * any process that has it — a forked child, one that got it in its
+ * arguments — as Python's proxies are: a process other than the one whose
+ * connection it holds (two processes on one connection would mix their
+ * replies) connects afresh on its first request.  Closing the inherited
+ * copy only drops this process's descriptor for it.
+ */
+static int manager_conn(mp_manager *m)
+{
+    mp__init(); /* mp__me.pid follows forks */
+    if (m->conn != NULL && m->conn_pid == mp__me.pid)
+        return 0;
+    mp_conn_close(m->conn);
+    m->conn = NULL;
+    mp_conn *c;
+    int err = mp_client(&c, m->address, m->key, m->keylen);
+    if (err == 0 && (err = mp__conn_buffered(c)) < 0)
+        mp_conn_close(c);
+    if (err < 0)
+        return err;
+    mp__conn_set_limits(c, 0, MAX_REQUEST); /* a request the server would refuse is not sent */
+    m->conn = c;
+    m->conn_pid = mp__me.pid;
+    return 0;
+}
+
+/* Whether this process started @m's server (and so stops it). */
+static bool server_is_mine(const mp_manager *m)
+{
+    return m->server != NULL && m->server->creator == mp__me.pid;
+}
+
 static void manager_unref(mp_manager *m)
 {
     if (atomic_fetch_sub(&m->refs, 1) != 1)
@@ -1031,11 +1065,7 @@ int mp_manager_connect(mp_manager **out, const char *address, const void *authke
     int err = manager_new(&m, address, authkey, keylen);
     if (err < 0)
         return err;
-    err = mp_client(&m->conn, address, authkey, keylen);
-    if (err == 0)
-        err = mp__conn_buffered(m->conn);
-    if (err == 0) /* a request the server would refuse is not sent */
-        mp__conn_set_limits(m->conn, 0, MAX_REQUEST);
+    err = manager_conn(m); /* connected now: a wrong key or address fails here */
     if (err < 0) {
         manager_unref(m);
         return err;
@@ -1191,12 +1221,14 @@ int mp_manager_shutdown(mp_manager *m)
     int err = mp_args_of(&req, "iss", OP_SHUTDOWN, "", "");
     if (err == 0) {
         pthread_mutex_lock(&m->lock);
-        err = m->conn ? rpc(m->conn, req, &rep) : MP_ECLOSED;
+        err = manager_conn(m);
+        if (err == 0)
+            err = rpc(m->conn, req, &rep);
         pthread_mutex_unlock(&m->lock);
     }
     mp_args_free(req);
     mp_args_free(rep);
-    if (m->server) {
+    if (server_is_mine(m)) {
         /* as Python: wait a little, then terminate */
         if (mp_process_join(m->server, 5) == MP_ETIMEDOUT) {
             IGNORE_RESULT(mp_process_terminate(m->server));
@@ -1217,7 +1249,7 @@ void mp_manager_free(mp_manager *m)
 {
     if (m == NULL)
         return;
-    if (m->server)
+    if (server_is_mine(m)) /* a copy in another process leaves it running */
         IGNORE_RESULT(mp_manager_shutdown(m));
     manager_unref(m);
 }
@@ -1225,8 +1257,13 @@ void mp_manager_free(mp_manager *m)
 /* A request on the manager's own connection. */
 static int m_call(mp_manager *m, mp_args *req, mp_args **rep)
 {
+    *rep = NULL;
     pthread_mutex_lock(&m->lock);
-    int err = rpc(m->conn, req, rep);
+    int err = manager_conn(m);
+    if (err == 0)
+        err = rpc(m->conn, req, rep);
+    else if (err == MP_ECONNREFUSED || err == -ENOENT)
+        err = MP_ECLOSED; /* the server has gone */
     pthread_mutex_unlock(&m->lock);
     mp_args_free(req);
     return err;
@@ -1727,13 +1764,39 @@ int mp__px_dup(const mp__proxy *px, mp__proxy **out)
     return proxy_make(px->address, px->key, px->keylen, px->kind, px->name, px->param, out);
 }
 
-int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch)
+/*
+ * Where a server is and, into a child started here only, its key: the form
+ * every manager handle (proxy, manager, dict, list) begins with.  The key
+ * travels only so, as in Python (where a proxy pickles its authkey only
+ * while spawning); a handle from a peer uses this process's own key.
+ */
+static int put_server(mp_buf *out, const char *address, const void *key, size_t keylen,
+                      mp__channel ch)
 {
-    int err = mp__put_str(out, px->address);
+    int err = mp__put_str(out, address);
     if (err == 0)
         err = mp__put_u8(out, ch == MP__WIRE_CHILD);
     if (err == 0 && ch == MP__WIRE_CHILD)
-        err = mp__put_blob(out, px->key, px->keylen);
+        err = mp__put_blob(out, key, keylen);
+    return err;
+}
+
+static int get_server(mp__reader *r, mp__channel ch, const char **address, const void **key,
+                      size_t *keylen)
+{
+    *address = mp__get_str(r);
+    uint8_t has_key = mp__get_u8(r);
+    if (r->err || has_key != (ch == MP__WIRE_CHILD))
+        return MP_EBADMSG;
+    *key = has_key ? mp__get_blob(r, keylen) : mp_process_authkey(mp_current_process(), keylen);
+    if (r->err || *key == NULL || *keylen == 0 || *keylen > MP__AUTHKEY_MAX)
+        return MP_EBADMSG;
+    return 0;
+}
+
+int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch)
+{
+    int err = put_server(out, px->address, px->key, px->keylen, ch);
     if (err == 0)
         err = mp__put_str(out, px->kind);
     if (err == 0)
@@ -1743,23 +1806,155 @@ int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch)
     return err;
 }
 
-/* The key travels only into a child started here, as in Python (where a
- * proxy pickles its authkey only while spawning); a proxy from a peer uses
- * this process's own key. */
 int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out)
 {
-    const char *address = mp__get_str(r);
-    uint8_t has_key = mp__get_u8(r);
-    if (r->err || has_key != (ch == MP__WIRE_CHILD))
-        return MP_EBADMSG;
-    size_t keylen = 0;
-    const void *key = has_key ? mp__get_blob(r, &keylen)
-                              : mp_process_authkey(mp_current_process(), &keylen);
+    const char *address;
+    const void *key;
+    size_t keylen;
+    int err = get_server(r, ch, &address, &key, &keylen);
     const char *kind = mp__get_str(r), *name = mp__get_str(r);
     int64_t param = (int64_t)mp__get_u64(r);
-    if (r->err || key == NULL || keylen == 0 || keylen > MP__AUTHKEY_MAX)
+    if (err < 0 || r->err)
         return MP_EBADMSG;
     return proxy_make(address, key, keylen, kind, name, param, out);
+}
+
+/* ---- managers, dicts and lists in mp_args ---------------------------------------- */
+
+/* A manager handle travels as where its server is (and its key, into a
+ * child); the receiver's handle connects on its first request. */
+static int manager_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
+{
+    const mp_manager *m = obj;
+    return put_server(out, m->address, m->key, m->keylen, ch);
+}
+
+static int manager_rebuild_form(mp__reader *r, mp__channel ch, mp_manager **out)
+{
+    const char *address;
+    const void *key;
+    size_t keylen;
+    int err = get_server(r, ch, &address, &key, &keylen);
+    return err < 0 ? err : manager_new(out, address, key, keylen);
+}
+
+static int manager_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
+{
+    return manager_rebuild_form(r, ch, (mp_manager **)obj);
+}
+
+static int manager_dup(void *obj, void **out)
+{
+    atomic_fetch_add(&((mp_manager *)obj)->refs, 1);
+    *out = obj;
+    return 0;
+}
+
+static void manager_release(void *obj)
+{
+    manager_unref(obj); /* a copy never stops the server */
+}
+
+const mp__objtype mp__manager_objtype = {
+    .name = "manager",
+    .tag = 11,
+    .reduce = manager_reduce,
+    .rebuild = manager_rebuild,
+    .dup = manager_dup,
+    .release = manager_release,
+};
+
+int mp_args_add_manager(mp_args *a, mp_manager *m)
+{
+    return a && m ? mp__args_add_obj(a, &mp__manager_objtype, m) : MP_EINVAL;
+}
+
+mp_manager *mp_args_manager(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__manager_objtype);
+}
+
+/* A dict or list: its manager's form, then its name. */
+static int named_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
+{
+    const struct mp_dict *h = obj;
+    int err = manager_reduce(h->m, out, fds, ch);
+    return err < 0 ? err : mp__put_str(out, h->name);
+}
+
+static int named_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
+{
+    mp_manager *m;
+    int err = manager_rebuild_form(r, ch, &m);
+    if (err < 0)
+        return err;
+    const char *name = mp__get_str(r);
+    struct mp_dict *h = name ? calloc(1, sizeof *h) : NULL;
+    if (h == NULL || (h->name = strdup(name)) == NULL) {
+        free(h);
+        manager_unref(m);
+        return name ? MP_ENOMEM : MP_EBADMSG;
+    }
+    h->m = m;
+    *obj = h;
+    return 0;
+}
+
+static int named_dup(void *obj, void **out)
+{
+    const struct mp_dict *src = obj;
+    struct mp_dict *h = calloc(1, sizeof *h);
+    if (h == NULL || (h->name = strdup(src->name)) == NULL) {
+        free(h);
+        return MP_ENOMEM;
+    }
+    atomic_fetch_add(&src->m->refs, 1);
+    h->m = src->m;
+    *out = h;
+    return 0;
+}
+
+static void named_release(void *obj)
+{
+    named_free(obj);
+}
+
+const mp__objtype mp__dict_objtype = {
+    .name = "dict",
+    .tag = 12,
+    .reduce = named_reduce,
+    .rebuild = named_rebuild,
+    .dup = named_dup,
+    .release = named_release,
+};
+
+const mp__objtype mp__list_objtype = {
+    .name = "list",
+    .tag = 13,
+    .reduce = named_reduce,
+    .rebuild = named_rebuild,
+    .dup = named_dup,
+    .release = named_release,
+};
+
+int mp_args_add_dict(mp_args *a, mp_dict *d)
+{
+    return a && d ? mp__args_add_obj(a, &mp__dict_objtype, d) : MP_EINVAL;
+}
+
+mp_dict *mp_args_dict(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__dict_objtype);
+}
+
+int mp_args_add_list(mp_args *a, mp_list *l)
+{
+    return a && l ? mp__args_add_obj(a, &mp__list_objtype, l) : MP_EINVAL;
+}
+
+mp_list *mp_args_list(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__list_objtype);
 }
 
 /* Make a proxy for @kind @name on @m's server; the object is opened now. */

@@ -52,7 +52,8 @@ struct mp_args {
 static const mp__objtype *const objtypes[] = {
     &mp__conn_objtype,      &mp__lock_objtype,    &mp__semaphore_objtype, &mp__condition_objtype,
     &mp__event_objtype,     &mp__barrier_objtype, &mp__value_objtype,     &mp__array_objtype,
-    &mp__queue_objtype,
+    &mp__queue_objtype,     &mp__shm_objtype,     &mp__manager_objtype,   &mp__dict_objtype,
+    &mp__list_objtype,
 };
 
 static const char *type_name(mp_arg_type t)
@@ -218,6 +219,25 @@ int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj)
     return 0;
 }
 
+/* mp_args_of's letters for library objects. */
+static const mp__objtype *objtype_of_letter(char c)
+{
+    static const struct {
+        char letter;
+        const mp__objtype *t;
+    } letters[] = {
+        {'Q', &mp__queue_objtype}, {'L', &mp__lock_objtype},      {'S', &mp__semaphore_objtype},
+        {'C', &mp__condition_objtype}, {'E', &mp__event_objtype}, {'B', &mp__barrier_objtype},
+        {'V', &mp__value_objtype}, {'A', &mp__array_objtype},     {'P', &mp__conn_objtype},
+        {'H', &mp__shm_objtype},   {'M', &mp__manager_objtype},   {'D', &mp__dict_objtype},
+        {'T', &mp__list_objtype},
+    };
+    for (size_t i = 0; i < MP__ARRAY_LEN(letters); i++)
+        if (letters[i].letter == c)
+            return letters[i].t;
+    return NULL;
+}
+
 int mp_args_of(mp_args **out, const char *fmt, ...)
 {
     mp_args *a;
@@ -252,8 +272,10 @@ int mp_args_of(mp_args **out, const char *fmt, ...)
         case 'f':
             err = mp_args_add_fd(a, va_arg(ap, int));
             break;
-        default:
-            err = MP_EINVAL;
+        default: {
+            const mp__objtype *t = objtype_of_letter(*c);
+            err = t ? mp__args_add_obj(a, t, va_arg(ap, void *)) : MP_EINVAL;
+        }
         }
     }
     va_end(ap);

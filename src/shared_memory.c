@@ -189,3 +189,69 @@ int mp_shm_unlink(mp_shm *s)
     }
     return err;
 }
+
+/* ---- in mp_args: by name, as Python pickles a SharedMemory ------------------- */
+
+/* The receiver attaches to the segment by its name (never registering it:
+ * the tracker keeps the creator's one registration). */
+static int shm_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
+{
+    const mp_shm *s = obj;
+    int err = mp__put_str(out, s->path + 1);
+    return err < 0 ? err : mp__put_u64(out, s->size);
+}
+
+static int shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
+{
+    const char *name = mp__get_str(r);
+    uint64_t size = mp__get_u64(r);
+    if (r->err || size == 0 || size > SIZE_MAX || !valid_name(name))
+        return MP_EBADMSG;
+    return mp_shm_new((mp_shm **)obj, name, (size_t)size, 0);
+}
+
+/* A second handle: a second mapping of the same pages (mremap of a shared
+ * mapping with old size 0), so it stays usable after an unlink. */
+static int shm_dup(void *obj, void **out)
+{
+    const mp_shm *s = obj;
+    size_t n = strlen(s->path) + 1;
+    mp_shm *d = calloc(1, sizeof *d + n);
+    if (d == NULL)
+        return MP_ENOMEM;
+    void *p = mremap(s->buf, 0, s->size, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) {
+        int err = -errno;
+        free(d);
+        return err;
+    }
+    d->buf = p;
+    d->size = s->size;
+    memcpy(d->path, s->path, n);
+    *out = d;
+    return 0;
+}
+
+static void shm_release(void *obj)
+{
+    IGNORE_RESULT(mp_shm_close(obj));
+}
+
+const mp__objtype mp__shm_objtype = {
+    .name = "shm",
+    .tag = 10,
+    .reduce = shm_reduce,
+    .rebuild = shm_rebuild,
+    .dup = shm_dup,
+    .release = shm_release,
+};
+
+int mp_args_add_shm(mp_args *a, mp_shm *s)
+{
+    return a && s ? mp__args_add_obj(a, &mp__shm_objtype, s) : MP_EINVAL;
+}
+
+mp_shm *mp_args_shm(const mp_args *a, size_t i)
+{
+    return mp__args_obj(a, i, &mp__shm_objtype);
+}
