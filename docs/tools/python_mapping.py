@@ -179,13 +179,13 @@ MAP = {
     MP + "sharedctypes.copy": "no call of its own: `mp_array_new(&b, mp_array_type(a), mp_array_len(a), mp_array_data(a), false)` makes the same copy",
     MP + "sharedctypes.synchronized": "none: the lock is chosen at creation (`lock` argument of `mp_value_new()` / `mp_array_new()`); an existing object cannot be wrapped afterwards",
     # shared_memory
-    MP + "shared_memory.SharedMemory": "`mp_shm_new(&s, name, size, MP_SHM_CREATE)` to create, flags 0 to attach",
+    MP + "shared_memory.SharedMemory": "`mp_shm_new(&s, name, size, MP_SHM_CREATE)` to create, flags 0 to attach; passed to a child by name with `mp_args_add_shm()` (as Python pickles it)",
     MP + "shared_memory.ShareableList": "none: it stores Python objects of mixed types; in C, lay out a struct or an array in `mp_shm_buf()` (or use `mp_array_new()`)",
     # managers
     MP + "managers.BaseManager": "`mp_manager_start()` / `mp_manager_connect()` / `mp_manager_serve()`, with `mp_manager_register()` for your own types",
     MP + "managers.SyncManager": "`mp_manager` with its typed objects: `mp_manager_dict()`, `mp_manager_list()`, `mp_manager_queue()`, `mp_manager_lock()`, `mp_manager_event()`, `mp_manager_semaphore()`, `mp_manager_value()`",
     MP + "managers.SharedMemoryManager": "none: every segment made with `mp_shm_new()` is already tracked and removed when the program ends (unless `MP_SHM_NOTRACK`)",
-    MP + "managers.BaseProxy": "the typed handles a manager returns (`mp_dict`, `mp_list`, and proxy `mp_queue`, `mp_lock`, ...); `mp_manager_call()` for registered types",
+    MP + "managers.BaseProxy": "the typed handles a manager returns (`mp_dict`, `mp_list`, and proxy `mp_queue`, `mp_lock`, ...); `mp_manager_call()` for registered types; passed to a child with `mp_args_add_dict()`, `mp_args_add_list()`, `mp_args_add_queue()`, ... (and a manager itself with `mp_args_add_manager()`); usable in a forked child, which connects afresh",
     MP + "managers.Token": "none: objects are found by name, there is no token to pass around",
     # pool
     MP + "pool.Pool": "`mp_pool_new()`",

@@ -142,6 +142,30 @@ static int save_proxies(const char *dir)
         save_raw(dir, name, hdr, 2, &b);
         mp_buf_free(&b);
     }
+    /* a manager, its dict and list (tags 11-13), and named shared memory
+     * (tag 10) as a peer sends them: no key, no descriptor */
+    for (uint8_t tag = 10; tag <= 13; tag++) {
+        mp_buf b = MP_BUF_INIT;
+        int err = mp__put_u32(&b, 0x3141504dU);
+        err |= mp__put_u32(&b, 1);
+        err |= mp__put_u8(&b, MP_ARG_OBJECT);
+        err |= mp__put_u8(&b, tag);
+        if (tag == 10) {
+            err |= mp__put_str(&b, "psm_fuzz_nowhere");
+            err |= mp__put_u64(&b, 4096);
+        } else {
+            err |= mp__put_str(&b, "unix:@mp-fuzz-nowhere");
+            err |= mp__put_u8(&b, 0);
+            if (tag > 11)
+                err |= mp__put_str(&b, "d");
+        }
+        if (err != 0)
+            return -1;
+        static const char *const names[] = {"obj_shm", "obj_manager", "obj_dict", "obj_list"};
+        uint8_t hdr[2] = {0, 0};
+        save_raw(dir, names[tag - 10], hdr, 2, &b);
+        mp_buf_free(&b);
+    }
     return 0;
 }
 
