@@ -344,6 +344,23 @@ static double arg_timeout(const mp_args *a, size_t i)
     return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
 }
 
+/* A get into at most @cap bytes, as mp_queue_get_into: a longer message
+ * stays queued (MP_EMSGSIZE, its length in *len). */
+static int get_bounded(mp_queue *q, mp_buf *got, size_t cap, double timeout, size_t *len)
+{
+    for (;;) {
+        int err = mp_buf_reserve(got, got->cap ? got->cap : 256);
+        if (err == 0) /* never more than @cap: a longer one must stay */
+            err = mp_queue_get_into(q, got->data, got->cap < cap ? got->cap : cap, len, timeout);
+        if (err == 0)
+            got->len = *len;
+        if (err != MP_EMSGSIZE || *len > cap)
+            return err;
+        if ((err = mp_buf_reserve(got, *len)) < 0) /* fits: again, with room */
+            return err;
+    }
+}
+
 /* One dict operation (srv->lock held).  SET stores @v; ADD adds *num and
  * leaves the new value there; GET points *got at the stored value. */
 static int dict_apply(sobj *o, int op, const void *k, size_t kl, const void *v, size_t vl,
@@ -587,6 +604,9 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         if (op == OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
         mp__deadline_init(&d, arg_timeout(a, op == OP_Q_PUT ? 4 : 3));
+        /* a get's optional bound (mp_queue_get_into's @cap) */
+        int64_t cap = op == OP_Q_GET && has(a, 4, MP_ARG_INT) ? mp_args_int(a, 4) : -1;
+        size_t len = 0;
         mp_queue *q = o->q;
         pthread_mutex_unlock(&srv->lock); /* the queue blocks on its own */
         mp_buf got = MP_BUF_INIT;
@@ -595,7 +615,9 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         for (;;) {
             int ms = mp__deadline_poll_ms(&d);
             double slice = ms < 0 || ms > 200 ? 0.2 : ms / 1000.0;
-            err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice) : mp_queue_get(q, &got, slice);
+            err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice)
+                  : cap >= 0     ? get_bounded(q, &got, (size_t)cap, slice, &len)
+                                 : mp_queue_get(q, &got, slice);
             if ((err != MP_EFULL && err != MP_EEMPTY) || mp__deadline_expired(&d))
                 break;
             struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
@@ -607,6 +629,8 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         pthread_mutex_lock(&srv->lock);
         if (err == 0 && op == OP_Q_GET)
             err = reply_bytes(r, got.data, got.len);
+        else if (err == MP_EMSGSIZE && cap >= 0 && mp_args_add_int(r, (int64_t)len) < 0)
+            err = MP_ENOMEM;
         mp_buf_free(&got);
         return err;
     }
@@ -1730,9 +1754,13 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
     mp_args *req = request(op, px->kind, px->name), *rep = NULL;
     if (p != NULL || op == OP_Q_PUT || op == OP_VAL_STORE)
         req = with_bytes(req, p, n);
-    if (!isnan(timeout))
-        req = with_double(req, timeout);
+    if (!isnan(timeout) || into)
+        req = with_double(req, isnan(timeout) ? MP_FOREVER : timeout);
+    if (into) /* a longer message stays queued on the server */
+        req = with_int(req, cap > INT64_MAX ? INT64_MAX : (int64_t)cap);
     int err = proxy_rpc(px, req, &rep);
+    if (err == MP_EMSGSIZE && into && len && has(rep, 1, MP_ARG_INT))
+        *len = (size_t)mp_args_int(rep, 1);
     if (err == 0 && (out || into)) {
         size_t k = 0;
         const void *b = has(rep, 1, MP_ARG_BYTES) ? mp_args_bytes(rep, 1, &k) : NULL;

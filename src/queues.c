@@ -677,7 +677,7 @@ int mp_queue_qsize(mp_queue *q, size_t *out)
     uint64_t n;
     int err = pending(q, &n);
     *out = (size_t)n;
-    return q->px ? 0 : err;
+    return err; /* a proxy's failed request too (MP_ECLOSED, ...) */
 }
 
 bool mp_queue_empty(mp_queue *q)

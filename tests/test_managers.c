@@ -920,6 +920,13 @@ MP_TEST(manager_proxy_queue, .variants = MP_START_METHODS)
     ASSERT_EQ(small[0], '1');
     ASSERT_ERR(MP_EMSGSIZE, mp_queue_get_into(bq, small, sizeof small, &len, 1));
     ASSERT_EQ(len, 2);
+    /* as for a local queue: the message stays queued */
+    ASSERT_OK(mp_queue_qsize(bq, &n));
+    ASSERT_EQ(n, 1);
+    char two[2];
+    ASSERT_OK(mp_queue_get_into(bq, two, sizeof two, &len, 1));
+    ASSERT_EQ(len, 2);
+    ASSERT_TRUE(memcmp(two, "22", 2) == 0);
     ASSERT_TRUE(mp_queue_empty(bq));
 
     mp_buf_free(&b);
