@@ -15,6 +15,13 @@ endfunction()
 
 run(${CMAKE_COMMAND} --install ${BUILD} --prefix ${prefix})
 
+# man pages, and link pages for the functions they describe
+foreach(page multiproc mp_queue_new mp_queue_put mp_listener_new mp_imap_next)
+  if(NOT EXISTS ${prefix}/share/man/man3/${page}.3)
+    message(FATAL_ERROR "not installed: share/man/man3/${page}.3")
+  endif()
+endforeach()
+
 # pkg-config
 set(ENV{PKG_CONFIG_PATH} "${prefix}/lib/pkgconfig:${prefix}/lib64/pkgconfig")
 run(pkg-config --cflags --libs multiproc)
