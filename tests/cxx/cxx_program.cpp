@@ -1,6 +1,7 @@
 // A C++ program using <multiproc.h>: the header must compile as C++
 // (-std=c++11 -pedantic -Werror) and the library must work from C++.  It
-// starts one child under spawn and maps over a pool of spawned workers.
+// starts one child under spawn and maps over a pool of spawned workers
+// (a function, then a captureless lambda).
 // A spawned child never runs main(): its target is found by address, so
 // plain functions of this program serve as target and map function.
 #include <multiproc.h>
@@ -85,6 +86,25 @@ int main()
             return 1;
         }
     }
+
+    // A captureless lambda is a plain function too.
+    mp_map_fn negate = [](const void *item, void *result) -> int {
+        long v;
+        std::memcpy(&v, item, sizeof v);
+        v = -v;
+        std::memcpy(result, &v, sizeof v);
+        return 0;
+    };
+    err = mp_pool_map(pool, negate, items, 100, sizeof items[0], results, sizeof results[0],
+                      7, &terr);
+    if (err < 0)
+        return fail("mp_pool_map (lambda)", err);
+    for (long i = 0; i < 100; i++) {
+        if (results[i] != -i) {
+            std::fprintf(stderr, "cxx: negate(%ld) = %ld\n", i, results[i]);
+            return 1;
+        }
+    }
     mp_pool_close(pool);
     if ((err = mp_pool_join(pool, 60)) < 0)
         return fail("mp_pool_join", err);
@@ -95,7 +115,7 @@ int main()
         return fail("mp_buf_append", err);
     mp_buf_free(&b);
 
-    std::printf("cxx consumer: spawn child exit 42, pool map of 100 squares, %s ok\n",
+    std::printf("cxx consumer: spawn child exit 42, pool maps of 100 items (function, lambda), %s ok\n",
                 mp_version());
     return 0;
 }
