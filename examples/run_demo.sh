@@ -203,6 +203,8 @@ for name in "${order[@]}"; do
             echo "---- $name, the main demo (examples/$name.c):"
             timeout -k 5 "$limit" ${linebuf[@]+"${linebuf[@]}"} "$exe" 2>&1 | tee "$log"
             rc=${PIPESTATUS[0]}
+            # (cut off mid-line, e.g. in its progress bar: end that line)
+            [ -n "$(tail -c 1 "$log")" ] && echo
             echo "----"
         else
             timeout -k 5 "$limit" "$exe" >"$log" 2>&1
