@@ -31,7 +31,7 @@ test: build
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
 test-asan: deps
-	CC=clang cmake -S . -B $(BUILD_ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug \
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug \
 	  -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_FUZZ=ON -DMP_BUILD_BENCH=OFF
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	@rm -f $(BUILD_ASAN)/ctest-junit.xml

@@ -4,7 +4,10 @@
 #   examples/run_demo.sh BUILD_EXAMPLES_DIR [-v] [NAME...]
 #
 # Each example runs under `timeout` (MP_DEMO_TIMEOUT seconds, default 60).
-# Its output is shown when it fails, or always with -v.  At the end, no
+# Each prints one PASS/FAIL line; its output is shown when it fails, or
+# always with -v.  The main demo (pool_demo) runs last, with its own output
+# live on the terminal (progress bar, speed-up, the crashed chunk), and is
+# checked like the others.  At the end, no
 # process of these programs may be left running (a leaked daemon or fork
 # server).  Exits non-zero if anything failed.
 set -u
@@ -169,6 +172,19 @@ order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_c
        pool_map pool_crash manager_dict remote_queue big_data pool_demo)
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
 
+# The main demo, shown live: it goes last.
+main_demo=pool_demo
+rest=()
+has_main=0
+for name in "${order[@]}"; do
+    if [ "$name" = "$main_demo" ]; then has_main=1; else rest+=("$name"); fi
+done
+order=(${rest[@]+"${rest[@]}"})
+[ $has_main -eq 1 ] && order+=("$main_demo")
+# Line-buffered output through the pipe to tee, so each line shows at once.
+linebuf=()
+command -v stdbuf >/dev/null 2>&1 && linebuf=(stdbuf -oL -eL)
+
 logdir=$(mktemp -d)
 trap 'rm -rf "$logdir"' EXIT
 pass=0
@@ -183,8 +199,17 @@ for name in "${order[@]}"; do
         why="not built ($exe)"
     else
         start=$(date +%s%N)
-        timeout -k 5 "$limit" "$exe" >"$log" 2>&1
-        rc=$?
+        if [ "$name" = "$main_demo" ]; then
+            echo "---- $name, the main demo (examples/$name.c):"
+            timeout -k 5 "$limit" ${linebuf[@]+"${linebuf[@]}"} "$exe" 2>&1 | tee "$log"
+            rc=${PIPESTATUS[0]}
+            # (cut off mid-line, e.g. in its progress bar: end that line)
+            [ -n "$(tail -c 1 "$log")" ] && echo
+            echo "----"
+        else
+            timeout -k 5 "$limit" "$exe" >"$log" 2>&1
+            rc=$?
+        fi
         ms=$((($(date +%s%N) - start) / 1000000))
         if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
             why="timed out after ${limit} s"
@@ -207,12 +232,13 @@ for name in "${order[@]}"; do
     if [ -z "$why" ]; then
         pass=$((pass + 1))
         printf 'PASS  %-14s %6d ms\n' "$name" "$ms"
-        [ $verbose -eq 1 ] && sed 's/^/      | /' "$log"
+        [ $verbose -eq 1 ] && [ "$name" != "$main_demo" ] && sed 's/^/      | /' "$log"
     else
         fail=$((fail + 1))
         failed+=("$name")
         printf 'FAIL  %-14s %s\n' "$name" "$why"
-        [ -f "$log" ] && sed 's/^/      | /' "$log"
+        # (the main demo's output was just shown)
+        [ -f "$log" ] && [ "$name" != "$main_demo" ] && sed 's/^/      | /' "$log"
     fi
 done
 

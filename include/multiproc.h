@@ -69,7 +69,7 @@ typedef struct mp_buf {
     size_t len, cap; /**< cap: the bytes allocated at data. */
 } mp_buf;
 /** An empty buffer: `mp_buf b = MP_BUF_INIT;` needs no other set-up. */
-#define MP_BUF_INIT {0}
+#define MP_BUF_INIT {NULL, 0, 0}
 /** The largest capacity a buffer grows to (64 TiB). */
 #define MP_BUF_MAX ((size_t)1 << 46)
 /** Make room for at least @cap bytes; len is unchanged.
@@ -1056,18 +1056,18 @@ MP_MUST_CHECK int mp_manager_value(mp_manager *m, const char *name, mp_type type
 /**
  * Your own shared types, like BaseManager.register: register before
  * mp_manager_start (and in the serving process for mp_manager_serve); the
- * server finds @fn by @typeid.  *state starts NULL for each named object
+ * server finds @fn by @type_name.  *state starts NULL for each named object
  * and is the method's to allocate; the method "__del__" is called when the
  * server ends, to free it.  A non-zero return is that call's error.
  */
 typedef int (*mp_method_fn)(void **state, const char *method, const mp_args *in, mp_buf *out);
-/** Register @fn as the methods of type @typeid (see mp_method_fn); a second
+/** Register @fn as the methods of type @type_name (see mp_method_fn); a second
  *  registration of the same type replaces the first.
  *  @return 0; MP_EINVAL for an empty or over-long type; MP_ENOMEM. */
-MP_MUST_CHECK int mp_manager_register(const char *typeid, mp_method_fn fn);
-/** Call @method of object @name of type @typeid; @in: numbers, strings and
+MP_MUST_CHECK int mp_manager_register(const char *type_name, mp_method_fn fn);
+/** Call @method of object @name of type @type_name; @in: numbers, strings and
  *  bytes only.  MP_ENOENT for an unregistered type. */
-MP_MUST_CHECK int mp_manager_call(mp_manager *m, const char *typeid, const char *name,
+MP_MUST_CHECK int mp_manager_call(mp_manager *m, const char *type_name, const char *name,
                                   const char *method, const mp_args *in, mp_buf *out);
 
 /**
