@@ -2,12 +2,18 @@
  * The resource tracker (Python's resource_tracker.py): it removes the named
  * shared memory segments the program created and never unlinked once every
  * process of the program is gone, however they ended (SIGKILL of the whole
- * process group included).
+ * process group included, and SIGKILL of every process of the program's
+ * tree, found by parent pids as a test runner or supervisor finds them).
  *
  * One tracker serves a tree of processes.  The first process without one
  * that creates a tracked segment starts it: a fresh execution of this
- * program (role TRACKER) in a session and process group of its own, so a
- * signal sent to the program's group never reaches it.  The tracker holds
+ * program (role TRACKER), spawned as its child so that the spawn
+ * bootstrap's channel check (the socket pair's maker is the parent) holds.
+ * That process forks the tracker and exits at once: the tracker is
+ * reparented to init, or to the nearest subreaper (PR_SET_CHILD_SUBREAPER)
+ * above the starter, and is no descendant of the program.  It leads a
+ * session and process group of its own, so a signal sent to the program's
+ * group or terminal never reaches it either.  The tracker holds
  * one end of a SOCK_SEQPACKET socket pair; every process of the tree holds
  * the other: forked children inherit it, spawned and forkserver children
  * receive it in their preparation data (spawn.c).  Each command is one
@@ -22,10 +28,14 @@
  * stdin and stdout (and stderr unless the log level asks for warnings) are
  * /dev/null, so it never keeps a pipe of the program's open.
  *
- * The process that started the tracker is its parent.  At exit
- * (mp__tracker_stop, the last step of mp__exit_cleanup) it closes its end
- * and waits, a bounded time, for the tracker to finish: a program that ends
- * normally leaves neither a process nor a segment behind.
+ * Once detached and set up, the tracker sends a hello on its end: its pid
+ * and a pidfd of itself (SCM_RIGHTS).  The starter waits for it (it also
+ * proves the tracker runs), reaps the process it spawned and keeps the
+ * pidfd.  At exit (mp__tracker_stop, the last step of mp__exit_cleanup) it
+ * closes its end and waits on that pidfd, a bounded time, for the tracker
+ * to finish: a program that ends normally leaves neither a process nor a
+ * segment behind.  The tracker is not its child: init or the subreaper
+ * reaps it (or the starter itself, when it is that subreaper).
  *
  * As in Python, a tracker belongs to the process that started it and to the
  * processes that process starts afterwards: a child that creates segments
