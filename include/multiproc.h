@@ -686,8 +686,10 @@ enum {
  * discovered; @size 0, or at most the segment's size).  Names are given
  * without the leading slash, as Python's; at most 250 characters.
  * A created segment the program never unlinks is removed once its last
- * process has ended, even if they were all SIGKILLed (the resource
- * tracker), unless MP_SHM_NOTRACK.
+ * process has ended, even if they were all SIGKILLed, by process group or
+ * one by one (the resource tracker: a detached process, no descendant of
+ * the program -- init or a subreaper ancestor adopts it -- that ends once
+ * the program has), unless MP_SHM_NOTRACK.
  * @return 0; MP_EEXIST; MP_ENOENT; MP_EINVAL.
  */
 MP_MUST_CHECK int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags);

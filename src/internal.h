@@ -527,6 +527,8 @@ void mp__tracker_adopt(int fd);
 /* Close this process's end; the process that started the tracker waits
  * (a bounded time) for it to clean up and exit.  Part of mp__exit_cleanup. */
 void mp__tracker_stop(void);
+/* The tracker this process started and still waits for at exit; 0: none. */
+pid_t mp__tracker_pid(void);
 /* The tracker, in a spawned process: body of a TRACKER prep message. */
 _Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds);
 

@@ -2,12 +2,18 @@
  * The resource tracker (Python's resource_tracker.py): it removes the named
  * shared memory segments the program created and never unlinked once every
  * process of the program is gone, however they ended (SIGKILL of the whole
- * process group included).
+ * process group included, and SIGKILL of every process of the program's
+ * tree, found by parent pids as a test runner or supervisor finds them).
  *
  * One tracker serves a tree of processes.  The first process without one
  * that creates a tracked segment starts it: a fresh execution of this
- * program (role TRACKER) in a session and process group of its own, so a
- * signal sent to the program's group never reaches it.  The tracker holds
+ * program (role TRACKER), spawned as its child so that the spawn
+ * bootstrap's channel check (the socket pair's maker is the parent) holds.
+ * That process forks the tracker and exits at once: the tracker is
+ * reparented to init, or to the nearest subreaper (PR_SET_CHILD_SUBREAPER)
+ * above the starter, and is no descendant of the program.  It leads a
+ * session and process group of its own, so a signal sent to the program's
+ * group or terminal never reaches it either.  The tracker holds
  * one end of a SOCK_SEQPACKET socket pair; every process of the tree holds
  * the other: forked children inherit it, spawned and forkserver children
  * receive it in their preparation data (spawn.c).  Each command is one
@@ -22,10 +28,14 @@
  * stdin and stdout (and stderr unless the log level asks for warnings) are
  * /dev/null, so it never keeps a pipe of the program's open.
  *
- * The process that started the tracker is its parent.  At exit
- * (mp__tracker_stop, the last step of mp__exit_cleanup) it closes its end
- * and waits, a bounded time, for the tracker to finish: a program that ends
- * normally leaves neither a process nor a segment behind.
+ * Once detached and set up, the tracker sends a hello on its end: its pid
+ * and a pidfd of itself (SCM_RIGHTS).  The starter waits for it (it also
+ * proves the tracker runs), reaps the process it spawned and keeps the
+ * pidfd.  At exit (mp__tracker_stop, the last step of mp__exit_cleanup) it
+ * closes its end and waits on that pidfd, a bounded time, for the tracker
+ * to finish: a program that ends normally leaves neither a process nor a
+ * segment behind.  The tracker is not its child: init or the subreaper
+ * reaps it (or the starter itself, when it is that subreaper).
  *
  * As in Python, a tracker belongs to the process that started it and to the
  * processes that process starts afterwards: a child that creates segments
@@ -34,6 +44,7 @@
  */
 #include "internal.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -55,6 +66,9 @@
  * normally ends within milliseconds; it runs on only while some other
  * process of the program (one the program did not join) still holds it. */
 #define STOP_WAIT_S 5.0
+/* How long the starter waits for the detached tracker's hello. */
+#define HELLO_WAIT_S 30.0
+#define HELLO_MAGIC 0x4854504dU /* "MPTH" */
 
 /* This process's link to its tracker. */
 static struct {
@@ -95,8 +109,9 @@ MP__CHILD_TEXT static void atfork_child(void)
     trk.pid = 0;
 }
 
-/* Wait up to @timeout for the tracker we started to end, and reap it.
- * Under trk.lock. */
+/* Wait up to @timeout for the tracker we started to end.  It is not our
+ * child (init or a subreaper reaps it) unless this process is the
+ * subreaper that adopted it: then reap it too.  Under trk.lock. */
 static void reap_locked(double timeout)
 {
     if (trk.pidfd < 0)
@@ -105,8 +120,9 @@ static void reap_locked(double timeout)
     mp__deadline_init(&d, timeout);
     if (mp__sys_poll1(trk.pidfd, POLLIN, &d) == 1) {
         siginfo_t si;
-        while (waitid((idtype_t)P_PIDFD, (id_t)trk.pidfd, &si, WEXITED) < 0 && errno == EINTR)
-            ;
+        while (waitid((idtype_t)P_PIDFD, (id_t)trk.pidfd, &si, WEXITED | WNOHANG) < 0 &&
+               errno == EINTR)
+            ; /* ECHILD: not ours to reap */
         mp__log(MP_LOG_INFO, "resource tracker %d ended", (int)trk.pid);
     } else {
         mp__log(MP_LOG_WARNING,
@@ -118,8 +134,38 @@ static void reap_locked(double timeout)
     trk.pid = 0;
 }
 
+/* The tracker's hello on our end: its pid and a pidfd of itself. */
+static int await_hello(int sock, pid_t *pid, int *pidfd)
+{
+    mp__deadline d;
+    mp__deadline_init(&d, HELLO_WAIT_S);
+    int r = mp__sys_poll1(sock, POLLIN, &d);
+    if (r <= 0)
+        return r < 0 ? r : MP_ETIMEDOUT;
+    uint8_t msg[8];
+    int fds[1];
+    size_t nfds = 0;
+    int err = mp__sys_recv_fds(sock, msg, sizeof msg, fds, 1, &nfds);
+    if (err < 0)
+        return err; /* MP_EOF: it died before detaching */
+    mp__reader rd;
+    mp__reader_init(&rd, msg, sizeof msg);
+    uint32_t magic = mp__get_u32(&rd);
+    uint32_t p = mp__get_u32(&rd);
+    if (rd.err || magic != HELLO_MAGIC || nfds != 1 || p == 0 || p > INT32_MAX) {
+        for (size_t i = 0; i < nfds; i++)
+            mp__sys_close(fds[i]);
+        return MP_EBADMSG;
+    }
+    *pid = (pid_t)p;
+    *pidfd = fds[0];
+    return 0;
+}
+
 /* Start a tracker for this process and the children it starts from now on.
- * Under trk.lock, with no tracker. */
+ * The spawned process detaches (resource_tracker.c's top comment): we reap
+ * it at once and keep the pidfd the detached tracker sends us.  Under
+ * trk.lock, with no tracker. */
 static int start_locked(void)
 {
     int sv[2];
@@ -128,8 +174,8 @@ static int start_locked(void)
         return err;
     mp_buf body = MP_BUF_INIT;
     mp__fdvec fds = {.n = 0};
-    int chan = -1, pidfd = -1;
-    pid_t pid = 0;
+    int chan = -1, spfd = -1, pidfd = -1;
+    pid_t sp = 0, pid = 0;
     err = mp__put_u32(&body, BODY_MAGIC);
     if (err == 0)
         err = mp__put_u8(&body, (uint8_t)mp__log_level);
@@ -138,19 +184,25 @@ static int start_locked(void)
     if (err >= 0)
         err = mp__put_u32(&body, (uint32_t)err);
     if (err == 0)
-        err = mp__spawn_exec_setsid(&chan, &pid, &pidfd);
+        err = mp__spawn_exec_setsid(&chan, &sp, &spfd);
     if (err == 0) {
         err = mp__prep_send(chan, MP__ROLE_TRACKER, &body, &fds);
         mp__sys_close(chan);
-        if (err < 0) { /* it cannot have read its orders: do not leave it */
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-            mp__sys_close(pidfd);
-        }
     }
     mp_buf_free(&body);
     mp__sys_close(sv[1]); /* the tracker's end lives in the tracker only */
+    if (err == 0)
+        err = await_hello(sv[0], &pid, &pidfd);
+    if (spfd >= 0) {
+        /* The spawned process exits once it has forked the tracker; if it
+         * is stuck (no hello), it cannot have detached anything: kill it. */
+        if (err < 0)
+            mp__sys_pidfd_send_signal(spfd, SIGKILL);
+        siginfo_t si;
+        while (waitid((idtype_t)P_PIDFD, (id_t)spfd, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        mp__sys_close(spfd);
+    }
     if (err < 0) {
         mp__sys_close(sv[0]);
         mp__log(MP_LOG_ERROR, "cannot start the resource tracker: %s", mp_strerror(err));
@@ -241,6 +293,14 @@ void mp__tracker_adopt(int fd)
     mp__sys_close(trk.fd);
     set_fds(fd, trk.pidfd);
     pthread_mutex_unlock(&trk.lock);
+}
+
+pid_t mp__tracker_pid(void)
+{
+    pthread_mutex_lock(&trk.lock);
+    pid_t pid = trk.pidfd >= 0 ? trk.pid : 0;
+    pthread_mutex_unlock(&trk.lock);
+    return pid;
 }
 
 MP__CHILD_TEXT void mp__tracker_stop(void)
@@ -440,9 +500,23 @@ _Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds)
             mp__sys_close(fds[i]);
     mp__me.proc.name = (char *)"ResourceTracker"; /* for the log lines */
     mp__log_level = level;
-    /* As Python's: ^C and "killall" are for the program, not for us (we end
-     * when it has ended).  The session of our own already keeps us out of
-     * the program's process group and terminal. */
+    /* Detach: the process the program spawned (its child, as the spawn
+     * bootstrap's channel check requires) forks the tracker and exits, so
+     * the tracker is reparented to init or the nearest subreaper and is no
+     * descendant of the program: killing the program's process tree, found
+     * by parent pids, leaves it running to clean up. */
+    pid_t child = fork();
+    if (child < 0) {
+        mp__log(MP_LOG_ERROR, "resource_tracker: fork: %s", strerror(errno));
+        _exit(MP_EXIT_BOOTSTRAP);
+    }
+    if (child > 0)
+        _exit(0); /* the starter reaps us; the tracker is on its own */
+    /* A session and process group of its own, led by itself: a signal sent
+     * to the program's group or terminal never reaches it.  As Python's:
+     * ^C and "killall" are for the program, not for us (we end when it has
+     * ended). */
+    setsid();
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
@@ -450,7 +524,14 @@ _Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds)
     to_devnull(STDOUT_FILENO, O_WRONLY);
     if (level < MP_LOG_WARNING)
         to_devnull(STDERR_FILENO, O_WRONLY); /* nothing to say: keep no pipe open */
-    prctl(PR_SET_NAME, "mp-tracker"); /* last: once named, it is set up */
+    prctl(PR_SET_NAME, "mp-tracker"); /* once named, it is set up */
+    /* Hello to the starter: our pid and a pidfd of ourselves, by which it
+     * waits for us at its exit (we are not its child). */
+    int self = mp__sys_pidfd_open(getpid());
+    uint32_t hello[2] = {htole32(HELLO_MAGIC), htole32((uint32_t)getpid())};
+    if (self < 0 || mp__sys_send_fds(sock, hello, sizeof hello, &self, 1) < 0)
+        _exit(MP_EXIT_BOOTSTRAP); /* the starter sees end of file */
+    mp__sys_close(self);
 
     registry g = {0};
     serve(sock, &g);

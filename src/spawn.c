@@ -281,7 +281,9 @@ static int marker_fd(const char *v)
  * whichever thread made the pair) is the new process's parent.  That holds
  * for the spawn start method, for the fork server (spawned by the process
  * that first needs it) and for the resource tracker (POSIX_SPAWN_SETSID
- * makes a new session in the child itself: no double fork, same parent).
+ * makes a new session in the child itself, and the double fork that
+ * detaches the tracker happens after this check, in the spawned child:
+ * resource_tracker.c).
  * Forkserver children are forked, not executed: they are handed their
  * channel by mp__bootstrap directly and never come here.
  *

@@ -527,8 +527,9 @@ MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .ti
     mp_shm *r; /* mapped here, so the harness never sees it unused */
     ASSERT_OK(mp_shm_new(&r, reused, 0, 0));
 
-    /* The tracker is the helper's child, outside its process group. */
-    pid_t t = find_tracker(h);
+    /* The tracker is detached from the helper (this subreaper adopted it),
+     * outside its process group. */
+    pid_t t = find_tracker(getpid());
     ASSERT_GT(t, 0);
     ASSERT_EQ(t, getsid(t));
     ASSERT_EQ(t, getpgid(t));
@@ -551,6 +552,120 @@ MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .ti
     reap_all();
 }
 
+/* The pids of @root and of every process descending from it, found as a
+ * supervisor or test runner finds a program's processes: by walking the
+ * parent pids in /proc/<pid>/stat until nothing new turns up. */
+static int process_tree(pid_t root, pid_t *out, int cap)
+{
+    int n = 0;
+    out[n++] = root;
+    for (bool grew = true; grew;) {
+        grew = false;
+        DIR *d = opendir("/proc");
+        ASSERT_TRUE(d != NULL);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!isdigit((unsigned char)e->d_name[0]))
+                continue;
+            char path[300], st[512];
+            snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            ssize_t len = read(fd, st, sizeof st - 1);
+            close(fd);
+            if (len <= 0)
+                continue;
+            st[len] = '\0';
+            char *close_paren = strrchr(st, ')');
+            char state;
+            int parent;
+            if (!close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2)
+                continue;
+            pid_t pid = (pid_t)atoi(e->d_name);
+            bool is_parent_in = false, known = false;
+            for (int i = 0; i < n; i++) {
+                is_parent_in = is_parent_in || out[i] == parent;
+                known = known || out[i] == pid;
+            }
+            if (is_parent_in && !known) {
+                ASSERT_LT(n, cap);
+                out[n++] = pid;
+                grew = true;
+            }
+        }
+        closedir(d);
+    }
+    return n;
+}
+
+/* The helper program for tracker_outlives_tree_sigkill: main process
+ * (same process group as the test), child, grandchild, each with a tracked
+ * segment, and one MP_SHM_NOTRACK segment. */
+static _Noreturn void tree_program(int report, const char *method, const char *untracked)
+{
+    mp_shm *s, *u;
+    mp_args *a;
+    mp_process *c;
+    if (mp_shm_new(&s, NULL, 4096, MP_SHM_CREATE) != 0 ||
+        mp_shm_new(&u, untracked, 10, MP_SHM_CREATE | MP_SHM_NOTRACK) != 0)
+        _exit(40);
+    if (mp_args_of(&a, "fs", report, method) != 0 ||
+        mp_process_new(&c, mp_get_context(method), t_child, a) != 0 || mp_process_start(c) != 0)
+        _exit(41);
+    mp_args_free(a);
+    say(report, "H %s", mp_shm_name(s));
+    for (;;)
+        pause();
+}
+
+/* Issue 13: SIGKILL every process of the program's tree, found by parent
+ * pids.  The tracker is no descendant of it, so it survives and removes the
+ * tracked segments; the MP_SHM_NOTRACK one stays. */
+MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    /* Everything of the helper's tree is reparented here when it dies,
+     * and so is its detached tracker. */
+    ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
+    char untracked[64];
+    snprintf(untracked, sizeof untracked, "%s", unique_name("untracked"));
+    int fds[2];
+    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
+    fflush(stdout);
+    pid_t h = fork(); /* this test process has no tracker: the helper starts its own */
+    ASSERT_GE(h, 0);
+    if (h == 0) {
+        close(fds[0]);
+        tree_program(fds[1], method, untracked);
+    }
+    close(fds[1]);
+    char names[3][64];
+    mp_shm *m[3];
+    for (int i = 0; i < 3; i++) {
+        const char *l = read_line(fds[0]);
+        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
+        snprintf(names[i], sizeof names[i], "%s", l + 2);
+        ASSERT_TRUE(is_random_name(names[i]));
+        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0)); /* in use here: see above */
+    }
+    close(fds[0]);
+    mp_shm *u;
+    ASSERT_OK(mp_shm_new(&u, untracked, 0, 0));
+
+    pid_t tree[64];
+    int n = process_tree(h, tree, 64);
+    ASSERT_GE(n, 3); /* main, child, grandchild (and a fork server) */
+    for (int i = 0; i < n; i++)
+        ASSERT_EQ(0, kill(tree[i], SIGKILL));
+    ASSERT_TRUE(wait_all_gone(names, 3, 10));
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(mp_shm_close(m[i]));
+    ASSERT_TRUE(shm_exists(untracked));
+    ASSERT_OK(mp_shm_unlink(u));
+    ASSERT_OK(mp_shm_close(u));
+    reap_all(); /* the tree, and the tracker once it has cleaned up */
+}
+
 /* ---- the tracker process ------------------------------------------------ */
 
 /* It runs in a session of its own and holds its socket and /dev/null,
@@ -561,9 +676,10 @@ MP_TEST(tracker_holds_nothing_of_the_program)
     ASSERT_EQ(0, pipe(inheritable)); /* no CLOEXEC, deliberately */
     mp_shm *s;
     ASSERT_OK(mp_shm_new(&s, NULL, 10, MP_SHM_CREATE));
-    pid_t t = find_tracker(getpid());
+    pid_t t = mp__tracker_pid();
     ASSERT_GT(t, 0);
     ASSERT_EQ(t, getsid(t));
+    ASSERT_EQ(0, find_child_named(getpid(), "mp-tracker")); /* detached */
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/fd", (int)t);
     DIR *d = opendir(dir);
@@ -602,7 +718,7 @@ MP_TEST(tracker_relaunched_after_kill)
 {
     mp_shm *s1, *s2;
     ASSERT_OK(mp_shm_new(&s1, NULL, 10, MP_SHM_CREATE));
-    pid_t t1 = find_tracker(getpid());
+    pid_t t1 = mp__tracker_pid();
     ASSERT_GT(t1, 0);
     int tfd = (int)syscall(SYS_pidfd_open, t1, 0);
     ASSERT_GE(tfd, 0);
@@ -611,7 +727,7 @@ MP_TEST(tracker_relaunched_after_kill)
     ASSERT_EQ(1, poll(&p, 1, 10000));
     close(tfd);
     ASSERT_OK(mp_shm_new(&s2, NULL, 10, MP_SHM_CREATE));
-    pid_t t2 = find_tracker(getpid());
+    pid_t t2 = mp__tracker_pid();
     ASSERT_GT(t2, 0);
     ASSERT_NE(t1, t2);
     char names[2][64];
