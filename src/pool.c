@@ -1886,6 +1886,9 @@ int mp_pool_terminate(mp_pool *p)
     if (p == NULL)
         return MP_EINVAL;
     pthread_mutex_lock(&p->lock);
+    /* what the workers reported before this settles: the results that did
+     * finish stay readable through their handles; the rest breaks */
+    drain(p, &p->wait_msg);
     p->state = TERMINATE;
     while (p->pend_head) {
         pending *t = p->pend_head;
