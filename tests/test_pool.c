@@ -1196,6 +1196,29 @@ MP_TEST(handle_waiter_during_pool_free, .variants = MP_START_METHODS, .timeout_s
     outlive_end(&o);
 }
 
+/* A blocking map in another thread holds the last job of a pool freed
+ * under it: it returns MP_EBROKEN, and the pool goes with it. */
+MP_TEST(blocking_map_during_pool_free, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    shared s;
+    shared_new(&s, 2);
+    mp_pool *p = pool_with(ctx, 2, &s);
+    enum { N = 8 };
+    witem *items = items_new(N, 0);
+    for (int i = 0; i < N; i++)
+        items[i].act = ACT_COUNT_HANG;
+    wres r[N];
+    mapper m = {.p = p, .items = items, .n = N, .r = r, .rc = 1};
+    pthread_t mt;
+    ASSERT_EQ(0, pthread_create(&mt, NULL, map_thread, &m));
+    WAIT_FOR(counter_of(&s) == 2, 30);
+    mp_pool_free(p);
+    ASSERT_EQ(0, pthread_join(mt, NULL));
+    ASSERT_ERR(MP_EBROKEN, m.rc);
+    free(items);
+    shared_free(&s);
+}
+
 /* imap: MP_ETIMEDOUT is only the wait's own expiry; an item that overran
  * task_timeout is a failed item (MP_EWORKER, e.code MP_ETIMEDOUT, its
  * worker killed by SIGKILL), and iteration goes on. */
