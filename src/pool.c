@@ -34,6 +34,14 @@
  * parent keeps its own copy of each entry it published, and whether it has
  * freed it since, and takes from the table only the state, the item in
  * progress (clamped to the entry) and the start time.
+ *
+ * Handles (mp_async, mp_imap) point at their job, which lives in the pool's
+ * list.  Terminate settles what was reported, then finishes every job
+ * (broken where items are missing).  mp_pool_free drops the jobs whose
+ * handle is gone; if any handle is left, it sheds the rest (workers,
+ * queue, descriptors) but keeps the lock, the jobs and the heap's mapping
+ * (imap results and statuses are read from it), and the last handle freed
+ * destroys the pool (job_release says when).
  */
 #include "internal.h"
 
