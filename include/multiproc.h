@@ -790,16 +790,33 @@ typedef struct mp_pool_opts {
     mp_target_fn initializer;        /**< NULL: none; runs once in each worker */
     const mp_args *initargs;         /**< the initializer's arguments (may be NULL) */
     unsigned long maxtasksperchild;  /**< 0: workers live as long as the pool */
-    double task_timeout;             /**< <= 0: none; beyond it the item fails with MP_ETIMEDOUT */
+    double task_timeout;             /**< <= 0: none; beyond it the item fails (code MP_ETIMEDOUT) */
 } mp_pool_opts;
-typedef struct mp_async mp_async;    /**< a pending result (AsyncResult) */
-typedef struct mp_imap mp_imap;      /**< an imap iterator */
-/** Why an item or task failed: filled by map, imap and get calls. */
+/**
+ * Handles: mp_async (a pending result, Python's AsyncResult) and mp_imap
+ * (an imap iterator) stay valid after mp_pool_terminate and mp_pool_free
+ * of their pool, until mp_async_free / mp_imap_free; free handles and pool
+ * in either order.  Once the pool is terminated or freed, what had
+ * finished stays readable (mp_async_get gives its result, mp_imap_next its
+ * items) and what had not gives MP_EBROKEN (a map's results of the items
+ * that finished are in @results; the others' slots are unspecified).  A
+ * freed pool keeps its memory until its last handle is freed.
+ */
+typedef struct mp_async mp_async;
+typedef struct mp_imap mp_imap;      /**< an imap iterator; see mp_async */
+/**
+ * Why an item or task failed: filled by map, imap and get calls.  A failed
+ * item's result slot (in a map's @results, or imap's @result) holds
+ * unspecified bytes: what the function wrote before it failed, or what was
+ * there before; only the slots of items that succeeded are results.
+ */
 typedef struct mp_task_error {
     size_t index;   /**< which item */
-    int code;       /**< the item's own non-zero return (with MP_ETASK), or MP_EWORKER / MP_ETIMEDOUT */
-    int signal;     /**< MP_EWORKER: the signal that killed the worker, 0 if it exited */
-    int exitcode;   /**< MP_EWORKER: its exit status when it exited */
+    int code;       /**< the item's own non-zero return (with MP_ETASK), or MP_EWORKER,
+                         or MP_ETIMEDOUT: the item overran task_timeout */
+    int signal;     /**< MP_EWORKER: the signal that killed the worker, 0 if it exited;
+                         MP_ETIMEDOUT: SIGKILL, the pool's kill of the overrunning worker */
+    int exitcode;   /**< MP_EWORKER: its exit status when it exited (MP_ETIMEDOUT: 0) */
 } mp_task_error;
 
 /** A map function: reads *item, writes *result; non-zero fails the item
@@ -840,25 +857,35 @@ MP_MUST_CHECK int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out);
 /** Give a buffer of mp_pool_shared_alloc back (its pages at once).  Not
  *  while a map uses it. */
 void mp_pool_shared_free(mp_pool *p, void *ptr);
-/** As map, without waiting; @results must stay valid until the result is
- *  ready.  mp_async_get reports what mp_pool_map would return. */
+/** As map, without waiting.  The items are copied in before this returns
+ *  (free or reuse them at once), except items in a mp_pool_shared_alloc
+ *  buffer, used where they are: leave those until the result is ready.
+ *  @results must stay valid until the result is ready or the handle is
+ *  freed (then nothing more is written to it, unless it is in a shared
+ *  buffer).  mp_async_get reports what mp_pool_map would return. */
 MP_MUST_CHECK int mp_pool_map_async(mp_pool *p, mp_map_fn fn, const void *items, size_t n,
                                     size_t item_size, void *results, size_t result_size,
                                     size_t chunksize, mp_async **out);
-/** Results one by one, in order or as they complete (@ordered false). */
+/** Results one by one, in order or as they complete (@ordered false).
+ *  The items are copied in before this returns, as for mp_pool_map_async;
+ *  the results are kept in the pool until taken or mp_imap_free. */
 MP_MUST_CHECK int mp_pool_imap(mp_pool *p, mp_map_fn fn, const void *items, size_t n,
                                size_t item_size, size_t result_size, size_t chunksize,
                                bool ordered, mp_imap **out);
 /**
  * The next result into @result (result_size bytes) and its @index (may be
- * NULL).  @return 0; the failed item's code (MP_ETASK, MP_EWORKER,
- * MP_ETIMEDOUT, with @err filled) — iteration goes on after it;
- * MP_ETIMEDOUT when nothing came within @timeout; MP_EOF at the end;
- * MP_EBROKEN if the pool was terminated.
+ * NULL).  @return 0; for a failed item (@index and @err filled; iteration
+ * goes on after it) MP_ETASK (the function's code in err->code) or
+ * MP_EWORKER: its worker died (err->signal, err->exitcode), or was killed
+ * for overrunning task_timeout (err->code MP_ETIMEDOUT); MP_ETIMEDOUT only
+ * when nothing came within @timeout (no item consumed); MP_EOF at the end;
+ * MP_EBROKEN once the items that finished are taken, if the pool was
+ * terminated or freed.
  */
 MP_MUST_CHECK int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err,
                                double timeout);
-/** Free the iterator; results not yet taken are dropped.  NULL is a no-op. */
+/** Free the iterator; results not yet taken are dropped.  Before or after
+ *  mp_pool_free of its pool.  NULL is a no-op. */
 void mp_imap_free(mp_imap *it);
 /** Run fn(args) in a worker and wait: 0 with its result bytes; MP_ETASK
  *  (its code in err of mp_async_get), MP_EWORKER, MP_ETIMEDOUT.  Args may
@@ -880,7 +907,8 @@ bool mp_async_ready(mp_async *r);
 int mp_async_successful(mp_async *r);
 /** Items done so far and in all. */
 int mp_async_progress(mp_async *r, size_t *done, size_t *total);
-/** Frees the handle; a pending task still runs, its result is dropped. */
+/** Frees the handle; a pending task still runs, its result is dropped.
+ *  Before or after mp_pool_free of its pool (see mp_async).  NULL: no-op. */
 void mp_async_free(mp_async *r);
 /** No more tasks; workers exit once all submitted work is done. */
 int mp_pool_close(mp_pool *p);
@@ -888,9 +916,12 @@ int mp_pool_close(mp_pool *p);
  *  the pool is running; MP_ETIMEDOUT. */
 MP_MUST_CHECK int mp_pool_join(mp_pool *p, double timeout);
 /** Stop now: workers are killed, queued tasks never run; waiting calls
- *  get MP_EBROKEN. */
+ *  get MP_EBROKEN for what had not finished (results already reported stay
+ *  readable through their handles). */
 int mp_pool_terminate(mp_pool *p);
-/** Terminates if still running, joins, frees. */
+/** Terminates if still running, joins, frees.  Handles of its jobs stay
+ *  valid until freed (see mp_async); the pool's shared buffers stay mapped
+ *  as long as they do, but must not be given to mp_pool_shared_free. */
 void mp_pool_free(mp_pool *p);
 
 /* ------------------------------------------------------------------------ */

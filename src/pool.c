@@ -34,6 +34,14 @@
  * parent keeps its own copy of each entry it published, and whether it has
  * freed it since, and takes from the table only the state, the item in
  * progress (clamped to the entry) and the start time.
+ *
+ * Handles (mp_async, mp_imap) point at their job, which lives in the pool's
+ * list.  Terminate settles what was reported, then finishes every job
+ * (broken where items are missing).  mp_pool_free drops the jobs whose
+ * handle is gone; if any handle is left, it sheds the rest (workers,
+ * queue, descriptors) but keeps the lock, the jobs and the heap's mapping
+ * (imap results and statuses are read from it), and the last handle freed
+ * destroys the pool (job_release says when).
  */
 #include "internal.h"
 
@@ -480,6 +488,7 @@ struct mp_pool {
     mp_buf wait_msg;               /* job_wait's reports */
     pthread_t thread;
     bool thread_started, quit, init_failed, thread_done, wake_pending;
+    bool freed;                    /* mp_pool_free ran; handles keep the rest (shed) */
     int init_code;
     size_t init_reports;
 };
@@ -648,6 +657,8 @@ void mp_pool_shared_free(mp_pool *p, void *ptr)
 /* A finished job's heap memory (under the lock; once). */
 static void job_free_memory(mp_pool *p, job *j)
 {
+    if (p->freed)
+        return; /* the heap goes whole with the last handle */
     if (j->region_len) {
         region_free(p, j->region_off, j->region_len);
         j->region_len = 0;
@@ -768,6 +779,11 @@ static void job_finish(mp_pool *p, job *j, bool broken)
     j->broken = broken;
     if (!broken && j->copy_at_end)
         memcpy(j->results, p->heap + j->results_off, j->n * j->result_size);
+    else if (broken && j->copy_at_end && j->results != NULL)
+        for (size_t i = 0; i < j->n; i++) /* what did finish is the caller's */
+            if ((j->settled[i / 64] >> (i % 64)) & 1)
+                memcpy((char *)j->results + i * j->result_size,
+                       p->heap + j->results_off + i * j->result_size, j->result_size);
     if (!j->is_imap)
         job_free_memory(p, j);
     wake_waiters(p);
@@ -1157,24 +1173,25 @@ static void *pool_thread(void *arg)
 
 /* ---- create ----------------------------------------------------------------- */
 
-static void pool_destroy(mp_pool *p)
+/* Everything but what handles still use: the lock, the condition, the
+ * jobs and the heap's mapping (results, statuses and shared buffers that
+ * handles read).  Once each; the workers and the pool thread are gone. */
+static void pool_shed(mp_pool *p)
 {
     while (p->pend_head) {
         pending *t = p->pend_head;
         p->pend_head = t->next;
         free(t);
     }
-    while (p->jobs) {
-        job *j = p->jobs;
-        p->jobs = j->next;
-        job_destroy(j);
-    }
-    if (p->heap)
-        munmap(p->heap, HEAP_SIZE);
+    p->pend_tail = NULL;
     free(p->posted);
-    mp__sys_close(p->heapfd);
+    p->posted = NULL;
+    mp__sys_close(p->heapfd); /* the mapping stays */
+    p->heapfd = -1;
     mp__sys_close(p->efd);
+    p->efd = -1;
     mp_queue_free(p->results);
+    p->results = NULL;
     mp_buf_free(&p->initref);
     mp_buf_free(&p->wait_msg);
     while (p->ubufs) {
@@ -1183,7 +1200,22 @@ static void pool_destroy(mp_pool *p)
         free(b);
     }
     mp_args_free(p->initargs);
+    p->initargs = NULL;
     free(p->workers);
+    p->workers = NULL;
+    p->nworkers = 0;
+}
+
+static void pool_destroy(mp_pool *p)
+{
+    pool_shed(p);
+    while (p->jobs) {
+        job *j = p->jobs;
+        p->jobs = j->next;
+        job_destroy(j);
+    }
+    if (p->heap)
+        munmap(p->heap, HEAP_SIZE);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -1475,6 +1507,11 @@ static int job_wait(mp_pool *p, job *j, double timeout)
      * from the worker, not by way of the pool thread */
     atomic_fetch_add(&h->takers, 1);
     for (bool last = false;; ) {
+        if (p->freed) { /* every job finished at terminate; no queue any more */
+            if (!last)
+                atomic_fetch_sub(&h->takers, 1);
+            break;
+        }
         uint32_t seen = atomic_load(&h->reports);
         if (drain(p, &p->wait_msg) > 0) {
             publish(p); /* entries were freed */
@@ -1518,8 +1555,15 @@ static int job_outcome(job *j, mp_task_error *err)
     return c == MP_EWORKER || c == MP_ETIMEDOUT ? c : MP_ETASK;
 }
 
-static void job_release(mp_pool *p, job *j) /* under the lock */
+/* The caller lets go of @j (under the lock).  True when it was the last
+ * job of a freed pool: the caller destroys the pool once it has unlocked. */
+static bool job_release(mp_pool *p, job *j)
 {
+    if (p->freed) {
+        job_unlink(p, j);
+        job_destroy(j);
+        return p->jobs == NULL;
+    }
     if (j->finished && !j->cb_running && j->done_cb == NULL) {
         job_unlink(p, j);
         job_free_memory(p, j);
@@ -1528,6 +1572,7 @@ static void job_release(mp_pool *p, job *j) /* under the lock */
         j->freed_handle = true;
         j->results = NULL; /* nobody to copy to any more */
     }
+    return false;
 }
 
 int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, size_t item_size,
@@ -1541,8 +1586,10 @@ int mp_pool_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, size_t it
     pthread_mutex_lock(&p->lock);
     (void)job_wait(p, j, MP_FOREVER);
     rc = job_outcome(j, err);
-    job_release(p, j);
+    bool last = job_release(p, j);
     pthread_mutex_unlock(&p->lock);
+    if (last)
+        pool_destroy(p);
     return rc;
 }
 
@@ -1631,7 +1678,10 @@ int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err, d
             if (j->errs[k].index == i) {
                 if (err)
                     *err = j->errs[k];
-                rc = j->errs[k].code;
+                /* an item that overran task_timeout had its worker killed:
+                 * MP_EWORKER, err->code MP_ETIMEDOUT (MP_ETIMEDOUT itself
+                 * is this wait's own expiry) */
+                rc = MP_EWORKER;
             }
         if (rc == 0) {
             uint64_t st = ((_Atomic uint64_t *)(p->heap + j->status_off))[i];
@@ -1656,8 +1706,10 @@ void mp_imap_free(mp_imap *it)
     job *j = it->j;
     if (j->finished)
         job_free_memory(p, j);
-    job_release(p, j);
+    bool last = job_release(p, j);
     pthread_mutex_unlock(&p->lock);
+    if (last)
+        pool_destroy(p);
     free(it);
 }
 
@@ -1811,8 +1863,10 @@ void mp_async_free(mp_async *r)
         return;
     mp_pool *p = r->j->pool;
     pthread_mutex_lock(&p->lock);
-    job_release(p, r->j);
+    bool last = job_release(p, r->j);
     pthread_mutex_unlock(&p->lock);
+    if (last)
+        pool_destroy(p);
 }
 
 /* ---- close, join, terminate -------------------------------------------------------- */
@@ -1840,6 +1894,9 @@ int mp_pool_terminate(mp_pool *p)
     if (p == NULL)
         return MP_EINVAL;
     pthread_mutex_lock(&p->lock);
+    /* what the workers reported before this settles: the results that did
+     * finish stay readable through their handles; the rest breaks */
+    drain(p, &p->wait_msg);
     p->state = TERMINATE;
     while (p->pend_head) {
         pending *t = p->pend_head;
@@ -1897,5 +1954,27 @@ void mp_pool_free(mp_pool *p)
     if (running)
         mp_pool_terminate(p);
     IGNORE_RESULT(mp_pool_join(p, MP_FOREVER));
-    pool_destroy(p);
+    /* Handles outlive the pool (Python: an AsyncResult after terminate):
+     * every job is finished, what did not finish broken.  Jobs whose
+     * handle is gone go now; while any handle is left the pool keeps its
+     * lock, its jobs and the heap's mapping, and the last mp_async_free /
+     * mp_imap_free (or a map returning in another thread) destroys it. */
+    pthread_mutex_lock(&p->lock);
+    for (job **pp = &p->jobs; *pp;) {
+        job *j = *pp;
+        if (j->freed_handle) {
+            *pp = j->next;
+            job_destroy(j);
+        } else {
+            pp = &j->next;
+        }
+    }
+    bool held = p->jobs != NULL;
+    if (held) {
+        p->freed = true;
+        pool_shed(p);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (!held)
+        pool_destroy(p);
 }

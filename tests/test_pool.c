@@ -1020,6 +1020,236 @@ MP_TEST(terminate_with_queued_tasks, .variants = MP_START_METHODS, .timeout_s = 
     shared_free(&s);
 }
 
+/* Handles outlive their pool (issue 13): after mp_pool_terminate and
+ * mp_pool_free, what did not finish gives MP_EBROKEN, what did stays
+ * readable, and handles and pool are freed in either order.  The fixture:
+ * two workers, finished jobs, and jobs cut short by two items that hang
+ * (once both hang, every item published before them has run and been
+ * reported); then jobs queued behind them that never run. */
+typedef struct outlive {
+    shared s;
+    mp_pool *p;
+    witem *q, *part;              /* 4 quick items; 4 quick then one that hangs */
+    wres r_done[4], r_part[5], r_busy[4];
+    mp_async *a_done, *m_done, *m_part, *m_busy, *a_busy;
+    mp_imap *it_done, *it_part;
+} outlive;
+
+static void outlive_new(mp_context *ctx, outlive *o)
+{
+    memset(o, 0, sizeof *o);
+    shared_new(&o->s, 2);
+    o->p = pool_with(ctx, 2, &o->s);
+    o->q = items_new(4, 0);
+    o->part = items_new(5, 0);
+    o->part[4].act = ACT_COUNT_HANG;
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "l", (int64_t)7));
+    ASSERT_OK(mp_pool_apply_async(o->p, t_sqr, a, NULL, NULL, &o->a_done));
+    ASSERT_OK(mp_async_wait(o->a_done, 60));
+    ASSERT_OK(mp_pool_map_async(o->p, m_work, o->q, 4, sizeof *o->q, o->r_done, sizeof(wres), 1,
+                                &o->m_done));
+    ASSERT_OK(mp_async_wait(o->m_done, 60));
+    ASSERT_OK(mp_pool_imap(o->p, m_work, o->q, 4, sizeof *o->q, sizeof(wres), 1, true,
+                           &o->it_done));
+    ASSERT_OK(mp_pool_map_async(o->p, m_work, o->part, 5, sizeof *o->part, o->r_part,
+                                sizeof(wres), 1, &o->m_part));
+    ASSERT_OK(mp_pool_imap(o->p, m_work, o->part, 5, sizeof *o->part, sizeof(wres), 1, true,
+                           &o->it_part));
+    WAIT_FOR(counter_of(&o->s) == 2, 60);
+    ASSERT_OK(mp_pool_map_async(o->p, m_work, o->q, 4, sizeof *o->q, o->r_busy, sizeof(wres), 1,
+                                &o->m_busy));
+    ASSERT_OK(mp_pool_apply_async(o->p, t_sqr, a, NULL, NULL, &o->a_busy));
+    mp_args_free(a);
+}
+
+/* Every handle as the pool left it (terminated or freed). */
+static void outlive_check(outlive *o, bool imaps)
+{
+    mp_buf out = MP_BUF_INIT;
+    mp_task_error e;
+    int64_t v[2];
+    /* finished: the results */
+    ASSERT_OK(mp_async_get(o->a_done, MP_FOREVER, &out, NULL));
+    ASSERT_EQ(16, out.len);
+    memcpy(v, out.data, sizeof v);
+    ASSERT_EQ(49, v[0]);
+    ASSERT_TRUE(mp_async_ready(o->a_done));
+    ASSERT_EQ(1, mp_async_successful(o->a_done));
+    ASSERT_OK(mp_async_get(o->m_done, 0, NULL, NULL));
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(i * i, o->r_done[i].sq);
+    for (int i = 0; imaps && i < 4; i++) {
+        wres w = {0};
+        size_t idx = SIZE_MAX;
+        ASSERT_OK(mp_imap_next(o->it_done, &w, &idx, NULL, 0));
+        ASSERT_EQ(i, idx);
+        ASSERT_EQ(i * i, w.sq);
+    }
+    ASSERT_ERR(MP_EOF, mp_imap_next(o->it_done, NULL, NULL, NULL, MP_FOREVER));
+    /* cut short: what finished, then MP_EBROKEN */
+    ASSERT_ERR(MP_EBROKEN, mp_async_get(o->m_part, MP_FOREVER, NULL, &e));
+    ASSERT_ERR(MP_EBROKEN, mp_async_wait(o->m_part, 0));
+    ASSERT_TRUE(mp_async_ready(o->m_part));
+    ASSERT_EQ(0, mp_async_successful(o->m_part));
+    size_t done = 0, total = 0;
+    ASSERT_OK(mp_async_progress(o->m_part, &done, &total));
+    ASSERT_EQ(4, done);
+    ASSERT_EQ(5, total);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(i * i, o->r_part[i].sq);
+    for (int i = 0; imaps && i < 4; i++) {
+        wres w = {0};
+        size_t idx = SIZE_MAX;
+        ASSERT_OK(mp_imap_next(o->it_part, &w, &idx, NULL, MP_FOREVER));
+        ASSERT_EQ(i, idx);
+        ASSERT_EQ(i * i, w.sq);
+    }
+    ASSERT_ERR(MP_EBROKEN, mp_imap_next(o->it_part, NULL, NULL, NULL, MP_FOREVER));
+    ASSERT_ERR(MP_EBROKEN, mp_imap_next(o->it_part, NULL, NULL, NULL, 0));
+    /* never ran */
+    ASSERT_ERR(MP_EBROKEN, mp_async_wait(o->m_busy, MP_FOREVER));
+    ASSERT_ERR(MP_EBROKEN, mp_async_get(o->m_busy, 0, NULL, NULL));
+    ASSERT_OK(mp_async_progress(o->m_busy, &done, &total));
+    ASSERT_EQ(0, done);
+    ASSERT_EQ(4, total);
+    ASSERT_ERR(MP_EBROKEN, mp_async_get(o->a_busy, MP_FOREVER, &out, NULL));
+    ASSERT_TRUE(mp_async_ready(o->a_busy));
+    ASSERT_EQ(0, mp_async_successful(o->a_busy));
+    mp_buf_free(&out);
+}
+
+static void outlive_free_handles(outlive *o)
+{
+    mp_async_free(o->m_busy);
+    mp_imap_free(o->it_part);
+    mp_async_free(o->a_done);
+    mp_imap_free(o->it_done);
+    mp_async_free(o->m_part);
+    mp_async_free(o->a_busy);
+    mp_async_free(o->m_done);
+}
+
+static void outlive_end(outlive *o)
+{
+    free(o->q);
+    free(o->part);
+    shared_free(&o->s);
+}
+
+MP_TEST(handles_outlive_pool_free, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    outlive o;
+    outlive_new(ctx, &o);
+    mp_pool_free(o.p); /* busy: terminates */
+    outlive_check(&o, true);
+    outlive_check(&o, false); /* again: the imaps' items are taken, only their end is left */
+    outlive_free_handles(&o);
+    outlive_end(&o);
+}
+
+MP_TEST(handles_freed_before_pool_free, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    outlive o;
+    outlive_new(ctx, &o);
+    outlive_free_handles(&o);
+    mp_pool_free(o.p);
+    outlive_end(&o);
+}
+
+/* terminate, wait on the handles, then free them (before or after the pool) */
+MP_TEST(handles_after_terminate, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    outlive o;
+    outlive_new(ctx, &o);
+    ASSERT_OK(mp_pool_terminate(o.p));
+    outlive_check(&o, true);
+    ASSERT_OK(mp_pool_join(o.p, 60));
+    outlive_free_handles(&o);
+    mp_pool_free(o.p);
+    outlive_end(&o);
+
+    outlive_new(ctx, &o);
+    ASSERT_OK(mp_pool_terminate(o.p));
+    ASSERT_OK(mp_pool_join(o.p, 60));
+    mp_pool_free(o.p);
+    outlive_check(&o, true);
+    outlive_free_handles(&o);
+    outlive_end(&o);
+}
+
+/* A thread waiting on a handle while another frees the pool: woken with
+ * MP_EBROKEN; the handle is freed after. */
+MP_TEST(handle_waiter_during_pool_free, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    outlive o;
+    outlive_new(ctx, &o);
+    getter g = {.a = o.m_busy, .rc = 1};
+    pthread_t gt;
+    ASSERT_EQ(0, pthread_create(&gt, NULL, get_thread, &g));
+    usleep(50000);
+    mp_pool_free(o.p);
+    ASSERT_EQ(0, pthread_join(gt, NULL));
+    ASSERT_ERR(MP_EBROKEN, g.rc);
+    outlive_check(&o, true);
+    outlive_free_handles(&o);
+    outlive_end(&o);
+}
+
+/* A blocking map in another thread holds the last job of a pool freed
+ * under it: it returns MP_EBROKEN, and the pool goes with it. */
+MP_TEST(blocking_map_during_pool_free, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    shared s;
+    shared_new(&s, 2);
+    mp_pool *p = pool_with(ctx, 2, &s);
+    enum { N = 8 };
+    witem *items = items_new(N, 0);
+    for (int i = 0; i < N; i++)
+        items[i].act = ACT_COUNT_HANG;
+    wres r[N];
+    mapper m = {.p = p, .items = items, .n = N, .r = r, .rc = 1};
+    pthread_t mt;
+    ASSERT_EQ(0, pthread_create(&mt, NULL, map_thread, &m));
+    WAIT_FOR(counter_of(&s) == 2, 30);
+    mp_pool_free(p);
+    ASSERT_EQ(0, pthread_join(mt, NULL));
+    ASSERT_ERR(MP_EBROKEN, m.rc);
+    free(items);
+    shared_free(&s);
+}
+
+/* imap: MP_ETIMEDOUT is only the wait's own expiry; an item that overran
+ * task_timeout is a failed item (MP_EWORKER, e.code MP_ETIMEDOUT, its
+ * worker killed by SIGKILL), and iteration goes on. */
+MP_TEST(imap_wait_timeout_vs_item_timeout, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    const double limit = 1.0;
+    mp_pool_opts opt = {.ctx = ctx, .processes = 2, .task_timeout = limit};
+    mp_pool *p = pool_opts(&opt);
+    witem *items = items_new(2, 0);
+    items[0].act = ACT_HANG;
+    mp_imap *it;
+    ASSERT_OK(mp_pool_imap(p, m_work, items, 2, sizeof *items, sizeof(wres), 1, true, &it));
+    wres w = {0};
+    size_t idx = SIZE_MAX;
+    mp_task_error e = {0};
+    ASSERT_ERR(MP_ETIMEDOUT, mp_imap_next(it, &w, &idx, &e, 0.1)); /* the wait */
+    ASSERT_EQ(SIZE_MAX, idx);
+    ASSERT_ERR(MP_EWORKER, mp_imap_next(it, &w, &idx, &e, limit + 30)); /* the item */
+    ASSERT_EQ(0, idx);
+    ASSERT_EQ(0, e.index);
+    ASSERT_ERR(MP_ETIMEDOUT, e.code);
+    ASSERT_EQ(SIGKILL, e.signal);
+    ASSERT_OK(mp_imap_next(it, &w, &idx, &e, limit + 30));
+    ASSERT_EQ(1, idx);
+    ASSERT_EQ(1, w.sq);
+    ASSERT_ERR(MP_EOF, mp_imap_next(it, &w, &idx, &e, 0));
+    mp_imap_free(it);
+    free(items);
+    close_join_free(p);
+}
+
 /* test_make_pool: Pool(-1) is refused; opts NULL gives a working default
  * pool (mp_cpu_count() workers, default context). */
 MP_TEST(bad_arguments)
@@ -1532,7 +1762,7 @@ MP_TEST(task_timeout, .variants = MP_START_METHODS, .timeout_s = 150)
             ASSERT_EQ((int64_t)i * i, r[i].sq);
     check_all_workers(p, NPROC);
 
-    /* imap: the item fails with MP_ETIMEDOUT, the rest come */
+    /* imap: the item fails (MP_EWORKER, e.code MP_ETIMEDOUT), the rest come */
     mp_imap *it;
     ASSERT_OK(mp_pool_imap(p, m_work, items, N, sizeof *items, sizeof(wres), 1, true, &it));
     for (int k = 0; k < N; k++) {
@@ -1540,13 +1770,14 @@ MP_TEST(task_timeout, .variants = MP_START_METHODS, .timeout_s = 150)
         size_t idx = SIZE_MAX;
         e = (mp_task_error){0};
         int rc = mp_imap_next(it, &w, &idx, &e, limit + 30);
-        if (rc == MP_ETIMEDOUT && idx == SIZE_MAX)
+        if (rc == MP_ETIMEDOUT) /* only ever the wait's own expiry */
             MP__FAIL("imap: no result for item %d within %g s", k, limit + 30);
         ASSERT_EQ(k, idx);
-        if (k == BAD) {
-            ASSERT_ERR(MP_ETIMEDOUT, rc);
+        if (k == BAD) { /* its worker killed: MP_EWORKER, the detail in e */
+            ASSERT_ERR(MP_EWORKER, rc);
             ASSERT_EQ(BAD, e.index);
             ASSERT_ERR(MP_ETIMEDOUT, e.code);
+            ASSERT_EQ(SIGKILL, e.signal);
         } else {
             ASSERT_OK(rc);
             ASSERT_EQ(k * k, w.sq);
