@@ -5,6 +5,7 @@
  */
 #include "mp_test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1050,4 +1051,121 @@ MP_TEST(static_target_in_executable, .variants = MP_START_METHODS)
     int code = -1;
     ASSERT_OK(run_one(ctx, t_static_in_exe, NULL, &code));
     ASSERT_EQ(77, code);
+}
+
+/* Issue 13: once a sentinel is readable the child is over in every view:
+ * is_alive is false, the exit code is known and active_children leaves it
+ * out; and is_alive false means the sentinel is readable. */
+MP_TEST(sentinel_agrees_with_is_alive, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    enum { BATCH = 10, ROUNDS = 20 }; /* 200 short children */
+    for (int round = 0; round < ROUNDS; round++) {
+        mp_process *p[BATCH];
+        bool done[BATCH] = {false};
+        for (int i = 0; i < BATCH; i++) {
+            mp_args *a;
+            ASSERT_OK(mp_args_of(&a, "i", (round * BATCH + i) % 7));
+            ASSERT_OK(mp_process_new(&p[i], ctx, t_return_arg, a));
+            ASSERT_OK(mp_process_start(p[i]));
+            mp_args_free(a);
+        }
+        for (int left = BATCH; left > 0;) {
+            struct pollfd pfd[BATCH];
+            int idx[BATCH], n = 0;
+            for (int i = 0; i < BATCH; i++) {
+                if (done[i])
+                    continue;
+                int s = mp_process_sentinel(p[i]);
+                ASSERT_GE(s, 3);
+                pfd[n] = (struct pollfd){.fd = s, .events = POLLIN};
+                idx[n++] = i;
+            }
+            ASSERT_GT(poll(pfd, (nfds_t)n, 30000), 0);
+            for (int k = 0; k < n; k++) {
+                int i = idx[k], code;
+                if (!(pfd[k].revents & POLLIN)) {
+                    /* not readable a moment ago: if it has ended since, the
+                     * sentinel must say so now */
+                    if (!mp_process_is_alive(p[i])) {
+                        struct pollfd one = {.fd = pfd[k].fd, .events = POLLIN};
+                        ASSERT_EQ(1, poll(&one, 1, 0));
+                    }
+                    continue;
+                }
+                /* ask in both orders: the first question is the one that
+                 * finds the status missing */
+                if (i % 2) {
+                    ASSERT_FALSE(mp_process_is_alive(p[i]));
+                    ASSERT_FALSE(listed(p[i]));
+                } else {
+                    ASSERT_FALSE(listed(p[i]));
+                    ASSERT_FALSE(mp_process_is_alive(p[i]));
+                }
+                ASSERT_OK(mp_process_exitcode(p[i], &code));
+                ASSERT_EQ((round * BATCH + i) % 7, code);
+                done[i] = true;
+                left--;
+            }
+        }
+        for (int i = 0; i < BATCH; i++) {
+            ASSERT_OK(mp_process_join(p[i], 0));
+            ASSERT_OK(mp_process_close(p[i]));
+        }
+    }
+    ASSERT_EQ(0, mp_active_children(NULL, 0));
+}
+
+/* Issue 13: an ended child nobody joined is reaped when the next process
+ * starts (Python's _cleanup), and still reports its exit code.  Forkserver
+ * children are the server's to reap. */
+MP_TEST(unjoined_child_reaped_at_next_start, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    bool ours = strcmp(method, "forkserver") != 0;
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "i", 7));
+    mp_process *first, *second;
+    ASSERT_OK(mp_process_new(&first, ctx, t_return_arg, a));
+    ASSERT_OK(mp_process_start(first));
+    pid_t pid = mp_process_pid(first);
+    struct pollfd pfd = {.fd = mp_process_sentinel(first), .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 30000));
+    siginfo_t si;
+    if (ours) {
+        /* ended, not yet reaped: a zombie of ours */
+        memset(&si, 0, sizeof si);
+        ASSERT_EQ(0, waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT));
+        ASSERT_EQ(pid, si.si_pid);
+    }
+    ASSERT_OK(mp_process_new(&second, ctx, t_return_arg, a));
+    ASSERT_OK(mp_process_start(second));
+    if (ours) {
+        /* reaped by the start: no longer a child of ours at all */
+        memset(&si, 0, sizeof si);
+        ASSERT_EQ(-1, waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT));
+        ASSERT_EQ(ECHILD, errno);
+        char path[64], stat[256] = "";
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) { /* gone, or (pid reused) someone else's, not a zombie */
+            ssize_t n = read(fd, stat, sizeof stat - 1);
+            close(fd);
+            stat[n > 0 ? n : 0] = '\0';
+            const char *rp = strrchr(stat, ')');
+            ASSERT_TRUE(rp == NULL || rp[1] != ' ' || rp[2] != 'Z');
+        }
+    }
+    ASSERT_FALSE(listed(first) && ours);
+    int code = -1;
+    ASSERT_OK(mp_process_exitcode(first, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_FALSE(mp_process_is_alive(first));
+    ASSERT_OK(mp_process_join(first, 0));
+    ASSERT_OK(mp_process_exitcode(first, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_OK(mp_process_close(first));
+    ASSERT_OK(mp_process_join(second, 30));
+    ASSERT_OK(mp_process_exitcode(second, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_OK(mp_process_close(second));
+    mp_args_free(a);
 }
