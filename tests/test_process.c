@@ -1169,3 +1169,53 @@ MP_TEST(unjoined_child_reaped_at_next_start, .variants = MP_START_METHODS, .time
     ASSERT_OK(mp_process_close(second));
     mp_args_free(a);
 }
+
+/* The reaping at start and a join in another thread race for the same
+ * child: whichever reaps it, the exit code is the child's, not 255. */
+struct joiner {
+    mp_process *p;
+    int err;
+    bool done;
+};
+
+static void *join_thread(void *arg)
+{
+    struct joiner *j = arg;
+    j->err = mp_process_join(j->p, 60);
+    __atomic_store_n(&j->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+MP_TEST(join_races_reaping_at_start, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "d", 0.2));
+    mp_args *b;
+    ASSERT_OK(mp_args_of(&b, "i", 3));
+    for (int round = 0; round < 5; round++) {
+        struct joiner j = {.err = 1};
+        ASSERT_OK(mp_process_new(&j.p, ctx, t_sleep, a));
+        ASSERT_OK(mp_process_start(j.p));
+        pthread_t t;
+        ASSERT_EQ(0, pthread_create(&t, NULL, join_thread, &j));
+        double until = mp_monotonic() + 30;
+        while (!__atomic_load_n(&j.done, __ATOMIC_ACQUIRE) && mp_monotonic() < until) {
+            mp_process *q;
+            int code;
+            ASSERT_OK(mp_process_new(&q, ctx, t_return_arg, b));
+            ASSERT_OK(mp_process_start(q));
+            ASSERT_OK(mp_process_join(q, 30));
+            ASSERT_OK(mp_process_exitcode(q, &code));
+            ASSERT_EQ(3, code);
+            ASSERT_OK(mp_process_close(q));
+        }
+        ASSERT_EQ(0, pthread_join(t, NULL));
+        ASSERT_OK(j.err);
+        int code = -1;
+        ASSERT_OK(mp_process_exitcode(j.p, &code));
+        ASSERT_EQ(0, code);
+        ASSERT_OK(mp_process_close(j.p));
+    }
+    mp_args_free(a);
+    mp_args_free(b);
+}
