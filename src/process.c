@@ -284,14 +284,23 @@ int mp__popen_wait_pidfd(mp_process *p, const mp__deadline *d)
         return r;
     if (r == 0)
         return MP_ETIMEDOUT;
-    /* Readable: it has ended, so the wait below does not block. */
-    pthread_mutex_lock(&mp__me.lock);
-    r = reap_locked(p);
-    pthread_mutex_unlock(&mp__me.lock);
+    /* Readable: it has ended. */
+    for (;;) {
+        pthread_mutex_lock(&mp__me.lock);
+        r = reap_locked(p);
+        pthread_mutex_unlock(&mp__me.lock);
+        if (r != 0)
+            break;
+        /* Ended but not yet ours to reap (a tracer is told first): wait
+         * until it is, without reaping, then take it under the lock. */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        while (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOWAIT) != 0 &&
+               errno == EINTR)
+            ;
+    }
     if (r == 1)
         return 0;
-    if (r == 0)
-        return MP_ETIMEDOUT; /* not yet a zombie (cannot happen once readable) */
     /* ECHILD: reaped behind our back (SIGCHLD ignored): unknown status */
     mp__log(MP_LOG_WARNING, "%s: cannot reap pid %d: %s", p->name, (int)p->pid, strerror(-r));
     p->exitcode = 255;
