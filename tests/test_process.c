@@ -1219,3 +1219,45 @@ MP_TEST(join_races_reaping_at_start, .variants = MP_START_METHODS, .timeout_s = 
     mp_args_free(a);
     mp_args_free(b);
 }
+
+/* Issue 13: the forkserver child has died (its sentinel is readable) but the
+ * stopped server has not relayed the status yet: is_alive waits for it
+ * rather than answer "alive", and the exit code is the child's. */
+static int t_nap_then_5(const mp_args *a)
+{
+    (void)a;
+    struct timespec ts = {0, 300 * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 5;
+}
+
+static void *continue_later(void *arg)
+{
+    struct timespec ts = {0, 400 * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    kill((pid_t)(intptr_t)arg, SIGCONT);
+    return NULL;
+}
+
+MP_TEST(forkserver_is_alive_waits_for_status, .timeout_s = 60)
+{
+    mp_context *fs = mp_get_context("forkserver");
+    int server = server_of_one_child(fs);
+    ASSERT_GT(server, 0);
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, fs, t_nap_then_5, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_EQ(0, kill(server, SIGSTOP));
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, continue_later, (void *)(intptr_t)server));
+    struct pollfd pfd = {.fd = mp_process_sentinel(p), .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 30000));
+    ASSERT_FALSE(mp_process_is_alive(p));
+    int code = -1;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(5, code);
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    ASSERT_OK(mp_process_close(p));
+}
