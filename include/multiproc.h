@@ -236,7 +236,10 @@ MP_MUST_CHECK int mp_process_set_authkey(mp_process *p, const void *key, size_t 
  *  length in *len (may be NULL); NULL and 0 when it has none. */
 const void *mp_process_authkey(const mp_process *p, size_t *len);
 /**
- * Start the process with its context's method.
+ * Start the process with its context's method.  First reaps, without
+ * blocking, the fork and spawn children of this process that have ended
+ * (Python's _cleanup): none stays a zombie past the next start, and each
+ * keeps its exit code in its object.
  * @return 0; MP_EALREADY if started before; MP_EPERM from a daemonic
  *         process, or under spawn/forkserver in a set-user-ID program (see
  *         mp_main_hook); MP_EINVAL for a pointer argument under
@@ -250,7 +253,11 @@ MP_MUST_CHECK int mp_process_start(mp_process *p);
  *         started or is the calling process; MP_ECLOSED after close.
  */
 MP_MUST_CHECK int mp_process_join(mp_process *p, double timeout);
-/** True from start until the process has ended.  Never blocks. */
+/** True from start until the process has ended; false as soon as its
+ *  sentinel is readable.  Does not wait for a running process; under
+ *  forkserver, once the child has died it waits for the server to relay the
+ *  exit status (at once, normally; up to 10 s from a stopped server, then
+ *  the exit code is 255). */
 bool mp_process_is_alive(mp_process *p);
 /** 0 before start (and after close). */
 pid_t mp_process_pid(const mp_process *p);
@@ -260,8 +267,11 @@ pid_t mp_process_pid(const mp_process *p);
  * @return 0 and *code; MP_EAGAIN while running or before start; MP_ECLOSED.
  */
 MP_MUST_CHECK int mp_process_exitcode(const mp_process *p, int *code);
-/** A pidfd, readable once the process has ended; MP_EINVAL before start.
- *  Owned by the process object. */
+/** The process's pidfd (Python: Process.sentinel): readable once the
+ *  process has ended, and from then on is_alive is false, the exit code is
+ *  known and active_children leaves it out, under every start method.  It
+ *  stays readable after join.  MP_EINVAL before start.  Owned by the
+ *  process object (closed by mp_process_close). */
 int mp_process_sentinel(const mp_process *p);
 /** SIGTERM; 0 and nothing done when it has already ended. MP_EINVAL before start. */
 MP_MUST_CHECK int mp_process_terminate(mp_process *p);
@@ -280,8 +290,9 @@ mp_process *mp_current_process(void);
  *  joined (waits for the parent to end) and asked is_alive. */
 mp_process *mp_parent_process(void);
 /**
- * The children of this process that are still running.  Ended children are
- * reaped (and leave the list).  Up to @cap are written to @out (may be NULL).
+ * The children of this process that are still running; a child whose
+ * sentinel is readable is never listed.  Ended children are reaped (and
+ * leave the list).  Up to @cap are written to @out (may be NULL).
  * @return how many are running.
  */
 size_t mp_active_children(mp_process **out, size_t cap);

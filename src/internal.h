@@ -394,6 +394,7 @@ struct mp_process {
     mp_args *args;
     char *name;
     bool daemon, started, ended, closed;
+    bool reaped;                /* fork/spawn: waited for, exitcode set (under mp__me.lock) */
     pid_t pid;
     pid_t creator;              /* only this process may start/join it */
     int pidfd;                  /* sentinel: -1 until started */

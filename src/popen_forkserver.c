@@ -136,13 +136,43 @@ static int forkserver_start(mp_process *p)
     return err;
 }
 
+/* How long the server may take to relay the status of a child its pidfd
+ * shows has ended.  It reaps on SIGCHLD at once; only a stopped or wedged
+ * server takes longer. */
+#define STATUS_GRACE 10.0
+
+/*
+ * The sentinel is the child's pidfd, readable the moment the child dies;
+ * the status comes a little later, once the server has reaped it.  So that
+ * every view agrees (a readable sentinel means not alive, exit code known),
+ * a wait that finds the pidfd readable waits for the status too, whatever
+ * its own deadline.
+ */
 static int forkserver_wait(mp_process *p, const mp__deadline *d)
 {
     int r = mp__sys_poll1(p->status_fd, POLLIN, d);
     if (r < 0)
         return r;
-    if (r == 0)
-        return MP_ETIMEDOUT;
+    if (r == 0) {
+        mp__deadline now;
+        mp__deadline_init(&now, 0);
+        r = mp__sys_poll1(p->pidfd, POLLIN, &now);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return MP_ETIMEDOUT; /* still running */
+        mp__deadline grace;
+        mp__deadline_init(&grace, STATUS_GRACE);
+        r = mp__sys_poll1(p->status_fd, POLLIN, &grace);
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            mp__log(MP_LOG_WARNING, "%s: the fork server sent no status for pid %d: exitcode 255",
+                    p->name, (int)p->pid);
+            p->exitcode = 255;
+            goto done;
+        }
+    }
     uint8_t st[4];
     int err = mp__sys_read_all(p->status_fd, st, sizeof st);
     if (err == 0) {
@@ -157,6 +187,7 @@ static int forkserver_wait(mp_process *p, const mp__deadline *d)
             return MP_ETIMEDOUT;
         p->exitcode = 255;
     }
+done:
     mp__sys_close(p->status_fd);
     p->status_fd = -1;
     return 0;

@@ -254,6 +254,74 @@ const void *mp_process_authkey(const mp_process *p, size_t *len)
     return p->authkey;
 }
 
+/*
+ * Reap a direct child (fork or spawn) that has ended, under mp__me.lock:
+ * whoever gets there first, a join or the cleanup at the next start,
+ * records the exit code in the object for the others.  1 when reaped (now
+ * or before), 0 while it runs, a negative code when it cannot be waited for.
+ */
+static int reap_locked(mp_process *p)
+{
+    if (p->reaped)
+        return 1;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    while (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) != 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    if (si.si_pid == 0)
+        return 0;
+    p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+    p->reaped = true;
+    return 1;
+}
+
+int mp__popen_wait_pidfd(mp_process *p, const mp__deadline *d)
+{
+    int r = mp__sys_poll1(p->pidfd, POLLIN, d);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return MP_ETIMEDOUT;
+    /* Readable: it has ended. */
+    for (;;) {
+        pthread_mutex_lock(&mp__me.lock);
+        r = reap_locked(p);
+        pthread_mutex_unlock(&mp__me.lock);
+        if (r != 0)
+            break;
+        /* Ended but not yet ours to reap (a tracer is told first): wait
+         * until it is, without reaping, then take it under the lock. */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        while (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOWAIT) != 0 &&
+               errno == EINTR)
+            ;
+    }
+    if (r == 1)
+        return 0;
+    /* ECHILD: reaped behind our back (SIGCHLD ignored): unknown status */
+    mp__log(MP_LOG_WARNING, "%s: cannot reap pid %d: %s", p->name, (int)p->pid, strerror(-r));
+    p->exitcode = 255;
+    return 0;
+}
+
+/* Python's _cleanup(), run at each start: reap the fork and spawn children
+ * that have ended, so none stays a zombie until joined.  Never blocks; the
+ * exit code stays in the object.  Forkserver children are the server's. */
+static void reap_ended_children(void)
+{
+    pthread_mutex_lock(&mp__me.lock);
+    for (mp__link *c = mp__me.children.next, *next; c != &mp__me.children; c = next) {
+        next = c->next;
+        mp_process *p = from_link(c);
+        if (p->ops != &mp__popen_forkserver && p->pidfd >= 0 && reap_locked(p) == 1)
+            list_del(p);
+    }
+    pthread_mutex_unlock(&mp__me.lock);
+}
+
 static bool mine(const mp_process *p)
 {
     return p->kind == MP__PROC_CHILD && p->creator == mp__me.pid;
@@ -274,6 +342,7 @@ int mp_process_start(mp_process *p)
     mp_context *ctx = p->ctx ? p->ctx : mp__default_context();
     if (ctx->ops != &mp__popen_fork && mp__args_has_ptr(p->args))
         return MP_EINVAL; /* a pointer means nothing in a fresh program */
+    reap_ended_children();
     p->ops = ctx->ops;
     int err = p->ops->start(p);
     if (err < 0) {
@@ -290,29 +359,6 @@ int mp_process_start(mp_process *p)
     list_add(p);
     pthread_mutex_unlock(&mp__me.lock);
     mp__log(MP_LOG_INFO, "started %s (%s), pid %d", p->name, ctx->method, (int)p->pid);
-    return 0;
-}
-
-int mp__popen_wait_pidfd(mp_process *p, const mp__deadline *d)
-{
-    int r = mp__sys_poll1(p->pidfd, POLLIN, d);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return MP_ETIMEDOUT;
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    for (;;) {
-        if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED) == 0)
-            break;
-        if (errno == EINTR)
-            continue;
-        /* ECHILD: reaped behind our back (SIGCHLD ignored): unknown status */
-        mp__log(MP_LOG_WARNING, "%s: cannot reap pid %d: %s", p->name, (int)p->pid, strerror(errno));
-        p->exitcode = 255;
-        return 0;
-    }
-    p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     return 0;
 }
 

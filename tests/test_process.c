@@ -5,6 +5,7 @@
  */
 #include "mp_test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1050,4 +1051,213 @@ MP_TEST(static_target_in_executable, .variants = MP_START_METHODS)
     int code = -1;
     ASSERT_OK(run_one(ctx, t_static_in_exe, NULL, &code));
     ASSERT_EQ(77, code);
+}
+
+/* Issue 13: once a sentinel is readable the child is over in every view:
+ * is_alive is false, the exit code is known and active_children leaves it
+ * out; and is_alive false means the sentinel is readable. */
+MP_TEST(sentinel_agrees_with_is_alive, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    enum { BATCH = 10, ROUNDS = 20 }; /* 200 short children */
+    for (int round = 0; round < ROUNDS; round++) {
+        mp_process *p[BATCH];
+        bool done[BATCH] = {false};
+        for (int i = 0; i < BATCH; i++) {
+            mp_args *a;
+            ASSERT_OK(mp_args_of(&a, "i", (round * BATCH + i) % 7));
+            ASSERT_OK(mp_process_new(&p[i], ctx, t_return_arg, a));
+            ASSERT_OK(mp_process_start(p[i]));
+            mp_args_free(a);
+        }
+        for (int left = BATCH; left > 0;) {
+            struct pollfd pfd[BATCH];
+            int idx[BATCH], n = 0;
+            for (int i = 0; i < BATCH; i++) {
+                if (done[i])
+                    continue;
+                int s = mp_process_sentinel(p[i]);
+                ASSERT_GE(s, 3);
+                pfd[n] = (struct pollfd){.fd = s, .events = POLLIN};
+                idx[n++] = i;
+            }
+            ASSERT_GT(poll(pfd, (nfds_t)n, 30000), 0);
+            for (int k = 0; k < n; k++) {
+                int i = idx[k], code;
+                if (!(pfd[k].revents & POLLIN)) {
+                    /* not readable a moment ago: if it has ended since, the
+                     * sentinel must say so now */
+                    if (!mp_process_is_alive(p[i])) {
+                        struct pollfd one = {.fd = pfd[k].fd, .events = POLLIN};
+                        ASSERT_EQ(1, poll(&one, 1, 0));
+                    }
+                    continue;
+                }
+                /* ask in both orders: the first question is the one that
+                 * finds the status missing */
+                if (i % 2) {
+                    ASSERT_FALSE(mp_process_is_alive(p[i]));
+                    ASSERT_FALSE(listed(p[i]));
+                } else {
+                    ASSERT_FALSE(listed(p[i]));
+                    ASSERT_FALSE(mp_process_is_alive(p[i]));
+                }
+                ASSERT_OK(mp_process_exitcode(p[i], &code));
+                ASSERT_EQ((round * BATCH + i) % 7, code);
+                done[i] = true;
+                left--;
+            }
+        }
+        for (int i = 0; i < BATCH; i++) {
+            ASSERT_OK(mp_process_join(p[i], 0));
+            ASSERT_OK(mp_process_close(p[i]));
+        }
+    }
+    ASSERT_EQ(0, mp_active_children(NULL, 0));
+}
+
+/* Issue 13: an ended child nobody joined is reaped when the next process
+ * starts (Python's _cleanup), and still reports its exit code.  Forkserver
+ * children are the server's to reap. */
+MP_TEST(unjoined_child_reaped_at_next_start, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    bool ours = strcmp(method, "forkserver") != 0;
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "i", 7));
+    mp_process *first, *second;
+    ASSERT_OK(mp_process_new(&first, ctx, t_return_arg, a));
+    ASSERT_OK(mp_process_start(first));
+    pid_t pid = mp_process_pid(first);
+    struct pollfd pfd = {.fd = mp_process_sentinel(first), .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 30000));
+    siginfo_t si;
+    if (ours) {
+        /* ended, not yet reaped: a zombie of ours */
+        memset(&si, 0, sizeof si);
+        ASSERT_EQ(0, waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT));
+        ASSERT_EQ(pid, si.si_pid);
+    }
+    ASSERT_OK(mp_process_new(&second, ctx, t_return_arg, a));
+    ASSERT_OK(mp_process_start(second));
+    if (ours) {
+        /* reaped by the start: no longer a child of ours at all */
+        memset(&si, 0, sizeof si);
+        ASSERT_EQ(-1, waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT));
+        ASSERT_EQ(ECHILD, errno);
+        char path[64], stat[256] = "";
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) { /* gone, or (pid reused) someone else's, not a zombie */
+            ssize_t n = read(fd, stat, sizeof stat - 1);
+            close(fd);
+            stat[n > 0 ? n : 0] = '\0';
+            const char *rp = strrchr(stat, ')');
+            ASSERT_TRUE(rp == NULL || rp[1] != ' ' || rp[2] != 'Z');
+        }
+    }
+    ASSERT_FALSE(listed(first) && ours);
+    int code = -1;
+    ASSERT_OK(mp_process_exitcode(first, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_FALSE(mp_process_is_alive(first));
+    ASSERT_OK(mp_process_join(first, 0));
+    ASSERT_OK(mp_process_exitcode(first, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_OK(mp_process_close(first));
+    ASSERT_OK(mp_process_join(second, 30));
+    ASSERT_OK(mp_process_exitcode(second, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_OK(mp_process_close(second));
+    mp_args_free(a);
+}
+
+/* The reaping at start and a join in another thread race for the same
+ * child: whichever reaps it, the exit code is the child's, not 255. */
+struct joiner {
+    mp_process *p;
+    int err;
+    bool done;
+};
+
+static void *join_thread(void *arg)
+{
+    struct joiner *j = arg;
+    j->err = mp_process_join(j->p, 60);
+    __atomic_store_n(&j->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+MP_TEST(join_races_reaping_at_start, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "d", 0.2));
+    mp_args *b;
+    ASSERT_OK(mp_args_of(&b, "i", 3));
+    for (int round = 0; round < 5; round++) {
+        struct joiner j = {.err = 1};
+        ASSERT_OK(mp_process_new(&j.p, ctx, t_sleep, a));
+        ASSERT_OK(mp_process_start(j.p));
+        pthread_t t;
+        ASSERT_EQ(0, pthread_create(&t, NULL, join_thread, &j));
+        double until = mp_monotonic() + 30;
+        while (!__atomic_load_n(&j.done, __ATOMIC_ACQUIRE) && mp_monotonic() < until) {
+            mp_process *q;
+            int code;
+            ASSERT_OK(mp_process_new(&q, ctx, t_return_arg, b));
+            ASSERT_OK(mp_process_start(q));
+            ASSERT_OK(mp_process_join(q, 30));
+            ASSERT_OK(mp_process_exitcode(q, &code));
+            ASSERT_EQ(3, code);
+            ASSERT_OK(mp_process_close(q));
+        }
+        ASSERT_EQ(0, pthread_join(t, NULL));
+        ASSERT_OK(j.err);
+        int code = -1;
+        ASSERT_OK(mp_process_exitcode(j.p, &code));
+        ASSERT_EQ(0, code);
+        ASSERT_OK(mp_process_close(j.p));
+    }
+    mp_args_free(a);
+    mp_args_free(b);
+}
+
+/* Issue 13: the forkserver child has died (its sentinel is readable) but the
+ * stopped server has not relayed the status yet: is_alive waits for it
+ * rather than answer "alive", and the exit code is the child's. */
+static int t_nap_then_5(const mp_args *a)
+{
+    (void)a;
+    struct timespec ts = {0, 300 * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 5;
+}
+
+static void *continue_later(void *arg)
+{
+    struct timespec ts = {0, 400 * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    kill((pid_t)(intptr_t)arg, SIGCONT);
+    return NULL;
+}
+
+MP_TEST(forkserver_is_alive_waits_for_status, .timeout_s = 60)
+{
+    mp_context *fs = mp_get_context("forkserver");
+    int server = server_of_one_child(fs);
+    ASSERT_GT(server, 0);
+    mp_process *p;
+    ASSERT_OK(mp_process_new(&p, fs, t_nap_then_5, NULL));
+    ASSERT_OK(mp_process_start(p));
+    ASSERT_EQ(0, kill(server, SIGSTOP));
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, continue_later, (void *)(intptr_t)server));
+    struct pollfd pfd = {.fd = mp_process_sentinel(p), .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 30000));
+    ASSERT_FALSE(mp_process_is_alive(p));
+    int code = -1;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(5, code);
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    ASSERT_OK(mp_process_close(p));
 }
