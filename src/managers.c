@@ -1043,6 +1043,17 @@ static int manager_new(mp_manager **out, const char *address, const void *key, s
  * replies) connects afresh on its first request.  Closing the inherited
  * copy only drops this process's descriptor for it.
  */
+/* A client's connection to a server, as every manager handle opens one. */
+static int client_conn(const char *address, const void *key, size_t keylen, mp_conn **out)
+{
+    int err = mp_client(out, address, key, keylen);
+    if (err == 0 && (err = mp__conn_buffered(*out)) < 0)
+        mp_conn_close(*out);
+    if (err == 0) /* a request the server would refuse is not sent */
+        mp__conn_set_limits(*out, 0, MAX_REQUEST);
+    return err;
+}
+
 static int manager_conn(mp_manager *m)
 {
     mp__init(); /* mp__me.pid follows forks */
@@ -1050,14 +1061,11 @@ static int manager_conn(mp_manager *m)
         return 0;
     mp_conn_close(m->conn);
     m->conn = NULL;
-    mp_conn *c;
-    int err = mp_client(&c, m->address, m->key, m->keylen);
-    if (err == 0 && (err = mp__conn_buffered(c)) < 0)
-        mp_conn_close(c);
-    if (err < 0)
+    int err = client_conn(m->address, m->key, m->keylen, &m->conn);
+    if (err < 0) {
+        m->conn = NULL;
         return err;
-    mp__conn_set_limits(c, 0, MAX_REQUEST); /* a request the server would refuse is not sent */
-    m->conn = c;
+    }
     m->conn_pid = mp__me.pid;
     return 0;
 }
@@ -1691,12 +1699,9 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
         }
     pthread_mutex_unlock(&px->lock);
     mp_conn *c;
-    int err = mp_client(&c, px->address, px->key, px->keylen);
-    if (err == 0 && (err = mp__conn_buffered(c)) < 0)
-        mp_conn_close(c);
+    int err = client_conn(px->address, px->key, px->keylen, &c);
     if (err < 0)
         return err;
-    mp__conn_set_limits(c, 0, MAX_REQUEST);
     mp_args *req, *rep = NULL;
     err = mp_args_of(&req, "issl", OP_OPEN, px->kind, px->name, px->param);
     if (err == 0)
