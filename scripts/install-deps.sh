@@ -24,6 +24,7 @@ else
 have_cmd cmake || need="$need cmake"
 have_cmd make || need="$need make"
 have_cmd gcc || need="$need gcc"
+have_cmd g++ || need="$need g++"  # the C++ header test (clang++ comes with clang)
 have_cmd clang || need="$need clang"
 have_cmd pkg-config || need="$need pkg-config"
 have_cmd python3 || need="$need python3"

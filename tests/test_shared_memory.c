@@ -555,48 +555,37 @@ MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .ti
 /* The pids of @root and of every process descending from it, found as a
  * supervisor or test runner finds a program's processes: by walking the
  * parent pids in /proc/<pid>/stat until nothing new turns up. */
+struct tree {
+    pid_t *pids;
+    int n, cap;
+};
+
+/* Add @pid when its parent is in the tree and it is not yet. */
+static bool tree_grow(pid_t pid, pid_t ppid, char state, const char *comm, void *arg)
+{
+    struct tree *t = arg;
+    bool parent_in = false;
+    (void)state;
+    (void)comm;
+    for (int i = 0; i < t->n; i++) {
+        if (t->pids[i] == pid)
+            return false;
+        parent_in = parent_in || t->pids[i] == ppid;
+    }
+    if (!parent_in)
+        return false;
+    ASSERT_LT(t->n, t->cap);
+    t->pids[t->n++] = pid;
+    return true;
+}
+
 static int process_tree(pid_t root, pid_t *out, int cap)
 {
-    int n = 0;
-    out[n++] = root;
-    for (bool grew = true; grew;) {
-        grew = false;
-        DIR *d = opendir("/proc");
-        ASSERT_TRUE(d != NULL);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (!isdigit((unsigned char)e->d_name[0]))
-                continue;
-            char path[300], st[512];
-            snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                continue;
-            ssize_t len = read(fd, st, sizeof st - 1);
-            close(fd);
-            if (len <= 0)
-                continue;
-            st[len] = '\0';
-            char *close_paren = strrchr(st, ')');
-            char state;
-            int parent;
-            if (!close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2)
-                continue;
-            pid_t pid = (pid_t)atoi(e->d_name);
-            bool is_parent_in = false, known = false;
-            for (int i = 0; i < n; i++) {
-                is_parent_in = is_parent_in || out[i] == parent;
-                known = known || out[i] == pid;
-            }
-            if (is_parent_in && !known) {
-                ASSERT_LT(n, cap);
-                out[n++] = pid;
-                grew = true;
-            }
-        }
-        closedir(d);
-    }
-    return n;
+    struct tree t = {out, 1, cap};
+    out[0] = root;
+    while (mp_test_each_process(tree_grow, &t) > 0)
+        ; /* until nothing new turns up */
+    return t.n;
 }
 
 /* The helper program for tracker_outlives_tree_sigkill: main process

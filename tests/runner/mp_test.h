@@ -43,6 +43,11 @@ typedef struct mp_test {
 } mp_test;
 
 void mp_test_register(mp_test *t);
+
+/* Call @fn for every process in /proc with its pid, parent pid, state
+ * letter and name; returns how many calls returned true. */
+typedef bool (*mp_test_proc_fn)(pid_t pid, pid_t ppid, char state, const char *comm, void *arg);
+int mp_test_each_process(mp_test_proc_fn fn, void *arg);
 _Noreturn void mp_test_fail(const char *file, int line, const char *fmt, ...) MP_PRINTF(3, 4);
 
 #define MP_TEST(tname, ...)                                                              \

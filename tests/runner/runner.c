@@ -134,9 +134,7 @@ static double multiplier(void)
     return m > 0 ? m : 1.0;
 }
 
-/* The running processes whose parent is @ppid, with their names. */
-typedef void (*proc_fn)(pid_t pid, const char *comm, void *arg);
-static int for_each_child(pid_t ppid, proc_fn fn, void *arg)
+int mp_test_each_process(mp_test_proc_fn fn, void *arg)
 {
     DIR *d = opendir("/proc");
     int n = 0;
@@ -160,15 +158,37 @@ static int for_each_child(pid_t ppid, proc_fn fn, void *arg)
         char state;
         if (!open_paren || !close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2)
             continue;
-        if (parent != ppid)
-            continue;
         *close_paren = '\0';
-        fn((pid_t)atoi(e->d_name), open_paren + 1, arg);
-        n++;
+        if (fn((pid_t)atoi(e->d_name), (pid_t)parent, state, open_paren + 1, arg))
+            n++;
     }
     if (d != NULL)
         closedir(d);
     return n;
+}
+
+/* The running processes whose parent is @ppid, with their names. */
+typedef void (*proc_fn)(pid_t pid, const char *comm, void *arg);
+struct child_filter {
+    pid_t ppid;
+    proc_fn fn;
+    void *arg;
+};
+
+static bool child_of(pid_t pid, pid_t ppid, char state, const char *comm, void *arg)
+{
+    const struct child_filter *f = arg;
+    (void)state;
+    if (ppid != f->ppid)
+        return false;
+    f->fn(pid, comm, f->arg);
+    return true;
+}
+
+static int for_each_child(pid_t ppid, proc_fn fn, void *arg)
+{
+    struct child_filter f = {ppid, fn, arg};
+    return mp_test_each_process(child_of, &f);
 }
 
 static void comm_of(pid_t pid, char *out, size_t cap)
