@@ -111,7 +111,7 @@ static void finish(mp_process *p, double timeout)
 static mp_queue *queue_new(size_t maxsize)
 {
     mp_queue *q;
-    ASSERT_OK(mp_queue_new(&q, maxsize));
+    ASSERT_OK(mp_test_queue_new(&q, maxsize));
     return q;
 }
 
@@ -237,7 +237,7 @@ static int t_put_2_to_5(const mp_args *a)
 }
 
 /* _TestQueue.test_get and test_timeout. */
-MP_TEST(put_get_fifo_and_timeouts, .variants = MP_START_METHODS)
+MP_TEST(put_get_fifo_and_timeouts, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(0);
     mp_process *p = start(ctx, t_put_2_to_5, qargs(q));
@@ -275,7 +275,7 @@ static int t_take_0_to_6(const mp_args *a)
 }
 
 /* _TestQueue.test_put (maxsize 6). */
-MP_TEST(bounded_queue, .variants = MP_START_METHODS)
+MP_TEST(bounded_queue, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(6);
     ASSERT_TRUE(mp_queue_empty(q));
@@ -319,7 +319,7 @@ static int t_sees_5_and_6(const mp_args *a)
 
 /* _TestQueue.test_qsize, and empty/full along the way; then
  * TestSyncManagerTypes.test_queue: what another process sees. */
-MP_TEST(qsize_empty_full, .variants = MP_START_METHODS)
+MP_TEST(qsize_empty_full, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(0);
     ASSERT_EQ(0, qsize(q));
@@ -381,7 +381,7 @@ static int t_tagged_producer(const mp_args *a)
 
 /* Each message "producer:seq"; the consumer checks each producer's order.
  * A small bound makes the producers wait for room too. */
-MP_TEST(multi_producer_fifo_per_producer, .variants = MP_START_METHODS, .timeout_s = 120)
+MP_TEST(multi_producer_fifo_per_producer, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 120)
 {
     mp_queue *q = queue_new(64);
     mp_process *p[MPF_PRODUCERS];
@@ -423,7 +423,7 @@ static int t_put_10_to_19(const mp_args *a)
 
 /* _TestQueue.test_fork: what the parent put before the child started comes
  * first. */
-MP_TEST(parent_puts_then_child_puts, .variants = MP_START_METHODS)
+MP_TEST(parent_puts_then_child_puts, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(0);
     for (int64_t v = 0; v < 10; v++)
@@ -628,7 +628,7 @@ static int t_get_into_short(const mp_args *a)
 
 /* A message that does not fit stays queued, for this and other processes,
  * in the ring and in the log. */
-MP_TEST(get_into_too_small, .variants = MP_START_METHODS)
+MP_TEST(get_into_too_small, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(0);
     put_str(q, "hello world", 0);
@@ -689,7 +689,7 @@ static int t_put_with_empties(const mp_args *a)
     return 0;
 }
 
-MP_TEST(zero_length_messages, .variants = MP_START_METHODS)
+MP_TEST(zero_length_messages, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(3);
     mp_process *p = start(ctx, t_put_with_empties, qargs(q));
@@ -743,7 +743,7 @@ static int t_large_echo(const mp_args *a)
 
 /* 16 MiB each way, byte-exact; the way back is bounded (2), so the child
  * waits for the parent with messages larger than the ring. */
-MP_TEST(large_messages, .variants = MP_START_METHODS, .timeout_s = 120)
+MP_TEST(large_messages, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 120)
 {
     mp_queue *in = queue_new(0), *out = queue_new(2);
     char *big = xmalloc(16 * MiB);
@@ -784,7 +784,7 @@ static int t_put_many_large(const mp_args *a)
 
 /* Python deadlocks here (the child's feeder thread waits for a reader);
  * these queues keep what was put in shared memory. */
-MP_TEST(child_puts_large_and_is_joined_before_any_get, .variants = MP_START_METHODS,
+MP_TEST(child_puts_large_and_is_joined_before_any_get, .variants = MP_START_METHODS | MP_TEST_PROXY,
         .timeout_s = 120)
 {
     mp_queue *q = queue_new(0);
@@ -974,7 +974,7 @@ static int t_mpc_consumer(const mp_args *a)
     return 0;
 }
 
-MP_TEST(many_producers_and_consumers, .variants = MP_START_METHODS, .timeout_s = 180)
+MP_TEST(many_producers_and_consumers, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 180)
 {
     shmem s;
     mpc_shared *sh = shmem_open(&s, sizeof(mpc_shared));
@@ -1023,7 +1023,7 @@ static int t_child_starts_grandchild(const mp_args *a)
     return 0;
 }
 
-MP_TEST(queue_through_two_generations, .variants = MP_START_METHODS)
+MP_TEST(queue_through_two_generations, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(0);
     mp_args *a = qargs(q);
@@ -1060,7 +1060,7 @@ static int t_queue_from_conn(const mp_args *a)
     return 0;
 }
 
-MP_TEST(queue_over_connection, .variants = MP_START_METHODS)
+MP_TEST(queue_over_connection, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_conn *x, *y;
     ASSERT_OK(mp_pipe(&x, &y, true));

@@ -6,9 +6,16 @@
  *   MP_TEST(name, .timeout_s = 10) { ... }
  *   MP_TEST(name, .variants = MP_START_METHODS) { ... } once per start method
  *   MP_TEST(name, .signal = SIGABRT) { ... }            must die by SIGABRT
+ *   MP_TEST(name, .variants = MP_START_METHODS | MP_TEST_PROXY)
+ *                                     also once with manager proxies
+ *   MP_TEST(name, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
  *
  * In a body, `mp_context *ctx` and `const char *method` are in scope: the
- * variant's context and method name, NULL for plain tests.  A failed
+ * variant's context and method name, NULL for plain tests.  The proxy
+ * variant ("name/proxy", method "proxy", ctx the fork context) runs the
+ * same body, and the objects it makes with mp_test_queue_new and its kin
+ * below are manager proxies instead of local objects: a proxy must pass
+ * the tests of the object it stands for.  A failed
  * assertion prints file:line, the expression and the values, and ends the
  * test process with status 1 (_exit: no exit handlers run); it may be used
  * in helpers and in children.  ASSERT_EQ and its kin compare as intmax_t:
@@ -29,6 +36,8 @@ enum {
     MP_TEST_SPAWN = 2,
     MP_TEST_FORKSERVER = 4,
     MP_START_METHODS = MP_TEST_FORK | MP_TEST_SPAWN | MP_TEST_FORKSERVER,
+    MP_TEST_PROXY = 8,  /* once more, objects made by mp_test_*_new are proxies */
+    MP_TEST_PLAIN = 16, /* the plain run (implied when .variants is 0) */
 };
 
 typedef struct mp_test {
@@ -43,6 +52,19 @@ typedef struct mp_test {
 } mp_test;
 
 void mp_test_register(mp_test *t);
+
+/* The objects a test shares.  In the proxy variant each is a proxy for a
+ * new object of a manager the runner starts on first use and shuts down
+ * after the body (before the leak checks); otherwise each is the local
+ * object (a value with its lock).  Free them with the type's own free. */
+bool mp_test_proxied(void);
+MP_MUST_CHECK int mp_test_queue_new(mp_queue **out, size_t maxsize);
+MP_MUST_CHECK int mp_test_lock_new(mp_lock **out);
+MP_MUST_CHECK int mp_test_event_new(mp_event **out);
+MP_MUST_CHECK int mp_test_semaphore_new(mp_semaphore **out, unsigned value);
+MP_MUST_CHECK int mp_test_value_new(mp_value **out, mp_type type);
+/* The manager of the proxy variant (started on first use); NULL elsewhere. */
+mp_manager *mp_test_manager(void);
 
 /* Call @fn for every process in /proc with its pid, parent pid, state
  * letter and name; returns how many calls returned true. */

@@ -267,14 +267,93 @@ static void check_leaks(const int *before, int nbefore)
         mp_test_fail(__FILE__, __LINE__, "%d leak(s) after the test", leaks);
 }
 
+/* ---- the proxy variant's objects ---------------------------------------- */
+
+static bool proxy_variant;
+static mp_manager *proxy_manager;
+static unsigned proxy_names;
+
+bool mp_test_proxied(void)
+{
+    return proxy_variant;
+}
+
+mp_manager *mp_test_manager(void)
+{
+    if (!proxy_variant)
+        return NULL;
+    if (proxy_manager == NULL) {
+        int r = mp_manager_start(&proxy_manager, mp_get_context("fork"), NULL, NULL, 0);
+        if (r < 0)
+            mp_test_fail(__FILE__, __LINE__, "mp_manager_start: %s", mp_strerror(r));
+    }
+    return proxy_manager;
+}
+
+/* A fresh name for each object of the test. */
+static const char *proxy_name(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "test-object-%u", ++proxy_names);
+    return buf;
+}
+
+int mp_test_queue_new(mp_queue **out, size_t maxsize)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_queue_new(out, maxsize);
+    return mp_manager_queue(mp_test_manager(), proxy_name(name, sizeof name), maxsize, out);
+}
+
+int mp_test_lock_new(mp_lock **out)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_lock_new(out);
+    return mp_manager_lock(mp_test_manager(), proxy_name(name, sizeof name), out);
+}
+
+int mp_test_event_new(mp_event **out)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_event_new(out);
+    return mp_manager_event(mp_test_manager(), proxy_name(name, sizeof name), out);
+}
+
+int mp_test_semaphore_new(mp_semaphore **out, unsigned value)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_semaphore_new(out, value, false);
+    return mp_manager_semaphore(mp_test_manager(), proxy_name(name, sizeof name), value, out);
+}
+
+int mp_test_value_new(mp_value **out, mp_type type)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_value_new(out, type, true);
+    return mp_manager_value(mp_test_manager(), proxy_name(name, sizeof name), type, out);
+}
+
 static _Noreturn void child_run(const mp_test *t, const char *method)
 {
     static int before[MAX_FDS];
     mp_context *ctx = NULL;
-    if (method != NULL && (ctx = mp_get_context(method)) == NULL)
+    proxy_variant = method != NULL && strcmp(method, "proxy") == 0;
+    const char *start = proxy_variant ? "fork" : method;
+    if (start != NULL && (ctx = mp_get_context(start)) == NULL)
         mp_test_fail(__FILE__, __LINE__, "no context for start method %s", method);
     int nbefore = read_fds(before, MAX_FDS);
     t->fn(ctx, method);
+    if (proxy_manager != NULL) {
+        int r = mp_manager_shutdown(proxy_manager);
+        if (r < 0)
+            mp_test_fail(__FILE__, __LINE__, "mp_manager_shutdown: %s", mp_strerror(r));
+        mp_manager_free(proxy_manager);
+        proxy_manager = NULL;
+    }
     mp__exit_cleanup(); /* what atexit would do: daemons terminated, others joined */
     fflush(stdout);
     check_leaks(before, nbefore);
@@ -597,7 +676,9 @@ static bool run_test(const test_id *ti, int number)
 
 /* ---- main --------------------------------------------------------------- */
 
-static const char *const methods[] = {"fork", "spawn", "forkserver"};
+/* In the order of the variant bits (MP_TEST_FORK, ...). */
+static const char *const methods[] = {"fork", "spawn", "forkserver", "proxy"};
+enum { NMETHODS = sizeof methods / sizeof methods[0] };
 
 static int by_line(const void *a, const void *b)
 {
@@ -613,7 +694,7 @@ static test_id *list_tests(size_t *count)
     for (mp_test *t = registered; t; t = t->next)
         nt++;
     mp_test **ts = calloc(nt + 1, sizeof *ts);
-    test_id *ids = calloc(3 * nt + 1, sizeof *ids);
+    test_id *ids = calloc((NMETHODS + 1) * nt + 1, sizeof *ids);
     if (ts == NULL || ids == NULL) {
         perror("calloc");
         exit(2);
@@ -623,12 +704,12 @@ static test_id *list_tests(size_t *count)
         ts[nt++] = t;
     qsort(ts, nt, sizeof *ts, by_line);
     for (size_t i = 0; i < nt; i++) {
-        if (ts[i]->variants == 0) {
+        if (ts[i]->variants == 0 || (ts[i]->variants & MP_TEST_PLAIN)) {
             ids[n].t = ts[i];
             snprintf(ids[n].id, sizeof ids[n].id, "%s", ts[i]->name);
             n++;
         }
-        for (int m = 0; m < 3; m++) {
+        for (int m = 0; m < NMETHODS; m++) {
             if (!(ts[i]->variants & (1u << m)))
                 continue;
             ids[n].t = ts[i];
