@@ -3,7 +3,7 @@
 
     scripts/test-summary.py BUILD/ctest-junit.xml
 
-Test ids ending in /fork, /spawn or /forkserver count under that method,
+Test ids ending in /fork, /spawn, /forkserver or /proxy count under that variant,
 every other test (runner, fuzz, interop, install, package, ...) under
 "other".  Prints e.g.
 
@@ -16,7 +16,7 @@ and exits 0: the caller keeps ctest's own exit status (make test does).
 import sys
 import xml.etree.ElementTree as ET
 
-METHODS = ("fork", "spawn", "forkserver")
+METHODS = ("fork", "spawn", "forkserver", "proxy")
 
 
 def main():
