@@ -339,6 +339,24 @@ static int cond_wait_until(server *srv, sobj *o, const mp__deadline *d)
     return 0;
 }
 
+/*
+ * After a wait for @o (srv->lock held): whether @sc's client has hung up
+ * meanwhile, a process killed while it waited.  Its thread must not take
+ * the lock or the semaphore's unit then: a local waiter killed in its wait
+ * takes nothing, and what this one took would be lost to the living (a
+ * unit) or handed on as MP_EOWNERDEAD (a lock it never held).  The wake-up
+ * it may have been given goes on to the next waiter.  Only after a wait:
+ * an acquire that finds the object free costs no extra system call.
+ */
+static bool client_gone(const sconn *sc, sobj *o)
+{
+    struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
+    if (poll(&pf, 1, 0) != 1 || pf.revents == 0)
+        return false;
+    pthread_cond_signal(&o->cond);
+    return true;
+}
+
 static double arg_timeout(const mp_args *a, size_t i)
 {
     return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
@@ -642,28 +660,34 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
             err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)n : mp_queue_full(o->q));
         return err;
     }
-    case OP_LOCK_ACQ:
+    case OP_LOCK_ACQ: {
         mp__deadline_init(&d, arg_timeout(a, 3));
-        if (o->owner == sc->id)
-            err = MP_ETIMEDOUT; /* not recursive: as a local Lock, wait it out */
-        while (o->owner != 0 && err == 0)
-            err = cond_wait_until(srv, o, &d);
-        if (o->owner == sc->id && err == MP_ETIMEDOUT && !d.forever) {
-            pthread_mutex_unlock(&srv->lock);
+        if (o->owner == sc->id) { /* not recursive: as a local Lock */
+            if (d.forever)
+                return -EDEADLK; /* a wait that would never end */
+            pthread_mutex_unlock(&srv->lock); /* wait the timeout out */
             const struct timespec *ts = mp__deadline_ts(&d);
             while (ts && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, ts, NULL) == EINTR)
                 ;
             pthread_mutex_lock(&srv->lock);
             return MP_ETIMEDOUT;
         }
+        bool waited = false;
+        while (o->owner != 0 && err == 0) {
+            err = cond_wait_until(srv, o, &d);
+            waited = true;
+        }
         if (err < 0)
             return err;
+        if (waited && client_gone(sc, o))
+            return MP_ECLOSED;
         o->owner = sc->id;
         if (o->owner_died) {
             o->owner_died = false;
             return MP_EOWNERDEAD;
         }
         return 0;
+    }
     case OP_LOCK_REL:
         if (o->owner == 0)
             return MP_EINVAL;
@@ -686,14 +710,20 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         while (!o->flag && err == 0)
             err = cond_wait_until(srv, o, &d);
         return o->flag ? 0 : err;
-    case OP_SEM_ACQ:
+    case OP_SEM_ACQ: {
         mp__deadline_init(&d, arg_timeout(a, 3));
-        while (o->value == 0 && err == 0)
+        bool waited = false;
+        while (o->value == 0 && err == 0) {
             err = cond_wait_until(srv, o, &d);
+            waited = true;
+        }
         if (o->value == 0)
             return err;
+        if (waited && client_gone(sc, o))
+            return MP_ECLOSED;
         o->value--;
         return 0;
+    }
     case OP_SEM_REL:
         if (o->value >= INT32_MAX)
             return MP_EINVAL;

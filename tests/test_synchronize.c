@@ -149,10 +149,10 @@ static void await_n_waiting(mp_barrier *b, unsigned n)
 
 /* ---- Lock: one process --------------------------------------------------- */
 
-MP_TEST(lock_basics)
+MP_TEST(lock_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_lock *l;
-    ASSERT_OK(mp_lock_new(&l));
+    ASSERT_OK(mp_test_lock_new(&l));
     ASSERT_FALSE(mp_lock_is_recursive(l));
     ASSERT_FALSE(mp_lock_locked(l));
     ASSERT_OK(mp_lock_acquire(l, MP_FOREVER));
@@ -243,10 +243,10 @@ static void holder_finish(holder *h)
     mp_event_free(h->go);
 }
 
-MP_TEST(lock_owned_by_a_thread)
+MP_TEST(lock_owned_by_a_thread, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_lock *l;
-    ASSERT_OK(mp_lock_new(&l));
+    ASSERT_OK(mp_test_lock_new(&l));
     ASSERT_OK(mp_lock_acquire(l, 0));
     run_thread(t_foreign_thread, l); /* release by another thread: MP_EPERM */
     ASSERT_OK(mp_lock_release(l));
@@ -340,12 +340,12 @@ static int t_lock_contender(const mp_args *a)
     return 0;
 }
 
-MP_TEST(lock_between_processes, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(lock_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_lock *l;
     mp_semaphore *step;
     mp_event *go;
-    ASSERT_OK(mp_lock_new(&l));
+    ASSERT_OK(mp_test_lock_new(&l));
     ASSERT_OK(mp_semaphore_new(&step, 0, false));
     ASSERT_OK(mp_event_new(&go));
     ASSERT_OK(mp_lock_acquire(l, 0));
@@ -450,12 +450,12 @@ static int t_increment(const mp_args *a)
     return 0;
 }
 
-MP_TEST(lock_mutual_exclusion, .variants = MP_START_METHODS, .timeout_s = 120)
+MP_TEST(lock_mutual_exclusion, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 120)
 {
     mp_lock *l;
     mp_value *v;
     mp_event *go;
-    ASSERT_OK(mp_lock_new(&l));
+    ASSERT_OK(mp_test_lock_new(&l));
     ASSERT_OK(mp_value_new(&v, MP_INT64, false));
     ASSERT_OK(mp_event_new(&go));
     mp_process *p[4];
@@ -576,7 +576,7 @@ static void holder_leaves(mp_process *p)
 static void owner_dies(mp_context *ctx, bool recursive, bool killed)
 {
     mp_lock *l;
-    ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_lock_new(&l));
+    ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
     mp_process *p = start_holder(ctx, l, recursive ? 2 : 1, !killed);
     ASSERT_TRUE(mp_lock_locked(l));
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(l, 0));
@@ -612,12 +612,12 @@ static void owner_dies(mp_context *ctx, bool recursive, bool killed)
     holder_semaphores_free();
 }
 
-MP_TEST(lock_owner_killed, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(lock_owner_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     owner_dies(ctx, false, true);
 }
 
-MP_TEST(lock_owner_exits_holding_it, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(lock_owner_exits_holding_it, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     owner_dies(ctx, false, false);
 }
@@ -644,12 +644,13 @@ static int t_blocked_acquirer(const mp_args *a)
     return 0;
 }
 
-MP_TEST(lock_waiter_sees_owner_death, .variants = MP_START_METHODS, .timeout_s = 90)
+MP_TEST(lock_waiter_sees_owner_death, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
-    for (int recursive = 0; recursive < 2; recursive++) {
+    /* an RLock has no manager form: the proxy variant tries the Lock only */
+    for (int recursive = 0; recursive < (mp_test_proxied() ? 1 : 2); recursive++) {
         mp_lock *l;
         mp_semaphore *ready;
-        ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_lock_new(&l));
+        ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
         ASSERT_OK(mp_semaphore_new(&ready, 0, false));
         mp_process *owner = start_holder(ctx, l, recursive ? 2 : 1, false);
         mp_args *a = args_new();
@@ -667,6 +668,46 @@ MP_TEST(lock_waiter_sees_owner_death, .variants = MP_START_METHODS, .timeout_s =
         mp_semaphore_free(ready);
         holder_semaphores_free();
     }
+}
+
+/* args: lock (held by the parent), semaphore ready.  Waits for the lock
+ * until it is killed. */
+static int t_waits_to_be_killed(const mp_args *a)
+{
+    ASSERT_OK(mp_semaphore_release(mp_args_semaphore(a, 1)));
+    int r = mp_lock_acquire(mp_args_lock(a, 0), 60);
+    MP__FAIL("a waiter meant to be killed in its wait got %d (%s)", r, mp_errname(r));
+}
+
+/* Waiters killed in their wait took nothing: the lock they waited for goes
+ * to the next acquirer as a plain 0, not MP_EOWNERDEAD (they never held
+ * it), and at once. */
+MP_TEST(lock_waiter_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
+{
+    mp_lock *l;
+    mp_semaphore *ready;
+    ASSERT_OK(mp_test_lock_new(&l));
+    ASSERT_OK(mp_semaphore_new(&ready, 0, false));
+    ASSERT_OK(mp_lock_acquire(l, 0));
+    mp_process *w[2];
+    for (int i = 0; i < 2; i++) {
+        mp_args *a = args_new();
+        ASSERT_OK(mp_args_add_lock(a, l));
+        ASSERT_OK(mp_args_add_semaphore(a, ready));
+        w[i] = start(ctx, t_waits_to_be_killed, a);
+        ASSERT_OK(mp_semaphore_acquire(ready, 60));
+    }
+    sleep_s(0.3); /* let them block (one that has not proves less, no more) */
+    for (int i = 0; i < 2; i++)
+        kill_and_reap(w[i]);
+    ASSERT_OK(mp_lock_release(l));
+    double t0 = mp_monotonic();
+    ASSERT_OK(mp_lock_acquire(l, 10));
+    ASSERT_PROMPT(t0);
+    ASSERT_OK(mp_lock_release(l));
+    ASSERT_FALSE(mp_lock_locked(l));
+    mp_lock_free(l);
+    mp_semaphore_free(ready);
 }
 
 /* The kill loop: the known trap of robust mutexes that are not
@@ -735,7 +776,7 @@ static void kill_loop(mp_context *ctx, bool recursive, int rounds)
 {
     mp_lock *l;
     mp_array *arr;
-    ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_lock_new(&l));
+    ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
     ASSERT_OK(mp_array_new(&arr, MP_INT64, PRODUCERS + 1, NULL, false));
     int64_t *data = mp_array_data(arr);
     mp_process *p[PRODUCERS];
@@ -773,7 +814,7 @@ static void kill_loop(mp_context *ctx, bool recursive, int rounds)
     mp_array_free(arr);
 }
 
-MP_TEST(lock_kill_loop, .variants = MP_START_METHODS, .timeout_s = 300)
+MP_TEST(lock_kill_loop, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 300)
 {
     kill_loop(ctx, false, 200);
 }
@@ -792,10 +833,10 @@ static int sem_value(mp_semaphore *s)
     return v;
 }
 
-MP_TEST(semaphore_basics)
+MP_TEST(semaphore_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_semaphore *s;
-    ASSERT_OK(mp_semaphore_new(&s, 2, false));
+    ASSERT_OK(mp_test_semaphore_new(&s, 2));
     ASSERT_EQ(2, sem_value(s));
     ASSERT_OK(mp_semaphore_acquire(s, MP_FOREVER));
     ASSERT_EQ(1, sem_value(s));
@@ -823,7 +864,7 @@ MP_TEST(semaphore_basics)
     mp_semaphore_free(s);
 
     /* Semaphore(0) */
-    ASSERT_OK(mp_semaphore_new(&s, 0, false));
+    ASSERT_OK(mp_test_semaphore_new(&s, 0));
     ASSERT_EQ(0, sem_value(s));
     ASSERT_ERR(MP_ETIMEDOUT, mp_semaphore_acquire(s, 0));
     t0 = mp_monotonic();
@@ -834,7 +875,7 @@ MP_TEST(semaphore_basics)
     mp_semaphore_free(s);
 
     /* a large value */
-    ASSERT_OK(mp_semaphore_new(&s, INT32_MAX, false));
+    ASSERT_OK(mp_test_semaphore_new(&s, INT32_MAX));
     ASSERT_EQ(INT32_MAX, sem_value(s));
     ASSERT_OK(mp_semaphore_acquire(s, 0));
     ASSERT_EQ(INT32_MAX - 1, sem_value(s));
@@ -900,10 +941,10 @@ static int t_sem_waiter(const mp_args *a)
     return 0;
 }
 
-MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS, .timeout_s = 90)
+MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
-    mp_semaphore *ping, *pong;
-    ASSERT_OK(mp_semaphore_new(&ping, 0, false));
+    mp_semaphore *ping, *pong; /* pong is bounded: no manager form, always local */
+    ASSERT_OK(mp_test_semaphore_new(&ping, 0));
     ASSERT_OK(mp_semaphore_new(&pong, 1, true));
     ASSERT_OK(mp_semaphore_acquire(pong, 0));
     mp_args *a = args_new();
@@ -928,7 +969,7 @@ MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS, .timeout_s = 
 
     /* three children blocked on one semaphore: each release lets one go */
     mp_semaphore *s, *ready;
-    ASSERT_OK(mp_semaphore_new(&s, 0, false));
+    ASSERT_OK(mp_test_semaphore_new(&s, 0));
     ASSERT_OK(mp_semaphore_new(&ready, 0, false));
     mp_value *passed = raw_int32();
     mp_process *w[3];
@@ -956,6 +997,44 @@ MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS, .timeout_s = 
     mp_semaphore_free(s);
     mp_semaphore_free(ready);
     mp_value_free(passed);
+}
+
+/* args: semaphore s (at 0), semaphore ready.  Waits on s until killed. */
+static int t_sem_waits_to_be_killed(const mp_args *a)
+{
+    ASSERT_OK(mp_semaphore_release(mp_args_semaphore(a, 1)));
+    int r = mp_semaphore_acquire(mp_args_semaphore(a, 0), 60);
+    MP__FAIL("a waiter meant to be killed in its wait got %d (%s)", r, mp_errname(r));
+}
+
+/* Waiters killed in their wait took nothing: every later release is there
+ * for the living. */
+MP_TEST(semaphore_waiter_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
+{
+    mp_semaphore *s, *ready;
+    ASSERT_OK(mp_test_semaphore_new(&s, 0));
+    ASSERT_OK(mp_semaphore_new(&ready, 0, false));
+    mp_process *w[2];
+    for (int i = 0; i < 2; i++) {
+        mp_args *a = args_new();
+        ASSERT_OK(mp_args_add_semaphore(a, s));
+        ASSERT_OK(mp_args_add_semaphore(a, ready));
+        w[i] = start(ctx, t_sem_waits_to_be_killed, a);
+        ASSERT_OK(mp_semaphore_acquire(ready, 60));
+    }
+    sleep_s(0.3); /* let them block (one that has not proves less, no more) */
+    for (int i = 0; i < 2; i++)
+        kill_and_reap(w[i]);
+    ASSERT_OK(mp_semaphore_release(s));
+    ASSERT_OK(mp_semaphore_release(s));
+    double t0 = mp_monotonic();
+    ASSERT_OK(mp_semaphore_acquire(s, 10));
+    ASSERT_OK(mp_semaphore_acquire(s, 10));
+    ASSERT_PROMPT(t0);
+    ASSERT_EQ(0, sem_value(s));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_semaphore_acquire(s, 0));
+    mp_semaphore_free(s);
+    mp_semaphore_free(ready);
 }
 
 /* ---- Condition ------------------------------------------------------------ */
@@ -1428,10 +1507,10 @@ MP_TEST(condition_lock_owner_killed, .variants = MP_START_METHODS, .timeout_s = 
 
 /* ---- Event ---------------------------------------------------------------- */
 
-MP_TEST(event_basics)
+MP_TEST(event_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_event *e;
-    ASSERT_OK(mp_event_new(&e));
+    ASSERT_OK(mp_test_event_new(&e));
     ASSERT_FALSE(mp_event_is_set(e));
     double t0 = mp_monotonic();
     ASSERT_ERR(MP_ETIMEDOUT, mp_event_wait(e, 0));
@@ -1468,10 +1547,10 @@ static void *t_set_later(void *arg)
     return NULL;
 }
 
-MP_TEST(event_set_by_a_thread)
+MP_TEST(event_set_by_a_thread, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_event *e;
-    ASSERT_OK(mp_event_new(&e));
+    ASSERT_OK(mp_test_event_new(&e));
     pthread_t t;
     ASSERT_EQ(0, pthread_create(&t, NULL, t_set_later, e));
     ASSERT_OK(mp_event_wait(e, 30));
@@ -1497,11 +1576,11 @@ static int t_event_child(const mp_args *a)
     return 0;
 }
 
-MP_TEST(event_between_processes, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(event_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_event *e1, *e2;
-    ASSERT_OK(mp_event_new(&e1));
-    ASSERT_OK(mp_event_new(&e2));
+    ASSERT_OK(mp_test_event_new(&e1));
+    ASSERT_OK(mp_test_event_new(&e2));
     ASSERT_OK(mp_event_set(e1));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_event(a, e1));
@@ -1524,12 +1603,12 @@ static int t_event_waiter(const mp_args *a)
     return 0;
 }
 
-MP_TEST(event_releases_every_waiter, .variants = MP_START_METHODS, .timeout_s = 90)
+MP_TEST(event_releases_every_waiter, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
     enum { K = 5 };
     mp_event *e;
     mp_semaphore *ready;
-    ASSERT_OK(mp_event_new(&e));
+    ASSERT_OK(mp_test_event_new(&e));
     ASSERT_OK(mp_semaphore_new(&ready, 0, false));
     mp_value *through = raw_int32();
     mp_process *p[K];
@@ -1982,7 +2061,7 @@ static int t_conn_objects(const mp_args *a)
     return 0;
 }
 
-MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_conn *mine, *theirs;
     ASSERT_OK(mp_pipe(&mine, &theirs, true));
@@ -1998,10 +2077,10 @@ MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS, .timeout_s = 60
     mp_barrier *b;
     mp_value *v;
     mp_array *arr;
-    ASSERT_OK(mp_lock_new(&l));
-    ASSERT_OK(mp_semaphore_new(&s, 0, false));
+    ASSERT_OK(mp_test_lock_new(&l));
+    ASSERT_OK(mp_test_semaphore_new(&s, 0));
     ASSERT_OK(mp_condition_new(&cv, NULL));
-    ASSERT_OK(mp_event_new(&e));
+    ASSERT_OK(mp_test_event_new(&e));
     ASSERT_OK(mp_barrier_new(&b, 2, NULL, MP_FOREVER));
     ASSERT_OK(mp_value_new(&v, MP_INT32, true));
     ASSERT_OK(mp_array_new(&arr, MP_INT64, 3, NULL, true));
