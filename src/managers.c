@@ -688,8 +688,11 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         }
         return 0;
     }
+    /* A lock whose owner died is still held, by the dead owner, until the
+     * next acquirer takes it (MP_EOWNERDEAD), as a local Lock (a robust
+     * mutex) is: locked, and not this client's to release. */
     case OP_LOCK_REL:
-        if (o->owner == 0)
+        if (o->owner == 0 && !o->owner_died)
             return MP_EINVAL;
         if (o->owner != sc->id)
             return MP_EPERM;
@@ -697,7 +700,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         pthread_cond_signal(&o->cond);
         return 0;
     case OP_LOCK_LOCKED:
-        return mp_args_add_int(r, o->owner != 0);
+        return mp_args_add_int(r, o->owner != 0 || o->owner_died);
     case OP_EV_SET:
     case OP_EV_CLEAR:
         o->flag = op == OP_EV_SET;
@@ -1674,12 +1677,78 @@ struct mp__proxy {
     size_t keylen;
     int64_t param;
     pconn *conns;
+    struct mp__proxy *next_live; /* in live_proxies */
 };
+
+/*
+ * A thread that ends closes the connections it opened for proxies, as a
+ * local object forgets a thread that ends: the server sees the connection
+ * close and releases what the thread held, so a Lock proxy it held goes to
+ * the next acquirer with MP_EOWNERDEAD, as a local Lock does (a robust
+ * mutex).  Without this the dead thread's connection stayed open for the
+ * life of the proxy, holding the lock for ever.  So every proxy is listed
+ * here, and a thread that opened a connection gets a key whose destructor
+ * closes its connections of every live proxy.
+ */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER; /* before any px->lock */
+static mp__proxy *live_proxies;
+static pthread_key_t thread_end_key;
+static pthread_once_t thread_end_once = PTHREAD_ONCE_INIT;
+static bool thread_end_ok;
+
+static void thread_ends(void *unused)
+{
+    (void)unused;
+    pid_t tid = mp__tid();
+    pconn *gone = NULL;
+    pthread_mutex_lock(&live_lock);
+    for (mp__proxy *px = live_proxies; px; px = px->next_live) {
+        pthread_mutex_lock(&px->lock);
+        for (pconn **pp = &px->conns; *pp;) {
+            pconn *c = *pp;
+            if (c->tid != tid) {
+                pp = &c->next;
+                continue;
+            }
+            *pp = c->next;
+            c->next = gone;
+            gone = c;
+        }
+        pthread_mutex_unlock(&px->lock);
+    }
+    pthread_mutex_unlock(&live_lock);
+    while (gone) { /* closed outside the locks */
+        pconn *c = gone;
+        gone = c->next;
+        mp_conn_close(c->c);
+        free(c);
+    }
+}
+
+static void thread_end_init(void)
+{
+    thread_end_ok = pthread_key_create(&thread_end_key, thread_ends) == 0;
+}
+
+/* This thread's connections are closed when it ends (see thread_ends). */
+static void close_at_thread_end(void)
+{
+    pthread_once(&thread_end_once, thread_end_init);
+    if (thread_end_ok && pthread_getspecific(thread_end_key) == NULL)
+        IGNORE_RESULT(pthread_setspecific(thread_end_key, &live_proxies));
+}
 
 static void proxy_free(mp__proxy *px)
 {
     if (px == NULL)
         return;
+    pthread_mutex_lock(&live_lock);
+    for (mp__proxy **pp = &live_proxies; *pp; pp = &(*pp)->next_live)
+        if (*pp == px) {
+            *pp = px->next_live;
+            break;
+        }
+    pthread_mutex_unlock(&live_lock);
     while (px->conns) {
         pconn *c = px->conns;
         px->conns = c->next;
@@ -1712,6 +1781,10 @@ static int proxy_make(const char *address, const void *key, size_t keylen, const
         return MP_ENOMEM;
     }
     memcpy(px->key, key, keylen);
+    pthread_mutex_lock(&live_lock);
+    px->next_live = live_proxies;
+    live_proxies = px;
+    pthread_mutex_unlock(&live_lock);
     *out = px;
     return 0;
 }
@@ -1745,6 +1818,7 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     }
     pc->tid = tid;
     pc->c = c;
+    close_at_thread_end();
     pthread_mutex_lock(&px->lock);
     pc->next = px->conns;
     px->conns = pc;

@@ -266,6 +266,33 @@ MP_TEST(lock_owned_by_a_thread, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
     mp_lock_free(l);
 }
 
+/* Takes the lock and ends holding it. */
+static void *t_take_and_end(void *arg)
+{
+    ASSERT_OK(mp_lock_acquire(arg, 0));
+    return NULL;
+}
+
+/* A thread that ends holding a Lock is a dead owner, as a process is: the
+ * next acquirer gets MP_EOWNERDEAD and the lock, at once. */
+MP_TEST(lock_owner_thread_ends, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
+{
+    mp_lock *l;
+    ASSERT_OK(mp_test_lock_new(&l));
+    run_thread(t_take_and_end, l);
+    ASSERT_TRUE(mp_lock_locked(l)); /* by the dead thread */
+    ASSERT_ERR(MP_EPERM, mp_lock_release(l));
+    double t0 = mp_monotonic();
+    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 10));
+    ASSERT_PROMPT(t0);
+    ASSERT_TRUE(mp_lock_locked(l));
+    ASSERT_OK(mp_lock_release(l));
+    ASSERT_FALSE(mp_lock_locked(l));
+    ASSERT_OK(mp_lock_acquire(l, 0));
+    ASSERT_OK(mp_lock_release(l));
+    mp_lock_free(l);
+}
+
 /* ---- RLock: one process --------------------------------------------------- */
 
 MP_TEST(rlock_basics)
@@ -585,6 +612,8 @@ static void owner_dies(mp_context *ctx, bool recursive, bool killed)
         kill_and_reap(p);
     else
         holder_leaves(p);
+    ASSERT_TRUE(mp_lock_locked(l)); /* by the dead owner */
+    ASSERT_ERR(MP_EPERM, mp_lock_release(l));
 
     double t0 = mp_monotonic();
     ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 10));
