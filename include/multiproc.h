@@ -466,8 +466,10 @@ MP_MUST_CHECK int mp_wait(mp_waitable *items, size_t n, double timeout);
  * Python: a Lock has an owner, the thread that acquired it, and only that
  * thread may release it (MP_EPERM otherwise).  Ownership is what lets a dead
  * owner be detected: when a process dies holding the lock (SIGKILL
- * included), the next acquirer gets MP_EOWNERDEAD and holds the lock.  To
- * signal between processes use a Semaphore or an Event.
+ * included), or a thread ends holding it, the next acquirer gets
+ * MP_EOWNERDEAD and holds the lock.  To signal between processes use a
+ * Semaphore or an Event.  A manager's Lock proxy (mp_manager_lock) behaves
+ * the same; where it cannot, the function says so.
  */
 typedef struct mp_lock mp_lock;
 /** A new, unlocked Lock into *out.  @return 0; MP_ENOMEM; -errno. */
@@ -482,14 +484,20 @@ MP_MUST_CHECK int mp_rlock_new(mp_lock **out);
  *         acquired again by the thread that holds it waits out the timeout
  *         as Python's does, and returns -EDEADLK at once when the timeout
  *         is MP_FOREVER (which would never end).
+ *         On a manager proxy: the server learns of a dead holder when its
+ *         connection closes, a moment after the death, so an acquire with
+ *         timeout 0 just after may still give MP_ETIMEDOUT (give it a
+ *         timeout); MP_ECLOSED once the manager has gone.
  */
 MP_MUST_CHECK int mp_lock_acquire(mp_lock *l, double timeout);
 /** MP_EINVAL if not locked; MP_EPERM if another thread holds it.  An RLock
  *  is released once per acquire. */
 MP_MUST_CHECK int mp_lock_release(mp_lock *l);
-/** True while some thread holds it (a snapshot). */
+/** True while some thread holds it, a dead one included, until the next
+ *  acquire (a snapshot).  On a manager proxy: false also when the request
+ *  fails (the manager gone). */
 bool mp_lock_locked(mp_lock *l);
-/** True for an RLock. */
+/** True for an RLock (never a manager proxy: managers serve Locks). */
 bool mp_lock_is_recursive(const mp_lock *l);
 /** Free the lock (creator) or this handle (others); see Lifetime above.
  *  NULL is a no-op. */
@@ -508,7 +516,8 @@ MP_MUST_CHECK int mp_semaphore_acquire(mp_semaphore *s, double timeout);
  *  of a bounded semaphore. */
 MP_MUST_CHECK int mp_semaphore_release(mp_semaphore *s);
 /** The current value into *out (a snapshot; Python: get_value).
- *  @return 0; MP_EINVAL. */
+ *  @return 0; MP_EINVAL; on a manager proxy the request's error
+ *  (MP_ECLOSED, ...), never a value of 0. */
 MP_MUST_CHECK int mp_semaphore_value(mp_semaphore *s, int *out);
 /** As mp_lock_free.  NULL is a no-op. */
 void mp_semaphore_free(mp_semaphore *s);
@@ -550,7 +559,8 @@ MP_MUST_CHECK int mp_event_new(mp_event **out);
 int mp_event_set(mp_event *e);
 /** Clear the flag.  @return 0; MP_EINVAL. */
 int mp_event_clear(mp_event *e);
-/** Whether the flag is set (a snapshot). */
+/** Whether the flag is set (a snapshot).  On a manager proxy: false also
+ *  when the request fails (the manager gone). */
 bool mp_event_is_set(mp_event *e);
 /** 0 once set; MP_ETIMEDOUT. */
 MP_MUST_CHECK int mp_event_wait(mp_event *e, double timeout);

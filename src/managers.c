@@ -1803,6 +1803,8 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     pthread_mutex_unlock(&px->lock);
     mp_conn *c;
     int err = client_conn(px->address, px->key, px->keylen, &c);
+    if (err == MP_ECONNREFUSED || err == -ENOENT)
+        return MP_ECLOSED; /* the server has gone: as for a thread connected before */
     if (err < 0)
         return err;
     mp_args *req, *rep = NULL;

@@ -1091,6 +1091,55 @@ static int child_sync(const mp_args *a)
     return 0;
 }
 
+/* A thread's calls on proxies of a manager that has shut down. */
+static void *t_calls_after_shutdown(void *arg)
+{
+    void **o = arg;
+    mp_lock *l = o[0];
+    mp_semaphore *s = o[1];
+    mp_event *e = o[2];
+    int v = 12345;
+    ASSERT_ERR(MP_ECLOSED, mp_lock_acquire(l, 0));
+    ASSERT_ERR(MP_ECLOSED, mp_lock_acquire(l, 0.1));
+    ASSERT_ERR(MP_ECLOSED, mp_lock_release(l));
+    ASSERT_FALSE(mp_lock_locked(l));
+    ASSERT_ERR(MP_ECLOSED, mp_semaphore_acquire(s, 0));
+    ASSERT_ERR(MP_ECLOSED, mp_semaphore_release(s));
+    ASSERT_ERR(MP_ECLOSED, mp_semaphore_value(s, &v));
+    ASSERT_ERR(MP_ECLOSED, mp_event_set(e));
+    ASSERT_ERR(MP_ECLOSED, mp_event_clear(e));
+    ASSERT_ERR(MP_ECLOSED, mp_event_wait(e, 0.1));
+    ASSERT_FALSE(mp_event_is_set(e));
+    return NULL;
+}
+
+/* Lock, semaphore and event proxies whose manager has shut down fail with
+ * MP_ECLOSED, never a success: on a thread that had its connection (the
+ * lock held, the semaphore up, the event set when the server went) and on
+ * one that connects afresh. */
+MP_TEST(manager_sync_proxies_after_shutdown)
+{
+    mp_manager *m = start_manager(NULL);
+    mp_lock *l;
+    mp_semaphore *s;
+    mp_event *e;
+    ASSERT_OK(mp_manager_lock(m, "l", &l));
+    ASSERT_OK(mp_manager_semaphore(m, "s", 3, &s));
+    ASSERT_OK(mp_manager_event(m, "e", &e));
+    ASSERT_OK(mp_lock_acquire(l, 0));
+    ASSERT_OK(mp_event_set(e));
+    shutdown_via(m);
+    void *o[3] = {l, s, e};
+    t_calls_after_shutdown(o);
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, t_calls_after_shutdown, o));
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    mp_lock_free(l);
+    mp_semaphore_free(s);
+    mp_event_free(e);
+    mp_manager_free(m);
+}
+
 MP_TEST(manager_proxy_event_semaphore_value, .variants = MP_START_METHODS)
 {
     mp_manager *m = start_manager(ctx);
