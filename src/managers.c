@@ -1852,8 +1852,12 @@ int mp__px_simple(mp__proxy *px, int which, double timeout, int64_t *num)
     if (!isnan(timeout))
         req = with_double(req, timeout);
     int err = proxy_rpc(px, req, &rep);
-    if (err >= 0 && num)
-        *num = has(rep, 1, MP_ARG_INT) ? mp_args_int(rep, 1) : 0;
+    if (err == 0 && num) { /* a reply without its number is no count of 0 */
+        if (has(rep, 1, MP_ARG_INT))
+            *num = mp_args_int(rep, 1);
+        else
+            err = MP_EBADMSG;
+    }
     mp_args_free(rep);
     return err;
 }

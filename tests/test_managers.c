@@ -1140,6 +1140,86 @@ MP_TEST(manager_sync_proxies_after_shutdown)
     mp_manager_free(m);
 }
 
+/* A server that answers every request with status 0 and nothing else,
+ * on every connection, until told to stop. */
+typedef struct bare_server {
+    mp_listener *l;
+    int stop[2]; /* a pipe: written to stop */
+} bare_server;
+
+static void *bare_serve(void *arg)
+{
+    bare_server *b = arg;
+    enum { MAXC = 8 };
+    mp_conn *c[MAXC];
+    int n = 0;
+    for (;;) {
+        struct pollfd pf[MAXC + 2] = {{.fd = b->stop[0], .events = POLLIN},
+                                      {.fd = mp_listener_fileno(b->l), .events = POLLIN}};
+        for (int i = 0; i < n; i++)
+            pf[i + 2] = (struct pollfd){.fd = mp_conn_fileno(c[i]), .events = POLLIN};
+        ASSERT_GT(poll(pf, (nfds_t)n + 2, 30000), 0);
+        if (pf[0].revents)
+            break;
+        if (pf[1].revents) {
+            ASSERT_LT(n, MAXC);
+            ASSERT_OK(mp_listener_accept(b->l, &c[n], 10));
+            n++;
+        }
+        for (int i = 0; i < n; i++) {
+            if (pf[i + 2].revents == 0)
+                continue;
+            mp_args *req = NULL, *rep = NULL;
+            if (mp_conn_recv(c[i], &req) < 0) { /* the client hung up */
+                mp_conn_close(c[i]);
+                c[i] = c[--n];
+                break; /* the poll set changed: poll again */
+            }
+            mp_args_free(req);
+            ASSERT_OK(mp_args_of(&rep, "i", 0));
+            ASSERT_OK(mp_conn_send(c[i], rep));
+            mp_args_free(rep);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        mp_conn_close(c[i]);
+    return NULL;
+}
+
+/* A reply that lacks the number a call returns (a foreign or broken
+ * server) is MP_EBADMSG, never a success with 0. */
+MP_TEST(manager_proxy_reply_without_its_result)
+{
+    bare_server b;
+    ASSERT_OK(mp_listener_new(&b.l, NULL, KEY, KEYLEN, 4));
+    ASSERT_EQ(0, pipe(b.stop));
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, bare_serve, &b));
+    mp_manager *m;
+    ASSERT_OK(mp_manager_connect(&m, mp_listener_address(b.l), KEY, KEYLEN));
+    mp_semaphore *s;
+    mp_lock *l;
+    mp_event *e;
+    ASSERT_OK(mp_manager_semaphore(m, "s", 1, &s));
+    ASSERT_OK(mp_manager_lock(m, "l", &l));
+    ASSERT_OK(mp_manager_event(m, "e", &e));
+    int v = 12345;
+    ASSERT_ERR(MP_EBADMSG, mp_semaphore_value(s, &v));
+    ASSERT_FALSE(mp_lock_locked(l));
+    ASSERT_FALSE(mp_event_is_set(e));
+    ASSERT_OK(mp_semaphore_acquire(s, 0)); /* status 0 is all these return */
+    ASSERT_OK(mp_lock_release(l));
+    mp_semaphore_free(s);
+    mp_lock_free(l);
+    mp_event_free(e);
+    mp_manager_free(m);
+    ASSERT_EQ(1, write(b.stop[1], "x", 1));
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    close(b.stop[0]);
+    close(b.stop[1]);
+    ASSERT_OK(mp_listener_close(b.l));
+}
+
 MP_TEST(manager_proxy_event_semaphore_value, .variants = MP_START_METHODS)
 {
     mp_manager *m = start_manager(ctx);
