@@ -273,6 +273,10 @@ int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out);
 void mp__heap_atfork_prepare(void);
 void mp__heap_atfork_parent(void);
 void mp__heap_atfork_child(void);
+/* managers.c: the list of live proxies (closed at a thread's end). */
+void mp__managers_atfork_prepare(void);
+void mp__managers_atfork_parent(void);
+void mp__managers_atfork_child(void);
 
 /* ---- futex words (synchronize.c) ----------------------------------------- */
 

@@ -1725,6 +1725,22 @@ static void thread_ends(void *unused)
     }
 }
 
+/* Forks (process.c): the child gets the list whole, and a lock of its own. */
+void mp__managers_atfork_prepare(void)
+{
+    pthread_mutex_lock(&live_lock);
+}
+
+void mp__managers_atfork_parent(void)
+{
+    pthread_mutex_unlock(&live_lock);
+}
+
+MP__CHILD_TEXT void mp__managers_atfork_child(void)
+{
+    live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+
 static void thread_end_init(void)
 {
     thread_end_ok = pthread_key_create(&thread_end_key, thread_ends) == 0;

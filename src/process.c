@@ -60,10 +60,12 @@ static void atfork_prepare(void)
 {
     pthread_mutex_lock(&mp__me.lock);
     mp__heap_atfork_prepare();
+    mp__managers_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
+    mp__managers_atfork_parent();
     mp__heap_atfork_parent();
     pthread_mutex_unlock(&mp__me.lock);
 }
@@ -81,6 +83,7 @@ MP__CHILD_TEXT static void atfork_child(void)
     mp__me.pidfd = -1;
     mp__forkserver_after_fork();
     mp__heap_atfork_child();
+    mp__managers_atfork_child();
     mp__sync_atfork_child();
 }
 
