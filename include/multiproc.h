@@ -529,7 +529,9 @@ void mp_semaphore_free(mp_semaphore *s);
  * waiter a spurious wake-up, which wait_for absorbs.
  */
 typedef struct mp_condition mp_condition;
-/** @lock NULL: a new RLock.  The condition keeps its own handle. */
+/** @lock NULL: a new RLock.  The condition keeps its own handle.
+ *  @return 0; MP_ENOMEM; MP_EINVAL for a manager's Lock proxy (a condition
+ *  needs a local lock: managers serve no Condition yet). */
 MP_MUST_CHECK int mp_condition_new(mp_condition **out, mp_lock *lock);
 /** The condition's lock (its own handle, freed with the condition). */
 mp_lock *mp_condition_lock(mp_condition *c);

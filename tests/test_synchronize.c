@@ -1191,6 +1191,28 @@ MP_TEST(condition_over_a_lock)
     mp_lock_free(l);
 }
 
+/* A condition over a Lock: a local one works; a manager's Lock proxy is
+ * refused (MP_EINVAL), the condition needing a lock in shared memory. */
+MP_TEST(condition_needs_a_local_lock, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
+{
+    mp_lock *l;
+    mp_condition *c = (mp_condition *)1;
+    ASSERT_OK(mp_test_lock_new(&l));
+    if (mp_test_proxied()) {
+        ASSERT_ERR(MP_EINVAL, mp_condition_new(&c, l));
+        ASSERT_TRUE(c == NULL);
+    } else {
+        ASSERT_OK(mp_condition_new(&c, l));
+        ASSERT_OK(mp_condition_acquire(c, 0));
+        ASSERT_TRUE(mp_lock_locked(l));
+        ASSERT_OK(mp_condition_release(c));
+        mp_condition_free(c);
+    }
+    ASSERT_OK(mp_lock_acquire(l, 0)); /* the lock itself is untouched */
+    ASSERT_OK(mp_lock_release(l));
+    mp_lock_free(l);
+}
+
 /* args: condition, semaphore asleep, raw int32 value woken.  One wait. */
 static int t_cond_waiter(const mp_args *a)
 {
