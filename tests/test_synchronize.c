@@ -273,8 +273,8 @@ static void *t_take_and_end(void *arg)
     return NULL;
 }
 
-/* A thread that ends holding a Lock is a dead owner, as a process is: the
- * next acquirer gets MP_EOWNERDEAD and the lock, at once. */
+/* A thread that ends holding a Lock or an RLock is a dead owner, as a
+ * process is: the next acquirer gets MP_EOWNERDEAD and the lock, at once. */
 MP_TEST(lock_owner_thread_ends, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_lock *l;
@@ -290,6 +290,17 @@ MP_TEST(lock_owner_thread_ends, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
     ASSERT_FALSE(mp_lock_locked(l));
     ASSERT_OK(mp_lock_acquire(l, 0));
     ASSERT_OK(mp_lock_release(l));
+    mp_lock_free(l);
+
+    if (mp_test_proxied())
+        return; /* an RLock has no manager form */
+    ASSERT_OK(mp_rlock_new(&l));
+    run_thread(t_take_and_end, l);
+    ASSERT_TRUE(mp_lock_locked(l));
+    ASSERT_ERR(MP_EPERM, mp_lock_release(l));
+    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 0));
+    ASSERT_OK(mp_lock_release(l)); /* held once: the dead thread's count is gone */
+    ASSERT_FALSE(mp_lock_locked(l));
     mp_lock_free(l);
 }
 
