@@ -1662,7 +1662,8 @@ int mp_manager_call(mp_manager *m, const char *typeid, const char *name, const c
 /*
  * A proxy is the remote half of a lock, event, semaphore, queue or value
  * handle: those types carry a pointer to one, and each public call goes
- * here when it is set.  One connection per thread, opened on first use.
+ * here when it is set.  One connection per thread, opened on first use,
+ * closed when the thread ends or the process forks (in the child).
  */
 typedef struct pconn {
     struct pconn *next;
@@ -1725,20 +1726,40 @@ static void thread_ends(void *unused)
     }
 }
 
-/* Forks (process.c): the child gets the list whole, and a lock of its own. */
+/*
+ * Forks (process.c).  The child's threads are not the parent's: it drops
+ * the copies it has of the parent's connections (its own threads connect
+ * afresh, as Python's proxies do after a fork).  Kept, a copy would hold a
+ * connection open after the parent's thread ended or the parent died, and
+ * the server would never release what that one held.  The lists are
+ * locked across the fork, so the child finds them whole.
+ */
 void mp__managers_atfork_prepare(void)
 {
     pthread_mutex_lock(&live_lock);
+    for (mp__proxy *px = live_proxies; px; px = px->next_live)
+        pthread_mutex_lock(&px->lock);
 }
 
 void mp__managers_atfork_parent(void)
 {
+    for (mp__proxy *px = live_proxies; px; px = px->next_live)
+        pthread_mutex_unlock(&px->lock);
     pthread_mutex_unlock(&live_lock);
 }
 
 MP__CHILD_TEXT void mp__managers_atfork_child(void)
 {
     live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    for (mp__proxy *px = live_proxies; px; px = px->next_live) {
+        px->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+        while (px->conns) { /* closes this process's descriptor only */
+            pconn *c = px->conns;
+            px->conns = c->next;
+            mp_conn_close(c->c);
+            free(c);
+        }
+    }
 }
 
 static void thread_end_init(void)

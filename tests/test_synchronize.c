@@ -304,6 +304,60 @@ MP_TEST(lock_owner_thread_ends, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
     mp_lock_free(l);
 }
 
+/* Takes the lock, says so, and ends holding it once told to go. */
+typedef struct taker {
+    mp_lock *l;
+    mp_event *held, *go;
+} taker;
+
+static void *t_take_wait_and_end(void *arg)
+{
+    taker *t = arg;
+    ASSERT_OK(mp_lock_acquire(t->l, 0));
+    ASSERT_OK(mp_event_set(t->held));
+    ASSERT_OK(mp_event_wait(t->go, 30));
+    return NULL;
+}
+
+/* args: semaphore leave.  Waits to be let go. */
+static int t_wait_to_leave(const mp_args *a)
+{
+    ASSERT_OK(mp_semaphore_acquire(mp_args_semaphore(a, 0), 60));
+    return 0;
+}
+
+/* The same with a child started while the thread held the lock: the child
+ * (a fork has a copy of everything the parent had) must not keep the dead
+ * thread's hold alive. */
+MP_TEST(lock_owner_thread_ends_while_a_child_lives, .variants = MP_START_METHODS | MP_TEST_PROXY,
+        .timeout_s = 60)
+{
+    taker t;
+    mp_semaphore *leave;
+    ASSERT_OK(mp_test_lock_new(&t.l));
+    ASSERT_OK(mp_event_new(&t.held));
+    ASSERT_OK(mp_event_new(&t.go));
+    ASSERT_OK(mp_semaphore_new(&leave, 0, false));
+    pthread_t tid;
+    ASSERT_EQ(0, pthread_create(&tid, NULL, t_take_wait_and_end, &t));
+    ASSERT_OK(mp_event_wait(t.held, 30));
+    mp_args *a = args_new();
+    ASSERT_OK(mp_args_add_semaphore(a, leave));
+    mp_process *p = start(ctx, t_wait_to_leave, a);
+    ASSERT_OK(mp_event_set(t.go));
+    ASSERT_EQ(0, pthread_join(tid, NULL));
+    double t0 = mp_monotonic();
+    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(t.l, 10));
+    ASSERT_PROMPT(t0);
+    ASSERT_OK(mp_lock_release(t.l));
+    ASSERT_OK(mp_semaphore_release(leave));
+    ASSERT_EQ(0, finish(p));
+    mp_lock_free(t.l);
+    mp_event_free(t.held);
+    mp_event_free(t.go);
+    mp_semaphore_free(leave);
+}
+
 /* ---- RLock: one process --------------------------------------------------- */
 
 MP_TEST(rlock_basics)
