@@ -347,7 +347,8 @@ MP_MUST_CHECK int mp_conn_recv_bytes(mp_conn *c, mp_buf *out, size_t maxlength);
 MP_MUST_CHECK int mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, size_t *len);
 /**
  * Send a typed message.  Descriptors and library objects (connections,
- * ...) travel too, over unix sockets only: elsewhere MP_EINVAL.  Pointers
+ * ...) travel too, over unix sockets only: elsewhere MP_EINVAL (a manager's
+ * proxy or handle holds no descriptor and travels over any connection).  Pointers
  * never travel (MP_EINVAL).  Code never travels: a barrier with an action
  * is refused with MP_EPERM (pass it to a child as an argument instead).  A
  * manager's proxy travels without its manager's authkey: the receiver

@@ -1756,17 +1756,19 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
                  void *into, size_t cap, size_t *len)
 {
     int op = px_op(which);
+    /* into a caller's buffer (even none: cap 0), rather than an mp_buf */
+    bool bounded = out == NULL && len != NULL;
     mp_args *req = request(op, px->kind, px->name), *rep = NULL;
     if (p != NULL || op == OP_Q_PUT || op == OP_VAL_STORE)
         req = with_bytes(req, p, n);
-    if (!isnan(timeout) || into)
+    if (!isnan(timeout) || bounded)
         req = with_double(req, isnan(timeout) ? MP_FOREVER : timeout);
-    if (into) /* a longer message stays queued on the server */
+    if (bounded) /* a longer message stays queued on the server */
         req = with_int(req, cap > INT64_MAX ? INT64_MAX : (int64_t)cap);
     int err = proxy_rpc(px, req, &rep);
-    if (err == MP_EMSGSIZE && into && len && has(rep, 1, MP_ARG_INT))
+    if (err == MP_EMSGSIZE && bounded && has(rep, 1, MP_ARG_INT))
         *len = (size_t)mp_args_int(rep, 1);
-    if (err == 0 && (out || into)) {
+    if (err == 0 && (out || bounded)) {
         size_t k = 0;
         const void *b = has(rep, 1, MP_ARG_BYTES) ? mp_args_bytes(rep, 1, &k) : NULL;
         if (b == NULL) {
@@ -1778,8 +1780,8 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
             if (len)
                 *len = k;
             if (k > cap)
-                err = MP_EMSGSIZE; /* the message is gone from the server's queue */
-            else
+                err = MP_EMSGSIZE; /* a server that ignored the bound: can't be */
+            else if (k > 0)
                 memcpy(into, b, k);
         }
     }
