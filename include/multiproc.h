@@ -645,13 +645,19 @@ MP_MUST_CHECK int mp_value_new(mp_value **out, mp_type type, bool lock);
 void *mp_value_ptr(mp_value *v);
 /** The element type the value was made with. */
 mp_type mp_value_type(const mp_value *v);
-/** NULL when made without one. */
+/** NULL when made without one, and for a manager proxy. */
 mp_lock *mp_value_lock(mp_value *v);
-/** Copy the value out / in (works for manager proxies too, where
- *  mp_value_ptr is NULL). */
+/** Copy the value out / in (Python: v.value), under the value's lock when
+ *  it has one, as Python's synchronized Value; works for manager proxies
+ *  too, where mp_value_ptr is NULL and each call is one atomic request.
+ *  A read-modify-write needs a lock held around both calls: the value's
+ *  own (RLock: these calls may be made while holding it) or, for a proxy,
+ *  which has none (mp_value_lock is NULL, as Python's ValueProxy has no
+ *  get_lock), a lock of your own such as a manager's.
+ *  @return 0; MP_EINVAL for NULL; MP_EOWNERDEAD (copied; the lock's
+ *  previous holder died holding it); a proxy's error (MP_ECLOSED, ...). */
 MP_MUST_CHECK int mp_value_load(mp_value *v, void *out);
-/** Copy mp_type_size() bytes from @in into the value.  @return 0;
- *  MP_EINVAL for NULL; a manager proxy's error (MP_ECLOSED, ...). */
+/** Copy mp_type_size() bytes from @in into the value (see mp_value_load). */
 MP_MUST_CHECK int mp_value_store(mp_value *v, const void *in);
 /** As mp_lock_free (its lock goes with it).  NULL is a no-op. */
 void mp_value_free(mp_value *v);
