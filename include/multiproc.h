@@ -764,20 +764,23 @@ MP_MUST_CHECK int mp_queue_get(mp_queue *q, mp_buf *msg, double timeout);
  *  and *len is its size. */
 MP_MUST_CHECK int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *len,
                                     double timeout);
-/** Messages put and not yet taken (a snapshot). */
+/** Messages put and not yet taken (a snapshot).  A proxy's failed request
+ *  is its error (MP_ECLOSED, ...), never a count of 0. */
 MP_MUST_CHECK int mp_queue_qsize(mp_queue *q, size_t *out);
 /** True when no message is pending (a snapshot). */
 bool mp_queue_empty(mp_queue *q);
 /** True when a bounded queue holds maxsize messages (a snapshot). */
 bool mp_queue_full(mp_queue *q);
 /** JoinableQueue: one taken message is done.  MP_EINVAL when called more
- *  often than messages were put, or on another kind of queue. */
+ *  often than messages were put, or on another kind of queue (a manager's
+ *  queue proxy included: managers serve plain queues). */
 MP_MUST_CHECK int mp_queue_task_done(mp_queue *q);
 /** JoinableQueue: wait until every message put has been task_done.
- *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue. */
+ *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue (a proxy included). */
 MP_MUST_CHECK int mp_queue_join(mp_queue *q, double timeout);
 /** This process puts and gets no more (MP_ECLOSED after); what was put is
- *  still delivered to others.  A second close is a no-op. */
+ *  still delivered to others.  A second close is a no-op.  On a proxy it
+ *  closes this handle only, as for a local queue. */
 int mp_queue_close(mp_queue *q);
 /** Free the queue (its creator) or this handle (others), as mp_lock_free.
  *  NULL is a no-op. */
@@ -1080,12 +1083,18 @@ mp_list *mp_args_list(const mp_args *a, size_t i);
 
 /*
  * Proxies, used with the ordinary functions of each type (mp_queue_put,
- * mp_lock_acquire, ...).  A proxy lock is owned by the thread that acquired
- * it; a client that dies holding it releases it and the next acquirer gets
- * MP_EOWNERDEAD.  A proxy value has no pointer (mp_value_ptr is NULL): use
- * mp_value_load/mp_value_store.  Proxies travel in mp_args and over
- * connections (the receiver connects to the same manager).  task_done and
- * join are not supported on a proxy queue (MP_EINVAL).
+ * mp_lock_acquire, ...), and the suite runs the queue, lock, event,
+ * semaphore and value tests against proxies as well as local objects (the
+ * "/proxy" test variant).  Each call is one request to the server (tens of
+ * microseconds), timeouts included.  A proxy lock is owned by the thread
+ * that acquired it; a client that dies holding it releases it and the next
+ * acquirer gets MP_EOWNERDEAD.  Where a proxy differs, the function's own
+ * comment says so: a proxy value has no pointer and no lock (mp_value_ptr
+ * and mp_value_lock are NULL: use mp_value_load/mp_value_store, and a lock
+ * of your own for read-modify-write); task_done and join are not supported
+ * on a proxy queue (MP_EINVAL); a proxy holds no descriptor, so it also
+ * travels over byte pipes and TCP.  Proxies travel in mp_args and over
+ * connections (the receiver connects to the same manager).
  */
 /** A proxy for the manager's queue @name (made with @maxsize on first use;
  *  Python: SyncManager.Queue).  Free it with mp_queue_free. */
