@@ -1086,9 +1086,15 @@ mp_list *mp_args_list(const mp_args *a, size_t i);
  * mp_lock_acquire, ...), and the suite runs the queue, lock, event,
  * semaphore and value tests against proxies as well as local objects (the
  * "/proxy" test variant).  Each call is one request to the server (tens of
- * microseconds), timeouts included.  A proxy lock is owned by the thread
- * that acquired it; a client that dies holding it releases it and the next
- * acquirer gets MP_EOWNERDEAD.  Where a proxy differs, the function's own
+ * microseconds), timeouts included; once the server has gone (shut down,
+ * killed) every call returns MP_ECLOSED.  A proxy lock is owned by the
+ * thread that acquired it; a client that dies holding it releases it and
+ * the next acquirer gets MP_EOWNERDEAD.  A client killed while blocked in a
+ * get or an acquire takes nothing with it (beyond Python, whose server
+ * drops such a message): what the server takes for a waiting client is
+ * handed over only once the client has confirmed the reply, and otherwise
+ * goes back — a message to the head of its queue, a lock released as it
+ * was, a semaphore's unit returned.  Where a proxy differs, the function's own
  * comment says so: a proxy value has no pointer and no lock (mp_value_ptr
  * and mp_value_lock are NULL: use mp_value_load/mp_value_store, and a lock
  * of your own for read-modify-write); task_done and join are not supported

@@ -119,6 +119,8 @@ typedef struct sobj {
     size_t nitems, capitems;
     /* queue */
     mp_queue *q;
+    mp_buf *back;              /* taken for clients that died: served first */
+    size_t nback, capback;
     /* lock */
     uint64_t owner;            /* connection id, 0 free */
     bool owner_died;
@@ -210,6 +212,9 @@ static void sobj_free(sobj *o)
     for (size_t i = 0; i < o->nitems; i++)
         mp_buf_free(&o->items[i]);
     free(o->items);
+    for (size_t i = 0; i < o->nback; i++)
+        mp_buf_free(&o->back[i]);
+    free(o->back);
     mp_queue_free(o->q);
     if (o->fn && o->state) {
         mp_buf none = MP_BUF_INIT;
@@ -342,6 +347,44 @@ static int cond_wait_until(server *srv, sobj *o, const mp__deadline *d)
 static double arg_timeout(const mp_args *a, size_t i)
 {
     return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
+}
+
+/*
+ * Messages a dead client's get had taken go back to the head of their
+ * queue, here: each get takes from these first (a getter already waiting
+ * sees them within its next slice).
+ */
+static int back_push(sobj *o, const void *p, size_t n)
+{
+    if (o->nback == o->capback) {
+        size_t cap = o->capback ? 2 * o->capback : 4;
+        mp_buf *b = realloc(o->back, cap * sizeof *b);
+        if (b == NULL)
+            return MP_ENOMEM;
+        o->back = b;
+        o->capback = cap;
+    }
+    mp_buf m = MP_BUF_INIT;
+    int err = mp_buf_append(&m, p, n);
+    if (err < 0)
+        return err;
+    memmove(&o->back[1], &o->back[0], o->nback * sizeof *o->back);
+    o->back[0] = m;
+    o->nback++;
+    return 0;
+}
+
+/* Take the first returned message into @got, as get_bounded (@cap < 0:
+ * any length). */
+static int back_take(sobj *o, int64_t cap, mp_buf *got, size_t *len)
+{
+    *len = o->back[0].len;
+    if (cap >= 0 && *len > (uint64_t)cap)
+        return MP_EMSGSIZE; /* it stays */
+    mp_buf_free(got);
+    *got = o->back[0];
+    memmove(&o->back[0], &o->back[1], --o->nback * sizeof *o->back);
+    return 0;
 }
 
 /* A get into at most @cap bytes, as mp_queue_get_into: a longer message
@@ -608,16 +651,22 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         int64_t cap = op == OP_Q_GET && has(a, 4, MP_ARG_INT) ? mp_args_int(a, 4) : -1;
         size_t len = 0;
         mp_queue *q = o->q;
-        pthread_mutex_unlock(&srv->lock); /* the queue blocks on its own */
         mp_buf got = MP_BUF_INIT;
-        /* Wait in slices: a server shutting down, or a client that hung up
-         * (it must not take a message it can no longer receive), ends it. */
+        /* Wait in slices, the queue blocking on its own (srv->lock
+         * released): a server shutting down, or a client that hung up (it
+         * must not take a message it can no longer receive), ends it. */
         for (;;) {
+            if (op == OP_Q_GET && o->nback > 0) {
+                err = back_take(o, cap, &got, &len);
+                break;
+            }
             int ms = mp__deadline_poll_ms(&d);
             double slice = ms < 0 || ms > 200 ? 0.2 : ms / 1000.0;
+            pthread_mutex_unlock(&srv->lock);
             err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice)
                   : cap >= 0     ? get_bounded(q, &got, (size_t)cap, slice, &len)
                                  : mp_queue_get(q, &got, slice);
+            pthread_mutex_lock(&srv->lock);
             if ((err != MP_EFULL && err != MP_EEMPTY) || mp__deadline_expired(&d))
                 break;
             struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
@@ -626,7 +675,6 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
                 break;
             }
         }
-        pthread_mutex_lock(&srv->lock);
         if (err == 0 && op == OP_Q_GET)
             err = reply_bytes(r, got.data, got.len);
         else if (err == MP_EMSGSIZE && cap >= 0 && mp_args_add_int(r, (int64_t)len) < 0)
@@ -639,7 +687,8 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         size_t n = 0;
         err = mp_queue_qsize(o->q, &n);
         if (err == 0)
-            err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)n : mp_queue_full(o->q));
+            err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)(n + o->nback)
+                                                      : mp_queue_full(o->q));
         return err;
     }
     case OP_LOCK_ACQ:
@@ -742,6 +791,49 @@ static void release_owned(server *srv, uint64_t id) /* under srv->lock */
         }
 }
 
+/*
+ * What a blocking request hands over — a message taken, a lock or a
+ * semaphore acquired — is the client's only once it has said it got the
+ * reply (an empty frame, sent by rpc()).  A client that died waiting
+ * never does: what was taken for it goes back (a message to the head of
+ * its queue, a lock released as it was, a semaphore's unit returned).
+ */
+static bool hands_over(int op, int status)
+{
+    return (op == OP_Q_GET && status == 0) || (op == OP_SEM_ACQ && status == 0) ||
+           (op == OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD));
+}
+
+static void take_back(server *srv, sconn *sc, sobj *o, int op, int status, const mp_args *r)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (op == OP_Q_GET) {
+        size_t n = 0;
+        const void *p = arg_bytes(r, 1, &n);
+        if (p == NULL || back_push(o, p, n) < 0)
+            mp__log(MP_LOG_ERROR, "manager: a message taken for a client that died is lost");
+    } else if (op == OP_SEM_ACQ) {
+        o->value++;
+        pthread_cond_signal(&o->cond);
+    } else if (op == OP_LOCK_ACQ && o->owner == sc->id) {
+        o->owner = 0;
+        o->owner_died = status == MP_EOWNERDEAD; /* still for the next one to hear */
+        pthread_cond_signal(&o->cond);
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* The client's receipt of a reply that handed something over. */
+static int await_receipt(sconn *sc)
+{
+    mp_buf b = MP_BUF_INIT;
+    int err = mp_conn_recv_bytes(sc->c, &b, 1);
+    if (err == 0 && b.len != 0)
+        err = MP_EBADMSG;
+    mp_buf_free(&b);
+    return err;
+}
+
 static void conn_done(sconn *sc);
 
 static void *serve_conn(void *arg)
@@ -761,18 +853,18 @@ static void *serve_conn(void *arg)
         }
         if (err < 0)
             break;
-        int status = MP_EBADMSG;
+        int status = MP_EBADMSG, op = 0;
         bool stop = false;
+        sobj *o = NULL;
         if (mp_args_of(&r, "i", 0) < 0) /* the status goes first, set below */
             break;
         if (has(a, 0, MP_ARG_INT) && has(a, 1, MP_ARG_STR) && has(a, 2, MP_ARG_STR)) {
-            int op = (int)mp_args_int(a, 0);
+            op = (int)mp_args_int(a, 0);
             pthread_mutex_lock(&srv->lock);
             if (op == OP_SHUTDOWN) {
                 stop = true; /* once the reply is out */
                 status = 0;
             } else {
-                sobj *o = NULL;
                 int64_t param = has(a, 3, MP_ARG_INT) ? mp_args_int(a, 3) : 0;
                 status = sobj_open(srv, mp_args_str(a, 1), mp_args_str(a, 2),
                                    op == OP_OPEN ? param : 0, &o);
@@ -783,6 +875,8 @@ static void *serve_conn(void *arg)
         }
         mp__args_set_int(r, 0, status);
         err = mp_conn_send(sc->c, r);
+        if (o != NULL && hands_over(op, status) && (err < 0 || (err = await_receipt(sc)) < 0))
+            take_back(srv, sc, o, op, status, r);
         mp_args_free(a);
         mp_args_free(r);
         if (stop) {
@@ -1011,7 +1105,15 @@ static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
         *reply = NULL;
         return MP_EBADMSG;
     }
-    return (int)mp_args_int(*reply, 0);
+    int status = (int)mp_args_int(*reply, 0);
+    /* what the server handed over is ours once it has our receipt */
+    if (has(req, 0, MP_ARG_INT) && hands_over((int)mp_args_int(req, 0), status) &&
+        mp_conn_send_bytes(c, "", 0) < 0) {
+        mp_args_free(*reply);
+        *reply = NULL;
+        return MP_ECLOSED; /* the server takes it back */
+    }
+    return status;
 }
 
 static int manager_new(mp_manager **out, const char *address, const void *key, size_t keylen)
@@ -1046,7 +1148,7 @@ static int manager_new(mp_manager **out, const char *address, const void *key, s
 /* A client's connection to a server, as every manager handle opens one. */
 static int client_conn(const char *address, const void *key, size_t keylen, mp_conn **out)
 {
-    int err = mp_client(out, address, key, keylen);
+    int err = mp__client(out, address, key, keylen, MP_ECLOSED);
     if (err == 0 && (err = mp__conn_buffered(*out)) < 0)
         mp_conn_close(*out);
     if (err == 0) /* a request the server would refuse is not sent */
@@ -1700,6 +1802,8 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     pthread_mutex_unlock(&px->lock);
     mp_conn *c;
     int err = client_conn(px->address, px->key, px->keylen, &c);
+    if (err == -ECONNREFUSED || err == -ENOENT)
+        err = MP_ECLOSED; /* the server this proxy came from has gone */
     if (err < 0)
         return err;
     mp_args *req, *rep = NULL;
