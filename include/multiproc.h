@@ -347,7 +347,8 @@ MP_MUST_CHECK int mp_conn_recv_bytes(mp_conn *c, mp_buf *out, size_t maxlength);
 MP_MUST_CHECK int mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, size_t *len);
 /**
  * Send a typed message.  Descriptors and library objects (connections,
- * ...) travel too, over unix sockets only: elsewhere MP_EINVAL.  Pointers
+ * ...) travel too, over unix sockets only: elsewhere MP_EINVAL (a manager's
+ * proxy or handle holds no descriptor and travels over any connection).  Pointers
  * never travel (MP_EINVAL).  Code never travels: a barrier with an action
  * is refused with MP_EPERM (pass it to a child as an argument instead).  A
  * manager's proxy travels without its manager's authkey: the receiver
@@ -656,13 +657,19 @@ MP_MUST_CHECK int mp_value_new(mp_value **out, mp_type type, bool lock);
 void *mp_value_ptr(mp_value *v);
 /** The element type the value was made with. */
 mp_type mp_value_type(const mp_value *v);
-/** NULL when made without one. */
+/** NULL when made without one, and for a manager proxy. */
 mp_lock *mp_value_lock(mp_value *v);
-/** Copy the value out / in (works for manager proxies too, where
- *  mp_value_ptr is NULL). */
+/** Copy the value out / in (Python: v.value), under the value's lock when
+ *  it has one, as Python's synchronized Value; works for manager proxies
+ *  too, where mp_value_ptr is NULL and each call is one atomic request.
+ *  A read-modify-write needs a lock held around both calls: the value's
+ *  own (RLock: these calls may be made while holding it) or, for a proxy,
+ *  which has none (mp_value_lock is NULL, as Python's ValueProxy has no
+ *  get_lock), a lock of your own such as a manager's.
+ *  @return 0; MP_EINVAL for NULL; MP_EOWNERDEAD (copied; the lock's
+ *  previous holder died holding it); a proxy's error (MP_ECLOSED, ...). */
 MP_MUST_CHECK int mp_value_load(mp_value *v, void *out);
-/** Copy mp_type_size() bytes from @in into the value.  @return 0;
- *  MP_EINVAL for NULL; a manager proxy's error (MP_ECLOSED, ...). */
+/** Copy mp_type_size() bytes from @in into the value (see mp_value_load). */
 MP_MUST_CHECK int mp_value_store(mp_value *v, const void *in);
 /** As mp_lock_free (its lock goes with it).  NULL is a no-op. */
 void mp_value_free(mp_value *v);
@@ -769,20 +776,23 @@ MP_MUST_CHECK int mp_queue_get(mp_queue *q, mp_buf *msg, double timeout);
  *  and *len is its size. */
 MP_MUST_CHECK int mp_queue_get_into(mp_queue *q, void *buf, size_t cap, size_t *len,
                                     double timeout);
-/** Messages put and not yet taken (a snapshot). */
+/** Messages put and not yet taken (a snapshot).  A proxy's failed request
+ *  is its error (MP_ECLOSED, ...), never a count of 0. */
 MP_MUST_CHECK int mp_queue_qsize(mp_queue *q, size_t *out);
 /** True when no message is pending (a snapshot). */
 bool mp_queue_empty(mp_queue *q);
 /** True when a bounded queue holds maxsize messages (a snapshot). */
 bool mp_queue_full(mp_queue *q);
 /** JoinableQueue: one taken message is done.  MP_EINVAL when called more
- *  often than messages were put, or on another kind of queue. */
+ *  often than messages were put, or on another kind of queue (a manager's
+ *  queue proxy included: managers serve plain queues). */
 MP_MUST_CHECK int mp_queue_task_done(mp_queue *q);
 /** JoinableQueue: wait until every message put has been task_done.
- *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue. */
+ *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue (a proxy included). */
 MP_MUST_CHECK int mp_queue_join(mp_queue *q, double timeout);
 /** This process puts and gets no more (MP_ECLOSED after); what was put is
- *  still delivered to others.  A second close is a no-op. */
+ *  still delivered to others.  A second close is a no-op.  On a proxy it
+ *  closes this handle only, as for a local queue. */
 int mp_queue_close(mp_queue *q);
 /** Free the queue (its creator) or this handle (others), as mp_lock_free.
  *  NULL is a no-op. */
@@ -1085,12 +1095,24 @@ mp_list *mp_args_list(const mp_args *a, size_t i);
 
 /*
  * Proxies, used with the ordinary functions of each type (mp_queue_put,
- * mp_lock_acquire, ...).  A proxy lock is owned by the thread that acquired
- * it; a client that dies holding it releases it and the next acquirer gets
- * MP_EOWNERDEAD.  A proxy value has no pointer (mp_value_ptr is NULL): use
- * mp_value_load/mp_value_store.  Proxies travel in mp_args and over
- * connections (the receiver connects to the same manager).  task_done and
- * join are not supported on a proxy queue (MP_EINVAL).
+ * mp_lock_acquire, ...), and the suite runs the queue, lock, event,
+ * semaphore and value tests against proxies as well as local objects (the
+ * "/proxy" test variant).  Each call is one request to the server (tens of
+ * microseconds), timeouts included; once the server has gone (shut down,
+ * killed) every call returns MP_ECLOSED.  A proxy lock is owned by the
+ * thread that acquired it; a client that dies holding it releases it and
+ * the next acquirer gets MP_EOWNERDEAD.  A client killed while blocked in a
+ * get or an acquire takes nothing with it (beyond Python, whose server
+ * drops such a message): what the server takes for a waiting client is
+ * handed over only once the client has confirmed the reply, and otherwise
+ * goes back — a message to the head of its queue, a lock released as it
+ * was, a semaphore's unit returned.  Where a proxy differs, the function's own
+ * comment says so: a proxy value has no pointer and no lock (mp_value_ptr
+ * and mp_value_lock are NULL: use mp_value_load/mp_value_store, and a lock
+ * of your own for read-modify-write); task_done and join are not supported
+ * on a proxy queue (MP_EINVAL); a proxy holds no descriptor, so it also
+ * travels over byte pipes and TCP.  Proxies travel in mp_args and over
+ * connections (the receiver connects to the same manager).
  */
 /** A proxy for the manager's queue @name (made with @maxsize on first use;
  *  Python: SyncManager.Queue).  Free it with mp_queue_free. */

@@ -752,17 +752,19 @@ int mp__auth_answer(mp_conn *c, const void *key, size_t keylen)
 
 /* Both directions by @d, in Python's order for the side: a listener
  * challenges first, a client answers first.  A peer that hangs up inside it
- * failed it (MP_EAUTH); a deadline that passes is MP_ETIMEDOUT.  The writes
- * are not timed: a handshake writes under 200 bytes into a socket that has
- * carried nothing else, which its send buffer always takes at once. */
+ * gives @hangup (MP_EAUTH: it failed it; a manager's client says
+ * MP_ECLOSED: its server has gone); a deadline that passes is
+ * MP_ETIMEDOUT.  The writes are not timed: a handshake writes under 200
+ * bytes into a socket that has carried nothing else, which its send buffer
+ * always takes at once. */
 static int handshake(mp_conn *c, const void *key, size_t keylen, bool listener,
-                     const mp__deadline *d)
+                     const mp__deadline *d, int hangup)
 {
     int err = listener ? auth_deliver(c, key, keylen, d) : auth_answer(c, key, keylen, d);
     if (err == 0)
         err = listener ? auth_answer(c, key, keylen, d) : auth_deliver(c, key, keylen, d);
     if (err == MP_EOF || err == MP_ETRUNCATED || err == -EPIPE || err == -ECONNRESET)
-        err = MP_EAUTH;
+        err = hangup;
     return err;
 }
 
@@ -1028,7 +1030,7 @@ int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d)
 {
     if (l == NULL || c == NULL)
         return MP_EINVAL;
-    return l->has_key ? handshake(c, l->key, l->keylen, true, d) : 0;
+    return l->has_key ? handshake(c, l->key, l->keylen, true, d, MP_EAUTH) : 0;
 }
 
 void mp__auth_thread_done(void)
@@ -1077,6 +1079,12 @@ int mp_listener_close(mp_listener *l)
 
 int mp_client(mp_conn **out, const char *address, const void *authkey, size_t keylen)
 {
+    return mp__client(out, address, authkey, keylen, MP_EAUTH);
+}
+
+int mp__client(mp_conn **out, const char *address, const void *authkey, size_t keylen,
+               int hangup)
+{
     if (out == NULL)
         return MP_EINVAL;
     *out = NULL;
@@ -1112,7 +1120,7 @@ int mp_client(mp_conn **out, const char *address, const void *authkey, size_t ke
         /* no time limit, as Python's Client */
         mp__deadline d;
         mp__deadline_init(&d, MP_FOREVER);
-        err = handshake(c, authkey, keylen, false, &d);
+        err = handshake(c, authkey, keylen, false, &d, hangup);
         if (err < 0) {
             mp_conn_close(c);
             return err;

@@ -234,6 +234,11 @@ int mp__listener_accept_raw(mp_listener *l, mp_conn **out, const mp__deadline *d
  * read bounded by the one deadline @d: 0; MP_EAUTH (wrong key, protocol
  * error, the peer hung up); MP_ETIMEDOUT.  @c is the caller's to close. */
 int mp__listener_handshake(mp_listener *l, mp_conn *c, const mp__deadline *d);
+/* mp_client, with @hangup the code for a listener that hangs up inside the
+ * handshake (mp_client: MP_EAUTH, as Python's EOFError; a manager's
+ * client: MP_ECLOSED, its server is going). */
+int mp__client(mp_conn **out, const char *address, const void *authkey, size_t keylen,
+               int hangup);
 /* Free the calling thread's OpenSSL state (its error queue) now rather than
  * at its exit: for the library's own threads once their handshake is done,
  * so that one ending as the process exits leaves nothing half-freed. */

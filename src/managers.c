@@ -119,6 +119,8 @@ typedef struct sobj {
     size_t nitems, capitems;
     /* queue */
     mp_queue *q;
+    mp_buf *back;              /* taken for clients that died: served first */
+    size_t nback, capback;
     /* lock */
     uint64_t owner;            /* connection id, 0 free */
     bool owner_died;
@@ -210,6 +212,9 @@ static void sobj_free(sobj *o)
     for (size_t i = 0; i < o->nitems; i++)
         mp_buf_free(&o->items[i]);
     free(o->items);
+    for (size_t i = 0; i < o->nback; i++)
+        mp_buf_free(&o->back[i]);
+    free(o->back);
     mp_queue_free(o->q);
     if (o->fn && o->state) {
         mp_buf none = MP_BUF_INIT;
@@ -339,27 +344,47 @@ static int cond_wait_until(server *srv, sobj *o, const mp__deadline *d)
     return 0;
 }
 
-/*
- * After a wait for @o (srv->lock held): whether @sc's client has hung up
- * meanwhile, a process killed while it waited.  Its thread must not take
- * the lock or the semaphore's unit then: a local waiter killed in its wait
- * takes nothing, and what this one took would be lost to the living (a
- * unit) or handed on as MP_EOWNERDEAD (a lock it never held).  The wake-up
- * it may have been given goes on to the next waiter.  Only after a wait:
- * an acquire that finds the object free costs no extra system call.
- */
-static bool client_gone(const sconn *sc, sobj *o)
-{
-    struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
-    if (poll(&pf, 1, 0) != 1 || pf.revents == 0)
-        return false;
-    pthread_cond_signal(&o->cond);
-    return true;
-}
-
 static double arg_timeout(const mp_args *a, size_t i)
 {
     return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
+}
+
+/*
+ * Messages a dead client's get had taken go back to the head of their
+ * queue, here: each get takes from these first (a getter already waiting
+ * sees them within its next slice).
+ */
+static int back_push(sobj *o, const void *p, size_t n)
+{
+    if (o->nback == o->capback) {
+        size_t cap = o->capback ? 2 * o->capback : 4;
+        mp_buf *b = realloc(o->back, cap * sizeof *b);
+        if (b == NULL)
+            return MP_ENOMEM;
+        o->back = b;
+        o->capback = cap;
+    }
+    mp_buf m = MP_BUF_INIT;
+    int err = mp_buf_append(&m, p, n);
+    if (err < 0)
+        return err;
+    memmove(&o->back[1], &o->back[0], o->nback * sizeof *o->back);
+    o->back[0] = m;
+    o->nback++;
+    return 0;
+}
+
+/* Take the first returned message into @got, as get_bounded (@cap < 0:
+ * any length). */
+static int back_take(sobj *o, int64_t cap, mp_buf *got, size_t *len)
+{
+    *len = o->back[0].len;
+    if (cap >= 0 && *len > (uint64_t)cap)
+        return MP_EMSGSIZE; /* it stays */
+    mp_buf_free(got);
+    *got = o->back[0];
+    memmove(&o->back[0], &o->back[1], --o->nback * sizeof *o->back);
+    return 0;
 }
 
 /* A get into at most @cap bytes, as mp_queue_get_into: a longer message
@@ -626,16 +651,22 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         int64_t cap = op == OP_Q_GET && has(a, 4, MP_ARG_INT) ? mp_args_int(a, 4) : -1;
         size_t len = 0;
         mp_queue *q = o->q;
-        pthread_mutex_unlock(&srv->lock); /* the queue blocks on its own */
         mp_buf got = MP_BUF_INIT;
-        /* Wait in slices: a server shutting down, or a client that hung up
-         * (it must not take a message it can no longer receive), ends it. */
+        /* Wait in slices, the queue blocking on its own (srv->lock
+         * released): a server shutting down, or a client that hung up (it
+         * must not take a message it can no longer receive), ends it. */
         for (;;) {
+            if (op == OP_Q_GET && o->nback > 0) {
+                err = back_take(o, cap, &got, &len);
+                break;
+            }
             int ms = mp__deadline_poll_ms(&d);
             double slice = ms < 0 || ms > 200 ? 0.2 : ms / 1000.0;
+            pthread_mutex_unlock(&srv->lock);
             err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice)
                   : cap >= 0     ? get_bounded(q, &got, (size_t)cap, slice, &len)
                                  : mp_queue_get(q, &got, slice);
+            pthread_mutex_lock(&srv->lock);
             if ((err != MP_EFULL && err != MP_EEMPTY) || mp__deadline_expired(&d))
                 break;
             struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
@@ -644,7 +675,6 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
                 break;
             }
         }
-        pthread_mutex_lock(&srv->lock);
         if (err == 0 && op == OP_Q_GET)
             err = reply_bytes(r, got.data, got.len);
         else if (err == MP_EMSGSIZE && cap >= 0 && mp_args_add_int(r, (int64_t)len) < 0)
@@ -657,10 +687,11 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         size_t n = 0;
         err = mp_queue_qsize(o->q, &n);
         if (err == 0)
-            err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)n : mp_queue_full(o->q));
+            err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)(n + o->nback)
+                                                      : mp_queue_full(o->q));
         return err;
     }
-    case OP_LOCK_ACQ: {
+    case OP_LOCK_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
         if (o->owner == sc->id) { /* not recursive: as a local Lock */
             if (d.forever)
@@ -672,22 +703,16 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
             pthread_mutex_lock(&srv->lock);
             return MP_ETIMEDOUT;
         }
-        bool waited = false;
-        while (o->owner != 0 && err == 0) {
+        while (o->owner != 0 && err == 0)
             err = cond_wait_until(srv, o, &d);
-            waited = true;
-        }
         if (err < 0)
             return err;
-        if (waited && client_gone(sc, o))
-            return MP_ECLOSED;
         o->owner = sc->id;
         if (o->owner_died) {
             o->owner_died = false;
             return MP_EOWNERDEAD;
         }
         return 0;
-    }
     /* A lock whose owner died is still held, by the dead owner, until the
      * next acquirer takes it (MP_EOWNERDEAD), as a local Lock (a robust
      * mutex) is: locked, and not this client's to release. */
@@ -713,20 +738,14 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         while (!o->flag && err == 0)
             err = cond_wait_until(srv, o, &d);
         return o->flag ? 0 : err;
-    case OP_SEM_ACQ: {
+    case OP_SEM_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
-        bool waited = false;
-        while (o->value == 0 && err == 0) {
+        while (o->value == 0 && err == 0)
             err = cond_wait_until(srv, o, &d);
-            waited = true;
-        }
         if (o->value == 0)
             return err;
-        if (waited && client_gone(sc, o))
-            return MP_ECLOSED;
         o->value--;
         return 0;
-    }
     case OP_SEM_REL:
         if (o->value >= INT32_MAX)
             return MP_EINVAL;
@@ -775,6 +794,49 @@ static void release_owned(server *srv, uint64_t id) /* under srv->lock */
         }
 }
 
+/*
+ * What a blocking request hands over — a message taken, a lock or a
+ * semaphore acquired — is the client's only once it has said it got the
+ * reply (an empty frame, sent by rpc()).  A client that died waiting
+ * never does: what was taken for it goes back (a message to the head of
+ * its queue, a lock released as it was, a semaphore's unit returned).
+ */
+static bool hands_over(int op, int status)
+{
+    return (op == OP_Q_GET && status == 0) || (op == OP_SEM_ACQ && status == 0) ||
+           (op == OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD));
+}
+
+static void take_back(server *srv, sconn *sc, sobj *o, int op, int status, const mp_args *r)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (op == OP_Q_GET) {
+        size_t n = 0;
+        const void *p = arg_bytes(r, 1, &n);
+        if (p == NULL || back_push(o, p, n) < 0)
+            mp__log(MP_LOG_ERROR, "manager: a message taken for a client that died is lost");
+    } else if (op == OP_SEM_ACQ) {
+        o->value++;
+        pthread_cond_signal(&o->cond);
+    } else if (op == OP_LOCK_ACQ && o->owner == sc->id) {
+        o->owner = 0;
+        o->owner_died = status == MP_EOWNERDEAD; /* still for the next one to hear */
+        pthread_cond_signal(&o->cond);
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* The client's receipt of a reply that handed something over. */
+static int await_receipt(sconn *sc)
+{
+    mp_buf b = MP_BUF_INIT;
+    int err = mp_conn_recv_bytes(sc->c, &b, 1);
+    if (err == 0 && b.len != 0)
+        err = MP_EBADMSG;
+    mp_buf_free(&b);
+    return err;
+}
+
 static void conn_done(sconn *sc);
 
 static void *serve_conn(void *arg)
@@ -794,18 +856,18 @@ static void *serve_conn(void *arg)
         }
         if (err < 0)
             break;
-        int status = MP_EBADMSG;
+        int status = MP_EBADMSG, op = 0;
         bool stop = false;
+        sobj *o = NULL;
         if (mp_args_of(&r, "i", 0) < 0) /* the status goes first, set below */
             break;
         if (has(a, 0, MP_ARG_INT) && has(a, 1, MP_ARG_STR) && has(a, 2, MP_ARG_STR)) {
-            int op = (int)mp_args_int(a, 0);
+            op = (int)mp_args_int(a, 0);
             pthread_mutex_lock(&srv->lock);
             if (op == OP_SHUTDOWN) {
                 stop = true; /* once the reply is out */
                 status = 0;
             } else {
-                sobj *o = NULL;
                 int64_t param = has(a, 3, MP_ARG_INT) ? mp_args_int(a, 3) : 0;
                 status = sobj_open(srv, mp_args_str(a, 1), mp_args_str(a, 2),
                                    op == OP_OPEN ? param : 0, &o);
@@ -816,6 +878,8 @@ static void *serve_conn(void *arg)
         }
         mp__args_set_int(r, 0, status);
         err = mp_conn_send(sc->c, r);
+        if (o != NULL && hands_over(op, status) && (err < 0 || (err = await_receipt(sc)) < 0))
+            take_back(srv, sc, o, op, status, r);
         mp_args_free(a);
         mp_args_free(r);
         if (stop) {
@@ -1044,7 +1108,15 @@ static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
         *reply = NULL;
         return MP_EBADMSG;
     }
-    return (int)mp_args_int(*reply, 0);
+    int status = (int)mp_args_int(*reply, 0);
+    /* what the server handed over is ours once it has our receipt */
+    if (has(req, 0, MP_ARG_INT) && hands_over((int)mp_args_int(req, 0), status) &&
+        mp_conn_send_bytes(c, "", 0) < 0) {
+        mp_args_free(*reply);
+        *reply = NULL;
+        return MP_ECLOSED; /* the server takes it back */
+    }
+    return status;
 }
 
 static int manager_new(mp_manager **out, const char *address, const void *key, size_t keylen)
@@ -1079,7 +1151,7 @@ static int manager_new(mp_manager **out, const char *address, const void *key, s
 /* A client's connection to a server, as every manager handle opens one. */
 static int client_conn(const char *address, const void *key, size_t keylen, mp_conn **out)
 {
-    int err = mp_client(out, address, key, keylen);
+    int err = mp__client(out, address, key, keylen, MP_ECLOSED);
     if (err == 0 && (err = mp__conn_buffered(*out)) < 0)
         mp_conn_close(*out);
     if (err == 0) /* a request the server would refuse is not sent */
@@ -1840,8 +1912,8 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     pthread_mutex_unlock(&px->lock);
     mp_conn *c;
     int err = client_conn(px->address, px->key, px->keylen, &c);
-    if (err == MP_ECONNREFUSED || err == -ENOENT)
-        return MP_ECLOSED; /* the server has gone: as for a thread connected before */
+    if (err == -ECONNREFUSED || err == -ENOENT)
+        err = MP_ECLOSED; /* the server this proxy came from has gone */
     if (err < 0)
         return err;
     mp_args *req, *rep = NULL;
@@ -1903,17 +1975,19 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
                  void *into, size_t cap, size_t *len)
 {
     int op = px_op(which);
+    /* into a caller's buffer (even none: cap 0), rather than an mp_buf */
+    bool bounded = out == NULL && len != NULL;
     mp_args *req = request(op, px->kind, px->name), *rep = NULL;
     if (p != NULL || op == OP_Q_PUT || op == OP_VAL_STORE)
         req = with_bytes(req, p, n);
-    if (!isnan(timeout) || into)
+    if (!isnan(timeout) || bounded)
         req = with_double(req, isnan(timeout) ? MP_FOREVER : timeout);
-    if (into) /* a longer message stays queued on the server */
+    if (bounded) /* a longer message stays queued on the server */
         req = with_int(req, cap > INT64_MAX ? INT64_MAX : (int64_t)cap);
     int err = proxy_rpc(px, req, &rep);
-    if (err == MP_EMSGSIZE && into && len && has(rep, 1, MP_ARG_INT))
+    if (err == MP_EMSGSIZE && bounded && has(rep, 1, MP_ARG_INT))
         *len = (size_t)mp_args_int(rep, 1);
-    if (err == 0 && (out || into)) {
+    if (err == 0 && (out || bounded)) {
         size_t k = 0;
         const void *b = has(rep, 1, MP_ARG_BYTES) ? mp_args_bytes(rep, 1, &k) : NULL;
         if (b == NULL) {
@@ -1925,8 +1999,8 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
             if (len)
                 *len = k;
             if (k > cap)
-                err = MP_EMSGSIZE; /* the message is gone from the server's queue */
-            else
+                err = MP_EMSGSIZE; /* a server that ignored the bound: can't be */
+            else if (k > 0)
                 memcpy(into, b, k);
         }
     }

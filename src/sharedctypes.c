@@ -220,6 +220,23 @@ void *mp_value_ptr(mp_value *v)
     return v ? v->o.ref.p : NULL;
 }
 
+/* Copy @n bytes under the value's lock when it has one (Python's
+ * synchronized .value does the same): never torn by a writer that holds
+ * it.  A dead holder's MP_EOWNERDEAD is passed on, the copy made. */
+static int locked_copy(shobj *o, void *dst, const void *src, size_t n)
+{
+    int err = o->lock ? mp_lock_acquire(o->lock, MP_FOREVER) : 0;
+    if (err < 0 && err != MP_EOWNERDEAD)
+        return err;
+    memcpy(dst, src, n);
+    if (o->lock) {
+        int r = mp_lock_release(o->lock);
+        if (err == 0)
+            err = r;
+    }
+    return err;
+}
+
 int mp_value_load(mp_value *v, void *out)
 {
     if (v == NULL || out == NULL)
@@ -230,8 +247,7 @@ int mp_value_load(mp_value *v, void *out)
         int err = mp__px_bytes(v->o.px, MP__PX_VAL_LOAD, NULL, 0, NAN, NULL, out, n, &len);
         return err == 0 && len != n ? MP_EBADMSG : err;
     }
-    memcpy(out, v->o.ref.p, n);
-    return 0;
+    return locked_copy(&v->o, out, v->o.ref.p, n);
 }
 
 int mp_value_store(mp_value *v, const void *in)
@@ -241,8 +257,7 @@ int mp_value_store(mp_value *v, const void *in)
     size_t n = mp_type_size(v->o.type);
     if (v->o.px)
         return mp__px_bytes(v->o.px, MP__PX_VAL_STORE, in, n, NAN, NULL, NULL, 0, NULL);
-    memcpy(v->o.ref.p, in, n);
-    return 0;
+    return locked_copy(&v->o, v->o.ref.p, in, n);
 }
 
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out)

@@ -8,6 +8,7 @@
 #include "mp_test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1490,6 +1491,93 @@ MP_TEST(manager_client_dies_mid_request, .variants = MP_START_METHODS)
     mp_manager_free(m);
 }
 
+/* args: queue, lock, semaphore, int which (0 get, 1 acquire, 2 sem
+ * acquire), fd.  Says so on @fd, then blocks for good in the request. */
+static int child_ready_then_block(const mp_args *a)
+{
+    int which = (int)mp_args_int(a, 3), fd = mp_args_fd(a, 4);
+    ASSERT_EQ(1, write(fd, "r", 1));
+    mp_buf b = MP_BUF_INIT;
+    int err = which == 0   ? mp_queue_get(mp_args_queue(a, 0), &b, MP_FOREVER)
+              : which == 1 ? mp_lock_acquire(mp_args_lock(a, 1), MP_FOREVER)
+                           : mp_semaphore_acquire(mp_args_semaphore(a, 2), MP_FOREVER);
+    return err == 0 ? 3 : 4; /* never: it is killed first */
+}
+
+/* A client killed while blocked in a get, a lock acquire or a semaphore
+ * acquire takes nothing with it: what is put (released) right after the
+ * kill, even while the dead client's request is still being served, goes
+ * to a live client.  (Python's manager loses such messages: the server
+ * takes them for the dead client and drops them when the reply fails.) */
+MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_queue *q;
+    mp_lock *l;
+    mp_semaphore *s;
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_OK(mp_manager_lock(m, "l", &l));
+    ASSERT_OK(mp_manager_semaphore(m, "s", 0, &s));
+    int ready[2];
+    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
+    mp_buf b = MP_BUF_INIT;
+    for (int round = 0; round < 60; round++) {
+        int which = round % 3;
+        if (which == 1)
+            ASSERT_OK(mp_lock_acquire(l, 0)); /* the child waits for it */
+        mp_args *a = NULL;
+        ASSERT_OK(mp_args_of(&a, "QLSif", q, l, s, which, ready[1]));
+        mp_process *p = start_child(ctx, child_ready_then_block, a);
+        mp_args_free(a);
+        struct pollfd pf = {.fd = ready[0], .events = POLLIN};
+        ASSERT_EQ(1, poll(&pf, 1, 30000));
+        char c;
+        ASSERT_EQ(1, read(ready[0], &c, 1));
+        /* its request reaches the server (in most rounds: the window
+         * varies), then the kill, then at once what it was waiting for */
+        struct timespec ts = {0, (5 + round % 7 * 5) * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        ASSERT_OK(mp_process_kill(p));
+        int64_t msg = round;
+        if (which == 0)
+            ASSERT_OK(mp_queue_put(q, &msg, sizeof msg, 0));
+        else if (which == 1)
+            ASSERT_OK(mp_lock_release(l));
+        else
+            ASSERT_OK(mp_semaphore_release(s));
+        int code = 0;
+        ASSERT_OK(mp_process_join(p, 30));
+        ASSERT_OK(mp_process_exitcode(p, &code));
+        ASSERT_EQ(-SIGKILL, code);
+        ASSERT_OK(mp_process_close(p));
+        /* a live client gets it: the message, the lock as it was left
+         * (not a dead owner's), the semaphore's unit */
+        if (which == 0) {
+            ASSERT_OK(mp_queue_get(q, &b, 10));
+            ASSERT_EQ(sizeof msg, b.len);
+            ASSERT_MEMEQ(&msg, b.data, sizeof msg);
+            size_t n = 99;
+            ASSERT_OK(mp_queue_qsize(q, &n));
+            ASSERT_EQ(0, n);
+        } else if (which == 1) {
+            ASSERT_OK(mp_lock_acquire(l, 10));
+            ASSERT_OK(mp_lock_release(l));
+        } else {
+            ASSERT_OK(mp_semaphore_acquire(s, 10));
+            int v = -1;
+            ASSERT_OK(mp_semaphore_value(s, &v));
+            ASSERT_EQ(0, v);
+        }
+    }
+    mp_buf_free(&b);
+    close(ready[0]);
+    close(ready[1]);
+    mp_queue_free(q);
+    mp_lock_free(l);
+    mp_semaphore_free(s);
+    mp_manager_free(m);
+}
+
 /* ---- malformed requests ------------------------------------------------- */
 
 /* Send @req on a raw connection, return the reply's status. */
@@ -2150,29 +2238,41 @@ MP_TEST(manager_rapid_restart, .variants = MP_START_METHODS)
 
 /* ---- shutdown while clients are blocked in requests --------------------- */
 
+/* Each says so on its fd (args item 3) right before it blocks; the only
+ * way out is the server's shutdown: MP_ECLOSED, exit code 10. */
+static int blocked_exit(int err)
+{
+    return err == MP_ECLOSED ? 10 : err == 0 ? 0 : 11;
+}
+
+static void say_ready(const mp_args *a)
+{
+    ASSERT_EQ(1, write(mp_args_fd(a, 3), "r", 1));
+}
+
 static int child_put_forever(const mp_args *a)
 {
-    int err = mp_queue_put(mp_args_queue(a, 0), "y", 1, MP_FOREVER);
-    return err == 0 ? 0 : 10; /* the server went away: an error, no hang */
+    say_ready(a);
+    return blocked_exit(mp_queue_put(mp_args_queue(a, 0), "y", 1, MP_FOREVER));
 }
 
 static int child_get_forever(const mp_args *a)
 {
     mp_buf b = MP_BUF_INIT;
+    say_ready(a);
     int err = mp_queue_get(mp_args_queue(a, 1), &b, MP_FOREVER);
     mp_buf_free(&b);
-    return err == 0 ? 0 : 10;
+    return blocked_exit(err);
 }
 
 static int child_acquire_forever(const mp_args *a)
 {
-    int err = mp_semaphore_acquire(mp_args_semaphore(a, 2), MP_FOREVER);
-    return err == 0 ? 0 : 10;
+    say_ready(a);
+    return blocked_exit(mp_semaphore_acquire(mp_args_semaphore(a, 2), MP_FOREVER));
 }
 
 typedef struct shutdown_job {
     mp_manager *m;
-    _Atomic int done;
     int err;
 } shutdown_job;
 
@@ -2180,15 +2280,13 @@ static void *shutdown_thread(void *arg)
 {
     shutdown_job *j = arg;
     j->err = mp_manager_shutdown(j->m);
-    j->done = 1;
     return NULL;
 }
 
-/* Python's shutdown ends the server even with requests in flight.  (Fails
- * until the server's teardown wakes every blocked queue put and every
- * blocked get, not one get per queue.)  Here: 2
- * clients blocked in put on a full queue, 2 in get on an empty one, 2 in a
- * semaphore acquire. */
+/* Python's shutdown ends the server even with requests in flight.  Here:
+ * 2 clients blocked in put on a full queue, 2 in get on an empty one, 2 in
+ * a semaphore acquire; each ends with MP_ECLOSED, whether its request had
+ * reached the server before the shutdown or not. */
 MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
 {
     mp_manager *m = start_manager(NULL);
@@ -2198,37 +2296,37 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     ASSERT_OK(mp_queue_put(full, "x", 1, 0));
     ASSERT_OK(mp_manager_queue(m, "empty", 0, &empty));
     ASSERT_OK(mp_manager_semaphore(m, "s", 0, &s));
+    int ready[2];
+    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
     mp_args *a = NULL;
-    ASSERT_OK(mp_args_new(&a));
-    ASSERT_OK(mp_args_add_queue(a, full));
-    ASSERT_OK(mp_args_add_queue(a, empty));
-    ASSERT_OK(mp_args_add_semaphore(a, s));
+    ASSERT_OK(mp_args_of(&a, "QQSf", full, empty, s, ready[1]));
     mp_target_fn fns[3] = {child_put_forever, child_get_forever, child_acquire_forever};
     mp_process *p[6];
     for (int i = 0; i < 6; i++)
         p[i] = start_child(NULL, fns[i / 2], a);
     mp_args_free(a);
-    struct timespec ts = {0, 500 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    for (int i = 0; i < 6; i++) { /* every one about to block */
+        struct pollfd pf = {.fd = ready[0], .events = POLLIN};
+        ASSERT_EQ(1, poll(&pf, 1, 30000));
+        char c;
+        ASSERT_EQ(1, read(ready[0], &c, 1));
+    }
 
     shutdown_job j = {.m = m};
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, shutdown_thread, &j), 0);
-    double t0 = now();
-    while (!j.done) {
-        if (now() - t0 > 15)
-            MP__FAIL("mp_manager_shutdown still blocked after 15 s (server %d)",
-                     (int)mp_manager_pid(m));
-        struct timespec tick = {0, 20 * 1000 * 1000};
-        nanosleep(&tick, NULL);
-    }
-    ASSERT_EQ(pthread_join(t, NULL), 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until); /* pthread_timedjoin_np's clock */
+    until.tv_sec += 15;
+    if (pthread_timedjoin_np(t, NULL, &until) != 0)
+        MP__FAIL("mp_manager_shutdown still blocked after 15 s (server %d)",
+                 (int)mp_manager_pid(m));
     if (j.err != MP_ECLOSED)
         ASSERT_OK(j.err);
-    for (int i = 0; i < 6; i++) {
-        int code = finish_child(p[i]);
-        ASSERT_TRUE(code == 0 || code == 10);
-    }
+    for (int i = 0; i < 6; i++)
+        ASSERT_EQ(10, finish_child(p[i]));
+    close(ready[0]);
+    close(ready[1]);
     mp_queue_free(full);
     mp_queue_free(empty);
     mp_semaphore_free(s);

@@ -275,8 +275,51 @@ static const scalar child_vals[NTYPES] = {
     {.u64 = UINT64_MAX}, {.f = -0.25f},    {.d = -4.25},          {.b = false},
 };
 
+/* What a Value is through mp_value_load/store, the same for a local value
+ * and a manager's: zero at first, what was stored after, exactly the type's
+ * size copied, distinct objects.  A pointer and a lock: a local value's only. */
+MP_TEST(value_load_store_every_type, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
+{
+    mp_value *v[NTYPES];
+    for (int i = 0; i < NTYPES; i++) {
+        size_t size = mp_type_size(all_types[i]);
+        ASSERT_OK(mp_test_value_new(&v[i], all_types[i]));
+        ASSERT_EQ(all_types[i], mp_value_type(v[i]));
+        ASSERT_EQ(mp_test_proxied(), mp_value_ptr(v[i]) == NULL);
+        ASSERT_EQ(mp_test_proxied(), mp_value_lock(v[i]) == NULL);
+        unsigned char got[sizeof(scalar) + 1];
+        memset(got, 0xa5, sizeof got);
+        ASSERT_OK(mp_value_load(v[i], got));
+        ASSERT_TRUE(all_zero(got, size));
+        ASSERT_EQ(0xa5, got[size]); /* not a byte more */
+        ASSERT_OK(mp_value_store(v[i], &parent_vals[i]));
+    }
+    for (int i = 0; i < NTYPES; i++) { /* each kept its own */
+        scalar got;
+        ASSERT_OK(mp_value_load(v[i], &got));
+        ASSERT_MEMEQ(&parent_vals[i], &got, mp_type_size(all_types[i]));
+    }
+    /* a local value's lock is an RLock: its holder may load and store */
+    mp_lock *l = mp_value_lock(v[7]);
+    if (l != NULL)
+        ASSERT_OK(mp_lock_acquire(l, 0));
+    ASSERT_OK(mp_value_store(v[7], &child_vals[7]));
+    int64_t x = 0;
+    ASSERT_OK(mp_value_load(v[7], &x));
+    ASSERT_EQ(child_vals[7].i64, x);
+    if (l != NULL)
+        ASSERT_OK(mp_lock_release(l));
+    ASSERT_ERR(MP_EINVAL, mp_value_load(v[7], NULL));
+    ASSERT_ERR(MP_EINVAL, mp_value_store(v[7], NULL));
+    ASSERT_ERR(MP_EINVAL, mp_value_load(NULL, &x));
+    ASSERT_ERR(MP_EINVAL, mp_value_store(NULL, &x));
+    for (int i = 0; i < NTYPES; i++)
+        mp_value_free(v[i]);
+}
+
 /* args: int locked, then one value per type.  Checks the parent's values,
- * writes its own (under the value's lock when there is one). */
+ * writes its own (under the value's lock when there is one: the calls
+ * take it again, an RLock). */
 static int t_values(const mp_args *a)
 {
     bool locked = mp_args_int(a, 0) != 0;
@@ -287,34 +330,45 @@ static int t_values(const mp_args *a)
         ASSERT_TRUE(v != NULL);
         ASSERT_EQ(all_types[i], mp_value_type(v));
         size_t size = mp_type_size(all_types[i]);
-        ASSERT_MEMEQ(&parent_vals[i], mp_value_ptr(v), size);
+        scalar got;
+        ASSERT_OK(mp_value_load(v, &got));
+        ASSERT_MEMEQ(&parent_vals[i], &got, size);
         mp_lock *l = mp_value_lock(v);
         ASSERT_EQ(locked, l != NULL);
         if (l != NULL) {
             ASSERT_TRUE(mp_lock_is_recursive(l));
             ASSERT_OK(mp_lock_acquire(l, 10));
         }
-        memcpy(mp_value_ptr(v), &child_vals[i], size);
+        ASSERT_OK(mp_value_store(v, &child_vals[i]));
         if (l != NULL)
             ASSERT_OK(mp_lock_release(l));
     }
     return 0;
 }
 
-MP_TEST(values_shared_with_a_child, .variants = MP_START_METHODS, .timeout_s = 60)
+/* A Value (in the proxy variant a manager's, which has no lock), then a
+ * RawValue, of every type, written by the parent and then by a child. */
+MP_TEST(values_shared_with_a_child, .variants = MP_START_METHODS | MP_TEST_PROXY,
+        .timeout_s = 60)
 {
-    for (int locked = 0; locked < 2; locked++) {
+    for (int raw = 0; raw < 2 && !(raw && mp_test_proxied()); raw++) {
         mp_value *v[NTYPES];
         mp_args *a = args_new();
+        bool locked = !raw && !mp_test_proxied();
         ASSERT_OK(mp_args_add_int(a, locked));
         for (int i = 0; i < NTYPES; i++) {
-            ASSERT_OK(mp_value_new(&v[i], all_types[i], locked));
-            memcpy(mp_value_ptr(v[i]), &parent_vals[i], mp_type_size(all_types[i]));
+            if (raw)
+                ASSERT_OK(mp_value_new(&v[i], all_types[i], false));
+            else
+                ASSERT_OK(mp_test_value_new(&v[i], all_types[i]));
+            ASSERT_OK(mp_value_store(v[i], &parent_vals[i]));
             ASSERT_OK(mp_args_add_value(a, v[i]));
         }
         ASSERT_EQ(0, run(ctx, t_values, a));
         for (int i = 0; i < NTYPES; i++) {
-            ASSERT_MEMEQ(&child_vals[i], mp_value_ptr(v[i]), mp_type_size(all_types[i]));
+            scalar got;
+            ASSERT_OK(mp_value_load(v[i], &got));
+            ASSERT_MEMEQ(&child_vals[i], &got, mp_type_size(all_types[i]));
             if (locked)
                 ASSERT_FALSE(mp_lock_locked(mp_value_lock(v[i])));
             mp_value_free(v[i]);
@@ -427,32 +481,41 @@ MP_TEST(shared_with_grandchildren, .variants = MP_START_METHODS, .timeout_s = 60
 
 /* ---- increments under the value's own lock --------------------------------- */
 
-#define BUMPS 5000
+/* Per process; fewer for a proxy, where each step is a round trip. */
+#define BUMPS(proxied) ((proxied) ? 500 : 5000)
 
-/* args: value (int64, locked). */
+/* args: value (int64), its lock (the value's own, or for a proxy value,
+ * which has none, a manager lock), int proxied. */
 static int t_bump(const mp_args *a)
 {
     mp_value *v = mp_args_value(a, 0);
-    mp_lock *l = mp_value_lock(v);
+    mp_lock *l = mp_args_lock(a, 1);
     ASSERT_TRUE(l != NULL);
-    volatile int64_t *p = mp_value_ptr(v);
-    for (int i = 0; i < BUMPS; i++) {
+    for (int i = 0; i < BUMPS(mp_args_int(a, 2)); i++) {
+        int64_t x;
         ASSERT_OK(mp_lock_acquire(l, MP_FOREVER));
-        int64_t x = *p;
-        *p = x + 1;
+        ASSERT_OK(mp_value_load(v, &x));
+        x++;
+        ASSERT_OK(mp_value_store(v, &x));
         ASSERT_OK(mp_lock_release(l));
     }
     return 0;
 }
 
-MP_TEST(locked_value_increments, .variants = MP_START_METHODS, .timeout_s = 120)
+/* Read-modify-write under a lock from four processes: not one lost. */
+MP_TEST(locked_value_increments, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 120)
 {
     mp_value *v;
-    ASSERT_OK(mp_value_new(&v, MP_INT64, true));
+    mp_lock *own = NULL;
+    ASSERT_OK(mp_test_value_new(&v, MP_INT64));
+    if (mp_value_lock(v) == NULL)
+        ASSERT_OK(mp_test_lock_new(&own));
     mp_process *p[4];
     for (int i = 0; i < 4; i++) {
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_value(a, v));
+        ASSERT_OK(mp_args_add_lock(a, own ? own : mp_value_lock(v)));
+        ASSERT_OK(mp_args_add_int(a, mp_test_proxied()));
         ASSERT_OK(mp_process_new(&p[i], ctx, t_bump, a));
         mp_args_free(a);
         ASSERT_OK(mp_process_start(p[i]));
@@ -464,8 +527,13 @@ MP_TEST(locked_value_increments, .variants = MP_START_METHODS, .timeout_s = 120)
         ASSERT_EQ(0, code);
         ASSERT_OK(mp_process_close(p[i]));
     }
-    ASSERT_EQ(4 * BUMPS, *(int64_t *)mp_value_ptr(v));
+    int64_t total = 0;
+    ASSERT_OK(mp_value_load(v, &total));
+    ASSERT_EQ(4 * BUMPS(mp_test_proxied()), total);
+    if (!mp_test_proxied())
+        ASSERT_EQ(total, *(int64_t *)mp_value_ptr(v)); /* the same bytes */
     mp_value_free(v);
+    mp_lock_free(own);
 }
 
 /* ---- many objects ---------------------------------------------------------- */

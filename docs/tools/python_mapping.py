@@ -326,7 +326,7 @@ MAP.update({
     "Barrier.n_waiting": "`mp_barrier_n_waiting()`",
     "Barrier.broken": "`mp_barrier_broken()`",
     # Value / Array
-    "Value.value": "`*(T *)mp_value_ptr(v)`, or `mp_value_load()` / `mp_value_store()`",
+    "Value.value": "`mp_value_load()` / `mp_value_store()` (under the value's lock, as Python's), or `*(T *)mp_value_ptr(v)` while holding it",
     "Value.get_lock": "`mp_value_lock()`",
     "Value.get_obj": "`mp_value_ptr()`",
     "Value.acquire": "`mp_lock_acquire(mp_value_lock(v), timeout)`",

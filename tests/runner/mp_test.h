@@ -54,8 +54,9 @@ typedef struct mp_test {
 void mp_test_register(mp_test *t);
 
 /* The objects a test shares.  In the proxy variant each is a proxy for a
- * new object of a manager the runner starts on first use and shuts down
- * after the body (before the leak checks); otherwise each is the local
+ * new object of a manager the runner starts before the body (so forked
+ * children use it too) and shuts down after it (before the leak checks);
+ * otherwise each is the local
  * object (a value with its lock).  Free them with the type's own free. */
 bool mp_test_proxied(void);
 MP_MUST_CHECK int mp_test_queue_new(mp_queue **out, size_t maxsize);
@@ -63,7 +64,7 @@ MP_MUST_CHECK int mp_test_lock_new(mp_lock **out);
 MP_MUST_CHECK int mp_test_event_new(mp_event **out);
 MP_MUST_CHECK int mp_test_semaphore_new(mp_semaphore **out, unsigned value);
 MP_MUST_CHECK int mp_test_value_new(mp_value **out, mp_type type);
-/* The manager of the proxy variant (started on first use); NULL elsewhere. */
+/* The manager of the proxy variant; NULL elsewhere. */
 mp_manager *mp_test_manager(void);
 
 /* Call @fn for every process in /proc with its pid, parent pid, state

@@ -290,10 +290,10 @@ mp_manager *mp_test_manager(void)
     return proxy_manager;
 }
 
-/* A fresh name for each object of the test. */
+/* A fresh name for each object of the test, also in its children. */
 static const char *proxy_name(char *buf, size_t cap)
 {
-    snprintf(buf, cap, "test-object-%u", ++proxy_names);
+    snprintf(buf, cap, "test-object-%d-%u", (int)getpid(), ++proxy_names);
     return buf;
 }
 
@@ -345,6 +345,8 @@ static _Noreturn void child_run(const mp_test *t, const char *method)
     const char *start = proxy_variant ? "fork" : method;
     if (start != NULL && (ctx = mp_get_context(start)) == NULL)
         mp_test_fail(__FILE__, __LINE__, "no context for start method %s", method);
+    if (proxy_variant) /* before the body: forked children share it */
+        (void)mp_test_manager();
     int nbefore = read_fds(before, MAX_FDS);
     t->fn(ctx, method);
     if (proxy_manager != NULL) {
