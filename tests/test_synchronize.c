@@ -2,9 +2,13 @@
  * Synchronization primitives: PYTHON-SEMANTICS sections 9-13 that apply to
  * C (Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier),
  * between threads and between processes under every start method; owner
- * death (a Lock or RLock holder killed or exiting, a waiter blocked on it,
- * a kill loop over contending producers); waiters killed inside Condition
- * and Barrier waits; many objects without descriptor growth; bad input.
+ * death (a Lock or RLock holder killed, exiting or a thread ending, a
+ * waiter blocked on it, a kill loop over contending producers); waiters
+ * killed inside Lock, Semaphore, Condition and Barrier waits; many objects
+ * without descriptor growth; bad input.  The tests of a Lock, an Event or
+ * an unbounded Semaphore make it with mp_test_*_new and also run as
+ * "name/proxy", against a manager's proxy (RLock, BoundedSemaphore,
+ * Condition and Barrier have no manager form).
  *
  * Processes are sequenced with Semaphores, Events and the objects under
  * test, never with sleeps: a sleep only gives a waiter time to block, and
