@@ -330,17 +330,37 @@ static int reply_bytes(mp_args *r, const void *p, size_t n)
 }
 
 /* Wait on @o->cond (srv->lock held) until @d; MP_ETIMEDOUT. */
-static int cond_wait_until(server *srv, sobj *o, const mp__deadline *d)
+/* A client that hung up (or a server going down): its waits end. */
+static bool client_gone(server *srv, sconn *sc)
 {
-    if (srv->shutdown)
+    struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
+    return atomic_load(&srv->stopping) || (poll(&pf, 1, 0) == 1 && pf.revents);
+}
+
+/* The longest a server thread waits before it looks at its client again. */
+#define WAIT_SLICE_MS 200
+
+/* Wait on @o's condition (srv->lock held) until it is signalled, @d passes
+ * or the client hangs up: a dead client's wait ends within a slice, and
+ * takes nothing in its place. */
+static int cond_wait_until(server *srv, sconn *sc, sobj *o, const mp__deadline *d)
+{
+    if (srv->shutdown || client_gone(srv, sc))
         return MP_ECLOSED;
-    if (d->forever) {
-        pthread_cond_wait(&o->cond, &srv->lock);
-        return 0;
-    }
     if (mp__deadline_expired(d))
         return MP_ETIMEDOUT;
-    pthread_cond_timedwait(&o->cond, &srv->lock, mp__deadline_ts(d));
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock */
+    until.tv_nsec += WAIT_SLICE_MS * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    const struct timespec *ts = d->forever ? NULL : mp__deadline_ts(d);
+    if (ts && (ts->tv_sec < until.tv_sec ||
+               (ts->tv_sec == until.tv_sec && ts->tv_nsec < until.tv_nsec)))
+        until = *ts;
+    pthread_cond_timedwait(&o->cond, &srv->lock, &until);
     return 0;
 }
 
@@ -661,7 +681,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
                 break;
             }
             int ms = mp__deadline_poll_ms(&d);
-            double slice = ms < 0 || ms > 200 ? 0.2 : ms / 1000.0;
+            double slice = ms < 0 || ms > WAIT_SLICE_MS ? WAIT_SLICE_MS / 1000.0 : ms / 1000.0;
             pthread_mutex_unlock(&srv->lock);
             err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice)
                   : cap >= 0     ? get_bounded(q, &got, (size_t)cap, slice, &len)
@@ -669,8 +689,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
             pthread_mutex_lock(&srv->lock);
             if ((err != MP_EFULL && err != MP_EEMPTY) || mp__deadline_expired(&d))
                 break;
-            struct pollfd pf = {.fd = mp_conn_fileno(sc->c), .events = POLLRDHUP};
-            if (atomic_load(&srv->stopping) || (poll(&pf, 1, 0) == 1 && pf.revents)) {
+            if (client_gone(srv, sc)) {
                 err = MP_ECLOSED;
                 break;
             }
@@ -704,7 +723,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
             return MP_ETIMEDOUT;
         }
         while (o->owner != 0 && err == 0)
-            err = cond_wait_until(srv, o, &d);
+            err = cond_wait_until(srv, sc, o, &d);
         if (err < 0)
             return err;
         o->owner = sc->id;
@@ -736,12 +755,12 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     case OP_EV_WAIT:
         mp__deadline_init(&d, arg_timeout(a, 3));
         while (!o->flag && err == 0)
-            err = cond_wait_until(srv, o, &d);
+            err = cond_wait_until(srv, sc, o, &d);
         return o->flag ? 0 : err;
     case OP_SEM_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
         while (o->value == 0 && err == 0)
-            err = cond_wait_until(srv, o, &d);
+            err = cond_wait_until(srv, sc, o, &d);
         if (o->value == 0)
             return err;
         o->value--;

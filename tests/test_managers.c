@@ -1492,7 +1492,8 @@ MP_TEST(manager_client_dies_mid_request, .variants = MP_START_METHODS)
 }
 
 /* args: queue, lock, semaphore, int which (0 get, 1 acquire, 2 sem
- * acquire), fd.  Says so on @fd, then blocks for good in the request. */
+ * acquire, 3 event wait), fd, event.  Says so on @fd, then blocks for good
+ * in the request. */
 static int child_ready_then_block(const mp_args *a)
 {
     int which = (int)mp_args_int(a, 3), fd = mp_args_fd(a, 4);
@@ -1500,8 +1501,18 @@ static int child_ready_then_block(const mp_args *a)
     mp_buf b = MP_BUF_INIT;
     int err = which == 0   ? mp_queue_get(mp_args_queue(a, 0), &b, MP_FOREVER)
               : which == 1 ? mp_lock_acquire(mp_args_lock(a, 1), MP_FOREVER)
-                           : mp_semaphore_acquire(mp_args_semaphore(a, 2), MP_FOREVER);
+              : which == 2 ? mp_semaphore_acquire(mp_args_semaphore(a, 2), MP_FOREVER)
+                           : mp_event_wait(mp_args_event(a, 5), MP_FOREVER);
     return err == 0 ? 3 : 4; /* never: it is killed first */
+}
+
+/* Read the byte a child_ready_then_block writes before it blocks. */
+static void await_ready(int fd)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    ASSERT_EQ(1, poll(&pf, 1, 30000));
+    char c;
+    ASSERT_EQ(1, read(fd, &c, 1));
 }
 
 /* A client killed while blocked in a get, a lock acquire or a semaphore
@@ -1515,9 +1526,11 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
     mp_queue *q;
     mp_lock *l;
     mp_semaphore *s;
+    mp_event *e;
     ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
     ASSERT_OK(mp_manager_lock(m, "l", &l));
     ASSERT_OK(mp_manager_semaphore(m, "s", 0, &s));
+    ASSERT_OK(mp_manager_event(m, "e", &e));
     int ready[2];
     ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
     mp_buf b = MP_BUF_INIT;
@@ -1526,13 +1539,10 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
         if (which == 1)
             ASSERT_OK(mp_lock_acquire(l, 0)); /* the child waits for it */
         mp_args *a = NULL;
-        ASSERT_OK(mp_args_of(&a, "QLSif", q, l, s, which, ready[1]));
+        ASSERT_OK(mp_args_of(&a, "QLSifE", q, l, s, which, ready[1], e));
         mp_process *p = start_child(ctx, child_ready_then_block, a);
         mp_args_free(a);
-        struct pollfd pf = {.fd = ready[0], .events = POLLIN};
-        ASSERT_EQ(1, poll(&pf, 1, 30000));
-        char c;
-        ASSERT_EQ(1, read(ready[0], &c, 1));
+        await_ready(ready[0]);
         /* its request reaches the server (in most rounds: the window
          * varies), then the kill, then at once what it was waiting for */
         struct timespec ts = {0, (5 + round % 7 * 5) * 1000 * 1000};
@@ -1575,6 +1585,7 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
     mp_queue_free(q);
     mp_lock_free(l);
     mp_semaphore_free(s);
+    mp_event_free(e);
     mp_manager_free(m);
 }
 
@@ -2039,6 +2050,57 @@ MP_TEST(manager_idle_peers_do_not_block, .timeout_s = 60)
         close(t.fds[i]);
     server_back_to(pid, fds0, threads0, 20);
     still_serving(m);
+    mp_manager_free(m);
+}
+
+/* A client killed while it waits — for a message, a lock, a semaphore, an
+ * event that is never set — leaves no thread or descriptor behind on the
+ * server: each wait ends soon after its client hangs up. */
+MP_TEST(manager_dead_waiters_leave_nothing_behind, .variants = MP_START_METHODS,
+        .timeout_s = 60)
+{
+    mp_manager *m = start_manager(ctx);
+    pid_t pid = mp_manager_pid(m);
+    mp_queue *q;
+    mp_lock *l;
+    mp_semaphore *s;
+    mp_event *e;
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_OK(mp_manager_lock(m, "l", &l));
+    ASSERT_OK(mp_manager_semaphore(m, "s", 0, &s));
+    ASSERT_OK(mp_manager_event(m, "e", &e));
+    ASSERT_OK(mp_lock_acquire(l, 0)); /* held here for good */
+    ASSERT_FALSE(mp_event_is_set(e)); /* every proxy connected */
+    size_t n;
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    int v;
+    ASSERT_OK(mp_semaphore_value(s, &v));
+    still_serving(m);
+    int fds0 = proc_count(pid, "fd"), threads0 = proc_count(pid, "task");
+    int ready[2];
+    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
+    mp_process *p[4];
+    for (int which = 0; which < 4; which++) {
+        mp_args *a = NULL;
+        ASSERT_OK(mp_args_of(&a, "QLSifE", q, l, s, which, ready[1], e));
+        p[which] = start_child(ctx, child_ready_then_block, a);
+        mp_args_free(a);
+        await_ready(ready[0]);
+    }
+    struct timespec ts = {0, 100 * 1000 * 1000}; /* their requests arrive */
+    nanosleep(&ts, NULL);
+    ASSERT_GT(proc_count(pid, "task"), threads0);
+    for (int which = 0; which < 4; which++)
+        kill_child(p[which]);
+    server_back_to(pid, fds0, threads0, 10);
+    ASSERT_OK(mp_lock_release(l));
+    still_serving(m);
+    close(ready[0]);
+    close(ready[1]);
+    mp_queue_free(q);
+    mp_lock_free(l);
+    mp_semaphore_free(s);
+    mp_event_free(e);
     mp_manager_free(m);
 }
 
