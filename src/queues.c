@@ -516,8 +516,12 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         FAULT(4);
     }
     pthread_mutex_unlock(&h->put_lock);
-    if (err == 0)
+    if (err == 0) {
+        FAULT(6);
+        if (atomic_load(&h->get_sleeping) == c)
+            FAULT(5);
         side_wake(&h->pseq, c, &h->get_sleeping);
+    }
     return err;
 }
 
@@ -628,8 +632,12 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
             log_punch(q, g.log, g.log == p.log);
     }
     pthread_mutex_unlock(&h->get_lock);
-    if (err == 0)
+    if (err == 0) {
+        FAULT(16);
+        if (atomic_load(&h->put_sleeping) == gc)
+            FAULT(15);
         side_wake(&h->gseq, gc, &h->put_sleeping);
+    }
     return err;
 }
 
@@ -723,9 +731,13 @@ int mp_queue_task_done(mp_queue *q)
         if (done >= nput(q))
             return MP_EINVAL; /* called too many times */
     } while (!atomic_compare_exchange_weak(&h->ndone, &done, done + 1));
+    FAULT(23);
     atomic_fetch_add(&h->dseq, 1);
-    if (atomic_load(&h->join_sleepers) > 0)
+    FAULT(24);
+    if (atomic_load(&h->join_sleepers) > 0) {
+        FAULT(22);
         mp__futex_wake(&h->dseq, INT32_MAX);
+    }
     return 0;
 }
 
