@@ -2027,3 +2027,244 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
             MP__FAIL("no process was killed at fault point %d", cr_points[i]);
     shmem_close(&s);
 }
+
+/* ---- a kill between a commit and its wake-up (issue 14) ------------------------ */
+
+/*
+ * A process blocked with MP_FOREVER on one side of a queue is woken by the
+ * commit that gives it work even when the process that made the commit is
+ * SIGKILLed right after it, before its call returns: at the fault point
+ * after the commit (side lock still held) and at the one after the
+ * unlock, where the wake-up used to follow.  The blocked process must take
+ * the work without any further call on the queue; then, blocked again, a
+ * healthy call must wake it too.  Each blocked process reports on a second
+ * queue; a missed wake-up shows as a report that does not come within
+ * KW_WAIT.  The same for a putter blocked on a full queue (woken by a get)
+ * and a joiner (woken by task_done).
+ */
+
+#define KW_WAIT 10.0 /* s: a report later than this is a missed wake-up */
+
+static int kw_point; /* the fault point at which this process dies */
+
+static void kw_hook(int point)
+{
+    if (point == kw_point)
+        raise(SIGKILL);
+}
+
+/* Until @p sleeps (state S in /proc).  Once it has reported that it is
+ * about to make its blocking call, that call is the only place where it
+ * can sleep: then it is blocked in it, not merely about to be. */
+static void wait_asleep(mp_process *p)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)mp_process_pid(p));
+    double t0 = mp_monotonic();
+    for (;;) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ASSERT_TRUE(fd >= 0);
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        ASSERT_EQ(0, close(fd));
+        ASSERT_TRUE(n > 0);
+        buf[n] = '\0';
+        const char *end = strrchr(buf, ')'); /* after the name, which may hold anything */
+        ASSERT_TRUE(end != NULL && end[1] == ' ');
+        if (end[2] == 'S')
+            return;
+        if (mp_monotonic() - t0 > 30)
+            MP__FAIL("process %d never blocked (state %c)", (int)mp_process_pid(p), end[2]);
+        sleep_s(0.001);
+    }
+}
+
+/* The report @want from a process woken by a commit: a missed wake-up
+ * leaves it asleep, and the report never comes. */
+static void kw_expect_report(mp_queue *rep, const char *want)
+{
+    mp_buf b = MP_BUF_INIT;
+    int rc = mp_queue_get(rep, &b, KW_WAIT);
+    if (rc == MP_EEMPTY)
+        MP__FAIL("missed wake-up: no report \"%s\" within %.0f s", want, KW_WAIT);
+    ASSERT_OK(rc);
+    ASSERT_EQ(strlen(want), b.len);
+    ASSERT_MEMEQ(want, b.data, b.len);
+    mp_buf_free(&b);
+}
+
+/* A child killed by its hook at @point inside its first call. */
+static void kw_expect_killed(mp_process *p)
+{
+    int code = 0;
+    ASSERT_OK(mp_process_join(p, 30));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(-SIGKILL, code);
+    ASSERT_OK(mp_process_close(p));
+}
+
+/* Args: queue, report queue.  Gets until "last", reporting each message. */
+static int t_kw_consumer(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0), *rep = mp_args_queue(a, 1);
+    mp_buf b = MP_BUF_INIT;
+    put_str(rep, "ready", MP_FOREVER);
+    do {
+        ASSERT_OK(mp_queue_get(q, &b, MP_FOREVER));
+        ASSERT_OK(mp_queue_put(rep, b.data, b.len, MP_FOREVER));
+    } while (b.len != 4 || memcmp(b.data, "last", 4) != 0);
+    mp_buf_free(&b);
+    return 0;
+}
+
+/* Args: queue, fault point.  Dies inside its put. */
+static int t_kw_producer(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    kw_point = (int)mp_args_int(a, 1);
+    mp__queue_fault_hook = kw_hook;
+    put_str(q, "first", MP_FOREVER);
+    return 1; /* the hook did not kill it */
+}
+
+MP_TEST(consumer_blocked_forever_woken_by_a_producer_killed_after_its_commit,
+        .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    static const int points[] = {4, 6}; /* committed; after the put lock's unlock */
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        mp_queue *q, *rep;
+        ASSERT_OK(mp_queue_new(&q, 0));
+        ASSERT_OK(mp_queue_new(&rep, 0));
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, rep));
+        mp_process *c = start(ctx, t_kw_consumer, a);
+        expect_str(rep, "ready", 30);
+        wait_asleep(c);
+        a = qargs(q);
+        add_int(a, points[i]);
+        kw_expect_killed(start(ctx, t_kw_producer, a));
+        /* committed before the kill: the sleeping consumer has it */
+        kw_expect_report(rep, "first");
+        wait_asleep(c);
+        put_str(q, "last", MP_FOREVER);
+        kw_expect_report(rep, "last");
+        finish(c, 30);
+        ASSERT_EQ(0, qsize(q));
+        mp_queue_free(rep);
+        mp_queue_free(q);
+    }
+}
+
+/* Args: a full queue of one, report queue.  Two puts, each reported. */
+static int t_kw_putter(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0), *rep = mp_args_queue(a, 1);
+    put_str(rep, "ready", MP_FOREVER);
+    put_str(q, "second", MP_FOREVER);
+    put_str(rep, "put second", MP_FOREVER);
+    put_str(q, "third", MP_FOREVER);
+    put_str(rep, "put third", MP_FOREVER);
+    return 0;
+}
+
+/* Args: queue, fault point.  Dies inside its get. */
+static int t_kw_getter(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    mp_buf b = MP_BUF_INIT;
+    kw_point = (int)mp_args_int(a, 1);
+    mp__queue_fault_hook = kw_hook;
+    ASSERT_OK(mp_queue_get(q, &b, MP_FOREVER));
+    return 1; /* the hook did not kill it */
+}
+
+MP_TEST(producer_blocked_forever_woken_by_a_consumer_killed_after_its_commit,
+        .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    static const int points[] = {14, 16}; /* committed; after the get lock's unlock */
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        mp_queue *q, *rep;
+        ASSERT_OK(mp_queue_new(&q, 1));
+        ASSERT_OK(mp_queue_new(&rep, 0));
+        put_str(q, "first", 0);
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, rep));
+        mp_process *p = start(ctx, t_kw_putter, a);
+        expect_str(rep, "ready", 30);
+        wait_asleep(p);
+        a = qargs(q);
+        add_int(a, points[i]);
+        kw_expect_killed(start(ctx, t_kw_getter, a));
+        /* "first" was taken before the kill: the sleeping putter has room */
+        kw_expect_report(rep, "put second");
+        wait_asleep(p);
+        expect_str(q, "second", 0);
+        kw_expect_report(rep, "put third");
+        expect_str(q, "third", KW_WAIT);
+        finish(p, 30);
+        mp_queue_free(rep);
+        mp_queue_free(q);
+    }
+}
+
+/* Args: joinable queue, report queue, go queue.  Two joins, each reported;
+ * the second after a word on the go queue. */
+static int t_kw_joiner(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0), *rep = mp_args_queue(a, 1), *go = mp_args_queue(a, 2);
+    put_str(rep, "ready", MP_FOREVER);
+    ASSERT_OK(mp_queue_join(q, MP_FOREVER));
+    put_str(rep, "joined", MP_FOREVER);
+    expect_str(go, "go", MP_FOREVER);
+    put_str(rep, "ready", MP_FOREVER);
+    ASSERT_OK(mp_queue_join(q, MP_FOREVER));
+    put_str(rep, "joined", MP_FOREVER);
+    return 0;
+}
+
+/* Args: joinable queue, fault point.  Takes an item; dies inside task_done. */
+static int t_kw_worker(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    kw_point = (int)mp_args_int(a, 1);
+    expect_str(q, "a", MP_FOREVER);
+    mp__queue_fault_hook = kw_hook;
+    ASSERT_OK(mp_queue_task_done(q));
+    return 1; /* the hook did not kill it */
+}
+
+MP_TEST(joiner_blocked_forever_woken_by_a_task_done_killed_after_its_commit,
+        .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    static const int points[] = {23, 24}; /* committed; after the unlock */
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        mp_queue *q, *rep, *go;
+        ASSERT_OK(mp_joinable_queue_new(&q, 0));
+        ASSERT_OK(mp_queue_new(&rep, 0));
+        ASSERT_OK(mp_queue_new(&go, 0));
+        put_str(q, "a", 0);
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, rep));
+        ASSERT_OK(mp_args_add_queue(a, go));
+        mp_process *j = start(ctx, t_kw_joiner, a);
+        expect_str(rep, "ready", 30);
+        wait_asleep(j);
+        a = qargs(q);
+        add_int(a, points[i]);
+        kw_expect_killed(start(ctx, t_kw_worker, a));
+        /* its task_done counted before the kill: nothing is unfinished */
+        kw_expect_report(rep, "joined");
+        ASSERT_OK(mp_queue_join(q, 0));
+        put_str(q, "b", 0);
+        put_str(go, "go", 0);
+        expect_str(rep, "ready", 30);
+        wait_asleep(j);
+        expect_str(q, "b", 0);
+        ASSERT_OK(mp_queue_task_done(q)); /* after a killed holder, if it held a lock */
+        kw_expect_report(rep, "joined");
+        finish(j, 30);
+        ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* 2 put, 2 done */
+        mp_queue_free(go);
+        mp_queue_free(rep);
+        mp_queue_free(q);
+    }
+}
