@@ -1410,10 +1410,21 @@ MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | 
  * (counted apart).  After the round the parent drains what is left and
  * checks: every committed message was received exactly once and
  * byte-exact; a message whose put was killed before its commit (points
- * 1-3), or failed, never appears; the one whose producer was killed from
- * outside inside put appears at most once; nothing else appears; the queue
- * still works; nobody blocked (a round still running after CR_ROUND_LIMIT
- * fails the test).
+ * 1-3 and 5), or failed, never appears; the one whose producer was killed
+ * from outside inside put appears at most once; nothing else appears; the
+ * queue still works; nobody blocked (a round still running after
+ * CR_ROUND_LIMIT fails the test).
+ *
+ * Nobody is left asleep with work either: the first producer and every
+ * third consumer of a round call put and get with MP_FOREVER, so a wake-up
+ * lost to a kill (at points 5 and 15, just before a commit that wakes a
+ * sleeper, and 6 and 16, after the unlock) leaves one of them blocked and
+ * the round unfinished.  Such a consumer ends on a stop message, which
+ * the parent puts once the producers have ended, one for each consumer
+ * still running (and again if one is killed after taking it); while a
+ * bounded queue has no consumer left to start (the producers give up),
+ * the parent takes the messages, so that a producer that cannot give up
+ * can finish.
  */
 
 #define CR_ROUNDS 60
@@ -1422,10 +1433,12 @@ MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | 
 #define CR_MAX_CONSUMERS (CR_CONSUMERS + 6) /* starts per round, replacements included */
 #define CR_MSGS 150                         /* per producer and round */
 #define CR_MAGIC 0x4b4c4951u
+#define CR_STOP 0x504f5453u                 /* a stop message: no more messages */
 #define CR_ROUND_LIMIT 30.0 /* s: a round still running then has blocked */
 
 enum { CR_QUIET, CR_RANDOM, CR_TARGETED };
-static const int cr_points[8] = {1, 2, 3, 4, 11, 12, 13, 14};
+#define CR_NPOINTS 12 /* six in put, then six in get */
+static const int cr_points[CR_NPOINTS] = {1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16};
 
 typedef struct cr_round_state {
     _Atomic uint32_t stop;    /* the producers have all ended */
@@ -1444,7 +1457,7 @@ typedef struct cr_round_state {
 } cr_round_state;
 
 typedef struct cr_shared {
-    _Atomic uint64_t kills[15]; /* by fault point, all rounds */
+    _Atomic uint64_t kills[17]; /* by fault point, all rounds */
     cr_round_state r;
 } cr_shared;
 
@@ -1464,7 +1477,9 @@ static struct {
     mp_buf *rx_buf;             /* consumer: where the current get copies ... */
     void *rx_ptr;               /* ... or get_into */
     size_t *rx_len;
+    bool forever;               /* every call with MP_FOREVER */
     bool taken, taken_ok;       /* point 14 was reached; and what it saw: */
+    bool taken_stop;            /* ... a stop message */
     uint32_t taken_p;
     uint64_t taken_seq;
 } cr;
@@ -1507,11 +1522,20 @@ static void cr_violation(const char *fmt, ...)
     fprintf(stderr, "crash test: round %u, pid %d: VIOLATION: %s\n", cr.round, (int)getpid(), line);
 }
 
+static bool cr_is_stop(const void *m, size_t n)
+{
+    cr_msg h;
+    if (n != sizeof h)
+        return false;
+    memcpy(&h, m, sizeof h);
+    return h.magic == CR_STOP && h.round == cr.round;
+}
+
 /* A message's (producer, seq) without judging it, for the pending slot. */
 static uint64_t cr_pending_of(const void *m, size_t n)
 {
     cr_msg h;
-    if (n < sizeof h)
+    if (n < sizeof h || cr_is_stop(m, n))
         return 0;
     memcpy(&h, m, sizeof h);
     return 1 + ((uint64_t)h.producer << 32 | (h.seq & 0xffffffffu));
@@ -1556,7 +1580,8 @@ static void cr_take(const void *m, size_t n)
     uint64_t seq;
     cr.taken = true;
     cr.taken_ok = false;
-    if (!cr_parse(m, n, &p, &seq))
+    cr.taken_stop = cr_is_stop(m, n);
+    if (cr.taken_stop || !cr_parse(m, n, &p, &seq))
         return;
     uint8_t before = atomic_fetch_add(&cr.sh->r.got[p][seq], 1);
     int64_t last = atomic_exchange(&cr.sh->r.last_seq[p], (int64_t)seq);
@@ -1613,7 +1638,7 @@ static void cr_consumer_hook(int point)
         cr_die(point);
 }
 
-/* Args: queue, shared memfd, round, id, mode, target point. */
+/* Args: queue, shared memfd, round, id, mode, target point, forever. */
 static mp_queue *cr_child_setup(const mp_args *a, const uint32_t rates[3], int max_hits)
 {
     cr.sh = shmem_attach(a, 1, sizeof(cr_shared));
@@ -1623,8 +1648,13 @@ static mp_queue *cr_child_setup(const mp_args *a, const uint32_t rates[3], int m
     cr.target = (int)mp_args_int(a, 5);
     cr.rng = mix64(((uint64_t)getpid() << 20) ^ cr.round ^ (uint64_t)mp_monotonic()) | 1;
     cr.rate = rates[cr_next() % 3];
+    /* the points before a wake-up are reached only while the other side
+     * sleeps, a few times a round: the first reach */
+    if (cr.target == 5 || cr.target == 15)
+        max_hits = 1;
     cr.hits = 1 + (int)(cr_next() % (uint64_t)max_hits);
     cr.rx_buf = NULL;
+    cr.forever = (int)mp_args_int(a, 6) != 0;
     return mp_args_queue(a, 0);
 }
 
@@ -1659,10 +1689,11 @@ static int t_cr_producer(const mp_args *a)
         cr.seq = seq;
         atomic_store(&cr.sh->r.prod[cr.id].attempt, seq);
         for (;;) {
-            int rc = mp_queue_put(q, m.data, sizeof h + h.len, cr_timeouts[cr_next() % 3]);
+            double timeout = cr.forever ? MP_FOREVER : cr_timeouts[cr_next() % 3];
+            int rc = mp_queue_put(q, m.data, sizeof h + h.len, timeout);
             if (rc == 0)
                 break;
-            if (rc != MP_EFULL) {
+            if (rc != MP_EFULL || cr.forever) {
                 cr_violation("put: %s", mp_errname(rc));
                 code = 2;
                 break;
@@ -1693,7 +1724,7 @@ static int t_cr_consumer(const mp_args *a)
     int code = 0;
     mp__queue_fault_hook = cr_consumer_hook;
     for (;;) {
-        double timeout = cr_timeouts[cr_next() % 3];
+        double timeout = cr.forever ? MP_FOREVER : cr_timeouts[cr_next() % 3];
         bool into = !need_buf && cr_next() % 2 == 0;
         int rc;
         cr.taken = false;
@@ -1714,6 +1745,8 @@ static int t_cr_consumer(const mp_args *a)
             uint64_t seq;
             if (!cr.taken)
                 cr_violation("get returned a message without reaching its commit point");
+            else if (cr.taken_stop)
+                break;
             else if (cr.taken_ok && cr_parse(m, len, &p, &seq) &&
                      (p != cr.taken_p || seq != cr.taken_seq))
                 cr_violation("get committed producer %u seq %llu but returned %u/%llu",
@@ -1727,7 +1760,7 @@ static int t_cr_consumer(const mp_args *a)
             need_buf = true;
             continue;
         }
-        if (rc == MP_EEMPTY) {
+        if (rc == MP_EEMPTY && !cr.forever) {
             if (atomic_load(&cr.sh->r.stop))
                 break;
             continue;
@@ -1754,6 +1787,7 @@ typedef struct cr_totals {
     double round_time; /* a running mean */
 } cr_totals;
 
+/* The first producer and every third consumer: every call with MP_FOREVER. */
 static mp_process *cr_start(mp_context *c, mp_queue *q, int fd, uint32_t round, bool producer,
                             int id, int mode, int target)
 {
@@ -1763,20 +1797,49 @@ static mp_process *cr_start(mp_context *c, mp_queue *q, int fd, uint32_t round, 
     add_int(a, id);
     add_int(a, mode);
     add_int(a, target);
+    add_int(a, id % 3 == 0);
     return start(c, producer ? t_cr_producer : t_cr_consumer, a);
 }
 
-/* Kill mode of slot @k: every 12 consecutive values of round + k target
- * each of the role's four points once.  In every fifth round all the first
+/* Kill mode of slot @k: every 18 consecutive values of round + k target
+ * each of the role's six points once.  In every fifth round all the first
  * consumers are targeted: they all die, and either replacements come or
  * (every tenth round) none do, and the parent's drain finds the rest. */
 static void cr_mode(uint32_t round, int k, bool producer, int *mode, int *target)
 {
     unsigned v = round + (unsigned)k;
     *mode = v % 3 == 0 ? CR_QUIET : v % 3 == 1 ? CR_RANDOM : CR_TARGETED;
-    *target = cr_points[(producer ? 0 : 4) + (v / 3) % 4];
+    *target = cr_points[(producer ? 0 : CR_NPOINTS / 2) + (v / 3) % (CR_NPOINTS / 2)];
     if (!producer && round % 5 == 4 && k < CR_CONSUMERS)
         *mode = CR_TARGETED;
+}
+
+/* The parent as a consumer: what get gives until the queue is empty, the
+ * first get waiting up to @timeout, recorded as the consumers' are (the
+ * hook at point 14, which never kills here).  Returns the round's messages
+ * taken; stop messages are not counted. */
+static uint64_t cr_parent_take(mp_queue *q, cr_shared *sh, uint32_t round, double timeout)
+{
+    mp_buf b = MP_BUF_INIT;
+    uint64_t n = 0;
+    cr.sh = sh;
+    cr.round = round;
+    cr.id = -1;
+    cr.mode = CR_QUIET;
+    cr.rx_buf = &b;
+    mp__queue_fault_hook = cr_consumer_hook;
+    for (;; timeout = 0) {
+        cr.taken = false;
+        int rc = mp_queue_get(q, &b, timeout);
+        if (rc == MP_EEMPTY)
+            break;
+        ASSERT_OK(rc);
+        ASSERT_TRUE(cr.taken);
+        n += !cr.taken_stop;
+    }
+    mp__queue_fault_hook = NULL; /* before a child is forked */
+    mp_buf_free(&b);
+    return n;
 }
 
 static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_totals *t)
@@ -1788,7 +1851,7 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
         atomic_store(&sh->r.prod[i].attempt, -1);
         atomic_store(&sh->r.prod[i].committed, -1);
     }
-    static const size_t maxsizes[4] = {0, 8, 0, 64};
+    static const size_t maxsizes[4] = {0, 8, 2, 64};
     size_t maxsize = maxsizes[round % 4];
     mp_queue *q = queue_new(maxsize);
     int max_consumers = round % 10 == 9 ? CR_CONSUMERS : CR_MAX_CONSUMERS;
@@ -1837,8 +1900,15 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
         }
         if (alive == 0)
             break;
-        if (prod_alive == 0)
+        if (prod_alive == 0) {
             atomic_store(&sh->r.stop, 1);
+            /* one stop message per consumer still running, for those that
+             * wait with MP_FOREVER (none of the producers' is left unput) */
+            cr_msg stop = {.magic = CR_STOP, .round = round, .producer = CR_PRODUCERS};
+            for (size_t n = qsize(q); n < (size_t)cons_alive; n++)
+                if (mp_queue_put(q, &stop, sizeof stop, 0) != 0)
+                    break; /* full: a consumer is still taking */
+        }
         if (prod_alive > 0 && cons_alive == 0) {
             if (consumers_started < max_consumers) {
                 int id = consumers_started++, mode, target;
@@ -1851,6 +1921,12 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
             if (maxsize != 0) /* else the producers finish on their own */
                 atomic_store(&sh->r.give_up, 1);
         }
+        double wait = 0.05;
+        if (atomic_load(&sh->r.give_up) && cons_alive == 0) {
+            /* the MP_FOREVER producer does not give up: we take instead */
+            t->drained += cr_parent_take(q, sh, round, 0.02);
+            wait = 0.001;
+        }
         double now = mp_monotonic();
         if (now - t0 > CR_ROUND_LIMIT) {
             for (size_t i = 0; i < alive; i++)
@@ -1860,7 +1936,6 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
                      "blocked",
                      round, prod_alive, cons_alive, CR_ROUND_LIMIT);
         }
-        double wait = 0.05;
         if (ext_done < n_ext)
             wait = ext_at[ext_done] - now < wait ? ext_at[ext_done] - now : wait;
         int r = mp_wait(w, alive, wait < 0 ? 0 : wait);
@@ -1911,29 +1986,12 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
     t->round_time = t->round_time > 0 ? 0.8 * t->round_time + 0.2 * took : took;
 
     /* a fresh consumer, us, takes what is left */
-    mp_buf b = MP_BUF_INIT;
-    cr.sh = sh;
-    cr.round = round;
-    cr.id = -1;
-    cr.mode = CR_QUIET;
-    cr.rx_buf = &b;
-    mp__queue_fault_hook = cr_consumer_hook;
-    for (;;) {
-        cr.taken = false;
-        int rc = mp_queue_get(q, &b, 0);
-        if (rc == MP_EEMPTY)
-            break;
-        ASSERT_OK(rc);
-        ASSERT_TRUE(cr.taken);
-        t->drained++;
-    }
-    mp__queue_fault_hook = NULL;
+    t->drained += cr_parent_take(q, sh, round, 0);
     ASSERT_EQ(0, qsize(q));
     ASSERT_TRUE(mp_queue_empty(q));
     /* and the queue still works: no lock is left held, nothing waits */
     put_str(q, "after the round", 5);
     expect_str(q, "after the round", 5);
-    mp_buf_free(&b);
     mp_queue_free(q);
 
     /* A consumer killed from outside between its get's commit and our
@@ -2002,7 +2060,7 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
     uint64_t hook_kills = 0;
     char by_point[256];
     int len = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < CR_NPOINTS; i++) {
         uint64_t k = atomic_load(&sh->kills[cr_points[i]]);
         hook_kills += k;
         len += snprintf(by_point + len, sizeof by_point - (size_t)len, " %d:%llu", cr_points[i],
@@ -2014,7 +2072,7 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
     printf("crash test (%s): hook kills %llu by point%s; external kills: %u producers, "
            "%u consumers\n",
            method, (unsigned long long)hook_kills, by_point, t.ext_prod, t.ext_cons);
-    printf("crash test (%s): %llu committed, %llu received (%llu by the final drain), "
+    printf("crash test (%s): %llu committed, %llu received (%llu by the parent), "
            "%llu in-flight puts of killed producers delivered, %llu lost to external consumer "
            "kills (allowed), %llu violations\n",
            method, (unsigned long long)t.committed, (unsigned long long)t.received,
@@ -2022,7 +2080,7 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
            (unsigned long long)t.lost_allowed, (unsigned long long)t.violations);
     ASSERT_EQ(0, t.violations);
     ASSERT_EQ(t.committed + t.inflight_delivered, t.received + t.lost_allowed);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < CR_NPOINTS; i++)
         if (atomic_load(&sh->kills[cr_points[i]]) == 0)
             MP__FAIL("no process was killed at fault point %d", cr_points[i]);
     shmem_close(&s);
