@@ -2095,11 +2095,20 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
  * after the commit (side lock still held) and at the one after the
  * unlock, where the wake-up used to follow.  The blocked process must take
  * the work without any further call on the queue; then, blocked again, a
- * healthy call must wake it too.  Each blocked process reports on a second
- * queue; a missed wake-up shows as a report that does not come within
- * KW_WAIT.  The same for a putter blocked on a full queue (woken by a get)
- * and a joiner (woken by task_done).
+ * healthy call must wake it too.  Killed just before the commit that would
+ * wake it (and, for task_done, with its lock just taken), the call made no
+ * commit: the process stays blocked until the same call, made by the
+ * parent, wakes it.  Each blocked process reports on a second queue; a
+ * missed wake-up shows as a report that does not come within KW_WAIT.
+ * The same for a putter blocked on a full queue (woken by a get) and a
+ * joiner (woken by task_done).
  */
+
+/* A fault point, and whether the call killed there has made its commit. */
+typedef struct kw_point_case {
+    int point;
+    bool committed;
+} kw_point_case;
 
 #define KW_WAIT 10.0 /* s: a report later than this is a missed wake-up */
 
@@ -2184,10 +2193,11 @@ static int t_kw_producer(const mp_args *a)
     return 1; /* the hook did not kill it */
 }
 
-MP_TEST(consumer_blocked_forever_woken_by_a_producer_killed_after_its_commit,
+MP_TEST(consumer_blocked_forever_woken_after_a_producer_is_killed_in_put,
         .variants = MP_START_METHODS, .timeout_s = 120)
 {
-    static const int points[] = {4, 6}; /* committed; after the put lock's unlock */
+    /* committed; after the put lock's unlock; before the commit that wakes */
+    static const kw_point_case points[] = {{4, true}, {6, true}, {5, false}};
     for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
         mp_queue *q, *rep;
         ASSERT_OK(mp_queue_new(&q, 0));
@@ -2198,9 +2208,13 @@ MP_TEST(consumer_blocked_forever_woken_by_a_producer_killed_after_its_commit,
         expect_str(rep, "ready", 30);
         wait_asleep(c);
         a = qargs(q);
-        add_int(a, points[i]);
+        add_int(a, points[i].point);
         kw_expect_killed(start(ctx, t_kw_producer, a));
-        /* committed before the kill: the sleeping consumer has it */
+        if (!points[i].committed) {
+            ASSERT_EQ(0, qsize(q));
+            put_str(q, "first", 0);
+        }
+        /* committed before the kill, or by us: the sleeping consumer has it */
         kw_expect_report(rep, "first");
         wait_asleep(c);
         put_str(q, "last", MP_FOREVER);
@@ -2235,10 +2249,11 @@ static int t_kw_getter(const mp_args *a)
     return 1; /* the hook did not kill it */
 }
 
-MP_TEST(producer_blocked_forever_woken_by_a_consumer_killed_after_its_commit,
+MP_TEST(producer_blocked_forever_woken_after_a_consumer_is_killed_in_get,
         .variants = MP_START_METHODS, .timeout_s = 120)
 {
-    static const int points[] = {14, 16}; /* committed; after the get lock's unlock */
+    /* committed; after the get lock's unlock; before the commit that wakes */
+    static const kw_point_case points[] = {{14, true}, {16, true}, {15, false}};
     for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
         mp_queue *q, *rep;
         ASSERT_OK(mp_queue_new(&q, 1));
@@ -2250,9 +2265,13 @@ MP_TEST(producer_blocked_forever_woken_by_a_consumer_killed_after_its_commit,
         expect_str(rep, "ready", 30);
         wait_asleep(p);
         a = qargs(q);
-        add_int(a, points[i]);
+        add_int(a, points[i].point);
         kw_expect_killed(start(ctx, t_kw_getter, a));
-        /* "first" was taken before the kill: the sleeping putter has room */
+        if (!points[i].committed) {
+            ASSERT_EQ(1, qsize(q));
+            expect_str(q, "first", 0);
+        }
+        /* "first" was taken before the kill, or by us: the putter has room */
         kw_expect_report(rep, "put second");
         wait_asleep(p);
         expect_str(q, "second", 0);
@@ -2290,10 +2309,11 @@ static int t_kw_worker(const mp_args *a)
     return 1; /* the hook did not kill it */
 }
 
-MP_TEST(joiner_blocked_forever_woken_by_a_task_done_killed_after_its_commit,
+MP_TEST(joiner_blocked_forever_woken_after_task_done_is_killed,
         .variants = MP_START_METHODS, .timeout_s = 120)
 {
-    static const int points[] = {23, 24}; /* committed; after the unlock */
+    /* committed; after the unlock; locked; before the commit that wakes */
+    static const kw_point_case points[] = {{23, true}, {24, true}, {21, false}, {22, false}};
     for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
         mp_queue *q, *rep, *go;
         ASSERT_OK(mp_joinable_queue_new(&q, 0));
@@ -2307,9 +2327,13 @@ MP_TEST(joiner_blocked_forever_woken_by_a_task_done_killed_after_its_commit,
         expect_str(rep, "ready", 30);
         wait_asleep(j);
         a = qargs(q);
-        add_int(a, points[i]);
+        add_int(a, points[i].point);
         kw_expect_killed(start(ctx, t_kw_worker, a));
-        /* its task_done counted before the kill: nothing is unfinished */
+        if (!points[i].committed) {
+            ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0));
+            ASSERT_OK(mp_queue_task_done(q)); /* after a killed holder of its lock */
+        }
+        /* its task_done counted before the kill, or ours: nothing is unfinished */
         kw_expect_report(rep, "joined");
         ASSERT_OK(mp_queue_join(q, 0));
         put_str(q, "b", 0);
@@ -2317,7 +2341,7 @@ MP_TEST(joiner_blocked_forever_woken_by_a_task_done_killed_after_its_commit,
         expect_str(rep, "ready", 30);
         wait_asleep(j);
         expect_str(q, "b", 0);
-        ASSERT_OK(mp_queue_task_done(q)); /* after a killed holder, if it held a lock */
+        ASSERT_OK(mp_queue_task_done(q));
         kw_expect_report(rep, "joined");
         finish(j, 30);
         ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* 2 put, 2 done */
