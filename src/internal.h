@@ -306,8 +306,13 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
 /* ---- queues.c ------------------------------------------------------------ */
 
 /* Crash tests only: called at numbered points inside put (1-4: locked,
- * writing, written, committed) and get (11-14: locked, copied, about to
- * commit, committed). */
+ * writing, written, committed; 5: just before a commit that wakes a
+ * sleeping consumer, made in one call with the wake-up; 6: returning, the
+ * lock released), get (11-14: locked, copied, about to commit, committed;
+ * 15: before a commit that wakes a sleeping producer; 16: returning) and
+ * task_done (21: locked; 22: before a commit that wakes joiners; 23:
+ * committed; 24: returning).  5, 15 and 22 are reached only when a process
+ * sleeps on the other side; 6, 16 and 24 only after a commit. */
 extern void (*mp__queue_fault_hook)(int point);
 /* Tests only: write @v where another process holding the queue's file
  * could, into the shared header word @what: "magic", "kind", "maxsize",

@@ -23,12 +23,26 @@
  * Producers are serialised by one robust mutex, consumers by another.  A
  * side's state (mode, ring and log positions, message count) changes only
  * by a commit: the new state is written into the spare of two copies and
- * one 32-bit store of the side's sequence word publishes it.  Nothing a
- * process writes before its commit is visible, so a process killed at any
- * instant inside put or get leaves either nothing or a whole message; the
- * next one to take the mutex gets EOWNERDEAD and carries on from the last
- * commit.  The sequence words are also the futex words the other side
- * sleeps on.
+ * one atomic change of the side's 32-bit sequence word publishes it.
+ * Nothing a process writes before its commit is visible, so a process
+ * killed at any instant inside put or get leaves either nothing or a whole
+ * message; the next one to take the mutex gets EOWNERDEAD and carries on
+ * from the last commit.  task_done is a third side of one count (the
+ * calls made), serialised by a mutex of its own.
+ *
+ * The sequence words are also the futex words the other side sleeps on
+ * (a consumer on the producers' word, a producer on the consumers', joiners
+ * on task_done's).  A commit adds 2; bit 0 (SLEEPER) says that a process
+ * sleeps on the word, set by that process just before it sleeps.  A commit
+ * that finds it clear is one compare-and-swap, no system call; one that
+ * finds it set is made by the kernel (FUTEX_WAKE_OP: add 1, which clears
+ * the bit, and wake the word's sleepers) in one call.  So there is no
+ * instant between a commit and its wake-up: a process killed anywhere in
+ * put, get or task_done either made no commit or woke the sleepers, and no
+ * sleeper is ever left asleep while what it waits for is there.  Only a
+ * commit clears the bit (a sleeper that gives up leaves it: clearing it
+ * would race with a commit that saw it), so one system call may follow a
+ * sleep that timed out or a sleeper that was killed.
  *
  * Any process holding the descriptor can write anything into the file, so
  * nothing read from it is trusted with memory: the kind and maxsize fixed
@@ -44,11 +58,14 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define QMAGIC 0x3151504dU /* "MPQ1" */
@@ -86,18 +103,15 @@ typedef struct qhdr {
     LINE _Atomic uint64_t ring_cap;                /* see the top of the file */
     _Atomic uint32_t ring_grow;                    /* a message spilled to the log */
     side gside[2];
-    /* Read by the other side after every commit, written only to sleep:
-     * lines of their own, so that reading them costs no transfer. */
-    LINE _Atomic uint32_t put_sleeping;            /* a producer waits for room */
-    LINE _Atomic uint32_t get_sleeping;            /* a consumer waits for a message */
-    LINE _Atomic uint32_t dseq, join_sleepers;     /* task_done; futex word */
-    _Atomic uint64_t ndone;                        /* task_done calls */
+    LINE pthread_mutex_t done_lock;                /* task_done */
+    LINE _Atomic uint32_t dseq;                    /* task_done commits; futex word */
+    side dside[2];                                 /* .count: task_done calls */
 } qhdr;
 
 _Static_assert(sizeof(qhdr) <= HDR_SIZE, "queue header fits its page");
 
-/* Fault injection for the crash tests: called at points inside put and get
- * (never set in production). */
+/* Fault injection for the crash tests: called at points inside put, get
+ * and task_done (never set in production; see internal.h). */
 void (*mp__queue_fault_hook)(int point);
 #define FAULT(n)                                                               \
     do {                                                                       \
@@ -124,33 +138,69 @@ struct mp_queue {
 
 /* ---- side states ----------------------------------------------------------- */
 
+/* Bit 0 of a sequence word: a process sleeps on it (see the top). */
+#define SLEEPER 1u
+
+/* Whether @a and @b name the same commit (a sleeper may have come). */
+static bool same_commit(uint32_t a, uint32_t b)
+{
+    return ((a ^ b) & ~SLEEPER) == 0;
+}
+
 static void state_read(_Atomic uint32_t *seq, side *copies, state *out)
 {
     for (;;) {
         uint32_t s = atomic_load_explicit(seq, memory_order_acquire);
-        side *c = &copies[s & 1];
+        side *c = &copies[(s >> 1) & 1];
         out->mode = atomic_load_explicit(&c->mode, memory_order_relaxed);
         out->ring = atomic_load_explicit(&c->ring, memory_order_relaxed);
         out->log = atomic_load_explicit(&c->log, memory_order_relaxed);
         out->count = atomic_load_explicit(&c->count, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(seq, memory_order_relaxed) == s)
+        if (same_commit(atomic_load_explicit(seq, memory_order_relaxed), s))
             return;
     }
 }
 
-/* Publish @v: the spare copy, then one store (the caller holds the side's
- * mutex, so it is the only writer). */
-static uint32_t state_commit(_Atomic uint32_t *seq, side *copies, const state *v)
+/* The kernel adds 1 to *@seq (its SLEEPER bit set: the commit) and wakes
+ * every process sleeping on it, in one call: no kill can come between the
+ * two.  0, or -errno when it did neither. */
+static int futex_add_wake(_Atomic uint32_t *seq)
+{
+    /* shared (not PRIVATE): the word is in a file other processes map */
+    long r = syscall(SYS_futex, (uint32_t *)seq, FUTEX_WAKE_OP, INT_MAX, (void *)0,
+                     (uint32_t *)seq, FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0));
+    return r < 0 ? -errno : 0;
+}
+
+/* Publish @v: the spare copy, then the commit of the sequence word (the
+ * caller holds the side's mutex, so it is the only one to commit; the
+ * other side may only set SLEEPER meanwhile).  @point: the fault point
+ * just before a commit that wakes sleepers (0: none). */
+static void state_commit(_Atomic uint32_t *seq, side *copies, const state *v, int point)
 {
     uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
-    side *c = &copies[(s + 1) & 1];
+    side *c = &copies[((s >> 1) + 1) & 1];
     atomic_store_explicit(&c->mode, v->mode, memory_order_relaxed);
     atomic_store_explicit(&c->ring, v->ring, memory_order_relaxed);
     atomic_store_explicit(&c->log, v->log, memory_order_relaxed);
     atomic_store_explicit(&c->count, v->count, memory_order_relaxed);
-    atomic_store_explicit(seq, s + 1, memory_order_seq_cst);
-    return s + 1;
+    /* nobody asleep: one compare-and-swap (seq_cst, as the store it
+     * replaces), failing only when SLEEPER is set, or set meanwhile */
+    s &= ~SLEEPER;
+    while (!(s & SLEEPER))
+        if (atomic_compare_exchange_strong(seq, &s, s + 2))
+            return;
+    if (point != 0)
+        FAULT(point);
+    /* the copy before the word, as the compare-and-swap orders it */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (futex_add_wake(seq) < 0) {
+        /* no FUTEX_WAKE_OP here (a seccomp filter): the commit, then the
+         * wake-up, as two steps */
+        atomic_fetch_add(seq, 1);
+        mp__futex_wake(seq, INT_MAX);
+    }
 }
 
 /* ---- regions ------------------------------------------------------------------ */
@@ -319,6 +369,8 @@ static int queue_create(mp_queue **out, uint32_t kind, size_t maxsize)
     err = mp__robust_init(&h->put_lock, false);
     if (err == 0)
         err = mp__robust_init(&h->get_lock, false);
+    if (err == 0)
+        err = mp__robust_init(&h->done_lock, false);
     if (err < 0) {
         queue_unmap(q);
         return err;
@@ -371,23 +423,16 @@ static int side_lock(pthread_mutex_t *m, const mp__deadline *d)
     return r;
 }
 
-/* Sleep on @seq (last seen @s).  Only one process sleeps per side (it
- * holds the side's mutex); it leaves the commit it waits for, s + 1, in
- * @sleeping, and only the commit that makes @seq that value wakes it: one
- * wake call per sleep, not one per commit while it gets going again. */
-static int side_sleep(_Atomic uint32_t *seq, uint32_t s, _Atomic uint32_t *sleeping,
-                      const mp__deadline *d)
+/* Sleep until the commit after @s (@seq as read before the state that
+ * made the caller wait) or until @d.  SLEEPER is set first, so that the
+ * commit wakes the caller in the same call that makes it (see the top); if
+ * a commit came since @s, the word has changed and nobody sleeps.  0, or
+ * MP_ETIMEDOUT: the caller re-reads the state either way. */
+static int side_sleep(_Atomic uint32_t *seq, uint32_t s, const mp__deadline *d)
 {
-    atomic_store(sleeping, s + 1);
-    return mp__futex_wait(seq, s, d);
-}
-
-/* After the commit that made the other side's word @c. */
-static void side_wake(_Atomic uint32_t *seq, uint32_t c, _Atomic uint32_t *sleeping)
-{
-    /* seq_cst: this load must not move before the commit that precedes it */
-    if (atomic_load(sleeping) == c)
-        mp__futex_wake(seq, 1);
+    if (!(s & SLEEPER) && !atomic_compare_exchange_strong(seq, &s, s | SLEEPER))
+        return 0;
+    return mp__futex_wait(seq, s | SLEEPER, d);
 }
 
 /* Messages up to half the ring (and a page) go in the ring; bigger ones
@@ -461,7 +506,7 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
             break;
         }
         if (mp__deadline_expired(&d) ||
-            (side_sleep(&h->gseq, s, &h->put_sleeping, &d) == MP_ETIMEDOUT &&
+            (side_sleep(&h->gseq, s, &d) == MP_ETIMEDOUT &&
              mp__deadline_expired(&d))) {
             state_read(&h->gseq, h->gside, &g);
             bool bad = sides_bad(&p, &g, cap, q->maxsize);
@@ -509,15 +554,14 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
         p.log += rec;
     }
     FAULT(3);
-    uint32_t c = 0;
     if (err == 0) {
         p.count++;
-        c = state_commit(&h->pseq, h->pside, &p);
+        state_commit(&h->pseq, h->pside, &p, 5); /* and the wake-up of a consumer */
         FAULT(4);
     }
     pthread_mutex_unlock(&h->put_lock);
     if (err == 0)
-        side_wake(&h->pseq, c, &h->get_sleeping);
+        FAULT(6);
     return err;
 }
 
@@ -554,7 +598,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
         if (p.count != g.count)
             break;
         if (mp__deadline_expired(&d) ||
-            (side_sleep(&h->pseq, s, &h->get_sleeping, &d) == MP_ETIMEDOUT &&
+            (side_sleep(&h->pseq, s, &d) == MP_ETIMEDOUT &&
              mp__deadline_expired(&d))) {
             state_read(&h->pseq, h->pside, &p);
             if (p.count != g.count)
@@ -569,7 +613,6 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
      * committed: each record is checked against that, and the ring's
      * capacity (read after @p) against what it can be. */
     uint64_t kind = 0, n = 0, rcap = ring_cap(h), avail = 0;
-    uint32_t gc = 0;
     int err = rcap == 0 ? MP_EBADMSG : 0;
     for (int hops = 0; err == 0; hops++) {
         bool ring = g.mode == IN_RING;
@@ -622,14 +665,14 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
             g.log += REC_HDR + pad8(n);
         g.count++;
         FAULT(13);
-        gc = state_commit(&h->gseq, h->gside, &g);
+        state_commit(&h->gseq, h->gside, &g, 15); /* and the wake-up of a producer */
         FAULT(14);
         if (!ring || g.log != atomic_load(&h->log_punched))
             log_punch(q, g.log, g.log == p.log);
     }
     pthread_mutex_unlock(&h->get_lock);
     if (err == 0)
-        side_wake(&h->gseq, gc, &h->put_sleeping);
+        FAULT(16);
     return err;
 }
 
@@ -713,19 +756,36 @@ static uint64_t nput(mp_queue *q)
     return p.count;
 }
 
+static uint64_t ndone(mp_queue *q)
+{
+    state dn;
+    state_read(&q->h->dseq, q->h->dside, &dn);
+    return dn.count;
+}
+
+/* A commit like put's and get's, so that the count and the wake-up of the
+ * joiners are one step (see the top); the mutex makes the check against
+ * the puts and the count one step too. */
 int mp_queue_task_done(mp_queue *q)
 {
     if (q == NULL || q->px || q->kind != KIND_JOINABLE)
         return MP_EINVAL;
     qhdr *h = q->h;
-    uint64_t done = atomic_load(&h->ndone);
-    do {
-        if (done >= nput(q))
-            return MP_EINVAL; /* called too many times */
-    } while (!atomic_compare_exchange_weak(&h->ndone, &done, done + 1));
-    atomic_fetch_add(&h->dseq, 1);
-    if (atomic_load(&h->join_sleepers) > 0)
-        mp__futex_wake(&h->dseq, INT32_MAX);
+    int r = side_lock(&h->done_lock, NULL);
+    if (r != 0)
+        return -r;
+    FAULT(21);
+    state dn;
+    state_read(&h->dseq, h->dside, &dn);
+    if (dn.count >= nput(q)) {
+        pthread_mutex_unlock(&h->done_lock);
+        return MP_EINVAL; /* called too many times */
+    }
+    dn.count++;
+    state_commit(&h->dseq, h->dside, &dn, 22); /* and the wake-up of the joiners */
+    FAULT(23);
+    pthread_mutex_unlock(&h->done_lock);
+    FAULT(24);
     return 0;
 }
 
@@ -738,13 +798,11 @@ int mp_queue_join(mp_queue *q, double timeout)
     mp__deadline_init(&d, timeout);
     for (;;) {
         uint32_t s = atomic_load(&h->dseq);
-        if (atomic_load(&h->ndone) >= nput(q))
+        if (ndone(q) >= nput(q))
             return 0;
         if (mp__deadline_expired(&d))
             return MP_ETIMEDOUT;
-        atomic_fetch_add(&h->join_sleepers, 1); /* joiners are many: a count */
-        mp__futex_wait(&h->dseq, s, &d);
-        atomic_fetch_sub(&h->join_sleepers, 1);
+        side_sleep(&h->dseq, s, &d); /* with the other joiners: all are woken */
     }
 }
 
@@ -769,8 +827,12 @@ int mp__queue_poke(mp_queue *q, const char *what, uint64_t v)
         atomic_store(&h->ring_grow, (uint32_t)v);
     else if (strcmp(what, "log_punched") == 0)
         atomic_store(&h->log_punched, v);
-    else if (strcmp(what, "ndone") == 0)
-        atomic_store(&h->ndone, v);
+    else if (strcmp(what, "ndone") == 0) {
+        state dn;
+        state_read(&h->dseq, h->dside, &dn);
+        dn.count = v;
+        state_commit(&h->dseq, h->dside, &dn, 0);
+    }
     else if (strncmp(what, "next.", 5) == 0) {
         /* a word of the record header at the consumers' position */
         char *base = g.mode == IN_RING ? q->ring : log_base(q);
@@ -793,9 +855,9 @@ int mp__queue_poke(mp_queue *q, const char *what, uint64_t v)
             return MP_EINVAL;
         *w = v;
         if (prod)
-            state_commit(&h->pseq, h->pside, &p);
+            state_commit(&h->pseq, h->pside, &p, 0);
         else
-            state_commit(&h->gseq, h->gside, &g);
+            state_commit(&h->gseq, h->gside, &g, 0);
     } else {
         return MP_EINVAL;
     }
@@ -818,7 +880,7 @@ static int queue_check(mp_queue *q)
         (kind == KIND_SIMPLE && maxsize != 0) || atomic_load(&h->ring_grow) > 1)
         return MP_EBADMSG;
     /* each read before the state it must not exceed */
-    uint64_t done = atomic_load(&h->ndone), punched = atomic_load(&h->log_punched);
+    uint64_t done = ndone(q), punched = atomic_load(&h->log_punched);
     for (int tries = 0; tries < 8; tries++) {
         state p, g;
         uint32_t s = atomic_load(&h->gseq);
@@ -829,7 +891,7 @@ static int queue_check(mp_queue *q)
             (int64_t)(p.count - g.count) < 0 || done > p.count ||
             (kind != KIND_JOINABLE && done != 0) || punched > g.log)
             return MP_EBADMSG;
-        if (atomic_load(&h->gseq) != s)
+        if (!same_commit(atomic_load(&h->gseq), s))
             continue; /* the consumers moved meanwhile */
         if (sides_bad(&p, &g, cap, maxsize))
             return MP_EBADMSG;

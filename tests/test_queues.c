@@ -1413,10 +1413,21 @@ MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | 
  * (counted apart).  After the round the parent drains what is left and
  * checks: every committed message was received exactly once and
  * byte-exact; a message whose put was killed before its commit (points
- * 1-3), or failed, never appears; the one whose producer was killed from
- * outside inside put appears at most once; nothing else appears; the queue
- * still works; nobody blocked (a round still running after CR_ROUND_LIMIT
- * fails the test).
+ * 1-3 and 5), or failed, never appears; the one whose producer was killed
+ * from outside inside put appears at most once; nothing else appears; the
+ * queue still works; nobody blocked (a round still running after
+ * CR_ROUND_LIMIT fails the test).
+ *
+ * Nobody is left asleep with work either: the first producer and every
+ * third consumer of a round call put and get with MP_FOREVER, so a wake-up
+ * lost to a kill (at points 5 and 15, just before a commit that wakes a
+ * sleeper, and 6 and 16, after the unlock) leaves one of them blocked and
+ * the round unfinished.  Such a consumer ends on a stop message, which
+ * the parent puts once the producers have ended, one for each consumer
+ * still running (and again if one is killed after taking it); while a
+ * bounded queue has no consumer left to start (the producers give up),
+ * the parent takes the messages, so that a producer that cannot give up
+ * can finish.
  */
 
 #define CR_ROUNDS 60
@@ -1425,10 +1436,12 @@ MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | 
 #define CR_MAX_CONSUMERS (CR_CONSUMERS + 6) /* starts per round, replacements included */
 #define CR_MSGS 150                         /* per producer and round */
 #define CR_MAGIC 0x4b4c4951u
+#define CR_STOP 0x504f5453u                 /* a stop message: no more messages */
 #define CR_ROUND_LIMIT 30.0 /* s: a round still running then has blocked */
 
 enum { CR_QUIET, CR_RANDOM, CR_TARGETED };
-static const int cr_points[8] = {1, 2, 3, 4, 11, 12, 13, 14};
+#define CR_NPOINTS 12 /* six in put, then six in get */
+static const int cr_points[CR_NPOINTS] = {1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16};
 
 typedef struct cr_round_state {
     _Atomic uint32_t stop;    /* the producers have all ended */
@@ -1447,7 +1460,7 @@ typedef struct cr_round_state {
 } cr_round_state;
 
 typedef struct cr_shared {
-    _Atomic uint64_t kills[15]; /* by fault point, all rounds */
+    _Atomic uint64_t kills[17]; /* by fault point, all rounds */
     cr_round_state r;
 } cr_shared;
 
@@ -1467,7 +1480,9 @@ static struct {
     mp_buf *rx_buf;             /* consumer: where the current get copies ... */
     void *rx_ptr;               /* ... or get_into */
     size_t *rx_len;
+    bool forever;               /* every call with MP_FOREVER */
     bool taken, taken_ok;       /* point 14 was reached; and what it saw: */
+    bool taken_stop;            /* ... a stop message */
     uint32_t taken_p;
     uint64_t taken_seq;
 } cr;
@@ -1510,11 +1525,20 @@ static void cr_violation(const char *fmt, ...)
     fprintf(stderr, "crash test: round %u, pid %d: VIOLATION: %s\n", cr.round, (int)getpid(), line);
 }
 
+static bool cr_is_stop(const void *m, size_t n)
+{
+    cr_msg h;
+    if (n != sizeof h)
+        return false;
+    memcpy(&h, m, sizeof h);
+    return h.magic == CR_STOP && h.round == cr.round;
+}
+
 /* A message's (producer, seq) without judging it, for the pending slot. */
 static uint64_t cr_pending_of(const void *m, size_t n)
 {
     cr_msg h;
-    if (n < sizeof h)
+    if (n < sizeof h || cr_is_stop(m, n))
         return 0;
     memcpy(&h, m, sizeof h);
     return 1 + ((uint64_t)h.producer << 32 | (h.seq & 0xffffffffu));
@@ -1559,7 +1583,8 @@ static void cr_take(const void *m, size_t n)
     uint64_t seq;
     cr.taken = true;
     cr.taken_ok = false;
-    if (!cr_parse(m, n, &p, &seq))
+    cr.taken_stop = cr_is_stop(m, n);
+    if (cr.taken_stop || !cr_parse(m, n, &p, &seq))
         return;
     uint8_t before = atomic_fetch_add(&cr.sh->r.got[p][seq], 1);
     int64_t last = atomic_exchange(&cr.sh->r.last_seq[p], (int64_t)seq);
@@ -1616,7 +1641,7 @@ static void cr_consumer_hook(int point)
         cr_die(point);
 }
 
-/* Args: queue, shared memfd, round, id, mode, target point. */
+/* Args: queue, shared memfd, round, id, mode, target point, forever. */
 static mp_queue *cr_child_setup(const mp_args *a, const uint32_t rates[3], int max_hits)
 {
     cr.sh = shmem_attach(a, 1, sizeof(cr_shared));
@@ -1626,8 +1651,13 @@ static mp_queue *cr_child_setup(const mp_args *a, const uint32_t rates[3], int m
     cr.target = (int)mp_args_int(a, 5);
     cr.rng = mix64(((uint64_t)getpid() << 20) ^ cr.round ^ (uint64_t)mp_monotonic()) | 1;
     cr.rate = rates[cr_next() % 3];
+    /* the points before a wake-up are reached only while the other side
+     * sleeps, a few times a round: the first reach */
+    if (cr.target == 5 || cr.target == 15)
+        max_hits = 1;
     cr.hits = 1 + (int)(cr_next() % (uint64_t)max_hits);
     cr.rx_buf = NULL;
+    cr.forever = (int)mp_args_int(a, 6) != 0;
     return mp_args_queue(a, 0);
 }
 
@@ -1662,10 +1692,11 @@ static int t_cr_producer(const mp_args *a)
         cr.seq = seq;
         atomic_store(&cr.sh->r.prod[cr.id].attempt, seq);
         for (;;) {
-            int rc = mp_queue_put(q, m.data, sizeof h + h.len, cr_timeouts[cr_next() % 3]);
+            double timeout = cr.forever ? MP_FOREVER : cr_timeouts[cr_next() % 3];
+            int rc = mp_queue_put(q, m.data, sizeof h + h.len, timeout);
             if (rc == 0)
                 break;
-            if (rc != MP_EFULL) {
+            if (rc != MP_EFULL || cr.forever) {
                 cr_violation("put: %s", mp_errname(rc));
                 code = 2;
                 break;
@@ -1696,7 +1727,7 @@ static int t_cr_consumer(const mp_args *a)
     int code = 0;
     mp__queue_fault_hook = cr_consumer_hook;
     for (;;) {
-        double timeout = cr_timeouts[cr_next() % 3];
+        double timeout = cr.forever ? MP_FOREVER : cr_timeouts[cr_next() % 3];
         bool into = !need_buf && cr_next() % 2 == 0;
         int rc;
         cr.taken = false;
@@ -1717,6 +1748,8 @@ static int t_cr_consumer(const mp_args *a)
             uint64_t seq;
             if (!cr.taken)
                 cr_violation("get returned a message without reaching its commit point");
+            else if (cr.taken_stop)
+                break;
             else if (cr.taken_ok && cr_parse(m, len, &p, &seq) &&
                      (p != cr.taken_p || seq != cr.taken_seq))
                 cr_violation("get committed producer %u seq %llu but returned %u/%llu",
@@ -1730,7 +1763,7 @@ static int t_cr_consumer(const mp_args *a)
             need_buf = true;
             continue;
         }
-        if (rc == MP_EEMPTY) {
+        if (rc == MP_EEMPTY && !cr.forever) {
             if (atomic_load(&cr.sh->r.stop))
                 break;
             continue;
@@ -1757,6 +1790,7 @@ typedef struct cr_totals {
     double round_time; /* a running mean */
 } cr_totals;
 
+/* The first producer and every third consumer: every call with MP_FOREVER. */
 static mp_process *cr_start(mp_context *c, mp_queue *q, int fd, uint32_t round, bool producer,
                             int id, int mode, int target)
 {
@@ -1766,20 +1800,49 @@ static mp_process *cr_start(mp_context *c, mp_queue *q, int fd, uint32_t round, 
     add_int(a, id);
     add_int(a, mode);
     add_int(a, target);
+    add_int(a, id % 3 == 0);
     return start(c, producer ? t_cr_producer : t_cr_consumer, a);
 }
 
-/* Kill mode of slot @k: every 12 consecutive values of round + k target
- * each of the role's four points once.  In every fifth round all the first
+/* Kill mode of slot @k: every 18 consecutive values of round + k target
+ * each of the role's six points once.  In every fifth round all the first
  * consumers are targeted: they all die, and either replacements come or
  * (every tenth round) none do, and the parent's drain finds the rest. */
 static void cr_mode(uint32_t round, int k, bool producer, int *mode, int *target)
 {
     unsigned v = round + (unsigned)k;
     *mode = v % 3 == 0 ? CR_QUIET : v % 3 == 1 ? CR_RANDOM : CR_TARGETED;
-    *target = cr_points[(producer ? 0 : 4) + (v / 3) % 4];
+    *target = cr_points[(producer ? 0 : CR_NPOINTS / 2) + (v / 3) % (CR_NPOINTS / 2)];
     if (!producer && round % 5 == 4 && k < CR_CONSUMERS)
         *mode = CR_TARGETED;
+}
+
+/* The parent as a consumer: what get gives until the queue is empty, the
+ * first get waiting up to @timeout, recorded as the consumers' are (the
+ * hook at point 14, which never kills here).  Returns the round's messages
+ * taken; stop messages are not counted. */
+static uint64_t cr_parent_take(mp_queue *q, cr_shared *sh, uint32_t round, double timeout)
+{
+    mp_buf b = MP_BUF_INIT;
+    uint64_t n = 0;
+    cr.sh = sh;
+    cr.round = round;
+    cr.id = -1;
+    cr.mode = CR_QUIET;
+    cr.rx_buf = &b;
+    mp__queue_fault_hook = cr_consumer_hook;
+    for (;; timeout = 0) {
+        cr.taken = false;
+        int rc = mp_queue_get(q, &b, timeout);
+        if (rc == MP_EEMPTY)
+            break;
+        ASSERT_OK(rc);
+        ASSERT_TRUE(cr.taken);
+        n += !cr.taken_stop;
+    }
+    mp__queue_fault_hook = NULL; /* before a child is forked */
+    mp_buf_free(&b);
+    return n;
 }
 
 static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_totals *t)
@@ -1791,7 +1854,7 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
         atomic_store(&sh->r.prod[i].attempt, -1);
         atomic_store(&sh->r.prod[i].committed, -1);
     }
-    static const size_t maxsizes[4] = {0, 8, 0, 64};
+    static const size_t maxsizes[4] = {0, 8, 2, 64};
     size_t maxsize = maxsizes[round % 4];
     mp_queue *q = queue_new(maxsize);
     int max_consumers = round % 10 == 9 ? CR_CONSUMERS : CR_MAX_CONSUMERS;
@@ -1840,8 +1903,15 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
         }
         if (alive == 0)
             break;
-        if (prod_alive == 0)
+        if (prod_alive == 0) {
             atomic_store(&sh->r.stop, 1);
+            /* one stop message per consumer still running, for those that
+             * wait with MP_FOREVER (none of the producers' is left unput) */
+            cr_msg stop = {.magic = CR_STOP, .round = round, .producer = CR_PRODUCERS};
+            for (size_t n = qsize(q); n < (size_t)cons_alive; n++)
+                if (mp_queue_put(q, &stop, sizeof stop, 0) != 0)
+                    break; /* full: a consumer is still taking */
+        }
         if (prod_alive > 0 && cons_alive == 0) {
             if (consumers_started < max_consumers) {
                 int id = consumers_started++, mode, target;
@@ -1854,6 +1924,12 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
             if (maxsize != 0) /* else the producers finish on their own */
                 atomic_store(&sh->r.give_up, 1);
         }
+        double wait = 0.05;
+        if (atomic_load(&sh->r.give_up) && cons_alive == 0) {
+            /* the MP_FOREVER producer does not give up: we take instead */
+            t->drained += cr_parent_take(q, sh, round, 0.02);
+            wait = 0.001;
+        }
         double now = mp_monotonic();
         if (now - t0 > CR_ROUND_LIMIT) {
             for (size_t i = 0; i < alive; i++)
@@ -1863,7 +1939,6 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
                      "blocked",
                      round, prod_alive, cons_alive, CR_ROUND_LIMIT);
         }
-        double wait = 0.05;
         if (ext_done < n_ext)
             wait = ext_at[ext_done] - now < wait ? ext_at[ext_done] - now : wait;
         int r = mp_wait(w, alive, wait < 0 ? 0 : wait);
@@ -1914,29 +1989,12 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
     t->round_time = t->round_time > 0 ? 0.8 * t->round_time + 0.2 * took : took;
 
     /* a fresh consumer, us, takes what is left */
-    mp_buf b = MP_BUF_INIT;
-    cr.sh = sh;
-    cr.round = round;
-    cr.id = -1;
-    cr.mode = CR_QUIET;
-    cr.rx_buf = &b;
-    mp__queue_fault_hook = cr_consumer_hook;
-    for (;;) {
-        cr.taken = false;
-        int rc = mp_queue_get(q, &b, 0);
-        if (rc == MP_EEMPTY)
-            break;
-        ASSERT_OK(rc);
-        ASSERT_TRUE(cr.taken);
-        t->drained++;
-    }
-    mp__queue_fault_hook = NULL;
+    t->drained += cr_parent_take(q, sh, round, 0);
     ASSERT_EQ(0, qsize(q));
     ASSERT_TRUE(mp_queue_empty(q));
     /* and the queue still works: no lock is left held, nothing waits */
     put_str(q, "after the round", 5);
     expect_str(q, "after the round", 5);
-    mp_buf_free(&b);
     mp_queue_free(q);
 
     /* A consumer killed from outside between its get's commit and our
@@ -2005,7 +2063,7 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
     uint64_t hook_kills = 0;
     char by_point[256];
     int len = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < CR_NPOINTS; i++) {
         uint64_t k = atomic_load(&sh->kills[cr_points[i]]);
         hook_kills += k;
         len += snprintf(by_point + len, sizeof by_point - (size_t)len, " %d:%llu", cr_points[i],
@@ -2017,7 +2075,7 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
     printf("crash test (%s): hook kills %llu by point%s; external kills: %u producers, "
            "%u consumers\n",
            method, (unsigned long long)hook_kills, by_point, t.ext_prod, t.ext_cons);
-    printf("crash test (%s): %llu committed, %llu received (%llu by the final drain), "
+    printf("crash test (%s): %llu committed, %llu received (%llu by the parent), "
            "%llu in-flight puts of killed producers delivered, %llu lost to external consumer "
            "kills (allowed), %llu violations\n",
            method, (unsigned long long)t.committed, (unsigned long long)t.received,
@@ -2025,8 +2083,273 @@ MP_TEST(crash_test_kills_inside_put_and_get, .variants = MP_START_METHODS, .time
            (unsigned long long)t.lost_allowed, (unsigned long long)t.violations);
     ASSERT_EQ(0, t.violations);
     ASSERT_EQ(t.committed + t.inflight_delivered, t.received + t.lost_allowed);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < CR_NPOINTS; i++)
         if (atomic_load(&sh->kills[cr_points[i]]) == 0)
             MP__FAIL("no process was killed at fault point %d", cr_points[i]);
     shmem_close(&s);
+}
+
+/* ---- a kill between a commit and its wake-up (issue 14) ------------------------ */
+
+/*
+ * A process blocked with MP_FOREVER on one side of a queue is woken by the
+ * commit that gives it work even when the process that made the commit is
+ * SIGKILLed right after it, before its call returns: at the fault point
+ * after the commit (side lock still held) and at the one after the
+ * unlock, where the wake-up used to follow.  The blocked process must take
+ * the work without any further call on the queue; then, blocked again, a
+ * healthy call must wake it too.  Killed just before the commit that would
+ * wake it (and, for task_done, with its lock just taken), the call made no
+ * commit: the process stays blocked until the same call, made by the
+ * parent, wakes it.  Each blocked process reports on a second queue; a
+ * missed wake-up shows as a report that does not come within KW_WAIT.
+ * The same for a putter blocked on a full queue (woken by a get) and a
+ * joiner (woken by task_done).
+ */
+
+/* A fault point, and whether the call killed there has made its commit. */
+typedef struct kw_point_case {
+    int point;
+    bool committed;
+} kw_point_case;
+
+#define KW_WAIT 10.0 /* s: a report later than this is a missed wake-up */
+
+static int kw_point; /* the fault point at which this process dies */
+
+static void kw_hook(int point)
+{
+    if (point == kw_point)
+        raise(SIGKILL);
+}
+
+/* Until @p sleeps (state S in /proc).  Once it has reported that it is
+ * about to make its blocking call, that call is the only place where it
+ * can sleep: then it is blocked in it, not merely about to be. */
+static void wait_asleep(mp_process *p)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)mp_process_pid(p));
+    double t0 = mp_monotonic();
+    for (;;) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ASSERT_TRUE(fd >= 0);
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        ASSERT_EQ(0, close(fd));
+        ASSERT_TRUE(n > 0);
+        buf[n] = '\0';
+        const char *end = strrchr(buf, ')'); /* after the name, which may hold anything */
+        ASSERT_TRUE(end != NULL && end[1] == ' ');
+        if (end[2] == 'S')
+            return;
+        if (mp_monotonic() - t0 > 30)
+            MP__FAIL("process %d never blocked (state %c)", (int)mp_process_pid(p), end[2]);
+        sleep_s(0.001);
+    }
+}
+
+/* The report @want from a process woken by a commit: a missed wake-up
+ * leaves it asleep, and the report never comes. */
+static void kw_expect_report(mp_queue *rep, const char *want)
+{
+    mp_buf b = MP_BUF_INIT;
+    int rc = mp_queue_get(rep, &b, KW_WAIT);
+    if (rc == MP_EEMPTY)
+        MP__FAIL("missed wake-up: no report \"%s\" within %.0f s", want, KW_WAIT);
+    ASSERT_OK(rc);
+    ASSERT_EQ(strlen(want), b.len);
+    ASSERT_MEMEQ(want, b.data, b.len);
+    mp_buf_free(&b);
+}
+
+/* A child killed by its hook at @point inside its first call. */
+static void kw_expect_killed(mp_process *p)
+{
+    int code = 0;
+    ASSERT_OK(mp_process_join(p, 30));
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(-SIGKILL, code);
+    ASSERT_OK(mp_process_close(p));
+}
+
+/* Args: queue, report queue.  Gets until "last", reporting each message. */
+static int t_kw_consumer(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0), *rep = mp_args_queue(a, 1);
+    mp_buf b = MP_BUF_INIT;
+    put_str(rep, "ready", MP_FOREVER);
+    do {
+        ASSERT_OK(mp_queue_get(q, &b, MP_FOREVER));
+        ASSERT_OK(mp_queue_put(rep, b.data, b.len, MP_FOREVER));
+    } while (b.len != 4 || memcmp(b.data, "last", 4) != 0);
+    mp_buf_free(&b);
+    return 0;
+}
+
+/* Args: queue, fault point.  Dies inside its put. */
+static int t_kw_producer(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    kw_point = (int)mp_args_int(a, 1);
+    mp__queue_fault_hook = kw_hook;
+    put_str(q, "first", MP_FOREVER);
+    return 1; /* the hook did not kill it */
+}
+
+MP_TEST(consumer_blocked_forever_woken_after_a_producer_is_killed_in_put,
+        .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    /* committed; after the put lock's unlock; before the commit that wakes */
+    static const kw_point_case points[] = {{4, true}, {6, true}, {5, false}};
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        mp_queue *q, *rep;
+        ASSERT_OK(mp_queue_new(&q, 0));
+        ASSERT_OK(mp_queue_new(&rep, 0));
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, rep));
+        mp_process *c = start(ctx, t_kw_consumer, a);
+        expect_str(rep, "ready", 30);
+        wait_asleep(c);
+        a = qargs(q);
+        add_int(a, points[i].point);
+        kw_expect_killed(start(ctx, t_kw_producer, a));
+        if (!points[i].committed) {
+            ASSERT_EQ(0, qsize(q));
+            put_str(q, "first", 0);
+        }
+        /* committed before the kill, or by us: the sleeping consumer has it */
+        kw_expect_report(rep, "first");
+        wait_asleep(c);
+        put_str(q, "last", MP_FOREVER);
+        kw_expect_report(rep, "last");
+        finish(c, 30);
+        ASSERT_EQ(0, qsize(q));
+        mp_queue_free(rep);
+        mp_queue_free(q);
+    }
+}
+
+/* Args: a full queue of one, report queue.  Two puts, each reported. */
+static int t_kw_putter(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0), *rep = mp_args_queue(a, 1);
+    put_str(rep, "ready", MP_FOREVER);
+    put_str(q, "second", MP_FOREVER);
+    put_str(rep, "put second", MP_FOREVER);
+    put_str(q, "third", MP_FOREVER);
+    put_str(rep, "put third", MP_FOREVER);
+    return 0;
+}
+
+/* Args: queue, fault point.  Dies inside its get. */
+static int t_kw_getter(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    mp_buf b = MP_BUF_INIT;
+    kw_point = (int)mp_args_int(a, 1);
+    mp__queue_fault_hook = kw_hook;
+    ASSERT_OK(mp_queue_get(q, &b, MP_FOREVER));
+    return 1; /* the hook did not kill it */
+}
+
+MP_TEST(producer_blocked_forever_woken_after_a_consumer_is_killed_in_get,
+        .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    /* committed; after the get lock's unlock; before the commit that wakes */
+    static const kw_point_case points[] = {{14, true}, {16, true}, {15, false}};
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        mp_queue *q, *rep;
+        ASSERT_OK(mp_queue_new(&q, 1));
+        ASSERT_OK(mp_queue_new(&rep, 0));
+        put_str(q, "first", 0);
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, rep));
+        mp_process *p = start(ctx, t_kw_putter, a);
+        expect_str(rep, "ready", 30);
+        wait_asleep(p);
+        a = qargs(q);
+        add_int(a, points[i].point);
+        kw_expect_killed(start(ctx, t_kw_getter, a));
+        if (!points[i].committed) {
+            ASSERT_EQ(1, qsize(q));
+            expect_str(q, "first", 0);
+        }
+        /* "first" was taken before the kill, or by us: the putter has room */
+        kw_expect_report(rep, "put second");
+        wait_asleep(p);
+        expect_str(q, "second", 0);
+        kw_expect_report(rep, "put third");
+        expect_str(q, "third", KW_WAIT);
+        finish(p, 30);
+        mp_queue_free(rep);
+        mp_queue_free(q);
+    }
+}
+
+/* Args: joinable queue, report queue, go queue.  Two joins, each reported;
+ * the second after a word on the go queue. */
+static int t_kw_joiner(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0), *rep = mp_args_queue(a, 1), *go = mp_args_queue(a, 2);
+    put_str(rep, "ready", MP_FOREVER);
+    ASSERT_OK(mp_queue_join(q, MP_FOREVER));
+    put_str(rep, "joined", MP_FOREVER);
+    expect_str(go, "go", MP_FOREVER);
+    put_str(rep, "ready", MP_FOREVER);
+    ASSERT_OK(mp_queue_join(q, MP_FOREVER));
+    put_str(rep, "joined", MP_FOREVER);
+    return 0;
+}
+
+/* Args: joinable queue, fault point.  Takes an item; dies inside task_done. */
+static int t_kw_worker(const mp_args *a)
+{
+    mp_queue *q = mp_args_queue(a, 0);
+    kw_point = (int)mp_args_int(a, 1);
+    expect_str(q, "a", MP_FOREVER);
+    mp__queue_fault_hook = kw_hook;
+    ASSERT_OK(mp_queue_task_done(q));
+    return 1; /* the hook did not kill it */
+}
+
+MP_TEST(joiner_blocked_forever_woken_after_task_done_is_killed,
+        .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    /* committed; after the unlock; locked; before the commit that wakes */
+    static const kw_point_case points[] = {{23, true}, {24, true}, {21, false}, {22, false}};
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
+        mp_queue *q, *rep, *go;
+        ASSERT_OK(mp_joinable_queue_new(&q, 0));
+        ASSERT_OK(mp_queue_new(&rep, 0));
+        ASSERT_OK(mp_queue_new(&go, 0));
+        put_str(q, "a", 0);
+        mp_args *a = qargs(q);
+        ASSERT_OK(mp_args_add_queue(a, rep));
+        ASSERT_OK(mp_args_add_queue(a, go));
+        mp_process *j = start(ctx, t_kw_joiner, a);
+        expect_str(rep, "ready", 30);
+        wait_asleep(j);
+        a = qargs(q);
+        add_int(a, points[i].point);
+        kw_expect_killed(start(ctx, t_kw_worker, a));
+        if (!points[i].committed) {
+            ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0));
+            ASSERT_OK(mp_queue_task_done(q)); /* after a killed holder of its lock */
+        }
+        /* its task_done counted before the kill, or ours: nothing is unfinished */
+        kw_expect_report(rep, "joined");
+        ASSERT_OK(mp_queue_join(q, 0));
+        put_str(q, "b", 0);
+        put_str(go, "go", 0);
+        expect_str(rep, "ready", 30);
+        wait_asleep(j);
+        expect_str(q, "b", 0);
+        ASSERT_OK(mp_queue_task_done(q));
+        kw_expect_report(rep, "joined");
+        finish(j, 30);
+        ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* 2 put, 2 done */
+        mp_queue_free(go);
+        mp_queue_free(rep);
+        mp_queue_free(q);
+    }
 }
