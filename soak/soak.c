@@ -242,7 +242,7 @@ typedef struct ledger {
     plog clog[NCONS], alog[NAUD];
     volatile uint64_t la, lb;          /* under the local lock */
     _Atomic uint64_t od_local, od_mgr; /* MP_EOWNERDEAD repairs */
-    _Atomic uint64_t excl_broken;      /* unequal counters without MP_EOWNERDEAD */
+    _Atomic uint64_t excl_local, excl_mgr; /* unequal counters without MP_EOWNERDEAD */
     _Atomic uint64_t dict_bad;         /* an auditor's dict value differed */
     _Atomic uint64_t errors;           /* a child's call failed */
     _Atomic int32_t last_err;
@@ -272,6 +272,9 @@ static void log_append(ledger *L, plog *lg, uint64_t id, uint64_t gen, bool ok)
  * header tells a half-copied slot from a whole message. */
 static uint64_t slot_arm(slot *s)
 {
+    /* idle first: a kill between the steps must not leave "got" with the
+     * new generation and a cleared buffer */
+    atomic_store(&s->state, S_IDLE);
     uint64_t g = atomic_load(&s->gen) + 1;
     memset(s->buf, 0, sizeof(msg_hdr));
     atomic_store(&s->gen, g);
@@ -343,7 +346,7 @@ static void locked_pair_local(ledger *L, mp_lock *lk)
         child_error(L, err);
         _exit(2);
     } else if (L->la != L->lb) {
-        atomic_fetch_add(&L->excl_broken, 1);
+        atomic_fetch_add(&L->excl_local, 1);
         L->lb = L->la;
     }
     L->la++;
@@ -424,7 +427,7 @@ static void locked_pair_mgr(ledger *L, mp_lock *ml, mp_dict *ad, int i)
         _exit(2);
     }
     if (va != vb) {
-        atomic_fetch_add(dead ? &L->od_mgr : &L->excl_broken, 1);
+        atomic_fetch_add(dead ? &L->od_mgr : &L->excl_mgr, 1);
         if ((err = mp_dict_add(ad, "b", 1, va - vb, NULL)) < 0) {
             child_error(L, err);
             _exit(2);
@@ -840,6 +843,13 @@ static void recover_slot(round_state *R, slot *s, plog *lg, bool result)
     uint32_t st = atomic_load(&s->state);
     uint64_t g = atomic_load(&s->gen), n = atomic_load(&lg->n), id;
     bool logged = n > 0 && lg->e[n - 1].gen == g;
+    if (getenv("SOAK_TRACE")) {
+        msg_hdr h;
+        memcpy(&h, s->buf, sizeof h);
+        fprintf(stderr, "trace: round %d: %s slot: state %u gen %llu logged %d id %#llx len %u\n",
+                R->r, result ? "auditor" : "consumer", st, (unsigned long long)g, logged,
+                (unsigned long long)h.id, h.len);
+    }
     if (st == S_GOT && !logged) {
         bool ok = msg_check(s->buf, s->len, result ? 2 : 1, &id);
         if (!(ok && msg_is_stop(s->buf))) {
@@ -906,8 +916,13 @@ static void reap(round_state *R, double wait_s)
         }
         if (k->kind == K_PROD) {
             uint64_t at = atomic_load(&R->L->attempt[k->idx]), dn = atomic_load(&R->L->done[k->idx]);
+            /* the message of its last attempt (an earlier one skipped in
+             * doubt leaves done behind: attempt, not done, names it) */
             if (at > dn)
-                R->indoubt[(size_t)k->idx * PER_PROD + dn] = 1;
+                R->indoubt[(size_t)k->idx * PER_PROD + at - 1] = 1;
+            if (getenv("SOAK_TRACE"))
+                fprintf(stderr, "trace: round %d: producer %d ended (%d): attempt %llu done %llu\n",
+                        R->r, k->idx, code, (unsigned long long)at, (unsigned long long)dn);
             if (code != 0 && at < PER_PROD) { /* its share is not all put */
                 int err = spawn_kid(R, i);
                 if (err < 0)
@@ -1202,7 +1217,7 @@ static void check_pairs(round_state *R, mp_lock *ml, mp_dict *ad)
         F.hangs++;
         fprintf(stderr, "soak: round %d: HANG: the local lock (%s)\n", R->r, mp_errname(err));
     } else if (R->L->la != R->L->lb) {
-        atomic_fetch_add(&R->L->excl_broken, 1);
+        atomic_fetch_add(&R->L->excl_local, 1);
     }
     if (err == 0 || err == MP_EOWNERDEAD)
         ignore(mp_lock_release(R->lk));
@@ -1217,7 +1232,7 @@ static void check_pairs(round_state *R, mp_lock *ml, mp_dict *ad)
     if ((err = mp_dict_add(ad, "a", 1, 0, &va)) < 0 || (err = mp_dict_add(ad, "b", 1, 0, &vb)) < 0)
         fail("audit dict", err);
     if (va != vb) {
-        atomic_fetch_add(dead ? &R->L->od_mgr : &R->L->excl_broken, 1);
+        atomic_fetch_add(dead ? &R->L->od_mgr : &R->L->excl_mgr, 1);
         if ((err = mp_dict_add(ad, "b", 1, va - vb, NULL)) < 0)
             fail("audit dict", err);
     } else if (dead) {
@@ -1351,7 +1366,9 @@ static void round_run(round_state *R, mp_lock *ml, mp_dict *ad)
                 F.interrupted++;
             }
         } else if (R->deliv[x] > 0) {
-            torn++; /* delivered, never put */
+            torn++;
+            fprintf(stderr, "soak: round %d: TORN: message %#llx delivered, never put\n", R->r,
+                    (unsigned long long)make_id(R->r, x));
         }
         F.delivered += R->deliv[x] > 0;
         F.rdelivered += R->rdeliv[x] > 0;
@@ -1366,11 +1383,20 @@ static void round_run(round_state *R, mp_lock *ml, mp_dict *ad)
         }
         if (R->rdeliv[x] > 1)
             dup += R->rdeliv[x] - 1u;
-        if (!R->mapped[x] && R->rdeliv[x] > 0)
+        if (!R->mapped[x] && R->rdeliv[x] > 0) {
             torn++;
+            fprintf(stderr, "soak: round %d: TORN: result %#llx delivered, never put\n", R->r,
+                    (unsigned long long)make_id(R->r, x));
+        }
     }
     ledger *L = R->L;
-    torn += atomic_load(&L->excl_broken) + atomic_load(&L->dict_bad);
+    if (atomic_load(&L->excl_local) || atomic_load(&L->excl_mgr) || atomic_load(&L->dict_bad))
+        fprintf(stderr, "soak: round %d: TORN: counters unequal without MP_EOWNERDEAD: "
+                "local lock %llu, manager lock %llu; dict values wrong: %llu\n", R->r,
+                (unsigned long long)atomic_load(&L->excl_local),
+                (unsigned long long)atomic_load(&L->excl_mgr),
+                (unsigned long long)atomic_load(&L->dict_bad));
+    torn += atomic_load(&L->excl_local) + atomic_load(&L->excl_mgr) + atomic_load(&L->dict_bad);
     F.errors += atomic_load(&L->errors);
     F.od_local += atomic_load(&L->od_local);
     F.od_mgr += atomic_load(&L->od_mgr);
