@@ -410,12 +410,13 @@ static int consumer(const mp_args *a)
     return 0;
 }
 
-/* Increment ma then mb (in the ledger) under the manager's lock (see the
- * top).  The counters live in shared memory, not in the manager: a dead
- * client's request still in flight on another of its connections (its
- * dict proxy's) may reach the server after its lock has passed on, so
- * counters in the dict would not say whether the lock kept its promise. */
-static void locked_pair_mgr(ledger *L, mp_lock *ml, int i)
+/* Acquire the manager's lock and increment ma; unlock_mgr increments mb
+ * and releases (see the top).  The counters live in shared memory, not in
+ * the manager: a dead client's request still in flight on another of its
+ * connections (its dict proxy's) may reach the server after its lock has
+ * passed on, so counters in the dict would not say whether the lock kept
+ * its promise. */
+static void lock_mgr(ledger *L, mp_lock *ml, int i)
 {
     atomic_store(&L->blocking[i], 1);
     int err = mp_lock_acquire(ml, 30);
@@ -431,12 +432,13 @@ static void locked_pair_mgr(ledger *L, mp_lock *ml, int i)
         L->mb = L->ma;
     }
     L->ma++;
-    uint64_t x = L->ma; /* some work between the two, as locked_pair_local */
-    for (int k = 0; k < 2000; k++)
-        x = mix(x);
-    map_sink = x;
+}
+
+static void unlock_mgr(ledger *L, mp_lock *ml)
+{
     L->mb++;
-    if ((err = mp_lock_release(ml)) < 0) {
+    int err = mp_lock_release(ml);
+    if (err < 0) {
         child_error(L, err);
         _exit(2);
     }
@@ -485,6 +487,11 @@ static int auditor(const mp_args *a)
         if (ok && msg_is_stop(s->buf))
             break;
         log_append(L, &L->alog[i], id, g, ok);
+        atomic_store(&L->where[i], 5);
+        /* every 8th check under the manager's lock (between its counters) */
+        bool locked = ++done % 8 == 0;
+        if (locked)
+            lock_mgr(L, ml, i);
         if (ok) {
             /* main set the dict before it put the result */
             err = mp_dict_get(d, &id, sizeof id, &v);
@@ -496,9 +503,8 @@ static int auditor(const mp_args *a)
                 break;
             err = 0;
         }
-        atomic_store(&L->where[i], 5);
-        if (++done % 8 == 0) /* a few round trips each: not every time */
-            locked_pair_mgr(L, ml, i);
+        if (locked)
+            unlock_mgr(L, ml);
     }
     atomic_store(&L->where[i], 6);
     atomic_store(&s->state, S_IDLE);
