@@ -16,7 +16,11 @@
  * Killed at random: producers, consumers, pool workers and auditors.  Never
  * killed: the main process (it keeps the books and makes every
  * non-idempotent write) and the manager's server (its promise is about
- * its clients, not its own death).
+ * its clients, not its own death).  An auditor is stopped (SIGSTOP) and
+ * looked at first: inside a blocking proxy call (get, lock acquire) it is
+ * let go on, "spared", because a message taken by the server for a client
+ * killed there is lost today (issue 14 item 5).  A process the watchdog
+ * suspects of a hang is spared too, so that a kill does not hide it.
  *
  * The accounting, and why each figure is exact using only what the
  * library promises:
@@ -58,15 +62,15 @@
  *
  * - Locks.  Consumers, under the local lock, and auditors, under the
  *   manager's lock, increment two counters of the ledger one after the
- *   other (la/lb; ma/mb).  A kill between the two
- *   leaves them unequal; the next acquirer must then be told
+ *   other (la/lb; ma/mb).  A kill between the two leaves them unequal;
+ *   the next acquirer must then be told
  *   MP_EOWNERDEAD (it repairs, and the repair is counted).  Unequal
  *   counters found without MP_EOWNERDEAD mean mutual exclusion failed:
  *   torn.
  *
  * - Hangs.  Nothing waits forever without a watchdog: a consumer or
  *   auditor asleep in get for HANG_S while its queue held messages at
- *   every look, a producer asleep in put while the queue had room, a pool
+ *   most looks, a producer asleep in put while the queue had room, a pool
  *   item not back within POOL_WAIT_S, a stage that stops draining, a child
  *   that does not exit when told: each is one hang (reported on stderr
  *   with what it was), and the stuck processes are killed (not counted as
