@@ -222,6 +222,9 @@ static long idx_of(uint64_t id, int round)
 /* ---- the ledger: named shared memory, one per round ---------------------- */
 
 enum { S_IDLE = 0, S_GETTING = 1, S_GOT = 2 };
+/* An auditor's whereabouts: waiting for go, making its queue, lock and dict
+ * proxies, in get, checking, in the locked check, leaving. */
+enum { W_GO = 1, W_QUEUE, W_GET, W_CHECK, W_LOCKED, W_EXIT, W_LOCK, W_DICT };
 
 typedef struct slot {
     _Atomic uint32_t state;
@@ -251,7 +254,7 @@ typedef struct ledger {
     _Atomic uint64_t dict_bad;         /* an auditor's dict value differed */
     _Atomic uint64_t errors;           /* a child's call failed */
     _Atomic int32_t last_err;
-    _Atomic uint32_t where[NAUD]; /* what an auditor is doing (for a hang's report) */
+    _Atomic uint32_t where[NAUD]; /* what an auditor is doing, W_* (for a hang's report) */
     _Atomic uint32_t broke; /* SOAK_BREAK done (once) */
     _Atomic uint32_t blocking[NAUD]; /* an auditor is in a blocking proxy call: chaos spares it */
 } ledger;
@@ -461,21 +464,21 @@ static int auditor(const mp_args *a)
     mp_dict *d = NULL;
     mp_buf v = MP_BUF_INIT;
     unsigned long done = 0;
-    atomic_store(&L->where[i], 1);
+    atomic_store(&L->where[i], W_GO);
     int err = wait_go(a);
-    atomic_store(&L->where[i], 2);
+    atomic_store(&L->where[i], W_QUEUE);
     if (err == 0)
         err = mp_manager_queue(m, "results", 0, &rq);
-    atomic_store(&L->where[i], 7);
+    atomic_store(&L->where[i], W_LOCK);
     if (err == 0)
         err = mp_manager_lock(m, "audit", &ml);
-    atomic_store(&L->where[i], 8);
+    atomic_store(&L->where[i], W_DICT);
     if (err == 0)
         err = mp_manager_dict(m, "results", &d);
     while (err == 0) {
         uint64_t g = slot_arm(s);
         size_t len = 0;
-        atomic_store(&L->where[i], 3);
+        atomic_store(&L->where[i], W_GET);
         /* chaos spares a manager client blocked in the server (issue 14
          * item 5: a message taken for a client killed there is lost) */
         atomic_store(&L->blocking[i], 1);
@@ -483,7 +486,7 @@ static int auditor(const mp_args *a)
         atomic_store(&L->blocking[i], 0);
         if (err < 0)
             break;
-        atomic_store(&L->where[i], 4);
+        atomic_store(&L->where[i], W_CHECK);
         s->len = (uint32_t)len;
         atomic_store(&s->state, S_GOT);
         uint64_t id;
@@ -491,7 +494,7 @@ static int auditor(const mp_args *a)
         if (ok && msg_is_stop(s->buf))
             break;
         log_append(L, &L->alog[i], id, g, ok);
-        atomic_store(&L->where[i], 5);
+        atomic_store(&L->where[i], W_LOCKED);
         /* every 8th check under the manager's lock (between its counters) */
         bool locked = ++done % 8 == 0;
         if (locked)
@@ -510,7 +513,7 @@ static int auditor(const mp_args *a)
         if (locked)
             unlock_mgr(L, ml);
     }
-    atomic_store(&L->where[i], 6);
+    atomic_store(&L->where[i], W_EXIT);
     atomic_store(&s->state, S_IDLE);
     mp_buf_free(&v);
     mp_queue_free(rq);
@@ -1180,7 +1183,7 @@ static void settle(round_state *R, bool (*busy)(round_state *), const char *what
             ignore(mp_queue_qsize(R->jq, &qj));
             ignore(mp_queue_qsize(R->rq, &qr));
             hang(R, "%s made no progress for %.0f s (queues %zu, %zu; slots %u %u, %u %u; "
-                 "auditors at %u %u)", what, HANG_S, qj, qr, atomic_load(&R->L->cslot[0].state),
+                 "auditors at W_ %u %u)", what, HANG_S, qj, qr, atomic_load(&R->L->cslot[0].state),
                  atomic_load(&R->L->cslot[1].state), atomic_load(&R->L->aslot[0].state),
                  atomic_load(&R->L->aslot[1].state), atomic_load(&R->L->where[0]),
                  atomic_load(&R->L->where[1]));
