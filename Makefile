@@ -4,7 +4,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_GEN  := $(shell command -v ninja >/dev/null 2>&1 && echo -G Ninja)
 
-.PHONY: all deps build demo test test-asan bench docs install clean
+.PHONY: all deps build soak demo test test-asan bench docs install clean
 
 all: build
 
@@ -16,6 +16,14 @@ $(BUILD)/CMakeCache.txt:
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The chaos soak (docs/soak.md): everything at once while random processes
+# are SIGKILLed, then its figures; fails if anything was lost, duplicated,
+# torn, hung or left behind.  Not part of test.  SOAK_SECONDS=N for another
+# length than 5 minutes.
+SOAK_SECONDS ?= 300
+soak: build
+	$(BUILD)/soak/soak $(SOAK_SECONDS)
 
 # Build and run every example; fails if one does.
 demo: build
