@@ -16,11 +16,10 @@
  * Killed at random: producers, consumers, pool workers and auditors.  Never
  * killed: the main process (it keeps the books and makes every
  * non-idempotent write) and the manager's server (its promise is about
- * its clients, not its own death).  An auditor is stopped (SIGSTOP) and
- * looked at first: inside a blocking proxy call (get, lock acquire) it is
- * let go on, "spared", because a message taken by the server for a client
- * killed there is lost today (issue 14 item 5).  A process the watchdog
- * suspects of a hang is spared too, so that a kill does not hide it.
+ * its clients, not its own death).  Auditors are killed anywhere, inside
+ * blocking proxy calls (get, lock acquire) too: what the server takes for
+ * a client that dies there goes back.  A process the watchdog suspects of
+ * a hang is spared, so that a kill does not hide it.
  *
  * The accounting, and why each figure is exact using only what the
  * library promises:
@@ -256,7 +255,6 @@ typedef struct ledger {
     _Atomic int32_t last_err;
     _Atomic uint32_t where[NAUD]; /* what an auditor is doing, W_* (for a hang's report) */
     _Atomic uint32_t broke; /* SOAK_BREAK done (once) */
-    _Atomic uint32_t blocking[NAUD]; /* an auditor is in a blocking proxy call: chaos spares it */
 } ledger;
 
 static void child_error(ledger *L, int err)
@@ -425,9 +423,7 @@ static int consumer(const mp_args *a)
  * its promise. */
 static void lock_mgr(ledger *L, mp_lock *ml, int i)
 {
-    atomic_store(&L->blocking[i], 1);
     int err = mp_lock_acquire(ml, 30);
-    atomic_store(&L->blocking[i], 0);
     if (err == MP_EOWNERDEAD) {
         L->mb = L->ma;
         atomic_fetch_add(&L->od_mgr, 1);
@@ -479,11 +475,7 @@ static int auditor(const mp_args *a)
         uint64_t g = slot_arm(s);
         size_t len = 0;
         atomic_store(&L->where[i], W_GET);
-        /* chaos spares a manager client blocked in the server (issue 14
-         * item 5: a message taken for a client killed there is lost) */
-        atomic_store(&L->blocking[i], 1);
         err = mp_queue_get_into(rq, s->buf, SLOT_CAP, &len, MP_FOREVER);
-        atomic_store(&L->blocking[i], 0);
         if (err < 0)
             break;
         atomic_store(&L->where[i], W_CHECK);
@@ -555,7 +547,7 @@ typedef struct figures {
     unsigned long committed, unrecorded, interrupted;
     unsigned long delivered, rdelivered, rec_m, rec_r, drained;
     unsigned long items, retried, results;
-    unsigned long od_local, od_mgr, spared;
+    unsigned long od_local, od_mgr;
     unsigned long lost, dup, torn, hangs, errors;
     unsigned long procs_left, fds_left, shm_left;
 } figures;
@@ -582,7 +574,6 @@ static bool chaos_on, chaos_quit;
 static long kill_mean_ms = 40; /* mean interval between chaos kills; 0: none */
 static kid kids[NKIDS];
 static pid_t manager_pid;
-static ledger *chaos_ledger; /* the round's, for the chaos thread */
 
 /* Main's children that main did not start: the pool's workers.  Under mu. */
 static int pool_workers(pid_t *out, int cap)
@@ -642,25 +633,6 @@ static pid_t proc_ppid(pid_t pid)
     return ppid;
 }
 
-/* Stop manager client @idx (pidfd @fd) and look: killable when it is not
- * in a blocking proxy call, else it goes on (SIGCONT) and is spared.
- * Under mu. */
-static bool auditor_killable(int fd, int idx)
-{
-    if (syscall(SYS_pidfd_send_signal, fd, SIGSTOP, NULL, 0) != 0)
-        return false;
-    siginfo_t si = {0};
-    /* until it has stopped (or died); WNOWAIT leaves the state to others */
-    if (waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WSTOPPED | WEXITED | WNOWAIT) != 0 ||
-        si.si_code != CLD_STOPPED)
-        return false;
-    if (atomic_load(&chaos_ledger->blocking[idx]) == 0)
-        return true;
-    F.spared++;
-    ignore((int)syscall(SYS_pidfd_send_signal, fd, SIGCONT, NULL, 0));
-    return false;
-}
-
 static void *chaos_main(void *arg)
 {
     (void)arg;
@@ -713,8 +685,6 @@ static void *chaos_main(void *arg)
             continue;
         kid *k = &kids[cand[mix(rng + 3) % (uint64_t)n]];
         int fd = mp_process_sentinel(k->p);
-        if (kind == K_AUD && !auditor_killable(fd, k->idx))
-            continue;
         if (syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0) == 0)
             k->chaos = true;
     }
@@ -1282,7 +1252,6 @@ static void round_run(round_state *R, mp_lock *ml)
     if (err < 0)
         fail("mp_shm_new", err);
     R->L = mp_shm_buf(R->shm); /* zeroed: a new segment */
-    chaos_ledger = R->L; /* chaos is off between rounds */
     if ((err = mp_joinable_queue_new(&R->jq, QMAX)) < 0 || (err = mp_event_new(&R->go)) < 0)
         fail("queue/event", err);
     R->retiring = -1;
@@ -1595,8 +1564,6 @@ int main(int argc, char **argv)
     printf("  results delivered        %lu (recovered from a killed client's slot: %lu)\n",
            F.rdelivered, F.rec_r);
     printf("  taken by main            %lu (left in a queue after a hang)\n", F.drained);
-    printf("  manager clients spared   %lu (stopped inside a blocking proxy call: let go on)\n",
-           F.spared);
     printf("  owner-dead recoveries    %lu local lock, %lu manager lock\n", F.od_local, F.od_mgr);
     printf("  lost                     %lu\n", F.lost);
     printf("  duplicated               %lu\n", F.dup);

@@ -845,13 +845,14 @@ static void take_back(server *srv, sconn *sc, sobj *o, int op, int status, const
     pthread_mutex_unlock(&srv->lock);
 }
 
-/* The client's receipt of a reply that handed something over. */
+/* The client's receipt of a reply that handed something over: 0 taken,
+ * 1 given back (it could not use it), or the connection's error. */
 static int await_receipt(sconn *sc)
 {
     mp_buf b = MP_BUF_INIT;
     int err = mp_conn_recv_bytes(sc->c, &b, 1);
-    if (err == 0 && b.len != 0)
-        err = MP_EBADMSG;
+    if (err == 0)
+        err = b.len == 0 ? 0 : 1;
     mp_buf_free(&b);
     return err;
 }
@@ -897,8 +898,10 @@ static void *serve_conn(void *arg)
         }
         mp__args_set_int(r, 0, status);
         err = mp_conn_send(sc->c, r);
-        if (o != NULL && hands_over(op, status) && (err < 0 || (err = await_receipt(sc)) < 0))
+        if (o != NULL && hands_over(op, status) && (err < 0 || (err = await_receipt(sc)) != 0))
             take_back(srv, sc, o, op, status, r);
+        if (err == 1)
+            err = 0; /* given back by a live client, which goes on */
         mp_args_free(a);
         mp_args_free(r);
         if (stop) {
@@ -1111,8 +1114,18 @@ struct mp_manager {
     _Atomic int refs;          /* the handle and its dict/list handles */
 };
 
-/* One request: @req (op kind name ...) → *reply (status first); the status. */
-static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
+/* Say whether what a reply handed over was taken (see hands_over): an
+ * empty frame takes it, one byte gives it back (and the connection goes
+ * on).  MP_ECLOSED when it cannot be said: the server takes it back. */
+static int send_receipt(mp_conn *c, bool taken)
+{
+    return mp_conn_send_bytes(c, "n", taken ? 0 : 1) < 0 ? MP_ECLOSED : 0;
+}
+
+/* One request: @req (op kind name ...) → *reply (status first); the
+ * status.  A reply that hands something over (hands_over) still awaits
+ * the caller's send_receipt. */
+static int rpc_unreceipted(mp_conn *c, const mp_args *req, mp_args **reply)
 {
     *reply = NULL;
     int err = mp_conn_send(c, req);
@@ -1127,13 +1140,21 @@ static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
         *reply = NULL;
         return MP_EBADMSG;
     }
-    int status = (int)mp_args_int(*reply, 0);
-    /* what the server handed over is ours once it has our receipt */
-    if (has(req, 0, MP_ARG_INT) && hands_over((int)mp_args_int(req, 0), status) &&
-        mp_conn_send_bytes(c, "", 0) < 0) {
-        mp_args_free(*reply);
-        *reply = NULL;
-        return MP_ECLOSED; /* the server takes it back */
+    return (int)mp_args_int(*reply, 0);
+}
+
+/* One request, and the receipt for what its reply hands over: ours once
+ * the server has it. */
+static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
+{
+    int status = rpc_unreceipted(c, req, reply);
+    if (status >= 0 || status == MP_EOWNERDEAD) {
+        int op = (int)mp_args_int(req, 0);
+        if (hands_over(op, status) && send_receipt(c, true) < 0) {
+            mp_args_free(*reply);
+            *reply = NULL;
+            return MP_ECLOSED;
+        }
     }
     return status;
 }
@@ -1957,8 +1978,9 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     return 0;
 }
 
-/* Run @req (consumed) on this thread's connection. */
-static int proxy_rpc(mp__proxy *px, mp_args *req, mp_args **rep)
+/* Run @req (consumed) on this thread's connection (into *@conn when not
+ * NULL: the caller sends the receipt, see rpc_unreceipted). */
+static int proxy_rpc_on(mp__proxy *px, mp_args *req, mp_args **rep, mp_conn **conn)
 {
     *rep = NULL;
     if (req == NULL)
@@ -1966,9 +1988,16 @@ static int proxy_rpc(mp__proxy *px, mp_args *req, mp_args **rep)
     mp_conn *c;
     int err = proxy_conn(px, &c);
     if (err == 0)
-        err = rpc(c, req, rep);
+        err = conn ? rpc_unreceipted(c, req, rep) : rpc(c, req, rep);
+    if (conn)
+        *conn = c;
     mp_args_free(req);
     return err;
+}
+
+static int proxy_rpc(mp__proxy *px, mp_args *req, mp_args **rep)
+{
+    return proxy_rpc_on(px, req, rep, NULL);
 }
 
 static int px_op(int which);
@@ -2003,7 +2032,11 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
         req = with_double(req, isnan(timeout) ? MP_FOREVER : timeout);
     if (bounded) /* a longer message stays queued on the server */
         req = with_int(req, cap > INT64_MAX ? INT64_MAX : (int64_t)cap);
-    int err = proxy_rpc(px, req, &rep);
+    /* a message is taken once it is in the caller's memory: a kill before
+     * the receipt leaves it on the server, as a local get before its
+     * commit leaves it in the queue */
+    mp_conn *c = NULL;
+    int err = proxy_rpc_on(px, req, &rep, op == OP_Q_GET ? &c : NULL);
     if (err == MP_EMSGSIZE && bounded && has(rep, 1, MP_ARG_INT))
         *len = (size_t)mp_args_int(rep, 1);
     if (err == 0 && (out || bounded)) {
@@ -2022,6 +2055,11 @@ int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeo
             else if (k > 0)
                 memcpy(into, b, k);
         }
+    }
+    if (op == OP_Q_GET && hands_over(op, rep ? (int)mp_args_int(rep, 0) : -1)) {
+        int r = send_receipt(c, err == 0);
+        if (err == 0)
+            err = r;
     }
     mp_args_free(rep);
     return err;
