@@ -1521,14 +1521,18 @@ MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
     ASSERT_OK(mp_condition_release(c));
     ASSERT_ERR(MP_EINVAL, mp_condition_release(c));
 
-    /* a new waiter is woken by notify(1) */
+    /* a new waiter is woken by notify(1): by the notify itself, within
+     * seconds, not by its wait_for's own 30 s timeout re-checking the
+     * predicate (which would hide a notify the dead waiters swallowed) */
     mp_process *p = start_flag_waiter(ctx, c, asleep, flag, 1);
     ASSERT_OK(mp_semaphore_acquire(asleep, 60));
     ASSERT_OK(mp_condition_acquire(c, 30));
     store32(flag, 1);
+    t0 = mp_monotonic();
     ASSERT_OK(mp_condition_notify(c, 1));
     ASSERT_OK(mp_condition_release(c));
     ASSERT_EQ(0, finish(p));
+    ASSERT_LT(mp_monotonic() - t0, 5.0); /* its own timeout: 30 s */
 
     /* two more, by notify_all */
     mp_process *q[2];
@@ -1538,10 +1542,12 @@ MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
     }
     ASSERT_OK(mp_condition_acquire(c, 30));
     store32(flag, 2);
+    t0 = mp_monotonic();
     ASSERT_OK(mp_condition_notify_all(c));
     ASSERT_OK(mp_condition_release(c));
     for (int i = 0; i < 2; i++)
         ASSERT_EQ(0, finish(q[i]));
+    ASSERT_LT(mp_monotonic() - t0, 5.0); /* its own timeout: 30 s */
     mp_condition_free(c);
     mp_semaphore_free(asleep);
     mp_value_free(flag);
