@@ -145,7 +145,7 @@ static void fz_status(int err)
     }
 }
 
-static void fz_batch(unsigned param, size_t replied)
+static int fz_batch(unsigned param, size_t replied)
 {
     static const char *const keys[] = {"a", "bb", "", "dddd"};
     mp_dict_op ops[4];
@@ -161,7 +161,6 @@ static void fz_batch(unsigned param, size_t replied)
     }
     mp_buf out = MP_BUF_INIT;
     int err = mp_dict_batch(fz_dict, ops, n, &out);
-    fz_status(err);
     if (err == 0) {
         if (out.len > replied)
             __builtin_trap();
@@ -174,6 +173,7 @@ static void fz_batch(unsigned param, size_t replied)
         }
     }
     mp_buf_free(&out);
+    return err;
 }
 
 static void fz_call(unsigned which, unsigned param, size_t replied)
@@ -200,7 +200,7 @@ static void fz_call(unsigned which, unsigned param, size_t replied)
         err = mp_dict_keys(fz_dict, &b);
         break;
     case 5:
-        fz_batch(param, replied);
+        err = fz_batch(param, replied);
         break;
     case 6:
         err = mp_list_get(fz_list, (int64_t)param - 128, &b);
@@ -229,14 +229,14 @@ static void fz_call(unsigned which, unsigned param, size_t replied)
         err = mp_queue_qsize(fz_queue, &len);
         break;
     case 13:
-        (void)mp_queue_full(fz_queue);
-        break;
+        (void)mp_queue_full(fz_queue); /* a bool: no status to check */
+        return;
     case 14:
         err = mp_lock_acquire(fz_mlock, 0);
         break;
     case 15:
         (void)mp_lock_locked(fz_mlock);
-        break;
+        return;
     case 16:
         err = mp_semaphore_value(fz_sem, &ival);
         break;
