@@ -1,10 +1,12 @@
 # The README's commands.  Each installs missing Debian packages first.
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 600
 JOBS       ?= $(shell nproc)
 CMAKE_GEN  := $(shell command -v ninja >/dev/null 2>&1 && echo -G Ninja)
 
-.PHONY: all deps build soak demo test test-asan bench docs install clean
+.PHONY: all deps build soak demo test test-asan fuzz bench docs install clean
 
 all: build
 
@@ -47,6 +49,16 @@ test-asan: deps
 	  --output-junit $(abspath $(BUILD_ASAN))/ctest-junit.xml; \
 	  rc=$$?; python3 $(CURDIR)/scripts/test-summary.py $(abspath $(BUILD_ASAN))/ctest-junit.xml; exit $$rc
 
+# Every libFuzzer target (tests/fuzz/) for FUZZ_SECONDS each, offline, with
+# a new random seed each run (CI's short runs keep -seed=1); prints the
+# executions per target, fails if one found a crash (clang, ASan+UBSan).
+#   make fuzz FUZZ_SECONDS=600
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug \
+	  -DMP_ASAN=ON -DMP_UBSAN=ON -DMP_FUZZ=ON -DMP_BUILD_BENCH=OFF
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	./scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
 # Also writes bench/results.json and the chart bench/results.png (matplotlib).
 bench: build
 	@./scripts/install-deps.sh bench
@@ -66,4 +78,4 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

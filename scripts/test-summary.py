@@ -7,9 +7,12 @@ Test ids ending in /fork, /spawn, /forkserver or /proxy count under that variant
 every other test (runner, fuzz, interop, install, package, ...) under
 "other".  Prints e.g.
 
-    tests: fork 170 passed 0 failed · spawn 170 passed 0 failed · ...
+    tests: fork 170 passed 0 failed 0 skipped · spawn 170 passed 0 failed 0 skipped · ...
+    total: 533 passed, 0 failed, 0 skipped
 
-    total: 533 passed, 0 failed
+Skipped tests (exit status 77: a missing interpreter or tool) are always
+counted, zero included, so that a run that skipped is told apart from one
+that passed.
 
 and exits 0: the caller keeps ctest's own exit status (make test does).
 """
@@ -47,15 +50,12 @@ def main():
     parts = []
     for method, c in counts.items():
         if method == "other" or sum(c.values()):
-            part = f"{method} {c['passed']} passed {c['failed']} failed"
-            if c["skipped"]:
-                part += f" {c['skipped']} skipped"
-            parts.append(part)
+            parts.append(f"{method} {c['passed']} passed {c['failed']} failed "
+                         f"{c['skipped']} skipped")
     print("tests: " + " · ".join(parts))
     total = {k: sum(c[k] for c in counts.values()) for k in ("passed", "failed", "skipped")}
-    line = f"total: {total['passed']} passed, {total['failed']} failed"
-    if total["skipped"]:
-        line += f", {total['skipped']} skipped"
+    line = (f"total: {total['passed']} passed, {total['failed']} failed, "
+            f"{total['skipped']} skipped")
     if failed:
         shown = failed[:20]
         more = f" (+{len(failed) - len(shown)} more)" if len(failed) > len(shown) else ""

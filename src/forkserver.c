@@ -44,20 +44,32 @@ static void put_u32(uint8_t *p, uint32_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sigset_t *old)
+int mp__forkserver_recv_request(int ctl, const uint8_t *token, int *chan)
 {
     uint8_t msg[MP__FORKSERVER_TOKEN];
     int fds[1];
     size_t nfds = 0;
+    *chan = -1;
     int err = mp__sys_recv_fds(ctl, msg, MP__FORKSERVER_TOKEN, fds, 1, &nfds);
     if (err == MP_EOF || err == MP_ETRUNCATED)
-        _exit(0); /* the owner closed the control socket */
+        return MP_EOF; /* the owner closed the control socket */
     if (err < 0 || nfds != 1 || !token_ok(msg, token)) {
         if (nfds == 1)
             mp__sys_close(fds[0]);
-        return; /* not from our owner: refused */
+        return MP_EPERM; /* not from our owner: refused */
     }
-    int chan = fds[0];
+    *chan = fds[0];
+    return 0;
+}
+
+static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sigset_t *old)
+{
+    int chan;
+    int err = mp__forkserver_recv_request(ctl, token, &chan);
+    if (err == MP_EOF)
+        _exit(0);
+    if (err < 0)
+        return;
     if (nkids == capkids) {
         size_t ncap = capkids ? capkids * 2 : 16;
         struct kid *k = realloc(kids, ncap * sizeof *k);
@@ -120,14 +132,24 @@ static void reap(int sfd)
     }
 }
 
-_Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds)
+int mp__forkserver_body_decode(mp__reader *r, size_t nfds, const uint8_t **token,
+                               uint32_t *owner_i, uint32_t *ctl_i)
 {
     size_t toklen;
-    const uint8_t *token = mp__get_blob(r, &toklen);
-    uint32_t owner_i = mp__get_u32(r);
-    uint32_t ctl_i = mp__get_u32(r);
-    if (r->err || toklen != MP__FORKSERVER_TOKEN || owner_i >= nfds || ctl_i >= nfds ||
-        owner_i == ctl_i)
+    *token = mp__get_blob(r, &toklen);
+    *owner_i = mp__get_u32(r);
+    *ctl_i = mp__get_u32(r);
+    if (r->err || toklen != MP__FORKSERVER_TOKEN || *owner_i >= nfds || *ctl_i >= nfds ||
+        *owner_i == *ctl_i)
+        return MP_EBADMSG;
+    return 0;
+}
+
+_Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds)
+{
+    const uint8_t *token;
+    uint32_t owner_i, ctl_i;
+    if (mp__forkserver_body_decode(r, nfds, &token, &owner_i, &ctl_i) < 0)
         _exit(MP_EXIT_BOOTSTRAP);
     int owner = fds[owner_i], ctl = fds[ctl_i];
     for (size_t i = 0; i < nfds; i++)

@@ -513,6 +513,13 @@ int mp__prep_send(int sock, uint32_t role, const mp_buf *body, const mp__fdvec *
 /* Read one from @sock and run it: never returns.  @direct_parent as for
  * mp__child_run (0: take the parent's word for it). */
 _Noreturn void mp__bootstrap(int sock, pid_t direct_parent);
+/* The bootstrap's parsers, exposed for the fuzz targets.  The prep header
+ * (MP__PREP_HDR_SIZE bytes) with @nfds descriptors received: 0 and its
+ * role and body length, or MP_EBADMSG.  The environment marker's value:
+ * the descriptor it names, or -1 when it names none we may use. */
+#define MP__PREP_HDR_SIZE 20
+int mp__prep_header_decode(const uint8_t *hdr, size_t nfds, uint32_t *role, uint64_t *len);
+int mp__spawn_marker_fd(const char *value);
 /* Start a fresh execution of this program reading its prep from a channel.
  * *sock gets our end of the channel; returns 0 and *pid, *pidfd. */
 int mp__spawn_exec(int *sock, pid_t *pid, int *pidfd);
@@ -524,6 +531,15 @@ int mp__spawn_exec_setsid(int *sock, pid_t *pid, int *pidfd);
 /* The server, in a spawned process: body of a FORKSERVER prep message. */
 _Noreturn void mp__forkserver_main(mp__reader *r, int *fds, size_t nfds);
 #define MP__FORKSERVER_TOKEN 32
+/* The server's parsers, exposed for the fuzz targets.  Its prep body: 0
+ * and the token and the indexes of the owner's pidfd and of the control
+ * socket among @nfds descriptors, or MP_EBADMSG.  One request on @ctl: 0
+ * and *chan (the child's channel, ours to close) when it carries @token
+ * and one descriptor; MP_EOF when the owner has closed the socket (the
+ * server exits); MP_EPERM for anything else (refused, nothing kept). */
+int mp__forkserver_body_decode(mp__reader *r, size_t nfds, const uint8_t **token,
+                               uint32_t *owner_i, uint32_t *ctl_i);
+int mp__forkserver_recv_request(int ctl, const uint8_t *token, int *chan);
 void mp__forkserver_stop(void);
 void mp__forkserver_after_fork(void);
 
@@ -546,5 +562,16 @@ void mp__tracker_stop(void);
 pid_t mp__tracker_pid(void);
 /* The tracker, in a spawned process: body of a TRACKER prep message. */
 _Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds);
+/* The tracker's command parser and its set of names, exposed for the fuzz
+ * targets.  mp__tracker_handle takes one message (@len bytes in @msg,
+ * which it may modify) as the tracker does: 0 when it was a command
+ * (REGISTER, UNREGISTER, PROBE), MP_EBADMSG when malformed (ignored).
+ * mp__tracker_registry_free forgets the names without unlinking them. */
+typedef struct mp__tracker_registry mp__tracker_registry;
+mp__tracker_registry *mp__tracker_registry_new(void);
+int mp__tracker_handle(mp__tracker_registry *g, char *msg, size_t len);
+size_t mp__tracker_registry_each(const mp__tracker_registry *g,
+                                 void (*fn)(const char *name, void *arg), void *arg);
+void mp__tracker_registry_free(mp__tracker_registry *g);
 
 #endif

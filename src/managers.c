@@ -28,6 +28,7 @@
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -1135,12 +1136,16 @@ static int rpc_unreceipted(mp_conn *c, const mp_args *req, mp_args **reply)
         err = MP_ECLOSED; /* the server has gone */
     if (err < 0)
         return err;
-    if (!has(*reply, 0, MP_ARG_INT)) {
+    /* The status is 0 or an MP_E* code: anything else (a positive number,
+     * one that an int cannot hold and whose truncation could read as 0)
+     * is a malformed reply, not a result (found by fuzz_manager_client). */
+    int64_t status = has(*reply, 0, MP_ARG_INT) ? mp_args_int(*reply, 0) : 1;
+    if (status > 0 || status < INT_MIN) {
         mp_args_free(*reply);
         *reply = NULL;
         return MP_EBADMSG;
     }
-    return (int)mp_args_int(*reply, 0);
+    return (int)status;
 }
 
 /* One request, and the receipt for what its reply hands over: ours once

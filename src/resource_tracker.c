@@ -324,7 +324,7 @@ typedef struct entry {
     char name[];
 } entry;
 
-typedef struct registry {
+typedef struct mp__tracker_registry {
     entry **slots;
     size_t cap, n; /* cap: 0 or a power of two */
 } registry;
@@ -408,7 +408,7 @@ static bool valid_name(const char *name)
 }
 
 /* One message "CMD:name:rtype\n".  The name may itself hold colons. */
-static void handle(registry *g, char *msg, size_t len)
+int mp__tracker_handle(registry *g, char *msg, size_t len)
 {
     if (len == 0 || msg[len - 1] != '\n')
         goto bad;
@@ -420,7 +420,7 @@ static void handle(registry *g, char *msg, size_t len)
     *name++ = '\0';
     *rtype++ = '\0';
     if (strcmp(msg, "PROBE") == 0)
-        return;
+        return 0;
     if (strcmp(rtype, RTYPE) != 0 || !valid_name(name))
         goto bad;
     if (strcmp(msg, "REGISTER") == 0)
@@ -429,9 +429,39 @@ static void handle(registry *g, char *msg, size_t len)
         reg_remove(g, name);
     else
         goto bad;
-    return;
+    return 0;
 bad:
     mp__log(MP_LOG_WARNING, "resource_tracker: malformed message ignored");
+    return MP_EBADMSG;
+}
+
+registry *mp__tracker_registry_new(void)
+{
+    return calloc(1, sizeof(registry));
+}
+
+size_t mp__tracker_registry_each(const registry *g, void (*fn)(const char *name, void *arg),
+                                 void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->cap; i++)
+        for (const entry *e = g->slots[i]; e != NULL; e = e->next, n++)
+            fn(e->name, arg);
+    return n;
+}
+
+void mp__tracker_registry_free(registry *g)
+{
+    if (g == NULL)
+        return;
+    for (size_t i = 0; i < g->cap; i++) {
+        for (entry *e = g->slots[i], *next; e != NULL; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(g->slots);
+    free(g);
 }
 
 /* Read commands until every process of the program has closed its end. */
@@ -452,7 +482,7 @@ static void serve(int sock, registry *g)
             mp__log(MP_LOG_WARNING, "resource_tracker: overlong message ignored");
             continue;
         }
-        handle(g, msg, (size_t)n);
+        (void)mp__tracker_handle(g, msg, (size_t)n); /* malformed: logged, ignored */
     }
 }
 

@@ -36,7 +36,7 @@
 
 #define HDR_MAGIC 0x3148504dU  /* "MPH1" */
 #define PREP_MAGIC 0x3150504dU /* "MPP1" */
-#define HDR_SIZE 20
+#define HDR_SIZE MP__PREP_HDR_SIZE
 #define PREP_MAX ((uint64_t)1 << 40)
 #define CHILD_FD 3
 #define ENV_MARKER "MULTIPROC_SPAWN"
@@ -214,6 +214,19 @@ _Noreturn static void run_process(mp__reader *r, int *fds, size_t nfds, pid_t di
                   direct_override ? direct_override : prep.direct_parent);
 }
 
+int mp__prep_header_decode(const uint8_t *hdr, size_t nfds, uint32_t *role, uint64_t *len)
+{
+    mp__reader r;
+    mp__reader_init(&r, hdr, HDR_SIZE);
+    uint32_t magic = mp__get_u32(&r);
+    *role = mp__get_u32(&r);
+    *len = mp__get_u64(&r);
+    uint32_t want = mp__get_u32(&r);
+    if (magic != HDR_MAGIC || want != nfds || *len > PREP_MAX)
+        return MP_EBADMSG;
+    return 0;
+}
+
 _Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
 {
     uint8_t hdr[HDR_SIZE];
@@ -222,13 +235,9 @@ _Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
     int err = mp__sys_recv_fds(sock, hdr, sizeof hdr, fds, MP__ARRAY_LEN(fds), &nfds);
     if (err < 0)
         bootstrap_fail("no preparation data from the parent", err);
-    mp__reader r;
-    mp__reader_init(&r, hdr, sizeof hdr);
-    uint32_t magic = mp__get_u32(&r);
-    uint32_t role = mp__get_u32(&r);
-    uint64_t len = mp__get_u64(&r);
-    uint32_t want = mp__get_u32(&r);
-    if (magic != HDR_MAGIC || want != nfds || len > PREP_MAX)
+    uint32_t role;
+    uint64_t len;
+    if (mp__prep_header_decode(hdr, nfds, &role, &len) < 0)
         bootstrap_fail("bad preparation header", MP_EBADMSG);
     void *body = malloc(len ? (size_t)len : 1);
     if (body == NULL)
@@ -237,6 +246,7 @@ _Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
     if (err < 0)
         bootstrap_fail("short preparation data", err);
     mp__sys_close(sock);
+    mp__reader r;
     mp__reader_init(&r, body, (size_t)len);
     /* body stays allocated: strings point into it for the process's life */
     if (role == MP__ROLE_PROCESS)
@@ -256,7 +266,7 @@ enum channel {
 };
 
 /* The marker's descriptor: decimal digits only, and not stdio. */
-static int marker_fd(const char *v)
+int mp__spawn_marker_fd(const char *v)
 {
     long fd = 0;
     if (*v == '\0')
@@ -349,7 +359,7 @@ void mp_main_hook(void)
     const char *v = getenv(ENV_MARKER);
     if (v == NULL)
         return;
-    int fd = marker_fd(v);
+    int fd = mp__spawn_marker_fd(v);
     enum channel c = fd < 0 ? CHANNEL_FOREIGN : channel_check(fd);
     unsetenv(ENV_MARKER);
     if (c == CHANNEL_ORPHANED)

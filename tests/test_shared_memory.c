@@ -849,10 +849,8 @@ static void python_done(void)
 MP_TEST(python_attaches_c_segment, .timeout_s = 60)
 {
     const char *py = find_python();
-    if (py == NULL) {
-        printf("# note: no python3 found: Python interop not tested\n");
-        return;
-    }
+    if (py == NULL)
+        MP_TEST_SKIP("no python3 found: Python interop not tested");
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
     mp_shm *s;
     ASSERT_OK(mp_shm_new(&s, NULL, 64, MP_SHM_CREATE));
@@ -877,10 +875,8 @@ MP_TEST(python_attaches_c_segment, .timeout_s = 60)
 MP_TEST(c_attaches_python_segment, .timeout_s = 60)
 {
     const char *py = find_python();
-    if (py == NULL) {
-        printf("# note: no python3 found: Python interop not tested\n");
-        return;
-    }
+    if (py == NULL)
+        MP_TEST_SKIP("no python3 found: Python interop not tested");
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
     pyproc pp;
     py_start(&pp, py, py_create, "");

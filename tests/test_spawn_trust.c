@@ -279,10 +279,8 @@ MP_TEST(spawn_marker_seqpacket_ignored)
  * are those of the socketpair() call). */
 MP_TEST(spawn_marker_other_user_ignored)
 {
-    if (geteuid() != 0) {
-        printf("SKIP: needs root to make a socket pair as another user\n");
-        return;
-    }
+    if (geteuid() != 0)
+        MP_TEST_SKIP("needs root to make a socket pair as another user");
     for (size_t m = 0; m < MP__ARRAY_LEN(modes); m++) {
         int sv[2];
         ASSERT_OK(setresuid(-1, NOBODY, -1));
@@ -349,18 +347,15 @@ MP_TEST(spawn_marker_parent_channel_is_read)
  * even removed. */
 MP_TEST(spawn_secure_mode_ignores_marker)
 {
-    if (geteuid() != 0) {
-        printf("SKIP: needs root to make a set-user-ID copy of the probe\n");
-        return;
-    }
+    if (geteuid() != 0)
+        MP_TEST_SKIP("needs root to make a set-user-ID copy of the probe");
     char dir[] = "/tmp/mp-trust-XXXXXX";
     ASSERT_TRUE(mkdtemp(dir) != NULL);
     struct statvfs vfs;
     ASSERT_OK(statvfs(dir, &vfs));
     if (vfs.f_flag & ST_NOSUID) {
         rmdir(dir);
-        printf("SKIP: %s is mounted nosuid\n", dir);
-        return;
+        MP_TEST_SKIP("%s is mounted nosuid", dir);
     }
     ASSERT_OK(chmod(dir, 0755));
     char path[sizeof dir + 32];
@@ -406,11 +401,8 @@ MP_TEST(spawn_secure_mode_ignores_marker)
     ASSERT_OK(unlink(path)); /* clean up before any verdict */
     ASSERT_OK(rmdir(dir));
     assert_main_ran(&plain);
-    if (!secure) {
-        printf("SKIP: the set-user-ID bit is not honoured here (no_new_privs?): %s\n",
-               plain.out);
-        return;
-    }
+    if (!secure)
+        MP_TEST_SKIP("the set-user-ID bit is not honoured here (no_new_privs?): %s", plain.out);
     for (size_t m = 0; m < MP__ARRAY_LEN(modes); m++) {
         assert_main_ran(&runs[m]);
         ASSERT_TRUE(strstr(runs[m].out, "secure=1") != NULL);

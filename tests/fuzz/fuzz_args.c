@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <link.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -85,6 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp__channel ch = data[0] & 8 ? MP__WIRE_DATA : MP__WIRE_PEER;
     for (size_t i = 0; i < nfds; i++)
         fds[i] = fz_fd(i < 4 ? (unsigned)(data[1] >> (2 * i)) & 3 : 0);
+    int received[8];
+    memcpy(received, fds, nfds * sizeof *fds);
     size_t before = loaded_objects();
     mp__reader r;
     mp__reader_init(&r, data + 2, size - 2);
@@ -93,10 +96,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (loaded_objects() != before)
         __builtin_trap(); /* a peer's bytes loaded a library */
     if (err == 0) {
-        /* a decoded list re-encodes, on the same channel, to as many bytes */
+        /* a decoded list re-encodes, on the same channel, to the very
+         * bytes it was decoded from: one wire form per list, so nothing a
+         * peer sends is read in a way the sender did not write.  The one
+         * freedom is a descriptor's index, which names its place among
+         * those received: the encoder numbers them in order of use, so
+         * the bytes must match whenever the input used them so too (the
+         * re-encoding lists the received descriptors in their order). */
         mp_buf out = MP_BUF_INIT;
         mp__fdvec v = {.n = 0};
         if (mp__args_encode(a, &out, &v, ch) != 0 || out.len != r.off)
+            __builtin_trap();
+        bool in_order = v.n <= nfds;
+        for (size_t i = 0; in_order && i < v.n; i++)
+            in_order = v.fds[i] == received[i];
+        if (in_order && r.off > 0 && memcmp(out.data, data + 2, r.off) != 0)
             __builtin_trap();
         mp_buf_free(&out);
         mp_args_free(a);

@@ -1,6 +1,6 @@
 /* libFuzzer target: the bytes a peer writes on a connection.
  *
- *   data[0]  which reader (mod 6):
+ *   data[0]  which reader (mod 8):
  *     0  mp_conn_recv_bytes until an error (maxlength picked by data[1])
  *     1  mp_conn_recv (typed messages) until an error
  *     2  mp_conn_recv_bytes_into until an error other than MP_EMSGSIZE
@@ -9,6 +9,9 @@
  *     4  mp__auth_answer: the stream is the challenger's side
  *     5  mp__auth_deliver: the stream is the responder's side; it can
  *        never hold the MAC of a fresh random challenge, so success is a bug
+ *     6  mp_conn_recv (typed messages) from a stream sent in pieces, each
+ *        with descriptors (SCM_RIGHTS): the receive path that takes them
+ *     7  as 6, read by mp_conn_recv_bytes, which wants no descriptors
  *   data[1]  a size parameter
  *   data[2..] the peer's stream
  *
@@ -19,12 +22,21 @@
  * writes.  Checked: no crash or leak (sanitizers), only the documented error
  * codes, lengths within the limits asked for, and memory that follows the
  * bytes received rather than the lengths announced.
+ *
+ * Modes 6 and 7 send data[2..] as pieces [length byte][descriptor byte]
+ * [bytes]: the descriptor byte's bits 0-1 are how many (0..3) go with the
+ * piece, bits 2-3 what they are (/dev/null, a socket, a sealed memfd, one
+ * of each).  Every descriptor that arrives must be closed again by the
+ * library, whatever it made of the bytes: as many descriptors are open
+ * before as after.
  */
 #include "internal.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -120,11 +132,92 @@ static void read_into(mp_conn *c, size_t cap)
 
 static const char key[] = "fuzz key";
 
+/* How many descriptors are open.  (The lowest free number would not do:
+ * a leaked descriptor can sit above a hole that closes again.) */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+static int piece_fd(unsigned kind, size_t i)
+{
+    if (kind == 3)
+        kind = (unsigned)i % 3;
+    if (kind == 1) {
+        int sv[2];
+        if (mp__sys_socketpair(SOCK_STREAM, sv) < 0)
+            return -1;
+        mp__sys_close(sv[1]);
+        return sv[0];
+    }
+    if (kind == 2) {
+        int fd = mp__sys_memfd("fuzz-conn");
+        if (fd >= 0 && mp__sys_memfd_size(fd, 4096) != 0) {
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Send the pieces of @stream on @sock (non-blocking: what does not fit is
+ * dropped); the number of bytes sent. */
+static size_t feed_pieces(int sock, const uint8_t *stream, size_t n)
+{
+    size_t off = 0, sent = 0;
+    while (off + 2 <= n) {
+        size_t len = stream[off], nfds = stream[off + 1] & 3;
+        unsigned kind = (stream[off + 1] >> 2) & 3;
+        off += 2;
+        if (len > n - off)
+            len = n - off;
+        int fds[3];
+        union {
+            char buf[CMSG_SPACE(sizeof fds)];
+            struct cmsghdr align;
+        } u;
+        struct iovec iov = {.iov_base = (void *)(stream + off), .iov_len = len};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        size_t k = 0;
+        for (; k < nfds; k++)
+            if ((fds[k] = piece_fd(kind, k)) < 0)
+                break;
+        if (k > 0 && len > 0) { /* descriptors ride on at least one byte */
+            memset(&u, 0, sizeof u);
+            msg.msg_control = u.buf;
+            msg.msg_controllen = CMSG_SPACE(k * sizeof(int));
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(k * sizeof(int));
+            memcpy(CMSG_DATA(cm), fds, k * sizeof(int));
+        }
+        ssize_t w = len > 0 ? sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+        for (size_t i = 0; i < k; i++)
+            close(fds[i]); /* those in flight are the receiver's now */
+        if (w < 0)
+            break;
+        sent += (size_t)w;
+        if ((size_t)w < len)
+            break;
+        off += len;
+    }
+    return sent;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    int mode = data[0] % 6;
+    int mode = data[0] % 8;
     size_t param = sizes[data[1] & 7];
     const uint8_t *stream = data + 2;
     size_t n = size - 2;
@@ -133,7 +226,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     mp_conn *c = NULL;
     int peer = -1;
-    if (mode == 3) {
+    int fd0 = open_fds();
+    if (mode == 6 || mode == 7) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+            return 0;
+        n = feed_pieces(sv[1], stream, n);
+        close(sv[1]); /* nothing is written back in these modes */
+        if (mp_conn_from_fd(&c, sv[0], true, true) != 0) {
+            close(sv[0]);
+            return 0;
+        }
+    } else if (mode == 3) {
         int p[2];
         if (pipe2(p, O_CLOEXEC) != 0)
             return 0;
@@ -163,7 +267,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         read_bytes(c, param, n);
         break;
     case 1:
+    case 6:
         read_args(c);
+        break;
+    case 7:
+        read_bytes(c, param, n);
         break;
     case 2:
         read_into(c, param);
@@ -186,5 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp_conn_close(c);
     if (peer >= 0)
         close(peer);
+    if (open_fds() != fd0)
+        __builtin_trap(); /* a received descriptor was left open */
     return 0;
 }

@@ -7,6 +7,10 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* As libFuzzer: called first when the target defines it.  It gets no
+ * corpus directory, so a target that writes a seed there writes none into
+ * the checked-in corpus. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 static int run_file(const char *path)
 {
@@ -23,6 +27,11 @@ static int run_file(const char *path)
 int main(int argc, char **argv)
 {
     int count = 0;
+    if (LLVMFuzzerInitialize) {
+        int one = 1;
+        char *name_only[] = {argv[0], NULL}, **args = name_only;
+        LLVMFuzzerInitialize(&one, &args);
+    }
     for (int i = 1; i < argc; i++) {
         DIR *d = opendir(argv[i]);
         if (d == NULL) {

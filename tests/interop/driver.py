@@ -152,9 +152,16 @@ def run(args, python, tmp):
     path = os.path.join(tmp, "sock")
     wanted = "unix:" + path if args.family == "unix" else "tcp:127.0.0.1:0"
     key = "none" if args.auth == "nokey" else KEY.hex()
+    # 3.12+ speaks the named-digest handshake ("{sha256}"): the Python peer
+    # checks that both directions of it used that form, not the legacy one
+    modern = tuple(int(p) for p in args.python.split(".")[:2]) >= (3, 12)
+    check = ["--expect-digest=sha256"] if modern and args.auth != "nokey" else []
+    listen_check = check if args.listener == "py" else []
+    connect_check = check if args.listener == "c" else []
     try:
         extra = ["--auth-fail-first"] if args.auth == "wrongkey" else []
-        listener = peers.start(listen_name, listen_cmd + ["listen", wanted, key, alarm] + extra,
+        listener = peers.start(listen_name,
+                               listen_cmd + ["listen", wanted, key, alarm] + extra + listen_check,
                                stdout=subprocess.PIPE)
         address = peers.read_line(listener)
         print("driver: %s is at %s" % (listen_name, address), flush=True)
@@ -180,7 +187,8 @@ def run(args, python, tmp):
             if listener.poll() is not None:
                 raise Failure("the listener exited (status %d) after refusing a "
                               "wrong key" % listener.returncode)
-        client = peers.start(connect_name, connect_cmd + ["connect", address, key, alarm])
+        client = peers.start(connect_name,
+                             connect_cmd + ["connect", address, key, alarm] + connect_check)
         peers.wait(client)
         peers.wait(listener)
         if args.family == "unix" and os.path.lexists(path):

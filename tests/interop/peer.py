@@ -2,16 +2,41 @@
 library: the mirror of tests/interop/peer.c, with the same arguments.
 
     peer.py listen  ADDRESS KEY [--auth-fail-first] [--sizes=...] [--alarm=S]
+                                [--expect-digest=NAME]
     peer.py connect ADDRESS KEY [--expect-auth-fail] [--sizes=...] [--alarm=S]
+                                [--expect-digest=NAME]
 
 ADDRESS is "unix:/path" or "tcp:HOST:PORT"; KEY is "none" or hex.  The
 listener prints its address in the same form as the only line on stdout.
 Plain stdlib, run by the interpreter under test.
+
+--expect-digest=sha256 (Python 3.12+): both challenges of the handshake, the
+one this side answers and the response it verifies, must have named that
+digest ("{sha256}..."): a C side that fell back to the legacy HMAC-MD5 form
+would still authenticate, so the test checks what Python parsed.
 """
 import signal
 import sys
 from multiprocessing import AuthenticationError
+from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Client, Listener
+
+DIGESTS_SEEN = []
+
+
+def record_digests():
+    """Wrap 3.12+'s parser of "{digest}payload" messages; False before 3.12."""
+    parse = getattr(mp_connection, "_get_digest_name_and_payload", None)
+    if parse is None:
+        return False
+
+    def recording(message):
+        name, payload = parse(message)
+        DIGESTS_SEEN.append(name or "legacy")
+        return name, payload
+
+    mp_connection._get_digest_name_and_payload = recording
+    return True
 
 DIR_TO_LISTENER = 1
 DIR_TO_CONNECTOR = 2
@@ -121,11 +146,16 @@ def main(argv):
     auth_fail = False
     sizes = [0, 3, 16385, 16 << 20]
     alarm_s = 100
+    expect_digest = None
     for opt in argv[4:]:
         if opt == ("--auth-fail-first" if listening else "--expect-auth-fail"):
             auth_fail = True
         elif opt.startswith("--sizes="):
             sizes = [int(s) for s in opt[len("--sizes="):].split(",")]
+        elif opt.startswith("--expect-digest="):
+            expect_digest = opt[len("--expect-digest="):]
+            if not record_digests():
+                fail("--expect-digest: this Python has no named-digest handshake")
         elif opt.startswith("--alarm="):
             alarm_s = int(opt[len("--alarm="):])
         else:
@@ -138,6 +168,11 @@ def main(argv):
         run_listener(argv[2], key, auth_fail, sizes)
     else:
         run_connector(argv[2], key, auth_fail, sizes)
+    if expect_digest is not None:
+        # at least the challenge answered and the response verified
+        if len(DIGESTS_SEEN) < 2 or set(DIGESTS_SEEN) != {expect_digest}:
+            fail("handshake digests %r, want only %r" % (DIGESTS_SEEN, expect_digest))
+        log("handshake digests: %s" % ",".join(DIGESTS_SEEN))
     log("ok")
     return 0
 

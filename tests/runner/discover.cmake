@@ -1,5 +1,8 @@
 # Run by CTest before testing (TEST_INCLUDE_FILES): registers one test per
-# line of `MP_TEST_EXE --list` ("id timeout_s").  Set by the caller:
+# line of `MP_TEST_EXE --list` ("id timeout_s"); a test that exits 77
+# (MP_TEST_SKIP) shows as skipped.  An executable that lists no test at all
+# gets one failing entry instead of silently counting for nothing.  Set by
+# the caller:
 # MP_TEST_EXE, MP_TEST_PREFIX (the executable's name), MP_TEST_TIMEOUT_MARGIN.
 if(NOT EXISTS "${MP_TEST_EXE}")
   add_test("${MP_TEST_PREFIX}_NOT_BUILT" "${MP_TEST_PREFIX}_NOT_BUILT")
@@ -17,6 +20,7 @@ if(NOT rc EQUAL 0)
 endif()
 
 string(REPLACE "\n" ";" lines "${listing}")
+set(count 0)
 foreach(line IN LISTS lines)
   if(NOT line MATCHES "^([^ ]+) ([0-9]+)$")
     continue()
@@ -28,5 +32,13 @@ foreach(line IN LISTS lines)
     list(APPEND labels "${CMAKE_MATCH_1}")
   endif()
   add_test("${MP_TEST_PREFIX}.${id}" "${MP_TEST_EXE}" --run "${id}")
-  set_tests_properties("${MP_TEST_PREFIX}.${id}" PROPERTIES TIMEOUT ${timeout} LABELS "${labels}")
+  set_tests_properties("${MP_TEST_PREFIX}.${id}" PROPERTIES
+                      TIMEOUT ${timeout} LABELS "${labels}" SKIP_RETURN_CODE 77)
+  math(EXPR count "${count} + 1")
 endforeach()
+if(count EQUAL 0)
+  message(WARNING "${MP_TEST_EXE} --list listed no tests")
+  # the runner, run with no argument, fails when it has no test
+  add_test("${MP_TEST_PREFIX}.NO_TESTS" "${MP_TEST_EXE}")
+  set_tests_properties("${MP_TEST_PREFIX}.NO_TESTS" PROPERTIES LABELS "${MP_TEST_PREFIX}")
+endif()

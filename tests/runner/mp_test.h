@@ -20,6 +20,13 @@
  * test process with status 1 (_exit: no exit handlers run); it may be used
  * in helpers and in children.  ASSERT_EQ and its kin compare as intmax_t:
  * use ASSERT_TRUE for floating point.  Each operand is evaluated once.
+ *
+ * MP_TEST_SKIP("no python3.12 found") ends a test that cannot run here
+ * (a missing interpreter or tool, no privilege): the test process exits
+ * with MP_TEST_SKIP_STATUS, the runner prints "ok N - id # SKIP why" and
+ * counts it as skipped, not passed, and CTest shows it as skipped.  Call
+ * it before the test makes anything: the leak checks of the test process
+ * do not run (those of the runner do).
  */
 #ifndef MP_TEST_H
 #define MP_TEST_H
@@ -72,6 +79,11 @@ mp_manager *mp_test_manager(void);
 typedef bool (*mp_test_proc_fn)(pid_t pid, pid_t ppid, char state, const char *comm, void *arg);
 int mp_test_each_process(mp_test_proc_fn fn, void *arg);
 _Noreturn void mp_test_fail(const char *file, int line, const char *fmt, ...) MP_PRINTF(3, 4);
+
+/* The exit status of a skipped test (Automake's and CTest's convention). */
+#define MP_TEST_SKIP_STATUS 77
+_Noreturn void mp_test_skip(const char *fmt, ...) MP_PRINTF(1, 2);
+#define MP_TEST_SKIP(...) mp_test_skip(__VA_ARGS__)
 
 #define MP_TEST(tname, ...)                                                              \
     static void mp__test_body_##tname(mp_context *ctx, const char *method);              \

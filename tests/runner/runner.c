@@ -3,8 +3,10 @@
  *
  *   test_x --list      one "id timeout" line per test (timeout in whole seconds,
  *                      already scaled by MP_TEST_TIMEOUT_MULTIPLIER)
- *   test_x --run ID    run one test; exit status 0 when it passed
- *   test_x             run them all, TAP output, "N passed, N failed" last
+ *   test_x --run ID    run one test; exit status 0 when it passed, 77 when it
+ *                      was skipped (CTest's SKIP_RETURN_CODE)
+ *   test_x             run them all, TAP output, "N passed, N failed, N skipped"
+ *                      last; fails when it lists no test at all
  *
  * Each test runs in a forked child in its own process group; the runner is a
  * child subreaper and waits on a pidfd with the test's timeout, then kills
@@ -86,6 +88,25 @@ void mp_test_fail(const char *file, int line, const char *fmt, ...)
     fflush(stdout);
     say("%s:%d: %s", file, line, msg);
     _exit(1); /* no exit handlers: they could wait on the children left */
+}
+
+/* The line that tells the runner why: read back from the test's captured
+ * output, so that it survives valgrind's re-execution as well. */
+#define SKIP_MARK "MP_TEST_SKIP: "
+
+void mp_test_skip(const char *fmt, ...)
+{
+    char msg[3800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (char *c = msg; *c; c++)
+        if (*c == '\n' || *c == '#')
+            *c = ' '; /* one line, and no second TAP directive */
+    fflush(stdout);
+    say(SKIP_MARK "%s", msg);
+    _exit(MP_TEST_SKIP_STATUS);
 }
 
 void mp_test_memeq_fail(const char *file, int line, const char *ea, const char *eb, const void *a,
@@ -548,6 +569,31 @@ static int collect_orphans(pid_t pgid, double grace)
     return n;
 }
 
+/* The reason of the last SKIP_MARK line in the captured output, into @why;
+ * false when there is none. */
+static bool skip_reason(int fd, char *why, size_t cap)
+{
+    static char text[1 << 16];
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return false;
+    /* the end of the output: a skip is the test's last word */
+    off_t from = st.st_size > (off_t)sizeof text - 1 ? st.st_size - (off_t)sizeof text + 1 : 0;
+    ssize_t n = pread(fd, text, sizeof text - 1, from);
+    if (n <= 0)
+        return false;
+    text[n] = '\0';
+    const char *found = NULL;
+    for (char *p = text; (p = strstr(p, SKIP_MARK)) != NULL; p++)
+        if (p == text || p[-1] == '\n')
+            found = p + strlen(SKIP_MARK);
+    if (found == NULL)
+        return false;
+    size_t len = strcspn(found, "\n");
+    snprintf(why, cap, "%.*s", (int)len, found);
+    return true;
+}
+
 /* The test's captured output, as TAP diagnostics. */
 static void show_output(int fd)
 {
@@ -591,8 +637,10 @@ static double timeout_of(const mp_test *t)
     return (t->timeout_s > 0 ? t->timeout_s : DEFAULT_TIMEOUT_S) * multiplier();
 }
 
-/* Run one test in a forked child; print its TAP line; true when it passed. */
-static bool run_test(const test_id *ti, int number)
+typedef enum verdict { PASSED, FAILED, SKIPPED } verdict;
+
+/* Run one test in a forked child; print its TAP line and return its verdict. */
+static verdict run_test(const test_id *ti, int number)
 {
     const mp_test *t = ti->t;
     double timeout = timeout_of(t);
@@ -641,8 +689,17 @@ static bool run_test(const test_id *ti, int number)
     if (pidfd >= 0)
         close(pidfd);
 
-    bool pass = !timed_out;
-    if (pass && t->signal) {
+    bool pass = !timed_out, skipped = false;
+    char skip_why[512] = "";
+    if (pass && WIFEXITED(st) && WEXITSTATUS(st) == MP_TEST_SKIP_STATUS) {
+        /* only through MP_TEST_SKIP: a stray exit(77) is no excuse */
+        skipped = skip_reason(out, skip_why, sizeof skip_why);
+        if (!skipped) {
+            pass = false;
+            snprintf(why, sizeof why, "exited with status %d without MP_TEST_SKIP",
+                     MP_TEST_SKIP_STATUS);
+        }
+    } else if (pass && t->signal) {
         pass = WIFSIGNALED(st) && WTERMSIG(st) == t->signal;
         if (!pass) {
             char how[128];
@@ -671,9 +728,12 @@ static bool run_test(const test_id *ti, int number)
     if (!pass || env_true("MP_TEST_VERBOSE"))
         show_output(out);
     close(out);
-    printf("%s %d - %s\n", pass ? "ok" : "not ok", number, ti->id);
+    if (pass && skipped)
+        printf("ok %d - %s # SKIP %s\n", number, ti->id, skip_why);
+    else
+        printf("%s %d - %s\n", pass ? "ok" : "not ok", number, ti->id);
     fflush(stdout);
-    return pass;
+    return !pass ? FAILED : skipped ? SKIPPED : PASSED;
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -767,18 +827,19 @@ int main(int argc, char **argv)
 
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
         perror("PR_SET_CHILD_SUBREAPER");
-    int passed = 0, failed = 0;
+    int counts[3] = {0, 0, 0};
     printf("TAP version 13\n1..%zu\n", only ? (size_t)1 : n);
     for (size_t i = 0; i < n; i++) {
         if (only && i != pick)
             continue;
-        if (run_test(&ids[i], passed + failed + 1))
-            passed++;
-        else
-            failed++;
+        counts[run_test(&ids[i], counts[PASSED] + counts[FAILED] + counts[SKIPPED] + 1)]++;
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    status = failed ? 1 : 0;
+    printf("%d passed, %d failed, %d skipped\n", counts[PASSED], counts[FAILED], counts[SKIPPED]);
+    if (n == 0)
+        printf("# no tests: a test executable must have some\n");
+    /* one skipped test run alone says so to CTest; in a full run skips
+     * are no failure */
+    status = counts[FAILED] || n == 0 ? 1 : only && counts[SKIPPED] ? MP_TEST_SKIP_STATUS : 0;
 out:
     free(ids);
     return status;

@@ -1,6 +1,6 @@
 /*
- * The harness's own test: tests named pass_* must pass and fail_* must
- * fail, each for the reason its name gives.  check_selftest.cmake runs this
+ * The harness's own test: tests named pass_* must pass, skip_* must be
+ * skipped and fail_* must fail, each for the reason its name gives.  check_selftest.cmake runs this
  * and checks the verdicts and the diagnostics.
  */
 #include "mp_test.h"
@@ -95,6 +95,11 @@ MP_TEST(fail_assert_memeq)
 static void helper(void)
 {
     ASSERT_FALSE(1);
+}
+
+static void helper_skip(void)
+{
+    MP_TEST_SKIP("from a helper");
 }
 
 MP_TEST(fail_in_helper)
@@ -202,3 +207,34 @@ MP_TEST(fail_memory_leak)
     printf("leaking %p\n", p);
 }
 #endif
+
+/* Skipped, with the reason shown: counted neither as passed nor failed. */
+MP_TEST(skip_plain)
+{
+    MP_TEST_SKIP("no %s here", "frobnicator");
+}
+
+MP_TEST(skip_variant, .variants = MP_START_METHODS)
+{
+    if (strcmp(method, "spawn") == 0)
+        MP_TEST_SKIP("not under %s", method);
+    /* the other variants fall through to the skip as well, from a helper */
+    helper_skip();
+}
+
+/* Status 77 alone is no skip: a test must say why. */
+MP_TEST(fail_exit_skip_status)
+{
+    exit(MP_TEST_SKIP_STATUS);
+}
+
+/* A skip does not hide what the test left behind. */
+MP_TEST(fail_skip_after_shm_left)
+{
+    char name[64];
+    snprintf(name, sizeof name, "/mp-selftest-skip-%d", (int)getpid());
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    MP_TEST_SKIP("too late");
+}
