@@ -314,6 +314,9 @@ extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_
  * committed; 24: returning).  5, 15 and 22 are reached only when a process
  * sleeps on the other side; 6, 16 and 24 only after a commit. */
 extern void (*mp__queue_fault_hook)(int point);
+/* Kill-loop tests only: called inside mp_lock_acquire when a waiter that
+ * slept woke holding the mutex, before it records itself as the owner. */
+extern void (*mp__lock_fault_hook)(void);
 /* Tests only: write @v where another process holding the queue's file
  * could, into the shared header word @what: "magic", "kind", "maxsize",
  * "ring_cap", "ring_grow", "log_punched", "ndone"; a field of a side's

@@ -819,22 +819,66 @@ MP_TEST(lock_waiter_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeo
  * lock itself or starts a replacement (either would hide a lost wake-up). */
 #define PRODUCERS 3
 
-/* args: lock, int64 array [PRODUCERS progress counters, shared total], int slot. */
+/* The kill loop's shared int64 array. */
+enum {
+    K_PROGRESS = 0,                /* per producer, counted outside the lock */
+    K_COUNT = PRODUCERS,           /* per producer, counted under the lock */
+    K_TOTAL = 2 * PRODUCERS,       /* under the lock: the sum of K_COUNT */
+    K_ARM,                         /* 1: the next woken waiter dies in the window */
+    K_HITS,                        /* deaths in that window */
+    K_REPAIRS,                     /* MP_EOWNERDEAD seen: the total made whole */
+    K_LEN
+};
+
+static int64_t *window_data; /* in a producer: its array */
+
+/* mp__lock_fault_hook: a waiter woke holding the mutex, not yet recorded as
+ * its owner; when armed, it dies right there. */
+static void die_in_the_window(void)
+{
+    int64_t one = 1;
+    if (__atomic_compare_exchange_n(&window_data[K_ARM], &one, 0, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&window_data[K_HITS], 1, __ATOMIC_SEQ_CST);
+        raise(SIGKILL);
+    }
+}
+
+/* Under the lock after MP_EOWNERDEAD: whatever the dead holder left half
+ * done, the total is the sum of the counts again (the repair a program
+ * makes when told). */
+static void repair(int64_t *data)
+{
+    int64_t sum = 0;
+    for (int i = 0; i < PRODUCERS; i++)
+        sum += data[K_COUNT + i];
+    data[K_TOTAL] = sum;
+    data[K_REPAIRS]++;
+}
+
+/* args: lock, int64 array (see K_*), int slot.  Under the lock: the total,
+ * then its own count, with a pause between (a kill there leaves them
+ * disagreeing until the next holder repairs them). */
 static int t_producer(const mp_args *a)
 {
     mp_lock *l = mp_args_lock(a, 0);
     int64_t *data = mp_array_data(mp_args_array(a, 1));
-    int64_t *mine = &data[mp_args_int(a, 2)];
-    volatile int64_t *total = &data[PRODUCERS];
+    int slot = (int)mp_args_int(a, 2);
+    window_data = data;
+    mp__lock_fault_hook = die_in_the_window;
+    volatile int64_t *total = &data[K_TOTAL], *count = &data[K_COUNT + slot];
     for (;;) {
         int r = mp_lock_acquire(l, MP_FOREVER);
         if (r != 0 && r != MP_EOWNERDEAD)
             MP__FAIL("producer: acquire returned %d (%s)", r, mp_errname(r));
+        if (r == MP_EOWNERDEAD)
+            repair(data);
         *total = *total + 1;
         for (volatile int spin = 0; spin < 2000; spin++)
             ;
+        *count = *count + 1;
         ASSERT_OK(mp_lock_release(l));
-        __atomic_add_fetch(mine, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&data[K_PROGRESS + slot], 1, __ATOMIC_RELAXED);
     }
 }
 
@@ -852,10 +896,11 @@ static void all_progress(mp_process **p, int64_t *data, int skip, int round, con
 {
     int64_t seen[PRODUCERS];
     for (int i = 0; i < PRODUCERS; i++)
-        seen[i] = __atomic_load_n(&data[i], __ATOMIC_RELAXED);
+        seen[i] = __atomic_load_n(&data[K_PROGRESS + i], __ATOMIC_RELAXED);
     double until = mp_monotonic() + 30;
     for (int i = 0; i < PRODUCERS; i++) {
-        while (i != skip && __atomic_load_n(&data[i], __ATOMIC_RELAXED) < seen[i] + 10) {
+        while (i != skip &&
+               __atomic_load_n(&data[K_PROGRESS + i], __ATOMIC_RELAXED) < seen[i] + 10) {
             if (!mp_process_is_alive(p[i])) {
                 int code = -1000;
                 ASSERT_OK(mp_process_exitcode(p[i], &code));
@@ -870,29 +915,78 @@ static void all_progress(mp_process **p, int64_t *data, int skip, int round, con
     }
 }
 
+/* Arm the window and wait (up to 5 s) for a producer to die in it: its
+ * index, reaped; -1 when none got there (disarmed). */
+static int window_kill(mp_process **p, int64_t *data)
+{
+    int64_t hits = __atomic_load_n(&data[K_HITS], __ATOMIC_SEQ_CST);
+    __atomic_store_n(&data[K_ARM], 1, __ATOMIC_SEQ_CST);
+    double until = mp_monotonic() + 5;
+    while (__atomic_load_n(&data[K_HITS], __ATOMIC_SEQ_CST) == hits) {
+        if (mp_monotonic() > until) {
+            int64_t one = 1;
+            if (__atomic_compare_exchange_n(&data[K_ARM], &one, 0, false, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST))
+                return -1;
+        }
+        sleep_s(0.0005);
+    }
+    for (;;) { /* the one that died */
+        for (int i = 0; i < PRODUCERS; i++)
+            if (!mp_process_is_alive(p[i])) {
+                int code = -1000;
+                ASSERT_OK(mp_process_exitcode(p[i], &code));
+                ASSERT_EQ(-SIGKILL, code);
+                ASSERT_OK(mp_process_close(p[i]));
+                return i;
+            }
+        ASSERT_LT(mp_monotonic(), until + 30);
+        sleep_s(0.0005);
+    }
+}
+
+/*
+ * Producers contend for the lock while this process kills one per round:
+ * every other round a woken waiter dies in the window between its wake-up
+ * and recording itself as the owner (a hook there), else one dies wherever
+ * the kill finds it.  Each time the others keep going, the next holder is
+ * told MP_EOWNERDEAD when a holder died, and at the end the total equals
+ * the sum of the counts: no kill went unreported.  The window must have
+ * been hit in most of its rounds (a proxy's acquire runs on the server:
+ * there, only anywhere kills).
+ */
 static void kill_loop(mp_context *ctx, bool recursive, int rounds)
 {
     mp_lock *l;
     mp_array *arr;
     ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
-    ASSERT_OK(mp_array_new(&arr, MP_INT64, PRODUCERS + 1, NULL, false));
+    ASSERT_OK(mp_array_new(&arr, MP_INT64, K_LEN, NULL, false));
     int64_t *data = mp_array_data(arr);
     mp_process *p[PRODUCERS];
     for (int i = 0; i < PRODUCERS; i++)
         p[i] = start_producer(ctx, l, arr, i);
     unsigned seed = (unsigned)getpid();
-    int owner_dead = 0;
+    int owner_dead = 0, windows = 0;
     for (int round = 0; round < rounds; round++) {
         all_progress(p, data, -1, round, "before the kill");
-        sleep_s((double)(rand_r(&seed) % 1000) / 1e6);
-        int victim = round % PRODUCERS;
-        kill_and_reap(p[victim]);
+        int victim = -1;
+        if (round % 2 == 0 && !mp_test_proxied()) {
+            windows++;
+            victim = window_kill(p, data);
+        }
+        if (victim < 0) {
+            sleep_s((double)(rand_r(&seed) % 1000) / 1e6);
+            victim = round % PRODUCERS;
+            kill_and_reap(p[victim]);
+        }
         all_progress(p, data, victim, round, "after the kill");
         double t0 = mp_monotonic();
         int r = mp_lock_acquire(l, 30);
         if (r != 0 && r != MP_EOWNERDEAD)
             MP__FAIL("round %d: the parent's acquire returned %d (%s) after %.1f s", round, r,
                      mp_errname(r), mp_monotonic() - t0);
+        if (r == MP_EOWNERDEAD)
+            repair(data);
         owner_dead += r == MP_EOWNERDEAD;
         ASSERT_OK(mp_lock_release(l));
         p[victim] = start_producer(ctx, l, arr, victim);
@@ -901,13 +995,23 @@ static void kill_loop(mp_context *ctx, bool recursive, int rounds)
         kill_and_reap(p[i]);
     int r = mp_lock_acquire(l, 30);
     ASSERT_TRUE(r == 0 || r == MP_EOWNERDEAD);
+    if (r == MP_EOWNERDEAD)
+        repair(data);
+    int64_t sum = 0;
+    for (int i = 0; i < PRODUCERS; i++)
+        sum += data[K_COUNT + i];
+    ASSERT_EQ(sum, data[K_TOTAL]); /* every holder's death was reported */
+    ASSERT_GT(data[K_TOTAL], 0);
     ASSERT_OK(mp_lock_release(l));
     ASSERT_OK(mp_lock_acquire(l, 0));
     ASSERT_OK(mp_lock_release(l));
-    ASSERT_GT(data[PRODUCERS], 0);
-    printf("kill loop: %d rounds; the parent inherited a dead owner's lock %d times; %lld "
-           "increments\n",
-           rounds, owner_dead, (long long)data[PRODUCERS]);
+    int64_t hits = data[K_HITS];
+    printf("kill loop: %d rounds; %lld of %d woken waiters killed in the window; the parent "
+           "inherited a dead owner's lock %d times; %lld repairs; %lld increments\n",
+           rounds, (long long)hits, windows, owner_dead, (long long)data[K_REPAIRS],
+           (long long)data[K_TOTAL]);
+    ASSERT_GE(hits * 2, windows); /* the window was really reached */
+    ASSERT_GE(data[K_REPAIRS], hits); /* each such death told to someone */
     mp_lock_free(l);
     mp_array_free(arr);
 }
