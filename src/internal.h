@@ -515,10 +515,16 @@ void mp__forkserver_after_fork(void);
 
 /* ---- resource_tracker.c -------------------------------------------------- */
 
-/* Names keep their leading slash ("/psm_1234abcd").  Register starts the
- * tracker when this process has none. */
-int mp__tracker_ensure(void);
+/* Names keep their leading slash ("/psm_1234abcd").  Register and
+ * creating start the tracker when this process has none. */
 int mp__tracker_register(const char *name);
+/* A tracked segment is made under the temporary name @tmp, then linked to
+ * @name and registered: announced by creating before, closed by created
+ * after (shared_memory.c). */
+int mp__tracker_creating(const char *tmp, const char *name);
+int mp__tracker_created(const char *tmp);
+/* Where shm_open's names live (glibc and musl). */
+#define MP__SHM_DIR "/dev/shm"
 /* A no-op (0) when this process has no tracker. */
 int mp__tracker_unregister(const char *name);
 /* This process's end of the tracker's socket, for a spawned child; -1: none. */
