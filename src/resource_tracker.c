@@ -22,6 +22,18 @@
  *     REGISTER:/psm_1234abcd:shared_memory\n
  *     UNREGISTER:/psm_1234abcd:shared_memory\n
  *
+ * and two of our own, around the creation of a tracked segment, which is
+ * made under a temporary name and then linked to its name
+ * (shared_memory.c, create_tracked), so that no kill leaves a segment the
+ * tracker cannot find:
+ *
+ *     CREATING:/mp-new-<32 hex>:/psm_1234abcd:shared_memory\n
+ *     CREATED:/mp-new-<32 hex>:shared_memory\n
+ *
+ * A creation announced and never closed is undone at the end: the
+ * temporary name is removed, and the final name too when it is the same
+ * segment (same inode).
+ *
  * When the last copy of the tree's end is closed -- every process has
  * exited or been killed -- the tracker reads end of file, unlinks what is
  * still registered and exits.  It holds nothing else of the program: its
