@@ -600,14 +600,36 @@ MP_TEST(exit_terminates_daemons_joins_others, .variants = MP_START_METHODS)
 
 /* A daemonic child dies with its parent even when the parent is SIGKILLed,
  * whether the parent started it from its main thread or another thread. */
+
+/* The daemon: says it runs its target (args: the write end), then waits. */
+static int t_daemon(const mp_args *a)
+{
+    say(a, 0, "in target");
+    while (pause() < 0)
+        ;
+    return 0;
+}
+
+/* Starts the daemon and ends only once the daemon runs its target, past
+ * its set-up (a PR_SET_PDEATHSIG tied to this thread would be armed). */
 static void *start_daemon_thread(void *arg)
 {
     const mp_args *a = arg;
     mp_process *d;
+    mp_args *da;
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0 || mp_args_of(&da, "f", ready[1]) != 0)
+        return (void *)1;
+    close(ready[1]);
     mp_context *ctx = mp_get_context(mp_args_str(a, 1));
-    if (mp_process_new(&d, ctx, t_sleep, NULL) != 0 || mp_process_set_daemon(d, true) != 0 ||
+    if (mp_process_new(&d, ctx, t_daemon, da) != 0 || mp_process_set_daemon(d, true) != 0 ||
         mp_process_start(d) != 0)
         return (void *)1;
+    mp_args_free(da); /* the daemon alone holds the write end now */
+    char c;
+    if (read(ready[0], &c, 1) != 1)
+        return (void *)1;
+    close(ready[0]);
     say(a, 0, "%d", (int)mp_process_pid(d));
     return NULL;
 }
@@ -623,6 +645,7 @@ static int t_parent_of_daemon(const mp_args *a)
     } else if (start_daemon_thread((void *)a) != NULL) {
         return 41;
     }
+    say(a, 0, "started"); /* and the starting thread, if any, has ended */
     for (;;)
         pause();
 }
@@ -642,9 +665,14 @@ static void daemon_dies_with_parent(mp_context *ctx, const char *method, int fro
     ASSERT_GT(dpid, 0);
     int dfd = (int)syscall(SYS_pidfd_open, dpid, 0);
     ASSERT_GE(dfd, 0);
+    ASSERT_STREQ("started", read_line(r.rd));
+    /* The daemon lives on while its parent does, after the thread that
+     * started it has ended too (PR_SET_PDEATHSIG fires when the thread
+     * that forked ends, not the process). */
+    struct pollfd pfd = {.fd = dfd, .events = POLLIN};
+    ASSERT_EQ(0, poll(&pfd, 1, 500));
     ASSERT_OK(mp_process_kill(p));
     ASSERT_OK(mp_process_join(p, 10));
-    struct pollfd pfd = {.fd = dfd, .events = POLLIN};
     ASSERT_EQ(1, poll(&pfd, 1, 10000)); /* the daemon is gone */
     close(dfd);
     /* stop our own fork server, then collect whatever was reparented to us
