@@ -239,7 +239,10 @@ const void *mp_process_authkey(const mp_process *p, size_t *len);
  * Start the process with its context's method.  First reaps, without
  * blocking, the fork and spawn children of this process that have ended
  * (Python's _cleanup): none stays a zombie past the next start, and each
- * keeps its exit code in its object.
+ * keeps its exit code in its object.  A spawn or forkserver child holds
+ * only stdin (/dev/null), stdout, stderr, the descriptors of its args, a
+ * pidfd of its parent and the resource tracker's socket when its parent
+ * had one (docs/guide/02-start-methods.md).
  * @return 0; MP_EALREADY if started before; MP_EPERM from a daemonic
  *         process, or under spawn/forkserver in a set-user-ID program (see
  *         mp_main_hook); MP_EINVAL for a pointer argument under

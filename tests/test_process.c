@@ -5,6 +5,7 @@
  */
 #include "mp_test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -887,6 +888,149 @@ MP_TEST(spawn_children_get_only_their_fds, .variants = MP_START_METHODS)
     ASSERT_EQ(strcmp(method, "fork") == 0 ? 1 : 2, code);
     close(fd);
     mp_args_free(a);
+}
+
+/* Reports "<fd> pid=<pid> <target>" for each descriptor in /proc/self/fd
+ * but the directory's own (pid: a pidfd's process, from fdinfo; else 0),
+ * then "end".  Args: (report fd, ...). */
+static int t_list_fds(const mp_args *a)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 70;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
+            continue;
+        char path[300], target[256], info[512];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n < 0)
+            return 71;
+        target[n] = '\0';
+        int pid = 0;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t len = fd >= 0 ? read(fd, info, sizeof info - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        const char *p = len > 0 ? (info[len] = '\0', strstr(info, "\nPid:")) : NULL;
+        if (p != NULL)
+            pid = atoi(p + 5);
+        say(a, 0, "%s pid=%d %s", e->d_name, pid, target);
+    }
+    closedir(d);
+    say(a, 0, "end");
+    return 0;
+}
+
+/* What /proc/self/fd/@fd points to. */
+static const char *fd_target(int fd, char *buf, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, buf, cap - 1);
+    ASSERT_GT(n, 0);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Issue 14, item 7: a spawn or forkserver child holds exactly stdin
+ * (/dev/null), its parent's stdout and stderr, the descriptors passed in
+ * its arguments, a pidfd of its parent and, when its parent had one, the
+ * resource tracker's socket (docs/guide/02-start-methods.md) -- not a
+ * descriptor the parent left inheritable, nor one of the start-up. */
+static void child_fds(mp_context *ctx, bool with_tracker)
+{
+    mp_shm *shm = NULL;
+    if (with_tracker)
+        ASSERT_OK(mp_shm_new(&shm, NULL, 10, MP_SHM_CREATE)); /* starts the tracker */
+    int stray = fcntl(STDERR_FILENO, F_DUPFD, 50); /* inheritable, not passed */
+    ASSERT_GE(stray, 50);
+    int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(zero, 0);
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "ff", r.wr, zero));
+    int code = -1;
+    ASSERT_OK(run_one(ctx, t_list_fds, a, &code));
+    ASSERT_EQ(0, code);
+    mp_args_free(a); /* its copy of the write end */
+    close(r.wr);
+    r.wr = -1;
+    char *out = strdup(slurp(r.rd));
+    printf("the child's descriptors:\n%s", out);
+
+    /* What each expected descriptor points to, as the parent sees it. */
+    enum { STDOUT, STDERR, REPORT, ZERO, TRACKER, N };
+    char want[N][256];
+    fd_target(STDOUT_FILENO, want[STDOUT], sizeof want[0]);
+    fd_target(STDERR_FILENO, want[STDERR], sizeof want[0]);
+    fd_target(r.rd, want[REPORT], sizeof want[0]); /* the pipe: same inode */
+    fd_target(zero, want[ZERO], sizeof want[0]);
+    if (with_tracker)
+        fd_target(mp__tracker_fd(), want[TRACKER], sizeof want[0]);
+    report_close(&r);
+    int seen[N] = {0}, stdin_null = 0, parent_pidfd = 0, others = 0;
+    bool ended = false;
+    for (char *line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strcmp(line, "end") == 0) {
+            ended = true;
+            continue;
+        }
+        int fd, pid;
+        char target[256];
+        ASSERT_EQ(3, sscanf(line, "%d pid=%d %255[^\n]", &fd, &pid, target));
+        if (fd == 0 && strcmp(target, "/dev/null") == 0) {
+            stdin_null++;
+        } else if (fd == 1 && strcmp(target, want[STDOUT]) == 0) {
+            seen[STDOUT]++;
+        } else if (fd == 2 && strcmp(target, want[STDERR]) == 0) {
+            seen[STDERR]++;
+        } else if (fd > 2 && strcmp(target, "anon_inode:[pidfd]") == 0 && pid == getpid()) {
+            parent_pidfd++;
+        } else {
+            bool known = false;
+            for (int k = REPORT; k < N && !known; k++) {
+                if (fd > 2 && (k != TRACKER || with_tracker) && strcmp(target, want[k]) == 0) {
+                    seen[k]++;
+                    known = true;
+                }
+            }
+            if (!known) {
+                printf("unexpected: %s\n", line);
+                others++;
+            }
+        }
+    }
+    ASSERT_TRUE(ended);
+    ASSERT_EQ(1, stdin_null);
+    ASSERT_EQ(1, seen[STDOUT]);
+    ASSERT_EQ(1, seen[STDERR]);
+    ASSERT_EQ(1, seen[REPORT]);
+    ASSERT_EQ(1, seen[ZERO]);
+    ASSERT_EQ(with_tracker ? 1 : 0, seen[TRACKER]);
+    ASSERT_EQ(1, parent_pidfd);
+    ASSERT_EQ(0, others);
+    free(out);
+    close(zero);
+    close(stray);
+    if (shm != NULL) {
+        ASSERT_OK(mp_shm_unlink(shm));
+        ASSERT_OK(mp_shm_close(shm));
+    }
+}
+
+MP_TEST(spawned_child_holds_exactly_its_fds, .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER)
+{
+    child_fds(ctx, false);
+}
+
+MP_TEST(spawned_child_holds_exactly_its_fds_and_tracker,
+        .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER)
+{
+    child_fds(ctx, true);
 }
 
 /* Descriptors passed in args work under every method. */
