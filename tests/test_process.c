@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1031,6 +1032,101 @@ MP_TEST(spawned_child_holds_exactly_its_fds_and_tracker,
         .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER)
 {
     child_fds(ctx, true);
+}
+
+/* Issue 14, item 8: a reused pid is never mistaken for the child.  Runs as
+ * pid 1 of a pid namespace of its own, where nothing else takes pids: a
+ * child ends and is reaped (by join; under forkserver by its server, before
+ * the parent has heard of it), a decoy process is made to get its pid
+ * (ns_last_pid), and then the child's object must not see the decoy: not
+ * alive, terminate and kill reach nobody, join gives the child's exit
+ * code, active_children lists nothing. */
+static _Noreturn void reuse_world(const char *method)
+{
+    mp_args *a;
+    mp_process *p;
+    ASSERT_OK(mp_args_of(&a, "i", 7));
+    ASSERT_OK(mp_process_new(&p, mp_get_context(method), t_return_arg, a));
+    ASSERT_OK(mp_process_start(p));
+    mp_args_free(a);
+    pid_t old = mp_process_pid(p);
+    ASSERT_GT(old, 1);
+    struct pollfd pfd = {.fd = mp_process_sentinel(p), .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 10000));
+    if (strcmp(method, "forkserver") != 0)
+        ASSERT_OK(mp_process_join(p, 10)); /* we are its reaper */
+    /* until its pid is free (its reaper has reaped it) */
+    double until = mp_monotonic() + 10;
+    while (kill(old, 0) == 0) {
+        ASSERT_TRUE(mp_monotonic() < until);
+        usleep(1000);
+    }
+    ASSERT_EQ(ESRCH, errno);
+    int f = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(f, 0);
+    char num[16];
+    int len = snprintf(num, sizeof num, "%d", (int)old - 1);
+    ASSERT_EQ(len, write(f, num, (size_t)len));
+    close(f);
+    pid_t decoy = fork();
+    ASSERT_GE(decoy, 0);
+    if (decoy == 0) {
+        for (;;)
+            pause();
+    }
+    ASSERT_EQ(old, decoy); /* the child's pid is the decoy's now */
+    int dfd = (int)syscall(SYS_pidfd_open, decoy, 0);
+    ASSERT_GE(dfd, 0);
+
+    /* signals first: under forkserver the parent has not yet read the
+     * status, only the sentinel can tell */
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_kill(p));
+    ASSERT_FALSE(mp_process_is_alive(p));
+    ASSERT_OK(mp_process_join(p, 10));
+    int code = -1;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_EQ(0, mp_active_children(NULL, 0));
+    struct pollfd dp = {.fd = dfd, .events = POLLIN};
+    ASSERT_EQ(0, poll(&dp, 1, 300)); /* no signal reached the decoy */
+    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, kill(decoy, SIGKILL));
+    int st;
+    ASSERT_EQ(decoy, waitpid(decoy, &st, 0));
+    ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(dfd);
+    mp__exit_cleanup();
+    _exit(0);
+}
+
+MP_TEST(reused_pid_never_mistaken_for_the_child, .variants = MP_START_METHODS)
+{
+    fflush(stdout);
+    pid_t h = fork();
+    ASSERT_GE(h, 0);
+    if (h == 0) {
+        /* the next child is pid 1 of a new pid namespace */
+        if (unshare(CLONE_NEWPID) != 0)
+            _exit(77);
+        pid_t w = fork();
+        if (w < 0)
+            _exit(78);
+        if (w == 0)
+            reuse_world(method);
+        int st;
+        while (waitpid(w, &st, 0) < 0 && errno == EINTR)
+            ;
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st));
+    }
+    int st;
+    ASSERT_EQ(h, waitpid(h, &st, 0));
+    ASSERT_TRUE(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77) {
+        printf("SKIP: no pid namespace (unshare: not permitted here)\n");
+        return;
+    }
+    ASSERT_EQ(0, WEXITSTATUS(st));
 }
 
 /* Descriptors passed in args work under every method. */
