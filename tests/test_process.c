@@ -385,6 +385,23 @@ MP_TEST(sentinel, .variants = MP_START_METHODS)
     ASSERT_OK(mp_process_start(p));
     int s = mp_process_sentinel(p);
     ASSERT_GE(s, 3);
+    /* a pidfd (README), of the child: readlink and fdinfo say so */
+    char path[64], target[64], info[1024];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", s);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    ASSERT_GT(n, 0);
+    target[n] = '\0';
+    ASSERT_STREQ("anon_inode:[pidfd]", target);
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", s);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(f, 0);
+    n = read(f, info, sizeof info - 1);
+    close(f);
+    ASSERT_GT(n, 0);
+    info[n] = '\0';
+    const char *pid_line = strstr(info, "\nPid:");
+    ASSERT_TRUE(pid_line != NULL);
+    ASSERT_EQ(mp_process_pid(p), atoi(pid_line + 5));
     struct pollfd pfd = {.fd = s, .events = POLLIN};
     ASSERT_EQ(0, poll(&pfd, 1, 0));
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
