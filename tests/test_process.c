@@ -1146,6 +1146,59 @@ MP_TEST(reused_pid_never_mistaken_for_the_child, .variants = MP_START_METHODS)
     ASSERT_EQ(0, WEXITSTATUS(st));
 }
 
+/* Issue 14, item 8: a spawned child never runs main(), tested directly.
+ * tests/lib/spawn_probe.c is a program whose main() appends "main <pid>"
+ * to a file and whose child's target appends "target <pid>"; it starts one
+ * child by @method.  The file must hold exactly one of each, main's by the
+ * probe itself (the fork server, a fresh run of the program too, must not
+ * have run main() either). */
+MP_TEST(spawned_child_never_runs_main, .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER,
+        .timeout_s = 60)
+{
+    char marks[] = "/tmp/mp-marks-XXXXXX";
+    int mf = mkstemp(marks);
+    ASSERT_GE(mf, 0);
+    int out[2];
+    ASSERT_EQ(0, pipe2(out, O_CLOEXEC));
+    ASSERT_EQ(0, setenv("SPAWN_PROBE_MARKS", marks, 1));
+    fflush(stdout);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        execl(MP_SPAWN_PROBE_PATH, "spawn_probe", method, (char *)NULL);
+        _exit(127);
+    }
+    ASSERT_EQ(0, unsetenv("SPAWN_PROBE_MARKS"));
+    close(out[1]);
+    char *text = strdup(slurp(out[0]));
+    close(out[0]);
+    int st;
+    ASSERT_EQ(pid, waitpid(pid, &st, 0));
+    printf("probe: %s", text);
+    char *m = strdup(slurp(mf));
+    close(mf);
+    ASSERT_EQ(0, unlink(marks));
+    printf("marks:\n%s", m);
+    int mains = 0, targets = 0, others = 0;
+    for (char *line = strtok(m, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        int who;
+        if (sscanf(line, "main %d", &who) == 1 && who == pid)
+            mains++;
+        else if (sscanf(line, "target %d", &who) == 1 && who != pid)
+            targets++;
+        else
+            others++;
+    }
+    free(m);
+    ASSERT_EQ(1, mains);
+    ASSERT_EQ(1, targets);
+    ASSERT_EQ(0, others);
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ASSERT_TRUE(strstr(text, "start=ok\nexitcode=7\n") != NULL); /* the target ran */
+    free(text);
+}
+
 /* Descriptors passed in args work under every method. */
 static int t_write_fd(const mp_args *a)
 {
