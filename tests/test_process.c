@@ -1180,17 +1180,18 @@ MP_TEST(spawned_child_never_runs_main, .variants = MP_TEST_SPAWN | MP_TEST_FORKS
     close(mf);
     ASSERT_EQ(0, unlink(marks));
     printf("marks:\n%s", m);
-    int mains = 0, targets = 0, others = 0;
+    int mains = 0, mains_elsewhere = 0, targets = 0, others = 0;
     for (char *line = strtok(m, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         int who;
-        if (sscanf(line, "main %d", &who) == 1 && who == pid)
-            mains++;
+        if (sscanf(line, "main %d", &who) == 1)
+            ++*(who == pid ? &mains : &mains_elsewhere);
         else if (sscanf(line, "target %d", &who) == 1 && who != pid)
             targets++;
         else
             others++;
     }
     free(m);
+    ASSERT_EQ(0, mains_elsewhere);
     ASSERT_EQ(1, mains);
     ASSERT_EQ(1, targets);
     ASSERT_EQ(0, others);
