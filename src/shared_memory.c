@@ -167,12 +167,11 @@ static int create_tracked(mp_shm *s, bool random, size_t size)
             break;
     }
     if (err == 0) {
+        fd = reopen_by_name(fd, s->path); /* at once: the name shows in use */
         err = mp__tracker_register(s->path);
         if (err < 0)
             shm_unlink(s->path); /* still announced: the tracker would, too */
     }
-    if (err == 0)
-        fd = reopen_by_name(fd, s->path);
     if (fd >= 0)
         shm_unlink(tmp); /* before CREATED: no instant without a way back */
     if (announced) {

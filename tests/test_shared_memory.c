@@ -655,9 +655,11 @@ MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s 
     reap_all(); /* the tree, and the tracker once it has cleaned up */
 }
 
-/* Create and unlink named segments "<prefix><0..3>" for ever; a random
- * one in four is left created and unlinked at the next round, so that a
- * kill finds segments registered as well as segments being made. */
+/* Create and unlink named segments "<prefix><0..3>" for ever; one in four
+ * is left created and unlinked at the next round, so that a kill finds
+ * segments registered as well as segments being made.  MP_ENOENT from an
+ * unlink is no failure here: another test runner on the machine may take
+ * a new segment it sees nobody use yet for a leak of its own test. */
 static _Noreturn void churn(const char *prefix)
 {
     mp_shm *held = NULL;
@@ -668,15 +670,18 @@ static _Noreturn void churn(const char *prefix)
         int err = mp_shm_new(&s, name, 4096, MP_SHM_CREATE);
         if (err == MP_EEXIST)
             continue; /* the one held */
-        if (err != 0)
-            _exit(50);
-        if (held != NULL && (mp_shm_unlink(held) != 0 || mp_shm_close(held) != 0))
-            _exit(51);
+        if (err == 0 && held != NULL && ((err = mp_shm_unlink(held)) == 0 || err == MP_ENOENT))
+            err = mp_shm_close(held);
         held = NULL;
-        if (i % 4 == 3)
+        if (err == 0 && i % 4 == 3)
             held = s;
-        else if (mp_shm_unlink(s) != 0 || mp_shm_close(s) != 0)
-            _exit(52);
+        else if (err == 0 && ((err = mp_shm_unlink(s)) == 0 || err == MP_ENOENT))
+            err = mp_shm_close(s);
+        if (err != 0) {
+            printf("churn %s: %s\n", name, mp_errname(err));
+            fflush(stdout);
+            _exit(50);
+        }
     }
 }
 
@@ -757,7 +762,11 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
         nanosleep(&ts, NULL);
         pid_t tree[64];
         int n = process_tree(h, tree, 64);
-        ASSERT_GE(n, 2);
+        if (n < 2) {
+            int st = 0;
+            MP__FAIL("round %d: the program's tree is %d process(es); main: %d, status %#x", round,
+                     n, (int)waitpid(h, &st, WNOHANG), st);
+        }
         for (int i = 0; i < n; i++)
             ASSERT_EQ(0, kill(tree[i], SIGKILL));
         /* What is there now is the program's (its temporary names among
