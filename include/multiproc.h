@@ -703,7 +703,9 @@ enum {
  * process has ended, even if they were all SIGKILLed, by process group or
  * one by one (the resource tracker: a detached process, no descendant of
  * the program -- init or a subreaper ancestor adopts it -- that ends once
- * the program has), unless MP_SHM_NOTRACK.
+ * the program has), unless MP_SHM_NOTRACK; a kill inside mp_shm_new
+ * leaves nothing either.  A tracked segment is made under a temporary name
+ * ("mp-new-" and 32 hex digits, for an instant) and gets its name sized.
  * @return 0; MP_EEXIST; MP_ENOENT; MP_EINVAL.
  */
 MP_MUST_CHECK int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags);
