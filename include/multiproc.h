@@ -239,7 +239,10 @@ const void *mp_process_authkey(const mp_process *p, size_t *len);
  * Start the process with its context's method.  First reaps, without
  * blocking, the fork and spawn children of this process that have ended
  * (Python's _cleanup): none stays a zombie past the next start, and each
- * keeps its exit code in its object.
+ * keeps its exit code in its object.  A spawn or forkserver child holds
+ * only stdin (/dev/null), stdout, stderr, the descriptors of its args, a
+ * pidfd of its parent and the resource tracker's socket when its parent
+ * had one (docs/guide/02-start-methods.md).
  * @return 0; MP_EALREADY if started before; MP_EPERM from a daemonic
  *         process, or under spawn/forkserver in a set-user-ID program (see
  *         mp_main_hook); MP_EINVAL for a pointer argument under
@@ -719,7 +722,9 @@ enum {
  * process has ended, even if they were all SIGKILLed, by process group or
  * one by one (the resource tracker: a detached process, no descendant of
  * the program -- init or a subreaper ancestor adopts it -- that ends once
- * the program has), unless MP_SHM_NOTRACK.
+ * the program has), unless MP_SHM_NOTRACK; a kill inside mp_shm_new
+ * leaves nothing either.  A tracked segment is made under a temporary name
+ * ("mp-new-" and 32 hex digits, for an instant) and gets its name sized.
  * @return 0; MP_EEXIST; MP_ENOENT; MP_EINVAL.
  */
 MP_MUST_CHECK int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags);

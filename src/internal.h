@@ -548,10 +548,16 @@ void mp__forkserver_after_fork(void);
 
 /* ---- resource_tracker.c -------------------------------------------------- */
 
-/* Names keep their leading slash ("/psm_1234abcd").  Register starts the
- * tracker when this process has none. */
-int mp__tracker_ensure(void);
+/* Names keep their leading slash ("/psm_1234abcd").  Register and
+ * creating start the tracker when this process has none. */
 int mp__tracker_register(const char *name);
+/* A tracked segment is made under the temporary name @tmp, then linked to
+ * @name and registered: announced by creating before, closed by created
+ * after (shared_memory.c). */
+int mp__tracker_creating(const char *tmp, const char *name);
+int mp__tracker_created(const char *tmp);
+/* Where shm_open's names live (glibc and musl). */
+#define MP__SHM_DIR "/dev/shm"
 /* A no-op (0) when this process has no tracker. */
 int mp__tracker_unregister(const char *name);
 /* This process's end of the tracker's socket, for a spawned child; -1: none. */
@@ -565,14 +571,17 @@ void mp__tracker_stop(void);
 pid_t mp__tracker_pid(void);
 /* The tracker, in a spawned process: body of a TRACKER prep message. */
 _Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds);
-/* The tracker's command parser and its set of names, exposed for the fuzz
- * targets.  mp__tracker_handle takes one message (@len bytes in @msg,
- * which it may modify) as the tracker does: 0 when it was a command
- * (REGISTER, UNREGISTER, PROBE), MP_EBADMSG when malformed (ignored).
- * mp__tracker_registry_free forgets the names without unlinking them. */
+/* The tracker's command parser and its sets of names, exposed for the
+ * fuzz targets.  mp__tracker_handle takes one message (@len bytes in @msg,
+ * which it may modify) as the tracker does, into @g (registered names) and
+ * @creating (creations under way: "tmp" then "final" in one entry): 0 when
+ * it was a command (REGISTER, UNREGISTER, CREATING, CREATED, PROBE),
+ * MP_EBADMSG when malformed (ignored).  mp__tracker_registry_free forgets
+ * the names without unlinking them. */
 typedef struct mp__tracker_registry mp__tracker_registry;
 mp__tracker_registry *mp__tracker_registry_new(void);
-int mp__tracker_handle(mp__tracker_registry *g, char *msg, size_t len);
+int mp__tracker_handle(mp__tracker_registry *g, mp__tracker_registry *creating, char *msg,
+                       size_t len);
 size_t mp__tracker_registry_each(const mp__tracker_registry *g,
                                  void (*fn)(const char *name, void *arg), void *arg);
 void mp__tracker_registry_free(mp__tracker_registry *g);

@@ -22,6 +22,18 @@
  *     REGISTER:/psm_1234abcd:shared_memory\n
  *     UNREGISTER:/psm_1234abcd:shared_memory\n
  *
+ * and two of our own, around the creation of a tracked segment, which is
+ * made under a temporary name and then linked to its name
+ * (shared_memory.c, create_tracked), so that no kill leaves a segment the
+ * tracker cannot find:
+ *
+ *     CREATING:/mp-new-<32 hex>:/psm_1234abcd:shared_memory\n
+ *     CREATED:/mp-new-<32 hex>:shared_memory\n
+ *
+ * A creation announced and never closed is undone at the end: the
+ * temporary name is removed, and the final name too when it is the same
+ * segment (same inode).
+ *
  * When the last copy of the tree's end is closed -- every process has
  * exited or been killed -- the tracker reads end of file, unlinks what is
  * still registered and exits.  It holds nothing else of the program: its
@@ -55,6 +67,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,20 +251,14 @@ static bool tracker_gone(int err)
     return err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN;
 }
 
-int mp__tracker_ensure(void)
-{
-    pthread_mutex_lock(&trk.lock);
-    int err = trk.fd < 0 ? start_locked() : 0;
-    pthread_mutex_unlock(&trk.lock);
-    return err;
-}
-
-int mp__tracker_register(const char *name)
+/* Send @cmd for @name, starting the tracker when there is none and
+ * relaunching it when it has died. */
+static int send_starting(const char *cmd, const char *name)
 {
     pthread_mutex_lock(&trk.lock);
     int err = trk.fd < 0 ? start_locked() : 0;
     if (err == 0)
-        err = send_locked("REGISTER", name);
+        err = send_locked(cmd, name);
     if (tracker_gone(err)) {
         /* Python relaunches too: what the dead one held is lost. */
         mp__log(MP_LOG_WARNING, "resource tracker died unexpectedly, relaunching; "
@@ -259,7 +266,34 @@ int mp__tracker_register(const char *name)
         drop_locked();
         err = start_locked();
         if (err == 0)
-            err = send_locked("REGISTER", name);
+            err = send_locked(cmd, name);
+    }
+    pthread_mutex_unlock(&trk.lock);
+    return err;
+}
+
+int mp__tracker_register(const char *name)
+{
+    return send_starting("REGISTER", name);
+}
+
+int mp__tracker_creating(const char *tmp, const char *name)
+{
+    char both[2 * NAME_MAX_LEN + 2];
+    int n = snprintf(both, sizeof both, "%s:%s", tmp, name);
+    if (n < 0 || (size_t)n >= sizeof both)
+        return MP_EINVAL;
+    return send_starting("CREATING", both);
+}
+
+/* Send @cmd for @name when this process has a tracker. */
+static int send_if_tracked(const char *cmd, const char *name)
+{
+    pthread_mutex_lock(&trk.lock);
+    int err = trk.fd < 0 ? 0 : send_locked(cmd, name);
+    if (tracker_gone(err)) {
+        drop_locked(); /* a dead tracker holds nothing to unregister */
+        err = 0;
     }
     pthread_mutex_unlock(&trk.lock);
     return err;
@@ -267,14 +301,12 @@ int mp__tracker_register(const char *name)
 
 int mp__tracker_unregister(const char *name)
 {
-    pthread_mutex_lock(&trk.lock);
-    int err = trk.fd < 0 ? 0 : send_locked("UNREGISTER", name);
-    if (tracker_gone(err)) {
-        drop_locked(); /* a dead tracker holds nothing to unregister */
-        err = 0;
-    }
-    pthread_mutex_unlock(&trk.lock);
-    return err;
+    return send_if_tracked("UNREGISTER", name);
+}
+
+int mp__tracker_created(const char *tmp)
+{
+    return send_if_tracked("CREATED", tmp);
 }
 
 int mp__tracker_fd(void)
@@ -365,8 +397,14 @@ static int grow(registry *g)
     return 0;
 }
 
-static void reg_add(registry *g, const char *name)
+static void reg_remove(registry *g, const char *name);
+
+/* Add @name; with @extra (a creation's final name), the entry holds it
+ * after the name's NUL and replaces any entry of that name. */
+static void reg_add(registry *g, const char *name, const char *extra)
 {
+    if (extra != NULL)
+        reg_remove(g, name);
     if (g->n >= g->cap && grow(g) < 0) {
         mp__log(MP_LOG_ERROR, "resource_tracker: out of memory: %s will not be cleaned up", name);
         return;
@@ -375,12 +413,15 @@ static void reg_add(registry *g, const char *name)
     if (*pp != NULL)
         return; /* a set: registered already */
     size_t len = strlen(name) + 1;
-    entry *e = malloc(sizeof *e + len);
+    size_t xlen = extra != NULL ? strlen(extra) + 1 : 0;
+    entry *e = malloc(sizeof *e + len + xlen);
     if (e == NULL) {
         mp__log(MP_LOG_ERROR, "resource_tracker: out of memory: %s will not be cleaned up", name);
         return;
     }
     memcpy(e->name, name, len);
+    if (extra != NULL)
+        memcpy(e->name + len, extra, xlen);
     e->next = NULL;
     *pp = e;
     g->n++;
@@ -390,7 +431,8 @@ static void reg_remove(registry *g, const char *name)
 {
     entry **pp = g->cap ? slot_of(g, name) : NULL;
     if (pp == NULL || *pp == NULL) {
-        /* unlinked by a process that did not create it, or twice */
+        /* unlinked by a process that did not create it, or twice; or a
+         * creation's first announcement */
         mp__log(MP_LOG_DEBUG, "resource_tracker: %s was not registered", name);
         return;
     }
@@ -407,8 +449,10 @@ static bool valid_name(const char *name)
     return len >= 2 && len <= NAME_MAX_LEN && name[0] == '/' && strchr(name + 1, '/') == NULL;
 }
 
-/* One message "CMD:name:rtype\n".  The name may itself hold colons. */
-int mp__tracker_handle(registry *g, char *msg, size_t len)
+/* One message "CMD:name:rtype\n".  The name may itself hold colons.
+ * CREATING's name is "tmp:final": the temporary name holds none.  0, or
+ * MP_EBADMSG for a malformed one (logged, ignored). */
+int mp__tracker_handle(registry *g, registry *creating, char *msg, size_t len)
 {
     if (len == 0 || msg[len - 1] != '\n')
         goto bad;
@@ -421,12 +465,26 @@ int mp__tracker_handle(registry *g, char *msg, size_t len)
     *rtype++ = '\0';
     if (strcmp(msg, "PROBE") == 0)
         return 0;
-    if (strcmp(rtype, RTYPE) != 0 || !valid_name(name))
+    if (strcmp(rtype, RTYPE) != 0)
+        goto bad;
+    if (strcmp(msg, "CREATING") == 0) {
+        char *final = strchr(name, ':');
+        if (final == NULL)
+            goto bad;
+        *final++ = '\0';
+        if (!valid_name(name) || !valid_name(final))
+            goto bad;
+        reg_add(creating, name, final);
+        return 0;
+    }
+    if (!valid_name(name))
         goto bad;
     if (strcmp(msg, "REGISTER") == 0)
-        reg_add(g, name);
+        reg_add(g, name, NULL);
     else if (strcmp(msg, "UNREGISTER") == 0)
         reg_remove(g, name);
+    else if (strcmp(msg, "CREATED") == 0)
+        reg_remove(creating, name);
     else
         goto bad;
     return 0;
@@ -465,7 +523,7 @@ void mp__tracker_registry_free(registry *g)
 }
 
 /* Read commands until every process of the program has closed its end. */
-static void serve(int sock, registry *g)
+static void serve(int sock, registry *g, registry *creating)
 {
     for (;;) {
         char msg[MSG_MAX + 1];
@@ -482,8 +540,37 @@ static void serve(int sock, registry *g)
             mp__log(MP_LOG_WARNING, "resource_tracker: overlong message ignored");
             continue;
         }
-        (void)mp__tracker_handle(g, msg, (size_t)n); /* malformed: logged, ignored */
+        (void)mp__tracker_handle(g, creating, msg, (size_t)n); /* malformed: logged, ignored */
     }
+}
+
+/* A creation that never finished (shared_memory.c, create_tracked): its
+ * temporary name, if it was made, is removed, and so is the final name
+ * when it is the same segment (linked there, not yet registered). */
+static void clean_up_creating(registry *c)
+{
+    for (size_t i = 0; i < c->cap; i++) {
+        for (entry *e = c->slots[i], *next; e != NULL; e = next) {
+            next = e->next;
+            const char *final = e->name + strlen(e->name) + 1;
+            char tpath[sizeof MP__SHM_DIR + NAME_MAX_LEN], fpath[sizeof tpath];
+            snprintf(tpath, sizeof tpath, MP__SHM_DIR "%s", e->name);
+            snprintf(fpath, sizeof fpath, MP__SHM_DIR "%s", final);
+            struct stat ts, fs;
+            if (lstat(tpath, &ts) == 0) {
+                if (ts.st_nlink > 1 && lstat(fpath, &fs) == 0 && fs.st_dev == ts.st_dev &&
+                    fs.st_ino == ts.st_ino) {
+                    mp__log(MP_LOG_INFO, "resource_tracker: unfinished creation of %s", final);
+                    shm_unlink(final);
+                }
+                shm_unlink(e->name);
+            }
+            free(e);
+        }
+    }
+    free(c->slots);
+    c->slots = NULL;
+    c->cap = c->n = 0;
 }
 
 static void clean_up(registry *g)
@@ -563,8 +650,9 @@ _Noreturn void mp__tracker_main(mp__reader *r, int *fds, size_t nfds)
         _exit(MP_EXIT_BOOTSTRAP); /* the starter sees end of file */
     mp__sys_close(self);
 
-    registry g = {0};
-    serve(sock, &g);
+    registry g = {0}, creating = {0};
+    serve(sock, &g, &creating);
+    clean_up_creating(&creating);
     clean_up(&g);
     mp__log(MP_LOG_DEBUG, "resource_tracker: exiting");
     _exit(0);

@@ -5,7 +5,8 @@
  * "/psm_1234abcd", i.e. /dev/shm/psm_1234abcd, mode 0600, so a C program
  * and a Python program that use the same name share the same bytes.
  * A created segment is registered with the resource tracker
- * (resource_tracker.c) unless MP_SHM_NOTRACK; unlinking unregisters it.
+ * (resource_tracker.c) unless MP_SHM_NOTRACK, from the instant it has its
+ * name (create_tracked); unlinking unregisters it.
  * The descriptor is closed once the segment is mapped: a handle is just
  * the mapping.
  */
@@ -85,6 +86,106 @@ static int create_segment(mp_shm *s, bool random, size_t size)
     return fd;
 }
 
+/* The temporary name of a tracked creation: "/mp-new-" + 32 hex digits,
+ * 128 random bits, never another program's name. */
+#define TMP_PREFIX "mp-new-"
+
+static int tmp_path(char *path, size_t cap)
+{
+    uint8_t r[16];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        return -errno;
+    int k = snprintf(path, cap, "/" TMP_PREFIX);
+    for (size_t i = 0; i < sizeof r; i++)
+        k += snprintf(path + k, cap - (size_t)k, "%02x", r[i]);
+    return 0;
+}
+
+/* Give the segment at @from the name @to too; MP_EEXIST if taken. */
+static int link_segment(const char *from, const char *to)
+{
+    char a[sizeof MP__SHM_DIR + NAME_MAX_CHARS + 2], b[sizeof a];
+    snprintf(a, sizeof a, MP__SHM_DIR "%s", from);
+    snprintf(b, sizeof b, MP__SHM_DIR "%s", to);
+    return linkat(AT_FDCWD, a, AT_FDCWD, b, 0) == 0 ? 0 : -errno;
+}
+
+/* The descriptor @fd opened under the temporary name, opened again under
+ * @path: a mapping shows the name it was opened by in /proc/PID/maps, where
+ * tools (and the test runner's leak check) look for who uses a segment.
+ * Should the name already be another segment's (unlinked and made again
+ * meanwhile), @fd is kept. */
+static int reopen_by_name(int fd, const char *path)
+{
+    int nfd = mp__sys_shm_open(path, O_RDWR);
+    struct stat a, b;
+    if (nfd < 0)
+        return fd;
+    if (fstat(fd, &a) != 0 || fstat(nfd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        mp__sys_close(nfd);
+        return fd;
+    }
+    mp__sys_close(fd);
+    return nfd;
+}
+
+/* create_segment for a tracked segment, registered on success.  A segment
+ * created and then registered leaks when its creator is killed between the
+ * two (issue 14), so a tracked segment is never in /dev/shm unannounced:
+ * it is made under a temporary name the tracker was told of first
+ * (CREATING tmp:name), sized, linked to its name -- link(2) fails on a
+ * taken name, as O_EXCL does -- registered, and the temporary name is
+ * removed and the tracker told (CREATED).  Killed at any instant, the
+ * creator leaves the tracker the temporary name to remove and, through its
+ * inode, the final one (resource_tracker.c, clean_up_creating).  Sizing
+ * before the link also means the name never shows an empty segment. */
+static int create_tracked(mp_shm *s, bool random, size_t size)
+{
+    char tmp[sizeof TMP_PREFIX + 34];
+    int err = tmp_path(tmp, sizeof tmp);
+    if (err < 0)
+        return err;
+    int fd = -1;
+    bool announced = false;
+    for (int i = 0; i < (random ? RANDOM_TRIES : 1); i++) {
+        if (random && (err = random_path(s->path, NAME_MAX_CHARS + 2)) < 0)
+            break;
+        /* again for each name tried: the tracker keeps the last one */
+        if ((err = mp__tracker_creating(tmp, s->path)) < 0)
+            break;
+        announced = true;
+        if (fd < 0) {
+            fd = mp__sys_shm_open(tmp, O_RDWR | O_CREAT | O_EXCL);
+            if (fd < 0) {
+                err = fd;
+                break;
+            }
+            if ((err = truncate_to(fd, size)) < 0)
+                break;
+        }
+        if ((err = link_segment(tmp, s->path)) != MP_EEXIST)
+            break;
+    }
+    if (err == 0) {
+        fd = reopen_by_name(fd, s->path); /* at once: the name shows in use */
+        err = mp__tracker_register(s->path);
+        if (err < 0)
+            shm_unlink(s->path); /* still announced: the tracker would, too */
+    }
+    if (fd >= 0)
+        shm_unlink(tmp); /* before CREATED: no instant without a way back */
+    if (announced) {
+        int e = mp__tracker_created(tmp);
+        if (e < 0)
+            mp__log(MP_LOG_WARNING, "cannot tell the tracker about %s: %s", tmp, mp_strerror(e));
+    }
+    if (err < 0 && fd >= 0) {
+        mp__sys_close(fd);
+        fd = err;
+    }
+    return fd >= 0 ? fd : err;
+}
+
 /* Open an existing segment; its size is what fstat says. */
 static int attach_segment(mp_shm *s, size_t want, size_t *size)
 {
@@ -123,25 +224,25 @@ int mp_shm_new(mp_shm **out, const char *name, size_t size, int flags)
         snprintf(s->path, NAME_MAX_CHARS + 2, "/%s", name);
     /* The tracker runs before the segment exists: a kill between the two
      * cannot leave an unregistered segment behind for long. */
-    int err = track ? mp__tracker_ensure() : 0;
-    int fd = err;
-    if (err == 0)
-        fd = create ? create_segment(s, name == NULL, size) : attach_segment(s, size, &size);
+    int fd;
+    if (track)
+        fd = create_tracked(s, name == NULL, size);
+    else if (create)
+        fd = create_segment(s, name == NULL, size);
+    else
+        fd = attach_segment(s, size, &size);
     if (fd < 0) {
         free(s);
         return fd;
     }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    err = p == MAP_FAILED ? -errno : 0;
+    int err = p == MAP_FAILED ? -errno : 0;
     mp__sys_close(fd); /* the mapping keeps the segment */
-    if (err == 0 && track) {
-        err = mp__tracker_register(s->path);
-        if (err < 0)
-            munmap(p, size);
-    }
     if (err < 0) {
         if (create)
             shm_unlink(s->path);
+        if (track)
+            IGNORE_RESULT(mp__tracker_unregister(s->path));
         free(s);
         return err;
     }

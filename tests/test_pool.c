@@ -66,6 +66,7 @@ enum {
     ACT_GATE,       /* wait for the gate event */
     ACT_BARRIER,    /* wait at the barrier (one item per worker) */
     ACT_COUNT_HANG, /* bump the counter, then never return */
+    ACT_SIGNAL,     /* die by the signal in code, a real fault where it can be */
 };
 
 typedef struct witem {
@@ -118,6 +119,35 @@ static _Noreturn void crash_segv(void)
     _exit(111);
 }
 
+/* 1 / @zero: the trap itself, which UBSan would report and end on first. */
+__attribute__((no_sanitize("undefined"))) static int divide(int one, volatile int *zero)
+{
+    return one / *zero;
+}
+
+/* Die by @sig with its default action (a sanitizer may have set a handler),
+ * by the fault that raises it where there is one. */
+static _Noreturn void die_by(int sig)
+{
+    signal(sig, SIG_DFL);
+    if (sig == SIGBUS) {
+        /* a page past the end of an empty file */
+        int fd = memfd_create("mp-test-sigbus", MFD_CLOEXEC);
+        void *pg = fd >= 0 ? mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                           : MAP_FAILED;
+        if (pg != MAP_FAILED)
+            *(volatile int *)pg = 1;
+    } else if (sig == SIGFPE) {
+        volatile int zero = 0;
+        volatile int q = divide(1, &zero); /* traps on x86; elsewhere raise() below */
+        (void)q;
+    } else if (sig == SIGABRT) {
+        abort();
+    }
+    raise(sig);
+    _exit(111);
+}
+
 /* The general map function: an action, then x*x and this worker's pid. */
 static int m_work(const void *item, void *result)
 {
@@ -143,6 +173,8 @@ static int m_work(const void *item, void *result)
         crash_segv();
     case ACT_HANG:
         hang();
+    case ACT_SIGNAL:
+        die_by(it->code);
     case ACT_GATE:
         if (g_shared == NULL || mp_event_wait(mp_args_event(g_shared, 1), 60) != 0)
             return 99;
@@ -1714,6 +1746,18 @@ MP_TEST(worker_calls_exit, .variants = MP_START_METHODS, .timeout_s = 90)
 MP_TEST(worker_segfaults, .variants = MP_START_METHODS, .timeout_s = 90)
 {
     one_item_kills_its_worker(ctx, ACT_SEGV, 0, SIGSEGV, 0);
+}
+
+/* Issue 14, item 8: with SIGKILL and SIGSEGV above, a worker killed by each
+ * of SIGTERM, SIGBUS, SIGABRT and SIGFPE fails its item only, reported
+ * with that signal, and is replaced. */
+MP_TEST(worker_killed_by_each_signal, .variants = MP_START_METHODS, .timeout_s = 240)
+{
+    const int sigs[] = {SIGTERM, SIGBUS, SIGABRT, SIGFPE};
+    for (size_t i = 0; i < MP__ARRAY_LEN(sigs); i++) {
+        printf("%s\n", strsignal(sigs[i]));
+        one_item_kills_its_worker(ctx, ACT_SIGNAL, sigs[i], sigs[i], 0);
+    }
 }
 
 /* task_timeout: an item that overruns it fails with MP_ETIMEDOUT, the

@@ -5,10 +5,12 @@
  */
 #include "mp_test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -383,6 +385,23 @@ MP_TEST(sentinel, .variants = MP_START_METHODS)
     ASSERT_OK(mp_process_start(p));
     int s = mp_process_sentinel(p);
     ASSERT_GE(s, 3);
+    /* a pidfd (README), of the child: readlink and fdinfo say so */
+    char path[64], target[64], info[1024];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", s);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    ASSERT_GT(n, 0);
+    target[n] = '\0';
+    ASSERT_STREQ("anon_inode:[pidfd]", target);
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", s);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(f, 0);
+    n = read(f, info, sizeof info - 1);
+    close(f);
+    ASSERT_GT(n, 0);
+    info[n] = '\0';
+    const char *pid_line = strstr(info, "\nPid:");
+    ASSERT_TRUE(pid_line != NULL);
+    ASSERT_EQ(mp_process_pid(p), atoi(pid_line + 5));
     struct pollfd pfd = {.fd = s, .events = POLLIN};
     ASSERT_EQ(0, poll(&pfd, 1, 0));
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
@@ -600,14 +619,36 @@ MP_TEST(exit_terminates_daemons_joins_others, .variants = MP_START_METHODS)
 
 /* A daemonic child dies with its parent even when the parent is SIGKILLed,
  * whether the parent started it from its main thread or another thread. */
+
+/* The daemon: says it runs its target (args: the write end), then waits. */
+static int t_daemon(const mp_args *a)
+{
+    say(a, 0, "in target");
+    while (pause() < 0)
+        ;
+    return 0;
+}
+
+/* Starts the daemon and ends only once the daemon runs its target, past
+ * its set-up (a PR_SET_PDEATHSIG tied to this thread would be armed). */
 static void *start_daemon_thread(void *arg)
 {
     const mp_args *a = arg;
     mp_process *d;
+    mp_args *da;
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0 || mp_args_of(&da, "f", ready[1]) != 0)
+        return (void *)1;
+    close(ready[1]);
     mp_context *ctx = mp_get_context(mp_args_str(a, 1));
-    if (mp_process_new(&d, ctx, t_sleep, NULL) != 0 || mp_process_set_daemon(d, true) != 0 ||
+    if (mp_process_new(&d, ctx, t_daemon, da) != 0 || mp_process_set_daemon(d, true) != 0 ||
         mp_process_start(d) != 0)
         return (void *)1;
+    mp_args_free(da); /* the daemon alone holds the write end now */
+    char c;
+    if (read(ready[0], &c, 1) != 1)
+        return (void *)1;
+    close(ready[0]);
     say(a, 0, "%d", (int)mp_process_pid(d));
     return NULL;
 }
@@ -623,6 +664,7 @@ static int t_parent_of_daemon(const mp_args *a)
     } else if (start_daemon_thread((void *)a) != NULL) {
         return 41;
     }
+    say(a, 0, "started"); /* and the starting thread, if any, has ended */
     for (;;)
         pause();
 }
@@ -642,9 +684,14 @@ static void daemon_dies_with_parent(mp_context *ctx, const char *method, int fro
     ASSERT_GT(dpid, 0);
     int dfd = (int)syscall(SYS_pidfd_open, dpid, 0);
     ASSERT_GE(dfd, 0);
+    ASSERT_STREQ("started", read_line(r.rd));
+    /* The daemon lives on while its parent does, after the thread that
+     * started it has ended too (PR_SET_PDEATHSIG fires when the thread
+     * that forked ends, not the process). */
+    struct pollfd pfd = {.fd = dfd, .events = POLLIN};
+    ASSERT_EQ(0, poll(&pfd, 1, 500));
     ASSERT_OK(mp_process_kill(p));
     ASSERT_OK(mp_process_join(p, 10));
-    struct pollfd pfd = {.fd = dfd, .events = POLLIN};
     ASSERT_EQ(1, poll(&pfd, 1, 10000)); /* the daemon is gone */
     close(dfd);
     /* stop our own fork server, then collect whatever was reparented to us
@@ -859,6 +906,298 @@ MP_TEST(spawn_children_get_only_their_fds, .variants = MP_START_METHODS)
     ASSERT_EQ(strcmp(method, "fork") == 0 ? 1 : 2, code);
     close(fd);
     mp_args_free(a);
+}
+
+/* Reports "<fd> pid=<pid> <target>" for each descriptor in /proc/self/fd
+ * but the directory's own (pid: a pidfd's process, from fdinfo; else 0),
+ * then "end".  Args: (report fd, ...). */
+static int t_list_fds(const mp_args *a)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 70;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
+            continue;
+        char path[300], target[256], info[512];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n < 0)
+            return 71;
+        target[n] = '\0';
+        int pid = 0;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t len = fd >= 0 ? read(fd, info, sizeof info - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        const char *p = len > 0 ? (info[len] = '\0', strstr(info, "\nPid:")) : NULL;
+        if (p != NULL)
+            pid = atoi(p + 5);
+        say(a, 0, "%s pid=%d %s", e->d_name, pid, target);
+    }
+    closedir(d);
+    say(a, 0, "end");
+    return 0;
+}
+
+/* What /proc/self/fd/@fd points to. */
+static const char *fd_target(int fd, char *buf, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, buf, cap - 1);
+    ASSERT_GT(n, 0);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Issue 14, item 7: a spawn or forkserver child holds exactly stdin
+ * (/dev/null), its parent's stdout and stderr, the descriptors passed in
+ * its arguments, a pidfd of its parent and, when its parent had one, the
+ * resource tracker's socket (docs/guide/02-start-methods.md) -- not a
+ * descriptor the parent left inheritable, nor one of the start-up. */
+static void child_fds(mp_context *ctx, bool with_tracker)
+{
+    mp_shm *shm = NULL;
+    if (with_tracker)
+        ASSERT_OK(mp_shm_new(&shm, NULL, 10, MP_SHM_CREATE)); /* starts the tracker */
+    int stray = fcntl(STDERR_FILENO, F_DUPFD, 50); /* inheritable, not passed */
+    ASSERT_GE(stray, 50);
+    int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(zero, 0);
+    report r;
+    report_open(&r);
+    mp_args *a;
+    ASSERT_OK(mp_args_of(&a, "ff", r.wr, zero));
+    int code = -1;
+    ASSERT_OK(run_one(ctx, t_list_fds, a, &code));
+    ASSERT_EQ(0, code);
+    mp_args_free(a); /* its copy of the write end */
+    close(r.wr);
+    r.wr = -1;
+    char *out = strdup(slurp(r.rd));
+    printf("the child's descriptors:\n%s", out);
+
+    /* What each expected descriptor points to, as the parent sees it. */
+    enum { STDOUT, STDERR, REPORT, ZERO, TRACKER, N };
+    char want[N][256];
+    fd_target(STDOUT_FILENO, want[STDOUT], sizeof want[0]);
+    fd_target(STDERR_FILENO, want[STDERR], sizeof want[0]);
+    fd_target(r.rd, want[REPORT], sizeof want[0]); /* the pipe: same inode */
+    fd_target(zero, want[ZERO], sizeof want[0]);
+    if (with_tracker)
+        fd_target(mp__tracker_fd(), want[TRACKER], sizeof want[0]);
+    report_close(&r);
+    int seen[N] = {0}, stdin_null = 0, parent_pidfd = 0, others = 0;
+    bool ended = false;
+    for (char *line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strcmp(line, "end") == 0) {
+            ended = true;
+            continue;
+        }
+        int fd, pid;
+        char target[256];
+        ASSERT_EQ(3, sscanf(line, "%d pid=%d %255[^\n]", &fd, &pid, target));
+        if (fd == 0 && strcmp(target, "/dev/null") == 0) {
+            stdin_null++;
+        } else if (fd == 1 && strcmp(target, want[STDOUT]) == 0) {
+            seen[STDOUT]++;
+        } else if (fd == 2 && strcmp(target, want[STDERR]) == 0) {
+            seen[STDERR]++;
+        } else if (fd > 2 && strcmp(target, "anon_inode:[pidfd]") == 0 && pid == getpid()) {
+            parent_pidfd++;
+        } else {
+            bool known = false;
+            for (int k = REPORT; k < N && !known; k++) {
+                if (fd > 2 && (k != TRACKER || with_tracker) && strcmp(target, want[k]) == 0) {
+                    seen[k]++;
+                    known = true;
+                }
+            }
+            if (!known) {
+                printf("unexpected: %s\n", line);
+                others++;
+            }
+        }
+    }
+    ASSERT_TRUE(ended);
+    ASSERT_EQ(1, stdin_null);
+    ASSERT_EQ(1, seen[STDOUT]);
+    ASSERT_EQ(1, seen[STDERR]);
+    ASSERT_EQ(1, seen[REPORT]);
+    ASSERT_EQ(1, seen[ZERO]);
+    ASSERT_EQ(with_tracker ? 1 : 0, seen[TRACKER]);
+    ASSERT_EQ(1, parent_pidfd);
+    ASSERT_EQ(0, others);
+    free(out);
+    close(zero);
+    close(stray);
+    if (shm != NULL) {
+        ASSERT_OK(mp_shm_unlink(shm));
+        ASSERT_OK(mp_shm_close(shm));
+    }
+}
+
+MP_TEST(spawned_child_holds_exactly_its_fds, .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER)
+{
+    child_fds(ctx, false);
+}
+
+MP_TEST(spawned_child_holds_exactly_its_fds_and_tracker,
+        .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER)
+{
+    child_fds(ctx, true);
+}
+
+/* Issue 14, item 8: a reused pid is never mistaken for the child.  Runs as
+ * pid 1 of a pid namespace of its own, where nothing else takes pids: a
+ * child ends and is reaped (by join; under forkserver by its server, before
+ * the parent has heard of it), a decoy process is made to get its pid
+ * (ns_last_pid), and then the child's object must not see the decoy: not
+ * alive, terminate and kill reach nobody, join gives the child's exit
+ * code, active_children lists nothing. */
+static _Noreturn void reuse_world(const char *method)
+{
+    mp_args *a;
+    mp_process *p;
+    ASSERT_OK(mp_args_of(&a, "i", 7));
+    ASSERT_OK(mp_process_new(&p, mp_get_context(method), t_return_arg, a));
+    ASSERT_OK(mp_process_start(p));
+    mp_args_free(a);
+    pid_t old = mp_process_pid(p);
+    ASSERT_GT(old, 1);
+    struct pollfd pfd = {.fd = mp_process_sentinel(p), .events = POLLIN};
+    ASSERT_EQ(1, poll(&pfd, 1, 10000));
+    if (strcmp(method, "forkserver") != 0)
+        ASSERT_OK(mp_process_join(p, 10)); /* we are its reaper */
+    /* until its pid is free (its reaper has reaped it) */
+    double until = mp_monotonic() + 10;
+    while (kill(old, 0) == 0) {
+        ASSERT_TRUE(mp_monotonic() < until);
+        usleep(1000);
+    }
+    ASSERT_EQ(ESRCH, errno);
+    int f = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(f, 0);
+    char num[16];
+    int len = snprintf(num, sizeof num, "%d", (int)old - 1);
+    ASSERT_EQ(len, write(f, num, (size_t)len));
+    close(f);
+    pid_t decoy = fork();
+    ASSERT_GE(decoy, 0);
+    if (decoy == 0) {
+        for (;;)
+            pause();
+    }
+    ASSERT_EQ(old, decoy); /* the child's pid is the decoy's now */
+    int dfd = (int)syscall(SYS_pidfd_open, decoy, 0);
+    ASSERT_GE(dfd, 0);
+
+    /* signals first: under forkserver the parent has not yet read the
+     * status, only the sentinel can tell */
+    ASSERT_OK(mp_process_terminate(p));
+    ASSERT_OK(mp_process_kill(p));
+    ASSERT_FALSE(mp_process_is_alive(p));
+    ASSERT_OK(mp_process_join(p, 10));
+    int code = -1;
+    ASSERT_OK(mp_process_exitcode(p, &code));
+    ASSERT_EQ(7, code);
+    ASSERT_EQ(0, mp_active_children(NULL, 0));
+    struct pollfd dp = {.fd = dfd, .events = POLLIN};
+    ASSERT_EQ(0, poll(&dp, 1, 300)); /* no signal reached the decoy */
+    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, kill(decoy, SIGKILL));
+    int st;
+    ASSERT_EQ(decoy, waitpid(decoy, &st, 0));
+    ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(dfd);
+    mp__exit_cleanup();
+    _exit(0);
+}
+
+MP_TEST(reused_pid_never_mistaken_for_the_child, .variants = MP_START_METHODS)
+{
+    fflush(stdout);
+    pid_t h = fork();
+    ASSERT_GE(h, 0);
+    if (h == 0) {
+        /* the next child is pid 1 of a new pid namespace */
+        if (unshare(CLONE_NEWPID) != 0)
+            _exit(77);
+        pid_t w = fork();
+        if (w < 0)
+            _exit(78);
+        if (w == 0)
+            reuse_world(method);
+        int st;
+        while (waitpid(w, &st, 0) < 0 && errno == EINTR)
+            ;
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st));
+    }
+    int st;
+    ASSERT_EQ(h, waitpid(h, &st, 0));
+    ASSERT_TRUE(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77) {
+        printf("SKIP: no pid namespace (unshare: not permitted here)\n");
+        return;
+    }
+    ASSERT_EQ(0, WEXITSTATUS(st));
+}
+
+/* Issue 14, item 8: a spawned child never runs main(), tested directly.
+ * tests/lib/spawn_probe.c is a program whose main() appends "main <pid>"
+ * to a file and whose child's target appends "target <pid>"; it starts one
+ * child by @method.  The file must hold exactly one of each, main's by the
+ * probe itself (the fork server, a fresh run of the program too, must not
+ * have run main() either). */
+MP_TEST(spawned_child_never_runs_main, .variants = MP_TEST_SPAWN | MP_TEST_FORKSERVER,
+        .timeout_s = 60)
+{
+    char marks[] = "/tmp/mp-marks-XXXXXX";
+    int mf = mkstemp(marks);
+    ASSERT_GE(mf, 0);
+    int out[2];
+    ASSERT_EQ(0, pipe2(out, O_CLOEXEC));
+    ASSERT_EQ(0, setenv("SPAWN_PROBE_MARKS", marks, 1));
+    fflush(stdout);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        execl(MP_SPAWN_PROBE_PATH, "spawn_probe", method, (char *)NULL);
+        _exit(127);
+    }
+    ASSERT_EQ(0, unsetenv("SPAWN_PROBE_MARKS"));
+    close(out[1]);
+    char *text = strdup(slurp(out[0]));
+    close(out[0]);
+    int st;
+    ASSERT_EQ(pid, waitpid(pid, &st, 0));
+    printf("probe: %s", text);
+    char *m = strdup(slurp(mf));
+    close(mf);
+    ASSERT_EQ(0, unlink(marks));
+    printf("marks:\n%s", m);
+    int mains = 0, mains_elsewhere = 0, targets = 0, others = 0;
+    for (char *line = strtok(m, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        int who;
+        if (sscanf(line, "main %d", &who) == 1)
+            ++*(who == pid ? &mains : &mains_elsewhere);
+        else if (sscanf(line, "target %d", &who) == 1 && who != pid)
+            targets++;
+        else
+            others++;
+    }
+    free(m);
+    ASSERT_EQ(0, mains_elsewhere);
+    ASSERT_EQ(1, mains);
+    ASSERT_EQ(1, targets);
+    ASSERT_EQ(0, others);
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ASSERT_TRUE(strstr(text, "start=ok\nexitcode=7\n") != NULL); /* the target ran */
+    free(text);
 }
 
 /* Descriptors passed in args work under every method. */

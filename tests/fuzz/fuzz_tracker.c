@@ -31,6 +31,8 @@ static void fz_valid_name(const char *name, void *arg)
     ++*(size_t *)arg;
 }
 
+static mp__tracker_registry *fz_creating; /* creations under way, this input's */
+
 /* Send one command in the library's own form (resource_tracker.c). */
 static int fz_command(mp__tracker_registry *g, const char *cmd, const char *name)
 {
@@ -38,7 +40,7 @@ static int fz_command(mp__tracker_registry *g, const char *cmd, const char *name
     int n = snprintf(msg, sizeof msg, "%s:%s:shared_memory\n", cmd, name);
     if (n < 0 || n > MSG_MAX)
         __builtin_trap(); /* a valid name always fits */
-    return mp__tracker_handle(g, msg, (size_t)n);
+    return mp__tracker_handle(g, fz_creating, msg, (size_t)n);
 }
 
 struct fz_names {
@@ -56,8 +58,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     mp__log_level = MP_LOG_OFF; /* each malformed message would print a warning */
     mp__tracker_registry *g = mp__tracker_registry_new();
-    if (g == NULL)
+    fz_creating = mp__tracker_registry_new();
+    if (g == NULL || fz_creating == NULL) {
+        mp__tracker_registry_free(g);
+        mp__tracker_registry_free(fz_creating);
         return 0;
+    }
     size_t off = 0;
     while (off + 2 <= size) {
         size_t len = (size_t)(data[off] | data[off + 1] << 8) & 1023;
@@ -72,18 +78,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (msg == NULL)
             break;
         memcpy(msg, p, len);
-        int r = mp__tracker_handle(g, msg, len);
+        int r = mp__tracker_handle(g, fz_creating, msg, len);
         free(msg);
         if (r != 0 && r != MP_EBADMSG)
             __builtin_trap();
     }
 
-    size_t valid = 0, n = mp__tracker_registry_each(g, fz_valid_name, &valid);
+    size_t valid = 0, n = mp__tracker_registry_each(fz_creating, fz_valid_name, &valid);
+    if (valid != n)
+        __builtin_trap(); /* temporary names too: the tracker unlinks them */
+    valid = 0;
+    n = mp__tracker_registry_each(g, fz_valid_name, &valid);
     if (valid != n)
         __builtin_trap();
     struct fz_names all = {calloc(n + 1, sizeof(char *)), 0};
     if (all.names == NULL) {
         mp__tracker_registry_free(g);
+        mp__tracker_registry_free(fz_creating);
         return 0;
     }
     mp__tracker_registry_each(g, fz_collect, &all);
@@ -105,5 +116,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(all.names[i]);
     free(all.names);
     mp__tracker_registry_free(g);
+    mp__tracker_registry_free(fz_creating);
     return 0;
 }
