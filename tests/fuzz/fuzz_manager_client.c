@@ -49,6 +49,8 @@ static void *fz_serve_conn(void *arg)
     mp_conn *c = arg;
     mp_buf req = MP_BUF_INIT;
     while (mp_conn_recv_bytes(c, &req, 0) == 0) {
+        if (req.len <= 1)
+            continue; /* a receipt (empty: taken; one byte: given back), not a request */
         pthread_mutex_lock(&fz_lock);
         uint8_t *p = fz_reply; /* ours now: a client call that gave up
                                 * waiting may already be gone */
