@@ -341,33 +341,48 @@ static int producer(const mp_args *a)
     return 0;
 }
 
-/* Increment la then lb under the local lock (see the top). */
-static void locked_pair_local(ledger *L, mp_lock *lk)
+/* Take @lk and check its pair of counters (*a, *b: equal unless a holder
+ * died between them, which MP_EOWNERDEAD must then have said; see the
+ * top), then add one to the first.  A failure ends this child. */
+static void pair_enter(ledger *L, mp_lock *lk, volatile uint64_t *a, volatile uint64_t *b,
+                       _Atomic uint64_t *owner_dead, _Atomic uint64_t *unequal)
 {
     int err = mp_lock_acquire(lk, 30);
     if (err == MP_EOWNERDEAD) {
-        L->lb = L->la;
-        atomic_fetch_add(&L->od_local, 1);
+        *b = *a;
+        atomic_fetch_add(owner_dead, 1);
     } else if (err < 0) {
         child_error(L, err);
         _exit(2);
-    } else if (L->la != L->lb) {
-        atomic_fetch_add(&L->excl_local, 1);
-        L->lb = L->la;
+    } else if (*a != *b) {
+        atomic_fetch_add(unequal, 1);
+        *b = *a;
     }
-    L->la++;
+    ++*a;
+}
+
+/* Add one to the second counter and release @lk. */
+static void pair_leave(ledger *L, mp_lock *lk, volatile uint64_t *b)
+{
+    ++*b;
+    int err = mp_lock_release(lk);
+    if (err < 0) {
+        child_error(L, err);
+        _exit(2);
+    }
+}
+
+/* Increment la then lb under the local lock (see the top). */
+static void locked_pair_local(ledger *L, mp_lock *lk)
+{
+    pair_enter(L, lk, &L->la, &L->lb, &L->od_local, &L->excl_local);
     /* some work between the two (microseconds), so that chaos lands here
      * now and then */
     uint64_t x = L->la;
     for (int i = 0; i < 2000; i++)
         x = mix(x);
     map_sink = x;
-    L->lb++;
-    err = mp_lock_release(lk);
-    if (err < 0) {
-        child_error(L, err);
-        _exit(2);
-    }
+    pair_leave(L, lk, &L->lb);
 }
 
 static int consumer(const mp_args *a)
@@ -421,30 +436,14 @@ static int consumer(const mp_args *a)
  * connections (its dict proxy's) may reach the server after its lock has
  * passed on, so counters in the dict would not say whether the lock kept
  * its promise. */
-static void lock_mgr(ledger *L, mp_lock *ml, int i)
+static void lock_mgr(ledger *L, mp_lock *ml)
 {
-    int err = mp_lock_acquire(ml, 30);
-    if (err == MP_EOWNERDEAD) {
-        L->mb = L->ma;
-        atomic_fetch_add(&L->od_mgr, 1);
-    } else if (err < 0) {
-        child_error(L, err);
-        _exit(2);
-    } else if (L->ma != L->mb) {
-        atomic_fetch_add(&L->excl_mgr, 1);
-        L->mb = L->ma;
-    }
-    L->ma++;
+    pair_enter(L, ml, &L->ma, &L->mb, &L->od_mgr, &L->excl_mgr);
 }
 
 static void unlock_mgr(ledger *L, mp_lock *ml)
 {
-    L->mb++;
-    int err = mp_lock_release(ml);
-    if (err < 0) {
-        child_error(L, err);
-        _exit(2);
-    }
+    pair_leave(L, ml, &L->mb);
 }
 
 /* A manager client: takes results from the manager's queue and checks
@@ -490,7 +489,7 @@ static int auditor(const mp_args *a)
         /* every 8th check under the manager's lock (between its counters) */
         bool locked = ++done % 8 == 0;
         if (locked)
-            lock_mgr(L, ml, i);
+            lock_mgr(L, ml);
         if (ok) {
             /* main set the dict before it put the result */
             err = mp_dict_get(d, &id, sizeof id, &v);

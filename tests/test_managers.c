@@ -1515,6 +1515,46 @@ static void await_ready(int fd)
     ASSERT_EQ(1, read(fd, &c, 1));
 }
 
+/* What child_ready_then_block waits on, and its ready pipe. */
+typedef struct waitables {
+    mp_queue *q;
+    mp_lock *l;
+    mp_semaphore *s;
+    mp_event *e;
+    int ready[2];
+} waitables;
+
+static void waitables_open(mp_manager *m, waitables *w)
+{
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &w->q));
+    ASSERT_OK(mp_manager_lock(m, "l", &w->l));
+    ASSERT_OK(mp_manager_semaphore(m, "s", 0, &w->s));
+    ASSERT_OK(mp_manager_event(m, "e", &w->e));
+    ASSERT_EQ(0, pipe2(w->ready, O_CLOEXEC));
+}
+
+/* A child blocked for good in request @which (see child_ready_then_block),
+ * once it has said it is about to block. */
+static mp_process *start_blocked(mp_context *ctx, waitables *w, int which)
+{
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "QLSifE", w->q, w->l, w->s, which, w->ready[1], w->e));
+    mp_process *p = start_child(ctx, child_ready_then_block, a);
+    mp_args_free(a);
+    await_ready(w->ready[0]);
+    return p;
+}
+
+static void waitables_free(waitables *w)
+{
+    close(w->ready[0]);
+    close(w->ready[1]);
+    mp_queue_free(w->q);
+    mp_lock_free(w->l);
+    mp_semaphore_free(w->s);
+    mp_event_free(w->e);
+}
+
 /* A client killed while blocked in a get, a lock acquire or a semaphore
  * acquire takes nothing with it: what is put (released) right after the
  * kill, even while the dead client's request is still being served, goes
@@ -1523,26 +1563,17 @@ static void await_ready(int fd)
 MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .timeout_s = 120)
 {
     mp_manager *m = start_manager(ctx);
-    mp_queue *q;
-    mp_lock *l;
-    mp_semaphore *s;
-    mp_event *e;
-    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
-    ASSERT_OK(mp_manager_lock(m, "l", &l));
-    ASSERT_OK(mp_manager_semaphore(m, "s", 0, &s));
-    ASSERT_OK(mp_manager_event(m, "e", &e));
-    int ready[2];
-    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
+    waitables w;
+    waitables_open(m, &w);
+    mp_queue *q = w.q;
+    mp_lock *l = w.l;
+    mp_semaphore *s = w.s;
     mp_buf b = MP_BUF_INIT;
     for (int round = 0; round < 60; round++) {
         int which = round % 3;
         if (which == 1)
             ASSERT_OK(mp_lock_acquire(l, 0)); /* the child waits for it */
-        mp_args *a = NULL;
-        ASSERT_OK(mp_args_of(&a, "QLSifE", q, l, s, which, ready[1], e));
-        mp_process *p = start_child(ctx, child_ready_then_block, a);
-        mp_args_free(a);
-        await_ready(ready[0]);
+        mp_process *p = start_blocked(ctx, &w, which);
         /* its request reaches the server (in most rounds: the window
          * varies), then the kill, then at once what it was waiting for */
         struct timespec ts = {0, (5 + round % 7 * 5) * 1000 * 1000};
@@ -1580,12 +1611,7 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
         }
     }
     mp_buf_free(&b);
-    close(ready[0]);
-    close(ready[1]);
-    mp_queue_free(q);
-    mp_lock_free(l);
-    mp_semaphore_free(s);
-    mp_event_free(e);
+    waitables_free(&w);
     mp_manager_free(m);
 }
 
@@ -2061,46 +2087,28 @@ MP_TEST(manager_dead_waiters_leave_nothing_behind, .variants = MP_START_METHODS,
 {
     mp_manager *m = start_manager(ctx);
     pid_t pid = mp_manager_pid(m);
-    mp_queue *q;
-    mp_lock *l;
-    mp_semaphore *s;
-    mp_event *e;
-    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
-    ASSERT_OK(mp_manager_lock(m, "l", &l));
-    ASSERT_OK(mp_manager_semaphore(m, "s", 0, &s));
-    ASSERT_OK(mp_manager_event(m, "e", &e));
-    ASSERT_OK(mp_lock_acquire(l, 0)); /* held here for good */
-    ASSERT_FALSE(mp_event_is_set(e)); /* every proxy connected */
+    waitables w;
+    waitables_open(m, &w);
+    ASSERT_OK(mp_lock_acquire(w.l, 0)); /* held here for good */
+    ASSERT_FALSE(mp_event_is_set(w.e)); /* every proxy connected */
     size_t n;
-    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_OK(mp_queue_qsize(w.q, &n));
     int v;
-    ASSERT_OK(mp_semaphore_value(s, &v));
+    ASSERT_OK(mp_semaphore_value(w.s, &v));
     still_serving(m);
     int fds0 = proc_count(pid, "fd"), threads0 = proc_count(pid, "task");
-    int ready[2];
-    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
     mp_process *p[4];
-    for (int which = 0; which < 4; which++) {
-        mp_args *a = NULL;
-        ASSERT_OK(mp_args_of(&a, "QLSifE", q, l, s, which, ready[1], e));
-        p[which] = start_child(ctx, child_ready_then_block, a);
-        mp_args_free(a);
-        await_ready(ready[0]);
-    }
+    for (int which = 0; which < 4; which++)
+        p[which] = start_blocked(ctx, &w, which);
     struct timespec ts = {0, 100 * 1000 * 1000}; /* their requests arrive */
     nanosleep(&ts, NULL);
     ASSERT_GT(proc_count(pid, "task"), threads0);
     for (int which = 0; which < 4; which++)
         kill_child(p[which]);
     server_back_to(pid, fds0, threads0, 10);
-    ASSERT_OK(mp_lock_release(l));
+    ASSERT_OK(mp_lock_release(w.l));
     still_serving(m);
-    close(ready[0]);
-    close(ready[1]);
-    mp_queue_free(q);
-    mp_lock_free(l);
-    mp_semaphore_free(s);
-    mp_event_free(e);
+    waitables_free(&w);
     mp_manager_free(m);
 }
 
@@ -2367,12 +2375,8 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     for (int i = 0; i < 6; i++)
         p[i] = start_child(NULL, fns[i / 2], a);
     mp_args_free(a);
-    for (int i = 0; i < 6; i++) { /* every one about to block */
-        struct pollfd pf = {.fd = ready[0], .events = POLLIN};
-        ASSERT_EQ(1, poll(&pf, 1, 30000));
-        char c;
-        ASSERT_EQ(1, read(ready[0], &c, 1));
-    }
+    for (int i = 0; i < 6; i++) /* every one about to block */
+        await_ready(ready[0]);
 
     shutdown_job j = {.m = m};
     pthread_t t;
