@@ -738,7 +738,7 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1)); /* the tree and its tracker */
     char prefix[64];
     snprintf(prefix, sizeof prefix, "%s", unique_name("churn_"));
-    unsigned seed = (unsigned)getpid() ^ (unsigned)(mp_monotonic() * 1e6);
+    unsigned seed = (unsigned)getpid() ^ (unsigned)((uint64_t)(mp_monotonic() * 1e6) & 0xffffffffu);
     printf("seed %u\n", seed);
     int caught = 0;
     for (int round = 0; round < ROUNDS; round++) {
