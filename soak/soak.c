@@ -602,7 +602,9 @@ static int pool_workers(pid_t *out, int cap)
     return n;
 }
 
-static char proc_state(pid_t pid)
+/* A process's state letter and parent pid from /proc ('?' and 0 when it
+ * cannot be read). */
+static void proc_stat(pid_t pid, char *state, pid_t *ppid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -612,24 +614,27 @@ static char proc_state(pid_t pid)
         fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' ? p[2] : '?';
+    int pp = 0;
+    *state = '?';
+    if (p != NULL && sscanf(p + 1, " %c %d", state, &pp) != 2)
+        pp = 0;
+    *ppid = pp;
+}
+
+static char proc_state(pid_t pid)
+{
+    char st;
+    pid_t pp;
+    proc_stat(pid, &st, &pp);
+    return st;
 }
 
 static pid_t proc_ppid(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f)
-        fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    int ppid = 0;
     char st;
-    if (p == NULL || sscanf(p + 1, " %c %d", &st, &ppid) != 2)
-        return 0;
-    return ppid;
+    pid_t pp;
+    proc_stat(pid, &st, &pp);
+    return pp;
 }
 
 static void *chaos_main(void *arg)

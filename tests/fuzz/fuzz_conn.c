@@ -31,6 +31,7 @@
  * before as after.
  */
 #include "internal.h"
+#include "fuzz_fds.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -131,20 +132,6 @@ static void read_into(mp_conn *c, size_t cap)
 }
 
 static const char key[] = "fuzz key";
-
-/* How many descriptors are open.  (The lowest free number would not do:
- * a leaked descriptor can sit above a hole that closes again.) */
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    struct dirent *e;
-    while (d != NULL && (e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    if (d != NULL)
-        closedir(d);
-    return n;
-}
 
 static int piece_fd(unsigned kind, size_t i)
 {

@@ -17,6 +17,7 @@
  * messages; and no descriptor is left open (as many descriptors are open
  * before as after). */
 #include "internal.h"
+#include "fuzz_fds.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -28,20 +29,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const uint8_t fz_token[MP__FORKSERVER_TOKEN] = "fuzz-forkserver-token-0123456789";
-
-/* How many descriptors are open.  (The lowest free number would not do:
- * a leaked descriptor can sit above a hole that closes again.) */
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    struct dirent *e;
-    while (d != NULL && (e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    if (d != NULL)
-        closedir(d);
-    return n;
-}
 
 static void body(const uint8_t *data, size_t size)
 {
