@@ -365,6 +365,18 @@ static int cond_wait_until(server *srv, sconn *sc, sobj *o, const mp__deadline *
     return 0;
 }
 
+/* A waiter woken to take @o: 0, or MP_ECLOSED when its client has hung up
+ * meanwhile, which takes nothing and passes the wake-up on to a live one
+ * (else the lock or the unit would sit with the dead client until its
+ * receipt failed to come, seen by others as taken). */
+static int gone_after_wait(server *srv, sconn *sc, sobj *o)
+{
+    if (!client_gone(srv, sc))
+        return 0;
+    pthread_cond_signal(&o->cond);
+    return MP_ECLOSED;
+}
+
 static double arg_timeout(const mp_args *a, size_t i)
 {
     return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
@@ -723,8 +735,13 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
             pthread_mutex_lock(&srv->lock);
             return MP_ETIMEDOUT;
         }
-        while (o->owner != 0 && err == 0)
+        for (bool waited = false; err == 0; waited = true) {
+            if (o->owner == 0) {
+                err = waited ? gone_after_wait(srv, sc, o) : 0;
+                break;
+            }
             err = cond_wait_until(srv, sc, o, &d);
+        }
         if (err < 0)
             return err;
         o->owner = sc->id;
@@ -760,9 +777,14 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         return o->flag ? 0 : err;
     case OP_SEM_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
-        while (o->value == 0 && err == 0)
+        for (bool waited = false; err == 0; waited = true) {
+            if (o->value > 0) {
+                err = waited ? gone_after_wait(srv, sc, o) : 0;
+                break;
+            }
             err = cond_wait_until(srv, sc, o, &d);
-        if (o->value == 0)
+        }
+        if (err < 0)
             return err;
         o->value--;
         return 0;
