@@ -1166,28 +1166,28 @@ static void settle(round_state *R, bool (*busy)(round_state *), const char *what
     }
 }
 
-static bool in_busy(round_state *R)
+/* Work still in flight on one side: queued in @q, or a live child of
+ * @kind (with its slots in @slots) not waiting in a get. */
+static bool busy(mp_queue *q, int kind, slot *slots)
 {
-    size_t q = 0;
-    if (mp_queue_qsize(R->jq, &q) < 0 || q > 0)
+    size_t n = 0;
+    if (mp_queue_qsize(q, &n) < 0 || n > 0)
         return true;
     for (int i = 0; i < NKIDS; i++)
-        if (kids[i].live && kids[i].kind == K_CONS &&
-            atomic_load(&R->L->cslot[kids[i].idx].state) != S_GETTING)
+        if (kids[i].live && kids[i].kind == kind &&
+            atomic_load(&slots[kids[i].idx].state) != S_GETTING)
             return true;
     return false;
 }
 
+static bool in_busy(round_state *R)
+{
+    return busy(R->jq, K_CONS, R->L->cslot);
+}
+
 static bool out_busy(round_state *R)
 {
-    size_t q = 0;
-    if (mp_queue_qsize(R->rq, &q) < 0 || q > 0)
-        return true;
-    for (int i = 0; i < NKIDS; i++)
-        if (kids[i].live && kids[i].kind == K_AUD &&
-            atomic_load(&R->L->aslot[kids[i].idx].state) != S_GETTING)
-            return true;
-    return false;
+    return busy(R->rq, K_AUD, R->L->aslot);
 }
 
 /* The lock pairs, checked by main (which may be the next acquirer). */
