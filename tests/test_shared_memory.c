@@ -472,19 +472,12 @@ static int t_child(const mp_args *a)
         pause();
 }
 
-/* The helper program's main process, in a process group of its own.  Also
- * unlinks one tracked segment and makes a new one of the same name with
- * MP_SHM_NOTRACK: the tracker must leave that one alone. */
-static _Noreturn void helper_program(int report, const char *method, const char *reused)
+/* In a helper program: start t_child under @method, report @s's name, and
+ * wait to be killed. */
+static _Noreturn void start_child_and_wait(int report, const char *method, mp_shm *s)
 {
-    setpgid(0, 0);
-    mp_shm *s, *u;
     mp_args *a;
     mp_process *c;
-    if (mp_shm_new(&s, NULL, 4096, MP_SHM_CREATE) != 0 ||
-        mp_shm_new(&u, reused, 10, MP_SHM_CREATE) != 0 || mp_shm_unlink(u) != 0 ||
-        mp_shm_close(u) != 0 || mp_shm_new(&u, reused, 10, MP_SHM_CREATE | MP_SHM_NOTRACK) != 0)
-        _exit(40);
     if (mp_args_of(&a, "fs", report, method) != 0 ||
         mp_process_new(&c, mp_get_context(method), t_child, a) != 0 || mp_process_start(c) != 0)
         _exit(41);
@@ -492,6 +485,20 @@ static _Noreturn void helper_program(int report, const char *method, const char 
     say(report, "H %s", mp_shm_name(s));
     for (;;)
         pause();
+}
+
+/* The helper program's main process, in a process group of its own.  Also
+ * unlinks one tracked segment and makes a new one of the same name with
+ * MP_SHM_NOTRACK: the tracker must leave that one alone. */
+static _Noreturn void helper_program(int report, const char *method, const char *reused)
+{
+    setpgid(0, 0);
+    mp_shm *s, *u;
+    if (mp_shm_new(&s, NULL, 4096, MP_SHM_CREATE) != 0 ||
+        mp_shm_new(&u, reused, 10, MP_SHM_CREATE) != 0 || mp_shm_unlink(u) != 0 ||
+        mp_shm_close(u) != 0 || mp_shm_new(&u, reused, 10, MP_SHM_CREATE | MP_SHM_NOTRACK) != 0)
+        _exit(40);
+    start_child_and_wait(report, method, s);
 }
 
 MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .timeout_s = 90)
@@ -594,18 +601,10 @@ static int process_tree(pid_t root, pid_t *out, int cap)
 static _Noreturn void tree_program(int report, const char *method, const char *untracked)
 {
     mp_shm *s, *u;
-    mp_args *a;
-    mp_process *c;
     if (mp_shm_new(&s, NULL, 4096, MP_SHM_CREATE) != 0 ||
         mp_shm_new(&u, untracked, 10, MP_SHM_CREATE | MP_SHM_NOTRACK) != 0)
         _exit(40);
-    if (mp_args_of(&a, "fs", report, method) != 0 ||
-        mp_process_new(&c, mp_get_context(method), t_child, a) != 0 || mp_process_start(c) != 0)
-        _exit(41);
-    mp_args_free(a);
-    say(report, "H %s", mp_shm_name(s));
-    for (;;)
-        pause();
+    start_child_and_wait(report, method, s);
 }
 
 /* Issue 13: SIGKILL every process of the program's tree, found by parent
