@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """Run the benchmarks and print one Markdown table.
 
-    python3 bench/run.py --build BUILD [--out bench/results.md] [--quick]
-    python3 bench/run.py --chart-only       # redraw bench/results.png from results.json
+    python3 bench/run.py --build BUILD [--out bench/results.md] [--readme README.md] [--quick]
+    python3 bench/run.py --chart-only   # table and charts again from bench/results.json
 
-Each row is the same work done three ways, measured in the same run:
-by multiproc, by Python 3.11's multiprocessing, and by the bare kernel
-operation it is built on.  Cells give the median and the p10-p90 spread of
-one operation; the ratios compare medians.
+Each row is the same work done by multiproc, by Python 3.11's
+multiprocessing, by the kernel floor (the least a correct implementation must
+do, written straight on the kernel) and, where a C programmer would pick one
+instead, by ZeroMQ and Boost.Interprocess -- all measured in one run.  Cells
+give the median and the p10-p90 spread of one operation; the ratios compare
+medians.
 
-Every run also stores the raw results in bench/results.json and draws
-bench/results.png from them (bench/chart.py, with matplotlib: each row's
-ratio against Python and against the kernel baseline); --chart-only redraws
-the chart from the stored JSON, and --from-md rebuilds that JSON from a
-results.md table.
+The Python reference is the faster of the 3.11 builds on the machine
+(Debian's PGO+LTO python3 and pyenv's): both run the interpreter-bound suites
+once, quickly, and the table names the one chosen and its build.
+
+Every run also stores the raw results in bench/results.json and draws two
+charts from them: bench/results.png (bench/chart.py: each row's ratios) and
+bench/scaling.png (bench/scaling.py: cost per item and per message against
+item count and message size).  --chart-only redraws the table and both
+charts from the stored JSON.
 
 Adding a benchmark: add a Suite (a command that prints JSON lines with name,
 n, median_us, p10_us, p90_us) if its numbers come from a new program, and a
@@ -48,10 +54,14 @@ class Row:
     label: str
     mp: str                    # multiproc's result
     py: Optional[str]          # Python's result
-    kernel: Optional[str]      # the bare kernel operation's result
+    kernel: Optional[str]      # the floor: the bare kernel operation's result
     kernel_label: str = ""     # what that operation is, for the table
     max_vs_kernel: Optional[float] = None  # goal: multiproc / kernel at most this
     min_vs_python: Optional[float] = None  # goal: Python / multiproc at least this
+    zmq: Optional[str] = None  # ZeroMQ doing the same work (a peer column)
+    boost: Optional[str] = None  # Boost.Interprocess doing the same work
+    batch: bool = False        # a sample timed a batch: cells spread batch averages
+    section: str = ""          # starts a new group of rows, titled so
 
 
 def c_bench(program, *extra, quick_args=()):
@@ -68,6 +78,19 @@ def py_bench(script, *extra, quick_args=()):
         if python is None:
             return None
         return [python, os.path.join(HERE, script), *extra, *(quick_args if quick else ())]
+    return argv
+
+
+def optional_c_bench(program, *extra, quick_args=()):
+    """A peer's benchmark: built only where its library is installed."""
+    inner = c_bench(program, *extra, quick_args=quick_args)
+
+    def argv(build, python, quick):
+        if not os.access(os.path.join(build, "bench", program), os.X_OK):
+            print(f"run.py: {program} not built (scripts/install-deps.sh bench): "
+                  f"its column is n/a", file=sys.stderr)
+            return None
+        return inner(build, python, quick)
     return argv
 
 
@@ -88,91 +111,227 @@ SUITES = [
                               quick_args=("-r", "2", "-c", "10000", "-a", "1000", "-u", "64"))),
     Suite("bench_manager", c_bench("bench_manager", quick_args=("-n", "2000", "-m", "2000", "-r", "3"))),
     Suite("py_manager", py_bench("py_manager.py", quick_args=("-n", "2000", "-m", "1000", "-r", "3"))),
+    Suite("bench_zmq", optional_c_bench("bench_zmq", quick_args=("-b", "5", "-n", "20000", "-m", "50"))),
+    Suite("bench_boost", optional_c_bench("bench_boost", quick_args=("-b", "5", "-n", "20000", "-m", "50"))),
 ]
 
+# The Python suites run under both candidate interpreters (quick arguments)
+# to pick the faster one as the reference.
+PY_COMPARE = ("py_sync", "py_queue", "py_pool", "py_conn")
+
 ROWS = [
+    # ---- processes
     Row("process start+join (fork)", mp="mp_fork", py="py_fork",
         kernel="raw_fork_wait", kernel_label="fork+waitpid",
-        max_vs_kernel=1.3, min_vs_python=10),
+        max_vs_kernel=1.3, min_vs_python=10, section="Processes"),
     Row("process start+join (spawn)", mp="mp_spawn", py="py_spawn",
-        kernel="raw_fork_exec", kernel_label="fork+exec self",
+        kernel="raw_posix_spawn", kernel_label="posix_spawn of the same program + waitpid",
         max_vs_kernel=1.5, min_vs_python=10),
     Row("process start+join (forkserver)", mp="mp_forkserver", py="py_forkserver",
-        kernel="raw_fork_exec", kernel_label="fork+exec self",
+        kernel="raw_forkserver",
+        kernel_label="request to a fork server over a unix socket, fork, waitpid, status back",
         max_vs_kernel=1.5, min_vs_python=10),
-    Row("pipe round trip, 8 B", mp="mp_rtt8", py="py_rtt8",
-        kernel="raw_rtt8", kernel_label="socketpair write+read"),
-    Row("pipe round trip, 1 MiB", mp="mp_rtt1m", py="py_rtt1m",
-        kernel="raw_rtt1m", kernel_label="socketpair write+read"),
+    Row("cold one-shot pool: create, map 10 000 items, close, join (fork)",
+        mp="mp_pool_cold_fork", py="py_pool_cold_fork", kernel=None),
+    Row("… same (spawn)", mp="mp_pool_cold_spawn", py="py_pool_cold_spawn", kernel=None),
+    Row("… same (forkserver)", mp="mp_pool_cold_forkserver", py="py_pool_cold_forkserver",
+        kernel=None),
+    Row("Manager start, one request, shutdown", mp="mp_mgr_start", py="py_mgr_start",
+        kernel=None),
+    # ---- connections
+    Row("Pipe round trip, 8 B (both on one CPU)", mp="mp_rtt8_pin", py="py_rtt8_pin",
+        kernel="raw_rtt8_pin", kernel_label="socketpair write+read", zmq="zmq_rtt8_pin",
+        section="Connections"),
+    Row("… same, placement left to the scheduler", mp="mp_rtt8", py="py_rtt8",
+        kernel="raw_rtt8", kernel_label="socketpair write+read", zmq="zmq_rtt8"),
+    Row("Pipe round trip, 1 MiB (both on one CPU)", mp="mp_rtt1m_pin", py="py_rtt1m_pin",
+        kernel="raw_rtt1m_pin", kernel_label="socketpair write+read", zmq="zmq_rtt1m_pin"),
+    Row("… same, placement left to the scheduler", mp="mp_rtt1m", py="py_rtt1m",
+        kernel="raw_rtt1m", kernel_label="socketpair write+read", zmq="zmq_rtt1m"),
+    Row("typed message round trip: 3 ints + 16 B string (both on one CPU; Python: "
+        "conn.send of the tuple)", mp="mp_send_args", py="py_send_tuple",
+        kernel="raw_send_packed", kernel_label="packed struct write+read"),
     Row("connect + authkey handshake (unix)", mp="mp_connect_auth", py="py_connect_auth",
-        kernel="raw_connect", kernel_label="connect+close"),
+        kernel="raw_connect_auth",
+        kernel_label="connect, accept, the handshake's messages (digests precomputed)"),
+    # ---- synchronization
     Row("Lock acquire+release, uncontended", mp="mp_lock_uncontended",
         py="py_lock_uncontended", kernel="raw_futex_lock_uncontended",
-        kernel_label="3-state futex mutex", max_vs_kernel=1.5),
+        kernel_label="3-state futex mutex", max_vs_kernel=1.5, batch=True,
+        section="Synchronization"),
     Row("… same, vs the robust PI mutex Lock is built on", mp="mp_lock_uncontended",
         py=None, kernel="raw_pthread_robust_pi_uncontended",
-        kernel_label="robust PI pshared pthread mutex"),
+        kernel_label="robust PI pshared pthread mutex", batch=True),
     Row("Lock, 2 processes contending (per op)", mp="mp_lock_contended",
         py="py_lock_contended", kernel="raw_pthread_robust_contended",
-        kernel_label="robust pshared pthread mutex", max_vs_kernel=1.25),
+        kernel_label="robust pshared pthread mutex", max_vs_kernel=1.25, batch=True),
     Row("… same, vs the robust PI mutex Lock is built on", mp="mp_lock_contended",
         py=None, kernel="raw_pthread_robust_pi_contended",
-        kernel_label="robust PI pshared pthread mutex"),
+        kernel_label="robust PI pshared pthread mutex", batch=True),
     Row("Event ping-pong round trip (both on one CPU)", mp="mp_event_pingpong",
         py="py_event_pingpong", kernel="raw_futex_pingpong",
         kernel_label="futex wake/wait on two words", max_vs_kernel=1.2),
+    Row("Semaphore ping-pong round trip (both on one CPU)", mp="mp_sem_pingpong",
+        py="py_sem_pingpong", kernel="raw_futex_pingpong",
+        kernel_label="futex wake/wait on two words"),
+    Row("Condition ping-pong round trip (both on one CPU)", mp="mp_cond_pingpong",
+        py="py_cond_pingpong", kernel="raw_cond_pingpong",
+        kernel_label="pshared pthread mutex + condvar"),
+    Row("Barrier, 2 parties (per wait; both on one CPU)", mp="mp_barrier2",
+        py="py_barrier2", kernel="raw_barrier2",
+        kernel_label="futex generation-counter barrier"),
+    # ---- queues
     Row("Queue 1→1, 8 B messages (per message)", mp="mp_queue8", py="py_queue8",
-        kernel="raw_ring8", kernel_label="bare SPSC shm ring",
-        max_vs_kernel=3.33, min_vs_python=50),
+        kernel="raw_ring8", kernel_label="bare SPSC shm ring", zmq="zmq_push8",
+        boost="boost_mq8_unbounded_like", max_vs_kernel=3.33, min_vs_python=50, batch=True,
+        section="Queues"),
     Row("SimpleQueue 1→1, 8 B messages (per message)", mp="mp_simplequeue8",
         py="py_simplequeue8", kernel="raw_ring8", kernel_label="bare SPSC shm ring",
-        max_vs_kernel=3.33),
+        max_vs_kernel=3.33, batch=True),
     Row("Queue 4→1, 8 B messages (per message)", mp="mp_queue8_4p", py="py_queue8_4p",
-        kernel=None),
+        kernel=None, batch=True),
+    Row("Queue 4→4, 8 B messages (per message)", mp="mp_queue8_4x4", py="py_queue8_4x4",
+        kernel=None, batch=True),
+    Row("Queue 1→1, 64 B messages (per message)", mp="scale_queue_mp_64",
+        py="scale_queue_py_64", kernel="scale_queue_floor_64",
+        kernel_label="bare SPSC shm ring", batch=True),
+    Row("Queue 1→1, 1 KiB messages (per message)", mp="scale_queue_mp_1024",
+        py="scale_queue_py_1024", kernel="scale_queue_floor_1024",
+        kernel_label="bare SPSC shm ring", batch=True),
+    Row("Queue 1→1, 64 KiB messages (per message)", mp="scale_queue_mp_65536",
+        py="scale_queue_py_65536", kernel="scale_queue_floor_65536",
+        kernel_label="bare SPSC shm ring", batch=True),
     Row("Queue 1→1, 1 MiB messages (per message)", mp="mp_queue1m", py="py_queue1m",
-        kernel="raw_copy1m", kernel_label="memcpy in + out of shm, 2 buffers",
-        max_vs_kernel=1.25),
+        kernel="raw_ring1m", kernel_label="bare SPSC shm ring as large as the queue's",
+        zmq="zmq_push1m", boost="boost_mq1m", max_vs_kernel=1.25, batch=True),
+    Row("bounded Queue(maxsize=64) 1→1, 8 B, under backpressure (per message)",
+        mp="mp_bqueue8", py="py_bqueue8", kernel="raw_bring8",
+        kernel_label="bare SPSC shm ring of 64 records", boost="boost_mq8", batch=True),
+    Row("JoinableQueue put, get + task_done, join (per message)", mp="mp_jqueue8",
+        py="py_jqueue8", kernel=None, batch=True),
+    # ---- shared memory
+    Row("100 MB shared Array: create, attach in a child, sum", mp="mp_array100m",
+        py="py_array100m", kernel="raw_array100m",
+        kernel_label="memfd + mmap + fork, the child sums", section="Shared memory"),
+    # ---- pool
     Row("Pool.map, 10⁶ trivial items, default chunksize (per item)", mp="mp_pool_map_default",
-        py="py_pool_map_default", kernel=None, min_vs_python=100),
-    Row("… same, items and results in mp_pool_shared_alloc buffers (no copies)",
-        mp="mp_pool_map_shared", py="py_pool_map_default", kernel=None, min_vs_python=100),
+        py="py_pool_map_default", kernel="scale_map_floor_1000000",
+        kernel_label="2 started processes, items and results copied through shm",
+        min_vs_python=100, batch=True, section="Pool"),
+    Row("… same, items and results in mp_pool_shared_alloc buffers (Python: map over "
+        "slices of a SharedMemory buffer)", mp="mp_pool_map_shared", py="py_pool_map_shm",
+        kernel=None, min_vs_python=100, batch=True),
+    Row("Pool.map, 1 KiB items and 1 KiB results (per item)", mp="mp_pool_map_1k",
+        py="py_pool_map_1k", kernel=None, batch=True),
     Row("Pool.map, chunksize 1 (per item; Python maps 10× fewer items)",
-        mp="mp_pool_map_chunk1", py="py_pool_map_chunk1", kernel=None, min_vs_python=50),
-    Row("Pool.apply_async + get round trip (all on one CPU)", mp="mp_pool_apply_rtt",
+        mp="mp_pool_map_chunk1", py="py_pool_map_chunk1", kernel=None, min_vs_python=50,
+        batch=True),
+    Row("imap, time to the first result", mp="mp_imap_first", py="py_imap_first", kernel=None),
+    Row("imap_unordered, time to the first result", mp="mp_imap_first_unordered",
+        py="py_imap_first_unordered", kernel=None),
+    Row("imap streaming (per item)", mp="mp_imap_rate", py="py_imap_rate", kernel=None,
+        batch=True),
+    Row("imap_unordered streaming (per item)", mp="mp_imap_rate_unordered",
+        py="py_imap_rate_unordered", kernel=None, batch=True),
+    Row("apply_async + get round trip (all on one CPU)", mp="mp_pool_apply_rtt",
         py="py_pool_apply_rtt", kernel="raw_futex_rtt_2proc",
         kernel_label="futex ping-pong, 2 processes", max_vs_kernel=3),
     Row("… same, placement left to the scheduler", mp="mp_pool_apply_rtt_free",
         py="py_pool_apply_rtt_free", kernel="raw_futex_rtt_2proc_free",
         kernel_label="futex ping-pong, 2 processes"),
+    Row("apply_async, 1000 tasks in flight (per task)", mp="mp_apply_async_1000",
+        py="py_apply_async_1000", kernel=None, batch=True),
     Row("Pool.map, CPU-bound ≈1 ms items, 2 workers (per item)", mp="mp_pool_cpu_2w",
         py="py_pool_cpu_2w", kernel="mp_pool_cpu_1w", kernel_label="same map, 1 worker",
-        max_vs_kernel=0.55),
-    Row("Manager dict set+get from a child (2 requests)", mp="mp_mgr_dict_rtt",
+        max_vs_kernel=0.55, batch=True),
+    # ---- managers
+    Row("Manager dict set+get from a child, 2 requests (all on one CPU)",
+        mp="mp_mgr_dict_rtt_pin", py="py_mgr_dict_rtt_pin", kernel="raw_sock_rtt16x2_pin",
+        kernel_label="socketpair 16 B write + 16 B reply, ×2", max_vs_kernel=1.2,
+        section="Managers"),
+    Row("… same, placement left to the scheduler", mp="mp_mgr_dict_rtt",
         py="py_mgr_dict_rtt", kernel="raw_sock_rtt16x2",
-        kernel_label="socketpair 16 B write + 16 B reply, ×2", max_vs_kernel=1.2),
-    Row("Manager dict batch of 1000 set/get from a child (per op; Python: one op a request)",
-        mp="mp_mgr_dict_batch", py="py_mgr_dict_op", kernel=None, min_vs_python=20),
-    Row("Manager dict batch of 1000 sets (per op; Python: dict.update of 1000)",
-        mp="mp_mgr_dict_batch_set", py="py_mgr_dict_update", kernel=None),
+        kernel_label="socketpair 16 B write + 16 B reply, ×2"),
+    Row("Manager dict, 1000 sets + 1000 gets in batches (per op; Python: d.update + a "
+        "registered get_many, one request each)", mp="mp_mgr_dict_batch",
+        py="py_mgr_dict_batch", kernel=None, min_vs_python=20, batch=True),
+    Row("Manager dict, batch of 1000 sets (per op; Python: d.update of 1000)",
+        mp="mp_mgr_dict_batch_set", py="py_mgr_dict_update", kernel=None, batch=True),
     Row("Manager dict, 4 client processes at once (per op; Python: d[k] = v)",
-        mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None),
+        mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None, batch=True),
 ]
 
 
-def find_python(given=None):
-    """Python 3.11, the reference the comparison is made against."""
-    cands = [given] if given else ["/root/.pyenv/versions/3.11.7/bin/python3",
-                                   shutil.which("python3.11")]
+PYTHONS = ["/usr/bin/python3", "/root/.pyenv/versions/3.11.7/bin/python3"]
+
+
+def python_version(cand):
+    try:
+        return subprocess.run([cand, "-c", "import platform; print(platform.python_version())"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def find_pythons(given=None):
+    """The candidate reference interpreters: Python 3.11 builds on this machine."""
+    cands = [given] if given else PYTHONS + [shutil.which("python3.11")]
+    out = []
     for cand in cands:
-        if cand and os.access(cand, os.X_OK):
-            try:
-                v = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2])"],
-                                   capture_output=True, text=True, timeout=30).stdout.strip()
-            except (OSError, subprocess.SubprocessError):
-                continue
-            if v == "(3, 11)":
-                return cand
-    return None
+        if cand and os.access(cand, os.X_OK) and python_version(cand).startswith("3.11"):
+            real = os.path.realpath(cand)
+            if real not in (os.path.realpath(c) for c in out):
+                out.append(cand)
+    return out
+
+
+def python_build(python):
+    """How an interpreter was built, in a few words: the table names it."""
+    code = ("import sysconfig; print(sysconfig.get_config_var('CONFIG_ARGS') or ''); "
+            "print(sysconfig.get_config_var('PY_CFLAGS_NODIST') or '')")
+    args = subprocess.run([python, "-c", code], capture_output=True, text=True).stdout
+    version = python_version(python)
+    if os.path.realpath(python).startswith("/usr/bin/"):
+        # Debian's rules build the interpreter with --enable-optimizations and
+        # --with-lto (a static libpython): its sysconfig records the shared
+        # build's flags, not those.
+        return f"Debian's python3 {version} ({python}; PGO+LTO, static libpython)"
+    flags = []
+    flags.append("PGO" if "--enable-optimizations" in args else "no PGO")
+    flags.append("LTO" if "--with-lto" in args else "no LTO")
+    if "-O3" in args:
+        flags.append("-O3")
+    return f"Python {version} ({python}; {', '.join(flags)})"
+
+
+def geomean(xs):
+    import math
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else 1.0
+
+
+def pick_python(pythons, build):
+    """Run the interpreter-bound suites (quick) under each candidate and
+    return (the faster one, a sentence saying what was measured)."""
+    if len(pythons) < 2:
+        return (pythons[0] if pythons else None), ""
+    runs = {}
+    for python in pythons:
+        runs[python] = {}
+        for suite in SUITES:
+            if suite.name in PY_COMPARE:
+                runs[python].update(run_suite(suite, build, python, True))
+    a, b = pythons[:2]
+    common = [k for k in runs[a] if k in runs[b] and runs[a][k]["median_us"] > 0]
+    ratio = geomean([runs[b][k]["median_us"] / runs[a][k]["median_us"] for k in common])
+    best = a if ratio >= 1 else b
+    other = b if best == a else a
+    r = ratio if best == a else 1 / ratio
+    spread = sorted(runs[other][k]["median_us"] / runs[best][k]["median_us"] for k in common)
+    note = (f"Python reference: {python_build(best)}, the faster of the two 3.11 builds "
+            f"here; against {python_build(other)}, over the {len(common)} results of a "
+            f"quick run of {', '.join(PY_COMPARE)} in each, it took 1/{r:.2f} of the time "
+            f"(geometric mean; per result {spread[0]:.2f}×–{spread[-1]:.2f}×).")
+    return best, note
 
 
 def run_suite(suite, build, python, quick):
@@ -211,7 +370,67 @@ def cell(r):
     return f"{fmt_us(r['median_us'])} ({fmt_us(r['p10_us'])}–{fmt_us(r['p90_us'])})"
 
 
-def machine_info(python):
+def python_short(python):
+    """The Python column's header."""
+    if not python:
+        return "Python"
+    version = python_version(python)
+    if os.path.realpath(python).startswith("/usr/bin/"):
+        return f"Python {version} (Debian, PGO+LTO)"
+    return f"Python {version} ({python_build(python).split('; ', 1)[1].rstrip(')')})"
+
+
+def vs_text(r):
+    return f"{r:.1f}× faster" if r >= 1 else f"{1 / r:.1f}× slower"
+
+
+def peer_cell(peer, mp):
+    if peer is None:
+        return "n/a"
+    return f"{cell(peer)}: {peer['median_us'] / mp['median_us']:.1f}×"
+
+
+def build_table(rows, results, python_header="Python"):
+    peers = [(key, title) for key, title in (("zmq", "ZeroMQ"), ("boost", "Boost.Interprocess"))
+             if any(getattr(r, key) in results for r in rows if getattr(r, key))]
+    head = ["operation", "multiproc", python_header, "kernel floor", "vs Python",
+            "vs floor"] + [t for _, t in peers] + ["goals"]
+    out = ["| " + " | ".join(head) + " |",
+           "|---|" + "---:|" * (len(head) - 2) + "---|"]
+    for row in rows:
+        mp = results.get(row.mp)
+        py = results.get(row.py) if row.py else None
+        k = results.get(row.kernel) if row.kernel else None
+        if row.section:
+            out.append(f"| **{row.section}** |" + " |" * (len(head) - 1))
+        if mp is None:
+            print(f"run.py: no result {row.mp}: row {row.label!r} left out", file=sys.stderr)
+            continue
+        vs_py = vs_k = kcell = "n/a"
+        goals = []
+        if py is not None:
+            r = py["median_us"] / mp["median_us"]
+            vs_py = vs_text(r)
+            if row.min_vs_python is not None:
+                ok = "met" if r >= row.min_vs_python else "MISSED"
+                goals.append(f"≥{row.min_vs_python:g}× faster than Python: {ok}")
+        if k is not None:
+            r = mp["median_us"] / k["median_us"]
+            vs_k = f"{r:.2f}×"
+            kcell = f"{row.kernel_label}: {cell(k)}"
+            if row.max_vs_kernel is not None:
+                ok = "met" if r <= row.max_vs_kernel else "MISSED"
+                goals.append(f"≤{row.max_vs_kernel:g}× floor: {ok}")
+        peer_cells = [peer_cell(results.get(getattr(row, key)) if getattr(row, key) else None,
+                                mp) for key, _ in peers]
+        label = row.label + (" †" if row.batch else "")
+        out.append(f"| {label} | {cell(mp)} | {cell(py)} | {kcell} | {vs_py} | {vs_k} | "
+                   + "".join(f"{c} | " for c in peer_cells)
+                   + f"{'; '.join(goals) or '–'} |")
+    return "\n".join(out)
+
+
+def machine_info():
     model = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -224,91 +443,34 @@ def machine_info(python):
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    py = "absent"
-    if python:
-        py = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                            capture_output=True, text=True).stdout.strip() or python
+    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
     return (f"{model}, {usable} of {cores} CPUs, Linux {platform.release()}, "
-            f"Python {py}, {when}")
+            f"commit {commit}, {when}")
 
 
-def build_table(rows, results):
-    out = [
-        "| operation | multiproc | Python 3.11 | kernel baseline | vs Python | vs kernel | goals |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        mp = results.get(row.mp)
-        py = results.get(row.py) if row.py else None
-        k = results.get(row.kernel) if row.kernel else None
-        if mp is None:
-            continue
-        vs_py = vs_k = kcell = "n/a"
-        goals = []
-        if py is not None:
-            r = py["median_us"] / mp["median_us"]
-            vs_py = f"{r:.1f}× faster"
-            if row.min_vs_python is not None:
-                ok = "met" if r >= row.min_vs_python else "MISSED"
-                goals.append(f"≥{row.min_vs_python:g}× faster than Python: {ok}")
-        if k is not None:
-            r = mp["median_us"] / k["median_us"]
-            vs_k = f"{r:.2f}×"
-            kcell = f"{row.kernel_label}: {cell(k)}"
-            if row.max_vs_kernel is not None:
-                ok = "met" if r <= row.max_vs_kernel else "MISSED"
-                goals.append(f"≤{row.max_vs_kernel:g}× kernel: {ok}")
-        out.append(f"| {row.label} | {cell(mp)} | {cell(py)} | {kcell} | {vs_py} | {vs_k} "
-                   f"| {'; '.join(goals) or '–'} |")
-    return "\n".join(out)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--build", default="build", help="the CMake build directory")
-    ap.add_argument("--out", default=os.path.join(HERE, "results.md"),
-                    help="also write the table here (default: bench/results.md)")
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
-    ap.add_argument("--python", help="the Python 3.11 interpreter (default: found)")
-    ap.add_argument("--readme", help="replace the table between the bench markers of this file")
-    ap.add_argument("--json", default=os.path.join(HERE, "results.json"),
-                    help="the raw results (default: bench/results.json)")
-    ap.add_argument("--png", default=os.path.join(HERE, "results.png"),
-                    help="the chart (default: bench/results.png)")
-    ap.add_argument("--chart-only", action="store_true",
-                    help="run nothing: redraw the chart from the results in --json")
-    ap.add_argument("--from-md", metavar="MD",
-                    help="run nothing: rebuild --json from a results.md table, and the chart")
-    args = ap.parse_args()
-
-    if args.chart_only or args.from_md:
-        if args.from_md:
-            info, results = parse_md(args.from_md)
-        else:
-            with open(args.json, encoding="utf-8") as f:
-                stored = json.load(f)
-            info, results = stored["machine"], stored["results"]
-        write_json(args.json, info, results)       # rows as ROWS now defines them
-        sys.exit(0 if draw_chart(args.json, args.png) else 1)
-
-    python = find_python(args.python)
-    if python is None:
-        print("run.py: Python 3.11 not found: Python columns are n/a", file=sys.stderr)
-    info = machine_info(python)
-
-    results: Dict[str, dict] = {}
-    for suite in SUITES:
-        results.update(run_suite(suite, args.build, python, args.quick))
-
-    extra = results.get("raw_posix_spawn")
-    table = build_table(ROWS, results)
+def render(info, results, python_header, python_note):
+    """results.md's text (without the chart links) from one run's results."""
+    table = build_table(ROWS, results, python_header)
     text = [f"Machine: {info}", "", table, ""]
+    if python_note:
+        text.append(python_note)
     text.append("Cells: median (p10–p90) of one operation; ratios compare medians. "
-                "vs Python = Python / multiproc; vs kernel = multiproc / kernel baseline.")
-    text.append("fork+exec self = fork() + execv(\"/proc/self/exe\") of the benchmark program, "
-                "whose main() returns at once, + waitpid().")
+                "vs Python = Python / multiproc; vs floor = multiproc / floor. "
+                "Rows marked † time batches: each sample is a batch's time divided by its "
+                "operations, and the cell gives the median (p10–p90) of those batch "
+                "averages.")
+    if any(r.zmq or r.boost for r in ROWS):
+        text.append("Peer cells (ZeroMQ 4.3 `ipc://`, Boost.Interprocess 1.74 "
+                    "`message_queue`, doing the same work beside multiproc): median "
+                    "(p10–p90), then the peer's time / multiproc's.")
+    text.append("The kernel floor is the least a correct implementation of the row's work "
+                "must do, written straight on the kernel (each bench/*.c file says what "
+                "its floors do).")
+    extra = results.get("raw_fork_exec")
     if extra is not None:
-        text.append(f"For reference, posix_spawn() of the same program: {cell(extra)}.")
+        text.append("For reference, fork() + execv(\"/proc/self/exe\") of the same program "
+                    f"+ waitpid(): {cell(extra)}.")
     speedups = [(who, results.get(f"{who}_pool_cpu_1w"), results.get(f"{who}_pool_cpu_2w"))
                 for who in ("mp", "py")]
     if all(a and b for _, a, b in speedups[:1]):
@@ -317,20 +479,72 @@ def main():
                     + " and ".join(f"{a['median_us'] / b['median_us']:.2f}× as fast as 1 "
                                    f"({'multiproc' if who == 'mp' else 'Python'})"
                                    for who, a, b in speedups if a and b)
-                    + f" on {len(os.sched_getaffinity(0))} usable CPUs.")
-    counts = ", ".join(f"{k} n={v['n']}" for k, v in sorted(results.items()))
-    text.append(f"Samples: {counts}.")
-    text = "\n".join(text) + "\n"
-    write_json(args.json, info, results)
-    charted = draw_chart(args.json, args.png)
+                    + " on the 2 CPUs.")
+    used = sorted({n for r in ROWS for n in (r.mp, r.py, r.kernel, r.zmq, r.boost)
+                   if n and n in results})
+    counts = [results[n]["n"] for n in used]
+    if counts:
+        few = [n for n in used if results[n]["n"] < 10]
+        text.append(f"Samples: {min(counts)} to {max(counts)} per cell"
+                    + (f" (fewer than 10: {', '.join(few)})" if few else "")
+                    + "; results.json has each one's count.")
+    return "\n".join(text) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default="build", help="the CMake build directory")
+    ap.add_argument("--out", default=os.path.join(HERE, "results.md"),
+                    help="also write the table here (default: bench/results.md)")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    ap.add_argument("--python", help="the reference Python 3.11 (default: the faster of "
+                    "Debian's and pyenv's, measured)")
+    ap.add_argument("--only", help="run only these suites (comma-separated names)")
+    ap.add_argument("--readme", help="replace the table between the bench markers of this file")
+    ap.add_argument("--json", default=os.path.join(HERE, "results.json"),
+                    help="the raw results (default: bench/results.json)")
+    ap.add_argument("--png", default=os.path.join(HERE, "results.png"),
+                    help="the ratio chart (default: bench/results.png)")
+    ap.add_argument("--scaling-png", default=os.path.join(HERE, "scaling.png"),
+                    help="the scaling chart (default: bench/scaling.png)")
+    ap.add_argument("--chart-only", action="store_true",
+                    help="run nothing: redraw the table and charts from the results in --json")
+    args = ap.parse_args()
+
+    if args.chart_only:
+        with open(args.json, encoding="utf-8") as f:
+            stored = json.load(f)
+        info, results = stored["machine"], stored["results"]
+        header, note = stored.get("python_header", "Python"), stored.get("python_note", "")
+        limits = stored.get("limits", {})
+    else:
+        pythons = find_pythons(args.python)
+        if not pythons:
+            print("run.py: Python 3.11 not found: Python columns are n/a", file=sys.stderr)
+        python, note = pick_python(pythons, args.build) if len(pythons) > 1 and not args.quick \
+            else ((pythons[0] if pythons else None), "")
+        if python and not note:
+            note = f"Python reference: {python_build(python)}."
+        header = python_short(python)
+        info = machine_info()
+        limits = machine_limits()
+        results: Dict[str, dict] = {}
+        only = set(args.only.split(",")) if args.only else None
+        for suite in SUITES:
+            if only is None or suite.name in only:
+                results.update(run_suite(suite, args.build, python, args.quick))
+    text = render(info, results, header, note)
+    write_json(args.json, info, results, header, note, limits)
+    charted = draw_chart(args.json, args.png, args.scaling_png)
     sys.stderr.flush()
     print(text, end="", flush=True)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(text + (chart_link(args.png, args.out) if charted else ""))
+            f.write(text + (chart_link(args.png, args.scaling_png, args.out) if charted else ""))
         print(f"(written to {args.out})", file=sys.stderr)
     if args.readme:
-        update_readme(args.readme, text + (chart_link(args.png, args.readme) if charted else ""))
+        update_readme(args.readme, text + (chart_link(args.png, args.scaling_png, args.readme)
+                                           if charted else ""))
 
 
 def row_data(rows, results):
@@ -344,7 +558,7 @@ def row_data(rows, results):
             continue
         out.append({
             "label": row.label, "mp": row.mp, "py": row.py, "kernel": row.kernel,
-            "kernel_label": row.kernel_label,
+            "kernel_label": row.kernel_label, "section": row.section,
             "vs_python": py["median_us"] / mp["median_us"] if py else None,
             "vs_kernel": mp["median_us"] / k["median_us"] if k else None,
             "min_vs_python": row.min_vs_python, "max_vs_kernel": row.max_vs_kernel,
@@ -352,9 +566,28 @@ def row_data(rows, results):
     return out
 
 
-def write_json(path, info, results):
+def machine_limits():
+    """Sizes where a scaling curve may bend: caches, the socket buffer."""
+    out = {}
+    for key, var in (("l1d", "LEVEL1_DCACHE_SIZE"), ("l2", "LEVEL2_CACHE_SIZE")):
+        try:   # glibc's getconf reads CPUID where /sys has no cache directory
+            out[key] = int(subprocess.run(["getconf", var], capture_output=True,
+                                          text=True).stdout.strip() or 0)
+        except (OSError, ValueError):
+            pass
+    try:
+        with open("/proc/sys/net/core/wmem_default") as f:
+            out["sock_buf"] = int(f.read())
+    except (OSError, ValueError):
+        pass
+    return {k: v for k, v in out.items() if v and v > 0}
+
+
+def write_json(path, info, results, header, note, limits=None):
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"machine": info, "results": results, "rows": row_data(ROWS, results)},
+        json.dump({"machine": info, "python_header": header, "python_note": note,
+                   "limits": limits if limits is not None else machine_limits(),
+                   "results": results, "rows": row_data(ROWS, results)},
                   f, indent=1, ensure_ascii=False)
         f.write("\n")
     print(f"(results written to {path})", file=sys.stderr)
@@ -369,108 +602,28 @@ def chart_python():
     return None
 
 
-def draw_chart(json_path, png_path):
-    """bench/results.png from results.json; False if matplotlib is missing."""
+def draw_chart(json_path, png_path, scaling_png):
+    """The two charts from results.json; False if matplotlib is missing."""
     python = chart_python()
     if python is None:
-        print("run.py: no matplotlib (scripts/install-deps.sh bench): chart not drawn",
+        print("run.py: no matplotlib (scripts/install-deps.sh bench): charts not drawn",
               file=sys.stderr)
         return False
     subprocess.run([python, os.path.join(HERE, "chart.py"), "--json", json_path,
                     "--out", png_path], check=True, stdout=sys.stderr)
+    subprocess.run([python, os.path.join(HERE, "scaling.py"), "--json", json_path,
+                    "--out", scaling_png], check=True, stdout=sys.stderr)
     return True
 
 
-def chart_link(png_path, doc_path):
-    """The Markdown image line for the chart, relative to the document."""
-    rel = os.path.relpath(png_path, os.path.dirname(os.path.abspath(doc_path)))
-    return (f"\n![Each row's ratio against Python and against the kernel baseline, "
-            f"log scales]({rel})\n")
-
-
-UNITS = {"ns": 0.001, "µs": 1.0, "ms": 1000.0}
-
-
-def printed_range(number, scale=1.0):
-    """The interval a rounded printed number stands for: "0.11" is 0.105-0.115."""
-    decimals = len(number.split(".")[1]) if "." in number else 0
-    half = 0.5 * 10 ** -decimals
-    return [(float(number) - half) * scale, (float(number) + half) * scale]
-
-
-def parse_time(s):
-    value, unit = s.split()
-    return printed_range(value, UNITS[unit])
-
-
-def narrow(ranges, ratios):
-    """Narrow the medians' intervals with the printed ratios (num / den in
-    [lo, hi]), whose digits are often finer than the cells' (0.11 µs vs
-    3.28 µs is printed as 30.9×): the ratios of the midpoints then match
-    the table."""
-    for _ in range(20):
-        for num, den, (lo, hi) in ratios:
-            if num not in ranges or den not in ranges:
-                continue
-            n, d = ranges[num], ranges[den]
-            nn = [max(n[0], d[0] * lo), min(n[1], d[1] * hi)]
-            dd = [max(d[0], n[0] / hi), min(d[1], n[1] / lo)]
-            if nn[0] <= nn[1] and dd[0] <= dd[1]:   # else inconsistent: keep
-                ranges[num], ranges[den] = nn, dd
-
-
-def parse_md(path):
-    """Machine line and results from a results.md this script wrote."""
-    import re
-    cell_re = re.compile(r"^(\S+ \S+) \((\S+ \S+)–(\S+ \S+)\)$")
-    info, results, counts, medians, ratios = "", {}, {}, {}, []
-    unused = list(ROWS)
-
-    def put(name, text):
-        m = cell_re.match(text.strip())
-        if name and m:
-            medians[name] = parse_time(m.group(1))
-            results[name] = {"name": name, "p10_us": sum(parse_time(m.group(2))) / 2,
-                             "p90_us": sum(parse_time(m.group(3))) / 2}
-
-    def ratio(num, den, text):
-        m = re.match(r"^([0-9.]+)×", text)
-        if num and den and m:
-            ratios.append((num, den, printed_range(m.group(1))))
-
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        if line.startswith("Machine: "):
-            info = line[len("Machine: "):]
-        elif line.startswith("| ") and not line.startswith("| operation"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            row = next((r for r in unused if r.label == cells[0]), None)
-            if row is None:
-                print(f"run.py: no row is labelled {cells[0]!r}: left out", file=sys.stderr)
-                continue
-            unused.remove(row)
-            put(row.mp, cells[1])
-            put(row.py, cells[2])
-            if row.kernel and ": " in cells[3]:
-                put(row.kernel, cells[3].rsplit(": ", 1)[1])
-            ratio(row.py, row.mp, cells[4])
-            ratio(row.mp, row.kernel, cells[5])
-        elif line.startswith("For reference, posix_spawn() of the same program: "):
-            put("raw_posix_spawn", line.split(": ", 1)[1].rstrip("."))
-        elif line.startswith("Samples: "):
-            for item in line[len("Samples: "):].rstrip(".").split(", "):
-                name, _, n = item.partition(" n=")
-                counts[name] = int(n)
-    narrow(medians, ratios)
-    for name in sorted(medians):          # pick values one by one, keeping the rest consistent
-        mid = sum(medians[name]) / 2
-        medians[name] = [mid, mid]
-        narrow(medians, ratios)
-    for name, r in results.items():
-        r["median_us"] = sum(medians[name]) / 2
-        r["n"] = counts.get(name, 0)
-    return info, results
+def chart_link(png_path, scaling_png, doc_path):
+    """The Markdown image lines for the charts, relative to the document."""
+    base = os.path.dirname(os.path.abspath(doc_path))
+    rel, rel2 = os.path.relpath(png_path, base), os.path.relpath(scaling_png, base)
+    return (f"\n![Each row's ratio against Python and against the kernel floor, "
+            f"log scales]({rel})\n"
+            f"\n![How cost grows: Pool.map per item against item count, Queue and Pipe per "
+            f"message against message size; multiproc, Python and the floor, log-log]({rel2})\n")
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
