@@ -10,7 +10,7 @@ from the stored results without running the benchmarks.
 Two panels share the rows of the table, both on log scales, each bar drawn
 from 1× (the two sides equal) to the row's ratio:
   left:  Python time / multiproc time (how many times faster than Python)
-  right: multiproc time / kernel baseline time (1 = the bare kernel operation)
+  right: multiproc time / kernel floor time (1 = the least the work can cost)
 A bar is green when the row's goal on that ratio is met, red when missed,
 blue when the row has no goal; the goal is drawn as a black tick.
 """
@@ -87,11 +87,11 @@ def draw(data, out):
     fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.7 / height)
     labels = ["\n".join(textwrap.wrap(r["label"], 44)) for r in rows]
     panel(left, rows, "vs_python", "min_vs_python", lambda v, g: v >= g, 1,
-          "vs Python 3.11 multiprocessing",
+          f"vs {data.get('python_header', 'Python 3.11')} multiprocessing",
           "Python time / multiproc time (log scale; > 1: multiproc is faster)")
     panel(right, rows, "vs_kernel", "max_vs_kernel", lambda v, g: v <= g, 2,
-          "vs the kernel baseline",
-          "multiproc time / bare kernel operation time (log scale; 1: the kernel's own cost)")
+          "vs the kernel floor",
+          "multiproc time / kernel floor time (log scale; 1: the least the work can cost)")
     left.set_yticks(range(n))
     left.set_yticklabels(labels, fontsize=9)
     left.set_ylim(n - 0.5, -0.5)
