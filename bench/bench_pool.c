@@ -6,8 +6,10 @@
  * At default arguments every result has at least 10 samples (-r, default
  * 10); a row whose sample times a batch reports the batch average per
  * operation, with n the number of batches ("per" in its JSON line says how
- * many operations a sample holds).  Each timed loop is preceded by one
- * untimed warm-up of the same work, and every result is checked after it.
+ * many operations a sample holds).  Each timed loop is preceded by an
+ * untimed warm-up of the same work, and every result is checked (after the
+ * timing, except in the imap rows, whose consumer checks each result as it
+ * comes, as py_pool.py's does).
  *
  *   mp_pool_map_default
  *       mp_pool_map over N (-n, 10^6) trivial items (int64 -> its square)
@@ -37,14 +39,16 @@
  *       time from the mp_pool_imap call (which copies the items in) to the
  *       first result out of mp_imap_next: 10^5 (-i) trivial items,
  *       chunksize 100 (IMAP_CHUNK, the same as py_pool.py), ordered and
- *       unordered;
+ *       unordered.  mp_pool_imap copies every item in and queues every
+ *       chunk before it returns, so this grows with the item count;
+ *       Python's imap feeds its tasks from a thread, lazily;
  *   mp_imap_rate, mp_imap_rate_unordered
  *       the same imaps timed from the call to the last result, per item
  *       (the same samples' ends: one imap gives one sample of each);
  *   mp_apply_async_1000
  *       submit 1000 mp_pool_apply_async of a trivial task (int64 argument
  *       list -> its square), then mp_async_get all 1000 in order (and free
- *       handles and argument lists); per task;
+ *       handles and argument lists); per task; 20 batches (2 x -r);
  *   mp_pool_apply_rtt, raw_futex_rtt_2proc
  *       one apply_async round trip: build the argument list, submit a task
  *       that squares it, wait for the result (mp_async_get), free both;
