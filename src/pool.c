@@ -104,7 +104,14 @@ typedef struct phdr {
     pentry tasks[TASKCAP];
 } phdr;
 
+/* The parent's own copy of each table entry. */
+struct posted {
+    pentry e;                      /* what it published there: the copy used */
+    bool busy;                     /* published, not yet freed */
+};
+
 #define HDR_BYTES ((sizeof(phdr) + 4095) & ~(size_t)4095)
+#define POSTED_BYTES (TASKCAP * sizeof(struct posted))
 
 /* A completion report, then (apply) the result bytes. */
 typedef struct report {
@@ -469,10 +476,7 @@ struct mp_pool {
     int heapfd;
     char *heap;
     phdr *h;
-    struct posted {                /* each entry as this process knows it */
-        pentry e;                  /* what it published there: the copy used */
-        bool busy;                 /* published, not yet freed */
-    } *posted;
+    struct posted *posted;         /* each entry as this process knows it */
     mp_queue *results;
     int efd;
     uint64_t publish;              /* next table position to fill */
@@ -881,6 +885,13 @@ static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
         job_finish(p, j, false);
 }
 
+/* How many table entries have ever been published: a scan stops there,
+ * and reads no page of the table, nor of posted, that no task used. */
+static int entries_used(const mp_pool *p)
+{
+    return p->publish < TASKCAP ? (int)p->publish : TASKCAP;
+}
+
 /* Done with an entry: it may take the next round's task. */
 static void free_entry(mp_pool *p, pentry *e)
 {
@@ -995,11 +1006,13 @@ static void on_death(mp_pool *p, int idx)
     bool stopped = false; /* it took a STOP: it was meant to exit */
     IGNORE_RESULT(mp_process_join(w->proc, 10)); /* a fork server relays the status a moment later */
     IGNORE_RESULT(mp_process_exitcode(w->proc, &code));
-    for (int t = 0; t < TASKCAP; t++) {
+    for (int t = 0; t < entries_used(p); t++) {
+        if (!p->posted[t].busy)
+            continue;
         pentry *e = &p->h->tasks[t];
         const pentry *pe = &p->posted[t].e; /* what the entry holds */
         uint32_t word = atomic_load(&e->state), st = ST(word);
-        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx || !p->posted[t].busy)
+        if ((st != E_CLAIMED && st != E_DONE) || WHO(word) != (uint32_t)idx)
             continue;
         if (pe->kind == T_STOP) {
             stopped = true;
@@ -1056,7 +1069,9 @@ static int check_timeouts(mp_pool *p)
     if (p->task_timeout <= 0)
         return -1;
     int64_t now = now_ns(), limit = (int64_t)(p->task_timeout * 1e9), next = -1;
-    for (int t = 0; t < TASKCAP; t++) {
+    for (int t = 0; t < entries_used(p); t++) {
+        if (!p->posted[t].busy)
+            continue;
         pentry *e = &p->h->tasks[t];
         uint32_t word = atomic_load(&e->state);
         if (ST(word) != E_CLAIMED)
@@ -1184,7 +1199,8 @@ static void pool_shed(mp_pool *p)
         free(t);
     }
     p->pend_tail = NULL;
-    free(p->posted);
+    if (p->posted)
+        munmap(p->posted, POSTED_BYTES);
     p->posted = NULL;
     mp__sys_close(p->heapfd); /* the mapping stays */
     p->heapfd = -1;
@@ -1274,7 +1290,13 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     p->next_job = 1;
     int err = 0;
     p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
-    p->posted = calloc(TASKCAP, sizeof *p->posted);
+    /* Fresh zero pages, faulted in only as entries are used: calloc would
+     * clear all 4096 entries at once, and after an earlier fork every page
+     * it clears is a copy-on-write fault (milliseconds on a VM). */
+    p->posted = mmap(NULL, POSTED_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (p->posted == MAP_FAILED)
+        p->posted = NULL;
     if (p->workers == NULL || p->posted == NULL)
         err = MP_ENOMEM;
     if (err == 0)
@@ -1285,8 +1307,11 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         err = -errno ? -errno : MP_ENOMEM;
     if (err == 0) {
         p->h = (phdr *)p->heap;
-        for (int t = 0; t < TASKCAP; t++) /* no entry is at position 0 yet */
-            atomic_store(&p->h->tasks[t].pos, UINT64_MAX);
+        /* The table is left as the new memfd gives it, all zeros: an entry
+         * whose position matches the cursor but whose state is still
+         * E_FREE reads as "being published", so a worker waits for the
+         * first publish.  Writing the 512 KiB table here faulted in 128
+         * shared pages at every mp_pool_new (milliseconds on a VM). */
         p->h->magic = PMAGIC;
         p->h->nslots = (uint32_t)p->nworkers;
         p->bump = HDR_BYTES;
