@@ -1,5 +1,6 @@
 /*
- * bench_sync.c: Lock and Event, against bare futexes and pthread mutexes.
+ * bench_sync.c: Lock, Event, Semaphore, Condition, Barrier and a 100 MB
+ * shared Array, against bare futexes, pthreads and memfd.
  *
  *   mp_lock_uncontended, raw_futex_lock_uncontended
  *       one acquire + release of a lock nobody else wants: mp_lock_acquire
@@ -31,16 +32,64 @@
  *       switches, and does not depend on how fast the (virtual) machine
  *       wakes an idle CPU, which on a VM can swing from 4 to 50 us from one
  *       round trip to the next.  -a split pins them to two CPUs, -a free
- *       leaves them to the scheduler.
+ *       leaves them to the scheduler;
+ *   mp_sem_pingpong
+ *       one round trip on two semaphores made with value 0: A releases s1
+ *       and acquires s2, B acquires s1 and releases s2; placed as the Event
+ *       ping-pong (-a), whose floor, raw_futex_pingpong, is this one's too
+ *       (one word handed over each way, two wake-ups).  Both values are
+ *       checked to be 0 at the end;
+ *   mp_cond_pingpong, raw_cond_pingpong
+ *       one round trip through one condition over one Lock (not an RLock)
+ *       and a shared turn word (an mp_value without lock): each side, per
+ *       turn, acquires, wait_for(the turn is mine), hands the turn over,
+ *       notifies one, releases; one round trip is one of A's turns.  The
+ *       floor is the same protocol on a process-shared pthread mutex and
+ *       condvar (plain, not robust: the fastest ordinary C) in MAP_SHARED
+ *       memory.  Placed as the Event ping-pong (-a, default one CPU).
+ *       Each sample times a batch of -B turns (default 100) and reports
+ *       the average of one (the cells are the spread of batch averages):
+ *       whether the notified side runs at the notify, at the release or
+ *       only when A next waits varies from turn to turn, so single turns
+ *       range from under a microsecond to two round trips;
+ *   mp_barrier2, raw_barrier2
+ *       one pass of a 2-party barrier, both processes looping on wait,
+ *       placed as the Event ping-pong; the floor is a generation-counter
+ *       barrier on two futex words (count, generation) in shared memory.
+ *       Batches of -B passes, as the condition's: on one CPU the parent
+ *       alternately arrives first (and sleeps) and last (and goes
+ *       through);
+ *   mp_array100m, raw_array100m
+ *       one operation: create a 100 MiB (-M) shared array of doubles and
+ *       fill it (element i = i mod 1024; the filling is included, on every
+ *       side), start a child that sums it (4 running sums, the same code on
+ *       both sides) and writes the sum into a shared result slot made once
+ *       beforehand, wait for the child, check the sum, free the array.
+ *       multiproc: mp_array_new (no lock) + a loop filling it, a "fork"
+ *       child given the array in its mp_args, the sum into an mp_value,
+ *       mp_process_join, mp_array_free.  Floor: memfd_create + ftruncate +
+ *       mmap + the same loop, fork, the child sums into a shared page and
+ *       _exits, waitpid, munmap + close.  Placement is left to the
+ *       scheduler.  On this VM first touches of fresh memory cost some 10
+ *       to 25 us a page whatever the mapping (MAP_POPULATE does not save
+ *       it), so the filling dominates every side;
+ *   mp_array100m_sum, raw_array100m_sum
+ *       the same with the array made and filled before the clock starts
+ *       and freed after it stops: start the child, it sums into the
+ *       result slot, wait, check.
+ *   -A array samples (default 10), each after one that warms up.
  *
- * Children are started by multiproc's "fork" context.  The round harness of
- * the contended benchmark (start and finish flags, spinning then yielding)
- * is the same code for every variant.  Prints one JSON line per benchmark
- * (see bench_stats.h).
+ * Children are started by multiproc's "fork" context (the floors' by bare
+ * fork() where noted).  The round harness of the contended benchmark
+ * (start and finish flags, spinning then yielding) is the same code for
+ * every variant.  Prints one JSON line per benchmark (see bench_stats.h).
  *
  * usage: bench_sync [-u SAMPLES] [-b BATCH] [-c ROUNDS] [-k OPS] [-n ROUND_TRIPS]
- *                   [-a same|split|free] [uncontended|contended|pingpong ...]
- *        (default: all three)
+ *                   [-B TURNS_PER_SAMPLE] [-A ARRAY_SAMPLES] [-M ARRAY_MIB]
+ *                   [-a same|split|free]
+ *                   [uncontended|contended|pingpong|sem|cond|barrier|array ...]
+ *        (default: all; -n also counts the semaphore and condition round
+ *        trips and the barrier passes)
  */
 #define _GNU_SOURCE
 #include <multiproc.h>

@@ -1,9 +1,12 @@
-"""Lock and Event in Python's multiprocessing: the same measurements as
+"""Lock, Event, Semaphore, Condition, Barrier and a 100 MB shared array in
+Python's multiprocessing (fork context): the same measurements as
 bench_sync.c.  Prints one JSON line per benchmark on stdout.
 
     python3.11 bench/py_sync.py [-u SAMPLES] [-b BATCH] [-c ROUNDS] [-k OPS]
-                                [-n ROUND_TRIPS] [-a same|split|free]
-                                [uncontended|contended|pingpong ...]
+                                [-n ROUND_TRIPS] [-B TURNS_PER_SAMPLE]
+                                [-A ARRAY_SAMPLES] [-M ARRAY_MIB] [--array shm|ctypes]
+                                [-a same|split|free]
+                                [uncontended|contended|pingpong|sem|cond|barrier|array ...]
 
   py_lock_uncontended  Lock().acquire() + release() in one process; each
                        sample times a batch and reports one pair
@@ -14,6 +17,31 @@ bench_sync.c.  Prints one JSON line per benchmark on stdout.
   py_event_pingpong    one round trip: A sets e1 and waits for e2 (then
                        clears it), B waits for e1, clears it and sets e2;
                        both processes pinned as bench_sync pins them (-a)
+  py_sem_pingpong      one round trip on two Semaphore(0): A releases s1 and
+                       acquires s2, B acquires s1 and releases s2; pinned as
+                       the Event's; both values checked 0 at the end
+  py_cond_pingpong     one round trip through Condition(Lock()) and a
+                       RawValue('i') turn word: each side, per turn, `with
+                       cond: cond.wait_for(mine); turn.value = other;
+                       cond.notify()`; one of A's turns is a round trip;
+                       pinned as the Event's; batches of -B turns, the
+                       average of one per sample (as bench_sync's)
+  py_barrier2          one pass of Barrier(2), both processes looping on
+                       wait(); pinned as the Event's; batches of -B passes
+  py_array100m         one operation: create a 100 MiB (-M) shared buffer of
+                       doubles and fill it with i mod 1024 (the filling
+                       included, as bench_sync's), a forked child sums it
+                       with sum() over memoryview.cast('d') into a
+                       RawValue('d') made once beforehand, join, check the
+                       sum, free the buffer.  The buffer: --array shm
+                       (default) shared_memory.SharedMemory(create=True) +
+                       close + unlink, the child using the inherited object;
+                       --array ctypes Array('d', n, lock=False), which zeroes
+                       its memory first and was some 30% slower here.  The
+                       fill: one block of 1024 doubles, then memoryview slice
+                       copies doubling (memcpy), the fastest stdlib way
+  py_array100m_sum     the same with the buffer made and filled before the
+                       clock starts and freed after it stops
 """
 import multiprocessing
 import os
@@ -291,7 +319,7 @@ class ShmArray:
     mmap; the forked child gets the object (and its mapping) as is."""
     summer = staticmethod(shm_summer)
 
-    def __init__(self, nbytes):
+    def __init__(self, ctx, nbytes):
         from multiprocessing import shared_memory
         self.obj = shared_memory.SharedMemory(create=True, size=nbytes)
         fill(self.obj.buf)
@@ -306,8 +334,8 @@ class CtypesArray:
     heap (an mmap of a temporary file), zeroed by ctypes.memset."""
     summer = staticmethod(array_summer)
 
-    def __init__(self, nbytes, ctx=None):
-        self.obj = CtypesArray.ctx.Array("d", nbytes // 8, lock=False)
+    def __init__(self, ctx, nbytes):
+        self.obj = ctx.Array("d", nbytes // 8, lock=False)
         buf = memoryview(self.obj).cast("B")
         fill(buf)
         buf.release()
@@ -324,15 +352,14 @@ def array_sum(ctx, kind, mb, samples, sum_only):
     expect = expected_sum(nbytes // 8)
     result = ctx.RawValue("d", 0.0)
     cls = ShmArray if kind == "shm" else CtypesArray
-    CtypesArray.ctx = ctx
     out = []
     now = time.perf_counter_ns
     for i in range(samples + 1):  # the first warms up
         result.value = 0.0
-        arr = cls(nbytes) if sum_only else None
+        arr = cls(ctx, nbytes) if sum_only else None
         t0 = now()
         if not sum_only:
-            arr = cls(nbytes)
+            arr = cls(ctx, nbytes)
         p = ctx.Process(target=cls.summer, args=(arr.obj, result))
         p.start()
         p.join()
