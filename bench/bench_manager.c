@@ -13,6 +13,8 @@
  *   mp_mgr_dict_batch
  *       mp_dict_batch of 1000 operations (500 set + get pairs, 8-byte keys
  *       and values) from a child: per operation;
+ *       (Python's like-for-like batch is py_mgr_dict_batch: one update
+ *       request with the 500 sets, one get_many request for the 500 gets);
  *   mp_mgr_dict_batch_set
  *       mp_dict_batch of 1000 sets from a child: per set (Python's own
  *       batch, dict.update, only sets);
@@ -20,11 +22,23 @@
  *       N client processes at once, each doing M mp_dict_add on one shared
  *       key: the wall time from "go" to the last client done, divided by
  *       N*M (per-op time of the aggregate throughput; one sample a round).
- *       The final count is checked.
+ *       The final count is checked;
+ *   mp_mgr_dict_rtt_pin, raw_sock_rtt16x2_pin
+ *       mp_mgr_dict_rtt and raw_sock_rtt16x2 with everything on one CPU
+ *       (the first this process may use): the client, and a second
+ *       manager's server with all its threads (pinned by inheritance: this
+ *       process is pinned while it starts it; checked), or both ends of the
+ *       socketpair.  A round trip is then wake-ups and context switches
+ *       only, not how fast the VM wakes an idle CPU;
+ *   mp_mgr_start
+ *       one operation: mp_manager_start (its server forked by the "fork"
+ *       context), mp_manager_dict + mp_dict_set of one 8-byte value,
+ *       mp_manager_free (shut the server down and join it); -s samples
+ *       (default 20), placement left to the scheduler.
  *
  * Prints one JSON line per benchmark (see bench_stats.h).
  *
- * usage: bench_manager [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]
+ * usage: bench_manager [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS] [-s STARTS]
  */
 #define _GNU_SOURCE
 #include <multiproc.h>

@@ -2,6 +2,7 @@
 Prints one JSON line per benchmark on stdout.
 
     python3.11 bench/py_manager.py [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]
+                                   [-s STARTS]
 
   py_mgr_dict_rtt      d[k] = v; d[k] on a Manager().dict() proxy, from a
                        forked child (two requests), manager started with
@@ -14,6 +15,20 @@ Prints one JSON line per benchmark on stdout.
                        (one request each: Python's proxy has no atomic add;
                        each child its own key); wall time from "go" to the
                        last one done / (PROCS * M), one sample a round
+  py_mgr_dict_batch    as mp_mgr_dict_batch, per operation of a batch of
+                       1000 from a forked child: the 500 sets of the same
+                       500 8-byte keys (bytes) in one update() request and
+                       the 500 gets in one get_many() request, a method of
+                       a dict type registered on a BaseManager (Python's
+                       best way: two requests, not one atomic batch); the
+                       values checked
+  py_mgr_dict_rtt_pin  py_mgr_dict_rtt with the client and a second
+                       manager's server (all its threads: pinned by
+                       inheritance while this process starts it; checked)
+                       on one CPU, as bench_manager's
+  py_mgr_start         one operation: ctx.Manager() (SyncManager, fork
+                       context: its server forked), m.dict(), d["k"] = 1,
+                       m.shutdown(); -s samples (default 20)
 """
 import json
 import multiprocessing
