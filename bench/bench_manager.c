@@ -12,7 +12,7 @@
  *       write 16 bytes / read a 16-byte reply, twice (as set + get);
  *   mp_mgr_dict_batch
  *       mp_dict_batch of 1000 operations (500 set + get pairs, 8-byte keys
- *       and values) from a child: per operation;
+ *       and values) from a child: per operation
  *       (Python's like-for-like batch is py_mgr_dict_batch: one update
  *       request with the 500 sets, one get_many request for the 500 gets);
  *   mp_mgr_dict_batch_set
