@@ -12,7 +12,9 @@
  *       write 16 bytes / read a 16-byte reply, twice (as set + get);
  *   mp_mgr_dict_batch
  *       mp_dict_batch of 1000 operations (500 set + get pairs, 8-byte keys
- *       and values) from a child: per operation;
+ *       and values) from a child: per operation
+ *       (Python's like-for-like batch is py_mgr_dict_batch: one update
+ *       request with the 500 sets, one get_many request for the 500 gets);
  *   mp_mgr_dict_batch_set
  *       mp_dict_batch of 1000 sets from a child: per set (Python's own
  *       batch, dict.update, only sets);
@@ -20,11 +22,23 @@
  *       N client processes at once, each doing M mp_dict_add on one shared
  *       key: the wall time from "go" to the last client done, divided by
  *       N*M (per-op time of the aggregate throughput; one sample a round).
- *       The final count is checked.
+ *       The final count is checked;
+ *   mp_mgr_dict_rtt_pin, raw_sock_rtt16x2_pin
+ *       mp_mgr_dict_rtt and raw_sock_rtt16x2 with everything on one CPU
+ *       (the first this process may use): the client, and a second
+ *       manager's server with all its threads (pinned by inheritance: this
+ *       process is pinned while it starts it; checked), or both ends of the
+ *       socketpair.  A round trip is then wake-ups and context switches
+ *       only, not how fast the VM wakes an idle CPU;
+ *   mp_mgr_start
+ *       one operation: mp_manager_start (its server forked by the "fork"
+ *       context), mp_manager_dict + mp_dict_set of one 8-byte value,
+ *       mp_manager_free (shut the server down and join it); -s samples
+ *       (default 20), placement left to the scheduler.
  *
  * Prints one JSON line per benchmark (see bench_stats.h).
  *
- * usage: bench_manager [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]
+ * usage: bench_manager [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS] [-s STARTS]
  */
 #define _GNU_SOURCE
 #include <multiproc.h>
@@ -33,6 +47,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
@@ -73,12 +88,50 @@ static void join(mp_process *p)
     check("close", mp_process_close(p));
 }
 
+/* ---- CPU placement ------------------------------------------------------ */
+
+/* The first CPU this process may use. */
+static int first_cpu(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) < 0)
+        die("sched_getaffinity", errno);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            return c;
+    return 0;
+}
+
+/* Pin the calling process to @cpu (its affinity before into @saved, if
+ * not NULL); < 0: leave it alone.  Children forked later, and their
+ * threads, inherit it. */
+static void pin(int cpu, cpu_set_t *saved)
+{
+    if (saved != NULL && sched_getaffinity(0, sizeof *saved, saved) < 0)
+        die("sched_getaffinity", errno);
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) < 0)
+        die("sched_setaffinity", errno);
+}
+
+static void unpin(const cpu_set_t *saved)
+{
+    if (sched_setaffinity(0, sizeof *saved, saved) < 0)
+        die("sched_setaffinity", errno);
+}
+
 /* ---- set+get round trip from a child ---------------------------------- */
 
-/* args: address, n.  Connects on its own, times n set+get pairs, reports. */
+/* args: address, n, result name, cpu (< 0: anywhere).  Connects on its own,
+ * times n set+get pairs, reports. */
 static int rtt_client(const mp_args *a)
 {
     size_t n = (size_t)mp_args_int(a, 1);
+    pin((int)mp_args_int(a, 3), NULL);
     mp_manager *m;
     check("mp_manager_connect", mp_manager_connect(&m, mp_args_str(a, 0), NULL, 0));
     mp_dict *d;
@@ -100,7 +153,7 @@ static int rtt_client(const mp_args *a)
         if (i >= n / 10)
             s[i - n / 10] = t1 - t0;
     }
-    bench_report("mp_mgr_dict_rtt", s, n);
+    bench_report(mp_args_str(a, 2), s, n);
     free(s);
     mp_buf_free(&got);
     mp_dict_free(d);
@@ -108,10 +161,10 @@ static int rtt_client(const mp_args *a)
     return 0;
 }
 
-static void mgr_rtt(mp_manager *m, size_t n)
+static void mgr_rtt(mp_manager *m, size_t n, const char *name, int cpu)
 {
     mp_args *args;
-    check("mp_args_of", mp_args_of(&args, "sl", mp_manager_address(m), (int64_t)n));
+    check("mp_args_of", mp_args_of(&args, "slsi", mp_manager_address(m), (int64_t)n, name, cpu));
     mp_process *p = start(rtt_client, args);
     mp_args_free(args);
     join(p);
@@ -192,7 +245,8 @@ static int xfer(int fd, void *p, size_t n, bool out)
     return 0;
 }
 
-static void raw_rtt(size_t n)
+/* @cpu >= 0: both processes pinned to it; < 0: anywhere. */
+static void raw_rtt(size_t n, const char *name, int cpu)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -201,6 +255,8 @@ static void raw_rtt(size_t n)
     if (s == NULL)
         die("calloc", ENOMEM);
     char msg[16] = {0};
+    cpu_set_t saved;
+    pin(cpu, &saved); /* the child inherits it */
     pid_t pid = fork();
     if (pid < 0)
         die("fork", errno);
@@ -221,7 +277,8 @@ static void raw_rtt(size_t n)
     }
     close(sv[0]); /* the child sees end of file */
     waitpid(pid, NULL, 0);
-    bench_report("raw_sock_rtt16x2", s, n);
+    unpin(&saved);
+    bench_report(name, s, n);
     free(s);
 }
 
@@ -316,6 +373,33 @@ static void mgr_adds(mp_manager *m, size_t procs, size_t ops, size_t rounds)
     mp_dict_free(d);
 }
 
+/* ---- start-up ------------------------------------------------------------ */
+
+/* One operation: start a manager (its server a child forked by the "fork"
+ * context), make a dict and set one key in it, shut the server down and
+ * join it (mp_manager_free). */
+static void mgr_start(size_t n)
+{
+    uint64_t *s = calloc(n, sizeof *s);
+    if (s == NULL)
+        die("calloc", ENOMEM);
+    for (size_t i = 0; i < n + 1; i++) { /* the first warms up */
+        uint64_t t0 = bench_now_ns(), one = 1;
+        mp_manager *m;
+        mp_dict *d;
+        check("mp_manager_start", mp_manager_start(&m, mp_get_context("fork"), NULL, NULL, 0));
+        check("mp_manager_dict", mp_manager_dict(m, "d", &d));
+        check("mp_dict_set", mp_dict_set(d, "k", 1, &one, sizeof one));
+        mp_dict_free(d);
+        mp_manager_free(m);
+        uint64_t t1 = bench_now_ns();
+        if (i >= 1)
+            s[i - 1] = t1 - t0;
+    }
+    bench_report("mp_mgr_start", s, n);
+    free(s);
+}
+
 static size_t count(const char *s)
 {
     long v = s ? strtol(s, NULL, 10) : 0;
@@ -328,7 +412,7 @@ static size_t count(const char *s)
 
 int main(int argc, char **argv)
 {
-    size_t n = 20000, procs = 4, ops = 20000, rounds = 10;
+    size_t n = 20000, procs = 4, ops = 20000, rounds = 10, starts = 20;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0)
             n = count(i + 1 < argc ? argv[++i] : NULL);
@@ -338,19 +422,43 @@ int main(int argc, char **argv)
             ops = count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-r") == 0)
             rounds = count(i + 1 < argc ? argv[++i] : NULL);
+        else if (strcmp(argv[i], "-s") == 0)
+            starts = count(i + 1 < argc ? argv[++i] : NULL);
         else {
-            fprintf(stderr, "usage: %s [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]\n",
+            fprintf(stderr, "usage: %s [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS] "
+                            "[-s STARTS]\n",
                     argv[0]);
             return 2;
         }
     }
     mp_manager *m;
     check("mp_manager_start", mp_manager_start(&m, mp_get_context("fork"), NULL, NULL, 0));
-    mgr_rtt(m, n);
-    raw_rtt(n);
+    mgr_rtt(m, n, "mp_mgr_dict_rtt", -1);
+    raw_rtt(n, "raw_sock_rtt16x2", -1);
     mgr_batch(m, n / 20 ? n / 20 : 1, false);
     mgr_batch(m, n / 20 ? n / 20 : 1, true);
     mgr_adds(m, procs, ops, rounds);
     mp_manager_free(m); /* shuts the server down and joins it */
+
+    /* The same set+get with the client, the server (all its threads) and,
+     * for the floor, both ends on one CPU: the server inherits the pin
+     * from this process, pinned while it starts it. */
+    int cpu = first_cpu();
+    cpu_set_t saved;
+    pin(cpu, &saved);
+    check("mp_manager_start", mp_manager_start(&m, mp_get_context("fork"), NULL, NULL, 0));
+    unpin(&saved);
+    cpu_set_t server;
+    if (sched_getaffinity(mp_manager_pid(m), sizeof server, &server) < 0)
+        die("sched_getaffinity", errno);
+    if (CPU_COUNT(&server) != 1 || !CPU_ISSET(cpu, &server)) {
+        fprintf(stderr, "bench_manager: the manager's server is not pinned\n");
+        exit(1);
+    }
+    mgr_rtt(m, n, "mp_mgr_dict_rtt_pin", cpu);
+    mp_manager_free(m);
+    raw_rtt(n, "raw_sock_rtt16x2_pin", cpu);
+
+    mgr_start(starts);
     return 0;
 }

@@ -2,6 +2,7 @@
 Prints one JSON line per benchmark on stdout.
 
     python3.11 bench/py_manager.py [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS]
+                                   [-s STARTS]
 
   py_mgr_dict_rtt      d[k] = v; d[k] on a Manager().dict() proxy, from a
                        forked child (two requests), manager started with
@@ -14,10 +15,26 @@ Prints one JSON line per benchmark on stdout.
                        (one request each: Python's proxy has no atomic add;
                        each child its own key); wall time from "go" to the
                        last one done / (PROCS * M), one sample a round
+  py_mgr_dict_batch    as mp_mgr_dict_batch, per operation of a batch of
+                       1000 from a forked child: the 500 sets of the same
+                       500 8-byte keys (bytes) in one update() request and
+                       the 500 gets in one get_many() request, a method of
+                       a dict type registered on a BaseManager (Python's
+                       best way: two requests, not one atomic batch); the
+                       values checked
+  py_mgr_dict_rtt_pin  py_mgr_dict_rtt with the client and a second
+                       manager's server (all its threads: pinned by
+                       inheritance while this process starts it; checked)
+                       on one CPU, as bench_manager's
+  py_mgr_start         one operation: ctx.Manager() (SyncManager, fork
+                       context: its server forked), m.dict(), d["k"] = 1,
+                       m.shutdown(); -s samples (default 20)
 """
 import json
 import multiprocessing
+import os
 import time
+from multiprocessing.managers import BaseManager, BaseProxy
 
 
 def quantile(s, q):
@@ -38,7 +55,13 @@ def report(name, samples):
         "min_us": s[0] / 1e3}), flush=True)
 
 
-def rtt_client(d, n):
+def pin(cpu):
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def rtt_client(d, n, name="py_mgr_dict_rtt", cpu=None):
+    pin(cpu)
     out = []
     now = time.perf_counter_ns
     for i in range(n + n // 10):
@@ -50,8 +73,9 @@ def rtt_client(d, n):
         assert got == i
         if i >= n // 10:
             out.append(t1 - t0)
-    report("py_mgr_dict_rtt", out)
-    report("py_mgr_dict_op", [x / 2 for x in out])
+    report(name, out)
+    if name == "py_mgr_dict_rtt":
+        report("py_mgr_dict_op", [x / 2 for x in out])
 
 
 def update_client(d, n):
@@ -66,6 +90,74 @@ def update_client(d, n):
             out.append((t1 - t0) / 1000)
     assert d["key-999"] == (n + n // 10) * 1000 + 999
     report("py_mgr_dict_update", out)
+
+
+class BatchDict(dict):
+    """A dict with one more method: the values of many keys in one call."""
+
+    def get_many(self, keys):
+        return list(map(self.__getitem__, keys))
+
+
+class BatchDictProxy(BaseProxy):
+    _exposed_ = ("update", "get_many")
+
+    def update(self, mapping):
+        return self._callmethod("update", (mapping,))
+
+    def get_many(self, keys):
+        return self._callmethod("get_many", (keys,))
+
+
+class BatchManager(BaseManager):
+    pass
+
+
+BatchManager.register("BatchDict", BatchDict, proxytype=BatchDictProxy)
+
+BATCH = 1000  # operations per batch, as bench_manager.c's
+
+
+def batch_client(d, n):
+    """As mp_mgr_dict_batch: per batch 500 sets and 500 gets of the same 500
+    8-byte keys (b"key-" + 4 bytes of k), the values r * 1000 + k, checked.
+    Python's best way: one update() request with the 500 sets, then one
+    get_many() request for the 500 values (two requests, not one atomic
+    batch); per operation (batch time / 1000)."""
+    keys = [b"key-" + k.to_bytes(4, "little") for k in range(BATCH // 2)]
+    out = []
+    now = time.perf_counter_ns
+    update, get_many = d.update, d.get_many
+    for r in range(n + n // 10 + 1):  # the first tenth warms up
+        vals = [r * BATCH + k for k in range(BATCH // 2)]
+        sets = dict(zip(keys, vals))
+        t0 = now()
+        update(sets)
+        got = get_many(keys)
+        t1 = now()
+        if got != vals:
+            raise SystemExit("py_manager: batch: wrong values")
+        if r >= n // 10 + 1:
+            out.append((t1 - t0) / BATCH)
+    report("py_mgr_dict_batch", out)
+
+
+def mgr_start(ctx, n):
+    """One operation: start a SyncManager (its server forked), make a dict
+    and set one key in it, shut the server down."""
+    out = []
+    now = time.perf_counter_ns
+    for i in range(n + 1):  # the first warms up
+        t0 = now()
+        m = ctx.Manager()
+        d = m.dict()
+        d["k"] = 1
+        m.shutdown()
+        t1 = now()
+        del d
+        if i >= 1:
+            out.append(t1 - t0)
+    report("py_mgr_start", out)
 
 
 def set_client(d, me, ops, ready, go, done):
@@ -84,7 +176,8 @@ def main():
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("-p", type=int, default=4)
     ap.add_argument("-m", type=int, default=2000)
-    ap.add_argument("-r", type=int, default=5)
+    ap.add_argument("-r", type=int, default=10)
+    ap.add_argument("-s", type=int, default=20, help="manager start-ups")
     args = ap.parse_args()
     ctx = multiprocessing.get_context("fork")
     with ctx.Manager() as mgr:
@@ -122,6 +215,31 @@ def main():
             if r > 0:
                 samples.append((t1 - t0) / (args.p * args.m))
         report("py_mgr_dict_set_%dp" % args.p, samples)
+
+    with BatchManager(ctx=ctx) as bm:
+        d = bm.BatchDict()
+        p = ctx.Process(target=batch_client, args=(d, max(args.n // 20, 1)))
+        p.start()
+        p.join()
+        assert p.exitcode == 0
+
+    # The set+get of py_mgr_dict_rtt with the client and the manager's
+    # server (all its threads) on one CPU: the server inherits the pin
+    # from this process, pinned while it starts it.
+    cpu = min(os.sched_getaffinity(0))
+    saved = os.sched_getaffinity(0)
+    pin(cpu)
+    mgr = ctx.Manager()
+    os.sched_setaffinity(0, saved)
+    assert os.sched_getaffinity(mgr._process.pid) == {cpu}, "the server is not pinned"
+    with mgr:
+        d = mgr.dict()
+        p = ctx.Process(target=rtt_client, args=(d, args.n, "py_mgr_dict_rtt_pin", cpu))
+        p.start()
+        p.join()
+        assert p.exitcode == 0
+
+    mgr_start(ctx, args.s)
 
 
 if __name__ == "__main__":
