@@ -20,8 +20,27 @@
  *       program's libraries, a main() that returns at once), the floor for
  *       spawn and forkserver, which both start a fresh copy of the program;
  *   raw_posix_spawn
- *       the same with posix_spawn() (glibc: clone(CLONE_VM|CLONE_VFORK)), for
- *       reference: no page tables are copied.
+ *       the same with posix_spawn() (glibc: clone(CLONE_VM|CLONE_VFORK)): no
+ *       page tables are copied.  The library's spawn method starts its child
+ *       with posix_spawn() of /proc/self/exe too (src/spawn.c; plus a dup2,
+ *       a closefrom and a reset signal mask, which this floor leaves out),
+ *       so this, not raw_fork_exec, is the floor of mp_spawn and py_spawn;
+ *   raw_forkserver
+ *       what a fork server must do at the least, per child: a server
+ *       process, started once before timing as a fresh execution of this
+ *       program (as the library's is: same binary, same libraries mapped,
+ *       so a fork of it costs what a fork of the library's server does),
+ *       holds one end of an already-connected unix stream socketpair; the
+ *       client writes a 4-byte request on the other end, the server reads
+ *       it, fork()s a child that _exit(0)s, waitpid()s it and writes the
+ *       4-byte wait status back, which the client reads and checks.  Timed
+ *       in the client from the request to the status: the floor of
+ *       mp_forkserver and py_forkserver.  (Per start, the library makes a
+ *       new socketpair and passes one end to its server over its control
+ *       socket with SCM_RIGHTS, sends the child its start-up data over it,
+ *       and gets back the pid with a pidfd, then the status: no new
+ *       connection(), but a new channel per child.  Python's forkserver
+ *       connect()s anew to its server's unix socket for every start.)
  *
  * The benchmarks run in interleaved rounds (each round runs a slice of every
  * benchmark) so that a slow patch of the machine hits them all alike; the
@@ -29,7 +48,7 @@
  * not counted.
  *
  * usage: bench_process [-n N] [-s N_EXEC] [-r ROUNDS] [-w WARMUP] [NAME...]
- *   -n  iterations of the fork benchmarks (default 2000)
+ *   -n  iterations of the fork benchmarks, raw_forkserver's too (default 2000)
  *   -s  iterations of the exec-based ones: spawn, forkserver, raw exec (default 500)
  *   -r  rounds (default 5)
  *   -w  warm-up iterations per benchmark (default 20)
@@ -45,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +160,91 @@ static uint64_t raw_posix_spawn_once(void)
     return now_ns() - t0;
 }
 
+/* ---- the fork server floor -------------------------------------------------- */
+
+#define FS_FD 3 /* the server's end of the socketpair */
+
+static char *fs_argv[] = {"bench_process", "--fork-server-floor", NULL};
+static int fs_sock = -1;
+static pid_t fs_pid;
+
+static int xfer(int fd, void *p, size_t n, bool out)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = out ? write(fd, c, n) : read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* The server (the re-executed program): one child per request, until EOF. */
+static int fork_server_floor(void)
+{
+    uint32_t req;
+    while (xfer(FS_FD, &req, sizeof req, false) == 0) {
+        pid_t pid = fork();
+        if (pid < 0)
+            return 1;
+        if (pid == 0)
+            _exit(0);
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+            if (errno != EINTR)
+                return 1;
+        uint32_t st = (uint32_t)status;
+        if (xfer(FS_FD, &st, sizeof st, true) < 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void fs_start(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        die("socketpair", errno);
+    posix_spawn_file_actions_t fa;
+    int err = posix_spawn_file_actions_init(&fa);
+    if (err == 0)
+        err = posix_spawn_file_actions_adddup2(&fa, sv[1], FS_FD); /* clears CLOEXEC */
+    if (err == 0)
+        err = posix_spawn(&fs_pid, "/proc/self/exe", &fa, NULL, fs_argv, environ);
+    if (err != 0)
+        die("posix_spawn fork server", err);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    fs_sock = sv[0];
+}
+
+static void fs_stop(void)
+{
+    if (fs_sock < 0)
+        return;
+    close(fs_sock); /* the server reads EOF and exits */
+    fs_sock = -1;
+    reap(fs_pid);
+}
+
+static uint64_t raw_forkserver_once(void)
+{
+    if (fs_sock < 0)
+        fs_start(); /* in the warm-up, outside the timed part */
+    uint32_t req = 1, st = 0;
+    uint64_t t0 = now_ns();
+    if (xfer(fs_sock, &req, sizeof req, true) < 0 || xfer(fs_sock, &st, sizeof st, false) < 0)
+        die("fork server floor", EIO);
+    uint64_t t = now_ns() - t0;
+    if (!WIFEXITED((int)st) || WEXITSTATUS((int)st) != 0)
+        die("fork server floor child", EIO);
+    return t;
+}
+
 /* ---- the table of benchmarks ------------------------------------------------ */
 
 struct bench {
@@ -159,6 +264,7 @@ static struct bench benches[] = {
     {"raw_fork_wait", NULL, raw_fork_wait_once, false, false, NULL, 0},
     {"raw_fork_exec", NULL, raw_fork_exec_once, true, false, NULL, 0},
     {"raw_posix_spawn", NULL, raw_posix_spawn_once, true, false, NULL, 0},
+    {"raw_forkserver", NULL, raw_forkserver_once, false, false, NULL, 0},
 };
 #define N_BENCHES (sizeof benches / sizeof benches[0])
 
@@ -189,6 +295,9 @@ int main(int argc, char **argv)
     /* The re-executed child of raw_fork_exec / raw_posix_spawn. */
     if (argc == 2 && strcmp(argv[1], "--noop") == 0)
         return 0;
+    /* The server of raw_forkserver. */
+    if (argc == 2 && strcmp(argv[1], "--fork-server-floor") == 0)
+        return fork_server_floor();
 
     size_t n_fork = 2000, n_exec = 500, rounds = 5, warmup = 20;
     bool any_selected = false;
@@ -245,6 +354,7 @@ int main(int argc, char **argv)
         }
     }
 
+    fs_stop();
     for (size_t b = 0; b < N_BENCHES; b++) {
         if (benches[b].selected)
             report(&benches[b]);

@@ -3,7 +3,13 @@
 The same measurement as bench_process.c: one complete
 ``p = ctx.Process(target=f); p.start(); p.join()`` of a target that returns at
 once, many times over, under each start method.  Prints one JSON line per
-method (name, n, median_us, p10_us, p90_us, mean_us, min_us) on stdout.
+method (name, n, median_us, p10_us, p90_us, mean_us, min_us) on stdout:
+py_fork, py_spawn, py_forkserver.  Their floors, measured by
+bench_process.c: raw_fork_wait (fork), raw_posix_spawn (spawn: posix_spawn
+of a program whose main returns at once; Python's spawn starts a fresh
+interpreter through _posixsubprocess.fork_exec), raw_forkserver (a request
+over a connected socket, fork, waitpid, the status back; Python's forkserver
+also connect()s anew to its server for every start).
 
     python3.11 bench/py_process.py [-n N] [-s N_SPAWN] [-f N_FORKSERVER] [-r ROUNDS]
                                    [-w WARMUP] [fork|spawn|forkserver ...]
