@@ -19,9 +19,13 @@
  *       CPU it may use, the producer process on the second.  Each process
  *       is pinned before it creates its ZeroMQ context, so the context's I/O
  *       thread shares its process's CPU.
- *       High-water marks: ZMQ_SNDHWM and ZMQ_RCVHWM are 0 (no limit), since
- *       mp_queue is unbounded: a producer never blocks on a full queue
- *       (-w sets another limit, in messages, on both sides).
+ *       High-water marks: ZMQ_SNDHWM and ZMQ_RCVHWM are ZeroMQ's default,
+ *       1000 messages on each side.  For 1 MiB messages that is more than a
+ *       batch (200), so the producer never blocks, as with the unbounded
+ *       mp_queue; for 8-byte messages it may block with some 2000 messages
+ *       (plus the socket buffer) in flight, and that was faster here than
+ *       no limit at all (-w 0, which is unbounded like mp_queue; -w N sets
+ *       N on both sides): the stronger baseline is kept.
  *       API: the producer zmq_send's from its own buffer (one copy into a
  *       zmq message, as mp_queue_put copies into the ring); the consumer
  *       takes 8-byte messages with zmq_recv into its buffer and 1 MiB ones
