@@ -2,7 +2,7 @@
  * bench_zmq.c: ZeroMQ (libzmq) doing the work of the Queue and Pipe rows,
  * as the peer column a C programmer would pick instead of multiproc.
  *
- *   zmq_push8, zmq_push1m  (beside mp_queue8, mp_queue1m)
+ *   zmq_push8, zmq_push1m, zmq_push1m_hwm1000  (beside mp_queue8, mp_queue1m)
  *       8-byte / 1 MiB messages from one producer (a forked child, PUSH)
  *       to one consumer (this process, PULL) over ipc:// (a unix socket in
  *       the abstract namespace), per message.  Same harness as
@@ -19,13 +19,22 @@
  *       CPU it may use, the producer process on the second.  Each process
  *       is pinned before it creates its ZeroMQ context, so the context's I/O
  *       thread shares its process's CPU.
- *       High-water marks: ZMQ_SNDHWM and ZMQ_RCVHWM are ZeroMQ's default,
- *       1000 messages on each side.  For 1 MiB messages that is more than a
- *       batch (200), so the producer never blocks, as with the unbounded
- *       mp_queue; for 8-byte messages it may block with some 2000 messages
- *       (plus the socket buffer) in flight, and that was faster here than
- *       no limit at all (-w 0, which is unbounded like mp_queue; -w N sets
- *       N on both sides): the stronger baseline is kept.
+ *       High-water marks (ZMQ_SNDHWM on the PUSH, ZMQ_RCVHWM on the PULL):
+ *       mp_queue is unbounded, but a limit changes only when the producer
+ *       waits, not the work, so each size gets the limit ZeroMQ was fastest
+ *       with here (the stronger baseline):
+ *         8 B: ZeroMQ's default, 1000 on each side (some 2000 messages plus
+ *         the socket buffer in flight; no limit, -w 0, was ~40% slower and
+ *         100 was ~2.5x slower);
+ *         1 MiB: 1 on each side.  The more messages in flight, the more
+ *         each costs here (2: up to 2x, run to run; 4 or more, ZeroMQ's
+ *         default 1000 included: ~10x): each 1 MiB message is a fresh
+ *         malloc on both sides, and with several alive glibc gives pages
+ *         back to the kernel and faults them in again (~140 page faults a
+ *         message with 8 in flight, ~5-10 with 1).
+ *       zmq_push1m_hwm1000 is zmq_push1m with the default 1000 (more than a
+ *       batch: never blocks, as the unbounded mp_queue), to show that cost.
+ *       -w N sets N on both sides for zmq_push8 and zmq_push1m.
  *       API: the producer zmq_send's from its own buffer (one copy into a
  *       zmq message, as mp_queue_put copies into the ring); the consumer
  *       takes 8-byte messages with zmq_recv into its buffer and 1 MiB ones
@@ -78,7 +87,9 @@
 
 static bool copy_big = false; /* -c: zmq_recv/zmq_send copies for 1 MiB too */
 static bool req_rep = false;  /* -R: REQ/REP instead of PAIR for round trips */
-static int hwm = 1000;        /* -w: the PUSH/PULL high-water marks (0: none) */
+/* The PUSH/PULL high-water marks, in messages, on each side (0: none); -w
+ * sets both.  See the comment at the top for why these. */
+static int hwm_small = 1000, hwm_big = 1;
 
 static void die(const char *what, int err)
 {
@@ -169,7 +180,7 @@ static void report_per(const char *name, uint64_t *s, size_t n, size_t per)
 /* The producer child: waits for each batch on @go, then pushes @per
  * messages of @size bytes, each tagged with its sequence number. */
 static int producer(const char *ep, _Atomic uint32_t *go, size_t per, size_t size,
-                    uint32_t batches)
+                    uint32_t batches, int hwm)
 {
     /* before the context: its I/O thread inherits this (one CPU only:
      * "split" falls back to "free", as in bench_queue) */
@@ -210,7 +221,7 @@ static int producer(const char *ep, _Atomic uint32_t *go, size_t per, size_t siz
     return 0;
 }
 
-static void push_bench(const char *name, size_t size, size_t per, size_t batches)
+static void push_bench(const char *name, size_t size, size_t per, size_t batches, int hwm)
 {
     cpu_set_t saved;
     if (sched_getaffinity(0, sizeof saved, &saved) < 0)
@@ -226,7 +237,7 @@ static void push_bench(const char *name, size_t size, size_t per, size_t batches
     if (pid < 0)
         die("fork", errno);
     if (pid == 0)
-        _exit(producer(ep, go, per, size, (uint32_t)total));
+        _exit(producer(ep, go, per, size, (uint32_t)total, hwm));
     pin(cpus[1] >= 0 ? cpus[0] : -1);
     void *ctx = zmq_ctx_new();
     if (ctx == NULL)
@@ -407,13 +418,15 @@ static size_t count(const char *s)
 static const struct {
     const char *group, *name;
     bool big, rtt, same_cpu;
+    int hwm; /* PUSH/PULL: 0: hwm_small or hwm_big, else this one */
 } all[] = {
-    {"push", "zmq_push8", false, false, false},
-    {"push", "zmq_push1m", true, false, false},
-    {"rtt", "zmq_rtt8", false, true, false},
-    {"rtt", "zmq_rtt1m", true, true, false},
-    {"rtt", "zmq_rtt8_pin", false, true, true},
-    {"rtt", "zmq_rtt1m_pin", true, true, true},
+    {"push", "zmq_push8", false, false, false, 0},
+    {"push", "zmq_push1m", true, false, false, 0},
+    {"push", "zmq_push1m_hwm1000", true, false, false, 1000},
+    {"rtt", "zmq_rtt8", false, true, false, 0},
+    {"rtt", "zmq_rtt1m", true, true, false, 0},
+    {"rtt", "zmq_rtt8_pin", false, true, true, 0},
+    {"rtt", "zmq_rtt1m_pin", true, true, true, 0},
 };
 #define NALL (sizeof all / sizeof all[0])
 
@@ -438,8 +451,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "-R") == 0)
             req_rep = true;
         else if (strcmp(argv[i], "-w") == 0) {
-            hwm = i + 1 < argc ? atoi(argv[++i]) : -1;
-            if (hwm < 0) {
+            hwm_small = hwm_big = i + 1 < argc ? atoi(argv[++i]) : -1;
+            if (hwm_big < 0) {
                 fprintf(stderr, "bench_zmq: -w needs a count (0: no limit)\n");
                 return 2;
             }
@@ -472,7 +485,8 @@ int main(int argc, char **argv)
         if (all[k].rtt)
             rtt_bench(all[k].name, size, all[k].big ? nrtt_big : nrtt, all[k].same_cpu);
         else
-            push_bench(all[k].name, size, all[k].big ? nbig : nsmall, batches);
+            push_bench(all[k].name, size, all[k].big ? nbig : nsmall, batches,
+                       all[k].hwm ? all[k].hwm : all[k].big ? hwm_big : hwm_small);
     }
     return 0;
 }
