@@ -31,7 +31,7 @@
  *         default 1000 included: ~10x): each 1 MiB message is a fresh
  *         malloc on both sides, and with several alive glibc gives pages
  *         back to the kernel and faults them in again (~140 page faults a
- *         message with 8 in flight, ~5-10 with 1).
+ *         message with 8 in flight, ~4-12 with 1).
  *       zmq_push1m_hwm1000 is zmq_push1m with the default 1000 (more than a
  *       batch: never blocks, as the unbounded mp_queue), to show that cost.
  *       -w N sets N on both sides for zmq_push8 and zmq_push1m.
