@@ -17,9 +17,14 @@ if [ "${1:-}" = docs ]; then
 elif [ "${1:-}" = bench ]; then
     # `install-deps.sh bench`: bench/chart.py draws bench/results.png with
     # Debian's matplotlib, run by the system interpreter (the python3 first
-    # on PATH may be another one, without it).
+    # on PATH may be another one, without it); the peer columns need ZeroMQ
+    # (bench_zmq) and the Boost headers (bench_boost, Boost.Interprocess),
+    # which bench/CMakeLists.txt builds only when it finds them.
     /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1 ||
         need="$need python3 python3-matplotlib"
+    have_pkg libzmq3-dev || need="$need libzmq3-dev"
+    have_pkg libboost-dev || need="$need libboost-dev"
+    have_cmd g++ || have_cmd clang++ || need="$need g++"
 else
 have_cmd cmake || need="$need cmake"
 have_cmd make || need="$need make"
