@@ -102,7 +102,7 @@ typedef struct qhdr {
     _Atomic uint64_t log_punched;                  /* log freed below this */
     LINE _Atomic uint64_t ring_cap;                /* see the top of the file */
     _Atomic uint32_t ring_grow;                    /* a message spilled to the log */
-    side gside[2];
+    LINE side gside[2];                            /* own line: written at every get */
     LINE pthread_mutex_t done_lock;                /* task_done */
     LINE _Atomic uint32_t dseq;                    /* task_done commits; futex word */
     side dside[2];                                 /* .count: task_done calls */
