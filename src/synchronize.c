@@ -998,14 +998,21 @@ int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action, doub
     return 0;
 }
 
-/* End the current generation (under the mutex) and wake its waiters. */
-static void bar_advance(barshm *s, uint8_t how)
+/* End the current generation (under the mutex); its waiters are still to
+ * be woken. */
+static void bar_end(barshm *s, uint8_t how)
 {
     uint32_t g = atomic_load(&s->gen);
     atomic_store(&s->ended[g % GEN_RING], how);
     atomic_store(&s->ended[(g + 1) % GEN_RING], 0);
     s->count = 0;
     atomic_store(&s->gen, g + 1);
+}
+
+/* End the current generation (under the mutex) and wake its waiters. */
+static void bar_advance(barshm *s, uint8_t how)
+{
+    bar_end(s, how);
     mp__futex_wake(&s->gen, INT32_MAX);
 }
 
@@ -1039,8 +1046,14 @@ int mp_barrier_wait(mp_barrier *b, double timeout)
         int rc = b->action ? b->action(NULL) : 0;
         if (rc != 0)
             s->broken = 1;
-        bar_advance(s, rc != 0 ? GEN_BROKEN : GEN_PASSED);
+        bar_end(s, rc != 0 ? GEN_BROKEN : GEN_PASSED);
         pthread_mutex_unlock(&s->m);
+        /* Wake after the unlock: a waiter woken first, on this CPU, would
+         * run into the mutex at its next wait and hand the CPU straight
+         * back.  The generation is already out, so a waiter that wakes
+         * by its own timeout sees it; should this process die before the
+         * wake, its waiters find it within their one-second slice. */
+        mp__futex_wake(&s->gen, INT32_MAX);
         return rc != 0 ? MP_EBROKEN : index;
     }
     pthread_mutex_unlock(&s->m);
