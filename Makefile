@@ -60,8 +60,11 @@ fuzz: deps
 	./scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
 
 # Also writes bench/results.json and the chart bench/results.png (matplotlib).
-bench: build
+bench: deps
 	@./scripts/install-deps.sh bench
+	@# re-configure: the peers (ZeroMQ, Boost) may have just been installed
+	cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
 	python3 bench/run.py --build $(BUILD) --readme README.md
 
 # The API reference: Doxygen over the public headers and docs/ into
