@@ -69,14 +69,19 @@
  *       how the per-item cost of a map grows with N: mp_pool_map of N
  *       trivial items (int64 -> its square), default chunksize, 2 workers
  *       started before the timing; per item.  The floor is what any
- *       2-process parallel map must at least do: 2 worker processes,
- *       already started, wait on a futex; the parent copies the N items
- *       into MAP_SHARED memory, bumps a generation word and wakes both
- *       (FUTEX_WAKE); each squares its half into a shared result array,
- *       counts itself done, and the second to finish wakes the parent
- *       (FUTEX_WAKE; the parent sleeps in FUTEX_WAIT); the parent copies the
- *       results out.  No spinning; the shared pages are reused from one map
- *       to the next (they are faulted in by the warm-up), as a pool may.
+ *       2-process parallel map must at least do, with nothing copied: 2
+ *       worker processes, already started, wait on a futex; the items are
+ *       already in MAP_SHARED memory (written before the clock starts); the
+ *       parent bumps a generation word and wakes both (FUTEX_WAKE); each
+ *       squares its half into a shared result array, counts itself done,
+ *       and the second to finish wakes the parent (FUTEX_WAKE; the parent
+ *       sleeps in FUTEX_WAIT), which then reads the results where they are
+ *       (checked after the clock stops).  No spinning; the shared pages are
+ *       reused from one map to the next (faulted in by the warm-up), as a
+ *       pool may.  A map from and to the caller's own memory must also copy
+ *       items in and results out; a pool can overlap those copies with the
+ *       work (multiproc does), so a floor that did them one after the other
+ *       would not be a floor.
  *       N <= 10^5: 5x as many samples (they are short).
  *
  * Prints one JSON line per benchmark (see bench_stats.h).
@@ -667,9 +672,9 @@ static void floor_bench(size_t max_n, size_t reps)
         if (s == NULL)
             die("calloc", ENOMEM);
         for (size_t r = 0; r <= nrep; r++) { /* the first map warms up */
-            memset(results, 0xff, n * sizeof *results);
-            uint64_t t0 = bench_now_ns();
             memcpy(sitems, items, n * sizeof *items);
+            memset(sresults, 0xff, n * sizeof *sresults);
+            uint64_t t0 = bench_now_ns();
             atomic_store(&c->done, 0);
             atomic_store(&c->n, n);
             atomic_fetch_add(&c->go, 1);
@@ -677,12 +682,11 @@ static void floor_bench(size_t max_n, size_t reps)
             uint32_t d;
             while ((d = atomic_load(&c->done)) != WORKERS)
                 futex_wait(&c->done, d);
-            memcpy(results, sresults, n * sizeof *results);
             uint64_t t = bench_now_ns() - t0;
             if (r > 0)
                 s[r - 1] = t;
             for (size_t i = 0; i < n; i++)
-                if (results[i] != (int64_t)i * (int64_t)i)
+                if (sresults[i] != (int64_t)i * (int64_t)i)
                     die("floor map result", MP_EBADMSG);
         }
         char name[64];

@@ -37,17 +37,17 @@
  *       mp_bqueue8: keep this setup.)
  *   mp_queue1m, raw_ring1m, raw_copy1m, raw_copy1m_serial
  *       1 MiB messages, one producer to one consumer: a Queue; raw_ring1m,
- *       the floor: a bare ring that holds a whole batch (256 MiB), as the
- *       unbounded queue does (its ring, 4 MiB doubling to 16 MiB, then its
- *       log), so that neither producer ever waits for room;
+ *       the floor: the bare ring of 16 MiB, the size mp_queue's ring grows
+ *       to in this run (4 MiB doubling to 16 MiB when messages spill to its
+ *       log), whose producer sleeps when it is full;
  *       raw_copy1m and raw_copy1m_serial, references: the same
  *       ring holding only two messages (the producer fills one buffer while
  *       the consumer empties the other) and only one (the copies alternate).
  *   scale_queue_mp_SIZE, scale_queue_floor_SIZE
  *       SIZE-byte messages (SIZE = 8, 64, 256, 1024, 4096, 16384, 65536,
  *       262144, 1048576, 4194304), one producer to one consumer, placed as
- *       mp_queue8: a Queue, and a bare ring that holds the whole batch, as
- *       the unbounded queue does (see scale_ring_cap).  Messages per
+ *       mp_queue8: a Queue, and the bare ring of the size mp_queue's ring
+ *       reaches at that message size (see scale_ring_cap).  Messages per
  *       batch: 32 MiB worth, at least 16, at most N/2 (scaled by -n).
  *
  * The bare ring, the floor: what a correct shared-memory SPSC queue must
@@ -62,8 +62,10 @@
  * view says empty (full).  A side that finds the ring empty (full) sets
  * its flag, looks once more, and sleeps on it with FUTEX_WAIT; the other
  * side, after publishing (a seq_cst store, then a load of the flag on the
- * same line), calls FUTEX_WAKE only when the flag is set.  Neither side
- * spins, as mp_queue does not.  No lock (one producer, one consumer), no
+ * same line), calls FUTEX_WAKE only when the flag is set -- the consumer
+ * only once half the ring is free, so that a producer held up by a full
+ * ring refills half of it per wake-up.  Neither side spins, as mp_queue
+ * does not.  No lock (one producer, one consumer), no
  * crash safety, no message count: that is what the floor leaves out.
  *
  * Placement (-a): "split" (the default) pins the consumer(s) to the first
@@ -319,8 +321,12 @@ static uint64_t ring_get(rend *e, void *buf)
     ring_copy(r, e->pos, &len, 8, false);
     ring_copy(r, e->pos + 8, buf, len, false);
     e->pos += 8 + pad8(len);
-    atomic_store(&r->tail, e->pos);
-    if (atomic_load(&r->prod_sleeping)) {
+    atomic_store(&r->tail, e->pos); /* seq_cst: then read the flag */
+    /* A producer asleep on a full ring is woken once half of it is free,
+     * not at the first free record: it then fills half a ring at a time
+     * instead of being woken for every message the consumer takes.  (It
+     * waits for room for one record, never more than half the ring.) */
+    if (atomic_load(&r->prod_sleeping) && r->cap - (atomic_load(&r->head) - e->pos) >= r->cap / 2) {
         atomic_store_explicit(&r->prod_sleeping, 0, memory_order_relaxed);
         futex_wake(&r->prod_sleeping, 1);
     }
@@ -654,15 +660,12 @@ static size_t scale_count(size_t size, size_t nsmall)
  * the default counts); otherwise it stays at 4 MiB. */
 static uint64_t scale_ring_cap(size_t size, size_t per)
 {
-    /* An unbounded queue never makes its producer wait: past its ring
-     * (4 MiB, growing to 16 MiB) it spills to a log.  A floor ring whose
-     * producer slept when full would be a different, slower protocol (the
-     * consumer waking it message by message), so the floor holds a whole
-     * batch, as the queue does; its pages are in before timing. */
-    uint64_t need = (8 + pad8(size)) * (uint64_t)per, cap = QUEUE_RING_MIN;
-    while (cap < need)
-        cap *= 2;
-    return cap;
+    /* The queue's ring starts at 4 MiB and doubles to 16 MiB once messages
+     * spill past it to its log (it then holds on, unbounded, in the log);
+     * the floor is a ring of the size the queue's reaches, whose producer
+     * sleeps when it is full (woken when half of it is free, see
+     * ring_get). */
+    return (8 + pad8(size)) * (uint64_t)per > QUEUE_RING_MIN ? QUEUE_RING_MAX : QUEUE_RING_MIN;
 }
 
 static void bench_scale(bool mp, bool floor, size_t nsmall, size_t batches)
@@ -711,7 +714,7 @@ static const struct {
     {"bounded", "mp_bqueue8", K_QUEUE, 1, 0, BOUND, false, 0},
     {"bounded", "raw_bring8", K_RING, 1, 0, 0, false, BOUND * (8 + 8)},
     {"big", "mp_queue1m", K_QUEUE, 1, 0, 0, true, 0},
-    {"big", "raw_ring1m", K_RING, 1, 0, 0, true, 0}, /* 0: a whole batch (scale_ring_cap) */
+    {"big", "raw_ring1m", K_RING, 1, 0, 0, true, 0}, /* 0: as the queue's (scale_ring_cap) */
     {"big", "raw_copy1m", K_RING, 1, 0, 0, true, 2 * (8 + BIG)},
     {"big", "raw_copy1m_serial", K_RING, 1, 0, 0, true, 8 + BIG},
     {"scale", "scale_queue_mp", K_SCALE_MP, 1, 0, 0, false, 0},

@@ -222,11 +222,13 @@ ROWS = [
     # ---- pool
     Row("Pool.map, 10⁶ trivial items, default chunksize (per item)", mp="mp_pool_map_default",
         py="py_pool_map_default", kernel="scale_map_floor_1000000",
-        kernel_label="2 started processes, items and results copied through shm",
+        kernel_label="2 started processes square their halves in shm, nothing copied",
         min_vs_python=100, batch=True, section="Pool"),
     Row("… same, items and results in mp_pool_shared_alloc buffers (Python: map over "
         "slices of a SharedMemory buffer)", mp="mp_pool_map_shared", py="py_pool_map_shm",
-        kernel=None, min_vs_python=100, batch=True),
+        kernel="scale_map_floor_1000000",
+        kernel_label="2 started processes square their halves in shm, nothing copied",
+        min_vs_python=100, batch=True),
     Row("Pool.map, 1 KiB items and 1 KiB results (per item)", mp="mp_pool_map_1k",
         py="py_pool_map_1k", kernel=None, batch=True),
     Row("Pool.map, chunksize 1 (per item; Python maps 10× fewer items)",
@@ -422,10 +424,11 @@ def build_table(rows, results, python_header="Python"):
                 goals.append(f"≥{row.min_vs_python:g}× faster than Python: {ok}")
         if k is not None:
             r = mp["median_us"] / k["median_us"]
-            vs_k = f"{r:.2f}×"
+            vs_k = f"{r:.2f}×" + (" ‡" if r < 0.95 else "")
             kcell = f"{row.kernel_label}: {cell(k)}"
             if row.max_vs_kernel is not None:
-                ok = "met" if r <= row.max_vs_kernel else "MISSED"
+                ok = "MISSED" if r > row.max_vs_kernel else "met" if r >= 0.95 else \
+                    "not judged (‡)"
                 goals.append(f"≤{row.max_vs_kernel:g}× floor: {ok}")
         peer_cells = [peer_cell(results.get(getattr(row, key)) if getattr(row, key) else None,
                                 mp) for key, _ in peers]
@@ -473,6 +476,14 @@ def render(info, results, python_header, python_note):
     text.append("The kernel floor is the least a correct implementation of the row's work "
                 "must do, written straight on the kernel (each bench/*.c file says what "
                 "its floors do).")
+    if any(mp_k < 0.95 for mp_k in (results[r.mp]["median_us"] / results[r.kernel]["median_us"]
+                                    for r in ROWS if r.kernel and r.mp in results
+                                    and r.kernel in results)):
+        text.append("‡ multiproc measured below its floor: that floor is not a true floor at "
+                    "this size. Where it is a queue ring, its consumer outruns the producer and "
+                    "is woken once per message, while multiproc's slower consumer finds a "
+                    "backlog and sleeps less; the ratio is shown as measured, and no goal is "
+                    "counted met against such a floor.")
     extra = results.get("raw_fork_exec")
     if extra is not None:
         text.append("For reference, fork() + execv(\"/proc/self/exe\") of the same program "
