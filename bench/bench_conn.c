@@ -74,6 +74,7 @@
 #include <multiproc.h>
 
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -90,39 +91,12 @@
 
 #define BIG (1u << 20)
 
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_conn: %s: %s\n", what, err < 0 ? mp_strerror(err) : strerror(err));
-    exit(1);
-}
-
-static void check(const char *what, int err)
-{
-    if (err < 0)
-        die(what, err);
-}
-
 static void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n, size);
     if (p == NULL)
         die("calloc", ENOMEM);
     return p;
-}
-
-/* Print the JSON line of samples that each timed @batch operations, as the
- * time of one operation. */
-static void report_batch(const char *name, uint64_t *s, size_t n, size_t batch)
-{
-    double sum = 0, b = (double)batch * 1e3;
-    qsort(s, n, sizeof *s, bench_cmp_u64);
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    printf("{\"name\": \"%s\", \"n\": %zu, \"median_us\": %.5f, \"p10_us\": %.5f, "
-           "\"p90_us\": %.5f, \"mean_us\": %.5f, \"min_us\": %.5f}\n",
-           name, n, bench_quantile(s, n, 0.5) / b, bench_quantile(s, n, 0.1) / b,
-           bench_quantile(s, n, 0.9) / b, sum / (double)n / b, (double)s[0] / b);
-    fflush(stdout);
 }
 
 /* ---- CPU placement ------------------------------------------------------- */
@@ -149,15 +123,6 @@ static void find_cpus(void)
     }
     if (cpu_second < 0)
         fprintf(stderr, "bench_conn: one CPU only: the split benchmarks run unpinned\n");
-}
-
-static void pin(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        die("sched_setaffinity", errno);
 }
 
 /* Before the child is forked: it inherits where this process may run. */
@@ -677,7 +642,7 @@ static void mp_scale(size_t size, size_t batches)
     place_end();
     char name[64];
     snprintf(name, sizeof name, "scale_pipe_mp_%zu", size);
-    report_batch(name, s, batches, k);
+    bench_report_per(name, s, batches, k);
     free(s);
     mp_buf_free(&in);
 }
@@ -718,7 +683,7 @@ static void raw_scale(size_t size, size_t batches)
     place_end();
     char name[64];
     snprintf(name, sizeof name, "scale_pipe_floor_%zu", size);
-    report_batch(name, s, batches, k);
+    bench_report_per(name, s, batches, k);
     free(s);
     free(in);
 }

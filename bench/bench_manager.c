@@ -44,6 +44,7 @@
 #include <multiproc.h>
 
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,19 +55,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_manager: %s: %s\n", what,
-            err < 0 ? mp_strerror(err) : strerror(err));
-    exit(1);
-}
-
-static void check(const char *what, int err)
-{
-    if (err < 0)
-        die(what, err);
-}
 
 static mp_process *start(mp_target_fn fn, const mp_args *args)
 {
@@ -102,28 +90,6 @@ static int first_cpu(void)
     return 0;
 }
 
-/* Pin the calling process to @cpu (its affinity before into @saved, if
- * not NULL); < 0: leave it alone.  Children forked later, and their
- * threads, inherit it. */
-static void pin(int cpu, cpu_set_t *saved)
-{
-    if (saved != NULL && sched_getaffinity(0, sizeof *saved, saved) < 0)
-        die("sched_getaffinity", errno);
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        die("sched_setaffinity", errno);
-}
-
-static void unpin(const cpu_set_t *saved)
-{
-    if (sched_setaffinity(0, sizeof *saved, saved) < 0)
-        die("sched_setaffinity", errno);
-}
-
 /* ---- set+get round trip from a child ---------------------------------- */
 
 /* args: address, n, result name, cpu (< 0: anywhere).  Connects on its own,
@@ -131,7 +97,7 @@ static void unpin(const cpu_set_t *saved)
 static int rtt_client(const mp_args *a)
 {
     size_t n = (size_t)mp_args_int(a, 1);
-    pin((int)mp_args_int(a, 3), NULL);
+    pin((int)mp_args_int(a, 3));
     mp_manager *m;
     check("mp_manager_connect", mp_manager_connect(&m, mp_args_str(a, 0), NULL, 0));
     mp_dict *d;
@@ -256,7 +222,7 @@ static void raw_rtt(size_t n, const char *name, int cpu)
         die("calloc", ENOMEM);
     char msg[16] = {0};
     cpu_set_t saved;
-    pin(cpu, &saved); /* the child inherits it */
+    pin_saved(cpu, &saved); /* the child inherits it */
     pid_t pid = fork();
     if (pid < 0)
         die("fork", errno);
@@ -445,7 +411,7 @@ int main(int argc, char **argv)
      * from this process, pinned while it starts it. */
     int cpu = first_cpu();
     cpu_set_t saved;
-    pin(cpu, &saved);
+    pin_saved(cpu, &saved);
     check("mp_manager_start", mp_manager_start(&m, mp_get_context("fork"), NULL, NULL, 0));
     unpin(&saved);
     cpu_set_t server;

@@ -96,6 +96,7 @@
 #include <multiproc.h>
 
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -110,33 +111,6 @@
 #include <unistd.h>
 
 #define WORKERS 2
-
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_pool: %s: %s\n", what, err < 0 ? mp_strerror(err) : strerror(err));
-    exit(1);
-}
-
-static void check(const char *what, int err)
-{
-    if (err < 0)
-        die(what, err);
-}
-
-/* Samples of @per operations each (ns): the JSON line of one operation. */
-static void report_per(const char *name, uint64_t *s, size_t n, double per)
-{
-    double sum = 0;
-    qsort(s, n, sizeof *s, bench_cmp_u64);
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    double d = per * 1e3;
-    printf("{\"name\": \"%s\", \"n\": %zu, \"median_us\": %.6f, \"p10_us\": %.6f, "
-           "\"p90_us\": %.6f, \"mean_us\": %.6f, \"min_us\": %.6f, \"per\": %.0f}\n",
-           name, n, bench_quantile(s, n, 0.5) / d, bench_quantile(s, n, 0.1) / d,
-           bench_quantile(s, n, 0.9) / d, sum / (double)n / d, (double)s[0] / d, per);
-    fflush(stdout);
-}
 
 static mp_pool *pool_in(const char *method, int workers)
 {
@@ -251,7 +225,7 @@ static bool map_bench(const char *name, size_t n, size_t chunksize, size_t reps,
     }
     if (ok) {
         pool_done(p);
-        report_per(name, s, reps, (double)n);
+        bench_report_per(name, s, reps, (double)n);
     } else {
         mp_pool_free(p);
     }
@@ -303,7 +277,7 @@ static void map1k_bench(const char *name, size_t n, size_t reps)
                     die("1 KiB map result", MP_EBADMSG);
     }
     pool_done(p);
-    report_per(name, s, reps, (double)n);
+    bench_report_per(name, s, reps, (double)n);
     free(items);
     free(results);
     free(s);
@@ -397,7 +371,7 @@ static void imap_bench(const char *first_name, const char *rate_name, size_t n, 
     }
     pool_done(p);
     bench_report(first_name, first, reps);
-    report_per(rate_name, all, reps, (double)n);
+    bench_report_per(rate_name, all, reps, (double)n);
     free(items);
     free(first);
     free(all);
@@ -440,7 +414,7 @@ static void async_bench(const char *name, size_t reps)
     }
     mp_buf_free(&out);
     pool_done(p);
-    report_per(name, s, reps, ASYNC_TASKS);
+    bench_report_per(name, s, reps, ASYNC_TASKS);
     free(h);
     free(s);
 }
@@ -459,27 +433,6 @@ static int first_cpu(void)
     return -1;
 }
 
-/* Pin this process (and what it forks from now on) to @cpu, saving its
- * affinity in @saved; @cpu < 0: leave it alone. */
-static void pin(int cpu, cpu_set_t *saved)
-{
-    if (sched_getaffinity(0, sizeof *saved, saved) < 0)
-        die("sched_getaffinity", errno);
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        die("sched_setaffinity", errno);
-}
-
-static void unpin(const cpu_set_t *saved)
-{
-    if (sched_setaffinity(0, sizeof *saved, saved) < 0)
-        die("sched_setaffinity", errno);
-}
-
 /* ---- apply_async round trip -------------------------------------------------- */
 
 static int square_task(const mp_args *a, mp_buf *out)
@@ -492,7 +445,7 @@ static int square_task(const mp_args *a, mp_buf *out)
 static void apply_bench(const char *name, size_t n, int cpu)
 {
     cpu_set_t saved;
-    pin(cpu, &saved); /* the pool's thread and workers inherit it */
+    pin_saved(cpu, &saved); /* the pool's thread and workers inherit it */
     mp_pool *p = pool_of(WORKERS);
     uint64_t *s = calloc(n, sizeof *s);
     if (s == NULL)
@@ -523,21 +476,11 @@ static void apply_bench(const char *name, size_t n, int cpu)
 
 /* ---- bare futex ping-pong ------------------------------------------------------ */
 
-static void futex_wait(_Atomic uint32_t *w, uint32_t val)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, NULL, NULL, 0);
-}
-
-static void futex_wake(_Atomic uint32_t *w)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
-}
-
 /* ping carries the round number to the child, pong echoes it back. */
 static void futex_bench(const char *name, size_t n, int cpu)
 {
     cpu_set_t saved;
-    pin(cpu, &saved);
+    pin_saved(cpu, &saved);
     _Atomic uint32_t *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                                -1, 0);
     if (w == MAP_FAILED)
@@ -557,14 +500,14 @@ static void futex_bench(const char *name, size_t n, int cpu)
                 futex_wait(ping, seen);
             seen = v;
             atomic_store(pong, v);
-            futex_wake(pong);
+            futex_wake(pong, 1);
         }
         _exit(0);
     }
     for (uint32_t i = 1; i <= total; i++) {
         uint64_t t0 = bench_now_ns();
         atomic_store(ping, i);
-        futex_wake(ping);
+        futex_wake(ping, 1);
         uint32_t v;
         while ((v = atomic_load(pong)) != i)
             futex_wait(pong, v);
@@ -610,11 +553,6 @@ typedef struct floor_ctl {
     _Alignas(64) _Atomic uint64_t n;  /* items of this map; 0: exit */
 } floor_ctl;
 
-static void futex_wake_all(_Atomic uint32_t *w)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-}
-
 static _Noreturn void floor_worker(floor_ctl *c, const int64_t *items, int64_t *results, int half)
 {
     uint32_t seen = 0;
@@ -630,7 +568,7 @@ static _Noreturn void floor_worker(floor_ctl *c, const int64_t *items, int64_t *
         for (size_t i = lo; i < hi; i++)
             results[i] = items[i] * items[i];
         if (atomic_fetch_add(&c->done, 1) == 1) /* the second to finish */
-            futex_wake(&c->done);
+            futex_wake(&c->done, 1);
     }
 }
 
@@ -678,7 +616,7 @@ static void floor_bench(size_t max_n, size_t reps)
             atomic_store(&c->done, 0);
             atomic_store(&c->n, n);
             atomic_fetch_add(&c->go, 1);
-            futex_wake_all(&c->go);
+            futex_wake(&c->go, INT32_MAX);
             uint32_t d;
             while ((d = atomic_load(&c->done)) != WORKERS)
                 futex_wait(&c->done, d);
@@ -691,12 +629,12 @@ static void floor_bench(size_t max_n, size_t reps)
         }
         char name[64];
         snprintf(name, sizeof name, "scale_map_floor_%zu", n);
-        report_per(name, s, nrep, (double)n);
+        bench_report_per(name, s, nrep, (double)n);
         free(s);
     }
     atomic_store(&c->n, 0);
     atomic_fetch_add(&c->go, 1);
-    futex_wake_all(&c->go);
+    futex_wake(&c->go, INT32_MAX);
     for (int w = 0; w < WORKERS; w++) {
         int st;
         if (waitpid(pid[w], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -771,7 +709,7 @@ static void cpu_bench(const char *name, int workers, size_t n, size_t reps, uint
         if (results[i] != burn(i, rounds))
             die("cpu map result", MP_EBADMSG);
     pool_done(p);
-    report_per(name, s, reps, (double)n);
+    bench_report_per(name, s, reps, (double)n);
     free(items);
     free(results);
     free(s);

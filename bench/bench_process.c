@@ -58,6 +58,7 @@
 #include <multiproc.h>
 
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <spawn.h>
@@ -70,12 +71,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_process: %s: %s\n", what, err < 0 ? mp_strerror(err) : strerror(err));
-    exit(1);
-}
 
 #define now_ns bench_now_ns
 

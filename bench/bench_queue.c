@@ -93,6 +93,7 @@
 #include <multiproc.h>
 
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -117,56 +118,8 @@
 #define TAG_END 0xffu  /* end of a producer's share of a batch (4x4) */
 #define TAG_STOP 0xfeu /* a consumer's last message (4x4, join) */
 
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_queue: %s: %s\n", what, err < 0 ? mp_strerror(err) : strerror(err));
-    exit(1);
-}
-
-static void check(const char *what, int err)
-{
-    if (err < 0)
-        die(what, err);
-}
-
-static void *shared_map(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        die("mmap", errno);
-    return p;
-}
-
-/* Shared (not PRIVATE) futexes: the words are in MAP_SHARED memory that
- * several processes use, as the queue's are.  EAGAIN (the word changed)
- * and EINTR are normal: every caller re-checks in a loop. */
-static inline void futex_wait(_Atomic uint32_t *w, uint32_t val)
-{
-    if (syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, NULL, NULL, 0) < 0 &&
-        errno != EAGAIN && errno != EINTR)
-        die("futex_wait", errno);
-}
-
-static inline void futex_wake(_Atomic uint32_t *w, int n)
-{
-    if (syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, n, NULL, NULL, 0) < 0)
-        die("futex_wake", errno);
-}
-
 /* Where the consumers and the producers run; -1: anywhere. */
 static int cons_cpu = -1, prod_cpu = -1;
-
-/* Pin the calling process to @cpu; < 0: leave it alone. */
-static void pin(int cpu)
-{
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        die("sched_setaffinity", errno);
-}
 
 /* "split", "same" or "free", on the first two CPUs this process may use.
  * "split" on a single CPU falls back to "free" (with a warning). */
@@ -192,20 +145,6 @@ static bool placement(const char *how)
         return false;
     }
     return true;
-}
-
-/* Samples that each timed @per messages, reported as the time of one. */
-static void report_per(const char *name, uint64_t *s, size_t n, size_t per)
-{
-    double sum = 0, d = (double)per * 1e3;
-    qsort(s, n, sizeof *s, bench_cmp_u64);
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    printf("{\"name\": \"%s\", \"n\": %zu, \"per_sample\": %zu, \"median_us\": %.5f, "
-           "\"p10_us\": %.5f, \"p90_us\": %.5f, \"mean_us\": %.5f, \"min_us\": %.5f}\n",
-           name, n, per, bench_quantile(s, n, 0.5) / d, bench_quantile(s, n, 0.1) / d,
-           bench_quantile(s, n, 0.9) / d, sum / (double)n / d, (double)s[0] / d);
-    fflush(stdout);
 }
 
 /* ---- the bare SPSC ring (see the top) --------------------------------------- */
@@ -551,7 +490,7 @@ static void bench(const run *rn)
     }
     if (sched_setaffinity(0, sizeof saved, &saved) < 0)
         die("sched_setaffinity", errno);
-    report_per(rn->name, s + 1, rn->batches, n);
+    bench_report_per(rn->name, s + 1, rn->batches, n);
     free(s);
     free(buf);
     munmap(c, sizeof *c);
@@ -609,7 +548,7 @@ static void bench_join(const char *name, size_t per, size_t batches)
     reap(name, &p, 1);
     if (sched_setaffinity(0, sizeof saved, &saved) < 0)
         die("sched_setaffinity", errno);
-    report_per(name, s + 1, batches, per);
+    bench_report_per(name, s + 1, batches, per);
     free(s);
     mp_queue_free(q);
 }

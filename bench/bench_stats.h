@@ -51,4 +51,20 @@ static inline void bench_report(const char *name, uint64_t *s, size_t n)
     fflush(stdout);
 }
 
+/* Samples that each timed @per operations (a batch), reported as the time
+ * of one: the cell is then the spread of batch averages.  @per is printed
+ * as "per_sample". */
+static inline void bench_report_per(const char *name, uint64_t *s, size_t n, double per)
+{
+    double sum = 0, d = per * 1e3;
+    qsort(s, n, sizeof *s, bench_cmp_u64);
+    for (size_t i = 0; i < n; i++)
+        sum += (double)s[i];
+    printf("{\"name\": \"%s\", \"n\": %zu, \"per_sample\": %.0f, \"median_us\": %.6f, "
+           "\"p10_us\": %.6f, \"p90_us\": %.6f, \"mean_us\": %.6f, \"min_us\": %.6f}\n",
+           name, n, per, bench_quantile(s, n, 0.5) / d, bench_quantile(s, n, 0.1) / d,
+           bench_quantile(s, n, 0.9) / d, sum / (double)n / d, (double)s[0] / d);
+    fflush(stdout);
+}
+
 #endif

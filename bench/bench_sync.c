@@ -95,6 +95,7 @@
 #include <multiproc.h>
 
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -108,46 +109,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_sync: %s: %s\n", what, err < 0 ? mp_strerror(err) : strerror(err));
-    exit(1);
-}
-
-static void check(const char *what, int err)
-{
-    if (err < 0)
-        die(what, err);
-}
-
-static void *shared_map(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        die("mmap", errno);
-    return p;
-}
-
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-}
-
-/* Print the JSON line of samples that each timed @batch operations, as the
- * time of one operation. */
-static void report_batch(const char *name, uint64_t *s, size_t n, size_t batch)
-{
-    double sum = 0, b = (double)batch * 1e3;
-    qsort(s, n, sizeof *s, bench_cmp_u64);
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    printf("{\"name\": \"%s\", \"n\": %zu, \"median_us\": %.5f, \"p10_us\": %.5f, "
-           "\"p90_us\": %.5f, \"mean_us\": %.5f, \"min_us\": %.5f}\n",
-           name, n, bench_quantile(s, n, 0.5) / b, bench_quantile(s, n, 0.1) / b,
-           bench_quantile(s, n, 0.9) / b, sum / (double)n / b, (double)s[0] / b);
-    fflush(stdout);
 }
 
 /* ---- CPU placement ------------------------------------------------------- */
@@ -156,18 +122,6 @@ static void report_batch(const char *name, uint64_t *s, size_t n, size_t batch)
 typedef struct placement {
     int parent, child;
 } placement;
-
-/* Pin the calling process to @cpu; < 0: leave it alone. */
-static void pin(int cpu)
-{
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        die("sched_setaffinity", errno);
-}
 
 /* "same", "split" or "free", on the first two CPUs this process may use.
  * "split" on a single CPU falls back to "free" (with a warning). */
@@ -228,16 +182,6 @@ static void join_child(mp_process *p, const cpu_set_t *saved)
 }
 
 /* ---- bare futexes -------------------------------------------------------- */
-
-static inline void futex_wait(_Atomic uint32_t *w, uint32_t val)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, NULL, NULL, 0);
-}
-
-static inline void futex_wake(_Atomic uint32_t *w, int n)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, n, NULL, NULL, 0);
-}
 
 /* The three-state futex mutex of Drepper's "Futexes Are Tricky". */
 static inline void ftx_lock(_Atomic uint32_t *w)
@@ -303,7 +247,7 @@ static void uncontended(size_t n, size_t batch)
             s[i - warm] = bench_now_ns() - t0;
     }
     mp_lock_free(l);
-    report_batch("mp_lock_uncontended", s, n, batch);
+    bench_report_per("mp_lock_uncontended", s, n, batch);
 
     _Atomic uint32_t *w = shared_map(4096);
     for (size_t i = 0; i < n + warm; i++) {
@@ -318,7 +262,7 @@ static void uncontended(size_t n, size_t batch)
             s[i - warm] = bench_now_ns() - t0;
     }
     munmap((void *)w, 4096);
-    report_batch("raw_futex_lock_uncontended", s, n, batch);
+    bench_report_per("raw_futex_lock_uncontended", s, n, batch);
 
     pthread_mutex_t *m = shared_map(4096);
     robust_mutex_init(m, true);
@@ -335,7 +279,7 @@ static void uncontended(size_t n, size_t batch)
     }
     pthread_mutex_destroy(m);
     munmap(m, 4096);
-    report_batch("raw_pthread_robust_pi_uncontended", s, n, batch);
+    bench_report_per("raw_pthread_robust_pi_uncontended", s, n, batch);
     free(s);
 }
 
@@ -460,7 +404,7 @@ static void contended(const char *name, int kind, size_t n, size_t k, placement 
         pthread_mutex_destroy(&h->mutex);
     }
     munmap(h, sizeof(harness));
-    report_batch(name, s, n, 2 * k);
+    bench_report_per(name, s, n, 2 * k);
     free(s);
 }
 
@@ -739,7 +683,7 @@ static void cond_pingpong(bool mp, size_t n, size_t batch, placement at)
         pthread_mutex_destroy(&rc->mutex);
         munmap(rc, sizeof *rc);
     }
-    report_batch(mp ? "mp_cond_pingpong" : "raw_cond_pingpong", s, samples, batch);
+    bench_report_per(mp ? "mp_cond_pingpong" : "raw_cond_pingpong", s, samples, batch);
     free(s);
 }
 
@@ -830,7 +774,7 @@ static void barrier2(bool mp, size_t n, size_t batch, placement at)
             die("futex barrier count", EIO);
         munmap(fb, sizeof *fb);
     }
-    report_batch(mp ? "mp_barrier2" : "raw_barrier2", s, samples, batch);
+    bench_report_per(mp ? "mp_barrier2" : "raw_barrier2", s, samples, batch);
     free(s);
 }
 

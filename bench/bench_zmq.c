@@ -69,6 +69,7 @@
  */
 #define _GNU_SOURCE
 #include "bench_stats.h"
+#include "bench_util.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -91,12 +92,6 @@ static bool req_rep = false;  /* -R: REQ/REP instead of PAIR for round trips */
  * sets both.  See the comment at the top for why these. */
 static int hwm_small = 1000, hwm_big = 1;
 
-static void die(const char *what, int err)
-{
-    fprintf(stderr, "bench_zmq: %s: %s\n", what, zmq_strerror(err));
-    exit(1);
-}
-
 /* For ZeroMQ calls: they return -1 and set errno. */
 static void zcheck(const char *what, int rc)
 {
@@ -104,38 +99,8 @@ static void zcheck(const char *what, int rc)
         die(what, errno);
 }
 
-static void *shared_map(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        die("mmap", errno);
-    return p;
-}
-
-static inline void futex_wait(_Atomic uint32_t *w, uint32_t val)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, NULL, NULL, 0);
-}
-
-static inline void futex_wake(_Atomic uint32_t *w, int n)
-{
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, n, NULL, NULL, 0);
-}
-
 /* The first two CPUs this process may use (-1: none). */
 static int cpus[2] = {-1, -1};
-
-/* Pin the calling process to @cpu; < 0: leave it alone. */
-static void pin(int cpu)
-{
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        die("sched_setaffinity", errno);
-}
 
 static void set_int(void *sock, int opt, int val)
 {
@@ -158,21 +123,6 @@ static void reap(pid_t pid, const char *name)
         fprintf(stderr, "bench_zmq: %s: child failed (status %#x)\n", name, st);
         exit(1);
     }
-}
-
-/* Samples that each timed @per messages, reported as the time of one (the
- * same line as bench_queue's). */
-static void report_per(const char *name, uint64_t *s, size_t n, size_t per)
-{
-    double sum = 0, d = (double)per * 1e3;
-    qsort(s, n, sizeof *s, bench_cmp_u64);
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    printf("{\"name\": \"%s\", \"n\": %zu, \"per_sample\": %zu, \"median_us\": %.5f, "
-           "\"p10_us\": %.5f, \"p90_us\": %.5f, \"mean_us\": %.5f, \"min_us\": %.5f}\n",
-           name, n, per, bench_quantile(s, n, 0.5) / d, bench_quantile(s, n, 0.1) / d,
-           bench_quantile(s, n, 0.9) / d, sum / (double)n / d, (double)s[0] / d);
-    fflush(stdout);
 }
 
 /* ---- PUSH/PULL throughput ------------------------------------------------ */
@@ -292,7 +242,7 @@ static void push_bench(const char *name, size_t size, size_t per, size_t batches
     zmq_ctx_term(ctx);
     munmap(go, sizeof *go);
     sched_setaffinity(0, sizeof saved, &saved);
-    report_per(name, smp + 1, batches, per);
+    bench_report_per(name, smp + 1, batches, per);
     free(smp);
     free(buf);
 }

@@ -343,13 +343,23 @@ def pick_python(pythons, build):
     return best, note
 
 
+SUITE_TIMEOUT = 1200
+
+
 def run_suite(suite, build, python, quick):
     argv = suite.argv(build, python, quick)
     if argv is None:
         print(f"[{suite.name}] skipped", file=sys.stderr)
         return {}
     print(f"[{suite.name}] {' '.join(argv)}", file=sys.stderr, flush=True)
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        # Python's Pool hangs for good when a worker dies while starting
+        # (seen here under heavy load: a spawned worker found its pool's
+        # semaphore gone): a suite that hangs fails the run instead.
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=SUITE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"run.py: {suite.name} did not finish in {SUITE_TIMEOUT} s "
+                         f"(run it alone to see where it hangs)")
     if proc.returncode != 0:
         raise SystemExit(f"run.py: {suite.name} failed with status {proc.returncode}")
     results = {}
