@@ -65,6 +65,8 @@ int mp__sys_dup(int fd);
 int mp__sys_pidfd_open(pid_t pid);
 int mp__sys_open_devnull(int flags);
 int mp__sys_signalfd(const sigset_t *mask);
+/* eventfd(@init, @flags | EFD_CLOEXEC). */
+int mp__sys_eventfd(unsigned init, int flags);
 /* shm_open(@name, @flags | O_NOFOLLOW | O_CLOEXEC, 0600). */
 int mp__sys_shm_open(const char *name, int flags);
 int mp__sys_memfd(const char *name);

@@ -1005,9 +1005,9 @@ static int serve_on(mp_listener *l, int ready)
     server srv = {.next_id = 1, .l = l};
     pthread_mutex_init(&srv.lock, NULL);
     pthread_cond_init(&srv.idle, NULL);
-    srv.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    srv.wakefd = mp__sys_eventfd(0, EFD_NONBLOCK);
     if (srv.wakefd < 0)
-        return -errno;
+        return srv.wakefd;
     if (ready >= 0) { /* our own server child: SIGTERM means shut down */
         term_fd = srv.wakefd;
         struct sigaction sa = {.sa_handler = on_term};
