@@ -39,18 +39,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum {
-    OP_OPEN = 1, OP_SHUTDOWN,
-    OP_DICT_SET = 10, OP_DICT_GET, OP_DICT_DEL, OP_DICT_LEN, OP_DICT_ADD, OP_DICT_KEYS,
-    OP_DICT_BATCH,
-    OP_LIST_APPEND = 20, OP_LIST_GET, OP_LIST_SET, OP_LIST_POP, OP_LIST_LEN,
-    OP_Q_PUT = 30, OP_Q_GET, OP_Q_QSIZE, OP_Q_FULL,
-    OP_LOCK_ACQ = 40, OP_LOCK_REL, OP_LOCK_LOCKED,
-    OP_EV_SET = 50, OP_EV_CLEAR, OP_EV_ISSET, OP_EV_WAIT,
-    OP_SEM_ACQ = 60, OP_SEM_REL, OP_SEM_VALUE,
-    OP_VAL_LOAD = 70, OP_VAL_STORE,
-    OP_CALL = 80,
-};
 
 #define MAX_REQUEST MP__MANAGER_MAX_REQUEST   /* bytes; see internal.h */
 #define MAX_PENDING MP__MANAGER_MAX_PENDING   /* handshakes under way at once */
@@ -312,15 +300,9 @@ static int sobj_open(server *srv, const char *kind, const char *name, int64_t pa
 
 /* ---- requests ----------------------------------------------------------------- */
 
-/* Argument checks: a request is only trusted after these. */
-static bool has(const mp_args *a, size_t i, mp_arg_type t)
-{
-    return mp_args_count(a) > i && mp_args_type(a, i) == t;
-}
-
 static const void *arg_bytes(const mp_args *a, size_t i, size_t *n)
 {
-    if (!has(a, i, MP_ARG_BYTES))
+    if (!mp__args_has(a, i, MP_ARG_BYTES))
         return NULL;
     return mp_args_bytes(a, i, n);
 }
@@ -379,7 +361,7 @@ static int gone_after_wait(server *srv, sconn *sc, sobj *o)
 
 static double arg_timeout(const mp_args *a, size_t i)
 {
-    return has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
+    return mp__args_has(a, i, MP_ARG_DOUBLE) ? mp_args_double(a, i) : MP_FOREVER;
 }
 
 /*
@@ -443,13 +425,13 @@ static int dict_apply(sobj *o, int op, const void *k, size_t kl, const void *v, 
                       int64_t *num, const mp_buf **got)
 {
     kv **pp = dict_slot(o, k, kl);
-    if (op == OP_DICT_GET) {
+    if (op == MP__OP_DICT_GET) {
         if (*pp == NULL)
             return MP_ENOENT;
         *got = &(*pp)->v;
         return 0;
     }
-    if (op == OP_DICT_DEL) {
+    if (op == MP__OP_DICT_DEL) {
         if (*pp == NULL)
             return MP_ENOENT;
         kv *e = *pp;
@@ -461,7 +443,7 @@ static int dict_apply(sobj *o, int op, const void *k, size_t kl, const void *v, 
         return 0;
     }
     int64_t add = 0;
-    if (op == OP_DICT_ADD) {
+    if (op == MP__OP_DICT_ADD) {
         uint64_t sum = (uint64_t)*num; /* wraps, never undefined */
         if (*pp && (*pp)->v.len == sizeof(int64_t)) {
             int64_t old;
@@ -483,7 +465,7 @@ static int dict_apply(sobj *o, int op, const void *k, size_t kl, const void *v, 
     }
     (*pp)->v.len = 0;
     int err = mp_buf_append(&(*pp)->v, v, vl);
-    if (err == 0 && op == OP_DICT_ADD)
+    if (err == 0 && op == MP__OP_DICT_ADD)
         *num = add;
     return err < 0 ? err : dict_grow(o);
 }
@@ -502,29 +484,29 @@ static int dict_batch(sobj *o, const void *p, size_t n, mp_buf *out)
         mp__reader rd;
         mp__reader_init(&rd, p, n);
         while (rd.err == 0 && rd.off < rd.len) {
-            static const int ops[] = {[MP_DICT_SET] = OP_DICT_SET, [MP_DICT_GET] = OP_DICT_GET,
-                                      [MP_DICT_DEL] = OP_DICT_DEL, [MP_DICT_ADD] = OP_DICT_ADD};
+            static const int ops[] = {[MP_DICT_SET] = MP__OP_DICT_SET, [MP_DICT_GET] = MP__OP_DICT_GET,
+                                      [MP_DICT_DEL] = MP__OP_DICT_DEL, [MP_DICT_ADD] = MP__OP_DICT_ADD};
             uint8_t wire = mp__get_u8(&rd);
             int op = wire < sizeof ops / sizeof ops[0] ? ops[wire] : 0;
             size_t kl, vl = 0;
             const void *k = mp__get_blob(&rd, &kl), *v = NULL;
             int64_t num = 0;
-            if (op == OP_DICT_SET)
+            if (op == MP__OP_DICT_SET)
                 v = mp__get_blob(&rd, &vl);
-            else if (op == OP_DICT_ADD)
+            else if (op == MP__OP_DICT_ADD)
                 num = (int64_t)mp__get_u64(&rd);
-            else if (op != OP_DICT_GET && op != OP_DICT_DEL)
+            else if (op != MP__OP_DICT_GET && op != MP__OP_DICT_DEL)
                 return MP_EBADMSG;
-            if (rd.err || k == NULL || (op == OP_DICT_SET && v == NULL))
+            if (rd.err || k == NULL || (op == MP__OP_DICT_SET && v == NULL))
                 return MP_EBADMSG;
             if (pass == 0)
                 continue;
             const mp_buf *got = NULL;
             int st = dict_apply(o, op, k, kl, v, vl, &num, &got);
             int err = mp__put_u32(out, (uint32_t)st);
-            if (err == 0 && st == 0 && op == OP_DICT_GET)
+            if (err == 0 && st == 0 && op == MP__OP_DICT_GET)
                 err = mp__put_blob(out, got->data, got->len);
-            if (err == 0 && st == 0 && op == OP_DICT_ADD)
+            if (err == 0 && st == 0 && op == MP__OP_DICT_ADD)
                 err = mp__put_u64(out, (uint64_t)num);
             if (err < 0)
                 return err;
@@ -540,27 +522,27 @@ static int dict_batch(sobj *o, const void *p, size_t n, mp_buf *out)
  * typeid's exposed list).  handle() checks a request against it before
  * dispatching; an operation the object's kind does not expose is refused
  * with MP_EBADMSG (a malformed request: no client of ours sends one) and
- * the object is left alone.  A registered custom type exposes OP_CALL
+ * the object is left alone.  A registered custom type exposes MP__OP_CALL
  * only, and its methods are its own to check.
  */
 static const struct {
     const char *kind;
     int ops[8]; /* ends at the first 0 */
 } exposed[] = {
-    {"dict", {OP_DICT_SET, OP_DICT_GET, OP_DICT_DEL, OP_DICT_LEN, OP_DICT_ADD, OP_DICT_KEYS,
-              OP_DICT_BATCH}},
-    {"list", {OP_LIST_APPEND, OP_LIST_GET, OP_LIST_SET, OP_LIST_POP, OP_LIST_LEN}},
-    {"queue", {OP_Q_PUT, OP_Q_GET, OP_Q_QSIZE, OP_Q_FULL}},
-    {"lock", {OP_LOCK_ACQ, OP_LOCK_REL, OP_LOCK_LOCKED}},
-    {"event", {OP_EV_SET, OP_EV_CLEAR, OP_EV_ISSET, OP_EV_WAIT}},
-    {"semaphore", {OP_SEM_ACQ, OP_SEM_REL, OP_SEM_VALUE}},
-    {"value", {OP_VAL_LOAD, OP_VAL_STORE}},
+    {"dict", {MP__OP_DICT_SET, MP__OP_DICT_GET, MP__OP_DICT_DEL, MP__OP_DICT_LEN, MP__OP_DICT_ADD, MP__OP_DICT_KEYS,
+              MP__OP_DICT_BATCH}},
+    {"list", {MP__OP_LIST_APPEND, MP__OP_LIST_GET, MP__OP_LIST_SET, MP__OP_LIST_POP, MP__OP_LIST_LEN}},
+    {"queue", {MP__OP_Q_PUT, MP__OP_Q_GET, MP__OP_Q_QSIZE, MP__OP_Q_FULL}},
+    {"lock", {MP__OP_LOCK_ACQ, MP__OP_LOCK_REL, MP__OP_LOCK_LOCKED}},
+    {"event", {MP__OP_EV_SET, MP__OP_EV_CLEAR, MP__OP_EV_ISSET, MP__OP_EV_WAIT}},
+    {"semaphore", {MP__OP_SEM_ACQ, MP__OP_SEM_REL, MP__OP_SEM_VALUE}},
+    {"value", {MP__OP_VAL_LOAD, MP__OP_VAL_STORE}},
 };
 
 static bool exposes(const sobj *o, int op)
 {
     if (o->fn != NULL)
-        return op == OP_CALL;
+        return op == MP__OP_CALL;
     for (size_t i = 0; i < MP__ARRAY_LEN(exposed); i++) {
         if (strcmp(exposed[i].kind, o->kind) != 0)
             continue;
@@ -583,29 +565,29 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     if (!exposes(o, op))
         return MP_EBADMSG;
     switch (op) {
-    case OP_DICT_SET:
-    case OP_DICT_GET:
-    case OP_DICT_DEL:
-    case OP_DICT_ADD: {
+    case MP__OP_DICT_SET:
+    case MP__OP_DICT_GET:
+    case MP__OP_DICT_DEL:
+    case MP__OP_DICT_ADD: {
         if ((k = arg_bytes(a, 3, &kl)) == NULL)
             return MP_EBADMSG;
         int64_t num = 0;
-        if (op == OP_DICT_SET && (v = arg_bytes(a, 4, &vl)) == NULL)
+        if (op == MP__OP_DICT_SET && (v = arg_bytes(a, 4, &vl)) == NULL)
             return MP_EBADMSG;
-        if (op == OP_DICT_ADD) {
-            if (!has(a, 4, MP_ARG_INT))
+        if (op == MP__OP_DICT_ADD) {
+            if (!mp__args_has(a, 4, MP_ARG_INT))
                 return MP_EBADMSG;
             num = mp_args_int(a, 4);
         }
         const mp_buf *got = NULL;
         err = dict_apply(o, op, k, kl, v, vl, &num, &got);
-        if (err == 0 && op == OP_DICT_GET)
+        if (err == 0 && op == MP__OP_DICT_GET)
             err = reply_bytes(r, got->data, got->len);
-        if (err == 0 && op == OP_DICT_ADD)
+        if (err == 0 && op == MP__OP_DICT_ADD)
             err = mp_args_add_int(r, num);
         return err;
     }
-    case OP_DICT_BATCH: {
+    case MP__OP_DICT_BATCH: {
         if ((v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
         mp_buf out = MP_BUF_INIT;
@@ -615,9 +597,9 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         mp_buf_free(&out);
         return err;
     }
-    case OP_DICT_LEN:
+    case MP__OP_DICT_LEN:
         return mp_args_add_int(r, (int64_t)o->count);
-    case OP_DICT_KEYS: {
+    case MP__OP_DICT_KEYS: {
         mp_buf all = MP_BUF_INIT;
         for (size_t i = 0; i < o->nbuckets && err == 0; i++)
             for (kv *e = o->buckets[i]; e && err == 0; e = e->next) {
@@ -631,7 +613,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         mp_buf_free(&all);
         return err;
     }
-    case OP_LIST_APPEND:
+    case MP__OP_LIST_APPEND:
         if ((v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
         if (o->nitems == o->capitems) {
@@ -647,19 +629,19 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         if (err == 0)
             o->nitems++;
         return err;
-    case OP_LIST_GET:
-    case OP_LIST_SET:
-    case OP_LIST_POP: {
-        if (!has(a, 3, MP_ARG_INT))
+    case MP__OP_LIST_GET:
+    case MP__OP_LIST_SET:
+    case MP__OP_LIST_POP: {
+        if (!mp__args_has(a, 3, MP_ARG_INT))
             return MP_EBADMSG;
         int64_t i = mp_args_int(a, 3);
         if (i < 0)
             i += (int64_t)o->nitems;
         if (i < 0 || (uint64_t)i >= o->nitems)
             return MP_EINVAL;
-        if (op == OP_LIST_GET)
+        if (op == MP__OP_LIST_GET)
             return reply_bytes(r, o->items[i].data, o->items[i].len);
-        if (op == OP_LIST_SET) {
+        if (op == MP__OP_LIST_SET) {
             if ((v = arg_bytes(a, 4, &vl)) == NULL)
                 return MP_EBADMSG;
             o->items[i].len = 0;
@@ -673,15 +655,15 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         }
         return err;
     }
-    case OP_LIST_LEN:
+    case MP__OP_LIST_LEN:
         return mp_args_add_int(r, (int64_t)o->nitems);
-    case OP_Q_PUT:
-    case OP_Q_GET: {
-        if (op == OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL)
+    case MP__OP_Q_PUT:
+    case MP__OP_Q_GET: {
+        if (op == MP__OP_Q_PUT && (v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
-        mp__deadline_init(&d, arg_timeout(a, op == OP_Q_PUT ? 4 : 3));
+        mp__deadline_init(&d, arg_timeout(a, op == MP__OP_Q_PUT ? 4 : 3));
         /* a get's optional bound (mp_queue_get_into's @cap) */
-        int64_t cap = op == OP_Q_GET && has(a, 4, MP_ARG_INT) ? mp_args_int(a, 4) : -1;
+        int64_t cap = op == MP__OP_Q_GET && mp__args_has(a, 4, MP_ARG_INT) ? mp_args_int(a, 4) : -1;
         size_t len = 0;
         mp_queue *q = o->q;
         mp_buf got = MP_BUF_INIT;
@@ -689,14 +671,14 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
          * released): a server shutting down, or a client that hung up (it
          * must not take a message it can no longer receive), ends it. */
         for (;;) {
-            if (op == OP_Q_GET && o->nback > 0) {
+            if (op == MP__OP_Q_GET && o->nback > 0) {
                 err = back_take(o, cap, &got, &len);
                 break;
             }
             int ms = mp__deadline_poll_ms(&d);
             double slice = ms < 0 || ms > WAIT_SLICE_MS ? WAIT_SLICE_MS / 1000.0 : ms / 1000.0;
             pthread_mutex_unlock(&srv->lock);
-            err = op == OP_Q_PUT ? mp_queue_put(q, v, vl, slice)
+            err = op == MP__OP_Q_PUT ? mp_queue_put(q, v, vl, slice)
                   : cap >= 0     ? get_bounded(q, &got, (size_t)cap, slice, &len)
                                  : mp_queue_get(q, &got, slice);
             pthread_mutex_lock(&srv->lock);
@@ -707,23 +689,23 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
                 break;
             }
         }
-        if (err == 0 && op == OP_Q_GET)
+        if (err == 0 && op == MP__OP_Q_GET)
             err = reply_bytes(r, got.data, got.len);
         else if (err == MP_EMSGSIZE && cap >= 0 && mp_args_add_int(r, (int64_t)len) < 0)
             err = MP_ENOMEM;
         mp_buf_free(&got);
         return err;
     }
-    case OP_Q_QSIZE:
-    case OP_Q_FULL: {
+    case MP__OP_Q_QSIZE:
+    case MP__OP_Q_FULL: {
         size_t n = 0;
         err = mp_queue_qsize(o->q, &n);
         if (err == 0)
-            err = mp_args_add_int(r, op == OP_Q_QSIZE ? (int64_t)(n + o->nback)
+            err = mp_args_add_int(r, op == MP__OP_Q_QSIZE ? (int64_t)(n + o->nback)
                                                       : mp_queue_full(o->q));
         return err;
     }
-    case OP_LOCK_ACQ:
+    case MP__OP_LOCK_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
         if (o->owner == sc->id) { /* not recursive: as a local Lock */
             if (d.forever)
@@ -753,7 +735,7 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
     /* A lock whose owner died is still held, by the dead owner, until the
      * next acquirer takes it (MP_EOWNERDEAD), as a local Lock (a robust
      * mutex) is: locked, and not this client's to release. */
-    case OP_LOCK_REL:
+    case MP__OP_LOCK_REL:
         if (o->owner == 0 && !o->owner_died)
             return MP_EINVAL;
         if (o->owner != sc->id)
@@ -761,21 +743,21 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
         o->owner = 0;
         pthread_cond_signal(&o->cond);
         return 0;
-    case OP_LOCK_LOCKED:
+    case MP__OP_LOCK_LOCKED:
         return mp_args_add_int(r, o->owner != 0 || o->owner_died);
-    case OP_EV_SET:
-    case OP_EV_CLEAR:
-        o->flag = op == OP_EV_SET;
+    case MP__OP_EV_SET:
+    case MP__OP_EV_CLEAR:
+        o->flag = op == MP__OP_EV_SET;
         pthread_cond_broadcast(&o->cond);
         return 0;
-    case OP_EV_ISSET:
+    case MP__OP_EV_ISSET:
         return mp_args_add_int(r, o->flag);
-    case OP_EV_WAIT:
+    case MP__OP_EV_WAIT:
         mp__deadline_init(&d, arg_timeout(a, 3));
         while (!o->flag && err == 0)
             err = cond_wait_until(srv, sc, o, &d);
         return o->flag ? 0 : err;
-    case OP_SEM_ACQ:
+    case MP__OP_SEM_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
         for (bool waited = false; err == 0; waited = true) {
             if (o->value > 0) {
@@ -788,23 +770,23 @@ static int handle(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_
             return err;
         o->value--;
         return 0;
-    case OP_SEM_REL:
+    case MP__OP_SEM_REL:
         if (o->value >= INT32_MAX)
             return MP_EINVAL;
         o->value++;
         pthread_cond_signal(&o->cond);
         return 0;
-    case OP_SEM_VALUE:
+    case MP__OP_SEM_VALUE:
         return mp_args_add_int(r, o->value);
-    case OP_VAL_LOAD:
+    case MP__OP_VAL_LOAD:
         return reply_bytes(r, o->bytes, mp_type_size((mp_type)o->type));
-    case OP_VAL_STORE:
+    case MP__OP_VAL_STORE:
         if ((v = arg_bytes(a, 3, &vl)) == NULL || vl != mp_type_size((mp_type)o->type))
             return MP_EBADMSG;
         memcpy(o->bytes, v, vl);
         return 0;
-    case OP_CALL: {
-        if (o->fn == NULL || !has(a, 3, MP_ARG_STR) || (v = arg_bytes(a, 4, &vl)) == NULL)
+    case MP__OP_CALL: {
+        if (o->fn == NULL || !mp__args_has(a, 3, MP_ARG_STR) || (v = arg_bytes(a, 4, &vl)) == NULL)
             return MP_EBADMSG;
         mp__reader rd;
         mp__reader_init(&rd, v, vl);
@@ -836,31 +818,18 @@ static void release_owned(server *srv, uint64_t id) /* under srv->lock */
         }
 }
 
-/*
- * What a blocking request hands over — a message taken, a lock or a
- * semaphore acquired — is the client's only once it has said it got the
- * reply (an empty frame, sent by rpc()).  A client that died waiting
- * never does: what was taken for it goes back (a message to the head of
- * its queue, a lock released as it was, a semaphore's unit returned).
- */
-static bool hands_over(int op, int status)
-{
-    return (op == OP_Q_GET && status == 0) || (op == OP_SEM_ACQ && status == 0) ||
-           (op == OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD));
-}
-
 static void take_back(server *srv, sconn *sc, sobj *o, int op, int status, const mp_args *r)
 {
     pthread_mutex_lock(&srv->lock);
-    if (op == OP_Q_GET) {
+    if (op == MP__OP_Q_GET) {
         size_t n = 0;
         const void *p = arg_bytes(r, 1, &n);
         if (p == NULL || back_push(o, p, n) < 0)
             mp__log(MP_LOG_ERROR, "manager: a message taken for a client that died is lost");
-    } else if (op == OP_SEM_ACQ) {
+    } else if (op == MP__OP_SEM_ACQ) {
         o->value++;
         pthread_cond_signal(&o->cond);
-    } else if (op == OP_LOCK_ACQ && o->owner == sc->id) {
+    } else if (op == MP__OP_LOCK_ACQ && o->owner == sc->id) {
         o->owner = 0;
         o->owner_died = status == MP_EOWNERDEAD; /* still for the next one to hear */
         pthread_cond_signal(&o->cond);
@@ -904,24 +873,24 @@ static void *serve_conn(void *arg)
         sobj *o = NULL;
         if (mp_args_of(&r, "i", 0) < 0) /* the status goes first, set below */
             break;
-        if (has(a, 0, MP_ARG_INT) && has(a, 1, MP_ARG_STR) && has(a, 2, MP_ARG_STR)) {
+        if (mp__args_has(a, 0, MP_ARG_INT) && mp__args_has(a, 1, MP_ARG_STR) && mp__args_has(a, 2, MP_ARG_STR)) {
             op = (int)mp_args_int(a, 0);
             pthread_mutex_lock(&srv->lock);
-            if (op == OP_SHUTDOWN) {
+            if (op == MP__OP_SHUTDOWN) {
                 stop = true; /* once the reply is out */
                 status = 0;
             } else {
-                int64_t param = has(a, 3, MP_ARG_INT) ? mp_args_int(a, 3) : 0;
+                int64_t param = mp__args_has(a, 3, MP_ARG_INT) ? mp_args_int(a, 3) : 0;
                 status = sobj_open(srv, mp_args_str(a, 1), mp_args_str(a, 2),
-                                   op == OP_OPEN ? param : 0, &o);
-                if (status == 0 && op != OP_OPEN)
+                                   op == MP__OP_OPEN ? param : 0, &o);
+                if (status == 0 && op != MP__OP_OPEN)
                     status = handle(srv, sc, o, op, a, r);
             }
             pthread_mutex_unlock(&srv->lock);
         }
         mp__args_set_int(r, 0, status);
         err = mp_conn_send(sc->c, r);
-        if (o != NULL && hands_over(op, status) && (err < 0 || (err = await_receipt(sc)) != 0))
+        if (o != NULL && mp__op_hands_over(op, status) && (err < 0 || (err = await_receipt(sc)) != 0))
             take_back(srv, sc, o, op, status, r);
         if (err == 1)
             err = 0; /* given back by a live client, which goes on */
@@ -1137,55 +1106,6 @@ struct mp_manager {
     _Atomic int refs;          /* the handle and its dict/list handles */
 };
 
-/* Say whether what a reply handed over was taken (see hands_over): an
- * empty frame takes it, one byte gives it back (and the connection goes
- * on).  MP_ECLOSED when it cannot be said: the server takes it back. */
-static int send_receipt(mp_conn *c, bool taken)
-{
-    return mp_conn_send_bytes(c, "n", taken ? 0 : 1) < 0 ? MP_ECLOSED : 0;
-}
-
-/* One request: @req (op kind name ...) → *reply (status first); the
- * status.  A reply that hands something over (hands_over) still awaits
- * the caller's send_receipt. */
-static int rpc_unreceipted(mp_conn *c, const mp_args *req, mp_args **reply)
-{
-    *reply = NULL;
-    int err = mp_conn_send(c, req);
-    if (err == 0)
-        err = mp__conn_recv(c, reply, MP__WIRE_DATA);
-    if (err == MP_EOF || err == MP_ETRUNCATED || err == -ECONNRESET || err == -EPIPE)
-        err = MP_ECLOSED; /* the server has gone */
-    if (err < 0)
-        return err;
-    /* The status is 0 or an MP_E* code: anything else (a positive number,
-     * one that an int cannot hold and whose truncation could read as 0)
-     * is a malformed reply, not a result (found by fuzz_manager_client). */
-    int64_t status = has(*reply, 0, MP_ARG_INT) ? mp_args_int(*reply, 0) : 1;
-    if (status > 0 || status < INT_MIN) {
-        mp_args_free(*reply);
-        *reply = NULL;
-        return MP_EBADMSG;
-    }
-    return (int)status;
-}
-
-/* One request, and the receipt for what its reply hands over: ours once
- * the server has it. */
-static int rpc(mp_conn *c, const mp_args *req, mp_args **reply)
-{
-    int status = rpc_unreceipted(c, req, reply);
-    if (status >= 0 || status == MP_EOWNERDEAD) {
-        int op = (int)mp_args_int(req, 0);
-        if (hands_over(op, status) && send_receipt(c, true) < 0) {
-            mp_args_free(*reply);
-            *reply = NULL;
-            return MP_ECLOSED;
-        }
-    }
-    return status;
-}
-
 static int manager_new(mp_manager **out, const char *address, const void *key, size_t keylen)
 {
     mp_manager *m = calloc(1, sizeof *m);
@@ -1215,17 +1135,6 @@ static int manager_new(mp_manager **out, const char *address, const void *key, s
  * replies) connects afresh on its first request.  Closing the inherited
  * copy only drops this process's descriptor for it.
  */
-/* A client's connection to a server, as every manager handle opens one. */
-static int client_conn(const char *address, const void *key, size_t keylen, mp_conn **out)
-{
-    int err = mp__client(out, address, key, keylen, MP_ECLOSED);
-    if (err == 0 && (err = mp__conn_buffered(*out)) < 0)
-        mp_conn_close(*out);
-    if (err == 0) /* a request the server would refuse is not sent */
-        mp__conn_set_limits(*out, 0, MAX_REQUEST);
-    return err;
-}
-
 static int manager_conn(mp_manager *m)
 {
     mp__init(); /* mp__me.pid follows forks */
@@ -1233,7 +1142,7 @@ static int manager_conn(mp_manager *m)
         return 0;
     mp_conn_close(m->conn);
     m->conn = NULL;
-    int err = client_conn(m->address, m->key, m->keylen, &m->conn);
+    int err = mp__px_connect(m->address, m->key, m->keylen, &m->conn);
     if (err < 0) {
         m->conn = NULL;
         return err;
@@ -1422,12 +1331,12 @@ int mp_manager_shutdown(mp_manager *m)
     if (m == NULL)
         return MP_EINVAL;
     mp_args *req, *rep = NULL;
-    int err = mp_args_of(&req, "iss", OP_SHUTDOWN, "", "");
+    int err = mp_args_of(&req, "iss", MP__OP_SHUTDOWN, "", "");
     if (err == 0) {
         pthread_mutex_lock(&m->lock);
         err = manager_conn(m);
         if (err == 0)
-            err = rpc(m->conn, req, &rep);
+            err = mp__px_rpc(m->conn, req, &rep);
         pthread_mutex_unlock(&m->lock);
     }
     mp_args_free(req);
@@ -1465,7 +1374,7 @@ static int m_call(mp_manager *m, mp_args *req, mp_args **rep)
     pthread_mutex_lock(&m->lock);
     int err = manager_conn(m);
     if (err == 0)
-        err = rpc(m->conn, req, rep);
+        err = mp__px_rpc(m->conn, req, rep);
     else if (err == MP_ECONNREFUSED || err == -ENOENT)
         err = MP_ECLOSED; /* the server has gone */
     pthread_mutex_unlock(&m->lock);
@@ -1490,7 +1399,7 @@ static int named_open(mp_manager *m, const char *kind, const char *name, void **
         return MP_EINVAL;
     *out = NULL;
     mp_args *req, *rep = NULL;
-    int err = mp_args_of(&req, "issl", OP_OPEN, kind, name, (int64_t)0);
+    int err = mp_args_of(&req, "issl", MP__OP_OPEN, kind, name, (int64_t)0);
     if (err < 0)
         return err;
     err = m_call(m, req, &rep);
@@ -1545,12 +1454,12 @@ static int named_rpc(mp_manager *m, const char *kind, const char *name, int op, 
         return MP_ENOMEM;
     mp_args *rep = NULL;
     int err = m_call(m, req, &rep);
-    if (err == 0 && bytes && has(rep, 1, MP_ARG_BYTES)) {
+    if (err == 0 && bytes && mp__args_has(rep, 1, MP_ARG_BYTES)) {
         size_t n;
         const void *p = mp_args_bytes(rep, 1, &n);
         bytes->len = 0;
         err = mp_buf_append(bytes, p, n);
-    } else if (err == 0 && num && has(rep, 1, MP_ARG_INT)) {
+    } else if (err == 0 && num && mp__args_has(rep, 1, MP_ARG_INT)) {
         *num = mp_args_int(rep, 1);
     } else if (err == 0 && (bytes || num)) {
         err = MP_EBADMSG;
@@ -1562,64 +1471,31 @@ static int named_rpc(mp_manager *m, const char *kind, const char *name, int op, 
     return err;
 }
 
-static mp_args *request(int op, const char *kind, const char *name)
-{
-    mp_args *a;
-    return mp_args_of(&a, "iss", op, kind, name) == 0 ? a : NULL;
-}
-
-static mp_args *with_bytes(mp_args *a, const void *p, size_t n)
-{
-    if (a && mp_args_add_bytes(a, p, n) < 0) {
-        mp_args_free(a);
-        return NULL;
-    }
-    return a;
-}
-
-static mp_args *with_int(mp_args *a, int64_t v)
-{
-    if (a && mp_args_add_int(a, v) < 0) {
-        mp_args_free(a);
-        return NULL;
-    }
-    return a;
-}
-
-static mp_args *with_double(mp_args *a, double v)
-{
-    if (a && mp_args_add_double(a, v) < 0) {
-        mp_args_free(a);
-        return NULL;
-    }
-    return a;
-}
-
-#define DICT_REQ(op) request(op, "dict", d->name)
-#define LIST_REQ(op) request(op, "list", l->name)
+#define DICT_REQ(op) mp__px_request(op, "dict", d->name)
+#define LIST_REQ(op) mp__px_request(op, "list", l->name)
 
 int mp_dict_set(mp_dict *d, const void *k, size_t kl, const void *v, size_t vl)
 {
     if (d == NULL || (k == NULL && kl) || (v == NULL && vl))
         return MP_EINVAL;
-    return named_rpc(d->m, "dict", d->name, OP_DICT_SET, NULL, NULL,
-                     with_bytes(with_bytes(DICT_REQ(OP_DICT_SET), k, kl), v, vl));
+    return named_rpc(d->m, "dict", d->name, MP__OP_DICT_SET, NULL, NULL,
+                     mp__px_with_bytes(mp__px_with_bytes(DICT_REQ(MP__OP_DICT_SET), k, kl), v, vl));
 }
 
 int mp_dict_get(mp_dict *d, const void *k, size_t kl, mp_buf *v)
 {
     if (d == NULL || (k == NULL && kl) || v == NULL)
         return MP_EINVAL;
-    return named_rpc(d->m, "dict", d->name, OP_DICT_GET, v, NULL,
-                     with_bytes(DICT_REQ(OP_DICT_GET), k, kl));
+    return named_rpc(d->m, "dict", d->name, MP__OP_DICT_GET, v, NULL,
+                     mp__px_with_bytes(DICT_REQ(MP__OP_DICT_GET), k, kl));
 }
 
 int mp_dict_del(mp_dict *d, const void *k, size_t kl)
 {
     if (d == NULL || (k == NULL && kl))
         return MP_EINVAL;
-    return named_rpc(d->m, "dict", d->name, OP_DICT_DEL, NULL, NULL,
-                     with_bytes(DICT_REQ(OP_DICT_DEL), k, kl));
+    return named_rpc(d->m, "dict", d->name, MP__OP_DICT_DEL, NULL, NULL,
+                     mp__px_with_bytes(DICT_REQ(MP__OP_DICT_DEL), k, kl));
 }
 
 int mp_dict_len(mp_dict *d, size_t *out)
@@ -1627,7 +1503,7 @@ int mp_dict_len(mp_dict *d, size_t *out)
     int64_t n = 0;
     if (d == NULL || out == NULL)
         return MP_EINVAL;
-    int err = named_rpc(d->m, "dict", d->name, OP_DICT_LEN, NULL, &n, DICT_REQ(OP_DICT_LEN));
+    int err = named_rpc(d->m, "dict", d->name, MP__OP_DICT_LEN, NULL, &n, DICT_REQ(MP__OP_DICT_LEN));
     *out = (size_t)n;
     return err;
 }
@@ -1637,8 +1513,8 @@ int mp_dict_add(mp_dict *d, const void *k, size_t kl, int64_t delta, int64_t *ou
     int64_t n = 0;
     if (d == NULL || (k == NULL && kl))
         return MP_EINVAL;
-    int err = named_rpc(d->m, "dict", d->name, OP_DICT_ADD, NULL, &n,
-                        with_int(with_bytes(DICT_REQ(OP_DICT_ADD), k, kl), delta));
+    int err = named_rpc(d->m, "dict", d->name, MP__OP_DICT_ADD, NULL, &n,
+                        mp__px_with_int(mp__px_with_bytes(DICT_REQ(MP__OP_DICT_ADD), k, kl), delta));
     if (out)
         *out = n;
     return err;
@@ -1648,7 +1524,7 @@ int mp_dict_keys(mp_dict *d, mp_buf *out)
 {
     if (d == NULL || out == NULL)
         return MP_EINVAL;
-    return named_rpc(d->m, "dict", d->name, OP_DICT_KEYS, out, NULL, DICT_REQ(OP_DICT_KEYS));
+    return named_rpc(d->m, "dict", d->name, MP__OP_DICT_KEYS, out, NULL, DICT_REQ(MP__OP_DICT_KEYS));
 }
 
 /* The request of mp_dict_batch (the wire form is above dict_batch). */
@@ -1712,8 +1588,8 @@ int mp_dict_batch(mp_dict *d, mp_dict_op *ops, size_t n, mp_buf *out)
     if (out)
         out->len = 0;
     if (err == 0 && n > 0)
-        err = named_rpc(d->m, "dict", d->name, OP_DICT_BATCH, &rep, NULL,
-                        with_bytes(DICT_REQ(OP_DICT_BATCH), req.data, req.len));
+        err = named_rpc(d->m, "dict", d->name, MP__OP_DICT_BATCH, &rep, NULL,
+                        mp__px_with_bytes(DICT_REQ(MP__OP_DICT_BATCH), req.data, req.len));
     if (err == 0)
         err = batch_decode(ops, n, &rep, out);
     mp_buf_free(&req);
@@ -1726,14 +1602,14 @@ int mp_list_append(mp_list *l, const void *v, size_t vl)
     if (l == NULL || (v == NULL && vl))
         return MP_EINVAL;
     return named_rpc(l->m, "list", l->name, 0, NULL, NULL,
-                     with_bytes(LIST_REQ(OP_LIST_APPEND), v, vl));
+                     mp__px_with_bytes(LIST_REQ(MP__OP_LIST_APPEND), v, vl));
 }
 
 int mp_list_get(mp_list *l, int64_t index, mp_buf *v)
 {
     if (l == NULL || v == NULL)
         return MP_EINVAL;
-    return named_rpc(l->m, "list", l->name, 0, v, NULL, with_int(LIST_REQ(OP_LIST_GET), index));
+    return named_rpc(l->m, "list", l->name, 0, v, NULL, mp__px_with_int(LIST_REQ(MP__OP_LIST_GET), index));
 }
 
 int mp_list_set(mp_list *l, int64_t index, const void *v, size_t vl)
@@ -1741,7 +1617,7 @@ int mp_list_set(mp_list *l, int64_t index, const void *v, size_t vl)
     if (l == NULL || (v == NULL && vl))
         return MP_EINVAL;
     return named_rpc(l->m, "list", l->name, 0, NULL, NULL,
-                     with_bytes(with_int(LIST_REQ(OP_LIST_SET), index), v, vl));
+                     mp__px_with_bytes(mp__px_with_int(LIST_REQ(MP__OP_LIST_SET), index), v, vl));
 }
 
 int mp_list_pop(mp_list *l, int64_t index, mp_buf *v)
@@ -1750,7 +1626,7 @@ int mp_list_pop(mp_list *l, int64_t index, mp_buf *v)
     if (l == NULL)
         return MP_EINVAL;
     int err = named_rpc(l->m, "list", l->name, 0, v ? v : &tmp, NULL,
-                        with_int(LIST_REQ(OP_LIST_POP), index));
+                        mp__px_with_int(LIST_REQ(MP__OP_LIST_POP), index));
     mp_buf_free(&tmp);
     return err;
 }
@@ -1760,7 +1636,7 @@ int mp_list_len(mp_list *l, size_t *out)
     int64_t n = 0;
     if (l == NULL || out == NULL)
         return MP_EINVAL;
-    int err = named_rpc(l->m, "list", l->name, 0, NULL, &n, LIST_REQ(OP_LIST_LEN));
+    int err = named_rpc(l->m, "list", l->name, 0, NULL, &n, LIST_REQ(MP__OP_LIST_LEN));
     *out = (size_t)n;
     return err;
 }
@@ -1779,7 +1655,7 @@ int mp_manager_call(mp_manager *m, const char *typeid, const char *name, const c
         err = mp__args_encode(in ? in : empty, &enc, &fds, MP__WIRE_DATA); /* data only */
     mp_args_free(empty);
     mp_args *req = NULL;
-    if (err == 0 && (req = request(OP_CALL, typeid, name)) == NULL)
+    if (err == 0 && (req = mp__px_request(MP__OP_CALL, typeid, name)) == NULL)
         err = MP_ENOMEM;
     if (err == 0 && mp_args_add_str(req, method) < 0)
         err = MP_ENOMEM;
@@ -1791,370 +1667,9 @@ int mp_manager_call(mp_manager *m, const char *typeid, const char *name, const c
         return err;
     }
     mp_buf tmp = MP_BUF_INIT;
-    err = named_rpc(m, typeid, name, OP_CALL, out ? out : &tmp, NULL, req);
+    err = named_rpc(m, typeid, name, MP__OP_CALL, out ? out : &tmp, NULL, req);
     mp_buf_free(&tmp);
     return err;
-}
-
-/* ---- proxies for local-object kinds ------------------------------------------------ */
-
-/*
- * A proxy is the remote half of a lock, event, semaphore, queue or value
- * handle: those types carry a pointer to one, and each public call goes
- * here when it is set.  One connection per thread, opened on first use,
- * closed when the thread ends or the process forks (in the child).
- */
-typedef struct pconn {
-    struct pconn *next;
-    pid_t tid;
-    mp_conn *c;
-} pconn;
-
-struct mp__proxy {
-    pthread_mutex_t lock;
-    char *address, *kind, *name;
-    uint8_t *key;
-    size_t keylen;
-    int64_t param;
-    pconn *conns;
-    struct mp__proxy *next_live; /* in live_proxies */
-};
-
-/*
- * A thread that ends closes the connections it opened for proxies, as a
- * local object forgets a thread that ends: the server sees the connection
- * close and releases what the thread held, so a Lock proxy it held goes to
- * the next acquirer with MP_EOWNERDEAD, as a local Lock does (a robust
- * mutex).  Without this the dead thread's connection stayed open for the
- * life of the proxy, holding the lock for ever.  So every proxy is listed
- * here, and a thread that opened a connection gets a key whose destructor
- * closes its connections of every live proxy.
- */
-static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER; /* before any px->lock */
-static mp__proxy *live_proxies;
-static pthread_key_t thread_end_key;
-static pthread_once_t thread_end_once = PTHREAD_ONCE_INIT;
-static bool thread_end_ok;
-
-static void thread_ends(void *unused)
-{
-    (void)unused;
-    pid_t tid = mp__tid();
-    pconn *gone = NULL;
-    pthread_mutex_lock(&live_lock);
-    for (mp__proxy *px = live_proxies; px; px = px->next_live) {
-        pthread_mutex_lock(&px->lock);
-        for (pconn **pp = &px->conns; *pp;) {
-            pconn *c = *pp;
-            if (c->tid != tid) {
-                pp = &c->next;
-                continue;
-            }
-            *pp = c->next;
-            c->next = gone;
-            gone = c;
-        }
-        pthread_mutex_unlock(&px->lock);
-    }
-    pthread_mutex_unlock(&live_lock);
-    while (gone) { /* closed outside the locks */
-        pconn *c = gone;
-        gone = c->next;
-        mp_conn_close(c->c);
-        free(c);
-    }
-}
-
-/*
- * Forks (process.c).  The child's threads are not the parent's: it drops
- * the copies it has of the parent's connections (its own threads connect
- * afresh, as Python's proxies do after a fork).  Kept, a copy would hold a
- * connection open after the parent's thread ended or the parent died, and
- * the server would never release what that one held.  The lists are
- * locked across the fork, so the child finds them whole.
- */
-void mp__managers_atfork_prepare(void)
-{
-    pthread_mutex_lock(&live_lock);
-    for (mp__proxy *px = live_proxies; px; px = px->next_live)
-        pthread_mutex_lock(&px->lock);
-}
-
-void mp__managers_atfork_parent(void)
-{
-    for (mp__proxy *px = live_proxies; px; px = px->next_live)
-        pthread_mutex_unlock(&px->lock);
-    pthread_mutex_unlock(&live_lock);
-}
-
-MP__CHILD_TEXT void mp__managers_atfork_child(void)
-{
-    live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-    for (mp__proxy *px = live_proxies; px; px = px->next_live) {
-        px->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-        while (px->conns) { /* closes this process's descriptor only */
-            pconn *c = px->conns;
-            px->conns = c->next;
-            mp_conn_close(c->c);
-            free(c);
-        }
-    }
-}
-
-static void thread_end_init(void)
-{
-    thread_end_ok = pthread_key_create(&thread_end_key, thread_ends) == 0;
-}
-
-/* This thread's connections are closed when it ends (see thread_ends). */
-static void close_at_thread_end(void)
-{
-    pthread_once(&thread_end_once, thread_end_init);
-    if (thread_end_ok && pthread_getspecific(thread_end_key) == NULL)
-        IGNORE_RESULT(pthread_setspecific(thread_end_key, &live_proxies));
-}
-
-static void proxy_free(mp__proxy *px)
-{
-    if (px == NULL)
-        return;
-    pthread_mutex_lock(&live_lock);
-    for (mp__proxy **pp = &live_proxies; *pp; pp = &(*pp)->next_live)
-        if (*pp == px) {
-            *pp = px->next_live;
-            break;
-        }
-    pthread_mutex_unlock(&live_lock);
-    while (px->conns) {
-        pconn *c = px->conns;
-        px->conns = c->next;
-        mp_conn_close(c->c);
-        free(c);
-    }
-    free(px->address);
-    free(px->kind);
-    free(px->name);
-    free(px->key);
-    pthread_mutex_destroy(&px->lock);
-    free(px);
-}
-
-static int proxy_make(const char *address, const void *key, size_t keylen, const char *kind,
-                      const char *name, int64_t param, mp__proxy **out)
-{
-    mp__proxy *px = calloc(1, sizeof *px);
-    if (px == NULL)
-        return MP_ENOMEM;
-    pthread_mutex_init(&px->lock, NULL);
-    px->address = strdup(address);
-    px->kind = strdup(kind);
-    px->name = strdup(name);
-    px->key = malloc(keylen ? keylen : 1);
-    px->keylen = keylen;
-    px->param = param;
-    if (!px->address || !px->kind || !px->name || !px->key) {
-        proxy_free(px);
-        return MP_ENOMEM;
-    }
-    memcpy(px->key, key, keylen);
-    pthread_mutex_lock(&live_lock);
-    px->next_live = live_proxies;
-    live_proxies = px;
-    pthread_mutex_unlock(&live_lock);
-    *out = px;
-    return 0;
-}
-
-/* This thread's connection, opened (and the object opened) on first use. */
-static int proxy_conn(mp__proxy *px, mp_conn **out)
-{
-    pid_t tid = mp__tid();
-    pthread_mutex_lock(&px->lock);
-    for (pconn *c = px->conns; c; c = c->next)
-        if (c->tid == tid) {
-            *out = c->c;
-            pthread_mutex_unlock(&px->lock);
-            return 0;
-        }
-    pthread_mutex_unlock(&px->lock);
-    mp_conn *c;
-    int err = client_conn(px->address, px->key, px->keylen, &c);
-    if (err == -ECONNREFUSED || err == -ENOENT)
-        err = MP_ECLOSED; /* the server this proxy came from has gone */
-    if (err < 0)
-        return err;
-    mp_args *req, *rep = NULL;
-    err = mp_args_of(&req, "issl", OP_OPEN, px->kind, px->name, px->param);
-    if (err == 0)
-        err = rpc(c, req, &rep);
-    mp_args_free(req);
-    mp_args_free(rep);
-    pconn *pc = err == 0 ? calloc(1, sizeof *pc) : NULL;
-    if (pc == NULL) {
-        mp_conn_close(c);
-        return err < 0 ? err : MP_ENOMEM;
-    }
-    pc->tid = tid;
-    pc->c = c;
-    close_at_thread_end();
-    pthread_mutex_lock(&px->lock);
-    pc->next = px->conns;
-    px->conns = pc;
-    pthread_mutex_unlock(&px->lock);
-    *out = c;
-    return 0;
-}
-
-/* Run @req (consumed) on this thread's connection (into *@conn when not
- * NULL: the caller sends the receipt, see rpc_unreceipted). */
-static int proxy_rpc_on(mp__proxy *px, mp_args *req, mp_args **rep, mp_conn **conn)
-{
-    *rep = NULL;
-    if (req == NULL)
-        return MP_ENOMEM;
-    mp_conn *c;
-    int err = proxy_conn(px, &c);
-    if (err == 0)
-        err = conn ? rpc_unreceipted(c, req, rep) : rpc(c, req, rep);
-    if (conn)
-        *conn = c;
-    mp_args_free(req);
-    return err;
-}
-
-static int proxy_rpc(mp__proxy *px, mp_args *req, mp_args **rep)
-{
-    return proxy_rpc_on(px, req, rep, NULL);
-}
-
-static int px_op(int which);
-
-int mp__px_simple(mp__proxy *px, int which, double timeout, int64_t *num)
-{
-    int op = px_op(which);
-    mp_args *req = request(op, px->kind, px->name), *rep = NULL;
-    if (!isnan(timeout))
-        req = with_double(req, timeout);
-    int err = proxy_rpc(px, req, &rep);
-    if (err == 0 && num) { /* a reply without its number is no count of 0 */
-        if (has(rep, 1, MP_ARG_INT))
-            *num = mp_args_int(rep, 1);
-        else
-            err = MP_EBADMSG;
-    }
-    mp_args_free(rep);
-    return err;
-}
-
-int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeout, mp_buf *out,
-                 void *into, size_t cap, size_t *len)
-{
-    int op = px_op(which);
-    /* into a caller's buffer (even none: cap 0), rather than an mp_buf */
-    bool bounded = out == NULL && len != NULL;
-    mp_args *req = request(op, px->kind, px->name), *rep = NULL;
-    if (p != NULL || op == OP_Q_PUT || op == OP_VAL_STORE)
-        req = with_bytes(req, p, n);
-    if (!isnan(timeout) || bounded)
-        req = with_double(req, isnan(timeout) ? MP_FOREVER : timeout);
-    if (bounded) /* a longer message stays queued on the server */
-        req = with_int(req, cap > INT64_MAX ? INT64_MAX : (int64_t)cap);
-    /* a message is taken once it is in the caller's memory: a kill before
-     * the receipt leaves it on the server, as a local get before its
-     * commit leaves it in the queue */
-    mp_conn *c = NULL;
-    int err = proxy_rpc_on(px, req, &rep, op == OP_Q_GET ? &c : NULL);
-    if (err == MP_EMSGSIZE && bounded && has(rep, 1, MP_ARG_INT))
-        *len = (size_t)mp_args_int(rep, 1);
-    if (err == 0 && (out || bounded)) {
-        size_t k = 0;
-        const void *b = has(rep, 1, MP_ARG_BYTES) ? mp_args_bytes(rep, 1, &k) : NULL;
-        if (b == NULL) {
-            err = MP_EBADMSG;
-        } else if (out) {
-            out->len = 0;
-            err = mp_buf_append(out, b, k);
-        } else {
-            if (len)
-                *len = k;
-            if (k > cap)
-                err = MP_EMSGSIZE; /* a server that ignored the bound: can't be */
-            else if (k > 0)
-                memcpy(into, b, k);
-        }
-    }
-    if (op == OP_Q_GET && hands_over(op, rep ? (int)mp_args_int(rep, 0) : -1)) {
-        int r = send_receipt(c, err == 0);
-        if (err == 0)
-            err = r;
-    }
-    mp_args_free(rep);
-    return err;
-}
-
-void mp__px_free(mp__proxy *px)
-{
-    proxy_free(px);
-}
-
-int mp__px_dup(const mp__proxy *px, mp__proxy **out)
-{
-    return proxy_make(px->address, px->key, px->keylen, px->kind, px->name, px->param, out);
-}
-
-/*
- * Where a server is and, into a child started here only, its key: the form
- * every manager handle (proxy, manager, dict, list) begins with.  The key
- * travels only so, as in Python (where a proxy pickles its authkey only
- * while spawning); a handle from a peer uses this process's own key.
- */
-static int put_server(mp_buf *out, const char *address, const void *key, size_t keylen,
-                      mp__channel ch)
-{
-    int err = mp__put_str(out, address);
-    if (err == 0)
-        err = mp__put_u8(out, ch == MP__WIRE_CHILD);
-    if (err == 0 && ch == MP__WIRE_CHILD)
-        err = mp__put_blob(out, key, keylen);
-    return err;
-}
-
-static int get_server(mp__reader *r, mp__channel ch, const char **address, const void **key,
-                      size_t *keylen)
-{
-    *address = mp__get_str(r);
-    uint8_t has_key = mp__get_u8(r);
-    if (r->err || has_key != (ch == MP__WIRE_CHILD))
-        return MP_EBADMSG;
-    *key = has_key ? mp__get_blob(r, keylen) : mp_process_authkey(mp_current_process(), keylen);
-    if (r->err || *key == NULL || *keylen == 0 || *keylen > MP__AUTHKEY_MAX)
-        return MP_EBADMSG;
-    return 0;
-}
-
-int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch)
-{
-    int err = put_server(out, px->address, px->key, px->keylen, ch);
-    if (err == 0)
-        err = mp__put_str(out, px->kind);
-    if (err == 0)
-        err = mp__put_str(out, px->name);
-    if (err == 0)
-        err = mp__put_u64(out, (uint64_t)px->param);
-    return err;
-}
-
-int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out)
-{
-    const char *address;
-    const void *key;
-    size_t keylen;
-    int err = get_server(r, ch, &address, &key, &keylen);
-    const char *kind = mp__get_str(r), *name = mp__get_str(r);
-    int64_t param = (int64_t)mp__get_u64(r);
-    if (err < 0 || r->err)
-        return MP_EBADMSG;
-    return proxy_make(address, key, keylen, kind, name, param, out);
 }
 
 /* ---- managers, dicts and lists in mp_args ---------------------------------------- */
@@ -2164,7 +1679,7 @@ int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out)
 static int manager_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     const mp_manager *m = obj;
-    return put_server(out, m->address, m->key, m->keylen, ch);
+    return mp__px_put_server(out, m->address, m->key, m->keylen, ch);
 }
 
 static int manager_rebuild_form(mp__reader *r, mp__channel ch, mp_manager **out)
@@ -2172,7 +1687,7 @@ static int manager_rebuild_form(mp__reader *r, mp__channel ch, mp_manager **out)
     const char *address;
     const void *key;
     size_t keylen;
-    int err = get_server(r, ch, &address, &key, &keylen);
+    int err = mp__px_get_server(r, ch, &address, &key, &keylen);
     return err < 0 ? err : manager_new(out, address, key, keylen);
 }
 
@@ -2295,38 +1810,6 @@ mp_list *mp_args_list(const mp_args *a, size_t i)
     return mp__args_obj(a, i, &mp__list_objtype);
 }
 
-/* Make a proxy for @kind @name on @m's server; the object is opened now. */
-int mp__px_open(mp_manager *m, const char *kind, const char *name, int64_t param, mp__proxy **out)
-{
-    if (m == NULL || name == NULL)
-        return MP_EINVAL;
-    int err = proxy_make(m->address, m->key, m->keylen, kind, name, param, out);
-    if (err < 0)
-        return err;
-    mp_conn *c;
-    err = proxy_conn(*out, &c); /* opens it on the server: MP_EINVAL etc. now */
-    if (err < 0) {
-        proxy_free(*out);
-        *out = NULL;
-    }
-    return err;
-}
-
-static int px_op(int which)
-{
-    static const int ops[] = {
-        [MP__PX_Q_PUT] = OP_Q_PUT,         [MP__PX_Q_GET] = OP_Q_GET,
-        [MP__PX_Q_QSIZE] = OP_Q_QSIZE,     [MP__PX_Q_FULL] = OP_Q_FULL,
-        [MP__PX_LOCK_ACQ] = OP_LOCK_ACQ,   [MP__PX_LOCK_REL] = OP_LOCK_REL,
-        [MP__PX_LOCK_LOCKED] = OP_LOCK_LOCKED, [MP__PX_EV_SET] = OP_EV_SET,
-        [MP__PX_EV_CLEAR] = OP_EV_CLEAR,   [MP__PX_EV_ISSET] = OP_EV_ISSET,
-        [MP__PX_EV_WAIT] = OP_EV_WAIT,     [MP__PX_SEM_ACQ] = OP_SEM_ACQ,
-        [MP__PX_SEM_REL] = OP_SEM_REL,     [MP__PX_SEM_VALUE] = OP_SEM_VALUE,
-        [MP__PX_VAL_LOAD] = OP_VAL_LOAD,   [MP__PX_VAL_STORE] = OP_VAL_STORE,
-    };
-    return ops[which];
-}
-
 /* ---- the public proxy constructors ------------------------------------------------ */
 
 
@@ -2338,7 +1821,7 @@ static int open_proxy(mp_manager *m, const char *kind, const char *name, int64_t
         return MP_EINVAL;
     *out = NULL;
     mp__proxy *px;
-    int err = mp__px_open(m, kind, name, param, &px);
+    int err = m ? mp__px_open(m->address, m->key, m->keylen, kind, name, param, &px) : MP_EINVAL;
     if (err == 0 && (err = wrap(px, out)) < 0)
         mp__px_free(px);
     return err;
@@ -2396,7 +1879,8 @@ int mp_manager_value(mp_manager *m, const char *name, mp_type type, mp_value **o
     if (mp_type_size(type) == 0)
         return MP_EINVAL;
     mp__proxy *px;
-    int err = mp__px_open(m, "value", name, (int64_t)type, &px);
+    int err = m ? mp__px_open(m->address, m->key, m->keylen, "value", name, (int64_t)type, &px)
+              : MP_EINVAL;
     if (err == 0 && (err = mp__value_from_proxy(px, type, out)) < 0)
         mp__px_free(px);
     return err;
