@@ -336,13 +336,20 @@ extern void (*mp__pool_claim_hook)(void);
  * MP_EINVAL for another name, or outside a worker. */
 int mp__pool_poke(const char *what, uint64_t v);
 
-/* ---- managers.c: the server's limits ---------------------------------------- */
+/* ---- manager_server.c: the server ------------------------------------------ */
 
 /* Connections still in their handshake at once; more are closed at once. */
 #define MP__MANAGER_MAX_PENDING 128
 /* The largest request a server reads; a larger one is refused from its
  * frame header (the client gets MP_EBADMSG and is dropped). */
 #define MP__MANAGER_MAX_REQUEST ((size_t)64 << 20)
+/* The registered types (mp_manager_register): add or replace one; append
+ * every (typeid, function reference) pair to @a (a server child's args). */
+int mp__server_register(const char *typeid, mp_method_fn fn);
+int mp__server_types_add(mp_args *a);
+/* Serve on @l until a client asks for shutdown; @ready (if >= 0) gets the
+ * address, one line, and is closed (and SIGTERM then shuts it down). */
+int mp__server_serve(mp_listener *l, int ready);
 
 /* ---- proxy.c: the client side of the manager protocol ---------------------- */
 
