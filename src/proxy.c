@@ -32,7 +32,7 @@ static int send_receipt(mp_conn *c, bool taken)
 }
 
 /* One request: @req (op kind name ...) → *reply (status first); the
- * status.  A reply that hands something over (hands_over) still awaits
+ * status.  A reply that hands something over (mp__op_hands_over) still awaits
  * the caller's send_receipt. */
 static int rpc_unreceipted(mp_conn *c, const mp_args *req, mp_args **reply)
 {
