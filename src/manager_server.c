@@ -277,7 +277,6 @@ static int dict_grow(dict_st *d)
 
 static int dict_init(sobj *o, int64_t param)
 {
-    (void)param;
     dict_st *d = o->st;
     d->nbuckets = 16;
     d->buckets = calloc(d->nbuckets, sizeof *d->buckets);
@@ -399,8 +398,6 @@ static int dict_batch(dict_st *d, const void *p, size_t n, mp_buf *out)
 
 static int dict_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
-    (void)srv;
-    (void)sc;
     dict_st *d = o->st;
     size_t kl = 0, vl = 0;
     const void *k = NULL, *v = NULL;
@@ -470,8 +467,6 @@ static void list_fini(sobj *o)
 
 static int list_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
-    (void)srv;
-    (void)sc;
     list_st *l = o->st;
     size_t vl = 0;
     const void *v = NULL;
@@ -656,9 +651,6 @@ static int queue_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a,
 /* A message taken for a client that died goes back to the head. */
 static void queue_take_back(sobj *o, sconn *sc, int op, int status, const mp_args *r)
 {
-    (void)sc;
-    (void)op;
-    (void)status;
     size_t n = 0;
     const void *p = arg_bytes(r, 1, &n);
     if (p == NULL || back_push(o->st, p, n) < 0)
@@ -724,8 +716,6 @@ static int lock_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
 /* An acquire whose receipt did not come: released as it was. */
 static void lock_take_back(sobj *o, sconn *sc, int op, int status, const mp_args *r)
 {
-    (void)op;
-    (void)r;
     lock_st *l = o->st;
     if (l->owner != sc->id)
         return;
@@ -818,10 +808,6 @@ static int sem_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, m
 /* An acquire whose receipt did not come: its unit returned. */
 static void sem_take_back(sobj *o, sconn *sc, int op, int status, const mp_args *r)
 {
-    (void)sc;
-    (void)op;
-    (void)status;
-    (void)r;
     ((sem_st *)o->st)->value++;
     pthread_cond_signal(&o->cond);
 }
@@ -842,8 +828,6 @@ static int value_init(sobj *o, int64_t param)
 
 static int value_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
-    (void)srv;
-    (void)sc;
     value_st *val = o->st;
     size_t vl = 0;
     const void *v = NULL;
@@ -865,7 +849,6 @@ typedef struct {
 
 static int custom_init(sobj *o, int64_t param)
 {
-    (void)param;
     custom_st *c = o->st;
     c->fn = type_fn(o->kindname);
     return c->fn ? 0 : MP_ENOENT;
@@ -884,9 +867,6 @@ static void custom_fini(sobj *o)
 /* The type's methods are its own to check. */
 static int custom_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
-    (void)srv;
-    (void)sc;
-    (void)op;
     custom_st *c = o->st;
     size_t vl = 0;
     const void *v = NULL;
