@@ -65,6 +65,8 @@ int mp__sys_dup(int fd);
 int mp__sys_pidfd_open(pid_t pid);
 int mp__sys_open_devnull(int flags);
 int mp__sys_signalfd(const sigset_t *mask);
+/* eventfd(@init, @flags | EFD_CLOEXEC). */
+int mp__sys_eventfd(unsigned init, int flags);
 /* shm_open(@name, @flags | O_NOFOLLOW | O_CLOEXEC, 0600). */
 int mp__sys_shm_open(const char *name, int flags);
 int mp__sys_memfd(const char *name);
@@ -278,7 +280,7 @@ int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out);
 void mp__heap_atfork_prepare(void);
 void mp__heap_atfork_parent(void);
 void mp__heap_atfork_child(void);
-/* managers.c: the list of live proxies (closed at a thread's end). */
+/* proxy.c: the list of live proxies (their connections are per thread). */
 void mp__managers_atfork_prepare(void);
 void mp__managers_atfork_parent(void);
 void mp__managers_atfork_child(void);
@@ -334,39 +336,68 @@ extern void (*mp__pool_claim_hook)(void);
  * MP_EINVAL for another name, or outside a worker. */
 int mp__pool_poke(const char *what, uint64_t v);
 
-/* ---- managers.c: the server's limits ---------------------------------------- */
+/* ---- manager_server.c: the server ------------------------------------------ */
 
 /* Connections still in their handshake at once; more are closed at once. */
 #define MP__MANAGER_MAX_PENDING 128
 /* The largest request a server reads; a larger one is refused from its
  * frame header (the client gets MP_EBADMSG and is dropped). */
 #define MP__MANAGER_MAX_REQUEST ((size_t)64 << 20)
+/* The registered types (mp_manager_register): add or replace one; append
+ * every (typeid, function reference) pair to @a (a server child's args). */
+int mp__server_register(const char *typeid, mp_method_fn fn);
+int mp__server_types_add(mp_args *a);
+/* Serve on @l until a client asks for shutdown; @ready (if >= 0) gets the
+ * address, one line, and is closed (and SIGTERM then shuts it down). */
+int mp__server_serve(mp_listener *l, int ready);
 
-/* ---- managers.c: proxies of local-object kinds ----------------------------- */
+/* ---- proxy.c: the client side of the manager protocol ---------------------- */
+
+#include "proxy_ops.h" /* the operations, shared with the server */
+
+/* Whether argument @i of @a is there with type @t (a request or a reply is
+ * only trusted after this). */
+static inline bool mp__args_has(const mp_args *a, size_t i, mp_arg_type t)
+{
+    return mp_args_count(a) > i && mp_args_type(a, i) == t;
+}
+
+/* A connection to the server at @address, as every manager handle opens
+ * one (buffered; a request the server would refuse is not sent). */
+int mp__px_connect(const char *address, const void *key, size_t keylen, mp_conn **out);
+/* One request @req (op kind name ...) on @c into *reply (status first),
+ * and the receipt for what the reply hands over; the status. */
+int mp__px_rpc(mp_conn *c, const mp_args *req, mp_args **reply);
+/* Request builders: "op kind name", then arguments appended one by one;
+ * NULL in, or a failure, gives NULL (what was built is freed). */
+mp_args *mp__px_request(int op, const char *kind, const char *name);
+mp_args *mp__px_with_bytes(mp_args *a, const void *p, size_t n);
+mp_args *mp__px_with_int(mp_args *a, int64_t v);
+/* Where a server is and, into a child started here only, its key: the form
+ * every manager handle (proxy, manager, dict, list) begins with.  Rebuilt
+ * from a peer, the key is this process's authkey (as Python's proxies). */
+int mp__px_put_server(mp_buf *out, const char *address, const void *key, size_t keylen,
+                      mp__channel ch);
+int mp__px_get_server(mp__reader *r, mp__channel ch, const char **address, const void **key,
+                      size_t *keylen);
 
 /* A lock, event, semaphore, queue or value handle whose object lives in a
  * manager carries one of these; each public call on it goes to the server. */
 typedef struct mp__proxy mp__proxy;
-enum {
-    MP__PX_Q_PUT, MP__PX_Q_GET, MP__PX_Q_QSIZE, MP__PX_Q_FULL,
-    MP__PX_LOCK_ACQ, MP__PX_LOCK_REL, MP__PX_LOCK_LOCKED,
-    MP__PX_EV_SET, MP__PX_EV_CLEAR, MP__PX_EV_ISSET, MP__PX_EV_WAIT,
-    MP__PX_SEM_ACQ, MP__PX_SEM_REL, MP__PX_SEM_VALUE,
-    MP__PX_VAL_LOAD, MP__PX_VAL_STORE,
-};
-/* Open @kind @name (created with @param on first use) on @m's server. */
-int mp__px_open(mp_manager *m, const char *kind, const char *name, int64_t param, mp__proxy **out);
-/* A request with an optional timeout (NAN: none) and an optional int result. */
-int mp__px_simple(mp__proxy *px, int which, double timeout, int64_t *num);
-/* A request carrying bytes @p (may be NULL) and returning bytes into @out,
- * or into @into (@cap, *len). */
-int mp__px_bytes(mp__proxy *px, int which, const void *p, size_t n, double timeout, mp_buf *out,
+/* Open @kind @name (created with @param on first use) on the server at
+ * @address, authenticating with @key. */
+int mp__px_open(const char *address, const void *key, size_t keylen, const char *kind,
+                const char *name, int64_t param, mp__proxy **out);
+/* Request @op (MP__OP_*) with an optional timeout (NAN: none) and an
+ * optional int result. */
+int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num);
+/* Request @op carrying bytes @p (may be NULL) and returning bytes into
+ * @out, or into @into (@cap, *len). */
+int mp__px_bytes(mp__proxy *px, int op, const void *p, size_t n, double timeout, mp_buf *out,
                  void *into, size_t cap, size_t *len);
 void mp__px_free(mp__proxy *px);
 int mp__px_dup(const mp__proxy *px, mp__proxy **out);
-/* Wire form: address, kind, name, parameter, and the authkey on
- * MP__WIRE_CHILD only; rebuilt from a peer, a proxy authenticates with this
- * process's authkey (as Python's proxies do). */
+/* Wire form: the server's (mp__px_put_server), kind, name, parameter. */
 int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch);
 int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out);
 /* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c). */

@@ -477,7 +477,7 @@ int mp_queue_put(mp_queue *q, const void *msg, size_t len, double timeout)
     if (q->closed)
         return MP_ECLOSED;
     if (q->px)
-        return mp__px_bytes(q->px, MP__PX_Q_PUT, msg, len, timeout, NULL, NULL, 0, NULL);
+        return mp__px_bytes(q->px, MP__OP_Q_PUT, msg, len, timeout, NULL, NULL, 0, NULL);
     qhdr *h = q->h;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
@@ -573,7 +573,7 @@ static int get(mp_queue *q, mp_buf *out, void *buf, size_t cap, size_t *len, dou
     if (q->closed)
         return MP_ECLOSED;
     if (q->px)
-        return mp__px_bytes(q->px, MP__PX_Q_GET, NULL, 0, timeout, out, buf, cap, len);
+        return mp__px_bytes(q->px, MP__OP_Q_GET, NULL, 0, timeout, out, buf, cap, len);
     qhdr *h = q->h;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
@@ -700,7 +700,7 @@ static int pending(mp_queue *q, uint64_t *n)
     *n = 0;
     if (q->px) {
         int64_t k = 0;
-        int err = mp__px_simple(q->px, MP__PX_Q_QSIZE, NAN, &k);
+        int err = mp__px_simple(q->px, MP__OP_Q_QSIZE, NAN, &k);
         *n = err == 0 ? (uint64_t)k : 0;
         return err;
     }
@@ -733,7 +733,7 @@ bool mp_queue_full(mp_queue *q)
 {
     int64_t full = 0;
     if (q && q->px)
-        return mp__px_simple(q->px, MP__PX_Q_FULL, NAN, &full) == 0 && full;
+        return mp__px_simple(q->px, MP__OP_Q_FULL, NAN, &full) == 0 && full;
     uint64_t n;
     return q != NULL && q->maxsize != 0 && pending(q, &n) == 0 && n >= q->maxsize;
 }

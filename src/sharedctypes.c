@@ -244,7 +244,7 @@ int mp_value_load(mp_value *v, void *out)
     size_t n = mp_type_size(v->o.type);
     if (v->o.px) {
         size_t len = 0;
-        int err = mp__px_bytes(v->o.px, MP__PX_VAL_LOAD, NULL, 0, NAN, NULL, out, n, &len);
+        int err = mp__px_bytes(v->o.px, MP__OP_VAL_LOAD, NULL, 0, NAN, NULL, out, n, &len);
         return err == 0 && len != n ? MP_EBADMSG : err;
     }
     return locked_copy(&v->o, out, v->o.ref.p, n);
@@ -256,7 +256,7 @@ int mp_value_store(mp_value *v, const void *in)
         return MP_EINVAL;
     size_t n = mp_type_size(v->o.type);
     if (v->o.px)
-        return mp__px_bytes(v->o.px, MP__PX_VAL_STORE, in, n, NAN, NULL, NULL, 0, NULL);
+        return mp__px_bytes(v->o.px, MP__OP_VAL_STORE, in, n, NAN, NULL, NULL, 0, NULL);
     return locked_copy(&v->o, v->o.ref.p, in, n);
 }
 

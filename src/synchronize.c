@@ -196,7 +196,7 @@ int mp_lock_acquire(mp_lock *l, double timeout)
     if (l == NULL)
         return MP_EINVAL;
     if (l->px)
-        return mp__px_simple(l->px, MP__PX_LOCK_ACQ, timeout, NULL);
+        return mp__px_simple(l->px, MP__OP_LOCK_ACQ, timeout, NULL);
     /* Fast path, no clock: free, or free within a short bounded spin (a
      * contended PI mutex otherwise goes through the kernel every time). */
     for (int spin = 0;; spin++) {
@@ -222,7 +222,7 @@ int mp_lock_release(mp_lock *l)
     if (l == NULL)
         return MP_EINVAL;
     if (l->px)
-        return mp__px_simple(l->px, MP__PX_LOCK_REL, NAN, NULL);
+        return mp__px_simple(l->px, MP__OP_LOCK_REL, NAN, NULL);
     int32_t owner = atomic_load_explicit(&l->s->owner, memory_order_relaxed);
     if (owner == 0)
         return MP_EINVAL; /* released too many times */
@@ -238,7 +238,7 @@ bool mp_lock_locked(mp_lock *l)
 {
     int64_t v = 0;
     if (l && l->px)
-        return mp__px_simple(l->px, MP__PX_LOCK_LOCKED, NAN, &v) == 0 && v;
+        return mp__px_simple(l->px, MP__OP_LOCK_LOCKED, NAN, &v) == 0 && v;
     return l && atomic_load_explicit(&l->s->owner, memory_order_relaxed) != 0;
 }
 
@@ -462,7 +462,7 @@ int mp_semaphore_acquire(mp_semaphore *h, double timeout)
     if (h == NULL)
         return MP_EINVAL;
     if (h->px)
-        return mp__px_simple(h->px, MP__PX_SEM_ACQ, timeout, NULL);
+        return mp__px_simple(h->px, MP__OP_SEM_ACQ, timeout, NULL);
     semshm *s = h->s;
     if (sem_trydown(s))
         return 0;
@@ -486,7 +486,7 @@ int mp_semaphore_release(mp_semaphore *h)
     if (h == NULL)
         return MP_EINVAL;
     if (h->px)
-        return mp__px_simple(h->px, MP__PX_SEM_REL, NAN, NULL);
+        return mp__px_simple(h->px, MP__OP_SEM_REL, NAN, NULL);
     semshm *s = h->s;
     uint32_t v = atomic_load(&s->value);
     do {
@@ -504,7 +504,7 @@ int mp_semaphore_value(mp_semaphore *h, int *out)
         return MP_EINVAL;
     if (h->px) {
         int64_t v = 0;
-        int err = mp__px_simple(h->px, MP__PX_SEM_VALUE, NAN, &v);
+        int err = mp__px_simple(h->px, MP__OP_SEM_VALUE, NAN, &v);
         *out = (int)v;
         return err;
     }
@@ -597,7 +597,7 @@ int mp_event_set(mp_event *e)
     if (e == NULL)
         return MP_EINVAL;
     if (e->px)
-        return mp__px_simple(e->px, MP__PX_EV_SET, NAN, NULL);
+        return mp__px_simple(e->px, MP__OP_EV_SET, NAN, NULL);
     atomic_store(&e->s->flag, 1);
     if (atomic_load(&e->s->sleepers) > 0)
         mp__futex_wake(&e->s->flag, INT32_MAX);
@@ -609,7 +609,7 @@ int mp_event_clear(mp_event *e)
     if (e == NULL)
         return MP_EINVAL;
     if (e->px)
-        return mp__px_simple(e->px, MP__PX_EV_CLEAR, NAN, NULL);
+        return mp__px_simple(e->px, MP__OP_EV_CLEAR, NAN, NULL);
     atomic_store(&e->s->flag, 0);
     return 0;
 }
@@ -618,7 +618,7 @@ bool mp_event_is_set(mp_event *e)
 {
     int64_t v = 0;
     if (e && e->px)
-        return mp__px_simple(e->px, MP__PX_EV_ISSET, NAN, &v) == 0 && v;
+        return mp__px_simple(e->px, MP__OP_EV_ISSET, NAN, &v) == 0 && v;
     return e && atomic_load(&e->s->flag) != 0;
 }
 
@@ -637,7 +637,7 @@ int mp_event_wait(mp_event *e, double timeout)
     if (e == NULL)
         return MP_EINVAL;
     if (e->px)
-        return mp__px_simple(e->px, MP__PX_EV_WAIT, timeout, NULL);
+        return mp__px_simple(e->px, MP__OP_EV_WAIT, timeout, NULL);
     if (atomic_load(&e->s->flag))
         return 0;
     mp__deadline d;

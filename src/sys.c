@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -286,4 +287,9 @@ int mp__sys_recv_fds(int sock, void *p, size_t n, int *fds, size_t maxfds, size_
         *nfds = 0;
     }
     return err;
+}
+
+int mp__sys_eventfd(unsigned init, int flags)
+{
+    return ret_fd(eventfd(init, flags | EFD_CLOEXEC));
 }
