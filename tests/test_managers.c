@@ -50,39 +50,6 @@ static const char KEY[] = "manager-test-key";
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static mp_process *start_child(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    mp_process *p = NULL;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    ASSERT_OK(mp_process_start(p));
-    return p;
-}
-
-/* Join @p (60 s at most), close it, return its exit code. */
-static int finish_child(mp_process *p)
-{
-    int code = -1000;
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
-}
-
-static int run_child(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    return finish_child(start_child(ctx, fn, a));
-}
-
-static void kill_child(mp_process *p)
-{
-    ASSERT_OK(mp_process_kill(p));
-    int code = 0;
-    ASSERT_OK(mp_process_join(p, 30));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, -SIGKILL);
-    ASSERT_OK(mp_process_close(p));
-}
-
 /* Args that let a child connect: item 0 the address, item 1 the key. */
 static mp_args *conn_args(const mp_manager *m)
 {
@@ -188,7 +155,7 @@ MP_TEST(manager_start_connect_shutdown, .variants = MP_START_METHODS)
     ASSERT_STREQ(mp_manager_address(c), mp_manager_address(m));
 
     mp_args *a = conn_args(m);
-    ASSERT_EQ(run_child(ctx, child_set_hello, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_set_hello, a), 0);
     mp_args_free(a);
 
     mp_dict *d;
@@ -435,9 +402,9 @@ MP_TEST(manager_dict_add_atomic, .variants = MP_START_METHODS, .timeout_s = 60)
     mp_args *a = conn_args(m);
     mp_process *p[4];
     for (int i = 0; i < 4; i++)
-        p[i] = start_child(ctx, child_add_1000, a);
+        p[i] = mp_test_start(ctx, child_add_1000, a);
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_args_free(a);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "counts", &d));
@@ -592,11 +559,11 @@ MP_TEST(manager_dict_batch_atomic, .variants = MP_START_METHODS, .timeout_s = 90
     for (int i = 0; i < 4; i++) {
         mp_args *a = conn_args(m);
         ASSERT_OK(mp_args_add_int(a, i % 2));
-        p[i] = start_child(ctx, child_batch_pairs, a);
+        p[i] = mp_test_start(ctx, child_batch_pairs, a);
         mp_args_free(a);
     }
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "pairs", &d));
     ASSERT_EQ(dict_int(d, "a"), 1999);
@@ -828,7 +795,7 @@ MP_TEST(manager_named_objects_and_passed_proxies, .variants = MP_START_METHODS)
     ASSERT_OK(mp_args_add_event(a, e));
     ASSERT_OK(mp_args_add_semaphore(a, s));
     ASSERT_OK(mp_args_add_value(a, v));
-    ASSERT_EQ(run_child(ctx, child_named, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_named, a), 0);
     mp_args_free(a);
 
     size_t n = 0;
@@ -885,7 +852,7 @@ MP_TEST(manager_proxy_queue, .variants = MP_START_METHODS)
     mp_args *a = NULL;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_queue(a, q));
-    mp_process *p = start_child(ctx, child_put_10, a);
+    mp_process *p = mp_test_start(ctx, child_put_10, a);
     mp_args_free(a);
     for (int i = 0; i < 10; i++) {
         ASSERT_OK(mp_queue_get(q, &b, 20));
@@ -894,7 +861,7 @@ MP_TEST(manager_proxy_queue, .variants = MP_START_METHODS)
         memcpy(&x, b.data, sizeof x);
         ASSERT_EQ(x, i);
     }
-    ASSERT_EQ(finish_child(p), 0);
+    ASSERT_EQ(mp_test_join(p, 60), 0);
     size_t n = 99;
     ASSERT_OK(mp_queue_qsize(q, &n));
     ASSERT_EQ(n, 0);
@@ -983,7 +950,7 @@ MP_TEST(manager_proxy_lock, .variants = MP_START_METHODS, .timeout_s = 60)
     mp_args *a = NULL;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_lock(a, l));
-    ASSERT_EQ(run_child(ctx, child_release_foreign, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_release_foreign, a), 0);
     mp_args_free(a);
     ASSERT_OK(mp_lock_release(l));
     ASSERT_FALSE(mp_lock_locked(l));
@@ -993,9 +960,9 @@ MP_TEST(manager_proxy_lock, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_lock(a, l));
     mp_process *p[4];
     for (int i = 0; i < 4; i++)
-        p[i] = start_child(ctx, child_locked_incr, a);
+        p[i] = mp_test_start(ctx, child_locked_incr, a);
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_args_free(a);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "plain", &d));
@@ -1037,11 +1004,11 @@ MP_TEST(manager_lock_owner_killed, .variants = MP_START_METHODS)
     ASSERT_OK(mp_args_add_event(a, held));
 
     /* killed while nobody waits: the next acquire says so */
-    mp_process *p = start_child(ctx, child_hold_lock, a);
+    mp_process *p = mp_test_start(ctx, child_hold_lock, a);
     ASSERT_OK(mp_event_wait(held, 20));
     ASSERT_TRUE(mp_lock_locked(l));
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(l, 0.05));
-    kill_child(p);
+    mp_test_kill(p);
     ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 10));
     ASSERT_TRUE(mp_lock_locked(l)); /* and holds it */
     ASSERT_OK(mp_lock_release(l));
@@ -1050,7 +1017,7 @@ MP_TEST(manager_lock_owner_killed, .variants = MP_START_METHODS)
 
     /* killed while the parent waits in acquire */
     mp_event_clear(held);
-    p = start_child(ctx, child_hold_lock, a);
+    p = mp_test_start(ctx, child_hold_lock, a);
     ASSERT_OK(mp_event_wait(held, 20));
     pid_t victim = mp_process_pid(p);
     ASSERT_GT(victim, 0);
@@ -1251,7 +1218,7 @@ MP_TEST(manager_proxy_event_semaphore_value, .variants = MP_START_METHODS)
     ASSERT_OK(mp_args_add_event(a, done));
     ASSERT_OK(mp_args_add_semaphore(a, s));
     ASSERT_OK(mp_args_add_value(a, v));
-    mp_process *p = start_child(ctx, child_sync, a);
+    mp_process *p = mp_test_start(ctx, child_sync, a);
     mp_args_free(a);
     /* the child is blocked in wait; the semaphore blocks us until it releases */
     struct timespec ts = {0, 100 * 1000 * 1000};
@@ -1266,7 +1233,7 @@ MP_TEST(manager_proxy_event_semaphore_value, .variants = MP_START_METHODS)
     ASSERT_EQ(sv, 0);
     ASSERT_OK(mp_value_load(v, &x));
     ASSERT_TRUE(x == -0.75);
-    ASSERT_EQ(finish_child(p), 0);
+    ASSERT_EQ(mp_test_join(p, 60), 0);
 
     ASSERT_TRUE(mp_event_is_set(go));
     mp_event_clear(go);
@@ -1375,9 +1342,9 @@ MP_TEST(manager_custom_types, .variants = MP_START_METHODS)
     mp_args *a = conn_args(m);
     mp_process *p[2];
     for (int i = 0; i < 2; i++)
-        p[i] = start_child(ctx, child_counter, a);
+        p[i] = mp_test_start(ctx, child_counter, a);
     for (int i = 0; i < 2; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_args_free(a);
     ASSERT_EQ(call_int(m, "c1", "get", NULL), 2010);
 
@@ -1461,13 +1428,13 @@ MP_TEST(manager_client_dies_mid_request, .variants = MP_START_METHODS)
     for (int round = 0; round < 3; round++) {
         mp_process *p[2];
         for (int i = 0; i < 2; i++)
-            p[i] = start_child(ctx, child_spin_add, a);
+            p[i] = mp_test_start(ctx, child_spin_add, a);
         int64_t target = dict_int(d, "n") + 200;
         double t0 = now();
         while (dict_int(d, "n") < target)
             ASSERT_LT(now() - t0, 20);
         for (int i = 0; i < 2; i++)
-            kill_child(p[i]);
+            mp_test_kill(p[i]);
         still_serving(m);
         int64_t n1 = dict_int(d, "n");
         ASSERT_EQ(dict_int(d, "n"), n1); /* nobody left adding */
@@ -1480,11 +1447,11 @@ MP_TEST(manager_client_dies_mid_request, .variants = MP_START_METHODS)
     a = NULL;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_queue(a, q));
-    mp_process *p = start_child(ctx, child_blocked_get, a);
+    mp_process *p = mp_test_start(ctx, child_blocked_get, a);
     mp_args_free(a);
     struct timespec ts = {0, 300 * 1000 * 1000};
     nanosleep(&ts, NULL);
-    kill_child(p);
+    mp_test_kill(p);
     still_serving(m);
     mp_dict_free(d);
     mp_queue_free(q);
@@ -1539,7 +1506,7 @@ static mp_process *start_blocked(mp_context *ctx, waitables *w, int which)
 {
     mp_args *a = NULL;
     ASSERT_OK(mp_args_of(&a, "QLSifE", w->q, w->l, w->s, which, w->ready[1], w->e));
-    mp_process *p = start_child(ctx, child_ready_then_block, a);
+    mp_process *p = mp_test_start(ctx, child_ready_then_block, a);
     mp_args_free(a);
     await_ready(w->ready[0]);
     return p;
@@ -2104,7 +2071,7 @@ MP_TEST(manager_dead_waiters_leave_nothing_behind, .variants = MP_START_METHODS,
     nanosleep(&ts, NULL);
     ASSERT_GT(proc_count(pid, "task"), threads0);
     for (int which = 0; which < 4; which++)
-        kill_child(p[which]);
+        mp_test_kill(p[which]);
     server_back_to(pid, fds0, threads0, 10);
     ASSERT_OK(mp_lock_release(w.l));
     still_serving(m);
@@ -2226,7 +2193,7 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_new(&sa));
     ASSERT_OK(mp_args_add_str(sa, addr));
     ASSERT_OK(mp_args_add_bytes(sa, rkey, sizeof rkey));
-    mp_process *server = start_child(ctx, child_serve_tcp, sa);
+    mp_process *server = mp_test_start(ctx, child_serve_tcp, sa);
     mp_args_free(sa);
     mp_manager *m = NULL;
     double t0 = now();
@@ -2246,10 +2213,10 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_str(a, addr));
     ASSERT_OK(mp_args_add_bytes(a, rkey, sizeof rkey));
     ASSERT_OK(mp_args_add_lock(a, l));
-    mp_process *cons = start_child(ctx, child_tcp_consumer, a);
-    mp_process *prod = start_child(ctx, child_tcp_producer, a);
-    ASSERT_EQ(finish_child(prod), 0);
-    ASSERT_EQ(finish_child(cons), 0);
+    mp_process *cons = mp_test_start(ctx, child_tcp_consumer, a);
+    mp_process *prod = mp_test_start(ctx, child_tcp_producer, a);
+    ASSERT_EQ(mp_test_join(prod, 60), 0);
+    ASSERT_EQ(mp_test_join(cons, 60), 0);
     mp_args_free(a);
 
     mp_dict *d;
@@ -2265,7 +2232,7 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     /* a connected client shuts the serving process down: it exits 0 */
     shutdown_via(m);
     mp_manager_free(m);
-    ASSERT_EQ(finish_child(server), 0);
+    ASSERT_EQ(mp_test_join(server, 60), 0);
     free(addr);
 
     /* mp_manager_start on TCP port 0: the real port is reported */
@@ -2279,10 +2246,10 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_bytes(a, rkey, sizeof rkey));
     ASSERT_OK(mp_manager_lock(m, "tcp-lock", &l));
     ASSERT_OK(mp_args_add_lock(a, l));
-    cons = start_child(ctx, child_tcp_consumer, a);
-    prod = start_child(ctx, child_tcp_producer, a);
-    ASSERT_EQ(finish_child(prod), 0);
-    ASSERT_EQ(finish_child(cons), 0);
+    cons = mp_test_start(ctx, child_tcp_consumer, a);
+    prod = mp_test_start(ctx, child_tcp_producer, a);
+    ASSERT_EQ(mp_test_join(prod, 60), 0);
+    ASSERT_EQ(mp_test_join(cons, 60), 0);
     mp_args_free(a);
     ASSERT_OK(mp_manager_dict(m, "meta", &d));
     ASSERT_EQ(dict_int(d, "sum"), 50 * 51 / 2);
@@ -2373,7 +2340,7 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     mp_target_fn fns[3] = {child_put_forever, child_get_forever, child_acquire_forever};
     mp_process *p[6];
     for (int i = 0; i < 6; i++)
-        p[i] = start_child(NULL, fns[i / 2], a);
+        p[i] = mp_test_start(NULL, fns[i / 2], a);
     mp_args_free(a);
     for (int i = 0; i < 6; i++) /* every one about to block */
         await_ready(ready[0]);
@@ -2390,7 +2357,7 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     if (j.err != MP_ECLOSED)
         ASSERT_OK(j.err);
     for (int i = 0; i < 6; i++)
-        ASSERT_EQ(10, finish_child(p[i]));
+        ASSERT_EQ(10, mp_test_join(p[i], 60));
     close(ready[0]);
     close(ready[1]);
     mp_queue_free(full);

@@ -60,70 +60,27 @@ static bool wait_all_gone(char names[][64], int n, double timeout)
     }
 }
 
-/* In a child: one line to the report descriptor passed as args item @i. */
-static void say(int fd, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    line[n++] = '\n';
-    if (write(fd, line, (size_t)n) != n)
-        _exit(99);
-}
-
-/* One line from @fd, waiting up to 30 s; "" at end of file. */
-static char *read_line(int fd)
-{
-    static char line[512];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 30000) <= 0)
-            MP__FAIL("no line from the children in 30 s");
-        ssize_t r = read(fd, line + n, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = '\0';
-    return line;
-}
-
 /* The pid of a process whose parent is @ppid and whose name is @comm; 0. */
+struct named_child {
+    pid_t ppid;
+    const char *comm;
+    pid_t found;
+};
+
+static bool is_named_child(pid_t pid, pid_t ppid, char state, const char *comm, void *arg)
+{
+    struct named_child *c = arg;
+    if (ppid != c->ppid || strcmp(comm, c->comm) != 0 || state == 'Z')
+        return false;
+    c->found = pid;
+    return true;
+}
+
 static pid_t find_child_named(pid_t ppid, const char *comm)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t found = 0;
-    while (found == 0 && d != NULL && (e = readdir(d)) != NULL) {
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        char path[300], st[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, st, sizeof st - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        st[len] = '\0';
-        char *open_paren = strchr(st, '('), *close_paren = strrchr(st, ')');
-        char state;
-        int parent;
-        if (!open_paren || !close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2)
-            continue;
-        *close_paren = '\0';
-        if (parent == ppid && strcmp(open_paren + 1, comm) == 0 && state != 'Z')
-            found = (pid_t)atoi(e->d_name);
-    }
-    if (d != NULL)
-        closedir(d);
-    return found;
+    struct named_child c = {ppid, comm, 0};
+    mp_test_each_process(is_named_child, &c);
+    return c.found;
 }
 
 /* The resource tracker started by @ppid, once it has set itself up. */
@@ -134,37 +91,6 @@ static pid_t find_tracker(pid_t ppid)
     while ((t = find_child_named(ppid, "mp-tracker")) == 0 && mp_monotonic() < until)
         usleep(10000);
     return t;
-}
-
-/* Reap every child (this process is a subreaper in the tests that call
- * it), waiting up to 20 s for the last ones to end. */
-static void reap_all(void)
-{
-    double until = mp_monotonic() + 20;
-    for (;;) {
-        pid_t w = waitpid(-1, NULL, WNOHANG);
-        if (w < 0)
-            break;
-        if (w == 0) {
-            if (mp_monotonic() > until)
-                break;
-            usleep(10000);
-        }
-    }
-    ASSERT_EQ(-1, waitpid(-1, NULL, WNOHANG));
-    ASSERT_EQ(ECHILD, errno);
-}
-
-static int run_process(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    mp_process *p;
-    int code = -1000;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
 }
 
 /* ---- the segment itself ------------------------------------------------- */
@@ -326,7 +252,7 @@ MP_TEST(child_writes_parent_reads, .variants = MP_START_METHODS)
     memcpy(b, "from the parent", 15);
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "s", mp_shm_name(s)));
-    ASSERT_EQ(0, run_process(ctx, t_attach_and_write, a));
+    ASSERT_EQ(0, mp_test_run(ctx, t_attach_and_write, a));
     ASSERT_MEMEQ("howdy", b + 100, 5);
     ASSERT_EQ('z', b[4095]);
     mp_args_free(a);
@@ -344,7 +270,7 @@ static int t_create_and_leave(const mp_args *a)
     if (mp_shm_new(&s, NULL, 64, MP_SHM_CREATE) != 0)
         return 20;
     memcpy(mp_shm_buf(s), "left by the child", 17);
-    say(mp_args_fd(a, 0), "%s", mp_shm_name(s));
+    mp_test_say(mp_args_fd(a, 0), "%s", mp_shm_name(s));
     char go;
     if (read(mp_args_fd(a, 1), &go, 1) != 1)
         return 21;
@@ -362,12 +288,10 @@ MP_TEST(tracker_shared_with_children, .variants = MP_START_METHODS)
     ASSERT_EQ(0, pipe2(go, O_CLOEXEC));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "ff", rep[1], go[0]));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_create_and_leave, a));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(ctx, t_create_and_leave, a);
     mp_args_free(a);
     char names[2][64];
-    snprintf(names[0], sizeof names[0], "%s", read_line(rep[0]));
+    snprintf(names[0], sizeof names[0], "%s", mp_test_read_line(rep[0]));
     snprintf(names[1], sizeof names[1], "%s", mp_shm_name(s));
     ASSERT_TRUE(is_random_name(names[0]));
     ASSERT_OK(mp_shm_new(&t, names[0], 0, 0));
@@ -413,7 +337,7 @@ MP_TEST(notrack_survives_the_program)
             mp_shm_new(&t, names[1], 10, MP_SHM_CREATE | MP_SHM_NOTRACK) != 0)
             _exit(1);
         memcpy(mp_shm_buf(t), "kept", 4);
-        say(ready[1], "ready");
+        mp_test_say(ready[1], "ready");
         char c;
         if (read(go[0], &c, 1) != 1) /* until the test has attached */
             _exit(2);
@@ -422,7 +346,7 @@ MP_TEST(notrack_survives_the_program)
         exit(0); /* exit handling: the tracker cleans up, and is waited for */
     }
     close(ready[1]);
-    ASSERT_STREQ("ready", read_line(ready[0]));
+    ASSERT_STREQ("ready", mp_test_read_line(ready[0]));
     close(ready[0]);
     mp_shm *x, *t; /* mapped here, so the harness never sees them unused */
     ASSERT_OK(mp_shm_new(&x, names[0], 0, 0));
@@ -448,7 +372,7 @@ static int t_grandchild(const mp_args *a)
     mp_shm *s;
     if (mp_shm_new(&s, NULL, 4096, MP_SHM_CREATE) != 0)
         return 30;
-    say(mp_args_fd(a, 0), "G %s", mp_shm_name(s));
+    mp_test_say(mp_args_fd(a, 0), "G %s", mp_shm_name(s));
     for (;;)
         pause();
 }
@@ -467,7 +391,7 @@ static int t_child(const mp_args *a)
         mp_process_start(g) != 0)
         return 32;
     mp_args_free(b);
-    say(mp_args_fd(a, 0), "C %s", mp_shm_name(s));
+    mp_test_say(mp_args_fd(a, 0), "C %s", mp_shm_name(s));
     for (;;)
         pause();
 }
@@ -482,7 +406,7 @@ static _Noreturn void start_child_and_wait(int report, const char *method, mp_sh
         mp_process_new(&c, mp_get_context(method), t_child, a) != 0 || mp_process_start(c) != 0)
         _exit(41);
     mp_args_free(a);
-    say(report, "H %s", mp_shm_name(s));
+    mp_test_say(report, "H %s", mp_shm_name(s));
     for (;;)
         pause();
 }
@@ -524,7 +448,7 @@ MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .ti
     char names[3][64];
     mp_shm *m[3];
     for (int i = 0; i < 3; i++) {
-        const char *l = read_line(fds[0]);
+        const char *l = mp_test_read_line(fds[0]);
         ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
         snprintf(names[i], sizeof names[i], "%s", l + 2);
         ASSERT_TRUE(is_random_name(names[i]));
@@ -556,7 +480,7 @@ MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .ti
     ASSERT_TRUE(shm_exists(reused));
     ASSERT_OK(mp_shm_unlink(r));
     ASSERT_OK(mp_shm_close(r));
-    reap_all();
+    mp_test_reap_orphans(20);
 }
 
 /* The pids of @root and of every process descending from it, found as a
@@ -630,7 +554,7 @@ MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s 
     char names[3][64];
     mp_shm *m[3];
     for (int i = 0; i < 3; i++) {
-        const char *l = read_line(fds[0]);
+        const char *l = mp_test_read_line(fds[0]);
         ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
         snprintf(names[i], sizeof names[i], "%s", l + 2);
         ASSERT_TRUE(is_random_name(names[i]));
@@ -651,7 +575,7 @@ MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s 
     ASSERT_TRUE(shm_exists(untracked));
     ASSERT_OK(mp_shm_unlink(u));
     ASSERT_OK(mp_shm_close(u));
-    reap_all(); /* the tree, and the tracker once it has cleaned up */
+    mp_test_reap_orphans(20); /* the tree, and the tracker once it has cleaned up */
 }
 
 /* Create and unlink named segments "<prefix><0..3>" for ever; one in four
@@ -687,7 +611,7 @@ static _Noreturn void churn(const char *prefix)
 /* Child of the churn program: args (report fd, prefix). */
 static int t_churn(const mp_args *a)
 {
-    say(mp_args_fd(a, 0), "C");
+    mp_test_say(mp_args_fd(a, 0), "C");
     churn(mp_args_str(a, 1));
 }
 
@@ -708,7 +632,7 @@ static _Noreturn void churn_program(int report, const char *method, const char *
     if (mp_args_of(&a, "fs", report, child) != 0 ||
         mp_process_new(&c, mp_get_context(method), t_churn, a) != 0 || mp_process_start(c) != 0)
         _exit(41);
-    say(report, "M");
+    mp_test_say(report, "M");
     churn(mine);
 }
 
@@ -752,7 +676,7 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
         }
         close(fds[1]);
         for (int i = 0; i < 2; i++) {
-            const char *l = read_line(fds[0]);
+            const char *l = mp_test_read_line(fds[0]);
             ASSERT_TRUE(strcmp(l, "M") == 0 || strcmp(l, "C") == 0);
         }
         close(fds[0]);
@@ -783,7 +707,7 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
             }
             usleep(20000);
         }
-        reap_all(); /* the tree, and the tracker once it has cleaned up */
+        mp_test_reap_orphans(20); /* the tree, and the tracker once it has cleaned up */
     }
     printf("%d of %d kills left segments to the tracker\n", caught, ROUNDS);
 }
@@ -976,7 +900,7 @@ static const char py_create[] = PY_PRELUDE
 static void python_done(void)
 {
     mp__exit_cleanup();
-    reap_all();
+    mp_test_reap_orphans(20);
 }
 
 MP_TEST(python_attaches_c_segment, .timeout_s = 60)
@@ -1014,7 +938,7 @@ MP_TEST(c_attaches_python_segment, .timeout_s = 60)
     pyproc pp;
     py_start(&pp, py, py_create, "");
     char name[64], rest[4096];
-    snprintf(name, sizeof name, "%s", read_line(pp.out));
+    snprintf(name, sizeof name, "%s", mp_test_read_line(pp.out));
     ASSERT_TRUE(is_random_name(name)); /* Python's names are ours */
     mp_shm *s;
     ASSERT_OK(mp_shm_new(&s, name, 0, 0));

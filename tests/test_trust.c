@@ -238,16 +238,9 @@ MP_TEST(a_barrier_with_an_action_reaches_a_child, .variants = MP_START_METHODS, 
     mp_args *a;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_barrier(a, b));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, child_barrier_party, a));
-    mp_args_free(a);
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start_free(ctx, child_barrier_party, a);
     ASSERT_GE(mp_barrier_wait(b, 30), 0);
-    ASSERT_OK(mp_process_join(p, 30));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, 0);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 30));
     mp_barrier_free(b);
 }
 
@@ -386,14 +379,8 @@ MP_TEST(proxy_key_never_on_a_connection, .variants = MP_START_METHODS, .timeout_
     mp_args_free(got);
 
     /* a child started with it gets the key and uses the lock */
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, child_uses_proxy_lock, a));
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 30));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, 0);
-    ASSERT_OK(mp_process_close(p));
+    mp_process *p = mp_test_start(ctx, child_uses_proxy_lock, a);
+    ASSERT_EQ(0, mp_test_join(p, 30));
 
     mp_args_free(a);
     mp_buf_free(&raw);
