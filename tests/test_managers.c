@@ -1026,11 +1026,7 @@ MP_TEST(manager_lock_owner_killed, .variants = MP_START_METHODS)
     ASSERT_EQ(pthread_create(&t, NULL, killer_thread, &victim), 0);
     ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 20));
     ASSERT_EQ(pthread_join(t, NULL), 0);
-    int code = 0;
-    ASSERT_OK(mp_process_join(p, 20));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, -SIGKILL);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(-SIGKILL, mp_test_join(p, 20));
     ASSERT_OK(mp_lock_release(l));
     mp_args_free(a);
 
@@ -1553,11 +1549,7 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
             ASSERT_OK(mp_lock_release(l));
         else
             ASSERT_OK(mp_semaphore_release(s));
-        int code = 0;
-        ASSERT_OK(mp_process_join(p, 30));
-        ASSERT_OK(mp_process_exitcode(p, &code));
-        ASSERT_EQ(-SIGKILL, code);
-        ASSERT_OK(mp_process_close(p));
+        ASSERT_EQ(-SIGKILL, mp_test_join(p, 30));
         /* a live client gets it: the message, the lock as it was left
          * (not a dead owner's), the semaphore's unit */
         if (which == 0) {
@@ -1583,21 +1575,6 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
 }
 
 /* ---- malformed requests ------------------------------------------------- */
-
-/* Send @req on a raw connection, return the reply's status. */
-static int raw_rpc(mp_conn *c, mp_args *req)
-{
-    ASSERT_OK(mp_conn_send(c, req));
-    mp_args_free(req);
-    ASSERT_EQ(mp_conn_poll(c, 20), 1);
-    mp_args *r = NULL;
-    ASSERT_OK(mp_conn_recv(c, &r));
-    ASSERT_GE(mp_args_count(r), 1);
-    ASSERT_EQ(mp_args_type(r, 0), MP_ARG_INT);
-    int st = (int)mp_args_int(r, 0);
-    mp_args_free(r);
-    return st;
-}
 
 static mp_args *req_of(const char *fmt, ...)
 {
@@ -1692,58 +1669,58 @@ MP_TEST(manager_malformed_requests, .variants = MP_START_METHODS)
     /* well-formed mp_args with the wrong shape: an error, and the connection
      * keeps working */
     ASSERT_OK(mp_client(&c, addr, KEY, KEYLEN));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("i", W_DICT_GET)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("s", "dict")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("sss", "11", "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iis", W_DICT_GET, 3, "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isd", W_DICT_GET, "dict", 1.0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("i", W_DICT_GET)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("s", "dict")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("sss", "11", "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iis", W_DICT_GET, 3, "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("isd", W_DICT_GET, "dict", 1.0)));
     /* batches: a bad op, a cut key, a SET without its value; none of it
      * runs, not even the valid op in front (the dict's "k" stays "v") */
     static const uint8_t bad_op[] = {9, 1, 0, 0, 0, 0, 0, 0, 0, 'k'};
     static const uint8_t cut_key[] = {3, 1, 0, 0, 0, 0, 0, 0, 0, 'k', 2, 9, 0, 0, 0, 0, 0, 0, 0, 'k'};
     static const uint8_t no_value[] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 'k'};
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", bad_op, sizeof bad_op)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", cut_key, sizeof cut_key)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", no_value, sizeof no_value)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", W_DICT_BATCH, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", bad_op, sizeof bad_op)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", cut_key, sizeof cut_key)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", no_value, sizeof no_value)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_BATCH, "dict", "d")));
     mp_buf kv = MP_BUF_INIT;
     ASSERT_OK(mp_dict_get(d, "k", 1, &kv));
     ASSERT_EQ(kv.len, 1);
     ASSERT_MEMEQ(kv.data, "v", 1);
     mp_buf_free(&kv);
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", W_DICT_GET, "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issi", W_DICT_GET, "dict", "d", 5)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isss", W_DICT_GET, "dict", "d", "k")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_SET, "dict", "d", "k", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_GET, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issi", W_DICT_GET, "dict", "d", 5)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("isss", W_DICT_GET, "dict", "d", "k")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_SET, "dict", "d", "k", (size_t)1)));
     ASSERT_ERR(MP_EBADMSG,
-               raw_rpc(c, req_of("issbs", W_DICT_ADD, "dict", "d", "k", (size_t)1, "one")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_LIST_APPEND, "dict", "d", "x", (size_t)1)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_Q_PUT, "dict", "d", "x", (size_t)1)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issd", W_LOCK_ACQ, "dict", "d", 0.0)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_VAL_STORE, "dict", "d", "x", (size_t)1)));
+               mp_test_rpc(c, req_of("issbs", W_DICT_ADD, "dict", "d", "k", (size_t)1, "one")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_LIST_APPEND, "dict", "d", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_Q_PUT, "dict", "d", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issd", W_LOCK_ACQ, "dict", "d", 0.0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_VAL_STORE, "dict", "d", "x", (size_t)1)));
     ASSERT_ERR(MP_EBADMSG,
-               raw_rpc(c, req_of("isssb", W_CALL, "dict", "d", "m", "x", (size_t)1)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", 9999, "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", -1, "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", 0, "dict", "d")));
+               mp_test_rpc(c, req_of("isssb", W_CALL, "dict", "d", "m", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", 9999, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", -1, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", 0, "dict", "d")));
     /* unknown kinds, bad parameters */
-    ASSERT_ERR(MP_ENOENT, raw_rpc(c, req_of("iss", W_OPEN, "nosuchkind", "x")));
-    ASSERT_ERR(MP_ENOENT, raw_rpc(c, req_of("iss", W_DICT_GET, "", "")));
-    ASSERT_ERR(MP_EINVAL, raw_rpc(c, req_of("issi", W_OPEN, "queue", "negq", -1)));
-    ASSERT_ERR(MP_EINVAL, raw_rpc(c, req_of("issi", W_OPEN, "value", "badv", 1000)));
-    ASSERT_OK(raw_rpc(c, req_of("issi", W_OPEN, "value", "v8", (int)MP_INT64)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_VAL_STORE, "value", "v8", "xyz", (size_t)3)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isssb", W_CALL, "value", "v8", "m", "", (size_t)0)));
+    ASSERT_ERR(MP_ENOENT, mp_test_rpc(c, req_of("iss", W_OPEN, "nosuchkind", "x")));
+    ASSERT_ERR(MP_ENOENT, mp_test_rpc(c, req_of("iss", W_DICT_GET, "", "")));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "queue", "negq", -1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "value", "badv", 1000)));
+    ASSERT_OK(mp_test_rpc(c, req_of("issi", W_OPEN, "value", "v8", (int)MP_INT64)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_VAL_STORE, "value", "v8", "xyz", (size_t)3)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("isssb", W_CALL, "value", "v8", "m", "", (size_t)0)));
     /* odd timeouts do not hang the server thread for long */
-    ASSERT_OK(raw_rpc(c, req_of("issi", W_OPEN, "semaphore", "s0", 0)));
-    ASSERT_ERR(MP_ETIMEDOUT, raw_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.0)));
-    ASSERT_ERR(MP_ETIMEDOUT, raw_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 1e-9)));
-    ASSERT_ERR(MP_ETIMEDOUT, raw_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.01)));
+    ASSERT_OK(mp_test_rpc(c, req_of("issi", W_OPEN, "semaphore", "s0", 0)));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_test_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.0)));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_test_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 1e-9)));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_test_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.01)));
     /* the good request still works on the same connection */
-    ASSERT_ERR(MP_ENOENT, raw_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "nope", (size_t)4)));
-    ASSERT_OK(raw_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
-    ASSERT_ERR(MP_EINVAL, raw_rpc(c, req_of("issi", W_LIST_GET, "list", "l", 0)));
+    ASSERT_ERR(MP_ENOENT, mp_test_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "nope", (size_t)4)));
+    ASSERT_OK(mp_test_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_LIST_GET, "list", "l", 0)));
     /* a custom call's encoded arguments that are not an mp_args */
     mp_conn_close(c);
     still_serving(m);
@@ -1768,7 +1745,7 @@ MP_TEST(manager_request_too_large, .variants = MP_START_METHODS)
     ASSERT_OK(mp_dict_set(d, "k", 1, "v", 1));
     mp_conn *other;
     ASSERT_OK(mp_client(&other, addr, KEY, KEYLEN));
-    ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    ASSERT_OK(mp_test_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
 
     uint32_t n = (uint32_t)MP__MANAGER_MAX_REQUEST + 1;
     uint8_t normal[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
@@ -1800,7 +1777,7 @@ MP_TEST(manager_request_too_large, .variants = MP_START_METHODS)
     ASSERT_EQ(mp_conn_poll(c, 0.3), 0);
     mp_conn_close(c);
 
-    ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    ASSERT_OK(mp_test_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
     mp_conn_close(other);
     still_serving(m);
 
@@ -1866,13 +1843,13 @@ MP_TEST(manager_ops_checked_against_kind, .variants = MP_START_METHODS)
         {W_SEM_REL, "Counter", "c1"}, {W_DICT_GET, "Counter", "c1"}, {W_LOCK_LOCKED, "event", "e"},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
-        int st = raw_rpc(c, req_of("issd", wrong[i].op, wrong[i].kind, wrong[i].name, 0.0));
+        int st = mp_test_rpc(c, req_of("issd", wrong[i].op, wrong[i].kind, wrong[i].name, 0.0));
         if (st != MP_EBADMSG)
             MP__FAIL("op %d on %s: %d (%s)", wrong[i].op, wrong[i].kind, st, mp_errname(st));
     }
     /* the right kind still works on the same connection */
-    ASSERT_OK(raw_rpc(c, req_of("iss", W_EV_SET, "event", "e")));
-    ASSERT_OK(raw_rpc(c, req_of("iss", W_SEM_REL, "semaphore", "s")));
+    ASSERT_OK(mp_test_rpc(c, req_of("iss", W_EV_SET, "event", "e")));
+    ASSERT_OK(mp_test_rpc(c, req_of("iss", W_SEM_REL, "semaphore", "s")));
     mp_conn_close(c);
 
     /* nothing changed where the op was refused */

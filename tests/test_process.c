@@ -382,11 +382,7 @@ MP_TEST(sentinel, .variants = MP_START_METHODS)
     struct pollfd pfd = {.fd = s, .events = POLLIN};
     ASSERT_EQ(0, poll(&pfd, 1, 0));
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
-    ASSERT_OK(mp_process_join(p, 10));
-    int code;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 10));
     mp_args_free(a);
 }
 
@@ -534,11 +530,7 @@ MP_TEST(daemon_may_not_have_children, .variants = MP_START_METHODS)
     ASSERT_OK(mp_process_set_daemon(p, true));
     ASSERT_TRUE(mp_process_daemon(p));
     ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 30));
-    int code;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 30));
 }
 
 /* A process that starts a daemon (forever) and a non-daemon (short) child,
@@ -797,11 +789,7 @@ MP_TEST(many_processes, .variants = MP_START_METHODS, .timeout_s = 120)
         ASSERT_OK(mp_process_start(p[i]));
     }
     for (int i = 0; i < N; i++) {
-        int code;
-        ASSERT_OK(mp_process_join(p[i], 60));
-        ASSERT_OK(mp_process_exitcode(p[i], &code));
-        ASSERT_EQ(0, code);
-        ASSERT_OK(mp_process_close(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     }
     /* and terminated right after start: every one gets -SIGTERM */
     for (int i = 0; i < N; i++) {
@@ -811,11 +799,7 @@ MP_TEST(many_processes, .variants = MP_START_METHODS, .timeout_s = 120)
         ASSERT_OK(mp_process_terminate(p[i]));
     }
     for (int i = 0; i < N; i++) {
-        int code;
-        ASSERT_OK(mp_process_join(p[i], 60));
-        ASSERT_OK(mp_process_exitcode(p[i], &code));
-        ASSERT_EQ(-SIGTERM, code);
-        ASSERT_OK(mp_process_close(p[i]));
+        ASSERT_EQ(-SIGTERM, mp_test_join(p[i], 60));
     }
     mp_args_free(a);
 }

@@ -1362,11 +1362,7 @@ MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | 
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_queue(a, sound));
         mp_process *p = mp_test_start_free(ctx, t_never_runs, a);
-        int code = -1000;
-        ASSERT_OK(mp_process_join(p, 60));
-        ASSERT_OK(mp_process_exitcode(p, &code));
-        ASSERT_EQ(MP_EXIT_BOOTSTRAP, code);
-        ASSERT_OK(mp_process_close(p));
+        ASSERT_EQ(MP_EXIT_BOOTSTRAP, mp_test_join(p, 60));
         mp_queue_free(q);
         free(big);
     }
@@ -2145,11 +2141,7 @@ static void kw_expect_report(mp_queue *rep, const char *want)
 /* A child killed by its hook at @point inside its first call. */
 static void kw_expect_killed(mp_process *p)
 {
-    int code = 0;
-    ASSERT_OK(mp_process_join(p, 30));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(-SIGKILL, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(-SIGKILL, mp_test_join(p, 30));
 }
 
 /* Args: queue, report queue.  Gets until "last", reporting each message. */

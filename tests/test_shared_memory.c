@@ -296,11 +296,7 @@ MP_TEST(tracker_shared_with_children, .variants = MP_START_METHODS)
     ASSERT_TRUE(is_random_name(names[0]));
     ASSERT_OK(mp_shm_new(&t, names[0], 0, 0));
     ASSERT_EQ(1, write(go[1], "g", 1));
-    int code = -1;
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     for (int i = 0; i < 2; i++) {
         close(rep[i]);
         close(go[i]);

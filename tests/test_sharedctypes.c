@@ -499,11 +499,7 @@ MP_TEST(locked_value_increments, .variants = MP_START_METHODS | MP_TEST_PROXY, .
         ASSERT_OK(mp_process_start(p[i]));
     }
     for (int i = 0; i < 4; i++) {
-        int code = -1000;
-        ASSERT_OK(mp_process_join(p[i], 90));
-        ASSERT_OK(mp_process_exitcode(p[i], &code));
-        ASSERT_EQ(0, code);
-        ASSERT_OK(mp_process_close(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 90));
     }
     int64_t total = 0;
     ASSERT_OK(mp_value_load(v, &total));

@@ -113,6 +113,20 @@ const char *mp_test_read_line(int fd)
     return line;
 }
 
+int mp_test_rpc(mp_conn *c, mp_args *req)
+{
+    ASSERT_OK(mp_conn_send(c, req));
+    mp_args_free(req);
+    ASSERT_EQ(mp_conn_poll(c, 20), 1);
+    mp_args *r = NULL;
+    ASSERT_OK(mp_conn_recv(c, &r));
+    ASSERT_GE(mp_args_count(r), 1);
+    ASSERT_EQ(mp_args_type(r, 0), MP_ARG_INT);
+    int st = (int)mp_args_int(r, 0);
+    mp_args_free(r);
+    return st;
+}
+
 int mp_test_count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");

@@ -104,6 +104,9 @@ void mp_test_vsay(int fd, const char *fmt, va_list ap) MP_PRINTF(2, 0);
  * buffer that the next call overwrites; fails the test after 60 s without
  * one. */
 const char *mp_test_read_line(int fd);
+/* Send @req (and free it) on a raw connection to a manager; the status
+ * (item 0, an integer) of its reply, which must come within 20 s. */
+int mp_test_rpc(mp_conn *c, mp_args *req);
 /* How many descriptors this process has open. */
 int mp_test_count_fds(void);
 
