@@ -421,36 +421,57 @@ static _Noreturn void helper_program(int report, const char *method, const char 
     start_child_and_wait(report, method, s);
 }
 
+/* Run @program(report, @method, @arg) in a forked child, a program of its
+ * own: this test process has no tracker, so the program starts its own.
+ * Returns the child's pid; *@report is the read end of the pipe the
+ * program's processes report on. */
+static pid_t fork_program(void (*program)(int report, const char *method, const char *arg),
+                          const char *method, const char *arg, int *report)
+{
+    int fds[2];
+    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
+    fflush(stdout);
+    pid_t h = fork();
+    ASSERT_GE(h, 0);
+    if (h == 0) {
+        close(fds[0]);
+        program(fds[1], method, arg);
+        _exit(98); /* the programs never return */
+    }
+    close(fds[1]);
+    *report = fds[0];
+    return h;
+}
+
+/* Read the "X name" lines of a program's three processes from @report
+ * (then close it) and map each segment named.  Segments wait for the
+ * tracker unused: when tests run in parallel, another runner's leak check
+ * would take them.  Mapped here, they are in use until removed (unlink
+ * works on a mapped segment). */
+static void map_reported(int report, char names[3][64], mp_shm *m[3])
+{
+    for (int i = 0; i < 3; i++) {
+        const char *l = mp_test_read_line(report);
+        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
+        snprintf(names[i], sizeof names[i], "%s", l + 2);
+        ASSERT_TRUE(is_random_name(names[i]));
+        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0));
+    }
+    close(report);
+}
+
 MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .timeout_s = 90)
 {
     /* Everything of the helper's tree is reparented here when it dies. */
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
     char reused[64];
     snprintf(reused, sizeof reused, "%s", unique_name("reused"));
-    int fds[2];
-    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-    fflush(stdout);
-    pid_t h = fork(); /* this test process has no tracker: the helper starts its own */
-    ASSERT_GE(h, 0);
-    if (h == 0) {
-        close(fds[0]);
-        helper_program(fds[1], method, reused);
-    }
+    int report;
+    pid_t h = fork_program(helper_program, method, reused, &report);
     setpgid(h, h);
-    close(fds[1]);
-    /* Segments wait for the tracker unused: when tests run in parallel,
-     * another runner's leak check would take them.  Mapped here, they are
-     * in use until removed (unlink works on a mapped segment). */
     char names[3][64];
     mp_shm *m[3];
-    for (int i = 0; i < 3; i++) {
-        const char *l = mp_test_read_line(fds[0]);
-        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
-        snprintf(names[i], sizeof names[i], "%s", l + 2);
-        ASSERT_TRUE(is_random_name(names[i]));
-        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0));
-    }
-    close(fds[0]);
+    map_reported(report, names, m);
     mp_shm *r; /* mapped here, so the harness never sees it unused */
     ASSERT_OK(mp_shm_new(&r, reused, 0, 0));
 
@@ -537,26 +558,11 @@ MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s 
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
     char untracked[64];
     snprintf(untracked, sizeof untracked, "%s", unique_name("untracked"));
-    int fds[2];
-    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-    fflush(stdout);
-    pid_t h = fork(); /* this test process has no tracker: the helper starts its own */
-    ASSERT_GE(h, 0);
-    if (h == 0) {
-        close(fds[0]);
-        tree_program(fds[1], method, untracked);
-    }
-    close(fds[1]);
+    int report;
+    pid_t h = fork_program(tree_program, method, untracked, &report);
     char names[3][64];
     mp_shm *m[3];
-    for (int i = 0; i < 3; i++) {
-        const char *l = mp_test_read_line(fds[0]);
-        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
-        snprintf(names[i], sizeof names[i], "%s", l + 2);
-        ASSERT_TRUE(is_random_name(names[i]));
-        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0)); /* in use here: see above */
-    }
-    close(fds[0]);
+    map_reported(report, names, m);
     mp_shm *u;
     ASSERT_OK(mp_shm_new(&u, untracked, 0, 0));
 
@@ -661,21 +667,13 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
     printf("seed %u\n", seed);
     int caught = 0;
     for (int round = 0; round < ROUNDS; round++) {
-        int fds[2];
-        ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-        fflush(stdout);
-        pid_t h = fork(); /* no tracker here: the program starts its own */
-        ASSERT_GE(h, 0);
-        if (h == 0) {
-            close(fds[0]);
-            churn_program(fds[1], method, prefix);
-        }
-        close(fds[1]);
+        int report;
+        pid_t h = fork_program(churn_program, method, prefix, &report);
         for (int i = 0; i < 2; i++) {
-            const char *l = mp_test_read_line(fds[0]);
+            const char *l = mp_test_read_line(report);
             ASSERT_TRUE(strcmp(l, "M") == 0 || strcmp(l, "C") == 0);
         }
-        close(fds[0]);
+        close(report);
         /* both churn now: kill the tree within the next 20 ms */
         struct timespec ts = {0, (long)(rand_r(&seed) % 20000) * 1000};
         nanosleep(&ts, NULL);
