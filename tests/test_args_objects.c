@@ -12,18 +12,6 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-static int run_child(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 60));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
-}
-
 /* ---- named shared memory ------------------------------------------------ */
 
 static int child_shm(const mp_args *a)
@@ -48,9 +36,9 @@ MP_TEST(shm_in_args, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_EQ(mp_args_type(a, 0), MP_ARG_OBJECT);
     /* the list's own mapping: the same bytes */
     ASSERT_TRUE(memcmp(mp_shm_buf(mp_args_shm(a, 0)), "parent", 6) == 0);
-    ASSERT_EQ(run_child(ctx, child_shm, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_shm, a), 0);
     ASSERT_TRUE(memcmp((char *)mp_shm_buf(s) + 100, "child", 5) == 0);
-    ASSERT_EQ(run_child(ctx, child_shm, a), 0); /* the child's end left it in place */
+    ASSERT_EQ(mp_test_run(ctx, child_shm, a), 0); /* the child's end left it in place */
     mp_args_free(a);
     /* still there under its name, registered once: unlink removes it */
     mp_shm *again;
@@ -95,7 +83,7 @@ MP_TEST(manager_in_args, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_manager_start(&m, ctx, NULL, KEY, sizeof KEY - 1));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "M", m));
-    ASSERT_EQ(run_child(ctx, child_manager, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_manager, a), 0);
     mp_args_free(a);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "d", &d));
@@ -135,7 +123,7 @@ MP_TEST(dict_and_list_in_args, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_list_append(l, "p", 1));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "DT", d, l));
-    ASSERT_EQ(run_child(ctx, child_dict_list, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_dict_list, a), 0);
     mp_args_free(a);
     ASSERT_OK(mp_dict_add(d, "n", 1, 0, &n));
     ASSERT_EQ(n, 6);
@@ -182,19 +170,13 @@ MP_TEST(manager_handles_in_a_forked_child, .timeout_s = 60)
     ASSERT_OK(mp_dict_set(d, "k", 1, "v", 1)); /* the parent's connection is in use */
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "pp", d, m));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, fork_ctx, child_forked_handles, a));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(fork_ctx, child_forked_handles, a);
     for (int i = 0; i < ROUNDS; i++) {
         int64_t n;
         ASSERT_OK(mp_dict_add(d, "parent", 6, 1, &n));
         ASSERT_EQ(n, i + 1);
     }
-    ASSERT_OK(mp_process_join(p, 60));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, 0);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     mp_args_free(a);
     int64_t n;
     ASSERT_OK(mp_dict_add(d, "child", 5, 0, &n));

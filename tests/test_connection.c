@@ -158,27 +158,6 @@ static bool check_fill(const void *p, size_t n, unsigned seed)
 #define EXPECT_STR(c, s) EXPECT_MSG(c, s, strlen(s))
 #define SEND_STR(c, s) ASSERT_OK(mp_conn_send_bytes((c), (s), strlen(s)))
 
-static int run_child(mp_context *ctx, mp_target_fn fn, const mp_args *a, mp_process **out)
-{
-    mp_process *p;
-    int err = mp_process_new(&p, ctx, fn, a);
-    if (err == 0 && (err = mp_process_start(p)) != 0) {
-        ASSERT_OK(mp_process_close(p));
-        return err;
-    }
-    *out = p;
-    return err;
-}
-
-static int join_child(mp_process *p)
-{
-    int code = -1000;
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
-}
-
 /* A thread that sends one message after a delay. */
 typedef struct sender {
     pthread_t tid;
@@ -256,7 +235,7 @@ MP_TEST(pipe_duplex_echo_child, .variants = MP_START_METHODS, .timeout_s = 90)
     ASSERT_OK(mp_args_add_conn(args, b));
     ASSERT_EQ(MP_ARG_OBJECT, mp_args_type(args, 0));
     mp_process *p;
-    ASSERT_OK(run_child(ctx, t_echo, args, &p));
+    p = mp_test_start(ctx, t_echo, args);
     mp_args_free(args);
     ASSERT_OK(mp_conn_close(b)); /* test_spawn_close: messages still flow */
 
@@ -320,7 +299,7 @@ MP_TEST(pipe_duplex_echo_child, .variants = MP_START_METHODS, .timeout_s = 90)
     EXPECT_STR(a, "x");
 
     SEND_STR(a, "quit");
-    ASSERT_EQ(0, join_child(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     /* every copy of the child's end is gone: EOF, and the flags stay */
     ASSERT_ERR(MP_EOF, mp_conn_recv_bytes(a, &in, 0));
     ASSERT_ERR(MP_EOF, mp_conn_recv_bytes(a, &in, 0));
@@ -424,7 +403,7 @@ MP_TEST(pipe_one_way_strings_from_child, .variants = MP_START_METHODS, .timeout_
     ASSERT_OK(mp_args_new(&args));
     ASSERT_OK(mp_args_add_conn(args, w));
     mp_process *p;
-    ASSERT_OK(run_child(ctx, t_send_strings, args, &p));
+    p = mp_test_start(ctx, t_send_strings, args);
     mp_args_free(args);
     ASSERT_OK(mp_conn_close(w));
 
@@ -439,7 +418,7 @@ MP_TEST(pipe_one_way_strings_from_child, .variants = MP_START_METHODS, .timeout_
         ASSERT_EQ(strlen(strings_seq[i]), b.len);
         ASSERT_MEMEQ(strings_seq[i], b.data, b.len);
     }
-    ASSERT_EQ(0, join_child(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_EQ(1, mp_conn_poll(r, 10)); /* every writer is gone */
     ASSERT_ERR(MP_EOF, mp_conn_recv_bytes(r, &b, 0));
     mp_buf_free(&b);
@@ -1341,7 +1320,7 @@ MP_TEST(typed_messages_with_a_child, .variants = MP_START_METHODS, .timeout_s = 
     ASSERT_OK(mp_args_new(&args));
     ASSERT_OK(mp_args_add_conn(args, b));
     mp_process *p;
-    ASSERT_OK(run_child(ctx, t_typed, args, &p));
+    p = mp_test_start(ctx, t_typed, args);
     mp_args_free(args);
     ASSERT_OK(mp_conn_close(b));
 
@@ -1387,7 +1366,7 @@ MP_TEST(typed_messages_with_a_child, .variants = MP_START_METHODS, .timeout_s = 
     ASSERT_OK(mp_args_of(&m, "s", "quit"));
     ASSERT_OK(mp_conn_send(a, m));
     mp_args_free(m);
-    ASSERT_EQ(0, join_child(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     close(fd);
     ASSERT_OK(mp_conn_close(r));
     ASSERT_OK(mp_conn_close(a));
@@ -1718,13 +1697,13 @@ MP_TEST(listener_client_with_a_child, .variants = MP_START_METHODS, .timeout_s =
             ASSERT_OK(mp_args_of(&a, "sbi", mp_listener_address(l), "sesame",
                                  (size_t)(keyed ? 6 : 0), 0));
             mp_process *p;
-            ASSERT_OK(run_child(ctx, t_client, a, &p));
+            p = mp_test_start(ctx, t_client, a);
             mp_args_free(a);
             mp_conn *s;
             ASSERT_OK(mp_listener_accept(l, &s, 30));
             EXPECT_STR(s, "hello from child");
             SEND_STR(s, "welcome");
-            ASSERT_EQ(0, join_child(p));
+            ASSERT_EQ(0, mp_test_join(p, 60));
             ASSERT_OK(mp_conn_close(s));
             ASSERT_OK(mp_listener_close(l));
         }
@@ -1735,9 +1714,9 @@ MP_TEST(listener_client_with_a_child, .variants = MP_START_METHODS, .timeout_s =
         mp_args *a;
         ASSERT_OK(mp_args_of(&a, "sbi", mp_listener_address(l), "", (size_t)0, 1));
         mp_process *p;
-        ASSERT_OK(run_child(ctx, t_client, a, &p));
+        p = mp_test_start(ctx, t_client, a);
         mp_args_free(a);
-        ASSERT_EQ(0, join_child(p));
+        ASSERT_EQ(0, mp_test_join(p, 60));
         mp_conn *s;
         ASSERT_OK(mp_listener_accept(l, &s, 30));
         EXPECT_STR(s, "hello from child");
@@ -2466,7 +2445,7 @@ MP_TEST(wait_mixed_items, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_new(&args));
     ASSERT_OK(mp_args_add_conn(args, gb));
     mp_process *p;
-    ASSERT_OK(run_child(ctx, t_gate, args, &p));
+    p = mp_test_start(ctx, t_gate, args);
     mp_args_free(args);
     ASSERT_OK(mp_conn_close(gb));
 
@@ -2510,7 +2489,7 @@ MP_TEST(wait_mixed_items, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_EQ(2, mp_wait(w, 3, 0));
     expect_ready(w, 3, "011");
 
-    ASSERT_EQ(0, join_child(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     close(pfd[0]);
     ASSERT_OK(mp_conn_close(x));
     ASSERT_OK(mp_conn_close(y));

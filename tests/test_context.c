@@ -167,15 +167,8 @@ static void child_method(mp_context *ctx, char *out, size_t cap)
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "f", p[1]));
     close(p[1]);
-    mp_process *proc;
-    ASSERT_OK(mp_process_new(&proc, ctx, t_report_method, a));
-    mp_args_free(a);
-    ASSERT_OK(mp_process_start(proc));
-    ASSERT_OK(mp_process_join(proc, 30));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(proc, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(proc));
+    mp_process *proc = mp_test_start_free(ctx, t_report_method, a);
+    ASSERT_EQ(0, mp_test_join(proc, 30));
     ssize_t n = read(p[0], out, cap - 1);
     close(p[0]);
     ASSERT_GT(n, 0);

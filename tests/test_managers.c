@@ -50,39 +50,6 @@ static const char KEY[] = "manager-test-key";
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static mp_process *start_child(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    mp_process *p = NULL;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    ASSERT_OK(mp_process_start(p));
-    return p;
-}
-
-/* Join @p (60 s at most), close it, return its exit code. */
-static int finish_child(mp_process *p)
-{
-    int code = -1000;
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
-}
-
-static int run_child(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    return finish_child(start_child(ctx, fn, a));
-}
-
-static void kill_child(mp_process *p)
-{
-    ASSERT_OK(mp_process_kill(p));
-    int code = 0;
-    ASSERT_OK(mp_process_join(p, 30));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, -SIGKILL);
-    ASSERT_OK(mp_process_close(p));
-}
-
 /* Args that let a child connect: item 0 the address, item 1 the key. */
 static mp_args *conn_args(const mp_manager *m)
 {
@@ -188,7 +155,7 @@ MP_TEST(manager_start_connect_shutdown, .variants = MP_START_METHODS)
     ASSERT_STREQ(mp_manager_address(c), mp_manager_address(m));
 
     mp_args *a = conn_args(m);
-    ASSERT_EQ(run_child(ctx, child_set_hello, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_set_hello, a), 0);
     mp_args_free(a);
 
     mp_dict *d;
@@ -435,9 +402,9 @@ MP_TEST(manager_dict_add_atomic, .variants = MP_START_METHODS, .timeout_s = 60)
     mp_args *a = conn_args(m);
     mp_process *p[4];
     for (int i = 0; i < 4; i++)
-        p[i] = start_child(ctx, child_add_1000, a);
+        p[i] = mp_test_start(ctx, child_add_1000, a);
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_args_free(a);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "counts", &d));
@@ -592,11 +559,11 @@ MP_TEST(manager_dict_batch_atomic, .variants = MP_START_METHODS, .timeout_s = 90
     for (int i = 0; i < 4; i++) {
         mp_args *a = conn_args(m);
         ASSERT_OK(mp_args_add_int(a, i % 2));
-        p[i] = start_child(ctx, child_batch_pairs, a);
+        p[i] = mp_test_start(ctx, child_batch_pairs, a);
         mp_args_free(a);
     }
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "pairs", &d));
     ASSERT_EQ(dict_int(d, "a"), 1999);
@@ -828,7 +795,7 @@ MP_TEST(manager_named_objects_and_passed_proxies, .variants = MP_START_METHODS)
     ASSERT_OK(mp_args_add_event(a, e));
     ASSERT_OK(mp_args_add_semaphore(a, s));
     ASSERT_OK(mp_args_add_value(a, v));
-    ASSERT_EQ(run_child(ctx, child_named, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_named, a), 0);
     mp_args_free(a);
 
     size_t n = 0;
@@ -885,7 +852,7 @@ MP_TEST(manager_proxy_queue, .variants = MP_START_METHODS)
     mp_args *a = NULL;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_queue(a, q));
-    mp_process *p = start_child(ctx, child_put_10, a);
+    mp_process *p = mp_test_start(ctx, child_put_10, a);
     mp_args_free(a);
     for (int i = 0; i < 10; i++) {
         ASSERT_OK(mp_queue_get(q, &b, 20));
@@ -894,7 +861,7 @@ MP_TEST(manager_proxy_queue, .variants = MP_START_METHODS)
         memcpy(&x, b.data, sizeof x);
         ASSERT_EQ(x, i);
     }
-    ASSERT_EQ(finish_child(p), 0);
+    ASSERT_EQ(mp_test_join(p, 60), 0);
     size_t n = 99;
     ASSERT_OK(mp_queue_qsize(q, &n));
     ASSERT_EQ(n, 0);
@@ -983,7 +950,7 @@ MP_TEST(manager_proxy_lock, .variants = MP_START_METHODS, .timeout_s = 60)
     mp_args *a = NULL;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_lock(a, l));
-    ASSERT_EQ(run_child(ctx, child_release_foreign, a), 0);
+    ASSERT_EQ(mp_test_run(ctx, child_release_foreign, a), 0);
     mp_args_free(a);
     ASSERT_OK(mp_lock_release(l));
     ASSERT_FALSE(mp_lock_locked(l));
@@ -993,9 +960,9 @@ MP_TEST(manager_proxy_lock, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_lock(a, l));
     mp_process *p[4];
     for (int i = 0; i < 4; i++)
-        p[i] = start_child(ctx, child_locked_incr, a);
+        p[i] = mp_test_start(ctx, child_locked_incr, a);
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_args_free(a);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "plain", &d));
@@ -1037,11 +1004,11 @@ MP_TEST(manager_lock_owner_killed, .variants = MP_START_METHODS)
     ASSERT_OK(mp_args_add_event(a, held));
 
     /* killed while nobody waits: the next acquire says so */
-    mp_process *p = start_child(ctx, child_hold_lock, a);
+    mp_process *p = mp_test_start(ctx, child_hold_lock, a);
     ASSERT_OK(mp_event_wait(held, 20));
     ASSERT_TRUE(mp_lock_locked(l));
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(l, 0.05));
-    kill_child(p);
+    mp_test_kill(p);
     ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 10));
     ASSERT_TRUE(mp_lock_locked(l)); /* and holds it */
     ASSERT_OK(mp_lock_release(l));
@@ -1050,7 +1017,7 @@ MP_TEST(manager_lock_owner_killed, .variants = MP_START_METHODS)
 
     /* killed while the parent waits in acquire */
     mp_event_clear(held);
-    p = start_child(ctx, child_hold_lock, a);
+    p = mp_test_start(ctx, child_hold_lock, a);
     ASSERT_OK(mp_event_wait(held, 20));
     pid_t victim = mp_process_pid(p);
     ASSERT_GT(victim, 0);
@@ -1059,11 +1026,7 @@ MP_TEST(manager_lock_owner_killed, .variants = MP_START_METHODS)
     ASSERT_EQ(pthread_create(&t, NULL, killer_thread, &victim), 0);
     ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 20));
     ASSERT_EQ(pthread_join(t, NULL), 0);
-    int code = 0;
-    ASSERT_OK(mp_process_join(p, 20));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, -SIGKILL);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(-SIGKILL, mp_test_join(p, 20));
     ASSERT_OK(mp_lock_release(l));
     mp_args_free(a);
 
@@ -1251,7 +1214,7 @@ MP_TEST(manager_proxy_event_semaphore_value, .variants = MP_START_METHODS)
     ASSERT_OK(mp_args_add_event(a, done));
     ASSERT_OK(mp_args_add_semaphore(a, s));
     ASSERT_OK(mp_args_add_value(a, v));
-    mp_process *p = start_child(ctx, child_sync, a);
+    mp_process *p = mp_test_start(ctx, child_sync, a);
     mp_args_free(a);
     /* the child is blocked in wait; the semaphore blocks us until it releases */
     struct timespec ts = {0, 100 * 1000 * 1000};
@@ -1266,7 +1229,7 @@ MP_TEST(manager_proxy_event_semaphore_value, .variants = MP_START_METHODS)
     ASSERT_EQ(sv, 0);
     ASSERT_OK(mp_value_load(v, &x));
     ASSERT_TRUE(x == -0.75);
-    ASSERT_EQ(finish_child(p), 0);
+    ASSERT_EQ(mp_test_join(p, 60), 0);
 
     ASSERT_TRUE(mp_event_is_set(go));
     mp_event_clear(go);
@@ -1375,9 +1338,9 @@ MP_TEST(manager_custom_types, .variants = MP_START_METHODS)
     mp_args *a = conn_args(m);
     mp_process *p[2];
     for (int i = 0; i < 2; i++)
-        p[i] = start_child(ctx, child_counter, a);
+        p[i] = mp_test_start(ctx, child_counter, a);
     for (int i = 0; i < 2; i++)
-        ASSERT_EQ(finish_child(p[i]), 0);
+        ASSERT_EQ(mp_test_join(p[i], 60), 0);
     mp_args_free(a);
     ASSERT_EQ(call_int(m, "c1", "get", NULL), 2010);
 
@@ -1461,13 +1424,13 @@ MP_TEST(manager_client_dies_mid_request, .variants = MP_START_METHODS)
     for (int round = 0; round < 3; round++) {
         mp_process *p[2];
         for (int i = 0; i < 2; i++)
-            p[i] = start_child(ctx, child_spin_add, a);
+            p[i] = mp_test_start(ctx, child_spin_add, a);
         int64_t target = dict_int(d, "n") + 200;
         double t0 = now();
         while (dict_int(d, "n") < target)
             ASSERT_LT(now() - t0, 20);
         for (int i = 0; i < 2; i++)
-            kill_child(p[i]);
+            mp_test_kill(p[i]);
         still_serving(m);
         int64_t n1 = dict_int(d, "n");
         ASSERT_EQ(dict_int(d, "n"), n1); /* nobody left adding */
@@ -1480,11 +1443,11 @@ MP_TEST(manager_client_dies_mid_request, .variants = MP_START_METHODS)
     a = NULL;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_queue(a, q));
-    mp_process *p = start_child(ctx, child_blocked_get, a);
+    mp_process *p = mp_test_start(ctx, child_blocked_get, a);
     mp_args_free(a);
     struct timespec ts = {0, 300 * 1000 * 1000};
     nanosleep(&ts, NULL);
-    kill_child(p);
+    mp_test_kill(p);
     still_serving(m);
     mp_dict_free(d);
     mp_queue_free(q);
@@ -1539,7 +1502,7 @@ static mp_process *start_blocked(mp_context *ctx, waitables *w, int which)
 {
     mp_args *a = NULL;
     ASSERT_OK(mp_args_of(&a, "QLSifE", w->q, w->l, w->s, which, w->ready[1], w->e));
-    mp_process *p = start_child(ctx, child_ready_then_block, a);
+    mp_process *p = mp_test_start(ctx, child_ready_then_block, a);
     mp_args_free(a);
     await_ready(w->ready[0]);
     return p;
@@ -1586,11 +1549,7 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
             ASSERT_OK(mp_lock_release(l));
         else
             ASSERT_OK(mp_semaphore_release(s));
-        int code = 0;
-        ASSERT_OK(mp_process_join(p, 30));
-        ASSERT_OK(mp_process_exitcode(p, &code));
-        ASSERT_EQ(-SIGKILL, code);
-        ASSERT_OK(mp_process_close(p));
+        ASSERT_EQ(-SIGKILL, mp_test_join(p, 30));
         /* a live client gets it: the message, the lock as it was left
          * (not a dead owner's), the semaphore's unit */
         if (which == 0) {
@@ -1616,21 +1575,6 @@ MP_TEST(manager_killed_waiter_takes_nothing, .variants = MP_START_METHODS, .time
 }
 
 /* ---- malformed requests ------------------------------------------------- */
-
-/* Send @req on a raw connection, return the reply's status. */
-static int raw_rpc(mp_conn *c, mp_args *req)
-{
-    ASSERT_OK(mp_conn_send(c, req));
-    mp_args_free(req);
-    ASSERT_EQ(mp_conn_poll(c, 20), 1);
-    mp_args *r = NULL;
-    ASSERT_OK(mp_conn_recv(c, &r));
-    ASSERT_GE(mp_args_count(r), 1);
-    ASSERT_EQ(mp_args_type(r, 0), MP_ARG_INT);
-    int st = (int)mp_args_int(r, 0);
-    mp_args_free(r);
-    return st;
-}
 
 static mp_args *req_of(const char *fmt, ...)
 {
@@ -1725,58 +1669,58 @@ MP_TEST(manager_malformed_requests, .variants = MP_START_METHODS)
     /* well-formed mp_args with the wrong shape: an error, and the connection
      * keeps working */
     ASSERT_OK(mp_client(&c, addr, KEY, KEYLEN));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("i", W_DICT_GET)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("s", "dict")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("sss", "11", "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iis", W_DICT_GET, 3, "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isd", W_DICT_GET, "dict", 1.0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("i", W_DICT_GET)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("s", "dict")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("sss", "11", "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iis", W_DICT_GET, 3, "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("isd", W_DICT_GET, "dict", 1.0)));
     /* batches: a bad op, a cut key, a SET without its value; none of it
      * runs, not even the valid op in front (the dict's "k" stays "v") */
     static const uint8_t bad_op[] = {9, 1, 0, 0, 0, 0, 0, 0, 0, 'k'};
     static const uint8_t cut_key[] = {3, 1, 0, 0, 0, 0, 0, 0, 0, 'k', 2, 9, 0, 0, 0, 0, 0, 0, 0, 'k'};
     static const uint8_t no_value[] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 'k'};
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", bad_op, sizeof bad_op)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", cut_key, sizeof cut_key)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", no_value, sizeof no_value)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", W_DICT_BATCH, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", bad_op, sizeof bad_op)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", cut_key, sizeof cut_key)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_BATCH, "dict", "d", no_value, sizeof no_value)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_BATCH, "dict", "d")));
     mp_buf kv = MP_BUF_INIT;
     ASSERT_OK(mp_dict_get(d, "k", 1, &kv));
     ASSERT_EQ(kv.len, 1);
     ASSERT_MEMEQ(kv.data, "v", 1);
     mp_buf_free(&kv);
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", W_DICT_GET, "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issi", W_DICT_GET, "dict", "d", 5)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isss", W_DICT_GET, "dict", "d", "k")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_DICT_SET, "dict", "d", "k", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_GET, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issi", W_DICT_GET, "dict", "d", 5)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("isss", W_DICT_GET, "dict", "d", "k")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_SET, "dict", "d", "k", (size_t)1)));
     ASSERT_ERR(MP_EBADMSG,
-               raw_rpc(c, req_of("issbs", W_DICT_ADD, "dict", "d", "k", (size_t)1, "one")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_LIST_APPEND, "dict", "d", "x", (size_t)1)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_Q_PUT, "dict", "d", "x", (size_t)1)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issd", W_LOCK_ACQ, "dict", "d", 0.0)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_VAL_STORE, "dict", "d", "x", (size_t)1)));
+               mp_test_rpc(c, req_of("issbs", W_DICT_ADD, "dict", "d", "k", (size_t)1, "one")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_LIST_APPEND, "dict", "d", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_Q_PUT, "dict", "d", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issd", W_LOCK_ACQ, "dict", "d", 0.0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_VAL_STORE, "dict", "d", "x", (size_t)1)));
     ASSERT_ERR(MP_EBADMSG,
-               raw_rpc(c, req_of("isssb", W_CALL, "dict", "d", "m", "x", (size_t)1)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", 9999, "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", -1, "dict", "d")));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("iss", 0, "dict", "d")));
+               mp_test_rpc(c, req_of("isssb", W_CALL, "dict", "d", "m", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", 9999, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", -1, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", 0, "dict", "d")));
     /* unknown kinds, bad parameters */
-    ASSERT_ERR(MP_ENOENT, raw_rpc(c, req_of("iss", W_OPEN, "nosuchkind", "x")));
-    ASSERT_ERR(MP_ENOENT, raw_rpc(c, req_of("iss", W_DICT_GET, "", "")));
-    ASSERT_ERR(MP_EINVAL, raw_rpc(c, req_of("issi", W_OPEN, "queue", "negq", -1)));
-    ASSERT_ERR(MP_EINVAL, raw_rpc(c, req_of("issi", W_OPEN, "value", "badv", 1000)));
-    ASSERT_OK(raw_rpc(c, req_of("issi", W_OPEN, "value", "v8", (int)MP_INT64)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("issb", W_VAL_STORE, "value", "v8", "xyz", (size_t)3)));
-    ASSERT_ERR(MP_EBADMSG, raw_rpc(c, req_of("isssb", W_CALL, "value", "v8", "m", "", (size_t)0)));
+    ASSERT_ERR(MP_ENOENT, mp_test_rpc(c, req_of("iss", W_OPEN, "nosuchkind", "x")));
+    ASSERT_ERR(MP_ENOENT, mp_test_rpc(c, req_of("iss", W_DICT_GET, "", "")));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "queue", "negq", -1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "value", "badv", 1000)));
+    ASSERT_OK(mp_test_rpc(c, req_of("issi", W_OPEN, "value", "v8", (int)MP_INT64)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_VAL_STORE, "value", "v8", "xyz", (size_t)3)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("isssb", W_CALL, "value", "v8", "m", "", (size_t)0)));
     /* odd timeouts do not hang the server thread for long */
-    ASSERT_OK(raw_rpc(c, req_of("issi", W_OPEN, "semaphore", "s0", 0)));
-    ASSERT_ERR(MP_ETIMEDOUT, raw_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.0)));
-    ASSERT_ERR(MP_ETIMEDOUT, raw_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 1e-9)));
-    ASSERT_ERR(MP_ETIMEDOUT, raw_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.01)));
+    ASSERT_OK(mp_test_rpc(c, req_of("issi", W_OPEN, "semaphore", "s0", 0)));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_test_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.0)));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_test_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 1e-9)));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_test_rpc(c, req_of("issd", W_SEM_ACQ, "semaphore", "s0", 0.01)));
     /* the good request still works on the same connection */
-    ASSERT_ERR(MP_ENOENT, raw_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "nope", (size_t)4)));
-    ASSERT_OK(raw_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
-    ASSERT_ERR(MP_EINVAL, raw_rpc(c, req_of("issi", W_LIST_GET, "list", "l", 0)));
+    ASSERT_ERR(MP_ENOENT, mp_test_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "nope", (size_t)4)));
+    ASSERT_OK(mp_test_rpc(c, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_LIST_GET, "list", "l", 0)));
     /* a custom call's encoded arguments that are not an mp_args */
     mp_conn_close(c);
     still_serving(m);
@@ -1801,7 +1745,7 @@ MP_TEST(manager_request_too_large, .variants = MP_START_METHODS)
     ASSERT_OK(mp_dict_set(d, "k", 1, "v", 1));
     mp_conn *other;
     ASSERT_OK(mp_client(&other, addr, KEY, KEYLEN));
-    ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    ASSERT_OK(mp_test_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
 
     uint32_t n = (uint32_t)MP__MANAGER_MAX_REQUEST + 1;
     uint8_t normal[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
@@ -1833,7 +1777,7 @@ MP_TEST(manager_request_too_large, .variants = MP_START_METHODS)
     ASSERT_EQ(mp_conn_poll(c, 0.3), 0);
     mp_conn_close(c);
 
-    ASSERT_OK(raw_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
+    ASSERT_OK(mp_test_rpc(other, req_of("issb", W_DICT_GET, "dict", "d", "k", (size_t)1)));
     mp_conn_close(other);
     still_serving(m);
 
@@ -1899,13 +1843,13 @@ MP_TEST(manager_ops_checked_against_kind, .variants = MP_START_METHODS)
         {W_SEM_REL, "Counter", "c1"}, {W_DICT_GET, "Counter", "c1"}, {W_LOCK_LOCKED, "event", "e"},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
-        int st = raw_rpc(c, req_of("issd", wrong[i].op, wrong[i].kind, wrong[i].name, 0.0));
+        int st = mp_test_rpc(c, req_of("issd", wrong[i].op, wrong[i].kind, wrong[i].name, 0.0));
         if (st != MP_EBADMSG)
             MP__FAIL("op %d on %s: %d (%s)", wrong[i].op, wrong[i].kind, st, mp_errname(st));
     }
     /* the right kind still works on the same connection */
-    ASSERT_OK(raw_rpc(c, req_of("iss", W_EV_SET, "event", "e")));
-    ASSERT_OK(raw_rpc(c, req_of("iss", W_SEM_REL, "semaphore", "s")));
+    ASSERT_OK(mp_test_rpc(c, req_of("iss", W_EV_SET, "event", "e")));
+    ASSERT_OK(mp_test_rpc(c, req_of("iss", W_SEM_REL, "semaphore", "s")));
     mp_conn_close(c);
 
     /* nothing changed where the op was refused */
@@ -2104,7 +2048,7 @@ MP_TEST(manager_dead_waiters_leave_nothing_behind, .variants = MP_START_METHODS,
     nanosleep(&ts, NULL);
     ASSERT_GT(proc_count(pid, "task"), threads0);
     for (int which = 0; which < 4; which++)
-        kill_child(p[which]);
+        mp_test_kill(p[which]);
     server_back_to(pid, fds0, threads0, 10);
     ASSERT_OK(mp_lock_release(w.l));
     still_serving(m);
@@ -2226,7 +2170,7 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_new(&sa));
     ASSERT_OK(mp_args_add_str(sa, addr));
     ASSERT_OK(mp_args_add_bytes(sa, rkey, sizeof rkey));
-    mp_process *server = start_child(ctx, child_serve_tcp, sa);
+    mp_process *server = mp_test_start(ctx, child_serve_tcp, sa);
     mp_args_free(sa);
     mp_manager *m = NULL;
     double t0 = now();
@@ -2246,10 +2190,10 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_str(a, addr));
     ASSERT_OK(mp_args_add_bytes(a, rkey, sizeof rkey));
     ASSERT_OK(mp_args_add_lock(a, l));
-    mp_process *cons = start_child(ctx, child_tcp_consumer, a);
-    mp_process *prod = start_child(ctx, child_tcp_producer, a);
-    ASSERT_EQ(finish_child(prod), 0);
-    ASSERT_EQ(finish_child(cons), 0);
+    mp_process *cons = mp_test_start(ctx, child_tcp_consumer, a);
+    mp_process *prod = mp_test_start(ctx, child_tcp_producer, a);
+    ASSERT_EQ(mp_test_join(prod, 60), 0);
+    ASSERT_EQ(mp_test_join(cons, 60), 0);
     mp_args_free(a);
 
     mp_dict *d;
@@ -2265,7 +2209,7 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     /* a connected client shuts the serving process down: it exits 0 */
     shutdown_via(m);
     mp_manager_free(m);
-    ASSERT_EQ(finish_child(server), 0);
+    ASSERT_EQ(mp_test_join(server, 60), 0);
     free(addr);
 
     /* mp_manager_start on TCP port 0: the real port is reported */
@@ -2279,10 +2223,10 @@ MP_TEST(manager_remote_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_bytes(a, rkey, sizeof rkey));
     ASSERT_OK(mp_manager_lock(m, "tcp-lock", &l));
     ASSERT_OK(mp_args_add_lock(a, l));
-    cons = start_child(ctx, child_tcp_consumer, a);
-    prod = start_child(ctx, child_tcp_producer, a);
-    ASSERT_EQ(finish_child(prod), 0);
-    ASSERT_EQ(finish_child(cons), 0);
+    cons = mp_test_start(ctx, child_tcp_consumer, a);
+    prod = mp_test_start(ctx, child_tcp_producer, a);
+    ASSERT_EQ(mp_test_join(prod, 60), 0);
+    ASSERT_EQ(mp_test_join(cons, 60), 0);
     mp_args_free(a);
     ASSERT_OK(mp_manager_dict(m, "meta", &d));
     ASSERT_EQ(dict_int(d, "sum"), 50 * 51 / 2);
@@ -2373,7 +2317,7 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     mp_target_fn fns[3] = {child_put_forever, child_get_forever, child_acquire_forever};
     mp_process *p[6];
     for (int i = 0; i < 6; i++)
-        p[i] = start_child(NULL, fns[i / 2], a);
+        p[i] = mp_test_start(NULL, fns[i / 2], a);
     mp_args_free(a);
     for (int i = 0; i < 6; i++) /* every one about to block */
         await_ready(ready[0]);
@@ -2390,7 +2334,7 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     if (j.err != MP_ECLOSED)
         ASSERT_OK(j.err);
     for (int i = 0; i < 6; i++)
-        ASSERT_EQ(10, finish_child(p[i]));
+        ASSERT_EQ(10, mp_test_join(p[i], 60));
     close(ready[0]);
     close(ready[1]);
     mp_queue_free(full);

@@ -1986,21 +1986,9 @@ MP_TEST(workers_die_with_killed_owner, .variants = MP_START_METHODS, .timeout_s 
     ASSERT_EQ(0, pipe2(pfd, O_CLOEXEC));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "fs", pfd[1], method));
-    mp_process *owner;
-    ASSERT_OK(mp_process_new(&owner, ctx, t_pool_owner, a));
-    ASSERT_OK(mp_process_start(owner));
+    mp_process *owner = mp_test_start(ctx, t_pool_owner, a);
     close(pfd[1]);
-    char line[128];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        ssize_t k = read(pfd[0], line + n, 1);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = '\0';
+    const char *line = mp_test_read_line(pfd[0]);
     close(pfd[0]);
     intmax_t pid[3] = {0};
     ASSERT_EQ(3, sscanf(line, "%jd %jd %jd", &pid[0], &pid[1], &pid[2]));
@@ -2023,16 +2011,7 @@ MP_TEST(workers_die_with_killed_owner, .variants = MP_START_METHODS, .timeout_s 
     /* stop our own fork server, then collect whatever was reparented to us
      * (the workers, the dead owner's fork server) */
     mp__exit_cleanup();
-    double until = mp_monotonic() + 20;
-    while (mp_monotonic() < until) {
-        pid_t w = waitpid(-1, NULL, WNOHANG);
-        if (w < 0)
-            break;
-        if (w == 0)
-            usleep(10000);
-    }
-    ASSERT_EQ(-1, waitpid(-1, NULL, WNOHANG));
-    ASSERT_EQ(ECHILD, errno);
+    mp_test_reap_orphans(20);
     ASSERT_OK(mp_process_close(owner));
     mp_args_free(a);
 }

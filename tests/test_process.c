@@ -50,14 +50,10 @@ static void report_close(report *r)
 /* In a child: write one line to the report pipe passed as args item @i. */
 static void say(const mp_args *a, size_t i, const char *fmt, ...)
 {
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    mp_test_vsay(mp_args_fd(a, i), fmt, ap);
     va_end(ap);
-    line[n++] = '\n';
-    if (write(mp_args_fd(a, i), line, (size_t)n) != n)
-        _exit(99);
 }
 
 /* In the parent: read everything until EOF (all writers closed). */
@@ -75,23 +71,6 @@ static char *slurp(int fd)
     }
     buf[n] = '\0';
     return buf;
-}
-
-/* Read one line (blocking). */
-static char *read_line(int fd)
-{
-    static char line[512];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        ssize_t r = read(fd, line + n, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = '\0';
-    return line;
 }
 
 static mp_args *args_with_report(const report *r)
@@ -339,9 +318,7 @@ MP_TEST(exit_codes, .variants = MP_START_METHODS)
 
 MP_TEST(join_timeout_terminate_kill, .variants = MP_START_METHODS)
 {
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_sleep, NULL));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(ctx, t_sleep, NULL);
     double t0 = mp_monotonic();
     ASSERT_ERR(MP_ETIMEDOUT, mp_process_join(p, 0));
     ASSERT_LT((mp_monotonic() - t0) * 1000, 1000);
@@ -405,11 +382,7 @@ MP_TEST(sentinel, .variants = MP_START_METHODS)
     struct pollfd pfd = {.fd = s, .events = POLLIN};
     ASSERT_EQ(0, poll(&pfd, 1, 0));
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
-    ASSERT_OK(mp_process_join(p, 10));
-    int code;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 10));
     mp_args_free(a);
 }
 
@@ -557,11 +530,7 @@ MP_TEST(daemon_may_not_have_children, .variants = MP_START_METHODS)
     ASSERT_OK(mp_process_set_daemon(p, true));
     ASSERT_TRUE(mp_process_daemon(p));
     ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 30));
-    int code;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 30));
 }
 
 /* A process that starts a daemon (forever) and a non-daemon (short) child,
@@ -677,14 +646,12 @@ static void daemon_dies_with_parent(mp_context *ctx, const char *method, int fro
     report_open(&r);
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "fsi", r.wr, method, from_thread));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_parent_of_daemon, a));
-    ASSERT_OK(mp_process_start(p));
-    int dpid = atoi(read_line(r.rd));
+    mp_process *p = mp_test_start(ctx, t_parent_of_daemon, a);
+    int dpid = atoi(mp_test_read_line(r.rd));
     ASSERT_GT(dpid, 0);
     int dfd = (int)syscall(SYS_pidfd_open, dpid, 0);
     ASSERT_GE(dfd, 0);
-    ASSERT_STREQ("started", read_line(r.rd));
+    ASSERT_STREQ("started", mp_test_read_line(r.rd));
     /* The daemon lives on while its parent does, after the thread that
      * started it has ended too (PR_SET_PDEATHSIG fires when the thread
      * that forked ends, not the process). */
@@ -697,15 +664,7 @@ static void daemon_dies_with_parent(mp_context *ctx, const char *method, int fro
     /* stop our own fork server, then collect whatever was reparented to us
      * (the daemon, the dead parent's fork server) */
     mp__exit_cleanup();
-    double until = mp_monotonic() + 10;
-    while (mp_monotonic() < until) {
-        pid_t w = waitpid(-1, NULL, WNOHANG);
-        if (w < 0)
-            break;
-        if (w == 0)
-            usleep(10000);
-    }
-    ASSERT_EQ(-1, waitpid(-1, NULL, WNOHANG));
+    mp_test_reap_orphans(10);
     ASSERT_OK(mp_process_close(p));
     mp_args_free(a);
     report_close(&r);
@@ -757,15 +716,13 @@ MP_TEST(parent_process_join, .variants = MP_START_METHODS)
     report_open(&r);
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "fs", r.wr, method));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_middle, a));
-    ASSERT_OK(mp_process_start(p));
-    /* two lines from two processes, in either order (read_line's buffer is
+    mp_process *p = mp_test_start(ctx, t_middle, a);
+    /* two lines from two processes, in either order (mp_test_read_line's buffer is
      * static: copy) */
     char l1[64], l2[64];
-    strncpy(l1, read_line(r.rd), sizeof l1 - 1);
+    strncpy(l1, mp_test_read_line(r.rd), sizeof l1 - 1);
     l1[sizeof l1 - 1] = '\0';
-    strncpy(l2, read_line(r.rd), sizeof l2 - 1);
+    strncpy(l2, mp_test_read_line(r.rd), sizeof l2 - 1);
     l2[sizeof l2 - 1] = '\0';
     const char *gl = strncmp(l1, "grandchild=", 11) == 0 ? l1 : l2;
     const char *al = gl == l1 ? l2 : l1;
@@ -776,7 +733,7 @@ MP_TEST(parent_process_join, .variants = MP_START_METHODS)
     ASSERT_GE(gfd, 0);
     ASSERT_OK(mp_process_terminate(p));
     ASSERT_OK(mp_process_join(p, 10));
-    ASSERT_STREQ("after=0", read_line(r.rd));
+    ASSERT_STREQ("after=0", mp_test_read_line(r.rd));
     /* then it ends (reaped by us once reparented, or by a fork server) */
     struct pollfd pfd = {.fd = gfd, .events = POLLIN};
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
@@ -784,10 +741,7 @@ MP_TEST(parent_process_join, .variants = MP_START_METHODS)
     /* stop our fork server, then collect what else was reparented to us
      * (the dead parent's fork server) */
     mp__exit_cleanup();
-    double until = mp_monotonic() + 10;
-    while (mp_monotonic() < until && waitpid(-1, NULL, WNOHANG) >= 0)
-        usleep(10000);
-    ASSERT_EQ(-1, waitpid(-1, NULL, WNOHANG));
+    mp_test_reap_orphans(10);
     ASSERT_OK(mp_process_close(p));
     mp_args_free(a);
     report_close(&r);
@@ -835,11 +789,7 @@ MP_TEST(many_processes, .variants = MP_START_METHODS, .timeout_s = 120)
         ASSERT_OK(mp_process_start(p[i]));
     }
     for (int i = 0; i < N; i++) {
-        int code;
-        ASSERT_OK(mp_process_join(p[i], 60));
-        ASSERT_OK(mp_process_exitcode(p[i], &code));
-        ASSERT_EQ(0, code);
-        ASSERT_OK(mp_process_close(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     }
     /* and terminated right after start: every one gets -SIGTERM */
     for (int i = 0; i < N; i++) {
@@ -849,11 +799,7 @@ MP_TEST(many_processes, .variants = MP_START_METHODS, .timeout_s = 120)
         ASSERT_OK(mp_process_terminate(p[i]));
     }
     for (int i = 0; i < N; i++) {
-        int code;
-        ASSERT_OK(mp_process_join(p[i], 60));
-        ASSERT_OK(mp_process_exitcode(p[i], &code));
-        ASSERT_EQ(-SIGTERM, code);
-        ASSERT_OK(mp_process_close(p[i]));
+        ASSERT_EQ(-SIGTERM, mp_test_join(p[i], 60));
     }
     mp_args_free(a);
 }
@@ -1272,7 +1218,7 @@ static int server_of_one_child(mp_context *fs)
     mp_args_free(a);
     close(r.wr);
     r.wr = -1;
-    int server = err == 0 && code == 0 ? atoi(read_line(r.rd)) : -1;
+    int server = err == 0 && code == 0 ? atoi(mp_test_read_line(r.rd)) : -1;
     report_close(&r);
     return server;
 }
@@ -1583,9 +1529,7 @@ MP_TEST(forkserver_is_alive_waits_for_status, .timeout_s = 60)
     mp_context *fs = mp_get_context("forkserver");
     int server = server_of_one_child(fs);
     ASSERT_GT(server, 0);
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, fs, t_nap_then_5, NULL));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(fs, t_nap_then_5, NULL);
     ASSERT_EQ(0, kill(server, SIGSTOP));
     pthread_t t;
     ASSERT_EQ(0, pthread_create(&t, NULL, continue_later, (void *)(intptr_t)server));

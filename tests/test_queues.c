@@ -88,26 +88,6 @@ static void add_int(mp_args *a, int64_t v)
     ASSERT_OK(mp_args_add_int(a, v));
 }
 
-/* Start @fn(a) under @c; frees @a (the process keeps its own copy). */
-static mp_process *start(mp_context *c, mp_target_fn fn, mp_args *a)
-{
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, c, fn, a));
-    mp_args_free(a);
-    ASSERT_OK(mp_process_start(p));
-    return p;
-}
-
-/* Join (within @timeout), check the exit code is 0, close. */
-static void finish(mp_process *p, double timeout)
-{
-    int code = -1000;
-    ASSERT_OK(mp_process_join(p, timeout));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
-}
-
 static mp_queue *queue_new(size_t maxsize)
 {
     mp_queue *q;
@@ -240,10 +220,10 @@ static int t_put_2_to_5(const mp_args *a)
 MP_TEST(put_get_fifo_and_timeouts, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(0);
-    mp_process *p = start(ctx, t_put_2_to_5, qargs(q));
+    mp_process *p = mp_test_start_free(ctx, t_put_2_to_5, qargs(q));
     ASSERT_EQ(2, get_i64(q, MP_FOREVER)); /* may wait for the child's put */
     ASSERT_EQ(3, get_i64(q, -3.0));       /* any negative timeout: forever */
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_EQ(4, get_i64(q, 1));
     ASSERT_EQ(5, get_i64(q, 0));
     ASSERT_EQ(0, qsize(q));
@@ -295,9 +275,9 @@ MP_TEST(bounded_queue, .variants = MP_START_METHODS | MP_TEST_PROXY)
     ASSERT_TRUE(mp_queue_full(q));
 
     /* a child takes all of them; our 7th put waits for its room */
-    mp_process *p = start(ctx, t_take_0_to_6, qargs(q));
+    mp_process *p = mp_test_start_free(ctx, t_take_0_to_6, qargs(q));
     put_i64(q, 6, 60);
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_TRUE(mp_queue_empty(q));
     ASSERT_FALSE(mp_queue_full(q));
     ASSERT_EQ(0, qsize(q));
@@ -354,8 +334,8 @@ MP_TEST(qsize_empty_full, .variants = MP_START_METHODS | MP_TEST_PROXY)
 
     put_i64(q, 5, 0);
     put_i64(q, 6, 0);
-    mp_process *p = start(ctx, t_sees_5_and_6, qargs(q));
-    finish(p, 60);
+    mp_process *p = mp_test_start_free(ctx, t_sees_5_and_6, qargs(q));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_TRUE(mp_queue_empty(q));
     ASSERT_FALSE(mp_queue_full(q));
     ASSERT_EQ(0, qsize(q));
@@ -388,7 +368,7 @@ MP_TEST(multi_producer_fifo_per_producer, .variants = MP_START_METHODS | MP_TEST
     for (int i = 0; i < MPF_PRODUCERS; i++) {
         mp_args *a = qargs(q);
         add_int(a, i);
-        p[i] = start(ctx, t_tagged_producer, a);
+        p[i] = mp_test_start_free(ctx, t_tagged_producer, a);
     }
     int next[MPF_PRODUCERS] = {0};
     mp_buf b = MP_BUF_INIT;
@@ -405,7 +385,7 @@ MP_TEST(multi_producer_fifo_per_producer, .variants = MP_START_METHODS | MP_TEST
         next[id]++;
     }
     for (int i = 0; i < MPF_PRODUCERS; i++) {
-        finish(p[i], 60);
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
         ASSERT_EQ(MPF_MSGS, next[i]);
     }
     ASSERT_ERR(MP_EEMPTY, mp_queue_get(q, &b, 0));
@@ -428,10 +408,10 @@ MP_TEST(parent_puts_then_child_puts, .variants = MP_START_METHODS | MP_TEST_PROX
     mp_queue *q = queue_new(0);
     for (int64_t v = 0; v < 10; v++)
         put_i64(q, v, 0);
-    mp_process *p = start(ctx, t_put_10_to_19, qargs(q));
+    mp_process *p = mp_test_start_free(ctx, t_put_10_to_19, qargs(q));
     for (int64_t v = 0; v < 20; v++)
         ASSERT_EQ(v, get_i64(q, 60));
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     mp_buf b = MP_BUF_INIT;
     ASSERT_ERR(MP_EEMPTY, mp_queue_get(q, &b, 0));
     mp_buf_free(&b);
@@ -478,7 +458,7 @@ MP_TEST(joinable_queue_join_waits_for_task_done, .variants = MP_START_METHODS)
     for (int i = 0; i < 4; i++) {
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_fd(a, s.fd));
-        p[i] = start(ctx, t_worker, a);
+        p[i] = mp_test_start_free(ctx, t_worker, a);
     }
     ASSERT_OK(mp_queue_join(q, 60));
     ASSERT_EQ(10, atomic_load(done)); /* every task_done came after its count */
@@ -486,7 +466,7 @@ MP_TEST(joinable_queue_join_waits_for_task_done, .variants = MP_START_METHODS)
         put_i64(q, -1, 0);
     ASSERT_OK(mp_queue_join(q, 60));
     for (int i = 0; i < 4; i++)
-        finish(p[i], 60);
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     ASSERT_EQ(10, atomic_load(done));
     ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* 14 put, 14 done */
     ASSERT_OK(mp_queue_join(q, 0));
@@ -572,9 +552,9 @@ MP_TEST(close_queue, .variants = MP_START_METHODS | MP_TEST_PROXY)
         ASSERT_ERR(MP_ECLOSED, mp_queue_get_into(q, buf, sizeof buf, &n, 0));
         ASSERT_EQ(0, mp_queue_close(q)); /* a second close is fine */
         ASSERT_EQ(3, qsize(q));
-        mp_process *p = start(ctx, t_get_abc_then_close, a);
+        mp_process *p = mp_test_start_free(ctx, t_get_abc_then_close, a);
         mp_queue_free(q); /* the child's handle is all that is left */
-        finish(p, 60);
+        ASSERT_EQ(0, mp_test_join(p, 60));
         mp_buf_free(&b);
     }
 }
@@ -600,9 +580,9 @@ MP_TEST(simple_queue, .variants = MP_START_METHODS)
     ASSERT_FALSE(mp_queue_full(sq));
     mp_args *a = qargs(sq);
     ASSERT_OK(mp_args_add_queue(a, go));
-    mp_process *p = start(ctx, t_simple_empty_twice, a);
+    mp_process *p = mp_test_start_free(ctx, t_simple_empty_twice, a);
     put_str(go, "go", 0);
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_FALSE(mp_queue_empty(sq));
     expect_str(sq, "1", 0);
     expect_str(sq, "0", 0);
@@ -640,8 +620,8 @@ MP_TEST(get_into_too_small, .variants = MP_START_METHODS | MP_TEST_PROXY)
     n = 0;
     ASSERT_ERR(MP_EMSGSIZE, mp_queue_get_into(q, NULL, 0, &n, MP_FOREVER));
     ASSERT_EQ(11, n);
-    mp_process *p = start(ctx, t_get_into_short, qargs(q));
-    finish(p, 60);
+    mp_process *p = mp_test_start_free(ctx, t_get_into_short, qargs(q));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_EQ(1, qsize(q));
     ASSERT_OK(mp_queue_get_into(q, buf, 11, &n, 0));
     ASSERT_EQ(11, n);
@@ -692,7 +672,7 @@ static int t_put_with_empties(const mp_args *a)
 MP_TEST(zero_length_messages, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     mp_queue *q = queue_new(3);
-    mp_process *p = start(ctx, t_put_with_empties, qargs(q));
+    mp_process *p = mp_test_start_free(ctx, t_put_with_empties, qargs(q));
     mp_buf b = MP_BUF_INIT;
     ASSERT_OK(mp_queue_get(q, &b, 60));
     ASSERT_EQ(0, b.len);
@@ -709,7 +689,7 @@ MP_TEST(zero_length_messages, .variants = MP_START_METHODS | MP_TEST_PROXY)
     ASSERT_MEMEQ("yz", b.data, 2);
     ASSERT_OK(mp_queue_get(q, &b, 60));
     ASSERT_EQ(0, b.len);
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_ERR(MP_EEMPTY, mp_queue_get(q, &b, 0));
     ASSERT_EQ(0, qsize(q));
     mp_buf_free(&b);
@@ -752,14 +732,14 @@ MP_TEST(large_messages, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s
     free(big);
     mp_args *a = qargs(in);
     ASSERT_OK(mp_args_add_queue(a, out));
-    mp_process *p = start(ctx, t_large_echo, a);
+    mp_process *p = mp_test_start_free(ctx, t_large_echo, a);
     mp_buf b = MP_BUF_INIT;
     for (size_t i = 0; i < N_LARGE; i++) {
         ASSERT_OK(mp_queue_get(out, &b, 60));
         ASSERT_EQ(large_sizes[i], b.len);
         ASSERT_TRUE(pattern_ok(b.data, b.len, i));
     }
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_TRUE(mp_queue_empty(in));
     ASSERT_TRUE(mp_queue_empty(out));
     mp_buf_free(&b);
@@ -788,8 +768,8 @@ MP_TEST(child_puts_large_and_is_joined_before_any_get, .variants = MP_START_METH
         .timeout_s = 120)
 {
     mp_queue *q = queue_new(0);
-    mp_process *p = start(ctx, t_put_many_large, qargs(q));
-    finish(p, 60);
+    mp_process *p = mp_test_start_free(ctx, t_put_many_large, qargs(q));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_EQ(JOIN_FIRST_MSGS, qsize(q));
     mp_buf b = MP_BUF_INIT;
     for (int i = 0; i < JOIN_FIRST_MSGS; i++) {
@@ -898,7 +878,7 @@ MP_TEST(ring_grows_under_a_backlog_of_big_messages, .variants = MP_START_METHODS
         .timeout_s = 120)
 {
     mp_queue *q = queue_new(0);
-    mp_process *p = start(ctx, t_put_growing, qargs(q));
+    mp_process *p = mp_test_start_free(ctx, t_put_growing, qargs(q));
     mp_buf b = MP_BUF_INIT;
     for (uint64_t i = 0; i < GROW_MSGS; i++) {
         if (i < 40 && i % 8 == 0) {
@@ -910,7 +890,7 @@ MP_TEST(ring_grows_under_a_backlog_of_big_messages, .variants = MP_START_METHODS
         if (!pattern_ok(b.data, b.len, 9000 + i))
             MP__FAIL("message %llu is not what was put", (unsigned long long)i);
     }
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_TRUE(mp_queue_empty(q));
     mp_buf_free(&b);
     mp_queue_free(q);
@@ -985,19 +965,19 @@ MP_TEST(many_producers_and_consumers, .variants = MP_START_METHODS | MP_TEST_PRO
     for (int i = 0; i < MPC_CONSUMERS; i++) {
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_fd(a, s.fd));
-        cons[i] = start(ctx, t_mpc_consumer, a);
+        cons[i] = mp_test_start_free(ctx, t_mpc_consumer, a);
     }
     for (int i = 0; i < MPC_PRODUCERS; i++) {
         mp_args *a = qargs(q);
         add_int(a, i);
-        prod[i] = start(ctx, t_mpc_producer, a);
+        prod[i] = mp_test_start_free(ctx, t_mpc_producer, a);
     }
     for (int i = 0; i < MPC_PRODUCERS; i++)
-        finish(prod[i], 120);
+        ASSERT_EQ(0, mp_test_join(prod[i], 120));
     for (int i = 0; i < MPC_CONSUMERS; i++)
         ASSERT_OK(mp_queue_put(q, NULL, 0, 60)); /* one stop message each */
     for (int i = 0; i < MPC_CONSUMERS; i++)
-        finish(cons[i], 120);
+        ASSERT_EQ(0, mp_test_join(cons[i], 120));
     ASSERT_EQ(MPC_PRODUCERS * MPC_PER_PRODUCER, atomic_load(&sh->received));
     for (size_t i = 0; i < MPC_PRODUCERS * MPC_PER_PRODUCER; i++)
         if (atomic_load(&sh->count[i]) != 1)
@@ -1021,7 +1001,7 @@ static int t_child_starts_grandchild(const mp_args *a)
     put_str(q, "from the child", 0);
     mp_context *c = mp_get_context(mp_args_str(a, 1));
     ASSERT_TRUE(c != NULL);
-    finish(start(c, t_grandchild_puts, qargs(q)), 60);
+    ASSERT_EQ(0, mp_test_join(mp_test_start_free(c, t_grandchild_puts, qargs(q)), 60));
     return 0;
 }
 
@@ -1030,7 +1010,7 @@ MP_TEST(queue_through_two_generations, .variants = MP_START_METHODS | MP_TEST_PR
     mp_queue *q = queue_new(0);
     mp_args *a = qargs(q);
     ASSERT_OK(mp_args_add_str(a, mp_context_start_method(ctx)));
-    finish(start(ctx, t_child_starts_grandchild, a), 60);
+    ASSERT_EQ(0, mp_test_join(mp_test_start_free(ctx, t_child_starts_grandchild, a), 60));
     expect_str(q, "from the child", 0);
     expect_str(q, "from the grandchild", 0);
     ASSERT_TRUE(mp_queue_empty(q));
@@ -1068,7 +1048,7 @@ MP_TEST(queue_over_connection, .variants = MP_START_METHODS | MP_TEST_PROXY)
     ASSERT_OK(mp_pipe(&x, &y, true));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_conn(a, y));
-    mp_process *p = start(ctx, t_queue_from_conn, a);
+    mp_process *p = mp_test_start_free(ctx, t_queue_from_conn, a);
     ASSERT_EQ(0, mp_conn_close(y));
 
     mp_queue *q = queue_new(0);
@@ -1083,7 +1063,7 @@ MP_TEST(queue_over_connection, .variants = MP_START_METHODS | MP_TEST_PROXY)
     ASSERT_EQ(1, mp_args_count(back));
     mp_queue *theirs = mp_args_queue(back, 0);
     ASSERT_TRUE(theirs != NULL);
-    finish(p, 60);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     expect_str(theirs, "made in the child", 0);
     put_str(theirs, "still usable", 0);
     expect_str(theirs, "still usable", 0);
@@ -1245,7 +1225,7 @@ MP_TEST(header_corrupted_by_a_child_gives_ebadmsg, .variants = MP_START_METHODS,
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_str(a, c->what));
         add_int(a, (int64_t)c->v);
-        finish(start(ctx, t_corrupt, a), 60);
+        ASSERT_EQ(0, mp_test_join(mp_test_start_free(ctx, t_corrupt, a), 60));
         qcorrupt_check(q, c);
         mp_queue_free(q);
         free(big);
@@ -1381,12 +1361,8 @@ MP_TEST(corrupted_queue_sent_to_a_child_is_refused, .variants = MP_TEST_SPAWN | 
         ASSERT_OK(mp__queue_poke(q, cases[i].what, cases[i].v));
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_queue(a, sound));
-        mp_process *p = start(ctx, t_never_runs, a);
-        int code = -1000;
-        ASSERT_OK(mp_process_join(p, 60));
-        ASSERT_OK(mp_process_exitcode(p, &code));
-        ASSERT_EQ(MP_EXIT_BOOTSTRAP, code);
-        ASSERT_OK(mp_process_close(p));
+        mp_process *p = mp_test_start_free(ctx, t_never_runs, a);
+        ASSERT_EQ(MP_EXIT_BOOTSTRAP, mp_test_join(p, 60));
         mp_queue_free(q);
         free(big);
     }
@@ -1801,7 +1777,7 @@ static mp_process *cr_start(mp_context *c, mp_queue *q, int fd, uint32_t round, 
     add_int(a, mode);
     add_int(a, target);
     add_int(a, id % 3 == 0);
-    return start(c, producer ? t_cr_producer : t_cr_consumer, a);
+    return mp_test_start_free(c, producer ? t_cr_producer : t_cr_consumer, a);
 }
 
 /* Kill mode of slot @k: every 18 consecutive values of round + k target
@@ -2165,11 +2141,7 @@ static void kw_expect_report(mp_queue *rep, const char *want)
 /* A child killed by its hook at @point inside its first call. */
 static void kw_expect_killed(mp_process *p)
 {
-    int code = 0;
-    ASSERT_OK(mp_process_join(p, 30));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(-SIGKILL, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(-SIGKILL, mp_test_join(p, 30));
 }
 
 /* Args: queue, report queue.  Gets until "last", reporting each message. */
@@ -2207,12 +2179,12 @@ MP_TEST(consumer_blocked_forever_woken_after_a_producer_is_killed_in_put,
         ASSERT_OK(mp_queue_new(&rep, 0));
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_queue(a, rep));
-        mp_process *c = start(ctx, t_kw_consumer, a);
+        mp_process *c = mp_test_start_free(ctx, t_kw_consumer, a);
         expect_str(rep, "ready", 30);
         wait_asleep(c);
         a = qargs(q);
         add_int(a, points[i].point);
-        kw_expect_killed(start(ctx, t_kw_producer, a));
+        kw_expect_killed(mp_test_start_free(ctx, t_kw_producer, a));
         if (!points[i].committed) {
             ASSERT_EQ(0, qsize(q));
             put_str(q, "first", 0);
@@ -2222,7 +2194,7 @@ MP_TEST(consumer_blocked_forever_woken_after_a_producer_is_killed_in_put,
         wait_asleep(c);
         put_str(q, "last", MP_FOREVER);
         kw_expect_report(rep, "last");
-        finish(c, 30);
+        ASSERT_EQ(0, mp_test_join(c, 30));
         ASSERT_EQ(0, qsize(q));
         mp_queue_free(rep);
         mp_queue_free(q);
@@ -2264,12 +2236,12 @@ MP_TEST(producer_blocked_forever_woken_after_a_consumer_is_killed_in_get,
         put_str(q, "first", 0);
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_queue(a, rep));
-        mp_process *p = start(ctx, t_kw_putter, a);
+        mp_process *p = mp_test_start_free(ctx, t_kw_putter, a);
         expect_str(rep, "ready", 30);
         wait_asleep(p);
         a = qargs(q);
         add_int(a, points[i].point);
-        kw_expect_killed(start(ctx, t_kw_getter, a));
+        kw_expect_killed(mp_test_start_free(ctx, t_kw_getter, a));
         if (!points[i].committed) {
             ASSERT_EQ(1, qsize(q));
             expect_str(q, "first", 0);
@@ -2280,7 +2252,7 @@ MP_TEST(producer_blocked_forever_woken_after_a_consumer_is_killed_in_get,
         expect_str(q, "second", 0);
         kw_expect_report(rep, "put third");
         expect_str(q, "third", KW_WAIT);
-        finish(p, 30);
+        ASSERT_EQ(0, mp_test_join(p, 30));
         mp_queue_free(rep);
         mp_queue_free(q);
     }
@@ -2326,12 +2298,12 @@ MP_TEST(joiner_blocked_forever_woken_after_task_done_is_killed,
         mp_args *a = qargs(q);
         ASSERT_OK(mp_args_add_queue(a, rep));
         ASSERT_OK(mp_args_add_queue(a, go));
-        mp_process *j = start(ctx, t_kw_joiner, a);
+        mp_process *j = mp_test_start_free(ctx, t_kw_joiner, a);
         expect_str(rep, "ready", 30);
         wait_asleep(j);
         a = qargs(q);
         add_int(a, points[i].point);
-        kw_expect_killed(start(ctx, t_kw_worker, a));
+        kw_expect_killed(mp_test_start_free(ctx, t_kw_worker, a));
         if (!points[i].committed) {
             ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0));
             ASSERT_OK(mp_queue_task_done(q)); /* after a killed holder of its lock */
@@ -2346,7 +2318,7 @@ MP_TEST(joiner_blocked_forever_woken_after_task_done_is_killed,
         expect_str(q, "b", 0);
         ASSERT_OK(mp_queue_task_done(q));
         kw_expect_report(rep, "joined");
-        finish(j, 30);
+        ASSERT_EQ(0, mp_test_join(j, 30));
         ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* 2 put, 2 done */
         mp_queue_free(go);
         mp_queue_free(rep);

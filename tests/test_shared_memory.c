@@ -60,70 +60,27 @@ static bool wait_all_gone(char names[][64], int n, double timeout)
     }
 }
 
-/* In a child: one line to the report descriptor passed as args item @i. */
-static void say(int fd, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    line[n++] = '\n';
-    if (write(fd, line, (size_t)n) != n)
-        _exit(99);
-}
-
-/* One line from @fd, waiting up to 30 s; "" at end of file. */
-static char *read_line(int fd)
-{
-    static char line[512];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 30000) <= 0)
-            MP__FAIL("no line from the children in 30 s");
-        ssize_t r = read(fd, line + n, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = '\0';
-    return line;
-}
-
 /* The pid of a process whose parent is @ppid and whose name is @comm; 0. */
+struct named_child {
+    pid_t ppid;
+    const char *comm;
+    pid_t found;
+};
+
+static bool is_named_child(pid_t pid, pid_t ppid, char state, const char *comm, void *arg)
+{
+    struct named_child *c = arg;
+    if (ppid != c->ppid || strcmp(comm, c->comm) != 0 || state == 'Z')
+        return false;
+    c->found = pid;
+    return true;
+}
+
 static pid_t find_child_named(pid_t ppid, const char *comm)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t found = 0;
-    while (found == 0 && d != NULL && (e = readdir(d)) != NULL) {
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        char path[300], st[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, st, sizeof st - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        st[len] = '\0';
-        char *open_paren = strchr(st, '('), *close_paren = strrchr(st, ')');
-        char state;
-        int parent;
-        if (!open_paren || !close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2)
-            continue;
-        *close_paren = '\0';
-        if (parent == ppid && strcmp(open_paren + 1, comm) == 0 && state != 'Z')
-            found = (pid_t)atoi(e->d_name);
-    }
-    if (d != NULL)
-        closedir(d);
-    return found;
+    struct named_child c = {ppid, comm, 0};
+    mp_test_each_process(is_named_child, &c);
+    return c.found;
 }
 
 /* The resource tracker started by @ppid, once it has set itself up. */
@@ -134,37 +91,6 @@ static pid_t find_tracker(pid_t ppid)
     while ((t = find_child_named(ppid, "mp-tracker")) == 0 && mp_monotonic() < until)
         usleep(10000);
     return t;
-}
-
-/* Reap every child (this process is a subreaper in the tests that call
- * it), waiting up to 20 s for the last ones to end. */
-static void reap_all(void)
-{
-    double until = mp_monotonic() + 20;
-    for (;;) {
-        pid_t w = waitpid(-1, NULL, WNOHANG);
-        if (w < 0)
-            break;
-        if (w == 0) {
-            if (mp_monotonic() > until)
-                break;
-            usleep(10000);
-        }
-    }
-    ASSERT_EQ(-1, waitpid(-1, NULL, WNOHANG));
-    ASSERT_EQ(ECHILD, errno);
-}
-
-static int run_process(mp_context *ctx, mp_target_fn fn, const mp_args *a)
-{
-    mp_process *p;
-    int code = -1000;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
 }
 
 /* ---- the segment itself ------------------------------------------------- */
@@ -326,7 +252,7 @@ MP_TEST(child_writes_parent_reads, .variants = MP_START_METHODS)
     memcpy(b, "from the parent", 15);
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "s", mp_shm_name(s)));
-    ASSERT_EQ(0, run_process(ctx, t_attach_and_write, a));
+    ASSERT_EQ(0, mp_test_run(ctx, t_attach_and_write, a));
     ASSERT_MEMEQ("howdy", b + 100, 5);
     ASSERT_EQ('z', b[4095]);
     mp_args_free(a);
@@ -344,7 +270,7 @@ static int t_create_and_leave(const mp_args *a)
     if (mp_shm_new(&s, NULL, 64, MP_SHM_CREATE) != 0)
         return 20;
     memcpy(mp_shm_buf(s), "left by the child", 17);
-    say(mp_args_fd(a, 0), "%s", mp_shm_name(s));
+    mp_test_say(mp_args_fd(a, 0), "%s", mp_shm_name(s));
     char go;
     if (read(mp_args_fd(a, 1), &go, 1) != 1)
         return 21;
@@ -362,21 +288,15 @@ MP_TEST(tracker_shared_with_children, .variants = MP_START_METHODS)
     ASSERT_EQ(0, pipe2(go, O_CLOEXEC));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "ff", rep[1], go[0]));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_create_and_leave, a));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(ctx, t_create_and_leave, a);
     mp_args_free(a);
     char names[2][64];
-    snprintf(names[0], sizeof names[0], "%s", read_line(rep[0]));
+    snprintf(names[0], sizeof names[0], "%s", mp_test_read_line(rep[0]));
     snprintf(names[1], sizeof names[1], "%s", mp_shm_name(s));
     ASSERT_TRUE(is_random_name(names[0]));
     ASSERT_OK(mp_shm_new(&t, names[0], 0, 0));
     ASSERT_EQ(1, write(go[1], "g", 1));
-    int code = -1;
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(0, code);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     for (int i = 0; i < 2; i++) {
         close(rep[i]);
         close(go[i]);
@@ -413,7 +333,7 @@ MP_TEST(notrack_survives_the_program)
             mp_shm_new(&t, names[1], 10, MP_SHM_CREATE | MP_SHM_NOTRACK) != 0)
             _exit(1);
         memcpy(mp_shm_buf(t), "kept", 4);
-        say(ready[1], "ready");
+        mp_test_say(ready[1], "ready");
         char c;
         if (read(go[0], &c, 1) != 1) /* until the test has attached */
             _exit(2);
@@ -422,7 +342,7 @@ MP_TEST(notrack_survives_the_program)
         exit(0); /* exit handling: the tracker cleans up, and is waited for */
     }
     close(ready[1]);
-    ASSERT_STREQ("ready", read_line(ready[0]));
+    ASSERT_STREQ("ready", mp_test_read_line(ready[0]));
     close(ready[0]);
     mp_shm *x, *t; /* mapped here, so the harness never sees them unused */
     ASSERT_OK(mp_shm_new(&x, names[0], 0, 0));
@@ -448,7 +368,7 @@ static int t_grandchild(const mp_args *a)
     mp_shm *s;
     if (mp_shm_new(&s, NULL, 4096, MP_SHM_CREATE) != 0)
         return 30;
-    say(mp_args_fd(a, 0), "G %s", mp_shm_name(s));
+    mp_test_say(mp_args_fd(a, 0), "G %s", mp_shm_name(s));
     for (;;)
         pause();
 }
@@ -467,7 +387,7 @@ static int t_child(const mp_args *a)
         mp_process_start(g) != 0)
         return 32;
     mp_args_free(b);
-    say(mp_args_fd(a, 0), "C %s", mp_shm_name(s));
+    mp_test_say(mp_args_fd(a, 0), "C %s", mp_shm_name(s));
     for (;;)
         pause();
 }
@@ -482,7 +402,7 @@ static _Noreturn void start_child_and_wait(int report, const char *method, mp_sh
         mp_process_new(&c, mp_get_context(method), t_child, a) != 0 || mp_process_start(c) != 0)
         _exit(41);
     mp_args_free(a);
-    say(report, "H %s", mp_shm_name(s));
+    mp_test_say(report, "H %s", mp_shm_name(s));
     for (;;)
         pause();
 }
@@ -501,36 +421,57 @@ static _Noreturn void helper_program(int report, const char *method, const char 
     start_child_and_wait(report, method, s);
 }
 
+/* Run @program(report, @method, @arg) in a forked child, a program of its
+ * own: this test process has no tracker, so the program starts its own.
+ * Returns the child's pid; *@report is the read end of the pipe the
+ * program's processes report on. */
+static pid_t fork_program(void (*program)(int report, const char *method, const char *arg),
+                          const char *method, const char *arg, int *report)
+{
+    int fds[2];
+    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
+    fflush(stdout);
+    pid_t h = fork();
+    ASSERT_GE(h, 0);
+    if (h == 0) {
+        close(fds[0]);
+        program(fds[1], method, arg);
+        _exit(98); /* the programs never return */
+    }
+    close(fds[1]);
+    *report = fds[0];
+    return h;
+}
+
+/* Read the "X name" lines of a program's three processes from @report
+ * (then close it) and map each segment named.  Segments wait for the
+ * tracker unused: when tests run in parallel, another runner's leak check
+ * would take them.  Mapped here, they are in use until removed (unlink
+ * works on a mapped segment). */
+static void map_reported(int report, char names[3][64], mp_shm *m[3])
+{
+    for (int i = 0; i < 3; i++) {
+        const char *l = mp_test_read_line(report);
+        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
+        snprintf(names[i], sizeof names[i], "%s", l + 2);
+        ASSERT_TRUE(is_random_name(names[i]));
+        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0));
+    }
+    close(report);
+}
+
 MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .timeout_s = 90)
 {
     /* Everything of the helper's tree is reparented here when it dies. */
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
     char reused[64];
     snprintf(reused, sizeof reused, "%s", unique_name("reused"));
-    int fds[2];
-    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-    fflush(stdout);
-    pid_t h = fork(); /* this test process has no tracker: the helper starts its own */
-    ASSERT_GE(h, 0);
-    if (h == 0) {
-        close(fds[0]);
-        helper_program(fds[1], method, reused);
-    }
+    int report;
+    pid_t h = fork_program(helper_program, method, reused, &report);
     setpgid(h, h);
-    close(fds[1]);
-    /* Segments wait for the tracker unused: when tests run in parallel,
-     * another runner's leak check would take them.  Mapped here, they are
-     * in use until removed (unlink works on a mapped segment). */
     char names[3][64];
     mp_shm *m[3];
-    for (int i = 0; i < 3; i++) {
-        const char *l = read_line(fds[0]);
-        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
-        snprintf(names[i], sizeof names[i], "%s", l + 2);
-        ASSERT_TRUE(is_random_name(names[i]));
-        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0));
-    }
-    close(fds[0]);
+    map_reported(report, names, m);
     mp_shm *r; /* mapped here, so the harness never sees it unused */
     ASSERT_OK(mp_shm_new(&r, reused, 0, 0));
 
@@ -556,7 +497,7 @@ MP_TEST(tracker_cleans_up_after_group_sigkill, .variants = MP_START_METHODS, .ti
     ASSERT_TRUE(shm_exists(reused));
     ASSERT_OK(mp_shm_unlink(r));
     ASSERT_OK(mp_shm_close(r));
-    reap_all();
+    mp_test_reap_orphans(20);
 }
 
 /* The pids of @root and of every process descending from it, found as a
@@ -617,26 +558,11 @@ MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s 
     ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1));
     char untracked[64];
     snprintf(untracked, sizeof untracked, "%s", unique_name("untracked"));
-    int fds[2];
-    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-    fflush(stdout);
-    pid_t h = fork(); /* this test process has no tracker: the helper starts its own */
-    ASSERT_GE(h, 0);
-    if (h == 0) {
-        close(fds[0]);
-        tree_program(fds[1], method, untracked);
-    }
-    close(fds[1]);
+    int report;
+    pid_t h = fork_program(tree_program, method, untracked, &report);
     char names[3][64];
     mp_shm *m[3];
-    for (int i = 0; i < 3; i++) {
-        const char *l = read_line(fds[0]);
-        ASSERT_TRUE(strlen(l) > 2 && l[1] == ' ');
-        snprintf(names[i], sizeof names[i], "%s", l + 2);
-        ASSERT_TRUE(is_random_name(names[i]));
-        ASSERT_OK(mp_shm_new(&m[i], names[i], 0, 0)); /* in use here: see above */
-    }
-    close(fds[0]);
+    map_reported(report, names, m);
     mp_shm *u;
     ASSERT_OK(mp_shm_new(&u, untracked, 0, 0));
 
@@ -651,7 +577,7 @@ MP_TEST(tracker_outlives_tree_sigkill, .variants = MP_START_METHODS, .timeout_s 
     ASSERT_TRUE(shm_exists(untracked));
     ASSERT_OK(mp_shm_unlink(u));
     ASSERT_OK(mp_shm_close(u));
-    reap_all(); /* the tree, and the tracker once it has cleaned up */
+    mp_test_reap_orphans(20); /* the tree, and the tracker once it has cleaned up */
 }
 
 /* Create and unlink named segments "<prefix><0..3>" for ever; one in four
@@ -687,7 +613,7 @@ static _Noreturn void churn(const char *prefix)
 /* Child of the churn program: args (report fd, prefix). */
 static int t_churn(const mp_args *a)
 {
-    say(mp_args_fd(a, 0), "C");
+    mp_test_say(mp_args_fd(a, 0), "C");
     churn(mp_args_str(a, 1));
 }
 
@@ -708,7 +634,7 @@ static _Noreturn void churn_program(int report, const char *method, const char *
     if (mp_args_of(&a, "fs", report, child) != 0 ||
         mp_process_new(&c, mp_get_context(method), t_churn, a) != 0 || mp_process_start(c) != 0)
         _exit(41);
-    say(report, "M");
+    mp_test_say(report, "M");
     churn(mine);
 }
 
@@ -741,21 +667,13 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
     printf("seed %u\n", seed);
     int caught = 0;
     for (int round = 0; round < ROUNDS; round++) {
-        int fds[2];
-        ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-        fflush(stdout);
-        pid_t h = fork(); /* no tracker here: the program starts its own */
-        ASSERT_GE(h, 0);
-        if (h == 0) {
-            close(fds[0]);
-            churn_program(fds[1], method, prefix);
-        }
-        close(fds[1]);
+        int report;
+        pid_t h = fork_program(churn_program, method, prefix, &report);
         for (int i = 0; i < 2; i++) {
-            const char *l = read_line(fds[0]);
+            const char *l = mp_test_read_line(report);
             ASSERT_TRUE(strcmp(l, "M") == 0 || strcmp(l, "C") == 0);
         }
-        close(fds[0]);
+        close(report);
         /* both churn now: kill the tree within the next 20 ms */
         struct timespec ts = {0, (long)(rand_r(&seed) % 20000) * 1000};
         nanosleep(&ts, NULL);
@@ -783,7 +701,7 @@ MP_TEST(tracker_loses_no_segment_killed_anywhere, .variants = MP_START_METHODS, 
             }
             usleep(20000);
         }
-        reap_all(); /* the tree, and the tracker once it has cleaned up */
+        mp_test_reap_orphans(20); /* the tree, and the tracker once it has cleaned up */
     }
     printf("%d of %d kills left segments to the tracker\n", caught, ROUNDS);
 }
@@ -976,7 +894,7 @@ static const char py_create[] = PY_PRELUDE
 static void python_done(void)
 {
     mp__exit_cleanup();
-    reap_all();
+    mp_test_reap_orphans(20);
 }
 
 MP_TEST(python_attaches_c_segment, .timeout_s = 60)
@@ -1014,7 +932,7 @@ MP_TEST(c_attaches_python_segment, .timeout_s = 60)
     pyproc pp;
     py_start(&pp, py, py_create, "");
     char name[64], rest[4096];
-    snprintf(name, sizeof name, "%s", read_line(pp.out));
+    snprintf(name, sizeof name, "%s", mp_test_read_line(pp.out));
     ASSERT_TRUE(is_random_name(name)); /* Python's names are ours */
     mp_shm *s;
     ASSERT_OK(mp_shm_new(&s, name, 0, 0));

@@ -31,20 +31,6 @@ static mp_args *args_new(void)
     return a;
 }
 
-/* Run @fn(a) under @ctx to the end; frees @a; returns the exit code. */
-static int run(mp_context *ctx, mp_target_fn fn, mp_args *a)
-{
-    mp_process *p;
-    int code = -1000;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    mp_args_free(a);
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
-}
-
 static bool all_zero(const void *p, size_t n)
 {
     const unsigned char *b = p;
@@ -57,18 +43,6 @@ static bool all_zero(const void *p, size_t n)
 static bool aligned(const void *p, size_t align)
 {
     return (uintptr_t)p % align == 0;
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ASSERT_TRUE(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += isdigit((unsigned char)e->d_name[0]) != 0;
-    closedir(d);
-    return n - 1; /* the directory's own */
 }
 
 /* ---- types ---------------------------------------------------------------- */
@@ -364,7 +338,8 @@ MP_TEST(values_shared_with_a_child, .variants = MP_START_METHODS | MP_TEST_PROXY
             ASSERT_OK(mp_value_store(v[i], &parent_vals[i]));
             ASSERT_OK(mp_args_add_value(a, v[i]));
         }
-        ASSERT_EQ(0, run(ctx, t_values, a));
+        ASSERT_EQ(0, mp_test_run(ctx, t_values, a));
+        mp_args_free(a);
         for (int i = 0; i < NTYPES; i++) {
             scalar got;
             ASSERT_OK(mp_value_load(v[i], &got));
@@ -425,7 +400,8 @@ MP_TEST(arrays_shared_with_a_child, .variants = MP_START_METHODS, .timeout_s = 6
         ASSERT_OK(mp_args_add_array(a, ints));
         ASSERT_OK(mp_args_add_array(a, dbls));
         ASSERT_OK(mp_args_add_array(a, chars));
-        ASSERT_EQ(0, run(ctx, t_arrays, a));
+        ASSERT_EQ(0, mp_test_run(ctx, t_arrays, a));
+        mp_args_free(a);
         int32_t *n = mp_array_data(ints);
         for (int i = 0; i < 10; i++)
             ASSERT_EQ(i * (i + 1) / 2, n[i]);
@@ -454,7 +430,8 @@ static int t_nested(const mp_args *a)
         ASSERT_OK(mp_args_add_value(b, v));
         ASSERT_OK(mp_args_add_array(b, arr));
         ASSERT_OK(mp_args_add_int(b, depth - 1));
-        ASSERT_EQ(0, run(NULL, t_nested, b));
+        ASSERT_EQ(0, mp_test_run(NULL, t_nested, b));
+        mp_args_free(b);
     }
     return 0;
 }
@@ -471,7 +448,8 @@ MP_TEST(shared_with_grandchildren, .variants = MP_START_METHODS, .timeout_s = 60
     ASSERT_OK(mp_args_add_value(a, v));
     ASSERT_OK(mp_args_add_array(a, arr));
     ASSERT_OK(mp_args_add_int(a, 2));
-    ASSERT_EQ(0, run(ctx, t_nested, a));
+    ASSERT_EQ(0, mp_test_run(ctx, t_nested, a));
+    mp_args_free(a);
     ASSERT_EQ(3, *(int64_t *)mp_value_ptr(v));
     for (int i = 0; i < 3; i++)
         ASSERT_EQ(1, ((int64_t *)mp_array_data(arr))[i]);
@@ -521,11 +499,7 @@ MP_TEST(locked_value_increments, .variants = MP_START_METHODS | MP_TEST_PROXY, .
         ASSERT_OK(mp_process_start(p[i]));
     }
     for (int i = 0; i < 4; i++) {
-        int code = -1000;
-        ASSERT_OK(mp_process_join(p[i], 90));
-        ASSERT_OK(mp_process_exitcode(p[i], &code));
-        ASSERT_EQ(0, code);
-        ASSERT_OK(mp_process_close(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 90));
     }
     int64_t total = 0;
     ASSERT_OK(mp_value_load(v, &total));
@@ -541,7 +515,7 @@ MP_TEST(locked_value_increments, .variants = MP_START_METHODS | MP_TEST_PROXY, .
 MP_TEST(many_values_and_arrays, .timeout_s = 60)
 {
     enum { N = 10000 };
-    int before = count_fds();
+    int before = mp_test_count_fds();
     mp_value **v = calloc(N, sizeof *v);
     mp_array **arr = calloc(N, sizeof *arr);
     ASSERT_TRUE(v != NULL && arr != NULL);
@@ -550,7 +524,7 @@ MP_TEST(many_values_and_arrays, .timeout_s = 60)
         ASSERT_OK(mp_array_new(&arr[i], all_types[i % NTYPES], (size_t)(i % 50) + 1, NULL,
                                i % 5 == 0));
     }
-    ASSERT_LE(count_fds(), before + 4);
+    ASSERT_LE(mp_test_count_fds(), before + 4);
     /* no two overlap: tag each, then check the tags */
     for (int i = 0; i < N; i++) {
         memset(mp_value_ptr(v[i]), i & 0xff, mp_type_size(mp_value_type(v[i])));
@@ -577,14 +551,14 @@ MP_TEST(many_values_and_arrays, .timeout_s = 60)
     }
     /* some megabytes live now: a few more descriptors at most, never one
      * per object */
-    ASSERT_LE(count_fds(), before + 32);
+    ASSERT_LE(mp_test_count_fds(), before + 32);
     for (int i = 0; i < N; i++) {
         mp_value_free(v[i]);
         mp_array_free(arr[i]);
     }
     free(v);
     free(arr);
-    ASSERT_LE(count_fds(), before + 32);
+    ASSERT_LE(mp_test_count_fds(), before + 32);
 }
 
 /* ---- bad input ------------------------------------------------------------- */

@@ -63,36 +63,6 @@ static mp_args *args_new(void)
     return a;
 }
 
-/* Start @fn(a) under @ctx; frees @a (the process keeps its own copy). */
-static mp_process *start(mp_context *ctx, mp_target_fn fn, mp_args *a)
-{
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, fn, a));
-    mp_args_free(a);
-    ASSERT_OK(mp_process_start(p));
-    return p;
-}
-
-/* Join, close, and return the exit code. */
-static int finish(mp_process *p)
-{
-    int code = -1000;
-    ASSERT_OK(mp_process_join(p, 60));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_OK(mp_process_close(p));
-    return code;
-}
-
-static void kill_and_reap(mp_process *p)
-{
-    int code = -1000;
-    ASSERT_OK(mp_process_kill(p));
-    ASSERT_OK(mp_process_join(p, 30));
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(-SIGKILL, code);
-    ASSERT_OK(mp_process_close(p));
-}
-
 /* In a child: wait to be killed. */
 static _Noreturn void park(void)
 {
@@ -347,7 +317,7 @@ MP_TEST(lock_owner_thread_ends_while_a_child_lives, .variants = MP_START_METHODS
     ASSERT_OK(mp_event_wait(t.held, 30));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_semaphore(a, leave));
-    mp_process *p = start(ctx, t_wait_to_leave, a);
+    mp_process *p = mp_test_start_free(ctx, t_wait_to_leave, a);
     ASSERT_OK(mp_event_set(t.go));
     ASSERT_EQ(0, pthread_join(tid, NULL));
     double t0 = mp_monotonic();
@@ -355,7 +325,7 @@ MP_TEST(lock_owner_thread_ends_while_a_child_lives, .variants = MP_START_METHODS
     ASSERT_PROMPT(t0);
     ASSERT_OK(mp_lock_release(t.l));
     ASSERT_OK(mp_semaphore_release(leave));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     mp_lock_free(t.l);
     mp_event_free(t.held);
     mp_event_free(t.go);
@@ -449,7 +419,7 @@ MP_TEST(lock_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .t
     ASSERT_OK(mp_args_add_lock(a, l));
     ASSERT_OK(mp_args_add_semaphore(a, step));
     ASSERT_OK(mp_args_add_event(a, go));
-    mp_process *p = start(ctx, t_lock_contender, a);
+    mp_process *p = mp_test_start_free(ctx, t_lock_contender, a);
 
     ASSERT_OK(mp_semaphore_acquire(step, 30)); /* it has tried */
     ASSERT_OK(mp_lock_release(l));
@@ -459,7 +429,7 @@ MP_TEST(lock_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .t
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(l, 0));
     ASSERT_OK(mp_event_set(go));
     ASSERT_OK(mp_lock_acquire(l, 30));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_OK(mp_lock_release(l));
     ASSERT_FALSE(mp_lock_locked(l));
     mp_lock_free(l);
@@ -505,13 +475,13 @@ MP_TEST(rlock_between_processes, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_args_add_lock(a, l));
     ASSERT_OK(mp_args_add_semaphore(a, step));
     ASSERT_OK(mp_args_add_semaphore(a, next));
-    mp_process *p = start(ctx, t_rlock_contender, a);
+    mp_process *p = mp_test_start_free(ctx, t_rlock_contender, a);
     ASSERT_OK(mp_semaphore_acquire(step, 30));
     ASSERT_OK(mp_lock_release(l)); /* depth 1 */
     ASSERT_OK(mp_semaphore_release(next));
     ASSERT_OK(mp_semaphore_acquire(step, 30));
     ASSERT_OK(mp_lock_release(l)); /* free */
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_FALSE(mp_lock_locked(l));
     ASSERT_OK(mp_lock_acquire(l, 0));
     ASSERT_OK(mp_lock_release(l));
@@ -560,11 +530,11 @@ MP_TEST(lock_mutual_exclusion, .variants = MP_START_METHODS | MP_TEST_PROXY, .ti
         ASSERT_OK(mp_args_add_lock(a, l));
         ASSERT_OK(mp_args_add_value(a, v));
         ASSERT_OK(mp_args_add_event(a, go));
-        p[i] = start(ctx, t_increment, a);
+        p[i] = mp_test_start_free(ctx, t_increment, a);
     }
     ASSERT_OK(mp_event_set(go));
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     ASSERT_EQ(4 * INCREMENTS, *(int64_t *)mp_value_ptr(v));
     ASSERT_FALSE(mp_lock_locked(l));
     mp_lock_free(l);
@@ -605,11 +575,11 @@ MP_TEST(rlock_mutual_exclusion, .variants = MP_START_METHODS, .timeout_s = 120)
         ASSERT_OK(mp_args_add_lock(a, l));
         ASSERT_OK(mp_args_add_value(a, v));
         ASSERT_OK(mp_args_add_event(a, go));
-        p[i] = start(ctx, t_increment_recursive, a);
+        p[i] = mp_test_start_free(ctx, t_increment_recursive, a);
     }
     ASSERT_OK(mp_event_set(go));
     for (int i = 0; i < 3; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     ASSERT_EQ(3 * (INCREMENTS / 2), *(int64_t *)mp_value_ptr(v));
     mp_lock_free(l);
     mp_value_free(v);
@@ -650,7 +620,7 @@ static mp_process *start_holder(mp_context *ctx, mp_lock *l, int depth, bool exi
     ASSERT_OK(mp_args_add_semaphore(a, holder_leave));
     ASSERT_OK(mp_args_add_int(a, depth));
     ASSERT_OK(mp_args_add_int(a, exit_holding));
-    mp_process *p = start(ctx, t_hold_lock, a);
+    mp_process *p = mp_test_start_free(ctx, t_hold_lock, a);
     ASSERT_OK(mp_semaphore_acquire(holder_held, 60));
     return p;
 }
@@ -666,7 +636,7 @@ static void holder_semaphores_free(void)
 static void holder_leaves(mp_process *p)
 {
     ASSERT_OK(mp_semaphore_release(holder_leave));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
 }
 
 static void owner_dies(mp_context *ctx, bool recursive, bool killed)
@@ -678,7 +648,7 @@ static void owner_dies(mp_context *ctx, bool recursive, bool killed)
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(l, 0));
     ASSERT_ERR(MP_EPERM, mp_lock_release(l));
     if (killed)
-        kill_and_reap(p);
+        mp_test_kill(p);
     else
         holder_leaves(p);
     ASSERT_TRUE(mp_lock_locked(l)); /* by the dead owner */
@@ -754,12 +724,12 @@ MP_TEST(lock_waiter_sees_owner_death, .variants = MP_START_METHODS | MP_TEST_PRO
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_lock(a, l));
         ASSERT_OK(mp_args_add_semaphore(a, ready));
-        mp_process *waiter = start(ctx, t_blocked_acquirer, a);
+        mp_process *waiter = mp_test_start_free(ctx, t_blocked_acquirer, a);
         ASSERT_OK(mp_semaphore_acquire(ready, 60));
         sleep_s(0.2); /* let it block (it gets MP_EOWNERDEAD either way) */
         ASSERT_TRUE(mp_process_is_alive(waiter));
-        kill_and_reap(owner);
-        ASSERT_EQ(0, finish(waiter));
+        mp_test_kill(owner);
+        ASSERT_EQ(0, mp_test_join(waiter, 60));
         ASSERT_OK(mp_lock_acquire(l, 0)); /* the waiter released it */
         ASSERT_OK(mp_lock_release(l));
         mp_lock_free(l);
@@ -792,12 +762,12 @@ MP_TEST(lock_waiter_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeo
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_lock(a, l));
         ASSERT_OK(mp_args_add_semaphore(a, ready));
-        w[i] = start(ctx, t_waits_to_be_killed, a);
+        w[i] = mp_test_start_free(ctx, t_waits_to_be_killed, a);
         ASSERT_OK(mp_semaphore_acquire(ready, 60));
     }
     sleep_s(0.3); /* let them block (one that has not proves less, no more) */
     for (int i = 0; i < 2; i++)
-        kill_and_reap(w[i]);
+        mp_test_kill(w[i]);
     ASSERT_OK(mp_lock_release(l));
     double t0 = mp_monotonic();
     ASSERT_OK(mp_lock_acquire(l, 10));
@@ -888,7 +858,7 @@ static mp_process *start_producer(mp_context *ctx, mp_lock *l, mp_array *arr, in
     ASSERT_OK(mp_args_add_lock(a, l));
     ASSERT_OK(mp_args_add_array(a, arr));
     ASSERT_OK(mp_args_add_int(a, slot));
-    return start(ctx, t_producer, a);
+    return mp_test_start_free(ctx, t_producer, a);
 }
 
 /* Every producer but @skip (-1: none) progresses within 30 s. */
@@ -977,7 +947,7 @@ static void kill_loop(mp_context *ctx, bool recursive, int rounds)
         if (victim < 0) {
             sleep_s((double)(rand_r(&seed) % 1000) / 1e6);
             victim = round % PRODUCERS;
-            kill_and_reap(p[victim]);
+            mp_test_kill(p[victim]);
         }
         all_progress(p, data, victim, round, "after the kill");
         double t0 = mp_monotonic();
@@ -992,7 +962,7 @@ static void kill_loop(mp_context *ctx, bool recursive, int rounds)
         p[victim] = start_producer(ctx, l, arr, victim);
     }
     for (int i = 0; i < PRODUCERS; i++)
-        kill_and_reap(p[i]);
+        mp_test_kill(p[i]);
     int r = mp_lock_acquire(l, 30);
     ASSERT_TRUE(r == 0 || r == MP_EOWNERDEAD);
     if (r == MP_EOWNERDEAD)
@@ -1153,7 +1123,7 @@ MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROX
     ASSERT_OK(mp_args_add_semaphore(a, ping));
     ASSERT_OK(mp_args_add_semaphore(a, pong));
     ASSERT_OK(mp_args_add_int(a, 200));
-    mp_process *p = start(ctx, t_sem_pingpong, a);
+    mp_process *p = mp_test_start_free(ctx, t_sem_pingpong, a);
     for (int i = 0; i < 200; i++) {
         ASSERT_OK(mp_semaphore_release(ping));
         ASSERT_OK(mp_semaphore_acquire(pong, 30));
@@ -1162,7 +1132,7 @@ MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROX
     ASSERT_OK(mp_semaphore_acquire(pong, 30)); /* its timed acquire is over */
     ASSERT_EQ(0, sem_value(pong));
     ASSERT_OK(mp_semaphore_release(ping));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_EQ(1, sem_value(pong));
     ASSERT_EQ(0, sem_value(ping));
     ASSERT_ERR(MP_EINVAL, mp_semaphore_release(pong));
@@ -1180,7 +1150,7 @@ MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROX
         ASSERT_OK(mp_args_add_semaphore(a, s));
         ASSERT_OK(mp_args_add_semaphore(a, ready));
         ASSERT_OK(mp_args_add_value(a, passed));
-        w[i] = start(ctx, t_sem_waiter, a);
+        w[i] = mp_test_start_free(ctx, t_sem_waiter, a);
     }
     for (int i = 0; i < 3; i++)
         ASSERT_OK(mp_semaphore_acquire(ready, 60));
@@ -1193,7 +1163,7 @@ MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROX
     ASSERT_OK(mp_semaphore_release(s));
     ASSERT_OK(mp_semaphore_release(s));
     for (int i = 0; i < 3; i++)
-        ASSERT_EQ(0, finish(w[i]));
+        ASSERT_EQ(0, mp_test_join(w[i], 60));
     ASSERT_EQ(3, load32(passed));
     ASSERT_EQ(0, sem_value(s));
     mp_semaphore_free(s);
@@ -1221,12 +1191,12 @@ MP_TEST(semaphore_waiter_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_semaphore(a, s));
         ASSERT_OK(mp_args_add_semaphore(a, ready));
-        w[i] = start(ctx, t_sem_waits_to_be_killed, a);
+        w[i] = mp_test_start_free(ctx, t_sem_waits_to_be_killed, a);
         ASSERT_OK(mp_semaphore_acquire(ready, 60));
     }
     sleep_s(0.3); /* let them block (one that has not proves less, no more) */
     for (int i = 0; i < 2; i++)
-        kill_and_reap(w[i]);
+        mp_test_kill(w[i]);
     ASSERT_OK(mp_semaphore_release(s));
     ASSERT_OK(mp_semaphore_release(s));
     double t0 = mp_monotonic();
@@ -1423,7 +1393,7 @@ MP_TEST(condition_notify_n, .variants = MP_START_METHODS, .timeout_s = 90)
         ASSERT_OK(mp_args_add_condition(a, c));
         ASSERT_OK(mp_args_add_semaphore(a, asleep));
         ASSERT_OK(mp_args_add_value(a, woken));
-        p[i] = start(ctx, t_cond_waiter, a);
+        p[i] = mp_test_start_free(ctx, t_cond_waiter, a);
     }
     for (int i = 0; i < K; i++)
         ASSERT_OK(mp_semaphore_acquire(asleep, 60));
@@ -1443,7 +1413,7 @@ MP_TEST(condition_notify_n, .variants = MP_START_METHODS, .timeout_s = 90)
     ASSERT_OK(mp_condition_notify_all(c));
     ASSERT_OK(mp_condition_release(c));
     for (int i = 0; i < K; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     ASSERT_EQ(K, load32(woken));
 
     /* nobody waits: notify does nothing, and a later waiter is not woken by it */
@@ -1484,7 +1454,7 @@ MP_TEST(condition_wait_for, .variants = MP_START_METHODS, .timeout_s = 60)
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_condition(a, c));
     ASSERT_OK(mp_args_add_value(a, state));
-    mp_process *p = start(ctx, t_cond_wait_for, a);
+    mp_process *p = mp_test_start_free(ctx, t_cond_wait_for, a);
     ASSERT_OK(mp_condition_wait(c, 10)); /* the child's notify */
     for (int i = 0; i < 4; i++) {
         store32(state, i + 1);
@@ -1493,7 +1463,7 @@ MP_TEST(condition_wait_for, .variants = MP_START_METHODS, .timeout_s = 60)
         ASSERT_OK(mp_condition_acquire(c, 30));
     }
     ASSERT_OK(mp_condition_release(c));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
 
     /* wait_for with a timeout: the predicate stays false */
     want32 five = {state, 5};
@@ -1539,7 +1509,7 @@ MP_TEST(condition_wait_releases_an_rlock_fully, .variants = MP_START_METHODS, .t
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_condition(a, c));
         ASSERT_OK(mp_args_add_value(a, flag));
-        mp_process *p = start(ctx, t_cond_setter, a);
+        mp_process *p = mp_test_start_free(ctx, t_cond_setter, a);
         ASSERT_OK(mp_condition_wait_for(c, reached, &w, 30));
         ASSERT_EQ(1, load32(flag));
         /* restored to depth 2 */
@@ -1548,7 +1518,7 @@ MP_TEST(condition_wait_releases_an_rlock_fully, .variants = MP_START_METHODS, .t
         ASSERT_OK(mp_condition_release(c));
         ASSERT_FALSE(mp_lock_locked(mp_condition_lock(c)));
         ASSERT_ERR(MP_EINVAL, mp_condition_release(c));
-        ASSERT_EQ(0, finish(p));
+        ASSERT_EQ(0, mp_test_join(p, 60));
         mp_condition_free(c);
         mp_lock_free(rl);
         mp_value_free(flag);
@@ -1586,7 +1556,7 @@ static mp_process *start_flag_waiter(mp_context *ctx, mp_condition *c, mp_semaph
     ASSERT_OK(mp_args_add_semaphore(a, asleep));
     ASSERT_OK(mp_args_add_value(a, flag));
     ASSERT_OK(mp_args_add_int(a, want));
-    return start(ctx, t_cond_wait_flag, a);
+    return mp_test_start_free(ctx, t_cond_wait_flag, a);
 }
 
 MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
@@ -1603,13 +1573,13 @@ MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_condition(a, c));
         ASSERT_OK(mp_args_add_semaphore(a, asleep));
-        doomed[i] = start(ctx, t_cond_wait_forever, a);
+        doomed[i] = mp_test_start_free(ctx, t_cond_wait_forever, a);
         ASSERT_OK(mp_semaphore_acquire(asleep, 60));
     }
     ASSERT_OK(mp_condition_acquire(c, 30)); /* both wait now */
     ASSERT_OK(mp_condition_release(c));
     for (int i = 0; i < 2; i++)
-        kill_and_reap(doomed[i]);
+        mp_test_kill(doomed[i]);
 
     /* this process: wait still times out (or wakes spuriously), holding the lock */
     ASSERT_OK(mp_condition_acquire(c, 10));
@@ -1635,7 +1605,7 @@ MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
     t0 = mp_monotonic();
     ASSERT_OK(mp_condition_notify(c, 1));
     ASSERT_OK(mp_condition_release(c));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_LT(mp_monotonic() - t0, 5.0); /* its own timeout: 30 s */
 
     /* two more, by notify_all */
@@ -1650,7 +1620,7 @@ MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
     ASSERT_OK(mp_condition_notify_all(c));
     ASSERT_OK(mp_condition_release(c));
     for (int i = 0; i < 2; i++)
-        ASSERT_EQ(0, finish(q[i]));
+        ASSERT_EQ(0, mp_test_join(q[i], 60));
     ASSERT_LT(mp_monotonic() - t0, 5.0); /* its own timeout: 30 s */
     mp_condition_free(c);
     mp_semaphore_free(asleep);
@@ -1720,15 +1690,15 @@ MP_TEST(condition_lock_owner_killed, .variants = MP_START_METHODS, .timeout_s = 
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_condition(a, c));
     ASSERT_OK(mp_args_add_semaphore(a, sem));
-    mp_process *waiter = start(ctx, t_cond_waiter_inherits, a);
+    mp_process *waiter = mp_test_start_free(ctx, t_cond_waiter_inherits, a);
     ASSERT_OK(mp_semaphore_acquire(sem, 60));
     a = args_new();
     ASSERT_OK(mp_args_add_condition(a, c));
     ASSERT_OK(mp_args_add_semaphore(a, sem));
-    mp_process *owner = start(ctx, t_cond_notify_and_hold, a);
+    mp_process *owner = mp_test_start_free(ctx, t_cond_notify_and_hold, a);
     ASSERT_OK(mp_semaphore_acquire(sem, 60));
-    kill_and_reap(owner);
-    ASSERT_EQ(0, finish(waiter));
+    mp_test_kill(owner);
+    ASSERT_EQ(0, mp_test_join(waiter, 60));
     ASSERT_OK(mp_condition_acquire(c, 0));
     ASSERT_OK(mp_condition_release(c));
     mp_condition_free(c);
@@ -1815,10 +1785,10 @@ MP_TEST(event_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_event(a, e1));
     ASSERT_OK(mp_args_add_event(a, e2));
-    mp_process *p = start(ctx, t_event_child, a);
+    mp_process *p = mp_test_start_free(ctx, t_event_child, a);
     ASSERT_OK(mp_event_wait(e2, 30));
     ASSERT_TRUE(mp_event_is_set(e2));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_FALSE(mp_event_is_set(e1)); /* the child cleared it */
     mp_event_free(e1);
     mp_event_free(e2);
@@ -1847,7 +1817,7 @@ MP_TEST(event_releases_every_waiter, .variants = MP_START_METHODS | MP_TEST_PROX
         ASSERT_OK(mp_args_add_event(a, e));
         ASSERT_OK(mp_args_add_semaphore(a, ready));
         ASSERT_OK(mp_args_add_value(a, through));
-        p[i] = start(ctx, t_event_waiter, a);
+        p[i] = mp_test_start_free(ctx, t_event_waiter, a);
     }
     for (int i = 0; i < K; i++)
         ASSERT_OK(mp_semaphore_acquire(ready, 60));
@@ -1855,7 +1825,7 @@ MP_TEST(event_releases_every_waiter, .variants = MP_START_METHODS | MP_TEST_PROX
     ASSERT_EQ(0, load32(through));
     ASSERT_OK(mp_event_set(e));
     for (int i = 0; i < K; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     ASSERT_EQ(K, load32(through));
     ASSERT_TRUE(mp_event_is_set(e));
     mp_event_free(e);
@@ -2024,11 +1994,11 @@ MP_TEST(barrier_passes, .variants = MP_START_METHODS, .timeout_s = 90)
         ASSERT_OK(mp_args_add_array(a, stats));
         ASSERT_OK(mp_args_add_array(a, log));
         ASSERT_OK(mp_args_add_int(a, i + 1));
-        p[i] = start(ctx, t_barrier_party, a);
+        p[i] = mp_test_start_free(ctx, t_barrier_party, a);
     }
     barrier_party(b, mp_array_data(log), 0);
     for (int i = 0; i < BPARTIES - 1; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     ASSERT_EQ(BPASSES, barrier_stats[0]);
     int32_t *idx = mp_array_data(log);
     for (int pass = 0; pass < BPASSES; pass++)
@@ -2059,14 +2029,14 @@ MP_TEST(barrier_timeout_breaks_it, .variants = MP_START_METHODS, .timeout_s = 60
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
     ASSERT_OK(mp_args_add_semaphore(a, ready));
-    mp_process *p = start(ctx, t_barrier_broken_waiter, a);
+    mp_process *p = mp_test_start_free(ctx, t_barrier_broken_waiter, a);
     ASSERT_OK(mp_semaphore_acquire(ready, 60));
     await_n_waiting(b, 1);
     double t0 = mp_monotonic();
     ASSERT_ERR(MP_ETIMEDOUT, mp_barrier_wait(b, 0.3));
     ASSERT_WAITED(t0, 0.3);
     ASSERT_TRUE(mp_barrier_broken(b));
-    ASSERT_EQ(0, finish(p)); /* it got MP_EBROKEN */
+    ASSERT_EQ(0, mp_test_join(p, 60)); /* it got MP_EBROKEN */
     ASSERT_EQ(0, mp_barrier_n_waiting(b));
     ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 0));
     ASSERT_OK(mp_barrier_reset(b));
@@ -2078,12 +2048,12 @@ MP_TEST(barrier_timeout_breaks_it, .variants = MP_START_METHODS, .timeout_s = 60
     a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
     ASSERT_OK(mp_args_add_semaphore(a, ready));
-    p = start(ctx, t_barrier_broken_waiter, a);
+    p = mp_test_start_free(ctx, t_barrier_broken_waiter, a);
     ASSERT_OK(mp_semaphore_acquire(ready, 60));
     t0 = mp_monotonic();
     ASSERT_ERR(MP_ETIMEDOUT, mp_barrier_wait(b, MP_FOREVER));
     ASSERT_WAITED(t0, 0.3);
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_TRUE(mp_barrier_broken(b));
     mp_barrier_free(b);
     mp_semaphore_free(ready);
@@ -2121,7 +2091,7 @@ static void barrier_interrupted(mp_context *ctx, bool abort)
         ASSERT_OK(mp_args_add_event(a, again));
         ASSERT_OK(mp_args_add_array(a, idx));
         ASSERT_OK(mp_args_add_int(a, i + 1));
-        p[i] = start(ctx, t_barrier_twice, a);
+        p[i] = mp_test_start_free(ctx, t_barrier_twice, a);
     }
     await_n_waiting(b, 2);
     ASSERT_FALSE(mp_barrier_broken(b));
@@ -2144,7 +2114,7 @@ static void barrier_interrupted(mp_context *ctx, bool abort)
     ASSERT_GE(r, 0);
     ix[0] = r;
     for (int i = 0; i < 2; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     assert_permutation(ix, 3);
     ASSERT_FALSE(mp_barrier_broken(b));
     ASSERT_EQ(0, mp_barrier_n_waiting(b));
@@ -2188,7 +2158,7 @@ MP_TEST(barrier_reset_then_pass_again, .variants = MP_START_METHODS, .timeout_s 
         ASSERT_OK(mp_args_add_barrier(a, b));
         ASSERT_OK(mp_args_add_array(a, idx));
         ASSERT_OK(mp_args_add_int(a, i + 1));
-        p[i] = start(ctx, t_barrier_twice_no_gate, a);
+        p[i] = mp_test_start_free(ctx, t_barrier_twice_no_gate, a);
     }
     await_n_waiting(b, 2);
     ASSERT_OK(mp_barrier_reset(b));
@@ -2196,7 +2166,7 @@ MP_TEST(barrier_reset_then_pass_again, .variants = MP_START_METHODS, .timeout_s 
     ASSERT_GE(r, 0);
     ((int32_t *)mp_array_data(idx))[0] = r;
     for (int i = 0; i < 2; i++)
-        ASSERT_EQ(0, finish(p[i]));
+        ASSERT_EQ(0, mp_test_join(p[i], 60));
     assert_permutation(mp_array_data(idx), 3);
     ASSERT_FALSE(mp_barrier_broken(b));
     mp_barrier_free(b);
@@ -2212,11 +2182,11 @@ MP_TEST(barrier_failing_action_breaks_it, .variants = MP_START_METHODS, .timeout
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
     ASSERT_OK(mp_args_add_semaphore(a, ready));
-    mp_process *p = start(ctx, t_barrier_broken_waiter, a);
+    mp_process *p = mp_test_start_free(ctx, t_barrier_broken_waiter, a);
     ASSERT_OK(mp_semaphore_acquire(ready, 60));
     /* whoever arrives last runs the action; both waits break */
     ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 30));
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_TRUE(mp_barrier_broken(b));
     ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 1));
     ASSERT_OK(mp_barrier_reset(b));
@@ -2243,10 +2213,10 @@ MP_TEST(barrier_waiter_killed_counts_as_arrived, .variants = MP_START_METHODS, .
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
     ASSERT_OK(mp_args_add_semaphore(a, ready));
-    mp_process *p = start(ctx, t_barrier_wait_forever, a);
+    mp_process *p = mp_test_start_free(ctx, t_barrier_wait_forever, a);
     ASSERT_OK(mp_semaphore_acquire(ready, 60));
     await_n_waiting(b, 1);
-    kill_and_reap(p);
+    mp_test_kill(p);
     ASSERT_EQ(1, mp_barrier_wait(b, 10)); /* the second to arrive: the pass completes */
     ASSERT_FALSE(mp_barrier_broken(b));
     ASSERT_EQ(0, mp_barrier_n_waiting(b));
@@ -2297,7 +2267,7 @@ MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS | MP_TEST_PROXY,
     ASSERT_OK(mp_pipe(&mine, &theirs, true));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_conn(a, theirs));
-    mp_process *p = start(ctx, t_conn_objects, a);
+    mp_process *p = mp_test_start_free(ctx, t_conn_objects, a);
     ASSERT_OK(mp_conn_close(theirs));
 
     mp_lock *l;
@@ -2331,7 +2301,7 @@ MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS | MP_TEST_PROXY,
     ASSERT_OK(mp_semaphore_acquire(s, 30));
     ASSERT_EQ(42, *(int32_t *)mp_value_ptr(v));
     ASSERT_EQ(7, ((int64_t *)mp_array_data(arr))[2]);
-    ASSERT_EQ(0, finish(p));
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_OK(mp_lock_release(l));
     ASSERT_OK(mp_conn_close(mine));
     mp_lock_free(l);
@@ -2346,18 +2316,6 @@ MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS | MP_TEST_PROXY,
 /* ---- many objects --------------------------------------------------------- */
 
 #define MANY 10000
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ASSERT_TRUE(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += isdigit((unsigned char)e->d_name[0]) != 0;
-    closedir(d);
-    return n - 1; /* the directory's own */
-}
 
 /* Nothing of this process lives in /dev/shm: no descriptor, no mapping. */
 static void assert_nothing_in_dev_shm(void)
@@ -2385,12 +2343,12 @@ static void assert_nothing_in_dev_shm(void)
 
 MP_TEST(ten_thousand_locks, .timeout_s = 60)
 {
-    int before = count_fds();
+    int before = mp_test_count_fds();
     mp_lock **l = calloc(MANY, sizeof *l);
     ASSERT_TRUE(l != NULL);
     for (int i = 0; i < MANY; i++)
         ASSERT_OK(i % 2 ? mp_rlock_new(&l[i]) : mp_lock_new(&l[i]));
-    int during = count_fds();
+    int during = mp_test_count_fds();
     ASSERT_LE(during, before + 4);
     assert_nothing_in_dev_shm();
     /* each is its own lock: all held at once */
@@ -2425,7 +2383,7 @@ MP_TEST(ten_thousand_locks, .timeout_s = 60)
         ASSERT_OK(mp_condition_new(&c[i], NULL));
         ASSERT_OK(mp_barrier_new(&b[i], (unsigned)i + 1, NULL, MP_FOREVER));
     }
-    ASSERT_LE(count_fds(), before + 4);
+    ASSERT_LE(mp_test_count_fds(), before + 4);
     assert_nothing_in_dev_shm();
     for (int i = 0; i < N; i++) {
         ASSERT_EQ(i, sem_value(s[i]));
@@ -2436,19 +2394,19 @@ MP_TEST(ten_thousand_locks, .timeout_s = 60)
         mp_condition_free(c[i]);
         mp_barrier_free(b[i]);
     }
-    ASSERT_LE(count_fds(), before + 4);
+    ASSERT_LE(mp_test_count_fds(), before + 4);
 }
 
 /* args: lock first, lock middle (held by the parent), lock last. */
 static int t_three_of_many(const mp_args *a)
 {
-    int before = count_fds();
+    int before = mp_test_count_fds();
     ASSERT_OK(mp_lock_acquire(mp_args_lock(a, 0), 0));
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(mp_args_lock(a, 1), 0));
     ASSERT_OK(mp_lock_acquire(mp_args_lock(a, 2), 0));
     ASSERT_OK(mp_lock_release(mp_args_lock(a, 0)));
     ASSERT_OK(mp_lock_release(mp_args_lock(a, 2)));
-    ASSERT_LE(count_fds(), before + 4);
+    ASSERT_LE(mp_test_count_fds(), before + 4);
     return 0;
 }
 
@@ -2463,8 +2421,8 @@ MP_TEST(locks_from_many_segments_in_a_child, .variants = MP_START_METHODS, .time
     ASSERT_OK(mp_args_add_lock(a, l[0]));
     ASSERT_OK(mp_args_add_lock(a, l[MANY / 2]));
     ASSERT_OK(mp_args_add_lock(a, l[MANY - 1]));
-    mp_process *p = start(ctx, t_three_of_many, a);
-    ASSERT_EQ(0, finish(p));
+    mp_process *p = mp_test_start_free(ctx, t_three_of_many, a);
+    ASSERT_EQ(0, mp_test_join(p, 60));
     ASSERT_FALSE(mp_lock_locked(l[0]));
     ASSERT_FALSE(mp_lock_locked(l[MANY - 1]));
     ASSERT_OK(mp_lock_release(l[MANY / 2]));

@@ -155,16 +155,24 @@ static void forge_remote_barrier(mp_buf *body)
     put_evil_funcref(body);
 }
 
+/* A connected pair through a keyless listener on an abstract address
+ * named after @tag: @peer the client's end, @srv the accepted one. */
+static mp_listener *keyless_pair(const char *tag, mp_conn **peer, mp_conn **srv)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "unix:@mp-test-trust-%s%d", tag, (int)getpid());
+    mp_listener *l;
+    ASSERT_OK(mp_listener_new(&l, addr, NULL, 0, 4));
+    ASSERT_OK(mp_client(peer, addr, NULL, 0));
+    ASSERT_OK(mp_listener_accept(l, srv, 10));
+    return l;
+}
+
 MP_TEST(keyless_listener_never_loads_what_a_peer_names)
 {
     evil_arm();
-    char addr[64];
-    snprintf(addr, sizeof addr, "unix:@mp-test-trust-%d", (int)getpid());
-    mp_listener *l;
-    ASSERT_OK(mp_listener_new(&l, addr, NULL, 0, 4));
     mp_conn *peer, *srv;
-    ASSERT_OK(mp_client(&peer, addr, NULL, 0));
-    ASSERT_OK(mp_listener_accept(l, &srv, 10));
+    mp_listener *l = keyless_pair("", &peer, &srv);
 
     mp_buf body = MP_BUF_INIT;
     int fds[8];
@@ -238,16 +246,9 @@ MP_TEST(a_barrier_with_an_action_reaches_a_child, .variants = MP_START_METHODS, 
     mp_args *a;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_barrier(a, b));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, child_barrier_party, a));
-    mp_args_free(a);
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start_free(ctx, child_barrier_party, a);
     ASSERT_GE(mp_barrier_wait(b, 30), 0);
-    ASSERT_OK(mp_process_join(p, 30));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, 0);
-    ASSERT_OK(mp_process_close(p));
+    ASSERT_EQ(0, mp_test_join(p, 30));
     mp_barrier_free(b);
 }
 
@@ -258,19 +259,6 @@ static int sink_type(void **state, const char *method, const mp_args *in, mp_buf
     (void)out;
     (void)in;
     return 0;
-}
-
-static int rpc_status(mp_conn *c, mp_args *req)
-{
-    ASSERT_OK(mp_conn_send(c, req));
-    mp_args_free(req);
-    ASSERT_EQ(mp_conn_poll(c, 20), 1);
-    mp_args *r = NULL;
-    ASSERT_OK(mp_conn_recv(c, &r));
-    ASSERT_GE(mp_args_count(r), 1);
-    int st = (int)mp_args_int(r, 0);
-    mp_args_free(r);
-    return st;
 }
 
 static bool maps_name(pid_t pid, const char *what)
@@ -298,21 +286,21 @@ MP_TEST(manager_takes_data_only, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_client(&c, mp_manager_address(m), key, kl));
     mp_args *req;
     ASSERT_OK(mp_args_of(&req, "iss", OP_OPEN, "Sink", "s"));
-    ASSERT_OK(rpc_status(c, req));
+    ASSERT_OK(mp_test_rpc(c, req));
 
     /* a custom call whose encoded arguments hold a barrier with an action */
     mp_buf body = MP_BUF_INIT;
     forge_remote_barrier(&body);
     ASSERT_OK(mp_args_of(&req, "isss", OP_CALL, "Sink", "s", "m"));
     ASSERT_OK(mp_args_add_bytes(req, body.data, body.len));
-    ASSERT_ERR(MP_EBADMSG, rpc_status(c, req));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req));
     /* a request that carries an object itself (a lock, its segment riding
      * on the frame): refused, and this client dropped */
     mp_lock *l;
     ASSERT_OK(mp_lock_new(&l));
     ASSERT_OK(mp_args_of(&req, "isss", OP_CALL, "Sink", "s", "m"));
     ASSERT_OK(mp_args_add_lock(req, l));
-    ASSERT_ERR(MP_EBADMSG, rpc_status(c, req));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req));
     mp_lock_free(l);
     mp_conn_close(c);
     /* and from a proper client: arguments with an object never leave */
@@ -360,13 +348,8 @@ MP_TEST(proxy_key_never_on_a_connection, .variants = MP_START_METHODS, .timeout_
     mp_lock *pl;
     ASSERT_OK(mp_manager_lock(m, "l", &pl));
 
-    char addr[64];
-    snprintf(addr, sizeof addr, "unix:@mp-test-trust-key-%d", (int)getpid());
-    mp_listener *lis;
-    ASSERT_OK(mp_listener_new(&lis, addr, NULL, 0, 4));
     mp_conn *peer, *srv;
-    ASSERT_OK(mp_client(&peer, addr, NULL, 0));
-    ASSERT_OK(mp_listener_accept(lis, &srv, 10));
+    mp_listener *lis = keyless_pair("key-", &peer, &srv);
     mp_args *a;
     ASSERT_OK(mp_args_new(&a));
     ASSERT_OK(mp_args_add_lock(a, pl));
@@ -386,14 +369,8 @@ MP_TEST(proxy_key_never_on_a_connection, .variants = MP_START_METHODS, .timeout_
     mp_args_free(got);
 
     /* a child started with it gets the key and uses the lock */
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, child_uses_proxy_lock, a));
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 30));
-    int code = -1;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(code, 0);
-    ASSERT_OK(mp_process_close(p));
+    mp_process *p = mp_test_start(ctx, child_uses_proxy_lock, a);
+    ASSERT_EQ(0, mp_test_join(p, 30));
 
     mp_args_free(a);
     mp_buf_free(&raw);

@@ -335,9 +335,7 @@ MP_TEST(log_shows_process_start, .variants = MP_START_METHODS)
     capture c;
     capture_start(&c);
     mp_log_to_stderr(MP_LOG_DEBUG);
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_noop, NULL));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(ctx, t_noop, NULL);
     pid_t pid = mp_process_pid(p);
     ASSERT_OK(mp_process_join(p, 30));
     mp_log_to_stderr(MP_LOG_OFF);
@@ -365,9 +363,7 @@ MP_TEST(log_level_is_inherited, .variants = MP_START_METHODS)
     mp_log_to_stderr(MP_LOG_DEBUG);
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "i", 4711));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_log_marker, a));
-    ASSERT_OK(mp_process_start(p));
+    mp_process *p = mp_test_start(ctx, t_log_marker, a);
     ASSERT_OK(mp_process_join(p, 30));
     mp_log_to_stderr(MP_LOG_OFF);
     int code = -1;

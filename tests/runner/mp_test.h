@@ -32,6 +32,7 @@
 #define MP_TEST_H
 
 #include <multiproc.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -78,6 +79,37 @@ mp_manager *mp_test_manager(void);
  * letter and name; returns how many calls returned true. */
 typedef bool (*mp_test_proc_fn)(pid_t pid, pid_t ppid, char state, const char *comm, void *arg);
 int mp_test_each_process(mp_test_proc_fn fn, void *arg);
+/* ---- helpers for test bodies (tests/runner/helpers.c) ---- */
+
+/* Make and start a process for @fn(@a) under @ctx.  The _free form frees
+ * @a once the process has its own copy, before the start (a forked child
+ * then holds nothing of it). */
+mp_process *mp_test_start(mp_context *ctx, mp_target_fn fn, const mp_args *a);
+mp_process *mp_test_start_free(mp_context *ctx, mp_target_fn fn, mp_args *a);
+/* Join @p (within @timeout seconds), close it and return its exit code. */
+int mp_test_join(mp_process *p, double timeout);
+/* Start @fn(@a) under @ctx and join it (60 s at most); its exit code. */
+int mp_test_run(mp_context *ctx, mp_target_fn fn, const mp_args *a);
+/* SIGKILL @p, join it (30 s at most), check that it died of it, close it. */
+void mp_test_kill(mp_process *p);
+/* In a test that made itself a child subreaper: reap whatever was
+ * reparented to it, waiting up to @timeout seconds for the last ones to
+ * end, then check that no child is left. */
+void mp_test_reap_orphans(double timeout);
+/* In a child: write one line (a '\n' is added) to @fd in one write; _exit(99)
+ * when it cannot. */
+void mp_test_say(int fd, const char *fmt, ...) MP_PRINTF(2, 3);
+void mp_test_vsay(int fd, const char *fmt, va_list ap) MP_PRINTF(2, 0);
+/* One line from @fd without its '\n' ("" at end of file), in a static
+ * buffer that the next call overwrites; fails the test after 60 s without
+ * one. */
+const char *mp_test_read_line(int fd);
+/* Send @req (and free it) on a raw connection to a manager; the status
+ * (item 0, an integer) of its reply, which must come within 20 s. */
+int mp_test_rpc(mp_conn *c, mp_args *req);
+/* How many descriptors this process has open. */
+int mp_test_count_fds(void);
+
 _Noreturn void mp_test_fail(const char *file, int line, const char *fmt, ...) MP_PRINTF(3, 4);
 
 /* The exit status of a skipped test (Automake's and CTest's convention). */

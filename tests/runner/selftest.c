@@ -32,14 +32,8 @@ MP_TEST(pass_variant, .variants = MP_START_METHODS)
 {
     ASSERT_TRUE(ctx != NULL);
     ASSERT_STREQ(method, mp_context_start_method(ctx));
-    mp_process *p;
-    ASSERT_OK(mp_process_new(&p, ctx, t_exit7, NULL));
-    ASSERT_OK(mp_process_start(p));
-    ASSERT_OK(mp_process_join(p, 20));
-    int code;
-    ASSERT_OK(mp_process_exitcode(p, &code));
-    ASSERT_EQ(7, code);
-    ASSERT_OK(mp_process_close(p));
+    mp_process *p = mp_test_start(ctx, t_exit7, NULL);
+    ASSERT_EQ(7, mp_test_join(p, 20));
 }
 
 MP_TEST(pass_expected_signal, .signal = SIGABRT)
@@ -185,13 +179,19 @@ MP_TEST(fail_timeout, .timeout_s = 1)
         pause();
 }
 
-MP_TEST(fail_shm_left)
+/* Make a /dev/shm entry named after @tag and leave it there. */
+static void leave_shm(const char *tag)
 {
     char name[64];
-    snprintf(name, sizeof name, "/mp-selftest-%d", (int)getpid());
+    snprintf(name, sizeof name, "/mp-selftest-%s%d", tag, (int)getpid());
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
     ASSERT_GE(fd, 0);
     close(fd);
+}
+
+MP_TEST(fail_shm_left)
+{
+    leave_shm("");
 }
 
 #if defined(__has_feature)
@@ -231,10 +231,6 @@ MP_TEST(fail_exit_skip_status)
 /* A skip does not hide what the test left behind. */
 MP_TEST(fail_skip_after_shm_left)
 {
-    char name[64];
-    snprintf(name, sizeof name, "/mp-selftest-skip-%d", (int)getpid());
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    ASSERT_GE(fd, 0);
-    close(fd);
+    leave_shm("skip-");
     MP_TEST_SKIP("too late");
 }
