@@ -1873,21 +1873,21 @@ static void thread_ends(void *unused)
  * the server would never release what that one held.  The lists are
  * locked across the fork, so the child finds them whole.
  */
-void mp__managers_atfork_prepare(void)
+static void proxies_prepare(void)
 {
     pthread_mutex_lock(&live_lock);
     for (mp__proxy *px = live_proxies; px; px = px->next_live)
         pthread_mutex_lock(&px->lock);
 }
 
-void mp__managers_atfork_parent(void)
+static void proxies_parent(void)
 {
     for (mp__proxy *px = live_proxies; px; px = px->next_live)
         pthread_mutex_unlock(&px->lock);
     pthread_mutex_unlock(&live_lock);
 }
 
-MP__CHILD_TEXT void mp__managers_atfork_child(void)
+MP__CHILD_TEXT static void proxies_child(void)
 {
     live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     for (mp__proxy *px = live_proxies; px; px = px->next_live) {
@@ -1900,6 +1900,13 @@ MP__CHILD_TEXT void mp__managers_atfork_child(void)
         }
     }
 }
+
+static const mp__hooks proxies_hooks = {
+    .slot = MP__HOOK_PROXIES,
+    .prepare = proxies_prepare,
+    .parent = proxies_parent,
+    .child = proxies_child,
+};
 
 static void thread_end_init(void)
 {
@@ -1957,6 +1964,7 @@ static int proxy_make(const char *address, const void *key, size_t keylen, const
         return MP_ENOMEM;
     }
     memcpy(px->key, key, keylen);
+    mp__hooks_add(&proxies_hooks); /* before live_lock is first taken */
     pthread_mutex_lock(&live_lock);
     px->next_live = live_proxies;
     live_proxies = px;
