@@ -71,22 +71,30 @@ static void free_lists_drop(void)
     }
 }
 
-void mp__heap_atfork_prepare(void)
+/* Fork hooks (process.c): the arena's lock is held across the fork. */
+static void heap_prepare(void)
 {
     pthread_mutex_lock(&heap.lock);
 }
 
-void mp__heap_atfork_parent(void)
+static void heap_parent(void)
 {
     pthread_mutex_unlock(&heap.lock);
 }
 
-void mp__heap_atfork_child(void)
+static void heap_child(void)
 {
     /* The segments stay mapped (handles inherited by fork point into
      * them); the free lists are the parent's, and so is allocation. */
     heap.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
+
+static const mp__hooks heap_hooks = {
+    .slot = MP__HOOK_HEAP,
+    .prepare = heap_prepare,
+    .parent = heap_parent,
+    .child = heap_child,
+};
 
 static int seg_map(int fd, size_t size, bool dedicated, mp__seg **out)
 {
@@ -164,6 +172,7 @@ static int size_class(size_t size)
 int mp__shm_alloc(size_t size, mp__shref *out)
 {
     mp__init();
+    mp__hooks_add(&heap_hooks); /* before the lock is first taken */
     memset(out, 0, sizeof *out);
     if (size == 0)
         return MP_EINVAL;
@@ -313,6 +322,7 @@ int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out)
     if (off > (uint64_t)st.st_size || size > (uint64_t)st.st_size - off)
         return MP_EBADMSG;
     int err = 0;
+    mp__hooks_add(&heap_hooks); /* a block this process did not make */
     pthread_mutex_lock(&heap.lock);
     mp__seg *s = NULL;
     for (mp__seg *t = heap.segs; t; t = t->next)

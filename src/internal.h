@@ -277,13 +277,6 @@ int mp__shm_ref_dup(const mp__shref *src, mp__shref *out);
 /* Wire form: segment descriptor (through @fds), offset, size. */
 int mp__shm_reduce(const mp__shref *ref, mp_buf *out, mp__fdvec *fds);
 int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out);
-void mp__heap_atfork_prepare(void);
-void mp__heap_atfork_parent(void);
-void mp__heap_atfork_child(void);
-/* proxy.c: the list of live proxies (their connections are per thread). */
-void mp__managers_atfork_prepare(void);
-void mp__managers_atfork_parent(void);
-void mp__managers_atfork_child(void);
 
 /* ---- futex words (synchronize.c) ----------------------------------------- */
 
@@ -298,7 +291,6 @@ int mp__robust_init(pthread_mutex_t *m, bool recursive);
 int mp__robust_lock(pthread_mutex_t *m, const mp__deadline *d);
 /* This thread's id, cached (reset in a forked child). */
 pid_t mp__tid(void);
-void mp__sync_atfork_child(void);
 
 /* Object types of synchronize.c and sharedctypes.c in mp_args. */
 extern const mp__objtype mp__lock_objtype, mp__semaphore_objtype, mp__condition_objtype,
@@ -481,6 +473,38 @@ typedef struct mp__self {
 extern mp__self mp__me;
 
 void mp__init(void);            /* idempotent; authkey, atexit, atfork */
+
+/*
+ * Fork and exit hooks.  A module that must act around fork() or at exit
+ * registers one static const mp__hooks, naming its slot, with
+ * mp__hooks_add from its own first use; process.c runs the registered
+ * hooks in the order its table (hook orders, in process.c) gives each
+ * slot, so that process.c never names a function of a module above it.
+ * A new hook needs a slot here and a place in that table.
+ */
+typedef enum {
+    MP__HOOK_PROCESS,      /* process.c's own (always there) */
+    MP__HOOK_FORKSERVER,   /* popen_forkserver.c: the server's link */
+    MP__HOOK_HEAP,         /* heap.c: the arena's lock */
+    MP__HOOK_PROXIES,      /* managers.c: the live proxies' connections */
+    MP__HOOK_TID,          /* synchronize.c: the cached thread id */
+    MP__HOOK_TRACKER,      /* resource_tracker.c, once it started a tracker */
+    MP__HOOK_TRACKER_STOP, /* resource_tracker.c, once it has a tracker's end */
+    MP__HOOK_NSLOTS
+} mp__hook_slot;
+
+typedef struct {
+    mp__hook_slot slot; /* which entry of process.c's table this is */
+    void (*prepare)(void); /* before fork(), in the forking thread */
+    void (*parent)(void);  /* after fork() in the parent */
+    void (*child)(void);   /* after fork() in the child: no allocation */
+    void (*exit)(void);    /* at exit (mp__exit_cleanup) */
+} mp__hooks;
+
+/* Idempotent, thread-safe, allocates nothing.  A fork that has already run
+ * its prepare hooks when @h arrives runs none of @h's: a fork runs either
+ * all of a module's hooks or none (as pthread_atfork did). */
+void mp__hooks_add(const mp__hooks *h);
 int mp__self_pidfd(void);
 /* What atexit does: terminate daemonic children, join the others, stop the
  * fork server.  Tests call it to check for leaks. */
@@ -575,7 +599,6 @@ int mp__forkserver_body_decode(mp__reader *r, size_t nfds, const uint8_t **token
                                uint32_t *owner_i, uint32_t *ctl_i);
 int mp__forkserver_recv_request(int ctl, const uint8_t *token, int *chan);
 void mp__forkserver_stop(void);
-void mp__forkserver_after_fork(void);
 
 /* ---- resource_tracker.c -------------------------------------------------- */
 

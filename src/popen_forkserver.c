@@ -74,9 +74,38 @@ out:
     return err;
 }
 
+void mp__forkserver_stop(void)
+{
+    pthread_mutex_lock(&fs.lock);
+    server_drop();
+    pthread_mutex_unlock(&fs.lock);
+}
+
+/* Fork hook (process.c). */
+MP__CHILD_TEXT static void forkserver_child(void)
+{
+    /* The server belongs to the parent.  Write only what must change: the
+     * page is copy-on-write. */
+    fs.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    if (fs.ctl >= 0 || fs.pidfd >= 0) {
+        mp__sys_close(fs.ctl);
+        mp__sys_close(fs.pidfd);
+        fs.ctl = -1;
+        fs.pidfd = -1;
+        fs.pid = 0;
+    }
+}
+
+static const mp__hooks forkserver_hooks = {
+    .slot = MP__HOOK_FORKSERVER,
+    .child = forkserver_child,
+    .exit = mp__forkserver_stop,
+};
+
 /* Ask the server for a child on @remote; on a dead server start another. */
 static int request(int remote, bool restart)
 {
+    mp__hooks_add(&forkserver_hooks); /* before the first server or lock */
     pthread_mutex_lock(&fs.lock);
     int err = 0;
     if (restart || fs.ctl < 0) {
@@ -191,27 +220,6 @@ done:
     mp__sys_close(p->status_fd);
     p->status_fd = -1;
     return 0;
-}
-
-void mp__forkserver_stop(void)
-{
-    pthread_mutex_lock(&fs.lock);
-    server_drop();
-    pthread_mutex_unlock(&fs.lock);
-}
-
-MP__CHILD_TEXT void mp__forkserver_after_fork(void)
-{
-    /* The server belongs to the parent.  Write only what must change: the
-     * page is copy-on-write. */
-    fs.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-    if (fs.ctl >= 0 || fs.pidfd >= 0) {
-        mp__sys_close(fs.ctl);
-        mp__sys_close(fs.pidfd);
-        fs.ctl = -1;
-        fs.pidfd = -1;
-        fs.pid = 0;
-    }
 }
 
 const mp__popen_ops mp__popen_forkserver = {

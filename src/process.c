@@ -56,23 +56,52 @@ static mp_process *from_link(mp__link *l)
     return (mp_process *)l; /* the link is the first member */
 }
 
-static void atfork_prepare(void)
+/* ---- fork and exit hooks ------------------------------------------------- */
+
+/*
+ * What runs around every fork() (ours or the program's own) and at exit,
+ * in this order.  Each hook is registered by its module (mp__hooks_add):
+ *
+ *   slot            registered                         prepare parent child exit
+ *   PROCESS         always (here)                         2      3      1    (*)
+ *   FORKSERVER      first request to the server           -      -      2     1
+ *   HEAP            first arena block made or received    3      2      3     -
+ *   PROXIES         first proxy made                      4      1      4     -
+ *   TID             first thread id cached                -      -      5     -
+ *   TRACKER         first tracker started                 1      4      6     -
+ *   TRACKER_STOP    first tracker started or adopted      -      -      -     2
+ *
+ * Parent is prepare reversed: each lock taken before the fork is released
+ * after it in the reverse order.  The tracker's handlers come first before
+ * and last after because they were once its own pthread_atfork handlers,
+ * registered after process.c's (pthread_atfork runs prepare handlers last
+ * registered first).  (*) At exit process.c first terminates its daemonic
+ * children and joins all, then runs the exit hooks (the tracker last: it
+ * cleans up once the others are gone), then closes its own pidfd; a process
+ * that never started a child or server runs the TRACKER_STOP hook alone.
+ */
+static const uint8_t prepare_order[] = {MP__HOOK_TRACKER, MP__HOOK_PROCESS, MP__HOOK_HEAP,
+                                        MP__HOOK_PROXIES};
+static const uint8_t parent_order[] = {MP__HOOK_PROXIES, MP__HOOK_HEAP, MP__HOOK_PROCESS,
+                                       MP__HOOK_TRACKER};
+static const uint8_t child_order[] = {MP__HOOK_PROCESS, MP__HOOK_FORKSERVER, MP__HOOK_HEAP,
+                                      MP__HOOK_PROXIES,  MP__HOOK_TID,        MP__HOOK_TRACKER};
+static const uint8_t exit_order[] = {MP__HOOK_FORKSERVER, MP__HOOK_TRACKER_STOP};
+static const uint8_t exit_idle_order[] = {MP__HOOK_TRACKER_STOP};
+
+static void process_prepare(void)
 {
     pthread_mutex_lock(&mp__me.lock);
-    mp__heap_atfork_prepare();
-    mp__managers_atfork_prepare();
 }
 
-static void atfork_parent(void)
+static void process_parent(void)
 {
-    mp__managers_atfork_parent();
-    mp__heap_atfork_parent();
     pthread_mutex_unlock(&mp__me.lock);
 }
 
-/* Every fork, ours or the program's own: the child owns none of the
- * parent's children, fork server or cached pidfd. */
-MP__CHILD_TEXT static void atfork_child(void)
+/* The child owns none of the parent's children, fork server or cached
+ * pidfd. */
+MP__CHILD_TEXT static void process_child(void)
 {
     mp__me.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     list_init(&mp__me.children);
@@ -81,10 +110,76 @@ MP__CHILD_TEXT static void atfork_child(void)
     if (!in_mp_fork && mp__me.pidfd >= 0)
         mp__rawsys(SYS_close, mp__me.pidfd, 0, 0); /* ours is kept as the parent's pidfd */
     mp__me.pidfd = -1;
-    mp__forkserver_after_fork();
-    mp__heap_atfork_child();
-    mp__managers_atfork_child();
-    mp__sync_atfork_child();
+}
+
+static const mp__hooks process_hooks = {
+    .slot = MP__HOOK_PROCESS,
+    .prepare = process_prepare,
+    .parent = process_parent,
+    .child = process_child,
+};
+
+/* A registered slot never changes (a forked child inherits the table). */
+static const mp__hooks *hooks[MP__HOOK_NSLOTS] = {[MP__HOOK_PROCESS] = &process_hooks};
+_Static_assert(MP__HOOK_NSLOTS <= 32, "a fork's slots fit one word");
+/* The slots this thread's fork ran prepare hooks for: the same thread runs
+ * the parent or child hooks, of these slots only. */
+static __thread uint32_t fork_slots __attribute__((tls_model("initial-exec")));
+
+void mp__hooks_add(const mp__hooks *h)
+{
+    if ((unsigned)h->slot >= MP__HOOK_NSLOTS)
+        return;
+    const mp__hooks *none = NULL;
+    if (__atomic_load_n(&hooks[h->slot], __ATOMIC_ACQUIRE) == h ||
+        __atomic_compare_exchange_n(&hooks[h->slot], &none, h, false, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED))
+        return;
+    mp__log(MP_LOG_ERROR, "fork/exit hook slot %d taken twice", (int)h->slot);
+}
+
+enum hook_phase { PHASE_PREPARE, PHASE_PARENT, PHASE_CHILD, PHASE_EXIT };
+
+MP__CHILD_TEXT static void run_hooks(const uint8_t *order, size_t n, uint32_t slots,
+                                     enum hook_phase phase)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!(slots & (UINT32_C(1) << order[i])))
+            continue;
+        const mp__hooks *h = __atomic_load_n(&hooks[order[i]], __ATOMIC_ACQUIRE);
+        void (*fn)(void) = phase == PHASE_PREPARE  ? h->prepare
+                           : phase == PHASE_PARENT ? h->parent
+                           : phase == PHASE_CHILD  ? h->child
+                                                   : h->exit;
+        if (fn != NULL)
+            fn();
+    }
+}
+
+/* The slots registered now. */
+MP__CHILD_TEXT static uint32_t registered(void)
+{
+    uint32_t slots = 0;
+    for (unsigned i = 0; i < MP__HOOK_NSLOTS; i++)
+        if (__atomic_load_n(&hooks[i], __ATOMIC_ACQUIRE) != NULL)
+            slots |= UINT32_C(1) << i;
+    return slots;
+}
+
+static void atfork_prepare(void)
+{
+    fork_slots = registered();
+    run_hooks(prepare_order, MP__ARRAY_LEN(prepare_order), fork_slots, PHASE_PREPARE);
+}
+
+static void atfork_parent(void)
+{
+    run_hooks(parent_order, MP__ARRAY_LEN(parent_order), fork_slots, PHASE_PARENT);
+}
+
+MP__CHILD_TEXT static void atfork_child(void)
+{
+    run_hooks(child_order, MP__ARRAY_LEN(child_order), fork_slots, PHASE_CHILD);
 }
 
 static void exit_handler(void)
@@ -556,8 +651,9 @@ MP__CHILD_TEXT void mp__exit_cleanup(void)
         return; /* the library was never initialised in this process */
     if (mp__me.children.next == &mp__me.children && mp__me.fs.ctl < 0 && mp__me.fs.pidfd < 0 &&
         mp__me.pidfd < 0) {
-        mp__tracker_stop();
-        return; /* nothing else to do (and no lock to touch in a fresh child) */
+        /* nothing else to do (and no lock to touch in a fresh child) */
+        run_hooks(exit_idle_order, MP__ARRAY_LEN(exit_idle_order), registered(), PHASE_EXIT);
+        return;
     }
     /* Python's _exit_function: terminate daemonic children, join all. */
     pthread_mutex_lock(&mp__me.lock);
@@ -581,8 +677,7 @@ MP__CHILD_TEXT void mp__exit_cleanup(void)
             pthread_mutex_unlock(&mp__me.lock);
         }
     }
-    mp__forkserver_stop();
-    mp__tracker_stop(); /* last: it cleans up once the others are gone */
+    run_hooks(exit_order, MP__ARRAY_LEN(exit_order), registered(), PHASE_EXIT);
     pthread_mutex_lock(&mp__me.lock);
     mp__sys_close(mp__me.pidfd);
     mp__me.pidfd = -1;

@@ -160,7 +160,7 @@ static bool thread_end_ok;
 
 /* This thread's id, the key of its connections.  Cached as synchronize.c's
  * mp__tid is, but here: this layer stands below the primitives.  The
- * forking thread's copy is reset in the child (mp__managers_atfork_child). */
+ * forking thread's copy is reset in the child (proxies_child). */
 static __thread pid_t cached_tid __attribute__((tls_model("initial-exec")));
 
 static pid_t proxy_tid(void)
@@ -200,28 +200,29 @@ static void thread_ends(void *unused)
 }
 
 /*
- * Forks (process.c).  The child's threads are not the parent's: it drops
+ * Forks (process.c's hook table, slot MP__HOOK_PROXIES, registered when the
+ * first proxy is made).  The child's threads are not the parent's: it drops
  * the copies it has of the parent's connections (its own threads connect
  * afresh, as Python's proxies do after a fork).  Kept, a copy would hold a
  * connection open after the parent's thread ended or the parent died, and
  * the server would never release what that one held.  The lists are
  * locked across the fork, so the child finds them whole.
  */
-void mp__managers_atfork_prepare(void)
+static void proxies_prepare(void)
 {
     pthread_mutex_lock(&live_lock);
     for (mp__proxy *px = live_proxies; px; px = px->next_live)
         pthread_mutex_lock(&px->lock);
 }
 
-void mp__managers_atfork_parent(void)
+static void proxies_parent(void)
 {
     for (mp__proxy *px = live_proxies; px; px = px->next_live)
         pthread_mutex_unlock(&px->lock);
     pthread_mutex_unlock(&live_lock);
 }
 
-MP__CHILD_TEXT void mp__managers_atfork_child(void)
+MP__CHILD_TEXT static void proxies_child(void)
 {
     cached_tid = 0; /* the forking thread has a new id in the child */
     live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
@@ -235,6 +236,13 @@ MP__CHILD_TEXT void mp__managers_atfork_child(void)
         }
     }
 }
+
+static const mp__hooks proxies_hooks = {
+    .slot = MP__HOOK_PROXIES,
+    .prepare = proxies_prepare,
+    .parent = proxies_parent,
+    .child = proxies_child,
+};
 
 static void thread_end_init(void)
 {
@@ -292,6 +300,7 @@ static int proxy_make(const char *address, const void *key, size_t keylen, const
         return MP_ENOMEM;
     }
     memcpy(px->key, key, keylen);
+    mp__hooks_add(&proxies_hooks);
     pthread_mutex_lock(&live_lock);
     px->next_live = live_proxies;
     live_proxies = px;

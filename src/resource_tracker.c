@@ -89,7 +89,6 @@ static struct {
     int fd;       /* our end of the tracker's socket, -1: none */
     pid_t pid;    /* the tracker, when this process started it; else 0 */
     int pidfd;    /* its pidfd, likewise; else -1 */
-    bool atfork;  /* fork handlers registered */
 } trk = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1, .pidfd = -1};
 
 /* ---- the program's side ------------------------------------------------- */
@@ -101,6 +100,7 @@ static void set_fds(int fd, int pidfd)
     __atomic_store_n(&trk.pidfd, pidfd, __ATOMIC_RELAXED);
 }
 
+/* Fork hooks (process.c): the lock is held across the fork. */
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&trk.lock);
@@ -121,6 +121,19 @@ MP__CHILD_TEXT static void atfork_child(void)
     trk.pidfd = -1;
     trk.pid = 0;
 }
+
+/* Registered once this process has started a tracker, as its own
+ * pthread_atfork handlers were. */
+static const mp__hooks fork_hooks = {
+    .slot = MP__HOOK_TRACKER,
+    .prepare = atfork_prepare,
+    .parent = atfork_parent,
+    .child = atfork_child,
+};
+
+/* Registered once this process has a tracker's end, started or adopted:
+ * without one the stop has nothing to do. */
+static const mp__hooks stop_hooks = {.slot = MP__HOOK_TRACKER_STOP, .exit = mp__tracker_stop};
 
 /* Wait up to @timeout for the tracker we started to end.  It is not our
  * child (init or a subreaper reaps it) unless this process is the
@@ -221,10 +234,10 @@ static int start_locked(void)
         mp__log(MP_LOG_ERROR, "cannot start the resource tracker: %s", mp_strerror(err));
         return err;
     }
+    mp__hooks_add(&stop_hooks);
+    mp__hooks_add(&fork_hooks);
     set_fds(sv[0], pidfd);
     trk.pid = pid;
-    if (!trk.atfork && pthread_atfork(atfork_prepare, atfork_parent, atfork_child) == 0)
-        trk.atfork = true;
     mp__log(MP_LOG_INFO, "resource tracker started, pid %d", (int)pid);
     return 0;
 }
@@ -321,6 +334,7 @@ void mp__tracker_adopt(int fd)
 {
     if (fd < 0)
         return;
+    mp__hooks_add(&stop_hooks);
     pthread_mutex_lock(&trk.lock);
     mp__sys_close(trk.fd);
     set_fds(fd, trk.pidfd);

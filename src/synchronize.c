@@ -43,16 +43,21 @@ void mp__futex_wake(_Atomic uint32_t *w, int n)
 /* initial-exec: no __tls_get_addr call on the lock's fast path */
 static __thread pid_t cached_tid __attribute__((tls_model("initial-exec")));
 
-pid_t mp__tid(void)
-{
-    if (cached_tid == 0)
-        cached_tid = (pid_t)syscall(SYS_gettid);
-    return cached_tid;
-}
-
-void mp__sync_atfork_child(void)
+/* Fork hook (process.c). */
+static void tid_child(void)
 {
     cached_tid = 0; /* the forking thread has a new id in the child */
+}
+
+static const mp__hooks tid_hooks = {.slot = MP__HOOK_TID, .child = tid_child};
+
+pid_t mp__tid(void)
+{
+    if (cached_tid == 0) {
+        mp__hooks_add(&tid_hooks); /* before an id is cached that a fork must drop */
+        cached_tid = (pid_t)syscall(SYS_gettid);
+    }
+    return cached_tid;
 }
 
 /* Until @d: used where Python would sleep out a timeout that cannot end

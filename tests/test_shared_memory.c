@@ -946,3 +946,25 @@ MP_TEST(c_attaches_python_segment, .timeout_s = 60)
     ASSERT_FALSE(shm_exists(name));
     python_done();
 }
+
+/* Issue 16: a program's own fork() after this process started the tracker
+ * runs the tracker's fork hooks (registered when it started): the child
+ * keeps the tracker's socket, but the tracker is not one it waits for. */
+MP_TEST(forked_child_does_not_own_the_tracker)
+{
+    mp_shm *s;
+    ASSERT_OK(mp_shm_new(&s, NULL, 10, MP_SHM_CREATE));
+    ASSERT_GT(mp__tracker_pid(), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0)
+        _exit(mp__tracker_pid() == 0 && mp__tracker_fd() >= 0 ? 0 : 1);
+    int st;
+    ASSERT_EQ(pid, waitpid(pid, &st, 0));
+    ASSERT_TRUE(WIFEXITED(st));
+    ASSERT_EQ(0, WEXITSTATUS(st));
+    ASSERT_GT(mp__tracker_pid(), 0); /* still the parent's */
+    ASSERT_OK(mp_shm_unlink(s));
+    ASSERT_OK(mp_shm_close(s));
+}

@@ -10,9 +10,14 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -682,4 +687,50 @@ MP_TEST(arena_segments_keep_their_size)
     memset(big.p, 1, big.size); /* all still there */
     mp__shm_free(&big);
     mp__shm_free(&a);
+}
+
+/* Issue 16: the arena's lock is held across a program's own fork() (heap.c's
+ * fork hooks, registered at its first allocation), so a child forked while
+ * another thread allocates finds it free and can allocate. */
+static void *alloc_churn(void *arg)
+{
+    bool *stop = arg;
+    while (!__atomic_load_n(stop, __ATOMIC_RELAXED)) {
+        mp__shref r;
+        if (mp__shm_alloc(64, &r) == 0)
+            mp__shm_free(&r);
+    }
+    return NULL;
+}
+
+MP_TEST(fork_while_another_thread_allocates, .timeout_s = 120)
+{
+    mp__shref first;
+    ASSERT_OK(mp__shm_alloc(64, &first)); /* keeps the segment */
+    bool stop = false;
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, alloc_churn, &stop));
+    for (int i = 0; i < 200; i++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            mp__shref r;
+            _exit(mp__shm_alloc(64, &r) == 0 ? 0 : 1);
+        }
+        int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        ASSERT_GE(pfd, 0);
+        struct pollfd p = {.fd = pfd, .events = POLLIN};
+        int r = poll(&p, 1, 20000); /* a child stuck on the lock never ends */
+        if (r != 1)
+            kill(pid, SIGKILL);
+        int st;
+        ASSERT_EQ(pid, waitpid(pid, &st, 0));
+        close(pfd);
+        ASSERT_EQ(1, r);
+        ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    __atomic_store_n(&stop, true, __ATOMIC_RELAXED);
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    mp__shm_free(&first);
 }
