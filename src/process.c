@@ -16,13 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-mp__self mp__me __attribute__((aligned(4096))) = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .pidfd = -1,
-    .fs = {.lock = PTHREAD_MUTEX_INITIALIZER, .ctl = -1, .pidfd = -1},
-};
-_Static_assert(sizeof(mp__self) <= 4096, "mp__self fits one page");
-
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 /* Set by mp__fork() around fork(): the child keeps the parent's pidfd. */
 static __thread bool in_mp_fork __attribute__((tls_model("initial-exec")));

@@ -120,6 +120,17 @@ void mp_log_to_stderr(int level)
     mp__log_level = level;
 }
 
+/* This process's own record (process.c keeps it).  Defined here, at the
+ * bottom of the layers, because every layer reads it -- the log line
+ * below names the process -- and a definition in process.c made util.c
+ * reach up into it (docs/ARCHITECTURE.md). */
+mp__self mp__me __attribute__((aligned(4096))) = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .pidfd = -1,
+    .fs = {.lock = PTHREAD_MUTEX_INITIALIZER, .ctl = -1, .pidfd = -1},
+};
+_Static_assert(sizeof(mp__self) <= 4096, "mp__self fits one page");
+
 void mp__log_write(int level, const char *fmt, ...)
 {
     static const char *names[] = {"", "ERROR", "WARNING", "INFO", "DEBUG"};
