@@ -515,12 +515,14 @@ static void conn_release(void *obj)
 
 const mp__objtype mp__conn_objtype = {
     .name = "connection",
+    .letter = 'P',
     .tag = 1,
     .reduce = conn_reduce,
     .rebuild = conn_rebuild,
     .dup = conn_dup,
     .release = conn_release,
 };
+MP__REGISTER_OBJTYPE(mp__conn_objtype);
 
 int mp_args_add_conn(mp_args *a, mp_conn *c)
 {

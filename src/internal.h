@@ -179,12 +179,24 @@ typedef enum mp__channel {
  */
 typedef struct mp__objtype {
     const char *name;
+    char letter; /* mp_args_of's format letter */
     uint8_t tag;
     int (*reduce)(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch);
     int (*rebuild)(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj);
     int (*dup)(void *obj, void **out);
     void (*release)(void *obj);
 } mp__objtype;
+/* Each kind's file registers its mp__objtype with the wire decoder of the
+ * layer below it (reduction.c), from a constructor that runs before any
+ * other (before the spawn bootstrap's, which may never return), so that
+ * reduction.c names no kind: MP__REGISTER_OBJTYPE(mp__queue_objtype); */
+void mp__objtype_register(const mp__objtype *t);
+#define MP__REGISTER_OBJTYPE(t)                                                \
+    __attribute__((constructor(101))) static void t##_register(void)           \
+    {                                                                          \
+        mp__objtype_register(&t);                                              \
+    }                                                                          \
+    _Static_assert(1, "a semicolon after the macro")
 int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj);
 void *mp__args_obj(const mp_args *a, size_t i, const mp__objtype *t);
 

@@ -650,12 +650,14 @@ static void manager_release(void *obj)
 
 const mp__objtype mp__manager_objtype = {
     .name = "manager",
+    .letter = 'M',
     .tag = 11,
     .reduce = manager_reduce,
     .rebuild = manager_rebuild,
     .dup = manager_dup,
     .release = manager_release,
 };
+MP__REGISTER_OBJTYPE(mp__manager_objtype);
 
 int mp_args_add_manager(mp_args *a, mp_manager *m)
 {
@@ -714,21 +716,25 @@ static void named_release(void *obj)
 
 const mp__objtype mp__dict_objtype = {
     .name = "dict",
+    .letter = 'D',
     .tag = 12,
     .reduce = named_reduce,
     .rebuild = named_rebuild,
     .dup = named_dup,
     .release = named_release,
 };
+MP__REGISTER_OBJTYPE(mp__dict_objtype);
 
 const mp__objtype mp__list_objtype = {
     .name = "list",
+    .letter = 'T',
     .tag = 13,
     .reduce = named_reduce,
     .rebuild = named_rebuild,
     .dup = named_dup,
     .release = named_release,
 };
+MP__REGISTER_OBJTYPE(mp__list_objtype);
 
 int mp_args_add_dict(mp_args *a, mp_dict *d)
 {

@@ -971,12 +971,14 @@ static void queue_release(void *obj)
 
 const mp__objtype mp__queue_objtype = {
     .name = "queue",
+    .letter = 'Q',
     .tag = 9,
     .reduce = queue_reduce,
     .rebuild = queue_rebuild,
     .dup = queue_dup,
     .release = queue_release,
 };
+MP__REGISTER_OBJTYPE(mp__queue_objtype);
 
 int mp_args_add_queue(mp_args *a, mp_queue *q)
 {

@@ -47,14 +47,31 @@ struct mp_args {
     size_t n, cap;
 };
 
-/* Object kinds known to the wire decoder, by tag.  Each module that adds a
- * shareable type lists its mp__objtype here. */
-static const mp__objtype *const objtypes[] = {
-    &mp__conn_objtype,      &mp__lock_objtype,    &mp__semaphore_objtype, &mp__condition_objtype,
-    &mp__event_objtype,     &mp__barrier_objtype, &mp__value_objtype,     &mp__array_objtype,
-    &mp__queue_objtype,     &mp__shm_objtype,     &mp__manager_objtype,   &mp__dict_objtype,
-    &mp__list_objtype,
-};
+/* Object kinds known to the wire decoder: each kind's file registers its
+ * mp__objtype at load (MP__REGISTER_OBJTYPE), so this layer names none of
+ * the layers above it.  Written only by constructors, before any thread of
+ * the program runs; read-only after. */
+#define MAX_OBJTYPES 32
+static const mp__objtype *objtypes[MAX_OBJTYPES];
+static size_t nobjtypes;
+
+void mp__objtype_register(const mp__objtype *t)
+{
+    for (size_t i = 0; i < nobjtypes; i++)
+        if (objtypes[i]->tag == t->tag || objtypes[i]->letter == t->letter)
+            mp__fatal("two object kinds share a tag or a letter");
+    if (nobjtypes == MAX_OBJTYPES)
+        mp__fatal("too many object kinds: raise MAX_OBJTYPES");
+    objtypes[nobjtypes++] = t;
+}
+
+static const mp__objtype *objtype_of_tag(uint8_t tag)
+{
+    for (size_t i = 0; i < nobjtypes; i++)
+        if (objtypes[i]->tag == tag)
+            return objtypes[i];
+    return NULL;
+}
 
 static const char *type_name(mp_arg_type t)
 {
@@ -222,19 +239,9 @@ int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj)
 /* mp_args_of's letters for library objects. */
 static const mp__objtype *objtype_of_letter(char c)
 {
-    static const struct {
-        char letter;
-        const mp__objtype *t;
-    } letters[] = {
-        {'Q', &mp__queue_objtype}, {'L', &mp__lock_objtype},      {'S', &mp__semaphore_objtype},
-        {'C', &mp__condition_objtype}, {'E', &mp__event_objtype}, {'B', &mp__barrier_objtype},
-        {'V', &mp__value_objtype}, {'A', &mp__array_objtype},     {'P', &mp__conn_objtype},
-        {'H', &mp__shm_objtype},   {'M', &mp__manager_objtype},   {'D', &mp__dict_objtype},
-        {'T', &mp__list_objtype},
-    };
-    for (size_t i = 0; i < MP__ARRAY_LEN(letters); i++)
-        if (letters[i].letter == c)
-            return letters[i].t;
+    for (size_t i = 0; i < nobjtypes; i++)
+        if (objtypes[i]->letter == c)
+            return objtypes[i];
     return NULL;
 }
 
@@ -625,10 +632,7 @@ int mp__args_decode(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_arg
         }
         case MP_ARG_OBJECT: {
             uint8_t tag = mp__get_u8(r);
-            const mp__objtype *t = NULL;
-            for (size_t j = 0; j < MP__ARRAY_LEN(objtypes); j++)
-                if (objtypes[j] && objtypes[j]->tag == tag)
-                    t = objtypes[j];
+            const mp__objtype *t = objtype_of_tag(tag);
             if (r->err || t == NULL) {
                 err = MP_EBADMSG;
                 break;

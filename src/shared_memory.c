@@ -340,12 +340,14 @@ static void shm_release(void *obj)
 
 const mp__objtype mp__shm_objtype = {
     .name = "shm",
+    .letter = 'H',
     .tag = 10,
     .reduce = shm_reduce,
     .rebuild = shm_rebuild,
     .dup = shm_dup,
     .release = shm_release,
 };
+MP__REGISTER_OBJTYPE(mp__shm_objtype);
 
 int mp_args_add_shm(mp_args *a, mp_shm *s)
 {

@@ -194,21 +194,25 @@ static void shobj_release(void *obj)
 
 const mp__objtype mp__value_objtype = {
     .name = "value",
+    .letter = 'V',
     .tag = 7,
     .reduce = shobj_reduce,
     .rebuild = value_rebuild,
     .dup = shobj_dup,
     .release = shobj_release,
 };
+MP__REGISTER_OBJTYPE(mp__value_objtype);
 
 const mp__objtype mp__array_objtype = {
     .name = "array",
+    .letter = 'A',
     .tag = 8,
     .reduce = shobj_reduce,
     .rebuild = array_rebuild,
     .dup = shobj_dup,
     .release = shobj_release,
 };
+MP__REGISTER_OBJTYPE(mp__array_objtype);
 
 int mp_value_new(mp_value **out, mp_type type, bool lock)
 {

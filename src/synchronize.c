@@ -398,12 +398,14 @@ static int lock_dup(void *obj, void **out)
 
 const mp__objtype mp__lock_objtype = {
     .name = "lock",
+    .letter = 'L',
     .tag = 2,
     .reduce = block_reduce,
     .rebuild = lock_rebuild,
     .dup = lock_dup,
     .release = block_release,
 };
+MP__REGISTER_OBJTYPE(mp__lock_objtype);
 
 int mp_args_add_lock(mp_args *a, mp_lock *l)
 {
@@ -549,12 +551,14 @@ static int sem_dup(void *obj, void **out)
 
 const mp__objtype mp__semaphore_objtype = {
     .name = "semaphore",
+    .letter = 'S',
     .tag = 3,
     .reduce = block_reduce,
     .rebuild = sem_rebuild,
     .dup = sem_dup,
     .release = block_release,
 };
+MP__REGISTER_OBJTYPE(mp__semaphore_objtype);
 
 int mp_args_add_semaphore(mp_args *a, mp_semaphore *s)
 {
@@ -682,12 +686,14 @@ static int event_dup(void *obj, void **out)
 
 const mp__objtype mp__event_objtype = {
     .name = "event",
+    .letter = 'E',
     .tag = 5,
     .reduce = block_reduce,
     .rebuild = event_rebuild,
     .dup = event_dup,
     .release = block_release,
 };
+MP__REGISTER_OBJTYPE(mp__event_objtype);
 
 int mp_args_add_event(mp_args *a, mp_event *e)
 {
@@ -932,12 +938,14 @@ static void cond_release(void *obj)
 
 const mp__objtype mp__condition_objtype = {
     .name = "condition",
+    .letter = 'C',
     .tag = 4,
     .reduce = cond_reduce,
     .rebuild = cond_rebuild,
     .dup = cond_dup,
     .release = cond_release,
 };
+MP__REGISTER_OBJTYPE(mp__condition_objtype);
 
 int mp_args_add_condition(mp_args *a, mp_condition *c)
 {
@@ -1188,12 +1196,14 @@ static int bar_dup(void *obj, void **out)
 
 const mp__objtype mp__barrier_objtype = {
     .name = "barrier",
+    .letter = 'B',
     .tag = 6,
     .reduce = bar_reduce,
     .rebuild = bar_rebuild,
     .dup = bar_dup,
     .release = block_release,
 };
+MP__REGISTER_OBJTYPE(mp__barrier_objtype);
 
 int mp_args_add_barrier(mp_args *a, mp_barrier *b)
 {
