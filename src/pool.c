@@ -32,7 +32,7 @@
  * (imap results and statuses are read from it), and the last handle freed
  * destroys the pool (job_release says when).
  */
-#include "pool_layout.h"
+#include "pool_heap.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -51,9 +51,6 @@
 
 #define PUBLISH_BYTES ((size_t)256 << 10) /* a map publishes as it copies items in */
 #define COPY_OUT_MIN ((size_t)16 << 10)    /* and copies results out as they come */
-#define KEEP_RESIDENT ((uint64_t)64 << 20) /* job memory below this is reused, not freed */
-#define RETAIN_MAX ((uint64_t)1 << 30)     /* job memory below this is freed once idle */
-#define RETAIN_NS ((int64_t)2000000000)    /* that long idle */
 
 /* The parent's own copy of each table entry. */
 struct posted {
@@ -120,7 +117,7 @@ struct mp_pool {
     unsigned long maxtasks;
     mp_buf initref;
     mp_args *initargs;
-    int heapfd;
+    mp__pool_heap mem;             /* what of the heap is whose (mem.fd: its memfd) */
     char *heap;
     phdr *h;
     struct posted *posted;         /* each entry as this process knows it */
@@ -130,12 +127,6 @@ struct mp_pool {
     pending *pend_head, *pend_tail;
     job *jobs;
     uint64_t next_job;
-    uint64_t bump;                 /* heap allocation: job regions up from here */
-    uint64_t top;                  /* shared buffers down from here */
-    uint64_t dirty_end;            /* job memory not freed below this (region_free) */
-    int64_t freed_ns;              /* when job memory was last freed */
-    struct ubuf *ubufs;
-    size_t live_regions;
     mp_buf wait_msg;               /* job_wait's reports */
     pthread_t thread;
     bool thread_started, quit, init_failed, thread_done, wake_pending;
@@ -166,118 +157,15 @@ static void wake_waiters(mp_pool *p)
         wake_all(p);
 }
 
-/* ---- the pool heap: job regions (under the lock) -------------------------- */
-
-static int region_alloc(mp_pool *p, uint64_t size, uint64_t *off)
-{
-    size = (size + 4095) & ~(uint64_t)4095;
-    if (size == 0)
-        size = 4096;
-    if (p->live_regions == 0)
-        p->bump = HDR_BYTES; /* everything freed: reuse the resident start */
-    if (p->bump + size > p->top)
-        return MP_ENOMEM;
-    *off = p->bump;
-    p->bump += size;
-    p->live_regions++;
-    return 0;
-}
-
 static void wake_thread(mp_pool *p);
+
+/* ---- the pool heap (pool_heap.c; under the lock) ---------------------------- */
 
 static void region_free(mp_pool *p, uint64_t off, uint64_t size)
 {
-    size = (size + 4095) & ~(uint64_t)4095;
-    /* Above KEEP_RESIDENT, job memory up to RETAIN_MAX stays a while: maps
-     * of big private arrays one after the other reuse its pages instead of
-     * faulting fresh ones in; the pool thread frees it once the pool has
-     * been idle RETAIN_NS (trim_idle).  Beyond RETAIN_MAX it goes at once. */
-    uint64_t end = off + size;
-    if (end > RETAIN_MAX) {
-        uint64_t from = off < RETAIN_MAX ? RETAIN_MAX : off;
-        fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
-                  (off_t)(end - from));
-        end = RETAIN_MAX;
-    }
-    if (end > p->dirty_end)
-        p->dirty_end = end;
-    p->freed_ns = now_ns();
-    p->live_regions--;
     /* the pool thread may sleep with no timer: let it set one for the trim */
-    if (p->live_regions == 0 && p->dirty_end > KEEP_RESIDENT && tl_pool_thread_of != p)
+    if (mp__pool_region_free(&p->mem, off, size) && tl_pool_thread_of != p)
         wake_thread(p);
-}
-
-/* Free retained job memory once the pool has been idle long enough (pool
- * thread, under the lock); the ms to wait before looking again, -1 none. */
-static int trim_idle(mp_pool *p)
-{
-    if (p->dirty_end <= KEEP_RESIDENT || p->live_regions > 0)
-        return -1;
-    int64_t left = p->freed_ns + RETAIN_NS - now_ns();
-    if (left > 0)
-        return (int)(left / 1000000) + 1;
-    fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)KEEP_RESIDENT,
-              (off_t)(p->dirty_end - KEEP_RESIDENT));
-    p->dirty_end = KEEP_RESIDENT;
-    return -1;
-}
-
-/* ---- shared buffers: the caller's memory in the heap ---------------------- */
-
-/*
- * Buffers from mp_pool_shared_alloc are taken from the top of the heap,
- * down, so that job regions (from the bottom) still start over at the
- * bottom once they are all freed.  A freed buffer's pages go back at once.
- */
-typedef struct ubuf {
-    struct ubuf *next;
-    uint64_t off, size;
-    bool user;                     /* mp_pool_shared_alloc's (else a status array) */
-} ubuf;
-
-/* Zeroed pages from the top (under the lock): a shared buffer, or a map's
- * status array (written only where an item fails, so mostly never
- * touched: no pages at all). */
-static int top_alloc(mp_pool *p, uint64_t size, uint64_t *off, uint64_t *len)
-{
-    uint64_t l = size ? (size + 4095) & ~(uint64_t)4095 : 4096;
-    ubuf *b = calloc(1, sizeof *b);
-    if (b == NULL)
-        return MP_ENOMEM;
-    /* fresh pages only: above job regions and job memory kept for reuse */
-    if (l > p->top || p->top - l < p->bump || p->top - l < p->dirty_end) {
-        free(b);
-        return MP_ENOMEM;
-    }
-    p->top -= l;
-    b->off = p->top;
-    b->size = l;
-    b->next = p->ubufs;
-    p->ubufs = b;
-    *off = b->off;
-    *len = l;
-    return 0;
-}
-
-/* Give back what top_alloc gave at @off for a @user buffer or not, its
- * pages at once (under the lock); nothing when there is no such buffer. */
-static void top_free(mp_pool *p, uint64_t off, bool user)
-{
-    for (ubuf **pp = &p->ubufs; *pp; pp = &(*pp)->next) {
-        ubuf *b = *pp;
-        if (b->off != off || b->user != user)
-            continue;
-        *pp = b->next;
-        fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->off,
-                  (off_t)b->size);
-        free(b);
-        p->top = HEAP_SIZE;
-        for (ubuf *o = p->ubufs; o; o = o->next)
-            if (o->off < p->top)
-                p->top = o->off;
-        return;
-    }
 }
 
 int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
@@ -287,11 +175,9 @@ int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
     *out = NULL;
     uint64_t off, len;
     pthread_mutex_lock(&p->lock);
-    int err = top_alloc(p, size, &off, &len);
-    if (err == 0) {
-        p->ubufs->user = true;
+    int err = mp__pool_top_alloc(&p->mem, size, true, &off, &len);
+    if (err == 0)
         *out = p->heap + off;
-    }
     pthread_mutex_unlock(&p->lock);
     return err;
 }
@@ -301,7 +187,7 @@ void mp_pool_shared_free(mp_pool *p, void *ptr)
     if (p == NULL || ptr == NULL || (char *)ptr < p->heap || (char *)ptr >= p->heap + HEAP_SIZE)
         return;
     pthread_mutex_lock(&p->lock);
-    top_free(p, (uint64_t)((char *)ptr - p->heap), true);
+    mp__pool_top_free(&p->mem, (uint64_t)((char *)ptr - p->heap), true);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -315,7 +201,7 @@ static void job_free_memory(mp_pool *p, job *j)
         j->region_len = 0;
     }
     if (j->status_len) {
-        top_free(p, j->status_off, false);
+        mp__pool_top_free(&p->mem, j->status_off, false);
         j->status_len = 0;
     }
 }
@@ -328,10 +214,7 @@ static uint64_t shared_off(const mp_pool *p, const void *ptr, uint64_t len)
     if (c < p->heap || c >= p->heap + HEAP_SIZE)
         return UINT64_MAX;
     uint64_t off = (uint64_t)(c - p->heap);
-    for (const ubuf *b = p->ubufs; b; b = b->next)
-        if (b->user && off >= b->off && len <= b->size && off - b->off <= b->size - len)
-            return off;
-    return UINT64_MAX;
+    return mp__pool_in_shared(&p->mem, off, len) ? off : UINT64_MAX;
 }
 
 /* ---- publishing tasks ------------------------------------------------------- */
@@ -594,7 +477,7 @@ static int worker_start(mp_pool *p, int idx)
     int err = mp_args_new(&a);
     if (err < 0)
         return err;
-    err = mp_args_add_fd(a, p->heapfd);
+    err = mp_args_add_fd(a, p->mem.fd);
     if (err == 0)
         err = mp_args_add_queue(a, p->results);
     if (err == 0)
@@ -763,7 +646,7 @@ static void *pool_thread(void *arg)
             double q = p->task_timeout * 250;
             ms = q < 10 ? 10 : q > 1000 ? 1000 : (int)q;
         }
-        int trim = trim_idle(p);
+        int trim = mp__pool_trim_idle(&p->mem);
         if (trim >= 0 && (ms < 0 || trim < ms))
             ms = trim;
         bool wake = p->wake_pending;
@@ -849,19 +732,15 @@ static void pool_shed(mp_pool *p)
     if (p->posted)
         munmap(p->posted, POSTED_BYTES);
     p->posted = NULL;
-    mp__sys_close(p->heapfd); /* the mapping stays */
-    p->heapfd = -1;
+    mp__sys_close(p->mem.fd); /* the mapping stays */
+    p->mem.fd = -1;
     mp__sys_close(p->efd);
     p->efd = -1;
     mp_queue_free(p->results);
     p->results = NULL;
     mp_buf_free(&p->initref);
     mp_buf_free(&p->wait_msg);
-    while (p->ubufs) {
-        struct ubuf *b = p->ubufs;
-        p->ubufs = b->next;
-        free(b);
-    }
+    mp__pool_heap_fini(&p->mem);
     mp_args_free(p->initargs);
     p->initargs = NULL;
     free(p->workers);
@@ -921,9 +800,8 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     mp_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return MP_ENOMEM;
-    p->heapfd = p->efd = -1;
-    p->top = HEAP_SIZE;
-    p->dirty_end = KEEP_RESIDENT;
+    p->efd = -1;
+    mp__pool_heap_init(&p->mem, -1);
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -947,10 +825,10 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     if (p->workers == NULL || p->posted == NULL)
         err = MP_ENOMEM;
     if (err == 0)
-        err = p->heapfd = mp__sys_memfd("mp-pool");
+        err = p->mem.fd = mp__sys_memfd("mp-pool");
     if (err >= 0)
-        err = mp__sys_memfd_size(p->heapfd, HEAP_SIZE);
-    if (err == 0 && (p->heap = heap_map(p->heapfd)) == NULL)
+        err = mp__sys_memfd_size(p->mem.fd, HEAP_SIZE);
+    if (err == 0 && (p->heap = heap_map(p->mem.fd)) == NULL)
         err = -errno ? -errno : MP_ENOMEM;
     if (err == 0) {
         p->h = (phdr *)p->heap;
@@ -961,7 +839,6 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
          * shared pages at every mp_pool_new (milliseconds on a VM). */
         p->h->magic = PMAGIC;
         p->h->nslots = (uint32_t)p->nworkers;
-        p->bump = HDR_BYTES;
         err = mp_queue_new(&p->results, 0);
     }
     if (err == 0) {
@@ -1074,9 +951,9 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     uint64_t fn_at = 0, items_at = align8(ref.len),
              results_at = align8(items_at + (items_in == UINT64_MAX ? n * isz : 0)),
              total = align8(results_at + (results_in == UINT64_MAX ? n * rsz : 0));
-    err = region_alloc(p, total, &j->region_off);
+    err = mp__pool_region_alloc(&p->mem, total, &j->region_off);
     if (err == 0) {
-        err = top_alloc(p, n * 8, &j->status_off, &j->status_len);
+        err = mp__pool_top_alloc(&p->mem, n * 8, false, &j->status_off, &j->status_len);
         if (err < 0)
             region_free(p, j->region_off, total);
     }
@@ -1418,7 +1295,7 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *args,
         goto out;
     }
     uint64_t args_at = align8(ref.len), total = args_at + enc.len;
-    err = region_alloc(p, total, &j->region_off);
+    err = mp__pool_region_alloc(&p->mem, total, &j->region_off);
     if (err < 0) {
         job_destroy(j);
         goto out;
