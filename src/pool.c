@@ -34,7 +34,6 @@
  */
 #include "pool_heap.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
