@@ -470,6 +470,8 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
 
 /* ---- workers -------------------------------------------------------------- */
 
+/* Start worker @idx: its arguments in the order mp__pool_worker_main reads
+ * them (pool_worker.c). */
 static int worker_start(mp_pool *p, int idx)
 {
     mp_args *a;

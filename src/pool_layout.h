@@ -25,8 +25,8 @@
  * and whether it has freed it since, and takes from the table only the
  * state, the item in progress (clamped to the entry) and the start time.
  *
- * Shared helpers are static inline: claim, publish and report are hot
- * paths, and a call into another file would cost them.
+ * The helpers both sides use are static inline: the hot paths (claim,
+ * publish, report) make no call into another file.
  */
 #ifndef MP_POOL_LAYOUT_H
 #define MP_POOL_LAYOUT_H
@@ -86,7 +86,9 @@ typedef struct phdr {
  * still on it moves on), and not yet a new one (free, being published). */
 #define POS_FREED ((uint64_t)1 << 63)
 
-/* A completion report, then (apply) the result bytes. */
+/* A completion report, then (apply) the result bytes.  @entry is the
+ * table index of the task; UINT64_MAX for the report a worker sends once
+ * its initializer ran (@code its result). */
 typedef struct report {
     uint64_t job, entry;
     int32_t code;

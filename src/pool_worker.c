@@ -148,8 +148,7 @@ int mp__pool_poke(const char *what, uint64_t v)
     return 0;
 }
 
-/* args: task table heap fd, result queue, slot, maxtasks, eventfd,
- * initializer reference (bytes, may be empty), then the initializer's args. */
+/* See pool_layout.h. */
 int mp__pool_worker_run(const mp__pool_worker_args *wa)
 {
     char *heap = heap_map(wa->heapfd);
@@ -242,6 +241,9 @@ int mp__pool_worker_run(const mp__pool_worker_args *wa)
     return code;
 }
 
+/* args: task table heap fd, result queue, slot, maxtasks, eventfd,
+ * initializer reference (bytes, may be empty), then the initializer's args
+ * (as worker_start in pool.c packs them). */
 int mp__pool_worker_main(const mp_args *a)
 {
     mp__pool_worker_args wa = {
