@@ -330,8 +330,8 @@ extern void (*mp__lock_fault_hook)(void);
  * (consumers), committed as a new state; "next.kind" or "next.len" of the
  * record the consumers read next.  MP_EINVAL for another name. */
 int mp__queue_poke(mp_queue *q, const char *what, uint64_t v);
-/* pool.c, for the tests: called in a worker between a claim and the move of
- * the claim cursor. */
+/* pool_worker.c, for the tests: called in a worker between a claim and the
+ * move of the claim cursor. */
 extern void (*mp__pool_claim_hook)(void);
 /* Tests only, in a pool worker's task: write @v where any worker could,
  * into the word @what ("start", "end", "job", "items_off", "fn_len",

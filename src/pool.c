@@ -1,22 +1,14 @@
 /*
  * Pool: worker processes that take chunks of work from a task table in
- * shared memory, and a parent that survives any of them dying.
+ * shared memory, and a parent that survives any of them dying.  This file
+ * is the parent's side; the workers run pool_worker.c, the memory both
+ * share is laid out in pool_layout.h, and pool_heap.c hands out the job
+ * regions and shared buffers in it.
  *
- * Everything a worker needs lives in one sparse memfd (the pool heap),
- * mapped at start:
- *   [header: task table (a ring of entries), claim cursor, futex words]
- *   [job regions, up from the bottom: items and results of maps (unless
- *    they are in the caller's shared buffers); the function reference and
- *    arguments of applies]
- *   [down from the top: buffers of mp_pool_shared_alloc, and each map's
- *    status array in fresh zero pages, written only where an item fails]
- * A worker claims the entry at the cursor (a CAS on the entry's state that
- * records the worker's slot), runs it item by item, publishing the item in
- * progress in the entry, marks it DONE, then reports on the result queue.
- * A map's results and failures are written straight into the heap.  A
- * report wakes whoever takes reports: a caller waiting for its job takes
- * them itself (a futex word), else the pool thread (an eventfd), and only
- * if it sleeps.
+ * The parent publishes each task in a free entry of the table (keeping its
+ * own copy), a worker claims and runs it, then reports.  A report wakes
+ * whoever takes reports: a caller waiting for its job takes them itself (a
+ * futex word), else the pool thread (an eventfd), and only if it sleeps.
  *
  * The parent runs one thread that polls the eventfd and the workers'
  * pidfds.  Reports settle items (each item once: a bitmap per job).  When a
@@ -27,13 +19,10 @@
  * parent killed it for overrunning task_timeout), the rest of the chunk
  * goes back in the table, and a new worker takes the dead one's place.
  *
- * Every worker can write anywhere in the heap, so neither side lets a word
- * there drive memory access or a loop: a worker copies the entry it
- * claimed and checks it against the heap's size before it runs it (one it
- * cannot run, it dies on, and the parent recovers as from any death); the
- * parent keeps its own copy of each entry it published, and whether it has
- * freed it since, and takes from the table only the state, the item in
- * progress (clamped to the entry) and the start time.
+ * Every worker can write anywhere in the heap (pool_layout.h): the parent
+ * keeps its own copy of each entry it published, and whether it has freed
+ * it since, and takes from the table only the state, the item in progress
+ * (clamped to the entry) and the start time.
  *
  * Handles (mp_async, mp_imap) point at their job, which lives in the pool's
  * list.  Terminate settles what was reported, then finishes every job
@@ -43,9 +32,8 @@
  * (imap results and statuses are read from it), and the last handle freed
  * destroys the pool (job_release says when).
  */
-#include "internal.h"
+#include "pool_heap.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -60,360 +48,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PMAGIC 0x3150504dU
-#define TASKCAP 4096
-#define HEAP_SIZE ((uint64_t)64 << 30)
 #define PUBLISH_BYTES ((size_t)256 << 10) /* a map publishes as it copies items in */
 #define COPY_OUT_MIN ((size_t)16 << 10)    /* and copies results out as they come */
-#define KEEP_RESIDENT ((uint64_t)64 << 20) /* job memory below this is reused, not freed */
-#define RETAIN_MAX ((uint64_t)1 << 30)     /* job memory below this is freed once idle */
-#define RETAIN_NS ((int64_t)2000000000)    /* that long idle */
-#define STATUS_DONE ((uint64_t)1 << 63)
-
-/* An entry's state word: the state in the low byte and, once claimed, the
- * claimer's slot above it — one word, so claiming records the claimer in
- * the same atomic step (a worker killed right after claiming is found). */
-enum { E_FREE = 0, E_READY = 1, E_CLAIMED = 2, E_DONE = 3 };
-#define ST(w) ((w) & 0xff)
-#define WHO(w) ((w) >> 8)
-#define OWNED(state, slot) ((uint32_t)(state) | (uint32_t)(slot) << 8)
-enum { T_MAP = 1, T_APPLY = 2, T_STOP = 3 };
-enum { F_TIMED = 1 };
-
-typedef struct pentry {
-    _Atomic uint32_t state;       /* ST and WHO */
-    _Atomic uint64_t pos;         /* the table position it was published at */
-    uint32_t kind, flags;
-    uint64_t job, start, end;
-    _Atomic uint64_t cur;         /* item in progress (end: finished) */
-    _Atomic int64_t started_ns;   /* when it started (F_TIMED) */
-    uint64_t fn_off, fn_len;      /* function reference bytes */
-    uint64_t args_off, args_len;  /* apply: the encoded arguments */
-    uint64_t items_off, item_size, results_off, result_size, status_off;
-} pentry;
-
-typedef struct phdr {
-    uint32_t magic, nslots;
-    _Atomic uint64_t head;        /* next entry to claim */
-    _Atomic uint32_t avail;       /* futex: bumped at every publish */
-    _Atomic uint32_t sleepers;
-    _Atomic uint32_t thread_asleep; /* the pool thread waits for reports */
-    _Atomic uint32_t reports;       /* futex: bumped at every report and wake-up */
-    _Atomic uint32_t takers;        /* callers taking reports (in job_wait) */
-    _Atomic uint32_t takers_asleep; /* how many of them sleep on reports */
-    pentry tasks[TASKCAP];
-} phdr;
 
 /* The parent's own copy of each table entry. */
 struct posted {
     pentry e;                      /* what it published there: the copy used */
     bool busy;                     /* published, not yet freed */
 };
-
-#define HDR_BYTES ((sizeof(phdr) + 4095) & ~(size_t)4095)
 #define POSTED_BYTES (TASKCAP * sizeof(struct posted))
-
-/* A completion report, then (apply) the result bytes. */
-typedef struct report {
-    uint64_t job, entry;
-    int32_t code;
-    uint32_t worker;
-} report;
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Map the heap: a file sealed at its size, so that no worker can cut it
- * short under the others' mappings. */
-static char *heap_map(int fd)
-{
-    uint64_t size;
-    if (mp__sys_memfd_sized(fd, &size) < 0 || size != HEAP_SIZE)
-        return NULL;
-    void *m = mmap(NULL, HEAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-    return m == MAP_FAILED ? NULL : m;
-}
-
-/* ---- the worker ------------------------------------------------------------ */
-
-/* Claim the entry published at the cursor; sleep while it is not yet
- * published.  An entry carries its position, so one still busy from the
- * table's previous round is never mistaken for the current one. */
-/* An entry's position once freed: not its position any more (a claim cursor
- * still on it moves on), and not yet a new one (free, being published). */
-#define POS_FREED ((uint64_t)1 << 63)
-
-/* Test hook: between a claim and the cursor's move (never set in production). */
-void (*mp__pool_claim_hook)(void);
-
-static pentry *claim(phdr *h, uint32_t me)
-{
-    for (;;) {
-        uint32_t seen = atomic_load(&h->avail);
-        uint64_t at = atomic_load(&h->head);
-        pentry *e = &h->tasks[at % TASKCAP];
-        uint32_t st = atomic_load(&e->state);
-        uint64_t pos = atomic_load(&e->pos);
-        if (pos == (at | POS_FREED)) {
-            /* claimed, then freed before its claimer moved the cursor on
-             * (it died in between): move it on for it */
-            atomic_compare_exchange_strong(&h->head, &at, at + 1);
-            continue;
-        }
-        if (pos == at && st == E_READY) {
-            if (atomic_compare_exchange_strong(&e->state, &st, OWNED(E_CLAIMED, me))) {
-                if (mp__pool_claim_hook)
-                    mp__pool_claim_hook();
-                atomic_compare_exchange_strong(&h->head, &at, at + 1);
-                return e;
-            }
-            continue;
-        }
-        if (pos == at && ST(st) != E_FREE) { /* claimed by another: move the cursor on */
-            atomic_compare_exchange_strong(&h->head, &at, at + 1);
-            continue;
-        }
-        /* nothing there yet, or being published (its position is out, its
-         * state not yet): sleep until the publish that bumps avail; no
-         * spinning, should the publisher be preempted between its steps */
-        if (atomic_load(&h->head) != at)
-            continue;
-        atomic_fetch_add(&h->sleepers, 1);
-        mp__futex_wait(&h->avail, seen, NULL);
-        atomic_fetch_sub(&h->sleepers, 1);
-    }
-}
-
-/* Whether [off, off + len) lies in the heap. */
-static bool in_heap(uint64_t off, uint64_t len)
-{
-    return off <= HEAP_SIZE && len <= HEAP_SIZE - off;
-}
-
-/* Whether @n items of @size bytes from @off lie in the heap. */
-static bool array_in_heap(uint64_t off, uint64_t n, uint64_t size)
-{
-    return off <= HEAP_SIZE && (size == 0 || n <= (HEAP_SIZE - off) / size);
-}
-
-/* Whether a task copied from the table is one the parent could have
- * published: every region it names inside the heap. */
-static bool task_ok(const pentry *t)
-{
-    if (t->kind == T_STOP)
-        return true;
-    if ((t->kind != T_MAP && t->kind != T_APPLY) || !in_heap(t->fn_off, t->fn_len))
-        return false;
-    if (t->kind == T_APPLY)
-        return in_heap(t->args_off, t->args_len);
-    return t->start <= t->end && array_in_heap(t->items_off, t->end, t->item_size) &&
-           array_in_heap(t->results_off, t->end, t->result_size) && t->status_off % 8 == 0 &&
-           array_in_heap(t->status_off, t->end, 8);
-}
-
-static void *resolve(char *heap, const pentry *e, mp_buf *cache_key, void **cache_fn)
-{
-    const void *ref = heap + e->fn_off;
-    if (cache_key->len == e->fn_len && memcmp(cache_key->data, ref, e->fn_len) == 0)
-        return *cache_fn;
-    mp__reader r;
-    mp__reader_init(&r, ref, e->fn_len);
-    char why[256];
-    void *fn = NULL;
-    if (mp__funcref_decode(&r, true, &fn, why, sizeof why) < 0) {
-        mp__log(MP_LOG_ERROR, "pool worker: %s", why);
-        return NULL;
-    }
-    cache_key->len = 0;
-    if (mp_buf_append(cache_key, ref, e->fn_len) == 0)
-        *cache_fn = fn;
-    return fn;
-}
-
-/* Run the chunk @t (checked) of entry @e; the number of items that failed. */
-static int run_map(char *heap, pentry *e, const pentry *t, mp_map_fn fn)
-{
-    int failed = 0;
-    const char *items = heap + t->items_off;
-    char *results = heap + t->results_off;
-    _Atomic uint64_t *status = (_Atomic uint64_t *)(heap + t->status_off);
-    bool timed = t->flags & F_TIMED;
-    for (uint64_t i = t->start; i < t->end; i++) {
-        atomic_store_explicit(&e->cur, i, memory_order_relaxed);
-        if (timed)
-            atomic_store(&e->started_ns, now_ns());
-        int rc = fn(items + i * t->item_size, results + i * t->result_size);
-        if (rc != 0) { /* the status array is zero: only failures are written */
-            atomic_store_explicit(&status[i], STATUS_DONE | (uint32_t)rc, memory_order_release);
-            failed++;
-        }
-    }
-    atomic_store(&e->cur, t->end);
-    return failed;
-}
-
-/* After a report was put: wake whoever takes reports.  A caller waiting for
- * its job (job_wait) takes them itself, sparing a wake-up of the pool
- * thread on the way; else the pool thread, if it sleeps.  Each sleeper
- * announces itself before it looks at the queue a last time, and a report
- * is committed before this looks at the announcements (all seq_cst), so
- * one of the two sees the other; while they work, reports cost no system
- * call. */
-/* Bump the reports word, waking the callers asleep on it; whether any
- * caller takes reports. */
-static bool wake_takers(phdr *h)
-{
-    atomic_fetch_add(&h->reports, 1);
-    if (atomic_load(&h->takers_asleep) > 0)
-        mp__futex_wake(&h->reports, INT_MAX);
-    return atomic_load(&h->takers) > 0;
-}
-
-static void reported(phdr *h, int efd)
-{
-    if (wake_takers(h))
-        return;
-    if (atomic_exchange(&h->thread_asleep, 0)) {
-        uint64_t one = 1;
-        (void)!write(efd, &one, sizeof one);
-    }
-}
-
-/* In a worker: the table and the entry it runs (for mp__pool_poke). */
-static phdr *worker_table;
-static pentry *worker_entry;
-
-/* Tests only: see internal.h. */
-int mp__pool_poke(const char *what, uint64_t v)
-{
-    pentry *e = worker_entry;
-    if (e == NULL || what == NULL)
-        return MP_EINVAL;
-    if (strncmp(what, "next.", 5) == 0) {
-        /* the entry after this one, once it is published */
-        uint64_t pos = atomic_load(&e->pos) + 1;
-        e = &worker_table->tasks[pos % TASKCAP];
-        for (int i = 0; i < 10000; i++) {
-            if (atomic_load(&e->pos) == pos && ST(atomic_load(&e->state)) == E_READY)
-                break;
-            nanosleep(&(struct timespec){0, 1000000}, NULL);
-        }
-        what += 5;
-    }
-    uint64_t *w = strcmp(what, "start") == 0       ? &e->start
-                  : strcmp(what, "end") == 0       ? &e->end
-                  : strcmp(what, "job") == 0       ? &e->job
-                  : strcmp(what, "items_off") == 0 ? &e->items_off
-                  : strcmp(what, "fn_len") == 0    ? &e->fn_len
-                                                   : NULL;
-    if (strcmp(what, "kind") == 0)
-        e->kind = (uint32_t)v;
-    else if (strcmp(what, "started_ns") == 0)
-        atomic_store(&e->started_ns, (int64_t)v);
-    else if (w != NULL)
-        *w = v;
-    else
-        return MP_EINVAL;
-    return 0;
-}
-
-/* args: task table heap fd, result queue, slot, maxtasks, eventfd,
- * initializer reference (bytes, may be empty), then the initializer's args. */
-static int pool_worker(const mp_args *a)
-{
-    char *heap = heap_map(mp_args_fd(a, 0));
-    mp_queue *results = mp_args_queue(a, 1);
-    uint32_t me = (uint32_t)mp_args_int(a, 2);
-    uint64_t maxtasks = (uint64_t)mp_args_int(a, 3);
-    int efd = mp_args_fd(a, 4);
-    size_t initlen;
-    const void *initref = mp_args_bytes(a, 5, &initlen);
-    if (heap == NULL)
-        return 3;
-    phdr *h = (phdr *)heap;
-    worker_table = h;
-    report rep = {0};
-    if (initlen > 0) {
-        mp__reader r;
-        mp__reader_init(&r, initref, initlen);
-        char why[256];
-        void *init = NULL;
-        mp_args *initargs = NULL;
-        int rc = mp__funcref_decode(&r, true, &init, why, sizeof why) < 0 ? MP_ENOTFOUND : 0;
-        if (rc == 0)
-            rc = mp_args_new(&initargs);
-        if (rc == 0)
-            rc = mp__args_append(initargs, a, 6);
-        if (rc == 0)
-            rc = ((mp_target_fn)init)(initargs);
-        mp_args_free(initargs);
-        /* the parent counts these; a failure makes it give up on the pool */
-        rep.entry = UINT64_MAX;
-        rep.code = rc;
-        rep.worker = me;
-        IGNORE_RESULT(mp_queue_put(results, &rep, sizeof rep, MP_FOREVER));
-        reported(h, efd);
-        if (rc != 0)
-            return 4;
-    }
-    mp_buf key = MP_BUF_INIT, msg = MP_BUF_INIT, out = MP_BUF_INIT;
-    void *fn = NULL;
-    int code = 0;
-    for (uint64_t done = 0; maxtasks == 0 || done < maxtasks; done++) {
-        pentry *e = claim(h, me);
-        pentry t = *e; /* what runs: read once, checked */
-        worker_entry = e;
-        if (!task_ok(&t)) {
-            /* not what the parent publishes: it recovers the task from
-             * its own copy, as from any worker's death */
-            mp__log(MP_LOG_ERROR, "pool worker: task table entry %ld is corrupted",
-                    (long)(e - h->tasks));
-            code = 6;
-            break;
-        }
-        if (t.kind == T_STOP) {
-            atomic_store(&e->state, OWNED(E_DONE, me));
-            break;
-        }
-        void *f = resolve(heap, &t, &key, &fn);
-        rep = (report){.job = t.job, .entry = (uint64_t)(e - h->tasks), .worker = me};
-        out.len = 0;
-        if (f == NULL) {
-            rep.code = MP_ENOTFOUND;
-        } else if (t.kind == T_MAP) {
-            rep.code = run_map(heap, e, &t, (mp_map_fn)f);
-        } else {
-            mp_args *args = NULL;
-            mp__reader r;
-            mp__reader_init(&r, heap + t.args_off, t.args_len);
-            atomic_store(&e->cur, 0);
-            if (t.flags & F_TIMED)
-                atomic_store(&e->started_ns, now_ns());
-            rep.code = mp__args_decode(&r, NULL, 0, MP__WIRE_CHILD, &args);
-            if (rep.code == 0)
-                rep.code = ((mp_task_fn)f)(args, &out);
-            mp_args_free(args);
-            atomic_store(&e->cur, 1);
-        }
-        atomic_store(&e->state, OWNED(E_DONE, me));
-        msg.len = 0;
-        if (mp_buf_append(&msg, &rep, sizeof rep) < 0 || mp_buf_append(&msg, out.data, out.len) < 0)
-            msg.len = sizeof rep; /* no memory for the bytes: an empty result */
-        if (mp_queue_put(results, msg.data, msg.len, MP_FOREVER) < 0) {
-            code = 5;
-            break;
-        }
-        reported(h, efd);
-    }
-    mp_buf_free(&key);
-    mp_buf_free(&msg);
-    mp_buf_free(&out);
-    return code;
-}
 
 /* ---- parent: jobs -------------------------------------------------------------- */
 
@@ -473,7 +116,7 @@ struct mp_pool {
     unsigned long maxtasks;
     mp_buf initref;
     mp_args *initargs;
-    int heapfd;
+    mp__pool_heap mem;             /* what of the heap is whose (mem.fd: its memfd) */
     char *heap;
     phdr *h;
     struct posted *posted;         /* each entry as this process knows it */
@@ -483,12 +126,6 @@ struct mp_pool {
     pending *pend_head, *pend_tail;
     job *jobs;
     uint64_t next_job;
-    uint64_t bump;                 /* heap allocation: job regions up from here */
-    uint64_t top;                  /* shared buffers down from here */
-    uint64_t dirty_end;            /* job memory not freed below this (region_free) */
-    int64_t freed_ns;              /* when job memory was last freed */
-    struct ubuf *ubufs;
-    size_t live_regions;
     mp_buf wait_msg;               /* job_wait's reports */
     pthread_t thread;
     bool thread_started, quit, init_failed, thread_done, wake_pending;
@@ -519,118 +156,15 @@ static void wake_waiters(mp_pool *p)
         wake_all(p);
 }
 
-/* ---- the pool heap: job regions (under the lock) -------------------------- */
-
-static int region_alloc(mp_pool *p, uint64_t size, uint64_t *off)
-{
-    size = (size + 4095) & ~(uint64_t)4095;
-    if (size == 0)
-        size = 4096;
-    if (p->live_regions == 0)
-        p->bump = HDR_BYTES; /* everything freed: reuse the resident start */
-    if (p->bump + size > p->top)
-        return MP_ENOMEM;
-    *off = p->bump;
-    p->bump += size;
-    p->live_regions++;
-    return 0;
-}
-
 static void wake_thread(mp_pool *p);
+
+/* ---- the pool heap (pool_heap.c; under the lock) ---------------------------- */
 
 static void region_free(mp_pool *p, uint64_t off, uint64_t size)
 {
-    size = (size + 4095) & ~(uint64_t)4095;
-    /* Above KEEP_RESIDENT, job memory up to RETAIN_MAX stays a while: maps
-     * of big private arrays one after the other reuse its pages instead of
-     * faulting fresh ones in; the pool thread frees it once the pool has
-     * been idle RETAIN_NS (trim_idle).  Beyond RETAIN_MAX it goes at once. */
-    uint64_t end = off + size;
-    if (end > RETAIN_MAX) {
-        uint64_t from = off < RETAIN_MAX ? RETAIN_MAX : off;
-        fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
-                  (off_t)(end - from));
-        end = RETAIN_MAX;
-    }
-    if (end > p->dirty_end)
-        p->dirty_end = end;
-    p->freed_ns = now_ns();
-    p->live_regions--;
     /* the pool thread may sleep with no timer: let it set one for the trim */
-    if (p->live_regions == 0 && p->dirty_end > KEEP_RESIDENT && tl_pool_thread_of != p)
+    if (mp__pool_region_free(&p->mem, off, size) && tl_pool_thread_of != p)
         wake_thread(p);
-}
-
-/* Free retained job memory once the pool has been idle long enough (pool
- * thread, under the lock); the ms to wait before looking again, -1 none. */
-static int trim_idle(mp_pool *p)
-{
-    if (p->dirty_end <= KEEP_RESIDENT || p->live_regions > 0)
-        return -1;
-    int64_t left = p->freed_ns + RETAIN_NS - now_ns();
-    if (left > 0)
-        return (int)(left / 1000000) + 1;
-    fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)KEEP_RESIDENT,
-              (off_t)(p->dirty_end - KEEP_RESIDENT));
-    p->dirty_end = KEEP_RESIDENT;
-    return -1;
-}
-
-/* ---- shared buffers: the caller's memory in the heap ---------------------- */
-
-/*
- * Buffers from mp_pool_shared_alloc are taken from the top of the heap,
- * down, so that job regions (from the bottom) still start over at the
- * bottom once they are all freed.  A freed buffer's pages go back at once.
- */
-typedef struct ubuf {
-    struct ubuf *next;
-    uint64_t off, size;
-    bool user;                     /* mp_pool_shared_alloc's (else a status array) */
-} ubuf;
-
-/* Zeroed pages from the top (under the lock): a shared buffer, or a map's
- * status array (written only where an item fails, so mostly never
- * touched: no pages at all). */
-static int top_alloc(mp_pool *p, uint64_t size, uint64_t *off, uint64_t *len)
-{
-    uint64_t l = size ? (size + 4095) & ~(uint64_t)4095 : 4096;
-    ubuf *b = calloc(1, sizeof *b);
-    if (b == NULL)
-        return MP_ENOMEM;
-    /* fresh pages only: above job regions and job memory kept for reuse */
-    if (l > p->top || p->top - l < p->bump || p->top - l < p->dirty_end) {
-        free(b);
-        return MP_ENOMEM;
-    }
-    p->top -= l;
-    b->off = p->top;
-    b->size = l;
-    b->next = p->ubufs;
-    p->ubufs = b;
-    *off = b->off;
-    *len = l;
-    return 0;
-}
-
-/* Give back what top_alloc gave at @off for a @user buffer or not, its
- * pages at once (under the lock); nothing when there is no such buffer. */
-static void top_free(mp_pool *p, uint64_t off, bool user)
-{
-    for (ubuf **pp = &p->ubufs; *pp; pp = &(*pp)->next) {
-        ubuf *b = *pp;
-        if (b->off != off || b->user != user)
-            continue;
-        *pp = b->next;
-        fallocate(p->heapfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->off,
-                  (off_t)b->size);
-        free(b);
-        p->top = HEAP_SIZE;
-        for (ubuf *o = p->ubufs; o; o = o->next)
-            if (o->off < p->top)
-                p->top = o->off;
-        return;
-    }
 }
 
 int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
@@ -640,11 +174,9 @@ int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
     *out = NULL;
     uint64_t off, len;
     pthread_mutex_lock(&p->lock);
-    int err = top_alloc(p, size, &off, &len);
-    if (err == 0) {
-        p->ubufs->user = true;
+    int err = mp__pool_top_alloc(&p->mem, size, true, &off, &len);
+    if (err == 0)
         *out = p->heap + off;
-    }
     pthread_mutex_unlock(&p->lock);
     return err;
 }
@@ -654,7 +186,7 @@ void mp_pool_shared_free(mp_pool *p, void *ptr)
     if (p == NULL || ptr == NULL || (char *)ptr < p->heap || (char *)ptr >= p->heap + HEAP_SIZE)
         return;
     pthread_mutex_lock(&p->lock);
-    top_free(p, (uint64_t)((char *)ptr - p->heap), true);
+    mp__pool_top_free(&p->mem, (uint64_t)((char *)ptr - p->heap), true);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -668,7 +200,7 @@ static void job_free_memory(mp_pool *p, job *j)
         j->region_len = 0;
     }
     if (j->status_len) {
-        top_free(p, j->status_off, false);
+        mp__pool_top_free(&p->mem, j->status_off, false);
         j->status_len = 0;
     }
 }
@@ -681,10 +213,7 @@ static uint64_t shared_off(const mp_pool *p, const void *ptr, uint64_t len)
     if (c < p->heap || c >= p->heap + HEAP_SIZE)
         return UINT64_MAX;
     uint64_t off = (uint64_t)(c - p->heap);
-    for (const ubuf *b = p->ubufs; b; b = b->next)
-        if (b->user && off >= b->off && len <= b->size && off - b->off <= b->size - len)
-            return off;
-    return UINT64_MAX;
+    return mp__pool_in_shared(&p->mem, off, len) ? off : UINT64_MAX;
 }
 
 /* ---- publishing tasks ------------------------------------------------------- */
@@ -941,13 +470,15 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
 
 /* ---- workers -------------------------------------------------------------- */
 
+/* Start worker @idx: its arguments in the order mp__pool_worker_main reads
+ * them (pool_worker.c). */
 static int worker_start(mp_pool *p, int idx)
 {
     mp_args *a;
     int err = mp_args_new(&a);
     if (err < 0)
         return err;
-    err = mp_args_add_fd(a, p->heapfd);
+    err = mp_args_add_fd(a, p->mem.fd);
     if (err == 0)
         err = mp_args_add_queue(a, p->results);
     if (err == 0)
@@ -962,7 +493,7 @@ static int worker_start(mp_pool *p, int idx)
         err = mp__args_append(a, p->initargs, 0);
     mp_process *proc = NULL;
     if (err == 0)
-        err = mp_process_new(&proc, p->ctx, pool_worker, a);
+        err = mp_process_new(&proc, p->ctx, mp__pool_worker_main, a);
     mp_args_free(a);
     if (err == 0) {
         char name[48];
@@ -1116,7 +647,7 @@ static void *pool_thread(void *arg)
             double q = p->task_timeout * 250;
             ms = q < 10 ? 10 : q > 1000 ? 1000 : (int)q;
         }
-        int trim = trim_idle(p);
+        int trim = mp__pool_trim_idle(&p->mem);
         if (trim >= 0 && (ms < 0 || trim < ms))
             ms = trim;
         bool wake = p->wake_pending;
@@ -1202,19 +733,15 @@ static void pool_shed(mp_pool *p)
     if (p->posted)
         munmap(p->posted, POSTED_BYTES);
     p->posted = NULL;
-    mp__sys_close(p->heapfd); /* the mapping stays */
-    p->heapfd = -1;
+    mp__sys_close(p->mem.fd); /* the mapping stays */
+    p->mem.fd = -1;
     mp__sys_close(p->efd);
     p->efd = -1;
     mp_queue_free(p->results);
     p->results = NULL;
     mp_buf_free(&p->initref);
     mp_buf_free(&p->wait_msg);
-    while (p->ubufs) {
-        struct ubuf *b = p->ubufs;
-        p->ubufs = b->next;
-        free(b);
-    }
+    mp__pool_heap_fini(&p->mem);
     mp_args_free(p->initargs);
     p->initargs = NULL;
     free(p->workers);
@@ -1274,9 +801,8 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     mp_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return MP_ENOMEM;
-    p->heapfd = p->efd = -1;
-    p->top = HEAP_SIZE;
-    p->dirty_end = KEEP_RESIDENT;
+    p->efd = -1;
+    mp__pool_heap_init(&p->mem, -1);
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1300,10 +826,10 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     if (p->workers == NULL || p->posted == NULL)
         err = MP_ENOMEM;
     if (err == 0)
-        err = p->heapfd = mp__sys_memfd("mp-pool");
+        err = p->mem.fd = mp__sys_memfd("mp-pool");
     if (err >= 0)
-        err = mp__sys_memfd_size(p->heapfd, HEAP_SIZE);
-    if (err == 0 && (p->heap = heap_map(p->heapfd)) == NULL)
+        err = mp__sys_memfd_size(p->mem.fd, HEAP_SIZE);
+    if (err == 0 && (p->heap = heap_map(p->mem.fd)) == NULL)
         err = -errno ? -errno : MP_ENOMEM;
     if (err == 0) {
         p->h = (phdr *)p->heap;
@@ -1314,7 +840,6 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
          * shared pages at every mp_pool_new (milliseconds on a VM). */
         p->h->magic = PMAGIC;
         p->h->nslots = (uint32_t)p->nworkers;
-        p->bump = HDR_BYTES;
         err = mp_queue_new(&p->results, 0);
     }
     if (err == 0) {
@@ -1427,9 +952,9 @@ static int submit_map(mp_pool *p, mp_map_fn fn, const void *items, size_t n, siz
     uint64_t fn_at = 0, items_at = align8(ref.len),
              results_at = align8(items_at + (items_in == UINT64_MAX ? n * isz : 0)),
              total = align8(results_at + (results_in == UINT64_MAX ? n * rsz : 0));
-    err = region_alloc(p, total, &j->region_off);
+    err = mp__pool_region_alloc(&p->mem, total, &j->region_off);
     if (err == 0) {
-        err = top_alloc(p, n * 8, &j->status_off, &j->status_len);
+        err = mp__pool_top_alloc(&p->mem, n * 8, false, &j->status_off, &j->status_len);
         if (err < 0)
             region_free(p, j->region_off, total);
     }
@@ -1771,7 +1296,7 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *args,
         goto out;
     }
     uint64_t args_at = align8(ref.len), total = args_at + enc.len;
-    err = region_alloc(p, total, &j->region_off);
+    err = mp__pool_region_alloc(&p->mem, total, &j->region_off);
     if (err < 0) {
         job_destroy(j);
         goto out;
