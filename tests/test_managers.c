@@ -22,7 +22,7 @@
 #include <dirent.h>
 #include <poll.h>
 
-/* The wire's op numbers (src/managers.c), for hand-made requests. */
+/* The wire's op numbers (src/proxy_ops.h), for hand-made requests. */
 enum {
     W_OPEN = 1,
     W_DICT_SET = 10,

@@ -1,6 +1,6 @@
 /* libFuzzer target: the manager server's request decoder, end to end.
  *
- * The decoder is static in managers.c, so this process serves a manager
+ * The decoder is static in manager_server.c, so this process serves a manager
  * itself (mp_manager_serve on a thread, on an abstract unix name) and sends
  * each input as one raw message on an authenticated connection.  Oracles:
  * every reply is an mp_args whose first item is an int status; and after

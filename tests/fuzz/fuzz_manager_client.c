@@ -1,4 +1,4 @@
-/* libFuzzer target: the manager client's reply decoding (managers.c: the
+/* libFuzzer target: the manager client's reply decoding (managers.c and proxy.c: the
  * status check of every request, the results of dict, list and call, the
  * dict batch's per-operation replies, and the proxies of queue, lock,
  * event, semaphore and value), against a server that answers anything.
