@@ -145,10 +145,7 @@ int mp_conn_close(mp_conn *c)
 /* Write all of @iov (modified), descriptors on the first bytes. */
 static int write_iov(mp_conn *c, struct iovec *iov, int iovcnt, const int *fds, size_t nfds)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MP__MAX_FDS)];
-        struct cmsghdr align;
-    } u;
+    mp__fdbuf u;
     sigset_t pipeset, old;
     bool masked = false;
     if (!c->sock) {
@@ -162,16 +159,7 @@ static int write_iov(mp_conn *c, struct iovec *iov, int iovcnt, const int *fds, 
         ssize_t w;
         if (c->sock) {
             struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-            if (nfds > 0) {
-                memset(&u, 0, sizeof u);
-                msg.msg_control = u.buf;
-                msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-                struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-                cm->cmsg_level = SOL_SOCKET;
-                cm->cmsg_type = SCM_RIGHTS;
-                cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-                memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-            }
+            mp__sys_pack_fds(&msg, &u, fds, nfds);
             w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         } else {
             w = writev(c->fd, iov, iovcnt);
@@ -871,15 +859,7 @@ static void addr_format(const addr *a, char *out, size_t cap)
 
 static int new_socket(int family)
 {
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (fd <= 2) { /* never hand out 0..2 */
-        int nfd = mp__sys_dup(fd);
-        close(fd);
-        fd = nfd;
-    }
-    return fd;
+    return mp__sys_socket(family, SOCK_STREAM);
 }
 
 static int check_key(const void *key, size_t keylen)
@@ -1006,20 +986,13 @@ int mp__listener_accept_raw(mp_listener *l, mp_conn **out, const mp__deadline *d
             return r;
         if (r == 0)
             return MP_ETIMEDOUT;
-        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        fd = mp__sys_accept(l->fd);
         if (fd >= 0)
             break;
         /* a peer that went away before we took it, or a signal: wait again
          * (with a deadline of 0, poll says so at once) */
-        if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
-            return -errno;
-    }
-    if (fd <= 2) {
-        int nfd = mp__sys_dup(fd);
-        close(fd);
-        if (nfd < 0)
-            return nfd;
-        fd = nfd;
+        if (fd != -EINTR && fd != -ECONNABORTED && fd != -EAGAIN)
+            return fd;
     }
     set_nodelay(fd, &l->a);
     int err = conn_wrap(out, fd, true, true);

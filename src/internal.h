@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "multiproc.h"
@@ -67,6 +68,9 @@ int mp__sys_open_devnull(int flags);
 int mp__sys_signalfd(const sigset_t *mask);
 /* eventfd(@init, @flags | EFD_CLOEXEC). */
 int mp__sys_eventfd(unsigned init, int flags);
+/* A socket and an accepted connection, CLOEXEC and off 0..2; -errno. */
+int mp__sys_socket(int family, int type);
+int mp__sys_accept(int lfd);
 /* shm_open(@name, @flags | O_NOFOLLOW | O_CLOEXEC, 0600). */
 int mp__sys_shm_open(const char *name, int flags);
 int mp__sys_memfd(const char *name);
@@ -125,6 +129,13 @@ static inline long mp__rawsys(long n, long a, long b, long c)
 
 /* Descriptors that travel with a serialized message. */
 #define MP__MAX_FDS 250
+/* Room for the SCM_RIGHTS of up to MP__MAX_FDS descriptors. */
+typedef union mp__fdbuf {
+    char buf[CMSG_SPACE(sizeof(int) * MP__MAX_FDS)];
+    struct cmsghdr align;
+} mp__fdbuf;
+/* Attach @fds (@nfds <= MP__MAX_FDS; none: nothing) to @msg, in @buf. */
+void mp__sys_pack_fds(struct msghdr *msg, mp__fdbuf *buf, const int *fds, size_t nfds);
 typedef struct mp__fdvec {
     int fds[MP__MAX_FDS];
     size_t n;

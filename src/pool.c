@@ -843,14 +843,9 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         err = mp_queue_new(&p->results, 0);
     }
     if (err == 0) {
-        int e = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (e >= 0 && e <= 2) { /* never hand out 0..2 */
-            int d = mp__sys_dup(e);
-            close(e);
-            e = d;
-        }
-        err = e < 0 ? -errno : 0;
-        p->efd = e;
+        int e = mp__sys_eventfd(0, EFD_NONBLOCK);
+        err = e < 0 ? e : 0;
+        p->efd = e < 0 ? -1 : e;
     }
     if (err == 0 && opts->initializer)
         err = mp__funcref_encode((const void *)opts->initializer, &p->initref);

@@ -210,22 +210,10 @@ int mp__sys_send_fds(int sock, const void *p, size_t n, const int *fds, size_t n
 {
     if (nfds > MP__MAX_FDS || n == 0)
         return MP_EINVAL;
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MP__MAX_FDS)];
-        struct cmsghdr align;
-    } u;
+    mp__fdbuf u;
     struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds > 0) {
-        memset(&u, 0, sizeof u);
-        msg.msg_control = u.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-    }
+    mp__sys_pack_fds(&msg, &u, fds, nfds);
     ssize_t w;
     do
         w = sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -292,4 +280,28 @@ int mp__sys_recv_fds(int sock, void *p, size_t n, int *fds, size_t maxfds, size_
 int mp__sys_eventfd(unsigned init, int flags)
 {
     return ret_fd(eventfd(init, flags | EFD_CLOEXEC));
+}
+
+int mp__sys_socket(int family, int type)
+{
+    return ret_fd(socket(family, type | SOCK_CLOEXEC, 0));
+}
+
+int mp__sys_accept(int lfd)
+{
+    return ret_fd(accept4(lfd, NULL, NULL, SOCK_CLOEXEC));
+}
+
+void mp__sys_pack_fds(struct msghdr *msg, mp__fdbuf *buf, const int *fds, size_t nfds)
+{
+    if (nfds == 0)
+        return;
+    memset(buf, 0, sizeof *buf);
+    msg->msg_control = buf->buf;
+    msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
 }
