@@ -1422,7 +1422,12 @@ static unsigned long count_shm(void)
     struct dirent *e;
     while (d != NULL && (e = readdir(d)) != NULL)
         if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
-            fprintf(stderr, "soak: LEAK: /dev/shm/%s left\n", e->d_name);
+            fprintf(stderr, "soak: LEAK: /dev/shm/%s left (removed now)\n", e->d_name);
+            /* counted; removed, so that the run leaves nothing behind for
+             * the machine (or a test running beside it) to find */
+            char path[300];
+            snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+            (void)unlink(path);
             n++;
         }
     if (d != NULL)

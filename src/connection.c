@@ -501,28 +501,14 @@ static void conn_release(void *obj)
     mp_conn_close(obj);
 }
 
-const mp__objtype mp__conn_objtype = {
-    .name = "connection",
-    .letter = 'P',
-    .tag = 1,
-    .reduce = conn_reduce,
-    .rebuild = conn_rebuild,
-    .dup = conn_dup,
-    .release = conn_release,
-};
-MP__REGISTER_OBJTYPE(mp__conn_objtype);
-
-int mp_args_add_conn(mp_args *a, mp_conn *c)
-{
-    if (a == NULL || c == NULL)
-        return MP_EINVAL;
-    return mp__args_add_obj(a, &mp__conn_objtype, c);
-}
-
-mp_conn *mp_args_conn(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__conn_objtype);
-}
+MP__KIND(mp_conn, mp__conn_objtype, mp_args_add_conn, mp_args_conn,
+        .name = "connection",
+        .letter = 'P',
+        .tag = 1,
+        .reduce = conn_reduce,
+        .rebuild = conn_rebuild,
+        .dup = conn_dup,
+        .release = conn_release);
 
 /* ---- the authkey handshake ------------------------------------------------- */
 

@@ -210,6 +210,27 @@ void mp__objtype_register(const mp__objtype *t);
     _Static_assert(1, "a semicolon after the macro")
 int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj);
 void *mp__args_obj(const mp_args *a, size_t i, const mp__objtype *t);
+/*
+ * One shareable kind, defined once: its wire type @var (the fields of an
+ * mp__objtype follow), registered with reduction.c, and its public pair
+ * @add (mp_args_add_<kind>) and @get (mp_args_<kind>), named in full at
+ * the use so that a search for either finds its definition:
+ *
+ *   MP__KIND(mp_lock, mp__lock_objtype, mp_args_add_lock, mp_args_lock,
+ *            .name = "lock", .letter = 'L', .tag = 2, ...);
+ */
+#define MP__KIND(type, var, add, get, ...)                                     \
+    const mp__objtype var = {__VA_ARGS__};                                     \
+    MP__REGISTER_OBJTYPE(var);                                                 \
+    int add(mp_args *a, type *obj)                                             \
+    {                                                                          \
+        return a && obj ? mp__args_add_obj(a, &var, obj) : MP_EINVAL;          \
+    }                                                                          \
+    type *get(const mp_args *a, size_t i)                                      \
+    {                                                                          \
+        return mp__args_obj(a, i, &var);                                       \
+    }                                                                          \
+    _Static_assert(1, "a semicolon after the macro")
 
 int mp__args_dup(const mp_args *src, mp_args **out);
 /* Append copies of @src's items from index @from on. */

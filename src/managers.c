@@ -648,26 +648,14 @@ static void manager_release(void *obj)
     manager_unref(obj); /* a copy never stops the server */
 }
 
-const mp__objtype mp__manager_objtype = {
-    .name = "manager",
-    .letter = 'M',
-    .tag = 11,
-    .reduce = manager_reduce,
-    .rebuild = manager_rebuild,
-    .dup = manager_dup,
-    .release = manager_release,
-};
-MP__REGISTER_OBJTYPE(mp__manager_objtype);
-
-int mp_args_add_manager(mp_args *a, mp_manager *m)
-{
-    return a && m ? mp__args_add_obj(a, &mp__manager_objtype, m) : MP_EINVAL;
-}
-
-mp_manager *mp_args_manager(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__manager_objtype);
-}
+MP__KIND(mp_manager, mp__manager_objtype, mp_args_add_manager, mp_args_manager,
+        .name = "manager",
+        .letter = 'M',
+        .tag = 11,
+        .reduce = manager_reduce,
+        .rebuild = manager_rebuild,
+        .dup = manager_dup,
+        .release = manager_release);
 
 /* A dict or list: its manager's form, then its name. */
 static int named_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
@@ -714,51 +702,25 @@ static void named_release(void *obj)
     named_free(obj);
 }
 
-const mp__objtype mp__dict_objtype = {
-    .name = "dict",
-    .letter = 'D',
-    .tag = 12,
-    .reduce = named_reduce,
-    .rebuild = named_rebuild,
-    .dup = named_dup,
-    .release = named_release,
-};
-MP__REGISTER_OBJTYPE(mp__dict_objtype);
+MP__KIND(mp_dict, mp__dict_objtype, mp_args_add_dict, mp_args_dict,
+        .name = "dict",
+        .letter = 'D',
+        .tag = 12,
+        .reduce = named_reduce,
+        .rebuild = named_rebuild,
+        .dup = named_dup,
+        .release = named_release);
 
-const mp__objtype mp__list_objtype = {
-    .name = "list",
-    .letter = 'T',
-    .tag = 13,
-    .reduce = named_reduce,
-    .rebuild = named_rebuild,
-    .dup = named_dup,
-    .release = named_release,
-};
-MP__REGISTER_OBJTYPE(mp__list_objtype);
-
-int mp_args_add_dict(mp_args *a, mp_dict *d)
-{
-    return a && d ? mp__args_add_obj(a, &mp__dict_objtype, d) : MP_EINVAL;
-}
-
-mp_dict *mp_args_dict(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__dict_objtype);
-}
-
-int mp_args_add_list(mp_args *a, mp_list *l)
-{
-    return a && l ? mp__args_add_obj(a, &mp__list_objtype, l) : MP_EINVAL;
-}
-
-mp_list *mp_args_list(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__list_objtype);
-}
+MP__KIND(mp_list, mp__list_objtype, mp_args_add_list, mp_args_list,
+        .name = "list",
+        .letter = 'T',
+        .tag = 13,
+        .reduce = named_reduce,
+        .rebuild = named_rebuild,
+        .dup = named_dup,
+        .release = named_release);
 
 /* ---- the public proxy constructors ------------------------------------------------ */
-
-
 
 static int open_proxy(mp_manager *m, const char *kind, const char *name, int64_t param,
                       int (*wrap)(mp__proxy *, void **), void **out)

@@ -969,23 +969,12 @@ static void queue_release(void *obj)
     mp_queue_free(obj);
 }
 
-const mp__objtype mp__queue_objtype = {
-    .name = "queue",
-    .letter = 'Q',
-    .tag = 9,
-    .reduce = queue_reduce,
-    .rebuild = queue_rebuild,
-    .dup = queue_dup,
-    .release = queue_release,
-};
-MP__REGISTER_OBJTYPE(mp__queue_objtype);
+MP__KIND(mp_queue, mp__queue_objtype, mp_args_add_queue, mp_args_queue,
+        .name = "queue",
+        .letter = 'Q',
+        .tag = 9,
+        .reduce = queue_reduce,
+        .rebuild = queue_rebuild,
+        .dup = queue_dup,
+        .release = queue_release);
 
-int mp_args_add_queue(mp_args *a, mp_queue *q)
-{
-    return a && q ? mp__args_add_obj(a, &mp__queue_objtype, q) : MP_EINVAL;
-}
-
-mp_queue *mp_args_queue(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__queue_objtype);
-}

@@ -338,23 +338,12 @@ static void shm_release(void *obj)
     IGNORE_RESULT(mp_shm_close(obj));
 }
 
-const mp__objtype mp__shm_objtype = {
-    .name = "shm",
-    .letter = 'H',
-    .tag = 10,
-    .reduce = shm_reduce,
-    .rebuild = shm_rebuild,
-    .dup = shm_dup,
-    .release = shm_release,
-};
-MP__REGISTER_OBJTYPE(mp__shm_objtype);
+MP__KIND(mp_shm, mp__shm_objtype, mp_args_add_shm, mp_args_shm,
+        .name = "shm",
+        .letter = 'H',
+        .tag = 10,
+        .reduce = shm_reduce,
+        .rebuild = shm_rebuild,
+        .dup = shm_dup,
+        .release = shm_release);
 
-int mp_args_add_shm(mp_args *a, mp_shm *s)
-{
-    return a && s ? mp__args_add_obj(a, &mp__shm_objtype, s) : MP_EINVAL;
-}
-
-mp_shm *mp_args_shm(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__shm_objtype);
-}

@@ -192,27 +192,23 @@ static void shobj_release(void *obj)
     shobj_free(obj);
 }
 
-const mp__objtype mp__value_objtype = {
-    .name = "value",
-    .letter = 'V',
-    .tag = 7,
-    .reduce = shobj_reduce,
-    .rebuild = value_rebuild,
-    .dup = shobj_dup,
-    .release = shobj_release,
-};
-MP__REGISTER_OBJTYPE(mp__value_objtype);
+MP__KIND(mp_value, mp__value_objtype, mp_args_add_value, mp_args_value,
+        .name = "value",
+        .letter = 'V',
+        .tag = 7,
+        .reduce = shobj_reduce,
+        .rebuild = value_rebuild,
+        .dup = shobj_dup,
+        .release = shobj_release);
 
-const mp__objtype mp__array_objtype = {
-    .name = "array",
-    .letter = 'A',
-    .tag = 8,
-    .reduce = shobj_reduce,
-    .rebuild = array_rebuild,
-    .dup = shobj_dup,
-    .release = shobj_release,
-};
-MP__REGISTER_OBJTYPE(mp__array_objtype);
+MP__KIND(mp_array, mp__array_objtype, mp_args_add_array, mp_args_array,
+        .name = "array",
+        .letter = 'A',
+        .tag = 8,
+        .reduce = shobj_reduce,
+        .rebuild = array_rebuild,
+        .dup = shobj_dup,
+        .release = shobj_release);
 
 int mp_value_new(mp_value **out, mp_type type, bool lock)
 {
@@ -321,22 +317,3 @@ void mp_array_free(mp_array *a)
     shobj_free((shobj *)a);
 }
 
-int mp_args_add_value(mp_args *a, mp_value *v)
-{
-    return a && v ? mp__args_add_obj(a, &mp__value_objtype, v) : MP_EINVAL;
-}
-
-int mp_args_add_array(mp_args *a, mp_array *arr)
-{
-    return a && arr ? mp__args_add_obj(a, &mp__array_objtype, arr) : MP_EINVAL;
-}
-
-mp_value *mp_args_value(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__value_objtype);
-}
-
-mp_array *mp_args_array(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__array_objtype);
-}

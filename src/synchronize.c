@@ -396,26 +396,14 @@ static int lock_dup(void *obj, void **out)
     return block_dup(obj, sizeof(mp_lock), out);
 }
 
-const mp__objtype mp__lock_objtype = {
-    .name = "lock",
-    .letter = 'L',
-    .tag = 2,
-    .reduce = block_reduce,
-    .rebuild = lock_rebuild,
-    .dup = lock_dup,
-    .release = block_release,
-};
-MP__REGISTER_OBJTYPE(mp__lock_objtype);
-
-int mp_args_add_lock(mp_args *a, mp_lock *l)
-{
-    return a && l ? mp__args_add_obj(a, &mp__lock_objtype, l) : MP_EINVAL;
-}
-
-mp_lock *mp_args_lock(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__lock_objtype);
-}
+MP__KIND(mp_lock, mp__lock_objtype, mp_args_add_lock, mp_args_lock,
+        .name = "lock",
+        .letter = 'L',
+        .tag = 2,
+        .reduce = block_reduce,
+        .rebuild = lock_rebuild,
+        .dup = lock_dup,
+        .release = block_release);
 
 /* ---- Semaphore -------------------------------------------------------------- */
 
@@ -549,26 +537,14 @@ static int sem_dup(void *obj, void **out)
     return block_dup(obj, sizeof(mp_semaphore), out);
 }
 
-const mp__objtype mp__semaphore_objtype = {
-    .name = "semaphore",
-    .letter = 'S',
-    .tag = 3,
-    .reduce = block_reduce,
-    .rebuild = sem_rebuild,
-    .dup = sem_dup,
-    .release = block_release,
-};
-MP__REGISTER_OBJTYPE(mp__semaphore_objtype);
-
-int mp_args_add_semaphore(mp_args *a, mp_semaphore *s)
-{
-    return a && s ? mp__args_add_obj(a, &mp__semaphore_objtype, s) : MP_EINVAL;
-}
-
-mp_semaphore *mp_args_semaphore(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__semaphore_objtype);
-}
+MP__KIND(mp_semaphore, mp__semaphore_objtype, mp_args_add_semaphore, mp_args_semaphore,
+        .name = "semaphore",
+        .letter = 'S',
+        .tag = 3,
+        .reduce = block_reduce,
+        .rebuild = sem_rebuild,
+        .dup = sem_dup,
+        .release = block_release);
 
 /* ---- Event -------------------------------------------------------------- */
 
@@ -684,26 +660,14 @@ static int event_dup(void *obj, void **out)
     return block_dup(obj, sizeof(mp_event), out);
 }
 
-const mp__objtype mp__event_objtype = {
-    .name = "event",
-    .letter = 'E',
-    .tag = 5,
-    .reduce = block_reduce,
-    .rebuild = event_rebuild,
-    .dup = event_dup,
-    .release = block_release,
-};
-MP__REGISTER_OBJTYPE(mp__event_objtype);
-
-int mp_args_add_event(mp_args *a, mp_event *e)
-{
-    return a && e ? mp__args_add_obj(a, &mp__event_objtype, e) : MP_EINVAL;
-}
-
-mp_event *mp_args_event(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__event_objtype);
-}
+MP__KIND(mp_event, mp__event_objtype, mp_args_add_event, mp_args_event,
+        .name = "event",
+        .letter = 'E',
+        .tag = 5,
+        .reduce = block_reduce,
+        .rebuild = event_rebuild,
+        .dup = event_dup,
+        .release = block_release);
 
 /* ---- Condition ------------------------------------------------------------ */
 
@@ -936,26 +900,14 @@ static void cond_release(void *obj)
     mp_condition_free(obj);
 }
 
-const mp__objtype mp__condition_objtype = {
-    .name = "condition",
-    .letter = 'C',
-    .tag = 4,
-    .reduce = cond_reduce,
-    .rebuild = cond_rebuild,
-    .dup = cond_dup,
-    .release = cond_release,
-};
-MP__REGISTER_OBJTYPE(mp__condition_objtype);
-
-int mp_args_add_condition(mp_args *a, mp_condition *c)
-{
-    return a && c ? mp__args_add_obj(a, &mp__condition_objtype, c) : MP_EINVAL;
-}
-
-mp_condition *mp_args_condition(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__condition_objtype);
-}
+MP__KIND(mp_condition, mp__condition_objtype, mp_args_add_condition, mp_args_condition,
+        .name = "condition",
+        .letter = 'C',
+        .tag = 4,
+        .reduce = cond_reduce,
+        .rebuild = cond_rebuild,
+        .dup = cond_dup,
+        .release = cond_release);
 
 /* ---- Barrier -------------------------------------------------------------- */
 
@@ -1194,23 +1146,12 @@ static int bar_dup(void *obj, void **out)
     return block_dup(obj, sizeof(mp_barrier), out);
 }
 
-const mp__objtype mp__barrier_objtype = {
-    .name = "barrier",
-    .letter = 'B',
-    .tag = 6,
-    .reduce = bar_reduce,
-    .rebuild = bar_rebuild,
-    .dup = bar_dup,
-    .release = block_release,
-};
-MP__REGISTER_OBJTYPE(mp__barrier_objtype);
+MP__KIND(mp_barrier, mp__barrier_objtype, mp_args_add_barrier, mp_args_barrier,
+        .name = "barrier",
+        .letter = 'B',
+        .tag = 6,
+        .reduce = bar_reduce,
+        .rebuild = bar_rebuild,
+        .dup = bar_dup,
+        .release = block_release);
 
-int mp_args_add_barrier(mp_args *a, mp_barrier *b)
-{
-    return a && b ? mp__args_add_obj(a, &mp__barrier_objtype, b) : MP_EINVAL;
-}
-
-mp_barrier *mp_args_barrier(const mp_args *a, size_t i)
-{
-    return mp__args_obj(a, i, &mp__barrier_objtype);
-}

@@ -493,17 +493,31 @@ static bool shm_in_use(const char *name)
 }
 
 /* Whether @name is another test's own: the names tests make are
- * "mp_test_<pid>_..." with the pid of the process that named it, and one
- * whose process still runs outside this test's process group (@test)
- * belongs to a test running beside this one under ctest -j, whose own
- * check judges it. */
+ * "mp_test_<pid>_..." with the pid of the process that named it, and the
+ * soak's (run beside the tests by ctest, some of them leaving a name on
+ * purpose to see the soak report it) "soak-<pid>-..."; one whose process
+ * still runs outside this test's process group (@test) belongs to a test
+ * running beside this one under ctest -j, whose own check judges it. */
 static bool another_tests(const char *name, pid_t test)
 {
-    char *end;
-    if (strncmp(name, "mp_test_", 8) != 0 || !isdigit((unsigned char)name[8]))
+    static const struct {
+        const char *prefix;
+        char sep;
+    } owned[] = {{"mp_test_", '_'}, {"soak-", '-'}};
+    const char *num = NULL;
+    char sep = 0;
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0] && num == NULL; i++) {
+        size_t n = strlen(owned[i].prefix);
+        if (strncmp(name, owned[i].prefix, n) == 0 && isdigit((unsigned char)name[n])) {
+            num = name + n;
+            sep = owned[i].sep;
+        }
+    }
+    if (num == NULL)
         return false;
-    long pid = strtol(name + 8, &end, 10);
-    if (*end != '_' || pid <= 0 || pid > INT_MAX)
+    char *end;
+    long pid = strtol(num, &end, 10);
+    if (*end != sep || pid <= 0 || pid > INT_MAX)
         return false;
     pid_t g = getpgid((pid_t)pid);
     return g >= 0 && g != test;
