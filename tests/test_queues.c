@@ -1990,6 +1990,11 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
         t->committed += (uint64_t)(committed + 1);
         for (int64_t seq = 0; seq < CR_MSGS; seq++) {
             int g = atomic_load(&sh->r.got[p][seq]);
+            /* received counts the got marks, not a counter of its own: a
+             * consumer killed from outside between marking a message and
+             * bumping a separate counter left the two one apart (seen once
+             * under ASan) */
+            t->received += (uint64_t)g;
             if (seq <= committed) {
                 if (g > 0)
                     continue;
@@ -2020,7 +2025,6 @@ static void cr_round(mp_context *c, shmem *s, uint32_t round, uint64_t *rng, cr_
             }
         }
     }
-    t->received += atomic_load(&sh->r.received);
     t->violations += atomic_load(&sh->r.violations);
 }
 
