@@ -504,7 +504,7 @@ static void conn_release(void *obj)
 MP__KIND(mp_conn, mp__conn_objtype, mp_args_add_conn, mp_args_conn,
         .name = "connection",
         .letter = 'P',
-        .tag = 1,
+        .tag = MP__TAG_CONN,
         .reduce = conn_reduce,
         .rebuild = conn_rebuild,
         .dup = conn_dup,

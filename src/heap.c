@@ -350,3 +350,38 @@ int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out)
     pthread_mutex_unlock(&heap.lock);
     return err;
 }
+
+int mp__handle_reduce(const mp__handle *h, mp_buf *out, mp__fdvec *fds, mp__channel ch)
+{
+    int err = mp__px_reduce_either(h->px, out, ch);
+    return err == 0 && h->px == NULL ? mp__shm_reduce(&h->ref, out, fds) : err;
+}
+
+int mp__handle_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool served,
+                       size_t need, mp__handle *h)
+{
+    int err = mp__px_rebuild_either(r, ch, served, &h->px);
+    if (err < 0 || h->px)
+        return err;
+    err = mp__shm_rebuild(r, fds, nfds, &h->ref);
+    if (err == 0 && h->ref.size < need) {
+        mp__shm_free(&h->ref);
+        err = MP_EBADMSG;
+    }
+    return err;
+}
+
+int mp__handle_dup(const mp__handle *src, mp__handle *out)
+{
+    memset(out, 0, sizeof *out);
+    if (src->px)
+        return mp__px_dup(src->px, &out->px);
+    return mp__shm_ref_dup(&src->ref, &out->ref);
+}
+
+void mp__handle_fini(mp__handle *h)
+{
+    mp__px_free(h->px);
+    h->px = NULL;
+    mp__shm_free(&h->ref);
+}

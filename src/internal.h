@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -197,6 +198,24 @@ typedef struct mp__objtype {
     int (*dup)(void *obj, void **out);
     void (*release)(void *obj);
 } mp__objtype;
+/* The wire tag of each kind (the byte after OBJECT): one list, so that no
+ * two collide and a new kind takes the next number.  Never renumber one:
+ * a spawned child may be rebuilding what its parent wrote. */
+enum mp__objtag {
+    MP__TAG_CONN = 1,
+    MP__TAG_LOCK = 2,
+    MP__TAG_SEMAPHORE = 3,
+    MP__TAG_CONDITION = 4,
+    MP__TAG_EVENT = 5,
+    MP__TAG_BARRIER = 6,
+    MP__TAG_VALUE = 7,
+    MP__TAG_ARRAY = 8,
+    MP__TAG_QUEUE = 9,
+    MP__TAG_SHM = 10,
+    MP__TAG_MANAGER = 11,
+    MP__TAG_DICT = 12,
+    MP__TAG_LIST = 13,
+};
 /* Each kind's file registers its mp__objtype with the wire decoder of the
  * layer below it (reduction.c), from a constructor that runs before any
  * other (before the spawn bootstrap's, which may never return), so that
@@ -322,6 +341,34 @@ int mp__shm_ref_dup(const mp__shref *src, mp__shref *out);
 int mp__shm_reduce(const mp__shref *ref, mp_buf *out, mp__fdvec *fds);
 int mp__shm_rebuild(mp__reader *r, int *fds, size_t nfds, mp__shref *out);
 
+/*
+ * The shared prefix of the kinds that are one block of the arena here or an
+ * object in a manager (lock, semaphore, event, condition, barrier, value,
+ * array): each one's struct begins with an mp__handle named h, checked by
+ * MP__HANDLE_FIRST, so that one wire form, dup and release serve them all.
+ */
+typedef struct mp__proxy mp__proxy;
+typedef struct mp__handle {
+    mp__shref ref;  /* the local block (px NULL) */
+    mp__proxy *px;  /* or a manager's object: every call goes there */
+} mp__handle;
+#define MP__HANDLE_FIRST(type)                                                 \
+    _Static_assert(offsetof(type, h) == 0 &&                                   \
+                       __builtin_types_compatible_p(__typeof__(((type *)0)->h), \
+                                                    mp__handle),               \
+                   #type " begins with its mp__handle")
+/* Wire form: the proxy's (mp__px_reduce_either), or the block's. */
+int mp__handle_reduce(const mp__handle *h, mp_buf *out, mp__fdvec *fds, mp__channel ch);
+/* Into a zeroed @h: a proxy only when @served (a kind a manager serves), a
+ * block only of @need bytes or more; MP_EBADMSG otherwise.  Nothing is
+ * held on failure. */
+int mp__handle_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool served,
+                       size_t need, mp__handle *h);
+/* A second handle on the same object. */
+int mp__handle_dup(const mp__handle *src, mp__handle *out);
+/* Drop what @h holds (a zeroed one holds nothing). */
+void mp__handle_fini(mp__handle *h);
+
 /* ---- futex words (synchronize.c) ----------------------------------------- */
 
 /* Sleep while *w == val, until woken or @d passes (NULL: forever).
@@ -436,6 +483,12 @@ int mp__px_dup(const mp__proxy *px, mp__proxy **out);
 /* Wire form: the server's (mp__px_put_server), kind, name, parameter. */
 int mp__px_reduce(const mp__proxy *px, mp_buf *out, mp__channel ch);
 int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out);
+/* The one wire form of a handle that may be a manager's (every kind a
+ * manager serves): u8 1 and the proxy's form, or u8 0 and the local form,
+ * which the caller writes (reads) next.  Rebuilding, a proxy is accepted
+ * only when @served; *out is the proxy, or NULL when the local form follows. */
+int mp__px_reduce_either(const mp__proxy *px, mp_buf *out, mp__channel ch);
+int mp__px_rebuild_either(mp__reader *r, mp__channel ch, bool served, mp__proxy **out);
 /* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c). */
 int mp__lock_from_proxy(mp__proxy *px, mp_lock **out);
 int mp__event_from_proxy(mp__proxy *px, mp_event **out);

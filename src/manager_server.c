@@ -127,7 +127,7 @@ typedef struct sobj {
  */
 struct kind {
     const char *name;          /* NULL: a registered type (mp_manager_register) */
-    int ops[8];                /* the ops it exposes, ending at the first 0 */
+    int ops[32];               /* the ops it exposes, ending at the first 0 */
     size_t size;               /* of its state */
     int (*init)(sobj *o, int64_t param);
     void (*fini)(sobj *o);

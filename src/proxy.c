@@ -497,6 +497,21 @@ int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out)
     return proxy_make(address, key, keylen, kind, name, param, out);
 }
 
+int mp__px_reduce_either(const mp__proxy *px, mp_buf *out, mp__channel ch)
+{
+    int err = mp__put_u8(out, px != NULL);
+    return err == 0 && px ? mp__px_reduce(px, out, ch) : err;
+}
+
+int mp__px_rebuild_either(mp__reader *r, mp__channel ch, bool served, mp__proxy **out)
+{
+    *out = NULL;
+    uint8_t remote = mp__get_u8(r);
+    if (r->err || remote > (served ? 1 : 0))
+        return MP_EBADMSG;
+    return remote ? mp__px_rebuild(r, ch, out) : 0;
+}
+
 /* Make a proxy for @kind @name on the server at @address; the object is
  * opened now. */
 int mp__px_open(const char *address, const void *key, size_t keylen, const char *kind,

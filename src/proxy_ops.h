@@ -3,7 +3,9 @@
  * side (proxy.c, managers.c) and the server (manager_server.c).
  *
  * The numbers are the wire form (the first int of every request), so they
- * never change; the gaps group them by the kind that exposes them.
+ * never change; the gaps group them by the kind that exposes them.  Taken
+ * next: 90-124 the RLock, Condition, Barrier and bounded Semaphore, 130-169
+ * the rest of dict and list, 170-199 Array, JoinableQueue and Namespace.
  */
 #ifndef MP_PROXY_OPS_H
 #define MP_PROXY_OPS_H

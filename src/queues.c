@@ -905,21 +905,18 @@ static int queue_check(mp_queue *q)
 static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_queue *q = obj;
-    int err = mp__put_u8(out, q->px != NULL);
+    int err = mp__px_reduce_either(q->px, out, ch);
     if (err < 0 || q->px)
-        return err < 0 ? err : mp__px_reduce(q->px, out, ch);
+        return err;
     int k = mp__fdvec_add(fds, q->fd);
     return k < 0 ? k : mp__put_u32(out, (uint32_t)k);
 }
 
 static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    uint8_t remote = mp__get_u8(r);
-    if (r->err || remote > 1)
-        return MP_EBADMSG;
-    if (remote) {
-        mp__proxy *px;
-        int err = mp__px_rebuild(r, ch, &px);
+    mp__proxy *px;
+    int err = mp__px_rebuild_either(r, ch, true, &px);
+    if (err < 0 || px) {
         if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)obj)) < 0)
             mp__px_free(px);
         return err;
@@ -928,8 +925,7 @@ static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, v
     if (r->err || k >= nfds || fds[k] < 0)
         return MP_EBADMSG;
     mp_queue *q;
-    int err = queue_map(fds[k], &q);
-    if (err < 0)
+    if ((err = queue_map(fds[k], &q)) < 0)
         return err;
     if ((err = queue_check(q)) < 0) {
         q->fd = -1; /* not ours to close: the caller still owns it */
@@ -972,7 +968,7 @@ static void queue_release(void *obj)
 MP__KIND(mp_queue, mp__queue_objtype, mp_args_add_queue, mp_args_queue,
         .name = "queue",
         .letter = 'Q',
-        .tag = 9,
+        .tag = MP__TAG_QUEUE,
         .reduce = queue_reduce,
         .rebuild = queue_rebuild,
         .dup = queue_dup,

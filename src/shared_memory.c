@@ -341,7 +341,7 @@ static void shm_release(void *obj)
 MP__KIND(mp_shm, mp__shm_objtype, mp_args_add_shm, mp_args_shm,
         .name = "shm",
         .letter = 'H',
-        .tag = 10,
+        .tag = MP__TAG_SHM,
         .reduce = shm_reduce,
         .rebuild = shm_rebuild,
         .dup = shm_dup,

@@ -33,8 +33,7 @@ size_t mp_type_size(mp_type t)
 
 /* Both kinds are one block of typed elements plus an optional lock. */
 typedef struct shobj {
-    mp__shref ref;
-    mp__proxy *px; /* a manager's value */
+    mp__handle h; /* the elements' block, or a manager's value */
     mp_type type;
     size_t n;
     mp_lock *lock;
@@ -46,6 +45,9 @@ struct mp_value {
 struct mp_array {
     shobj o;
 };
+MP__HANDLE_FIRST(shobj);
+_Static_assert(offsetof(struct mp_value, o) == 0 && offsetof(struct mp_array, o) == 0,
+               "a value or array handle is its shobj");
 
 static int shobj_new(shobj **out, mp_type type, size_t n, const void *init, bool lock)
 {
@@ -60,16 +62,16 @@ static int shobj_new(shobj **out, mp_type type, size_t n, const void *init, bool
         return MP_ENOMEM;
     o->type = type;
     o->n = n;
-    int err = mp__shm_alloc(n * es > 0 ? n * es : 1, &o->ref);
+    int err = mp__shm_alloc(n * es > 0 ? n * es : 1, &o->h.ref);
     if (err == 0 && lock)
         err = mp_rlock_new(&o->lock);
     if (err < 0) {
-        mp__shm_free(&o->ref);
+        mp__shm_free(&o->h.ref);
         free(o);
         return err;
     }
     if (init != NULL && n > 0)
-        memcpy(o->ref.p, init, n * es);
+        memcpy(o->h.ref.p, init, n * es);
     *out = o;
     return 0;
 }
@@ -78,25 +80,22 @@ static void shobj_free(shobj *o)
 {
     if (o == NULL)
         return;
-    mp__px_free(o->px);
     mp_lock_free(o->lock);
-    mp__shm_free(&o->ref);
+    mp__handle_fini(&o->h);
     free(o);
 }
 
+/* Type, then the handle's form; a local one goes on with the element
+ * count and its lock, if any. */
 static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     shobj *o = obj;
     int err = mp__put_u8(out, (uint8_t)o->type);
     if (err == 0)
-        err = mp__put_u8(out, o->px != NULL);
-    if (err == 0 && o->px)
-        return mp__px_reduce(o->px, out, ch);
-    if (err == 0)
-        err = mp__put_u64(out, o->n);
-    if (err == 0)
-        err = mp__shm_reduce(&o->ref, out, fds);
-    if (err == 0)
+        err = mp__handle_reduce(&o->h, out, fds, ch);
+    if (err < 0 || o->h.px)
+        return err;
+    if ((err = mp__put_u64(out, o->n)) == 0)
         err = mp__put_u8(out, o->lock != NULL);
     if (err == 0 && o->lock)
         err = mp__lock_objtype.reduce(o->lock, out, fds, ch);
@@ -105,39 +104,26 @@ static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 
 /* A value may be a manager's (a proxy); an array and a value's lock are
  * always local. */
-static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool proxy_ok,
+static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool served,
                          void **obj)
 {
     shobj *o = calloc(1, sizeof *o);
     if (o == NULL)
         return MP_ENOMEM;
     uint8_t type = mp__get_u8(r);
-    uint8_t remote = mp__get_u8(r);
-    if (!r->err && remote == 1 && proxy_ok && mp_type_size((mp_type)type) != 0) {
-        o->type = (mp_type)type;
-        o->n = 1;
-        int e = mp__px_rebuild(r, ch, &o->px);
-        if (e < 0) {
-            free(o);
-            return e;
-        }
-        *obj = o;
-        return 0;
-    }
-    if (remote != 0)
-        r->err = MP_EBADMSG;
-    uint64_t n = mp__get_u64(r);
     size_t es = mp_type_size((mp_type)type);
-    int err = r->err || es == 0 || n > SIZE_MAX / es ? MP_EBADMSG : 0;
+    int err = r->err || es == 0 ? MP_EBADMSG : 0;
     if (err == 0)
-        err = mp__shm_rebuild(r, fds, nfds, &o->ref);
-    if (err == 0 && o->ref.size < n * es)
-        err = MP_EBADMSG;
-    uint8_t has_lock = err == 0 ? mp__get_u8(r) : 0;
-    if (err == 0 && (r->err || has_lock > 1))
-        err = MP_EBADMSG;
-    if (err == 0 && has_lock)
-        err = mp__lock_rebuild_local(r, fds, nfds, ch, &o->lock);
+        err = mp__handle_rebuild(r, fds, nfds, ch, served, 1, &o->h);
+    uint64_t n = 1;
+    if (err == 0 && o->h.px == NULL) {
+        n = mp__get_u64(r);
+        uint8_t has_lock = mp__get_u8(r);
+        if (r->err || has_lock > 1 || n > SIZE_MAX / es || o->h.ref.size < n * es)
+            err = MP_EBADMSG;
+        if (err == 0 && has_lock)
+            err = mp__lock_rebuild_local(r, fds, nfds, ch, &o->lock);
+    }
     if (err < 0) {
         shobj_free(o);
         return err;
@@ -163,26 +149,15 @@ static int shobj_dup(void *obj, void **out)
     shobj *o = obj, *d = calloc(1, sizeof *d);
     if (d == NULL)
         return MP_ENOMEM;
-    *d = *o;
-    d->lock = NULL;
-    d->px = NULL;
-    if (o->px) {
-        int err = mp__px_dup(o->px, &d->px);
-        if (err < 0) {
-            free(d);
-            return err;
-        }
-        *out = d;
-        return 0;
+    d->type = o->type;
+    d->n = o->n;
+    int err = mp__handle_dup(&o->h, &d->h);
+    if (err == 0 && o->lock)
+        err = mp__lock_objtype.dup(o->lock, (void **)&d->lock);
+    if (err < 0) {
+        shobj_free(d);
+        return err;
     }
-    if (o->lock) {
-        int err = mp__lock_objtype.dup(o->lock, (void **)&d->lock);
-        if (err < 0) {
-            free(d);
-            return err;
-        }
-    }
-    mp__shm_ref_dup(&o->ref, &d->ref);
     *out = d;
     return 0;
 }
@@ -195,7 +170,7 @@ static void shobj_release(void *obj)
 MP__KIND(mp_value, mp__value_objtype, mp_args_add_value, mp_args_value,
         .name = "value",
         .letter = 'V',
-        .tag = 7,
+        .tag = MP__TAG_VALUE,
         .reduce = shobj_reduce,
         .rebuild = value_rebuild,
         .dup = shobj_dup,
@@ -204,7 +179,7 @@ MP__KIND(mp_value, mp__value_objtype, mp_args_add_value, mp_args_value,
 MP__KIND(mp_array, mp__array_objtype, mp_args_add_array, mp_args_array,
         .name = "array",
         .letter = 'A',
-        .tag = 8,
+        .tag = MP__TAG_ARRAY,
         .reduce = shobj_reduce,
         .rebuild = array_rebuild,
         .dup = shobj_dup,
@@ -217,7 +192,7 @@ int mp_value_new(mp_value **out, mp_type type, bool lock)
 
 void *mp_value_ptr(mp_value *v)
 {
-    return v ? v->o.ref.p : NULL;
+    return v ? v->o.h.ref.p : NULL;
 }
 
 /* Copy @n bytes under the value's lock when it has one (Python's
@@ -242,12 +217,12 @@ int mp_value_load(mp_value *v, void *out)
     if (v == NULL || out == NULL)
         return MP_EINVAL;
     size_t n = mp_type_size(v->o.type);
-    if (v->o.px) {
+    if (v->o.h.px) {
         size_t len = 0;
-        int err = mp__px_bytes(v->o.px, MP__OP_VAL_LOAD, NULL, 0, NAN, NULL, out, n, &len);
+        int err = mp__px_bytes(v->o.h.px, MP__OP_VAL_LOAD, NULL, 0, NAN, NULL, out, n, &len);
         return err == 0 && len != n ? MP_EBADMSG : err;
     }
-    return locked_copy(&v->o, out, v->o.ref.p, n);
+    return locked_copy(&v->o, out, v->o.h.ref.p, n);
 }
 
 int mp_value_store(mp_value *v, const void *in)
@@ -255,9 +230,9 @@ int mp_value_store(mp_value *v, const void *in)
     if (v == NULL || in == NULL)
         return MP_EINVAL;
     size_t n = mp_type_size(v->o.type);
-    if (v->o.px)
-        return mp__px_bytes(v->o.px, MP__OP_VAL_STORE, in, n, NAN, NULL, NULL, 0, NULL);
-    return locked_copy(&v->o, v->o.ref.p, in, n);
+    if (v->o.h.px)
+        return mp__px_bytes(v->o.h.px, MP__OP_VAL_STORE, in, n, NAN, NULL, NULL, 0, NULL);
+    return locked_copy(&v->o, v->o.h.ref.p, in, n);
 }
 
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out)
@@ -265,7 +240,7 @@ int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out)
     shobj *o = calloc(1, sizeof *o);
     if (o == NULL)
         return MP_ENOMEM;
-    o->px = px;
+    o->h.px = px;
     o->type = type;
     o->n = 1;
     *out = (mp_value *)o;
@@ -294,7 +269,7 @@ int mp_array_new(mp_array **out, mp_type type, size_t n, const void *init, bool 
 
 void *mp_array_data(mp_array *a)
 {
-    return a ? a->o.ref.p : NULL;
+    return a ? a->o.h.ref.p : NULL;
 }
 
 size_t mp_array_len(const mp_array *a)

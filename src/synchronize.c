@@ -118,10 +118,10 @@ typedef struct lockshm {
 } lockshm;
 
 struct mp_lock {
-    mp__shref ref;
-    mp__proxy *px; /* a manager's lock: every call goes there */
+    mp__handle h; /* local block, or a manager's object */
     lockshm *s;
 };
+MP__HANDLE_FIRST(struct mp_lock);
 
 static int lock_create(mp_lock **out, bool recursive)
 {
@@ -131,13 +131,13 @@ static int lock_create(mp_lock **out, bool recursive)
     mp_lock *l = calloc(1, sizeof *l);
     if (l == NULL)
         return MP_ENOMEM;
-    int err = mp__shm_alloc(sizeof(lockshm), &l->ref);
+    int err = mp__shm_alloc(sizeof(lockshm), &l->h.ref);
     if (err == 0) {
-        l->s = (lockshm *)l->ref.p;
+        l->s = (lockshm *)l->h.ref.p;
         l->s->recursive = recursive;
         err = mp__robust_init(&l->s->m, recursive);
         if (err < 0)
-            mp__shm_free(&l->ref);
+            mp__shm_free(&l->h.ref);
     }
     if (err < 0) {
         free(l);
@@ -200,8 +200,8 @@ int mp_lock_acquire(mp_lock *l, double timeout)
 {
     if (l == NULL)
         return MP_EINVAL;
-    if (l->px)
-        return mp__px_simple(l->px, MP__OP_LOCK_ACQ, timeout, NULL);
+    if (l->h.px)
+        return mp__px_simple(l->h.px, MP__OP_LOCK_ACQ, timeout, NULL);
     /* Fast path, no clock: free, or free within a short bounded spin (a
      * contended PI mutex otherwise goes through the kernel every time). */
     for (int spin = 0;; spin++) {
@@ -226,8 +226,8 @@ int mp_lock_release(mp_lock *l)
 {
     if (l == NULL)
         return MP_EINVAL;
-    if (l->px)
-        return mp__px_simple(l->px, MP__OP_LOCK_REL, NAN, NULL);
+    if (l->h.px)
+        return mp__px_simple(l->h.px, MP__OP_LOCK_REL, NAN, NULL);
     int32_t owner = atomic_load_explicit(&l->s->owner, memory_order_relaxed);
     if (owner == 0)
         return MP_EINVAL; /* released too many times */
@@ -242,22 +242,21 @@ int mp_lock_release(mp_lock *l)
 bool mp_lock_locked(mp_lock *l)
 {
     int64_t v = 0;
-    if (l && l->px)
-        return mp__px_simple(l->px, MP__OP_LOCK_LOCKED, NAN, &v) == 0 && v;
+    if (l && l->h.px)
+        return mp__px_simple(l->h.px, MP__OP_LOCK_LOCKED, NAN, &v) == 0 && v;
     return l && atomic_load_explicit(&l->s->owner, memory_order_relaxed) != 0;
 }
 
 bool mp_lock_is_recursive(const mp_lock *l)
 {
-    return l && !l->px && l->s->recursive;
+    return l && !l->h.px && l->s->recursive;
 }
 
 void mp_lock_free(mp_lock *l)
 {
     if (l == NULL)
         return;
-    mp__px_free(l->px);
-    mp__shm_free(&l->ref);
+    mp__handle_fini(&l->h);
     free(l);
 }
 
@@ -266,7 +265,7 @@ int mp__lock_from_proxy(mp__proxy *px, mp_lock **out)
     mp_lock *l = calloc(1, sizeof *l);
     if (l == NULL)
         return MP_ENOMEM;
-    l->px = px;
+    l->h.px = px;
     *out = l;
     return 0;
 }
@@ -298,44 +297,24 @@ static bool lock_mine(mp_lock *l)
 
 /* ---- handles in mp_args: (kind-specific) + shared block ------------------- */
 
-/* Most objects are one shared block, or a manager's proxy: a handle
- * starts with both. */
-typedef struct blockobj {
-    mp__shref ref;
-    mp__proxy *px;
-} blockobj;
+/* Every kind here begins with its mp__handle (MP__HANDLE_FIRST after each
+ * struct): these serve them all, with the size of the kind's whole handle. */
 
 static int block_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
-    blockobj *b = obj;
-    int err = mp__put_u8(out, b->px != NULL);
-    if (err == 0)
-        err = b->px ? mp__px_reduce(b->px, out, ch) : mp__shm_reduce(&b->ref, out, fds);
-    return err;
+    return mp__handle_reduce(obj, out, fds, ch);
 }
 
-/* Which forms a kind's handle can have on the wire. */
-enum { LOCAL_ONLY, LOCAL_OR_PROXY };
-
-/* A new handle of @size bytes (its shref first) on a block of at least
- * @need bytes from the wire: a proxy's form only for kinds a manager serves. */
+/* A new handle of @size bytes on a block of at least @need bytes from the
+ * wire, or on a manager's object when @served. */
 static int block_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, size_t size,
-                         size_t need, int forms, void **obj)
+                         size_t need, bool served, void **obj)
 {
-    blockobj *h = calloc(1, size);
+    mp__handle *h = calloc(1, size);
     if (h == NULL)
         return MP_ENOMEM;
-    uint8_t remote = mp__get_u8(r);
-    int err = r->err || remote > (forms == LOCAL_OR_PROXY) ? MP_EBADMSG : 0;
-    if (err == 0 && remote)
-        err = mp__px_rebuild(r, ch, &h->px);
-    else if (err == 0)
-        err = mp__shm_rebuild(r, fds, nfds, &h->ref);
-    if (err == 0 && !remote && h->ref.size < need)
-        err = MP_EBADMSG;
+    int err = mp__handle_rebuild(r, fds, nfds, ch, served, need, h);
     if (err < 0) {
-        mp__px_free(h->px);
-        mp__shm_free(&h->ref);
         free(h);
         return err;
     }
@@ -345,19 +324,14 @@ static int block_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, s
 
 static int block_dup(void *obj, size_t size, void **out)
 {
-    blockobj *h = malloc(size);
+    mp__handle *h = malloc(size);
     if (h == NULL)
         return MP_ENOMEM;
     memcpy(h, obj, size);
-    const blockobj *src = obj;
-    if (src->px) {
-        int err = mp__px_dup(src->px, &h->px);
-        if (err < 0) {
-            free(h);
-            return err;
-        }
-    } else {
-        mp__shm_ref_dup(&src->ref, &h->ref);
+    int err = mp__handle_dup(obj, h);
+    if (err < 0) {
+        free(h);
+        return err;
     }
     *out = h;
     return 0;
@@ -365,30 +339,29 @@ static int block_dup(void *obj, size_t size, void **out)
 
 static void block_release(void *obj)
 {
-    mp__px_free(((blockobj *)obj)->px);
-    mp__shm_free(&((blockobj *)obj)->ref);
+    mp__handle_fini(obj);
     free(obj);
 }
 
-static int lock_rebuild_forms(mp__reader *r, int *fds, size_t nfds, mp__channel ch, int forms,
+static int lock_rebuild_forms(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool served,
                               void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_lock), sizeof(lockshm), forms, obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_lock), sizeof(lockshm), served, obj);
     if (err == 0) {
         mp_lock *l = *obj;
-        l->s = (lockshm *)l->ref.p;
+        l->s = (lockshm *)l->h.ref.p;
     }
     return err;
 }
 
 static int lock_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    return lock_rebuild_forms(r, fds, nfds, ch, LOCAL_OR_PROXY, obj);
+    return lock_rebuild_forms(r, fds, nfds, ch, true, obj);
 }
 
 int mp__lock_rebuild_local(mp__reader *r, int *fds, size_t nfds, mp__channel ch, mp_lock **out)
 {
-    return lock_rebuild_forms(r, fds, nfds, ch, LOCAL_ONLY, (void **)out);
+    return lock_rebuild_forms(r, fds, nfds, ch, false, (void **)out);
 }
 
 static int lock_dup(void *obj, void **out)
@@ -399,7 +372,7 @@ static int lock_dup(void *obj, void **out)
 MP__KIND(mp_lock, mp__lock_objtype, mp_args_add_lock, mp_args_lock,
         .name = "lock",
         .letter = 'L',
-        .tag = 2,
+        .tag = MP__TAG_LOCK,
         .reduce = block_reduce,
         .rebuild = lock_rebuild,
         .dup = lock_dup,
@@ -415,10 +388,10 @@ typedef struct semshm {
 } semshm;
 
 struct mp_semaphore {
-    mp__shref ref;
-    mp__proxy *px;
+    mp__handle h; /* local block, or a manager's object */
     semshm *s;
 };
+MP__HANDLE_FIRST(struct mp_semaphore);
 
 int mp_semaphore_new(mp_semaphore **out, unsigned value, bool bounded)
 {
@@ -430,12 +403,12 @@ int mp_semaphore_new(mp_semaphore **out, unsigned value, bool bounded)
     mp_semaphore *h = calloc(1, sizeof *h);
     if (h == NULL)
         return MP_ENOMEM;
-    int err = mp__shm_alloc(sizeof(semshm), &h->ref);
+    int err = mp__shm_alloc(sizeof(semshm), &h->h.ref);
     if (err < 0) {
         free(h);
         return err;
     }
-    h->s = (semshm *)h->ref.p;
+    h->s = (semshm *)h->h.ref.p;
     atomic_store(&h->s->value, value);
     h->s->max = value;
     h->s->bounded = bounded;
@@ -456,8 +429,8 @@ int mp_semaphore_acquire(mp_semaphore *h, double timeout)
 {
     if (h == NULL)
         return MP_EINVAL;
-    if (h->px)
-        return mp__px_simple(h->px, MP__OP_SEM_ACQ, timeout, NULL);
+    if (h->h.px)
+        return mp__px_simple(h->h.px, MP__OP_SEM_ACQ, timeout, NULL);
     semshm *s = h->s;
     if (sem_trydown(s))
         return 0;
@@ -480,8 +453,8 @@ int mp_semaphore_release(mp_semaphore *h)
 {
     if (h == NULL)
         return MP_EINVAL;
-    if (h->px)
-        return mp__px_simple(h->px, MP__OP_SEM_REL, NAN, NULL);
+    if (h->h.px)
+        return mp__px_simple(h->h.px, MP__OP_SEM_REL, NAN, NULL);
     semshm *s = h->s;
     uint32_t v = atomic_load(&s->value);
     do {
@@ -497,9 +470,9 @@ int mp_semaphore_value(mp_semaphore *h, int *out)
 {
     if (h == NULL || out == NULL)
         return MP_EINVAL;
-    if (h->px) {
+    if (h->h.px) {
         int64_t v = 0;
-        int err = mp__px_simple(h->px, MP__OP_SEM_VALUE, NAN, &v);
+        int err = mp__px_simple(h->h.px, MP__OP_SEM_VALUE, NAN, &v);
         *out = (int)v;
         return err;
     }
@@ -512,7 +485,7 @@ int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out)
     mp_semaphore *h = calloc(1, sizeof *h);
     if (h == NULL)
         return MP_ENOMEM;
-    h->px = px;
+    h->h.px = px;
     *out = h;
     return 0;
 }
@@ -526,9 +499,9 @@ void mp_semaphore_free(mp_semaphore *h)
 static int sem_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
     int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_semaphore), sizeof(semshm),
-                            LOCAL_OR_PROXY, obj);
+                            true, obj);
     if (err == 0)
-        ((mp_semaphore *)*obj)->s = (semshm *)((mp_semaphore *)*obj)->ref.p;
+        ((mp_semaphore *)*obj)->s = (semshm *)((mp_semaphore *)*obj)->h.ref.p;
     return err;
 }
 
@@ -540,7 +513,7 @@ static int sem_dup(void *obj, void **out)
 MP__KIND(mp_semaphore, mp__semaphore_objtype, mp_args_add_semaphore, mp_args_semaphore,
         .name = "semaphore",
         .letter = 'S',
-        .tag = 3,
+        .tag = MP__TAG_SEMAPHORE,
         .reduce = block_reduce,
         .rebuild = sem_rebuild,
         .dup = sem_dup,
@@ -554,10 +527,10 @@ typedef struct eventshm {
 } eventshm;
 
 struct mp_event {
-    mp__shref ref;
-    mp__proxy *px;
+    mp__handle h; /* local block, or a manager's object */
     eventshm *s;
 };
+MP__HANDLE_FIRST(struct mp_event);
 
 int mp_event_new(mp_event **out)
 {
@@ -567,12 +540,12 @@ int mp_event_new(mp_event **out)
     mp_event *h = calloc(1, sizeof *h);
     if (h == NULL)
         return MP_ENOMEM;
-    int err = mp__shm_alloc(sizeof(eventshm), &h->ref);
+    int err = mp__shm_alloc(sizeof(eventshm), &h->h.ref);
     if (err < 0) {
         free(h);
         return err;
     }
-    h->s = (eventshm *)h->ref.p;
+    h->s = (eventshm *)h->h.ref.p;
     *out = h;
     return 0;
 }
@@ -581,8 +554,8 @@ int mp_event_set(mp_event *e)
 {
     if (e == NULL)
         return MP_EINVAL;
-    if (e->px)
-        return mp__px_simple(e->px, MP__OP_EV_SET, NAN, NULL);
+    if (e->h.px)
+        return mp__px_simple(e->h.px, MP__OP_EV_SET, NAN, NULL);
     atomic_store(&e->s->flag, 1);
     if (atomic_load(&e->s->sleepers) > 0)
         mp__futex_wake(&e->s->flag, INT32_MAX);
@@ -593,8 +566,8 @@ int mp_event_clear(mp_event *e)
 {
     if (e == NULL)
         return MP_EINVAL;
-    if (e->px)
-        return mp__px_simple(e->px, MP__OP_EV_CLEAR, NAN, NULL);
+    if (e->h.px)
+        return mp__px_simple(e->h.px, MP__OP_EV_CLEAR, NAN, NULL);
     atomic_store(&e->s->flag, 0);
     return 0;
 }
@@ -602,8 +575,8 @@ int mp_event_clear(mp_event *e)
 bool mp_event_is_set(mp_event *e)
 {
     int64_t v = 0;
-    if (e && e->px)
-        return mp__px_simple(e->px, MP__OP_EV_ISSET, NAN, &v) == 0 && v;
+    if (e && e->h.px)
+        return mp__px_simple(e->h.px, MP__OP_EV_ISSET, NAN, &v) == 0 && v;
     return e && atomic_load(&e->s->flag) != 0;
 }
 
@@ -612,7 +585,7 @@ int mp__event_from_proxy(mp__proxy *px, mp_event **out)
     mp_event *e = calloc(1, sizeof *e);
     if (e == NULL)
         return MP_ENOMEM;
-    e->px = px;
+    e->h.px = px;
     *out = e;
     return 0;
 }
@@ -621,8 +594,8 @@ int mp_event_wait(mp_event *e, double timeout)
 {
     if (e == NULL)
         return MP_EINVAL;
-    if (e->px)
-        return mp__px_simple(e->px, MP__OP_EV_WAIT, timeout, NULL);
+    if (e->h.px)
+        return mp__px_simple(e->h.px, MP__OP_EV_WAIT, timeout, NULL);
     if (atomic_load(&e->s->flag))
         return 0;
     mp__deadline d;
@@ -648,10 +621,10 @@ void mp_event_free(mp_event *e)
 
 static int event_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_event), sizeof(eventshm), LOCAL_OR_PROXY,
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_event), sizeof(eventshm), true,
                             obj);
     if (err == 0)
-        ((mp_event *)*obj)->s = (eventshm *)((mp_event *)*obj)->ref.p;
+        ((mp_event *)*obj)->s = (eventshm *)((mp_event *)*obj)->h.ref.p;
     return err;
 }
 
@@ -663,7 +636,7 @@ static int event_dup(void *obj, void **out)
 MP__KIND(mp_event, mp__event_objtype, mp_args_add_event, mp_args_event,
         .name = "event",
         .letter = 'E',
-        .tag = 5,
+        .tag = MP__TAG_EVENT,
         .reduce = block_reduce,
         .rebuild = event_rebuild,
         .dup = event_dup,
@@ -687,31 +660,31 @@ typedef struct condshm {
 } condshm;
 
 struct mp_condition {
-    mp__shref ref;
-    mp__proxy *px; /* always NULL: conditions live locally */
+    mp__handle h; /* local block, or a manager's object */
     condshm *s;
     mp_lock *lock;
 };
+MP__HANDLE_FIRST(struct mp_condition);
 
 int mp_condition_new(mp_condition **out, mp_lock *lock)
 {
     if (out == NULL)
         return MP_EINVAL;
     *out = NULL;
-    if (lock && lock->px)
+    if (lock && lock->h.px)
         return MP_EINVAL; /* a condition needs a local lock */
     mp_condition *c = calloc(1, sizeof *c);
     if (c == NULL)
         return MP_ENOMEM;
     int err = lock ? lock_dup(lock, (void **)&c->lock) : mp_rlock_new(&c->lock);
     if (err == 0)
-        err = mp__shm_alloc(sizeof(condshm), &c->ref);
+        err = mp__shm_alloc(sizeof(condshm), &c->h.ref);
     if (err < 0) {
         mp_lock_free(c->lock);
         free(c);
         return err;
     }
-    c->s = (condshm *)c->ref.p;
+    c->s = (condshm *)c->h.ref.p;
     *out = c;
     return 0;
 }
@@ -847,52 +820,43 @@ void mp_condition_free(mp_condition *c)
     if (c == NULL)
         return;
     mp_lock_free(c->lock);
-    mp__shm_free(&c->ref);
-    free(c);
+    block_release(c);
 }
 
 static int cond_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_condition *c = obj;
-    int err = mp__shm_reduce(&c->ref, out, fds);
+    int err = mp__handle_reduce(&c->h, out, fds, ch);
     return err < 0 ? err : block_reduce(c->lock, out, fds, ch);
 }
 
 /* A condition's lock is a local one (mp_condition_new refuses a proxy). */
 static int cond_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    mp_condition *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return MP_ENOMEM;
-    int err = mp__shm_rebuild(r, fds, nfds, &c->ref);
-    if (err == 0 && c->ref.size < sizeof(condshm))
-        err = MP_EBADMSG;
-    if (err == 0)
-        err = mp__lock_rebuild_local(r, fds, nfds, ch, &c->lock);
-    if (err < 0) {
-        mp__shm_free(&c->ref);
-        free(c);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_condition), sizeof(condshm), false, obj);
+    if (err < 0)
         return err;
+    mp_condition *c = *obj;
+    c->s = (condshm *)c->h.ref.p;
+    if ((err = mp__lock_rebuild_local(r, fds, nfds, ch, &c->lock)) < 0) {
+        block_release(c);
+        *obj = NULL;
     }
-    c->s = (condshm *)c->ref.p;
-    *obj = c;
-    return 0;
+    return err;
 }
 
 static int cond_dup(void *obj, void **out)
 {
-    mp_condition *c = obj, *d = calloc(1, sizeof *d);
-    if (d == NULL)
-        return MP_ENOMEM;
-    int err = lock_dup(c->lock, (void **)&d->lock);
-    if (err < 0) {
-        free(d);
+    mp_condition *c = obj;
+    int err = block_dup(obj, sizeof(mp_condition), out);
+    if (err < 0)
         return err;
+    mp_condition *d = *out;
+    if ((err = lock_dup(c->lock, (void **)&d->lock)) < 0) {
+        block_release(d);
+        *out = NULL;
     }
-    mp__shm_ref_dup(&c->ref, &d->ref);
-    d->s = c->s;
-    *out = d;
-    return 0;
+    return err;
 }
 
 static void cond_release(void *obj)
@@ -903,7 +867,7 @@ static void cond_release(void *obj)
 MP__KIND(mp_condition, mp__condition_objtype, mp_args_add_condition, mp_args_condition,
         .name = "condition",
         .letter = 'C',
-        .tag = 4,
+        .tag = MP__TAG_CONDITION,
         .reduce = cond_reduce,
         .rebuild = cond_rebuild,
         .dup = cond_dup,
@@ -929,11 +893,11 @@ typedef struct barshm {
 } barshm;
 
 struct mp_barrier {
-    mp__shref ref;
-    mp__proxy *px; /* always NULL */
+    mp__handle h; /* local block, or a manager's object */
     barshm *s;
     mp_target_fn action; /* this process's address of it */
 };
+MP__HANDLE_FIRST(struct mp_barrier);
 
 int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action, double timeout)
 {
@@ -945,12 +909,12 @@ int mp_barrier_new(mp_barrier **out, unsigned parties, mp_target_fn action, doub
     mp_barrier *b = calloc(1, sizeof *b);
     if (b == NULL)
         return MP_ENOMEM;
-    int err = mp__shm_alloc(sizeof(barshm), &b->ref);
+    int err = mp__shm_alloc(sizeof(barshm), &b->h.ref);
     if (err == 0) {
-        b->s = (barshm *)b->ref.p;
+        b->s = (barshm *)b->h.ref.p;
         err = mp__robust_init(&b->s->m, false);
         if (err < 0)
-            mp__shm_free(&b->ref);
+            mp__shm_free(&b->h.ref);
     }
     if (err < 0) {
         free(b);
@@ -1118,11 +1082,11 @@ static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 
 static int bar_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_barrier), sizeof(barshm), LOCAL_ONLY, obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_barrier), sizeof(barshm), false, obj);
     if (err < 0)
         return err;
     mp_barrier *b = *obj;
-    b->s = (barshm *)b->ref.p;
+    b->s = (barshm *)b->h.ref.p;
     uint8_t has = mp__get_u8(r);
     if (r->err || has > (ch == MP__WIRE_CHILD))
         err = MP_EBADMSG;
@@ -1149,7 +1113,7 @@ static int bar_dup(void *obj, void **out)
 MP__KIND(mp_barrier, mp__barrier_objtype, mp_args_add_barrier, mp_args_barrier,
         .name = "barrier",
         .letter = 'B',
-        .tag = 6,
+        .tag = MP__TAG_BARRIER,
         .reduce = bar_reduce,
         .rebuild = bar_rebuild,
         .dup = bar_dup,
