@@ -496,19 +496,9 @@ static int conn_dup(void *obj, void **out)
     return 0;
 }
 
-static void conn_release(void *obj)
-{
-    mp_conn_close(obj);
-}
-
 MP__KIND(mp_conn, mp__conn_objtype, mp_args_add_conn, mp_args_conn,
-        .name = "connection",
-        .letter = 'P',
-        .tag = MP__TAG_CONN,
-        .reduce = conn_reduce,
-        .rebuild = conn_rebuild,
-        .dup = conn_dup,
-        .release = conn_release);
+         "connection", 'P', MP__TAG_CONN,
+         conn_reduce, conn_rebuild, conn_dup, mp_conn_close);
 
 /* ---- the authkey handshake ------------------------------------------------- */
 

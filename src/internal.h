@@ -230,16 +230,24 @@ void mp__objtype_register(const mp__objtype *t);
 int mp__args_add_obj(mp_args *a, const mp__objtype *t, void *obj);
 void *mp__args_obj(const mp_args *a, size_t i, const mp__objtype *t);
 /*
- * One shareable kind, defined once: its wire type @var (the fields of an
- * mp__objtype follow), registered with reduction.c, and its public pair
- * @add (mp_args_add_<kind>) and @get (mp_args_<kind>), named in full at
- * the use so that a search for either finds its definition:
+ * One shareable kind, defined once: its wire type @var (name, mp_args_of
+ * letter, wire tag, then its reduce, rebuild and dup, and what frees one
+ * handle, e.g. the public mp_<kind>_free: its result, if any, is ignored),
+ * registered with reduction.c, and its public pair @add (mp_args_add_<kind>)
+ * and @get (mp_args_<kind>), named in full at the use so that a search for
+ * either finds its definition:
  *
  *   MP__KIND(mp_lock, mp__lock_objtype, mp_args_add_lock, mp_args_lock,
- *            .name = "lock", .letter = 'L', .tag = 2, ...);
+ *            "lock", 'L', MP__TAG_LOCK, reduce, rebuild, dup, mp_lock_free);
  */
-#define MP__KIND(type, var, add, get, ...)                                     \
-    const mp__objtype var = {__VA_ARGS__};                                     \
+#define MP__KIND(type, var, add, get, name_, letter_, tag_, reduce_, rebuild_, dup_, free_) \
+    static void var##_release(void *obj)                                       \
+    {                                                                          \
+        (void)free_(obj);                                                      \
+    }                                                                          \
+    const mp__objtype var = {.name = name_, .letter = letter_, .tag = tag_,    \
+                             .reduce = reduce_, .rebuild = rebuild_,           \
+                             .dup = dup_, .release = var##_release};           \
     MP__REGISTER_OBJTYPE(var);                                                 \
     int add(mp_args *a, type *obj)                                             \
     {                                                                          \

@@ -643,19 +643,11 @@ static int manager_dup(void *obj, void **out)
     return 0;
 }
 
-static void manager_release(void *obj)
-{
-    manager_unref(obj); /* a copy never stops the server */
-}
-
+/* Freeing a handle that came in mp_args only unrefs it: a copy never
+ * stops the server. */
 MP__KIND(mp_manager, mp__manager_objtype, mp_args_add_manager, mp_args_manager,
-        .name = "manager",
-        .letter = 'M',
-        .tag = MP__TAG_MANAGER,
-        .reduce = manager_reduce,
-        .rebuild = manager_rebuild,
-        .dup = manager_dup,
-        .release = manager_release);
+         "manager", 'M', MP__TAG_MANAGER,
+         manager_reduce, manager_rebuild, manager_dup, manager_unref);
 
 /* A dict or list: its manager's form, then its name. */
 static int named_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
@@ -697,28 +689,13 @@ static int named_dup(void *obj, void **out)
     return 0;
 }
 
-static void named_release(void *obj)
-{
-    named_free(obj);
-}
-
 MP__KIND(mp_dict, mp__dict_objtype, mp_args_add_dict, mp_args_dict,
-        .name = "dict",
-        .letter = 'D',
-        .tag = MP__TAG_DICT,
-        .reduce = named_reduce,
-        .rebuild = named_rebuild,
-        .dup = named_dup,
-        .release = named_release);
+         "dict", 'D', MP__TAG_DICT,
+         named_reduce, named_rebuild, named_dup, named_free);
 
 MP__KIND(mp_list, mp__list_objtype, mp_args_add_list, mp_args_list,
-        .name = "list",
-        .letter = 'T',
-        .tag = MP__TAG_LIST,
-        .reduce = named_reduce,
-        .rebuild = named_rebuild,
-        .dup = named_dup,
-        .release = named_release);
+         "list", 'T', MP__TAG_LIST,
+         named_reduce, named_rebuild, named_dup, named_free);
 
 /* ---- the public proxy constructors ------------------------------------------------ */
 

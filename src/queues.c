@@ -960,17 +960,7 @@ static int queue_dup(void *obj, void **out)
     return 0;
 }
 
-static void queue_release(void *obj)
-{
-    mp_queue_free(obj);
-}
-
 MP__KIND(mp_queue, mp__queue_objtype, mp_args_add_queue, mp_args_queue,
-        .name = "queue",
-        .letter = 'Q',
-        .tag = MP__TAG_QUEUE,
-        .reduce = queue_reduce,
-        .rebuild = queue_rebuild,
-        .dup = queue_dup,
-        .release = queue_release);
+         "queue", 'Q', MP__TAG_QUEUE,
+         queue_reduce, queue_rebuild, queue_dup, mp_queue_free);
 

@@ -333,17 +333,7 @@ static int shm_dup(void *obj, void **out)
     return 0;
 }
 
-static void shm_release(void *obj)
-{
-    IGNORE_RESULT(mp_shm_close(obj));
-}
-
 MP__KIND(mp_shm, mp__shm_objtype, mp_args_add_shm, mp_args_shm,
-        .name = "shm",
-        .letter = 'H',
-        .tag = MP__TAG_SHM,
-        .reduce = shm_reduce,
-        .rebuild = shm_rebuild,
-        .dup = shm_dup,
-        .release = shm_release);
+         "shm", 'H', MP__TAG_SHM,
+         shm_reduce, shm_rebuild, shm_dup, mp_shm_close);
 

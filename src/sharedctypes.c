@@ -162,28 +162,13 @@ static int shobj_dup(void *obj, void **out)
     return 0;
 }
 
-static void shobj_release(void *obj)
-{
-    shobj_free(obj);
-}
-
 MP__KIND(mp_value, mp__value_objtype, mp_args_add_value, mp_args_value,
-        .name = "value",
-        .letter = 'V',
-        .tag = MP__TAG_VALUE,
-        .reduce = shobj_reduce,
-        .rebuild = value_rebuild,
-        .dup = shobj_dup,
-        .release = shobj_release);
+         "value", 'V', MP__TAG_VALUE,
+         shobj_reduce, value_rebuild, shobj_dup, shobj_free);
 
 MP__KIND(mp_array, mp__array_objtype, mp_args_add_array, mp_args_array,
-        .name = "array",
-        .letter = 'A',
-        .tag = MP__TAG_ARRAY,
-        .reduce = shobj_reduce,
-        .rebuild = array_rebuild,
-        .dup = shobj_dup,
-        .release = shobj_release);
+         "array", 'A', MP__TAG_ARRAY,
+         shobj_reduce, array_rebuild, shobj_dup, shobj_free);
 
 int mp_value_new(mp_value **out, mp_type type, bool lock)
 {

@@ -370,13 +370,8 @@ static int lock_dup(void *obj, void **out)
 }
 
 MP__KIND(mp_lock, mp__lock_objtype, mp_args_add_lock, mp_args_lock,
-        .name = "lock",
-        .letter = 'L',
-        .tag = MP__TAG_LOCK,
-        .reduce = block_reduce,
-        .rebuild = lock_rebuild,
-        .dup = lock_dup,
-        .release = block_release);
+         "lock", 'L', MP__TAG_LOCK,
+         block_reduce, lock_rebuild, lock_dup, block_release);
 
 /* ---- Semaphore -------------------------------------------------------------- */
 
@@ -511,13 +506,8 @@ static int sem_dup(void *obj, void **out)
 }
 
 MP__KIND(mp_semaphore, mp__semaphore_objtype, mp_args_add_semaphore, mp_args_semaphore,
-        .name = "semaphore",
-        .letter = 'S',
-        .tag = MP__TAG_SEMAPHORE,
-        .reduce = block_reduce,
-        .rebuild = sem_rebuild,
-        .dup = sem_dup,
-        .release = block_release);
+         "semaphore", 'S', MP__TAG_SEMAPHORE,
+         block_reduce, sem_rebuild, sem_dup, block_release);
 
 /* ---- Event -------------------------------------------------------------- */
 
@@ -634,13 +624,8 @@ static int event_dup(void *obj, void **out)
 }
 
 MP__KIND(mp_event, mp__event_objtype, mp_args_add_event, mp_args_event,
-        .name = "event",
-        .letter = 'E',
-        .tag = MP__TAG_EVENT,
-        .reduce = block_reduce,
-        .rebuild = event_rebuild,
-        .dup = event_dup,
-        .release = block_release);
+         "event", 'E', MP__TAG_EVENT,
+         block_reduce, event_rebuild, event_dup, block_release);
 
 /* ---- Condition ------------------------------------------------------------ */
 
@@ -859,19 +844,9 @@ static int cond_dup(void *obj, void **out)
     return err;
 }
 
-static void cond_release(void *obj)
-{
-    mp_condition_free(obj);
-}
-
 MP__KIND(mp_condition, mp__condition_objtype, mp_args_add_condition, mp_args_condition,
-        .name = "condition",
-        .letter = 'C',
-        .tag = MP__TAG_CONDITION,
-        .reduce = cond_reduce,
-        .rebuild = cond_rebuild,
-        .dup = cond_dup,
-        .release = cond_release);
+         "condition", 'C', MP__TAG_CONDITION,
+         cond_reduce, cond_rebuild, cond_dup, mp_condition_free);
 
 /* ---- Barrier -------------------------------------------------------------- */
 
@@ -1111,11 +1086,6 @@ static int bar_dup(void *obj, void **out)
 }
 
 MP__KIND(mp_barrier, mp__barrier_objtype, mp_args_add_barrier, mp_args_barrier,
-        .name = "barrier",
-        .letter = 'B',
-        .tag = MP__TAG_BARRIER,
-        .reduce = bar_reduce,
-        .rebuild = bar_rebuild,
-        .dup = bar_dup,
-        .release = block_release);
+         "barrier", 'B', MP__TAG_BARRIER,
+         bar_reduce, bar_rebuild, bar_dup, block_release);
 
