@@ -763,6 +763,8 @@ static int slice_of(const list_st *l, const mp_args *a, size_t i, int64_t *start
 
 static void list_drop(list_st *l, size_t i, size_t n)
 {
+    if (n == 0)
+        return; /* items may still be NULL: no memmove on it */
     for (size_t j = i; j < i + n; j++)
         mp_buf_free(&l->items[j]);
     memmove(&l->items[i], &l->items[i + n], (l->nitems - i - n) * sizeof(mp_buf));
@@ -798,7 +800,9 @@ static int list_set_slice(list_st *l, int64_t start, int64_t step, size_t count,
         size_t s = (size_t)start;
         for (size_t j = s; j < s + count; j++)
             mp_buf_free(&l->items[j]);
-        memmove(&l->items[s + m], &l->items[s + count], (l->nitems - s - count) * sizeof(mp_buf));
+        if (l->nitems > s + count)
+            memmove(&l->items[s + m], &l->items[s + count],
+                    (l->nitems - s - count) * sizeof(mp_buf));
         if (m)
             memcpy(&l->items[s], fresh, m * sizeof *fresh);
         l->nitems = l->nitems - count + m;
