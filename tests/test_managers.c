@@ -3233,3 +3233,35 @@ MP_TEST(manager_dict_list_malformed_requests, .variants = MP_START_METHODS)
     mp_dict_free(d);
     mp_manager_free(m);
 }
+
+/* update and extend above the request cap: refused by this side
+ * (MP_EMSGSIZE), nothing stored, the connection still usable. */
+MP_TEST(manager_dict_list_too_large, .timeout_s = 60)
+{
+    mp_manager *m = start_manager(NULL);
+    mp_dict *d;
+    mp_list *l;
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    ASSERT_OK(mp_manager_list(m, "l", &l));
+    size_t big = (64u << 20) + 16;
+    char *p = calloc(1, big + 8);
+    ASSERT_TRUE(p != NULL);
+    uint32_t kl = 1, vl = (uint32_t)big;
+    memcpy(p, &kl, 4);
+    p[4] = 'k';
+    memcpy(p + 5, &vl, 4);
+    ASSERT_ERR(MP_EMSGSIZE, mp_dict_update(d, p, 9 + big));
+    memcpy(p, &vl, 4);
+    ASSERT_ERR(MP_EMSGSIZE, mp_list_extend(l, p, 4 + big));
+    free(p);
+    size_t n = 9;
+    ASSERT_OK(mp_dict_len(d, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_list_len(l, &n));
+    ASSERT_EQ(n, 0);
+    dict_set_s(d, "still", "works");
+    dict_expect(d, "still|works");
+    mp_list_free(l);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
