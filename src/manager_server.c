@@ -545,9 +545,14 @@ static int dict_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
         return dict_walk(d, 2, r);
     case MP__OP_DICT_ITEMS:
         return dict_walk(d, 3, r);
-    case MP__OP_DICT_CLEAR:
+    case MP__OP_DICT_CLEAR: {
+        dict_st fresh; /* made first: out of memory leaves the dict whole */
+        if ((err = dict_st_init(&fresh)) < 0)
+            return err;
         dict_st_fini(d);
-        return dict_st_init(d);
+        *d = fresh;
+        return 0;
+    }
     case MP__OP_DICT_COPY:
         if (!mp__args_has(a, 3, MP_ARG_STR))
             return MP_EBADMSG;

@@ -3265,3 +3265,116 @@ MP_TEST(manager_dict_list_too_large, .timeout_s = 60)
     mp_dict_free(d);
     mp_manager_free(m);
 }
+
+/* args: addr, key, this child's id.  Per round: remove a shared token (one
+ * child removes it, the other gets MP_EINVAL), extend by two values of its
+ * own and pop the front item (whosever it is), counting it in "seen". */
+static int child_list_race(const mp_args *a)
+{
+    mp_manager *m = child_connect(a);
+    int me = (int)mp_args_int(a, 2);
+    mp_list *l, *toks;
+    mp_dict *seen, *res;
+    ASSERT_OK(mp_manager_list(m, "items", &l));
+    ASSERT_OK(mp_manager_list(m, "toks", &toks));
+    ASSERT_OK(mp_manager_dict(m, "seen", &seen));
+    ASSERT_OK(mp_manager_dict(m, "res", &res));
+    mp_event *go;
+    ASSERT_OK(mp_manager_event(m, "go", &go));
+    ASSERT_OK(mp_dict_add(res, "ready", 5, 1, NULL));
+    ASSERT_OK(mp_event_wait(go, 60));
+    mp_event_free(go);
+    mp_buf v = MP_BUF_INIT, f = MP_BUF_INIT;
+    int64_t removed = 0;
+    for (int i = 0; i < RACE_N; i++) {
+        char s[64];
+        int n = snprintf(s, sizeof s, "t%d", i);
+        int err = mp_list_remove(toks, s, (size_t)n);
+        if (err != MP_EINVAL) {
+            ASSERT_OK(err);
+            removed++;
+        }
+        snprintf(s, sizeof s, "%d-%d-a|%d-%d-b", me, i, me, i);
+        frames_of(s, &f);
+        ASSERT_OK(mp_list_extend(l, f.data, f.len));
+        ASSERT_OK(mp_list_pop(l, 0, &v));
+        int64_t times = 0;
+        ASSERT_OK(mp_dict_add(seen, v.data, v.len, 1, &times));
+        ASSERT_EQ(times, 1);
+    }
+    ASSERT_OK(mp_dict_add(res, "removed", 7, removed, NULL));
+    mp_buf_free(&v);
+    mp_buf_free(&f);
+    mp_list_free(l);
+    mp_list_free(toks);
+    mp_dict_free(seen);
+    mp_dict_free(res);
+    mp_manager_free(m);
+    return 0;
+}
+
+MP_TEST(manager_list_remove_extend_pop_atomic, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_list *l, *toks;
+    mp_dict *seen, *res;
+    ASSERT_OK(mp_manager_list(m, "toks", &toks));
+    for (int i = 0; i < RACE_N; i++) { /* each token followed by a bystander */
+        char s[32];
+        int n = snprintf(s, sizeof s, "t%d", i);
+        ASSERT_OK(mp_list_append(toks, s, (size_t)n));
+        n = snprintf(s, sizeof s, "x%d", i);
+        ASSERT_OK(mp_list_append(toks, s, (size_t)n));
+    }
+    ASSERT_OK(mp_manager_dict(m, "res", &res));
+    mp_process *p[2];
+    for (int i = 0; i < 2; i++) {
+        mp_args *a = conn_args(m);
+        ASSERT_OK(mp_args_add_int(a, i));
+        p[i] = mp_test_start_free(ctx, child_list_race, a);
+    }
+    double t0 = now();
+    while (dict_int(res, "ready") < 2) {
+        ASSERT_LT(now() - t0, 30);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    mp_event *go;
+    ASSERT_OK(mp_manager_event(m, "go", &go));
+    ASSERT_OK(mp_event_set(go));
+    mp_event_free(go);
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(mp_test_join(p[i], 100), 0);
+    ASSERT_EQ(dict_int(res, "removed"), RACE_N);
+    size_t n = 9, left = 0, seen_n = 0;
+    /* the tokens went, each once, and only they: the bystanders stay */
+    ASSERT_OK(mp_list_len(toks, &n));
+    ASSERT_EQ(n, RACE_N);
+    for (int i = 0; i < RACE_N; i += 97) {
+        char s[32];
+        snprintf(s, sizeof s, "x%d", i);
+        list_expect(toks, i, s);
+    }
+    ASSERT_OK(mp_manager_list(m, "items", &l));
+    ASSERT_OK(mp_manager_dict(m, "seen", &seen));
+    ASSERT_OK(mp_list_len(l, &left));
+    ASSERT_OK(mp_dict_len(seen, &seen_n));
+    ASSERT_EQ(seen_n, (size_t)2 * RACE_N);
+    ASSERT_EQ(left + seen_n, (size_t)2 * 2 * RACE_N);
+    mp_buf all = MP_BUF_INIT;
+    ASSERT_OK(mp_list_get_slice(l, 0, INT64_MAX, 1, &all));
+    for (size_t off = 0; off < all.len;) {
+        uint32_t vl;
+        memcpy(&vl, (char *)all.data + off, sizeof vl);
+        bool in = true;
+        ASSERT_OK(mp_dict_contains(seen, (char *)all.data + off + 4, vl, &in));
+        ASSERT_FALSE(in); /* popped and still there: duplicated */
+        off += 4 + vl;
+    }
+    mp_buf_free(&all);
+    mp_list_free(l);
+    mp_list_free(toks);
+    mp_dict_free(seen);
+    mp_dict_free(res);
+    mp_manager_free(m);
+}
