@@ -3244,7 +3244,7 @@ MP_TEST(manager_dict_list_too_large, .timeout_s = 60)
     ASSERT_OK(mp_manager_dict(m, "d", &d));
     ASSERT_OK(mp_manager_list(m, "l", &l));
     size_t big = (64u << 20) + 16;
-    char *p = calloc(1, big + 8);
+    char *p = calloc(1, big + 16);
     ASSERT_TRUE(p != NULL);
     uint32_t kl = 1, vl = (uint32_t)big;
     memcpy(p, &kl, 4);
