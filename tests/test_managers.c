@@ -2995,6 +2995,31 @@ static int child_dict_list_tcp(const mp_args *a)
     ASSERT_OK(mp_list_sort(l, false));
     ASSERT_OK(mp_list_insert(l, -1, "ab", 2));
     ASSERT_OK(mp_list_repeat(l, 2));
+    /* and the rest, once each, over the network */
+    bool in = false;
+    size_t n = 0;
+    ASSERT_OK(mp_dict_contains(d, "k2", 2, &in));
+    ASSERT_TRUE(in);
+    ASSERT_OK(mp_dict_pop(d, "zz", 2, "dflt", 4, true, &v));
+    ASSERT_MEMEQ(v.data, "dflt", 4);
+    ASSERT_OK(mp_dict_get_default(d, "zz", 2, "g", 1, &v));
+    ASSERT_MEMEQ(v.data, "g", 1);
+    ASSERT_OK(mp_dict_values(d, &v));
+    ASSERT_STREQ(frames_join(&v), "v1|v2");
+    ASSERT_OK(mp_dict_clear(d));
+    ASSERT_OK(mp_list_count(l, "ab", 2, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_OK(mp_list_contains(l, "c", 1, &in));
+    ASSERT_TRUE(in);
+    mp_list *s;
+    ASSERT_OK(mp_manager_list(m, "scratch", &s));
+    frames_of("1|2|3|4|5", &f);
+    ASSERT_OK(mp_list_set_slice(s, 0, 0, 1, f.data, f.len));
+    ASSERT_OK(mp_list_del_slice(s, 0, INT64_MAX, 2));
+    ASSERT_OK(mp_list_reverse(s));
+    ASSERT_OK(mp_list_remove(s, "4", 1));
+    ASSERT_OK(mp_list_sort(s, true));
+    mp_list_free(s);
     mp_buf_free(&f);
     mp_buf_free(&k);
     mp_buf_free(&v);
@@ -3014,6 +3039,12 @@ MP_TEST(manager_dict_list_methods_tcp, .variants = MP_START_METHODS, .timeout_s 
     mp_list *l;
     ASSERT_OK(mp_manager_dict(m, "td-copy", &d));
     dict_expect(d, "k1|v1|k2|v2");
+    mp_dict_free(d);
+    ASSERT_OK(mp_manager_dict(m, "td", &d));
+    dict_expect(d, ""); /* cleared */
+    ASSERT_OK(mp_manager_list(m, "scratch", &l));
+    list_expect_all(l, "2");
+    mp_list_free(l);
     ASSERT_OK(mp_manager_list(m, "tl", &l));
     list_expect_all(l, "a|b|ab|c|a|b|ab|c");
     mp_buf b = MP_BUF_INIT;
