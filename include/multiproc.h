@@ -1033,8 +1033,61 @@ MP_MUST_CHECK int mp_dict_len(mp_dict *d, size_t *out);
 /** Atomic on the server; a missing key starts at 0; the value is an
  *  int64_t in native byte order.  *out (may be NULL) gets the new value. */
 MP_MUST_CHECK int mp_dict_add(mp_dict *d, const void *k, size_t kl, int64_t delta, int64_t *out);
-/** Every key, each as a 4-byte native length and the bytes. */
+/**
+ * Every key, each as a 4-byte native length (uint32_t) and the bytes, in
+ * insertion order (oldest first, as Python's dict; setting an existing key
+ * keeps its place).  This framing is used by every call below that moves
+ * many strings: items (each pair its key, then its value), values,
+ * update, and the list's extend and slices.  @return 0; MP_ECLOSED.
+ */
 MP_MUST_CHECK int mp_dict_keys(mp_dict *d, mp_buf *out);
+/** Every value, framed as mp_dict_keys, in the same order. */
+MP_MUST_CHECK int mp_dict_values(mp_dict *d, mp_buf *out);
+/** Every pair, key then value, framed as mp_dict_keys (Python: items(),
+ *  and copy(), whose result is a local dict: this is its snapshot). */
+MP_MUST_CHECK int mp_dict_items(mp_dict *d, mp_buf *out);
+/**
+ * Make the dict called @name on the same manager a copy of @d (its own
+ * entries replaced, in @d's order), in one request, atomic on the server
+ * (Python: copy(), but kept on the server, so that other clients can read
+ * a consistent snapshot while @d changes; mp_dict_items is the local
+ * copy).  @name == @d's own name changes nothing.
+ * @return 0; MP_EINVAL (NULL @name); MP_ENOMEM (nothing changed); MP_ECLOSED.
+ */
+MP_MUST_CHECK int mp_dict_copy(mp_dict *d, const char *name);
+/** Remove every key (clear()).  @return 0; MP_ECLOSED. */
+MP_MUST_CHECK int mp_dict_clear(mp_dict *d);
+/** *@out: whether the key is present (k in d), without moving its value.
+ *  @return 0; MP_ECLOSED. */
+MP_MUST_CHECK int mp_dict_contains(mp_dict *d, const void *k, size_t kl, bool *out);
+/** d.get(k, default): the value, or the @dl bytes at @dflt when the key is
+ *  absent (then 0 too; one request).  @return 0; MP_ECLOSED. */
+MP_MUST_CHECK int mp_dict_get_default(mp_dict *d, const void *k, size_t kl, const void *dflt,
+                                      size_t dl, mp_buf *v);
+/**
+ * Remove the key and give its value into @v (may be NULL) (d.pop(k[,
+ * default])).  An absent key gives the @dl bytes at @dflt when
+ * @has_default, else MP_ENOENT (KeyError); either way nothing else changes.
+ * @return 0; MP_ENOENT; MP_EINVAL; MP_ECLOSED.
+ */
+MP_MUST_CHECK int mp_dict_pop(mp_dict *d, const void *k, size_t kl, const void *dflt, size_t dl,
+                              bool has_default, mp_buf *v);
+/** Remove the newest entry (LIFO, as Python 3.7+'s popitem) and give its
+ *  key and value (either may be NULL).  @return 0; MP_ENOENT when empty
+ *  (KeyError); MP_ECLOSED. */
+MP_MUST_CHECK int mp_dict_popitem(mp_dict *d, mp_buf *key, mp_buf *value);
+/** d.setdefault(k, default): store the @dl bytes at @dflt when the key is
+ *  absent; @v (may be NULL) gets the value the key has now.  One atomic
+ *  request: of clients racing on a new key exactly one stores its default.
+ *  @return 0; MP_ECLOSED. */
+MP_MUST_CHECK int mp_dict_setdefault(mp_dict *d, const void *k, size_t kl, const void *dflt,
+                                     size_t dl, mp_buf *v);
+/** d.update(pairs): store each pair of the @len bytes at @pairs (framed
+ *  as mp_dict_items: key, value, key, value...; a later duplicate key
+ *  wins) in one request, all of them or, on a malformed buffer, none.
+ *  @return 0; MP_EINVAL (not whole pairs); MP_EMSGSIZE (above 64 MiB);
+ *  MP_ECLOSED. */
+MP_MUST_CHECK int mp_dict_update(mp_dict *d, const void *pairs, size_t len);
 
 /** The operations of a batch (mp_dict_batch). */
 typedef enum mp_dict_opcode {
@@ -1087,6 +1140,63 @@ MP_MUST_CHECK int mp_list_set(mp_list *l, int64_t index, const void *v, size_t v
 MP_MUST_CHECK int mp_list_pop(mp_list *l, int64_t index, mp_buf *v);
 /** The number of items into *out (len(l)). */
 MP_MUST_CHECK int mp_list_len(mp_list *l, size_t *out);
+/*
+ * Each of the calls below is one request, atomic on the server.  Values
+ * are compared as Python compares bytes: byte by byte (memcmp), a prefix
+ * before the longer string ("a" < "ab" < "b"); equal means the same bytes.
+ * Many values in one buffer are framed as mp_dict_keys's.  A list holds
+ * at most 2^28 items: beyond, MP_ENOMEM (Python's MemoryError).
+ */
+/** Insert before item @index (l.insert(i, v)): negative from the end,
+ *  clamped to the list as Python's (below -len: the front, above len: the
+ *  end).  @return 0; MP_ENOMEM; MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_insert(mp_list *l, int64_t index, const void *v, size_t vl);
+/** Remove the first item equal to @v (l.remove(v)).  @return 0; MP_EINVAL
+ *  when there is none (ValueError); MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_remove(mp_list *l, const void *v, size_t vl);
+/** The index of the first item equal to @v among l[start:stop] (indexes
+ *  as a slice's: pass 0, INT64_MAX for the whole list) into *@out
+ *  (l.index(v, start, stop)).  @return 0; MP_EINVAL when there is none
+ *  (ValueError); MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_index(mp_list *l, const void *v, size_t vl, int64_t start, int64_t stop,
+                                size_t *out);
+/** How many items equal @v, into *@out (l.count(v)). */
+MP_MUST_CHECK int mp_list_count(mp_list *l, const void *v, size_t vl, size_t *out);
+/** *@out: whether an item equals @v (v in l). */
+MP_MUST_CHECK int mp_list_contains(mp_list *l, const void *v, size_t vl, bool *out);
+/** Append every value framed in the @len bytes at @values (l.extend()),
+ *  all or, on a malformed buffer, none.  @return 0; MP_EINVAL (not whole
+ *  strings); MP_ENOMEM; MP_EMSGSIZE (above 64 MiB); MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_extend(mp_list *l, const void *values, size_t len);
+/** Reverse in place (l.reverse()). */
+MP_MUST_CHECK int mp_list_reverse(mp_list *l);
+/** Sort in place in byte order (see above), descending when @reverse
+ *  (l.sort(reverse=...); no key function: sort locally for another order).
+ *  Equal items are the same bytes, so stability cannot be seen. */
+MP_MUST_CHECK int mp_list_sort(mp_list *l, bool reverse);
+/**
+ * l[start:stop:step] into @out, framed as mp_dict_keys.  Indexes as
+ * Python's slices: negative from the end, then clamped to the list, so
+ * any pair is valid; an omitted bound is INT64_MIN or INT64_MAX (e.g. the
+ * whole list reversed: INT64_MAX, INT64_MIN, -1).  Python's l[:] (and
+ * with it `l + other`, `l * n` and reversed(l), which make local lists).
+ * @return 0; MP_EINVAL (step 0); MP_ECLOSED.
+ */
+MP_MUST_CHECK int mp_list_get_slice(mp_list *l, int64_t start, int64_t stop, int64_t step,
+                                    mp_buf *out);
+/** l[start:stop:step] = values (framed).  Step 1 replaces the slice by any
+ *  number of values (an empty slice: they are inserted at start); another
+ *  step needs exactly as many values as the slice has items, as Python's.
+ *  @return 0; MP_EINVAL (step 0, a count that differs, a malformed buffer:
+ *  nothing changed); MP_ENOMEM; MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_set_slice(mp_list *l, int64_t start, int64_t stop, int64_t step,
+                                    const void *values, size_t len);
+/** del l[start:stop:step].  @return 0; MP_EINVAL (step 0); MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_del_slice(mp_list *l, int64_t start, int64_t stop, int64_t step);
+/** l *= n: the items @n times over; n <= 0 empties the list.  A result
+ *  above 2^28 items or 1 GiB of added bytes is refused whole.
+ *  @return 0; MP_ENOMEM (nothing changed); MP_ECLOSED. */
+MP_MUST_CHECK int mp_list_repeat(mp_list *l, int64_t n);
 /** Free this proxy; the list stays on the server.  NULL is a no-op. */
 void mp_list_free(mp_list *l);
 /** A dict or list as an argument: the receiver's handle names the same

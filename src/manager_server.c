@@ -237,13 +237,34 @@ static double arg_timeout(const mp_args *a, size_t i)
 
 typedef struct kv {
     struct kv *next;
+    struct kv *older, *newer;  /* insertion order, as Python's dict keeps */
     mp_buf k, v;
 } kv;
 
 typedef struct {
     kv **buckets;
     size_t nbuckets, count;
+    kv *oldest, *newest;       /* keys, items, values walk from oldest; popitem takes newest */
 } dict_st;
+
+/* Take the entry at *@pp out of @d (its bucket chain and the order) and free it. */
+static void dict_remove(dict_st *d, kv **pp)
+{
+    kv *e = *pp;
+    *pp = e->next;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        d->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        d->newest = e->older;
+    mp_buf_free(&e->k);
+    mp_buf_free(&e->v);
+    free(e);
+    d->count--;
+}
 
 static kv **dict_slot(dict_st *d, const void *k, size_t kl)
 {
@@ -275,17 +296,15 @@ static int dict_grow(dict_st *d)
     return 0;
 }
 
-static int dict_init(sobj *o, int64_t param)
+static int dict_st_init(dict_st *d)
 {
-    dict_st *d = o->st;
-    d->nbuckets = 16;
+    *d = (dict_st){.nbuckets = 16};
     d->buckets = calloc(d->nbuckets, sizeof *d->buckets);
     return d->buckets ? 0 : MP_ENOMEM;
 }
 
-static void dict_fini(sobj *o)
+static void dict_st_fini(dict_st *d)
 {
-    dict_st *d = o->st;
     for (size_t i = 0; d->buckets && i < d->nbuckets; i++)
         while (d->buckets[i]) {
             kv *e = d->buckets[i];
@@ -295,6 +314,18 @@ static void dict_fini(sobj *o)
             free(e);
         }
     free(d->buckets);
+    *d = (dict_st){0};
+}
+
+static int dict_init(sobj *o, int64_t param)
+{
+    (void)param;
+    return dict_st_init(o->st);
+}
+
+static void dict_fini(sobj *o)
+{
+    dict_st_fini(o->st);
 }
 
 /* One dict operation (srv->lock held).  SET stores @v; ADD adds *num and
@@ -312,12 +343,7 @@ static int dict_apply(dict_st *d, int op, const void *k, size_t kl, const void *
     if (op == MP__OP_DICT_DEL) {
         if (*pp == NULL)
             return MP_ENOENT;
-        kv *e = *pp;
-        *pp = e->next;
-        mp_buf_free(&e->k);
-        mp_buf_free(&e->v);
-        free(e);
-        d->count--;
+        dict_remove(d, pp);
         return 0;
     }
     int64_t add = 0;
@@ -339,6 +365,12 @@ static int dict_apply(dict_st *d, int op, const void *k, size_t kl, const void *
             return MP_ENOMEM;
         }
         *pp = e;
+        e->older = d->newest;
+        if (d->newest)
+            d->newest->newer = e;
+        else
+            d->oldest = e;
+        d->newest = e;
         d->count++;
     }
     (*pp)->v.len = 0;
@@ -396,8 +428,100 @@ static int dict_batch(dict_st *d, const void *p, size_t n, mp_buf *out)
     return 0;
 }
 
+/*
+ * The framing of many byte strings in one blob (keys, values, items, the
+ * pairs of update, the values of a list's extend and slices): per string a
+ * u32 length, little-endian on the wire, and the bytes; a pair is its key
+ * then its value.  The client turns the lengths into native order, the
+ * form the API documents (managers.c).
+ */
+static int put_frame(mp_buf *out, const mp_buf *b)
+{
+    int err = mp__put_u32(out, (uint32_t)b->len);
+    return err < 0 ? err : mp_buf_append(out, b->data, b->len);
+}
+
+/* One string of a framed blob; NULL (and rd->err) when short. */
+static const void *get_frame(mp__reader *rd, size_t *n)
+{
+    *n = mp__get_u32(rd);
+    if (rd->err || *n > rd->len - rd->off) {
+        rd->err = MP_EBADMSG;
+        return NULL;
+    }
+    const void *p = rd->p + rd->off;
+    rd->off += *n;
+    return p;
+}
+
+/* Every entry oldest first: @what 1 its key, 2 its value, 3 both. */
+static int dict_walk(const dict_st *d, int what, mp_args *r)
+{
+    mp_buf all = MP_BUF_INIT;
+    int err = 0;
+    for (const kv *e = d->oldest; e && err == 0; e = e->newer) {
+        if (what & 1)
+            err = put_frame(&all, &e->k);
+        if (err == 0 && (what & 2))
+            err = put_frame(&all, &e->v);
+    }
+    if (err == 0)
+        err = reply_bytes(r, all.data, all.len);
+    mp_buf_free(&all);
+    return err;
+}
+
+/* Forward: the destination of COPY is found (or made) like any object. */
+static int sobj_open(server *srv, const char *kindname, const char *name, int64_t param,
+                     sobj **out);
+
+/* COPY: the dict called @name on this server becomes a copy of @d (its
+ * old entries gone), all or nothing: the copy is built aside first. */
+static int dict_copy_to(server *srv, const dict_st *d, sobj *self, const char *name)
+{
+    sobj *o;
+    int err = sobj_open(srv, "dict", name, 0, &o);
+    if (err < 0 || o == self)
+        return err;
+    dict_st fresh;
+    if ((err = dict_st_init(&fresh)) < 0)
+        return err;
+    for (const kv *e = d->oldest; e && err == 0; e = e->newer)
+        err = dict_apply(&fresh, MP__OP_DICT_SET, e->k.data, e->k.len, e->v.data, e->v.len, NULL,
+                         NULL);
+    if (err < 0) {
+        dict_st_fini(&fresh);
+        return err;
+    }
+    dict_st_fini(o->st);
+    *(dict_st *)o->st = fresh;
+    return 0;
+}
+
+/* UPDATE: the framed pairs of @p, checked whole before any is stored, so
+ * a malformed request changes nothing. */
+static int dict_update(dict_st *d, const void *p, size_t n)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        mp__reader rd;
+        mp__reader_init(&rd, p, n);
+        while (rd.err == 0 && rd.off < rd.len) {
+            size_t kl, vl;
+            const void *k = get_frame(&rd, &kl);
+            const void *v = k ? get_frame(&rd, &vl) : NULL;
+            if (v == NULL)
+                return MP_EBADMSG;
+            int err = pass ? dict_apply(d, MP__OP_DICT_SET, k, kl, v, vl, NULL, NULL) : 0;
+            if (err < 0)
+                return err;
+        }
+    }
+    return 0;
+}
+
 static int dict_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
+    (void)sc;
     dict_st *d = o->st;
     size_t kl = 0, vl = 0;
     const void *k = NULL, *v = NULL;
@@ -415,24 +539,72 @@ static int dict_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
     }
     case MP__OP_DICT_LEN:
         return mp_args_add_int(r, (int64_t)d->count);
-    case MP__OP_DICT_KEYS: {
-        mp_buf all = MP_BUF_INIT;
-        for (size_t i = 0; i < d->nbuckets && err == 0; i++)
-            for (kv *e = d->buckets[i]; e && err == 0; e = e->next) {
-                uint32_t n = (uint32_t)e->k.len;
-                err = mp_buf_append(&all, &n, sizeof n);
-                if (err == 0)
-                    err = mp_buf_append(&all, e->k.data, e->k.len);
-            }
+    case MP__OP_DICT_KEYS:
+        return dict_walk(d, 1, r);
+    case MP__OP_DICT_VALUES:
+        return dict_walk(d, 2, r);
+    case MP__OP_DICT_ITEMS:
+        return dict_walk(d, 3, r);
+    case MP__OP_DICT_CLEAR: {
+        dict_st fresh; /* made first: out of memory leaves the dict whole */
+        if ((err = dict_st_init(&fresh)) < 0)
+            return err;
+        dict_st_fini(d);
+        *d = fresh;
+        return 0;
+    }
+    case MP__OP_DICT_COPY:
+        if (!mp__args_has(a, 3, MP_ARG_STR))
+            return MP_EBADMSG;
+        return dict_copy_to(srv, d, o, mp_args_str(a, 3));
+    case MP__OP_DICT_UPDATE:
+        if ((v = arg_bytes(a, 3, &vl)) == NULL)
+            return MP_EBADMSG;
+        return dict_update(d, v, vl);
+    case MP__OP_DICT_POPITEM: {
+        /* LIFO, as Python 3.7+: the newest entry */
+        if (d->newest == NULL)
+            return MP_ENOENT;
+        kv *e = d->newest;
+        err = reply_bytes(r, e->k.data, e->k.len);
         if (err == 0)
-            err = reply_bytes(r, all.data, all.len);
-        mp_buf_free(&all);
+            err = reply_bytes(r, e->v.data, e->v.len);
+        if (err == 0)
+            dict_remove(d, dict_slot(d, e->k.data, e->k.len));
         return err;
     }
     }
-    /* SET, GET, DEL, ADD: a key, then SET's value or ADD's delta */
+    /* the rest take a key first */
     if ((k = arg_bytes(a, 3, &kl)) == NULL)
         return MP_EBADMSG;
+    if (op == MP__OP_DICT_CONTAINS)
+        return mp_args_add_int(r, *dict_slot(d, k, kl) != NULL);
+    if (op == MP__OP_DICT_POP) {
+        /* then int has_default, and the default's bytes when it has one */
+        if (!mp__args_has(a, 4, MP_ARG_INT))
+            return MP_EBADMSG;
+        bool has_default = mp_args_int(a, 4) != 0;
+        if (has_default && (v = arg_bytes(a, 5, &vl)) == NULL)
+            return MP_EBADMSG;
+        kv **pp = dict_slot(d, k, kl);
+        if (*pp == NULL)
+            return has_default ? reply_bytes(r, v, vl) : MP_ENOENT;
+        err = reply_bytes(r, (*pp)->v.data, (*pp)->v.len);
+        if (err == 0)
+            dict_remove(d, pp);
+        return err;
+    }
+    if (op == MP__OP_DICT_SETDEFAULT) {
+        if ((v = arg_bytes(a, 4, &vl)) == NULL)
+            return MP_EBADMSG;
+        kv **pp = dict_slot(d, k, kl);
+        if (*pp == NULL && (err = dict_apply(d, MP__OP_DICT_SET, k, kl, v, vl, NULL, NULL)) < 0)
+            return err;
+        const mp_buf *got = NULL;
+        err = dict_apply(d, MP__OP_DICT_GET, k, kl, NULL, 0, NULL, &got);
+        return err < 0 ? err : reply_bytes(r, got->data, got->len);
+    }
+    /* SET, GET, DEL, ADD: then SET's value or ADD's delta */
     int64_t num = 0;
     if (op == MP__OP_DICT_SET && (v = arg_bytes(a, 4, &vl)) == NULL)
         return MP_EBADMSG;
@@ -465,30 +637,358 @@ static void list_fini(sobj *o)
     free(l->items);
 }
 
+/* Room for @more items beyond the list's length (counts checked). */
+static int list_reserve(list_st *l, size_t more)
+{
+    if (more > SIZE_MAX / sizeof(mp_buf) - l->nitems)
+        return MP_ENOMEM;
+    size_t need = l->nitems + more;
+    if (need <= l->capitems)
+        return 0;
+    size_t cap = l->capitems ? l->capitems : 8;
+    while (cap < need)
+        cap = cap > SIZE_MAX / sizeof(mp_buf) / 2 ? need : cap * 2;
+    mp_buf *n = realloc(l->items, cap * sizeof *n);
+    if (n == NULL)
+        return MP_ENOMEM;
+    l->items = n;
+    l->capitems = cap;
+    return 0;
+}
+
+/* A copy of @vl bytes at @v into *@b. */
+static int item_of(mp_buf *b, const void *v, size_t vl)
+{
+    *b = (mp_buf)MP_BUF_INIT;
+    int err = mp_buf_append(b, v, vl);
+    if (err < 0)
+        mp_buf_free(b);
+    return err;
+}
+
+/* The framed values of @p as new items into @dst (room made by the
+ * caller for *@count, which the first call counts: @dst NULL). */
+static int list_unframe(const void *p, size_t n, mp_buf *dst, size_t *count)
+{
+    mp__reader rd;
+    mp__reader_init(&rd, p, n);
+    size_t i = 0;
+    while (rd.err == 0 && rd.off < rd.len) {
+        size_t vl;
+        const void *v = get_frame(&rd, &vl);
+        if (v == NULL)
+            break;
+        if (dst && item_of(&dst[i], v, vl) < 0) {
+            while (i > 0)
+                mp_buf_free(&dst[--i]);
+            return MP_ENOMEM;
+        }
+        i++;
+    }
+    if (rd.err)
+        return MP_EBADMSG;
+    *count = i;
+    return 0;
+}
+
+/* Python's order of byte strings: memcmp over the common length, then the
+ * shorter first ("a" < "ab" < "b"). */
+static int bytes_cmp(const mp_buf *x, const mp_buf *y)
+{
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n ? memcmp(x->data, y->data, n) : 0;
+    if (c)
+        return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+static int cmp_up(const void *x, const void *y)
+{
+    return bytes_cmp(x, y);
+}
+
+static int cmp_down(const void *x, const void *y)
+{
+    return bytes_cmp(y, x);
+}
+
+/*
+ * A slice's indexes as Python's slice.indices(len): negative ones count
+ * from the end, the rest is clamped to the list, so any int64 pair is a
+ * slice (omitted bounds: INT64_MIN / INT64_MAX).  *count items from
+ * *start by step.  Step 0 is MP_EINVAL, as Python's ValueError.
+ */
+static int slice_clamp(size_t len, int64_t b, int64_t e, int64_t st, int64_t *start,
+                       int64_t *step, size_t *count)
+{
+    if (st == 0)
+        return MP_EINVAL;
+    if (st < -INT64_MAX)
+        st = -INT64_MAX; /* as Python, so that -step is defined */
+    int64_t n = (int64_t)len;
+    int64_t lo = st < 0 ? -1 : 0, hi = st < 0 ? n - 1 : n;
+    int64_t *ends[2] = {&b, &e};
+    for (int j = 0; j < 2; j++) {
+        int64_t *x = ends[j];
+        if (*x < 0) {
+            *x += n;
+            if (*x < 0)
+                *x = lo;
+        } else if (*x >= n) {
+            *x = hi;
+        }
+    }
+    uint64_t c = 0;
+    if (st > 0 && b < e)
+        c = (uint64_t)(e - b - 1) / (uint64_t)st + 1;
+    else if (st < 0 && e < b)
+        c = (uint64_t)(b - e - 1) / (uint64_t)-st + 1;
+    *start = b;
+    *step = st;
+    *count = (size_t)c;
+    return 0;
+}
+
+/* A slice's start, stop and step from request items @i..@i+2. */
+static int slice_of(const list_st *l, const mp_args *a, size_t i, int64_t *start, int64_t *step,
+                    size_t *count)
+{
+    if (!mp__args_has(a, i, MP_ARG_INT) || !mp__args_has(a, i + 1, MP_ARG_INT) ||
+        !mp__args_has(a, i + 2, MP_ARG_INT))
+        return MP_EBADMSG;
+    return slice_clamp(l->nitems, mp_args_int(a, i), mp_args_int(a, i + 1), mp_args_int(a, i + 2),
+                       start, step, count);
+}
+
+/* The most items REPEAT and the slices may make a list hold, and bytes
+ * REPEAT may copy: beyond them a request is MP_ENOMEM (Python's
+ * MemoryError) instead of a server that pages itself to death. */
+#define LIST_MAX_ITEMS ((size_t)1 << 28)
+#define LIST_MAX_REPEAT_BYTES ((uint64_t)1 << 30)
+
+static void list_drop(list_st *l, size_t i, size_t n)
+{
+    if (n == 0)
+        return; /* items may still be NULL: no memmove on it */
+    for (size_t j = i; j < i + n; j++)
+        mp_buf_free(&l->items[j]);
+    memmove(&l->items[i], &l->items[i + n], (l->nitems - i - n) * sizeof(mp_buf));
+    l->nitems -= n;
+}
+
+/* SET_SLICE: items start, start+step, ... become the framed values of @p.
+ * Step 1 replaces the range by any number of values (stop below start: an
+ * insertion at start); another step needs exactly as many values as the
+ * slice has items (Python's ValueError: MP_EINVAL). */
+static int list_set_slice(list_st *l, int64_t start, int64_t step, size_t count, const void *p,
+                          size_t n)
+{
+    size_t m;
+    int err = list_unframe(p, n, NULL, &m); /* checks the whole request first */
+    if (err < 0)
+        return err;
+    if (step != 1 && m != count)
+        return MP_EINVAL;
+    size_t grow = m > count ? m - count : 0;
+    if (grow > LIST_MAX_ITEMS - (l->nitems < LIST_MAX_ITEMS ? l->nitems : LIST_MAX_ITEMS))
+        return MP_ENOMEM;
+    if (grow && (err = list_reserve(l, grow)) < 0)
+        return err; /* room to spare is harmless */
+    mp_buf *fresh = m ? malloc(m * sizeof *fresh) : NULL;
+    if (m && fresh == NULL)
+        return MP_ENOMEM;
+    if ((err = list_unframe(p, n, fresh, &m)) < 0) {
+        free(fresh);
+        return err;
+    }
+    if (step == 1) { /* 0 <= start <= len */
+        size_t s = (size_t)start;
+        for (size_t j = s; j < s + count; j++)
+            mp_buf_free(&l->items[j]);
+        if (l->nitems > s + count)
+            memmove(&l->items[s + m], &l->items[s + count],
+                    (l->nitems - s - count) * sizeof(mp_buf));
+        if (m)
+            memcpy(&l->items[s], fresh, m * sizeof *fresh);
+        l->nitems = l->nitems - count + m;
+    } else {
+        for (size_t j = 0; j < m; j++) {
+            size_t at = (size_t)(start + (int64_t)j * step);
+            mp_buf_free(&l->items[at]);
+            l->items[at] = fresh[j];
+        }
+    }
+    free(fresh);
+    return 0;
+}
+
+/* DEL_SLICE: the slice's items go, the rest keep their order. */
+static void list_del_slice(list_st *l, int64_t start, int64_t step, size_t count)
+{
+    if (count == 0)
+        return;
+    if (step < 0) { /* the same items, walked upwards */
+        start += (int64_t)(count - 1) * step;
+        step = -step;
+    }
+    size_t s = (size_t)start, w = s;
+    for (size_t r = s, k = 0; r < l->nitems; r++) {
+        if (k < count && r == s + k * (size_t)step) {
+            mp_buf_free(&l->items[r]);
+            k++;
+        } else {
+            l->items[w++] = l->items[r];
+        }
+    }
+    l->nitems = w;
+}
+
+/* REPEAT (l *= n): n <= 0 empties the list, 1 leaves it. */
+static int list_repeat(list_st *l, int64_t n)
+{
+    if (n <= 0 || l->nitems == 0) {
+        list_drop(l, 0, l->nitems);
+        return 0;
+    }
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < l->nitems; i++)
+        bytes += l->items[i].len;
+    size_t old = l->nitems;
+    if ((uint64_t)n - 1 > (LIST_MAX_ITEMS - (old < LIST_MAX_ITEMS ? old : LIST_MAX_ITEMS)) / old ||
+        (bytes && (uint64_t)n - 1 > LIST_MAX_REPEAT_BYTES / bytes))
+        return MP_ENOMEM;
+    size_t more = old * (size_t)(n - 1);
+    int err = list_reserve(l, more);
+    for (size_t j = 0; j < more && err == 0; j++) {
+        const mp_buf *src = &l->items[j % old];
+        if ((err = item_of(&l->items[old + j], src->data, src->len)) == 0)
+            l->nitems++;
+    }
+    if (err < 0) /* all or nothing */
+        list_drop(l, old, l->nitems - old);
+    return err;
+}
+
 static int list_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
 {
+    (void)srv;
+    (void)sc;
     list_st *l = o->st;
     size_t vl = 0;
     const void *v = NULL;
     int err = 0;
-    if (op == MP__OP_LIST_LEN)
+    switch (op) {
+    case MP__OP_LIST_LEN:
         return mp_args_add_int(r, (int64_t)l->nitems);
-    if (op == MP__OP_LIST_APPEND) {
+    case MP__OP_LIST_APPEND:
         if ((v = arg_bytes(a, 3, &vl)) == NULL)
             return MP_EBADMSG;
-        if (l->nitems == l->capitems) {
-            size_t cap = l->capitems ? l->capitems * 2 : 8;
-            mp_buf *n = realloc(l->items, cap * sizeof *n);
-            if (n == NULL)
-                return MP_ENOMEM;
-            l->items = n;
-            l->capitems = cap;
-        }
-        l->items[l->nitems] = (mp_buf)MP_BUF_INIT;
-        err = mp_buf_append(&l->items[l->nitems], v, vl);
-        if (err == 0)
+        if (l->nitems >= LIST_MAX_ITEMS)
+            return MP_ENOMEM;
+        if ((err = list_reserve(l, 1)) == 0 && (err = item_of(&l->items[l->nitems], v, vl)) == 0)
             l->nitems++;
         return err;
+    case MP__OP_LIST_INSERT: {
+        /* an index clamped as Python's insert: before the first, after the last */
+        if (!mp__args_has(a, 3, MP_ARG_INT) || (v = arg_bytes(a, 4, &vl)) == NULL)
+            return MP_EBADMSG;
+        int64_t i = mp_args_int(a, 3), n = (int64_t)l->nitems;
+        if (i < 0 && (i += n) < 0)
+            i = 0;
+        if (i > n)
+            i = n;
+        if (l->nitems >= LIST_MAX_ITEMS)
+            return MP_ENOMEM;
+        mp_buf b;
+        if ((err = list_reserve(l, 1)) < 0 || (err = item_of(&b, v, vl)) < 0)
+            return err;
+        memmove(&l->items[i + 1], &l->items[i], (l->nitems - (size_t)i) * sizeof b);
+        l->items[i] = b;
+        l->nitems++;
+        return 0;
+    }
+    case MP__OP_LIST_REMOVE:
+    case MP__OP_LIST_COUNT:
+    case MP__OP_LIST_CONTAINS:
+    case MP__OP_LIST_INDEX: {
+        if ((v = arg_bytes(a, 3, &vl)) == NULL)
+            return MP_EBADMSG;
+        mp_buf want = {(void *)v, vl, vl};
+        size_t from = 0, to = l->nitems;
+        if (op == MP__OP_LIST_INDEX) { /* start and stop as a slice's */
+            int64_t start, step;
+            size_t count;
+            if (!mp__args_has(a, 4, MP_ARG_INT) || !mp__args_has(a, 5, MP_ARG_INT))
+                return MP_EBADMSG;
+            if ((err = slice_clamp(l->nitems, mp_args_int(a, 4), mp_args_int(a, 5), 1, &start,
+                                   &step, &count)) < 0)
+                return err;
+            from = (size_t)start;
+            to = from + count;
+        }
+        int64_t found = 0;
+        for (size_t i = from; i < to; i++)
+            if (bytes_cmp(&l->items[i], &want) == 0) {
+                if (op == MP__OP_LIST_COUNT) {
+                    found++;
+                    continue;
+                }
+                if (op == MP__OP_LIST_REMOVE)
+                    list_drop(l, i, 1);
+                return op == MP__OP_LIST_REMOVE ? 0 : mp_args_add_int(r, op == MP__OP_LIST_INDEX ? (int64_t)i : 1);
+            }
+        if (op == MP__OP_LIST_COUNT || op == MP__OP_LIST_CONTAINS)
+            return mp_args_add_int(r, found);
+        return MP_EINVAL; /* Python's ValueError: not in list */
+    }
+    case MP__OP_LIST_EXTEND: {
+        if ((v = arg_bytes(a, 3, &vl)) == NULL)
+            return MP_EBADMSG;
+        return list_set_slice(l, (int64_t)l->nitems, 1, 0, v, vl); /* l[len:len] = values */
+    }
+    case MP__OP_LIST_REVERSE:
+        for (size_t i = 0, j = l->nitems; i + 1 < j; i++, j--) {
+            mp_buf t = l->items[i];
+            l->items[i] = l->items[j - 1];
+            l->items[j - 1] = t;
+        }
+        return 0;
+    case MP__OP_LIST_SORT:
+        /* items that compare equal are equal bytes: which of them goes
+         * first cannot be told, so qsort's instability is unseen */
+        if (!mp__args_has(a, 3, MP_ARG_INT))
+            return MP_EBADMSG;
+        if (l->nitems > 1)
+            qsort(l->items, l->nitems, sizeof(mp_buf), mp_args_int(a, 3) ? cmp_down : cmp_up);
+        return 0;
+    case MP__OP_LIST_REPEAT:
+        if (!mp__args_has(a, 3, MP_ARG_INT))
+            return MP_EBADMSG;
+        return list_repeat(l, mp_args_int(a, 3));
+    case MP__OP_LIST_GET_SLICE:
+    case MP__OP_LIST_SET_SLICE:
+    case MP__OP_LIST_DEL_SLICE: {
+        int64_t start, step;
+        size_t count;
+        if ((err = slice_of(l, a, 3, &start, &step, &count)) < 0)
+            return err;
+        if (op == MP__OP_LIST_DEL_SLICE) {
+            list_del_slice(l, start, step, count);
+            return 0;
+        }
+        if (op == MP__OP_LIST_SET_SLICE) {
+            if ((v = arg_bytes(a, 6, &vl)) == NULL)
+                return MP_EBADMSG;
+            return list_set_slice(l, start, step, count, v, vl);
+        }
+        mp_buf out = MP_BUF_INIT;
+        for (size_t j = 0; j < count && err == 0; j++)
+            err = put_frame(&out, &l->items[start + (int64_t)j * step]);
+        if (err == 0)
+            err = reply_bytes(r, out.data, out.len);
+        mp_buf_free(&out);
+        return err;
+    }
     }
     /* GET, SET, POP: an index, counted from the end when negative */
     if (!mp__args_has(a, 3, MP_ARG_INT))
@@ -507,11 +1007,8 @@ static int list_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
         return mp_buf_append(&l->items[i], v, vl);
     }
     err = reply_bytes(r, l->items[i].data, l->items[i].len);
-    if (err == 0) {
-        mp_buf_free(&l->items[i]);
-        memmove(&l->items[i], &l->items[i + 1], (l->nitems - (size_t)i - 1) * sizeof(mp_buf));
-        l->nitems--;
-    }
+    if (err == 0)
+        list_drop(l, (size_t)i, 1);
     return err;
 }
 
@@ -901,10 +1398,15 @@ static int custom_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a
 static const kind kinds[] = {
     {"dict",
      {MP__OP_DICT_SET, MP__OP_DICT_GET, MP__OP_DICT_DEL, MP__OP_DICT_LEN, MP__OP_DICT_ADD,
-      MP__OP_DICT_KEYS, MP__OP_DICT_BATCH},
+      MP__OP_DICT_KEYS, MP__OP_DICT_BATCH, MP__OP_DICT_ITEMS, MP__OP_DICT_VALUES,
+      MP__OP_DICT_COPY, MP__OP_DICT_CLEAR, MP__OP_DICT_POP, MP__OP_DICT_POPITEM,
+      MP__OP_DICT_SETDEFAULT, MP__OP_DICT_UPDATE, MP__OP_DICT_CONTAINS},
      sizeof(dict_st), dict_init, dict_fini, dict_call, NULL, NULL},
     {"list",
-     {MP__OP_LIST_APPEND, MP__OP_LIST_GET, MP__OP_LIST_SET, MP__OP_LIST_POP, MP__OP_LIST_LEN},
+     {MP__OP_LIST_APPEND, MP__OP_LIST_GET, MP__OP_LIST_SET, MP__OP_LIST_POP, MP__OP_LIST_LEN,
+      MP__OP_LIST_INSERT, MP__OP_LIST_REMOVE, MP__OP_LIST_INDEX, MP__OP_LIST_COUNT,
+      MP__OP_LIST_CONTAINS, MP__OP_LIST_EXTEND, MP__OP_LIST_REVERSE, MP__OP_LIST_SORT,
+      MP__OP_LIST_GET_SLICE, MP__OP_LIST_SET_SLICE, MP__OP_LIST_DEL_SLICE, MP__OP_LIST_REPEAT},
      sizeof(list_st), NULL, list_fini, list_call, NULL, NULL},
     {"queue", {MP__OP_Q_PUT, MP__OP_Q_GET, MP__OP_Q_QSIZE, MP__OP_Q_FULL},
      sizeof(queue_st), queue_init, queue_fini, queue_call, queue_take_back, NULL},

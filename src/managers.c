@@ -9,6 +9,7 @@
  */
 #include "internal.h"
 
+#include <endian.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,11 +461,190 @@ int mp_dict_add(mp_dict *d, const void *k, size_t kl, int64_t delta, int64_t *ou
     return err;
 }
 
+/*
+ * Many byte strings in one buffer (keys, values, items, update's pairs, a
+ * list's extend and slices): per string a u32 length and the bytes.  The
+ * API's form has the lengths in native order, the wire's in little-endian
+ * (manager_server.c), so that a server and a client of either byte order
+ * agree; these two convert, checking the framing on the way.
+ */
+
+/* @b, as it came from the server, into the native form in place. */
+static int frames_native(mp_buf *b)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        uint32_t n;
+        if (b->len - off < sizeof n)
+            return MP_EBADMSG;
+        memcpy(&n, (char *)b->data + off, sizeof n);
+        n = le32toh(n);
+        memcpy((char *)b->data + off, &n, sizeof n);
+        off += sizeof n;
+        if (n > b->len - off)
+            return MP_EBADMSG;
+        off += n;
+    }
+    return 0;
+}
+
+/* The caller's @n bytes at @p into the wire form @out: MP_EINVAL when
+ * they are not whole strings, or (@pairs) not whole pairs. */
+static int frames_wire(const void *p, size_t n, bool pairs, mp_buf *out)
+{
+    if (p == NULL && n)
+        return MP_EINVAL;
+    int err = mp_buf_append(out, p, n);
+    size_t off = 0, count = 0;
+    while (err == 0 && off < out->len) {
+        uint32_t len;
+        if (out->len - off < sizeof len)
+            return MP_EINVAL;
+        memcpy(&len, (char *)out->data + off, sizeof len);
+        if (len > out->len - off - sizeof len)
+            return MP_EINVAL;
+        uint32_t le = htole32(len);
+        memcpy((char *)out->data + off, &le, sizeof le);
+        off += sizeof len + len;
+        count++;
+    }
+    return err == 0 && pairs && count % 2 ? MP_EINVAL : err;
+}
+
+/* A request whose reply is framed strings into @out. */
+static int framed_rpc(mp_manager *m, mp_buf *out, mp_args *req)
+{
+    int err = named_rpc(m, NULL, NULL, 0, out, NULL, req);
+    if (err == 0 && (err = frames_native(out)) < 0)
+        out->len = 0;
+    return err;
+}
+
 int mp_dict_keys(mp_dict *d, mp_buf *out)
 {
     if (d == NULL || out == NULL)
         return MP_EINVAL;
-    return named_rpc(d->m, "dict", d->name, MP__OP_DICT_KEYS, out, NULL, DICT_REQ(MP__OP_DICT_KEYS));
+    return framed_rpc(d->m, out, DICT_REQ(MP__OP_DICT_KEYS));
+}
+
+int mp_dict_values(mp_dict *d, mp_buf *out)
+{
+    if (d == NULL || out == NULL)
+        return MP_EINVAL;
+    return framed_rpc(d->m, out, DICT_REQ(MP__OP_DICT_VALUES));
+}
+
+int mp_dict_items(mp_dict *d, mp_buf *out)
+{
+    if (d == NULL || out == NULL)
+        return MP_EINVAL;
+    return framed_rpc(d->m, out, DICT_REQ(MP__OP_DICT_ITEMS));
+}
+
+int mp_dict_copy(mp_dict *d, const char *name)
+{
+    if (d == NULL || name == NULL)
+        return MP_EINVAL;
+    mp_args *req = DICT_REQ(MP__OP_DICT_COPY);
+    if (req && mp_args_add_str(req, name) < 0) {
+        mp_args_free(req);
+        req = NULL;
+    }
+    return named_rpc(d->m, NULL, NULL, 0, NULL, NULL, req);
+}
+
+int mp_dict_clear(mp_dict *d)
+{
+    if (d == NULL)
+        return MP_EINVAL;
+    return named_rpc(d->m, NULL, NULL, 0, NULL, NULL, DICT_REQ(MP__OP_DICT_CLEAR));
+}
+
+int mp_dict_contains(mp_dict *d, const void *k, size_t kl, bool *out)
+{
+    int64_t n = 0;
+    if (d == NULL || (k == NULL && kl) || out == NULL)
+        return MP_EINVAL;
+    int err = named_rpc(d->m, NULL, NULL, 0, NULL, &n,
+                        mp__px_with_bytes(DICT_REQ(MP__OP_DICT_CONTAINS), k, kl));
+    *out = err == 0 && n != 0;
+    return err;
+}
+
+int mp_dict_get_default(mp_dict *d, const void *k, size_t kl, const void *dflt, size_t dl,
+                        mp_buf *v)
+{
+    if (d == NULL || (dflt == NULL && dl) || v == NULL)
+        return MP_EINVAL;
+    int err = mp_dict_get(d, k, kl, v);
+    if (err == MP_ENOENT) {
+        v->len = 0;
+        err = mp_buf_append(v, dflt, dl);
+    }
+    return err;
+}
+
+int mp_dict_pop(mp_dict *d, const void *k, size_t kl, const void *dflt, size_t dl,
+                bool has_default, mp_buf *v)
+{
+    if (d == NULL || (k == NULL && kl) || (has_default && dflt == NULL && dl))
+        return MP_EINVAL;
+    mp_args *req = mp__px_with_int(mp__px_with_bytes(DICT_REQ(MP__OP_DICT_POP), k, kl),
+                                   has_default);
+    if (has_default)
+        req = mp__px_with_bytes(req, dflt, dl);
+    mp_buf tmp = MP_BUF_INIT;
+    int err = named_rpc(d->m, NULL, NULL, 0, v ? v : &tmp, NULL, req);
+    mp_buf_free(&tmp);
+    return err;
+}
+
+int mp_dict_popitem(mp_dict *d, mp_buf *key, mp_buf *value)
+{
+    if (d == NULL)
+        return MP_EINVAL;
+    mp_args *req = DICT_REQ(MP__OP_DICT_POPITEM), *rep = NULL;
+    if (req == NULL)
+        return MP_ENOMEM;
+    int err = m_call(d->m, req, &rep);
+    if (err == 0 && (!mp__args_has(rep, 1, MP_ARG_BYTES) || !mp__args_has(rep, 2, MP_ARG_BYTES)))
+        err = MP_EBADMSG;
+    mp_buf *outs[2] = {key, value};
+    for (size_t i = 0; i < 2 && err == 0; i++)
+        if (outs[i]) {
+            size_t n;
+            const void *p = mp_args_bytes(rep, i + 1, &n);
+            outs[i]->len = 0;
+            err = mp_buf_append(outs[i], p, n);
+        }
+    mp_args_free(rep);
+    return err;
+}
+
+int mp_dict_setdefault(mp_dict *d, const void *k, size_t kl, const void *dflt, size_t dl,
+                       mp_buf *v)
+{
+    if (d == NULL || (k == NULL && kl) || (dflt == NULL && dl))
+        return MP_EINVAL;
+    mp_buf tmp = MP_BUF_INIT;
+    int err = named_rpc(d->m, NULL, NULL, 0, v ? v : &tmp, NULL,
+                        mp__px_with_bytes(mp__px_with_bytes(DICT_REQ(MP__OP_DICT_SETDEFAULT), k, kl),
+                                          dflt, dl));
+    mp_buf_free(&tmp);
+    return err;
+}
+
+int mp_dict_update(mp_dict *d, const void *pairs, size_t len)
+{
+    if (d == NULL)
+        return MP_EINVAL;
+    mp_buf w = MP_BUF_INIT;
+    int err = frames_wire(pairs, len, true, &w);
+    if (err == 0 && len > 0)
+        err = named_rpc(d->m, NULL, NULL, 0, NULL, NULL,
+                        mp__px_with_bytes(DICT_REQ(MP__OP_DICT_UPDATE), w.data, w.len));
+    mp_buf_free(&w);
+    return err;
 }
 
 /* The request of mp_dict_batch (the wire form is above dict_batch). */
@@ -579,6 +759,136 @@ int mp_list_len(mp_list *l, size_t *out)
     int err = named_rpc(l->m, "list", l->name, 0, NULL, &n, LIST_REQ(MP__OP_LIST_LEN));
     *out = (size_t)n;
     return err;
+}
+
+int mp_list_insert(mp_list *l, int64_t index, const void *v, size_t vl)
+{
+    if (l == NULL || (v == NULL && vl))
+        return MP_EINVAL;
+    return named_rpc(l->m, NULL, NULL, 0, NULL, NULL,
+                     mp__px_with_bytes(mp__px_with_int(LIST_REQ(MP__OP_LIST_INSERT), index), v, vl));
+}
+
+int mp_list_remove(mp_list *l, const void *v, size_t vl)
+{
+    if (l == NULL || (v == NULL && vl))
+        return MP_EINVAL;
+    return named_rpc(l->m, NULL, NULL, 0, NULL, NULL,
+                     mp__px_with_bytes(LIST_REQ(MP__OP_LIST_REMOVE), v, vl));
+}
+
+/* A request about one value whose reply is a count or an index. */
+static int list_find(mp_list *l, int op, const void *v, size_t vl, int64_t start, int64_t stop,
+                     int64_t *out)
+{
+    mp_args *req = mp__px_with_bytes(LIST_REQ(op), v, vl);
+    if (op == MP__OP_LIST_INDEX)
+        req = mp__px_with_int(mp__px_with_int(req, start), stop);
+    int err = named_rpc(l->m, NULL, NULL, 0, NULL, out, req);
+    if (err == 0 && *out < 0)
+        err = MP_EBADMSG;
+    return err;
+}
+
+int mp_list_index(mp_list *l, const void *v, size_t vl, int64_t start, int64_t stop, size_t *out)
+{
+    int64_t n = 0;
+    if (l == NULL || (v == NULL && vl) || out == NULL)
+        return MP_EINVAL;
+    int err = list_find(l, MP__OP_LIST_INDEX, v, vl, start, stop, &n);
+    *out = err == 0 ? (size_t)n : 0;
+    return err;
+}
+
+int mp_list_count(mp_list *l, const void *v, size_t vl, size_t *out)
+{
+    int64_t n = 0;
+    if (l == NULL || (v == NULL && vl) || out == NULL)
+        return MP_EINVAL;
+    int err = list_find(l, MP__OP_LIST_COUNT, v, vl, 0, 0, &n);
+    *out = err == 0 ? (size_t)n : 0;
+    return err;
+}
+
+int mp_list_contains(mp_list *l, const void *v, size_t vl, bool *out)
+{
+    int64_t n = 0;
+    if (l == NULL || (v == NULL && vl) || out == NULL)
+        return MP_EINVAL;
+    int err = list_find(l, MP__OP_LIST_CONTAINS, v, vl, 0, 0, &n);
+    *out = err == 0 && n != 0;
+    return err;
+}
+
+/* A request carrying framed values (extend, set_slice). */
+static int list_framed_in(mp_list *l, mp_args *req, const void *values, size_t len)
+{
+    mp_buf w = MP_BUF_INIT;
+    int err = frames_wire(values, len, false, &w);
+    if (err == 0)
+        err = named_rpc(l->m, NULL, NULL, 0, NULL, NULL, mp__px_with_bytes(req, w.data, w.len));
+    else
+        mp_args_free(req);
+    mp_buf_free(&w);
+    return err;
+}
+
+int mp_list_extend(mp_list *l, const void *values, size_t len)
+{
+    if (l == NULL)
+        return MP_EINVAL;
+    return list_framed_in(l, LIST_REQ(MP__OP_LIST_EXTEND), values, len);
+}
+
+int mp_list_reverse(mp_list *l)
+{
+    if (l == NULL)
+        return MP_EINVAL;
+    return named_rpc(l->m, NULL, NULL, 0, NULL, NULL, LIST_REQ(MP__OP_LIST_REVERSE));
+}
+
+int mp_list_sort(mp_list *l, bool reverse)
+{
+    if (l == NULL)
+        return MP_EINVAL;
+    return named_rpc(l->m, NULL, NULL, 0, NULL, NULL,
+                     mp__px_with_int(LIST_REQ(MP__OP_LIST_SORT), reverse));
+}
+
+static mp_args *slice_req(mp_list *l, int op, int64_t start, int64_t stop, int64_t step)
+{
+    return mp__px_with_int(mp__px_with_int(mp__px_with_int(LIST_REQ(op), start), stop), step);
+}
+
+int mp_list_get_slice(mp_list *l, int64_t start, int64_t stop, int64_t step, mp_buf *out)
+{
+    if (l == NULL || out == NULL || step == 0)
+        return MP_EINVAL;
+    return framed_rpc(l->m, out, slice_req(l, MP__OP_LIST_GET_SLICE, start, stop, step));
+}
+
+int mp_list_set_slice(mp_list *l, int64_t start, int64_t stop, int64_t step, const void *values,
+                      size_t len)
+{
+    if (l == NULL || step == 0)
+        return MP_EINVAL;
+    return list_framed_in(l, slice_req(l, MP__OP_LIST_SET_SLICE, start, stop, step), values, len);
+}
+
+int mp_list_del_slice(mp_list *l, int64_t start, int64_t stop, int64_t step)
+{
+    if (l == NULL || step == 0)
+        return MP_EINVAL;
+    return named_rpc(l->m, NULL, NULL, 0, NULL, NULL,
+                     slice_req(l, MP__OP_LIST_DEL_SLICE, start, stop, step));
+}
+
+int mp_list_repeat(mp_list *l, int64_t n)
+{
+    if (l == NULL)
+        return MP_EINVAL;
+    return named_rpc(l->m, NULL, NULL, 0, NULL, NULL,
+                     mp__px_with_int(LIST_REQ(MP__OP_LIST_REPEAT), n));
 }
 
 int mp_manager_call(mp_manager *m, const char *typeid, const char *name, const char *method,

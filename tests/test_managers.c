@@ -2342,3 +2342,1070 @@ MP_TEST(manager_shutdown_with_blocked_clients, .timeout_s = 40)
     mp_semaphore_free(s);
     mp_manager_free(m);
 }
+
+/* ---- every dict and list method (issue 17 item 2) ----------------------- */
+
+/* The strings of @list ('|' between them) framed as the API's (native
+ * 4-byte lengths); '~' stands for a NUL byte. */
+static void frames_of(const char *list, mp_buf *out)
+{
+    out->len = 0;
+    if (list == NULL)
+        return;
+    for (const char *p = list;;) {
+        const char *end = strchr(p, '|');
+        uint32_t n = (uint32_t)(end ? (size_t)(end - p) : strlen(p));
+        ASSERT_OK(mp_buf_append(out, &n, sizeof n));
+        for (uint32_t i = 0; i < n; i++)
+            ASSERT_OK(mp_buf_append(out, p[i] == '~' ? "" : &p[i], 1));
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+}
+
+/* The framed strings of @b joined with '|' (NUL as '~'); "" for none, "()" for one empty. */
+static char *frames_join(const mp_buf *b)
+{
+    static char s[4096];
+    size_t w = 0, off = 0, count = 0;
+    while (off < b->len) {
+        uint32_t n;
+        ASSERT_LE(off + sizeof n, b->len);
+        memcpy(&n, (const char *)b->data + off, sizeof n);
+        off += sizeof n;
+        ASSERT_LE(off + n, b->len);
+        ASSERT_LT(w + n + 2, sizeof s);
+        if (count++)
+            s[w++] = '|';
+        for (uint32_t i = 0; i < n; i++) {
+            char ch = ((const char *)b->data)[off + i];
+            s[w++] = ch == '\0' ? '~' : ch;
+        }
+        off += n;
+    }
+    s[w] = '\0';
+    if (count == 1 && w == 0)
+        return strcpy(s, "()");
+    return s;
+}
+
+static void dict_expect(mp_dict *d, const char *items)
+{
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_items(d, &b));
+    ASSERT_STREQ(frames_join(&b), items);
+    mp_buf_free(&b);
+}
+
+static void dict_set_s(mp_dict *d, const char *k, const char *v)
+{
+    ASSERT_OK(mp_dict_set(d, k, strlen(k), v, strlen(v)));
+}
+
+MP_TEST(manager_dict_methods, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_dict *d;
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    mp_buf v = MP_BUF_INIT, k = MP_BUF_INIT, f = MP_BUF_INIT;
+    size_t n;
+    bool in = true;
+
+    /* empty */
+    dict_expect(d, "");
+    ASSERT_OK(mp_dict_values(d, &v));
+    ASSERT_EQ(v.len, 0);
+    ASSERT_ERR(MP_ENOENT, mp_dict_popitem(d, &k, &v));
+    ASSERT_ERR(MP_ENOENT, mp_dict_pop(d, "a", 1, NULL, 0, false, &v));
+    ASSERT_OK(mp_dict_contains(d, "a", 1, &in));
+    ASSERT_FALSE(in);
+    ASSERT_OK(mp_dict_clear(d));
+
+    /* insertion order: an overwrite keeps its place, a re-added key goes last */
+    dict_set_s(d, "b", "1");
+    dict_set_s(d, "a", "2");
+    dict_set_s(d, "c", "3");
+    dict_set_s(d, "b", "4");
+    dict_expect(d, "b|4|a|2|c|3");
+    ASSERT_OK(mp_dict_del(d, "a", 1));
+    dict_set_s(d, "a", "5");
+    dict_expect(d, "b|4|c|3|a|5");
+    ASSERT_OK(mp_dict_keys(d, &k));
+    ASSERT_STREQ(frames_join(&k), "b|c|a");
+    ASSERT_OK(mp_dict_values(d, &v));
+    ASSERT_STREQ(frames_join(&v), "4|3|5");
+
+    /* contains, get with a default */
+    ASSERT_OK(mp_dict_contains(d, "c", 1, &in));
+    ASSERT_TRUE(in);
+    ASSERT_OK(mp_dict_contains(d, "cc", 2, &in));
+    ASSERT_FALSE(in);
+    ASSERT_OK(mp_dict_get_default(d, "c", 1, "dflt", 4, &v));
+    ASSERT_EQ(v.len, 1);
+    ASSERT_MEMEQ(v.data, "3", 1);
+    ASSERT_OK(mp_dict_get_default(d, "x", 1, "dflt", 4, &v));
+    ASSERT_EQ(v.len, 4);
+    ASSERT_MEMEQ(v.data, "dflt", 4);
+    ASSERT_OK(mp_dict_get_default(d, "x", 1, NULL, 0, &v));
+    ASSERT_EQ(v.len, 0);
+    ASSERT_OK(mp_dict_contains(d, "x", 1, &in));
+    ASSERT_FALSE(in); /* get never stores */
+
+    /* pop: the value, or the default, or MP_ENOENT; nothing else moves */
+    ASSERT_OK(mp_dict_pop(d, "c", 1, NULL, 0, false, &v));
+    ASSERT_EQ(v.len, 1);
+    ASSERT_MEMEQ(v.data, "3", 1);
+    dict_expect(d, "b|4|a|5");
+    ASSERT_ERR(MP_ENOENT, mp_dict_pop(d, "c", 1, NULL, 0, false, &v));
+    ASSERT_OK(mp_dict_pop(d, "c", 1, "none", 4, true, &v));
+    ASSERT_EQ(v.len, 4);
+    ASSERT_MEMEQ(v.data, "none", 4);
+    ASSERT_OK(mp_dict_pop(d, "c", 1, "", 0, true, &v));
+    ASSERT_EQ(v.len, 0);
+    ASSERT_OK(mp_dict_pop(d, "b", 1, "none", 4, true, NULL)); /* present: the default unused */
+    dict_expect(d, "a|5");
+    ASSERT_ERR(MP_EINVAL, mp_dict_pop(d, "a", 1, NULL, 3, true, &v));
+
+    /* setdefault: stores only when absent; gives what is there */
+    ASSERT_OK(mp_dict_setdefault(d, "a", 1, "zz", 2, &v));
+    ASSERT_EQ(v.len, 1);
+    ASSERT_MEMEQ(v.data, "5", 1);
+    ASSERT_OK(mp_dict_setdefault(d, "n\0l", 3, "zz", 2, &v));
+    ASSERT_EQ(v.len, 2);
+    ASSERT_MEMEQ(v.data, "zz", 2);
+    ASSERT_OK(mp_dict_setdefault(d, "e", 1, "", 0, NULL));
+    dict_expect(d, "a|5|n~l|zz|e|");
+
+    /* update: many pairs; an existing key keeps its place, a later
+     * duplicate wins; a malformed buffer changes nothing */
+    frames_of("x|1|a|6|y|~|x|7", &f);
+    ASSERT_OK(mp_dict_update(d, f.data, f.len));
+    dict_expect(d, "a|6|n~l|zz|e||x|7|y|~");
+    frames_of("p|1|q", &f); /* a key without its value */
+    ASSERT_ERR(MP_EINVAL, mp_dict_update(d, f.data, f.len));
+    frames_of("p|1", &f);
+    ASSERT_ERR(MP_EINVAL, mp_dict_update(d, f.data, f.len - 1)); /* cut short */
+    ASSERT_ERR(MP_EINVAL, mp_dict_update(d, f.data, 3));
+    ASSERT_ERR(MP_EINVAL, mp_dict_update(d, NULL, 4));
+    ASSERT_OK(mp_dict_update(d, NULL, 0));
+    dict_expect(d, "a|6|n~l|zz|e||x|7|y|~");
+
+    /* popitem: newest first (LIFO) */
+    ASSERT_OK(mp_dict_popitem(d, &k, &v));
+    ASSERT_EQ(k.len, 1);
+    ASSERT_MEMEQ(k.data, "y", 1);
+    ASSERT_EQ(v.len, 1);
+    ASSERT_MEMEQ(v.data, "\0", 1);
+    ASSERT_OK(mp_dict_popitem(d, &k, NULL));
+    ASSERT_MEMEQ(k.data, "x", 1);
+    ASSERT_OK(mp_dict_popitem(d, NULL, &v));
+    ASSERT_EQ(v.len, 0); /* "e" */
+    dict_expect(d, "a|6|n~l|zz");
+
+    /* copy: into another dict on the server, whose old entries go */
+    mp_dict *d2;
+    ASSERT_OK(mp_manager_dict(m, "d2", &d2));
+    dict_set_s(d2, "old", "gone");
+    dict_set_s(d2, "a", "old a");
+    ASSERT_OK(mp_dict_copy(d, "d2"));
+    dict_expect(d2, "a|6|n~l|zz");
+    dict_set_s(d, "a", "7"); /* a copy, not a view */
+    dict_expect(d2, "a|6|n~l|zz");
+    ASSERT_OK(mp_dict_copy(d, "d")); /* itself: unchanged */
+    dict_expect(d, "a|7|n~l|zz");
+    ASSERT_OK(mp_dict_copy(d, "fresh")); /* made on first use */
+    mp_dict *d3;
+    ASSERT_OK(mp_manager_dict(m, "fresh", &d3));
+    dict_expect(d3, "a|7|n~l|zz");
+    ASSERT_ERR(MP_EINVAL, mp_dict_copy(d, NULL));
+
+    /* clear; then a copy of an empty dict empties the destination */
+    ASSERT_OK(mp_dict_clear(d));
+    ASSERT_OK(mp_dict_len(d, &n));
+    ASSERT_EQ(n, 0);
+    dict_expect(d, "");
+    dict_set_s(d, "after", "clear");
+    dict_expect(d, "after|clear");
+    ASSERT_OK(mp_dict_clear(d));
+    ASSERT_OK(mp_dict_copy(d, "d2"));
+    dict_expect(d2, "");
+    ASSERT_OK(mp_dict_len(d2, &n));
+    ASSERT_EQ(n, 0);
+
+    /* many keys: order survives the table's growth, popitem unwinds it */
+    for (int i = 0; i < 300; i++)
+        ASSERT_OK(mp_dict_set(d, &i, sizeof i, &i, sizeof i));
+    for (int i = 299; i >= 0; i--) {
+        ASSERT_OK(mp_dict_popitem(d, &k, &v));
+        ASSERT_EQ(k.len, sizeof i);
+        ASSERT_MEMEQ(k.data, &i, sizeof i);
+    }
+    ASSERT_ERR(MP_ENOENT, mp_dict_popitem(d, &k, &v));
+
+    ASSERT_ERR(MP_EINVAL, mp_dict_items(NULL, &v));
+    ASSERT_ERR(MP_EINVAL, mp_dict_items(d, NULL));
+    ASSERT_ERR(MP_EINVAL, mp_dict_contains(d, "a", 1, NULL));
+    mp_buf_free(&v);
+    mp_buf_free(&k);
+    mp_buf_free(&f);
+    mp_dict_free(d3);
+    mp_dict_free(d2);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+static void list_expect_all(mp_list *l, const char *items)
+{
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_list_get_slice(l, 0, INT64_MAX, 1, &b));
+    ASSERT_STREQ(frames_join(&b), items);
+    mp_buf_free(&b);
+}
+
+/* Make @l hold exactly the strings of @items ('|' between them). */
+static void list_fill(mp_list *l, const char *items)
+{
+    ASSERT_OK(mp_list_del_slice(l, INT64_MIN, INT64_MAX, 1));
+    mp_buf f = MP_BUF_INIT;
+    frames_of(items, &f);
+    ASSERT_OK(mp_list_extend(l, f.data, f.len));
+    mp_buf_free(&f);
+}
+
+MP_TEST(manager_list_methods, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_list *l;
+    ASSERT_OK(mp_manager_list(m, "l", &l));
+    size_t n = 9;
+    bool in = true;
+    mp_buf f = MP_BUF_INIT;
+
+    /* empty */
+    list_expect_all(l, "");
+    ASSERT_ERR(MP_EINVAL, mp_list_remove(l, "a", 1));
+    ASSERT_ERR(MP_EINVAL, mp_list_index(l, "a", 1, 0, INT64_MAX, &n));
+    ASSERT_OK(mp_list_count(l, "a", 1, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_list_contains(l, "", 0, &in));
+    ASSERT_FALSE(in);
+    ASSERT_OK(mp_list_reverse(l));
+    ASSERT_OK(mp_list_sort(l, false));
+    ASSERT_OK(mp_list_repeat(l, 1000000));
+    ASSERT_OK(mp_list_repeat(l, INT64_MAX)); /* nothing times anything */
+    list_expect_all(l, "");
+    ASSERT_OK(mp_list_extend(l, NULL, 0));
+    list_expect_all(l, "");
+
+    /* insert: Python's clamping */
+    ASSERT_OK(mp_list_insert(l, 0, "c", 1));
+    ASSERT_OK(mp_list_insert(l, -100, "a", 1));
+    ASSERT_OK(mp_list_insert(l, 100, "e", 1));
+    ASSERT_OK(mp_list_insert(l, -1, "d", 1));
+    ASSERT_OK(mp_list_insert(l, 1, "b", 1));
+    ASSERT_OK(mp_list_insert(l, INT64_MIN, "<", 1));
+    ASSERT_OK(mp_list_insert(l, INT64_MAX, ">", 1));
+    list_expect_all(l, "<|a|b|c|d|e|>");
+
+    /* extend; a malformed buffer adds nothing */
+    frames_of("b|~|b", &f);
+    ASSERT_OK(mp_list_extend(l, f.data, f.len));
+    list_expect_all(l, "<|a|b|c|d|e|>|b|~|b");
+    ASSERT_ERR(MP_EINVAL, mp_list_extend(l, f.data, f.len - 1));
+    ASSERT_ERR(MP_EINVAL, mp_list_extend(l, f.data, 2));
+    ASSERT_ERR(MP_EINVAL, mp_list_extend(l, NULL, 1));
+    list_expect_all(l, "<|a|b|c|d|e|>|b|~|b");
+
+    /* count, contains, index with start and stop as a slice's */
+    ASSERT_OK(mp_list_count(l, "b", 1, &n));
+    ASSERT_EQ(n, 3);
+    ASSERT_OK(mp_list_count(l, "", 1, &n)); /* "\0" */
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(mp_list_count(l, "", 0, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_list_contains(l, "e", 1, &in));
+    ASSERT_TRUE(in);
+    ASSERT_OK(mp_list_contains(l, "ee", 2, &in));
+    ASSERT_FALSE(in);
+    ASSERT_OK(mp_list_index(l, "b", 1, 0, INT64_MAX, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_OK(mp_list_index(l, "b", 1, 3, INT64_MAX, &n));
+    ASSERT_EQ(n, 7);
+    ASSERT_OK(mp_list_index(l, "b", 1, -2, INT64_MAX, &n));
+    ASSERT_EQ(n, 9);
+    ASSERT_OK(mp_list_index(l, "b", 1, INT64_MIN, 3, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_ERR(MP_EINVAL, mp_list_index(l, "b", 1, 3, 7, &n));
+    ASSERT_ERR(MP_EINVAL, mp_list_index(l, "b", 1, 3, -3, &n));
+    ASSERT_ERR(MP_EINVAL, mp_list_index(l, "b", 1, 100, INT64_MAX, &n));
+    ASSERT_ERR(MP_EINVAL, mp_list_index(l, "b", 1, 5, 2, &n));
+    ASSERT_ERR(MP_EINVAL, mp_list_index(l, "bb", 2, 0, INT64_MAX, &n));
+
+    /* remove: the first equal one only */
+    ASSERT_OK(mp_list_remove(l, "b", 1));
+    list_expect_all(l, "<|a|c|d|e|>|b|~|b");
+    ASSERT_OK(mp_list_remove(l, "\0", 1));
+    ASSERT_ERR(MP_EINVAL, mp_list_remove(l, "\0", 1));
+    ASSERT_ERR(MP_EINVAL, mp_list_remove(l, "", 0));
+    list_expect_all(l, "<|a|c|d|e|>|b|b");
+
+    /* reverse: odd and even lengths */
+    ASSERT_OK(mp_list_reverse(l));
+    list_expect_all(l, "b|b|>|e|d|c|a|<");
+    ASSERT_OK(mp_list_pop(l, 0, NULL));
+    ASSERT_OK(mp_list_reverse(l));
+    list_expect_all(l, "<|a|c|d|e|>|b");
+
+    /* sort: byte order, a prefix first, NUL below every other byte, 0xff above */
+    list_fill(l, "b|ab|a||a~|B|abc|~|aa|a");
+    ASSERT_OK(mp_list_append(l, "\xff", 1));
+    ASSERT_OK(mp_list_sort(l, false));
+    list_expect_all(l, "|~|B|a|a|a~|aa|ab|abc|b|\xff");
+    ASSERT_OK(mp_list_sort(l, true));
+    list_expect_all(l, "\xff|b|abc|ab|aa|a~|a|a|B|~|");
+    ASSERT_OK(mp_list_sort(l, true));
+    list_expect_all(l, "\xff|b|abc|ab|aa|a~|a|a|B|~|");
+
+    /* repeat: *= n, n <= 0 empties, overflow refused whole */
+    list_fill(l, "x|y");
+    ASSERT_OK(mp_list_repeat(l, 3));
+    list_expect_all(l, "x|y|x|y|x|y");
+    ASSERT_OK(mp_list_repeat(l, 1));
+    list_expect_all(l, "x|y|x|y|x|y");
+    ASSERT_ERR(MP_ENOMEM, mp_list_repeat(l, INT64_MAX));
+    ASSERT_ERR(MP_ENOMEM, mp_list_repeat(l, (int64_t)1 << 40));
+    list_expect_all(l, "x|y|x|y|x|y");
+    ASSERT_OK(mp_list_repeat(l, 0));
+    list_expect_all(l, "");
+    list_fill(l, "x");
+    ASSERT_OK(mp_list_repeat(l, INT64_MIN));
+    ASSERT_OK(mp_list_len(l, &n));
+    ASSERT_EQ(n, 0);
+    list_fill(l, "");
+    ASSERT_OK(mp_list_repeat(l, 1000));
+    ASSERT_OK(mp_list_len(l, &n));
+    ASSERT_EQ(n, 1000);
+    ASSERT_OK(mp_list_count(l, "", 0, &n));
+    ASSERT_EQ(n, 1000);
+
+    ASSERT_ERR(MP_EINVAL, mp_list_sort(NULL, false));
+    ASSERT_ERR(MP_EINVAL, mp_list_count(l, "a", 1, NULL));
+    ASSERT_ERR(MP_EINVAL, mp_list_insert(l, 0, NULL, 1));
+    mp_buf_free(&f);
+    mp_list_free(l);
+    mp_manager_free(m);
+}
+/* Python's answers (generated with CPython from the list "0123456"): for
+ * each start, stop, step, the slice and what del leaves. */
+static const struct {
+    int64_t start, stop, step;
+    const char *got, *after_del;
+} slice_cases[] = {
+    {INT64_MAX, 100, -1, "", "0123456"},
+    {-3, INT64_MIN, -100, "4", "012356"},
+    {-3, -100, 2, "", "0123456"},
+    {-7, INT64_MAX, 1, "0123456", ""},
+    {7, -8, -3, "630", "1245"},
+    {-100, INT64_MAX, 2, "0246", "135"},
+    {-100, INT64_MIN, -3, "", "0123456"},
+    {-1, -1, -2, "", "0123456"},
+    {-8, 7, 1, "0123456", ""},
+    {-8, -100, -2, "", "0123456"},
+    {INT64_MIN, -3, 3, "03", "12456"},
+    {-8, 0, -2, "", "0123456"},
+    {-3, 0, 1, "", "0123456"},
+    {-7, -1, 100, "0", "123456"},
+    {7, -7, -3, "63", "01245"},
+    {6, 100, 2, "6", "012345"},
+    {-1, 6, 1, "", "0123456"},
+    {100, 0, 2, "", "0123456"},
+    {INT64_MAX, 1, -2, "642", "0135"},
+    {7, 6, 2, "", "0123456"},
+    {0, -100, -3, "0", "123456"},
+    {3, 6, -2, "", "0123456"},
+    {-7, -1, -2, "", "0123456"},
+    {-7, -7, -1, "", "0123456"},
+    {1, -3, -2, "", "0123456"},
+    {-100, 7, 1, "0123456", ""},
+    {-8, -1, 3, "03", "12456"},
+    {0, 6, 3, "03", "12456"},
+    {6, 7, 2, "6", "012345"},
+    {-100, -7, 3, "", "0123456"},
+    {-3, INT64_MIN, -1, "43210", "56"},
+    {7, 3, 3, "", "0123456"},
+    {1, INT64_MAX, 1, "123456", "0"},
+    {3, 7, -2, "", "0123456"},
+    {0, -100, 1, "", "0123456"},
+    {7, 6, 3, "", "0123456"},
+    {7, -7, -1, "654321", "0"},
+    {100, 1, 1, "", "0123456"},
+    {0, 100, -100, "", "0123456"},
+    {-1, -100, 3, "", "0123456"},
+    {100, 1, -1, "65432", "01"},
+    {INT64_MIN, 1, 2, "0", "123456"},
+    {0, -1, -100, "", "0123456"},
+    {0, 0, 2, "", "0123456"},
+    {3, 7, -100, "", "0123456"},
+    {INT64_MAX, 100, -3, "", "0123456"},
+    {7, 100, 1, "", "0123456"},
+    {-8, INT64_MIN, -3, "", "0123456"},
+    {100, 7, 100, "", "0123456"},
+    {100, 100, 100, "", "0123456"},
+    {0, -3, 100, "0", "123456"},
+    {3, 0, -1, "321", "0456"},
+    {INT64_MAX, 3, -1, "654", "0123"},
+    {1, -7, -100, "1", "023456"},
+    {-7, 0, 100, "", "0123456"},
+    {INT64_MIN, -1, 3, "03", "12456"},
+    {100, 3, 2, "", "0123456"},
+    {1, 6, -2, "", "0123456"},
+    {INT64_MAX, INT64_MIN, -2, "6420", "135"},
+    {-8, 7, 3, "036", "1245"},
+    {-8, 0, 1, "", "0123456"},
+    {-7, 0, -100, "", "0123456"},
+    {7, -7, -2, "642", "0135"},
+    {7, 0, -1, "654321", "0"},
+    {-7, -3, 3, "03", "12456"},
+    {3, -1, 3, "3", "012456"},
+    {-3, -7, -100, "4", "012356"},
+    {-1, -1, 100, "", "0123456"},
+    {6, 100, -100, "", "0123456"},
+    {-3, 3, 100, "", "0123456"},
+    {6, -3, -100, "6", "012345"},
+    {7, 100, -3, "", "0123456"},
+    {-3, 7, -100, "", "0123456"},
+    {INT64_MIN, -100, 3, "", "0123456"},
+    {-7, 6, 1, "012345", "6"},
+    {-1, 100, 2, "6", "012345"},
+    {1, -8, -100, "1", "023456"},
+    {-8, 6, 2, "024", "1356"},
+    {-8, -1, -2, "", "0123456"},
+    {6, -1, 1, "", "0123456"},
+    {1, -1, -1, "", "0123456"},
+    {-100, 100, 100, "0", "123456"},
+    {0, -8, -100, "0", "123456"},
+    {7, 7, 3, "", "0123456"},
+    {-8, 100, -2, "", "0123456"},
+    {-100, -100, 1, "", "0123456"},
+    {0, -100, 3, "", "0123456"},
+    {-3, -1, 2, "4", "012356"},
+    {-8, 6, -1, "", "0123456"},
+    {3, -7, -1, "321", "0456"},
+    {-3, INT64_MAX, 1, "456", "0123"},
+    {100, -8, 3, "", "0123456"},
+    {3, -8, -100, "3", "012456"},
+    {-3, -1, -3, "", "0123456"},
+    {-7, INT64_MAX, 2, "0246", "135"},
+    {6, 3, -100, "6", "012345"},
+    {-8, -3, 2, "02", "13456"},
+    {0, 100, 1, "0123456", ""},
+    {6, -100, 1, "", "0123456"},
+    {6, 1, -1, "65432", "01"},
+    {-7, INT64_MIN, -2, "0", "123456"},
+    {6, 100, -2, "", "0123456"},
+    {0, 0, -1, "", "0123456"},
+    {-100, 3, 2, "02", "13456"},
+    {-1, 0, 100, "", "0123456"},
+    {100, 100, -100, "", "0123456"},
+    {-100, 3, -100, "", "0123456"},
+    {-8, -100, 3, "", "0123456"},
+    {-3, -1, 3, "4", "012356"},
+    {7, 100, -1, "", "0123456"},
+    {INT64_MAX, 7, -100, "", "0123456"},
+    {-1, 100, -100, "", "0123456"},
+    {-8, 0, -100, "", "0123456"},
+    {-7, 6, -100, "", "0123456"},
+    {-7, 7, -3, "", "0123456"},
+    {1, -3, -100, "", "0123456"},
+    {7, 7, -1, "", "0123456"},
+    {100, -7, 2, "", "0123456"},
+    {0, -100, -1, "0", "123456"},
+    {INT64_MAX, -3, -3, "6", "012345"},
+    {INT64_MIN, INT64_MAX, 1, "0123456", ""},
+    {INT64_MAX, INT64_MIN, -1, "6543210", ""},
+    {INT64_MAX, INT64_MIN, -1, "6543210", ""},
+    {INT64_MIN, INT64_MIN, 1, "", "0123456"},
+    {INT64_MAX, INT64_MAX, -1, "", "0123456"},
+    {INT64_MAX, INT64_MIN, INT64_MIN, "6", "012345"},
+    {INT64_MIN, INT64_MAX, INT64_MAX, "0", "123456"},
+    {INT64_MAX, INT64_MIN, -1, "6543210", ""},
+    {INT64_MIN, INT64_MAX, -1, "", "0123456"},
+    {3, INT64_MIN, -1, "3210", "456"},
+    {INT64_MIN, 3, 1, "012", "3456"},
+};
+
+/* l[start:stop] = new, and with a step (Python's results). */
+static const struct {
+    int64_t start, stop;
+    const char *new, *after;
+} set_cases[] = {
+    {2, 4, "ab", "01ab456"},
+    {2, 4, "", "01456"},
+    {2, 4, "abcd", "01abcd456"},
+    {4, 2, "xy", "0123xy456"},
+    {-2, INT64_MAX, "z", "01234z"},
+    {INT64_MIN, INT64_MAX, "q", "q"},
+    {100, 200, "e", "0123456e"},
+    {-100, 1, "f", "f123456"},
+    {0, 0, "", "0123456"},
+};
+static const struct {
+    int64_t start, stop, step;
+    const char *new, *after;
+} set_step_cases[] = {
+    {0, INT64_MAX, 2, "abcd", "a1b3c5d"},
+    {INT64_MAX, INT64_MIN, -3, "xyz", "z12y45x"},
+    {1, 6, 2, "abc", "0a2b4c6"},
+    {5, 0, -2, "uvw", "0w2v4u6"},
+};
+
+/* The list "0".."6" as one string of its items: "0123456". */
+static void list_expect_chars(mp_list *l, const char *want)
+{
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_list_get_slice(l, INT64_MIN, INT64_MAX, 1, &b));
+    char got[64] = "";
+    size_t w = 0;
+    for (size_t off = 0; off < b.len; w++) {
+        uint32_t n;
+        memcpy(&n, (char *)b.data + off, sizeof n);
+        ASSERT_EQ(n, 1);
+        ASSERT_LT(w + 1, sizeof got);
+        got[w] = ((char *)b.data)[off + sizeof n];
+        off += sizeof n + 1;
+    }
+    got[w] = '\0';
+    ASSERT_STREQ(got, want);
+    mp_buf_free(&b);
+}
+
+/* Each char of @s an item. */
+static void chars_framed(const char *s, mp_buf *out)
+{
+    out->len = 0;
+    for (; *s; s++) {
+        uint32_t one = 1;
+        ASSERT_OK(mp_buf_append(out, &one, sizeof one));
+        ASSERT_OK(mp_buf_append(out, s, 1));
+    }
+}
+
+static void list_reset_digits(mp_list *l)
+{
+    mp_buf f = MP_BUF_INIT;
+    chars_framed("0123456", &f);
+    ASSERT_OK(mp_list_set_slice(l, INT64_MIN, INT64_MAX, 1, f.data, f.len));
+    mp_buf_free(&f);
+    list_expect_chars(l, "0123456");
+}
+
+MP_TEST(manager_list_slices, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_list *l;
+    ASSERT_OK(mp_manager_list(m, "l", &l));
+    mp_buf b = MP_BUF_INIT, f = MP_BUF_INIT;
+
+    /* an empty list: every slice is empty, deleting one changes nothing */
+    ASSERT_OK(mp_list_get_slice(l, INT64_MAX, INT64_MIN, -1, &b));
+    ASSERT_EQ(b.len, 0);
+    ASSERT_OK(mp_list_del_slice(l, -5, 5, 2));
+    ASSERT_ERR(MP_EINVAL, mp_list_get_slice(l, 0, 1, 0, &b));
+    ASSERT_ERR(MP_EINVAL, mp_list_del_slice(l, 0, 1, 0));
+    ASSERT_ERR(MP_EINVAL, mp_list_set_slice(l, 0, 1, 0, NULL, 0));
+
+    list_reset_digits(l);
+    for (size_t i = 0; i < MP__ARRAY_LEN(slice_cases); i++) {
+        char what[160];
+        snprintf(what, sizeof what, "l[%lld:%lld:%lld]", (long long)slice_cases[i].start,
+                 (long long)slice_cases[i].stop, (long long)slice_cases[i].step);
+        ASSERT_OK(mp_list_get_slice(l, slice_cases[i].start, slice_cases[i].stop,
+                                    slice_cases[i].step, &b));
+        char got[16] = "";
+        size_t w = 0;
+        for (size_t off = 0; off < b.len && w + 1 < sizeof got; off += 5)
+            got[w++] = ((char *)b.data)[off + 4];
+        got[w] = '\0';
+        if (strcmp(got, slice_cases[i].got) != 0)
+            MP__FAIL("%s: got \"%s\", Python \"%s\"", what, got, slice_cases[i].got);
+        ASSERT_EQ(b.len, 5 * strlen(slice_cases[i].got));
+        ASSERT_OK(mp_list_del_slice(l, slice_cases[i].start, slice_cases[i].stop,
+                                    slice_cases[i].step));
+        list_expect_chars(l, slice_cases[i].after_del);
+        list_reset_digits(l);
+    }
+
+    for (size_t i = 0; i < MP__ARRAY_LEN(set_cases); i++) {
+        chars_framed(set_cases[i].new, &f);
+        ASSERT_OK(mp_list_set_slice(l, set_cases[i].start, set_cases[i].stop, 1, f.data, f.len));
+        list_expect_chars(l, set_cases[i].after);
+        list_reset_digits(l);
+    }
+    for (size_t i = 0; i < MP__ARRAY_LEN(set_step_cases); i++) {
+        chars_framed(set_step_cases[i].new, &f);
+        ASSERT_OK(mp_list_set_slice(l, set_step_cases[i].start, set_step_cases[i].stop,
+                                    set_step_cases[i].step, f.data, f.len));
+        list_expect_chars(l, set_step_cases[i].after);
+        list_reset_digits(l);
+    }
+    /* an extended slice takes exactly as many values as it has items
+     * (Python's ValueError); a malformed buffer changes nothing */
+    chars_framed("ab", &f);
+    ASSERT_ERR(MP_EINVAL, mp_list_set_slice(l, 0, INT64_MAX, 2, f.data, f.len));
+    ASSERT_ERR(MP_EINVAL, mp_list_set_slice(l, 0, 2, 1, f.data, f.len - 1));
+    list_expect_chars(l, "0123456");
+
+    /* values of any length, moved whole */
+    list_fill(l, "|long value|~~|x");
+    ASSERT_OK(mp_list_get_slice(l, -3, INT64_MAX, 1, &b));
+    ASSERT_STREQ(frames_join(&b), "long value|~~|x");
+    ASSERT_OK(mp_list_get_slice(l, INT64_MAX, INT64_MIN, -2, &b));
+    ASSERT_STREQ(frames_join(&b), "x|long value");
+    ASSERT_OK(mp_list_get_slice(l, 0, 1, 1, &b));
+    ASSERT_STREQ(frames_join(&b), "()");
+
+    mp_buf_free(&b);
+    mp_buf_free(&f);
+    mp_list_free(l);
+    mp_manager_free(m);
+}
+
+/* ---- over TCP, from another process ------------------------------------- */
+
+static int child_dict_list_tcp(const mp_args *a)
+{
+    mp_manager *m = child_connect(a);
+    ASSERT_TRUE(strncmp(mp_args_str(a, 0), "tcp:127.0.0.1:", 14) == 0);
+    mp_dict *d;
+    mp_list *l;
+    ASSERT_OK(mp_manager_dict(m, "td", &d));
+    ASSERT_OK(mp_manager_list(m, "tl", &l));
+    mp_buf f = MP_BUF_INIT, k = MP_BUF_INIT, v = MP_BUF_INIT;
+    frames_of("k1|v1|k2|v2|k3|v3", &f);
+    ASSERT_OK(mp_dict_update(d, f.data, f.len));
+    ASSERT_OK(mp_dict_popitem(d, &k, &v));
+    ASSERT_EQ(k.len, 2);
+    ASSERT_MEMEQ(k.data, "k3", 2);
+    ASSERT_OK(mp_dict_setdefault(d, "k1", 2, "no", 2, &v));
+    ASSERT_MEMEQ(v.data, "v1", 2);
+    ASSERT_OK(mp_dict_copy(d, "td-copy"));
+    frames_of("c|a|b", &f);
+    ASSERT_OK(mp_list_extend(l, f.data, f.len));
+    ASSERT_OK(mp_list_sort(l, false));
+    ASSERT_OK(mp_list_insert(l, -1, "ab", 2));
+    ASSERT_OK(mp_list_repeat(l, 2));
+    /* and the rest, once each, over the network */
+    bool in = false;
+    size_t n = 0;
+    ASSERT_OK(mp_dict_contains(d, "k2", 2, &in));
+    ASSERT_TRUE(in);
+    ASSERT_OK(mp_dict_pop(d, "zz", 2, "dflt", 4, true, &v));
+    ASSERT_MEMEQ(v.data, "dflt", 4);
+    ASSERT_OK(mp_dict_get_default(d, "zz", 2, "g", 1, &v));
+    ASSERT_MEMEQ(v.data, "g", 1);
+    ASSERT_OK(mp_dict_values(d, &v));
+    ASSERT_STREQ(frames_join(&v), "v1|v2");
+    ASSERT_OK(mp_dict_clear(d));
+    ASSERT_OK(mp_list_count(l, "ab", 2, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_OK(mp_list_contains(l, "c", 1, &in));
+    ASSERT_TRUE(in);
+    mp_list *s;
+    ASSERT_OK(mp_manager_list(m, "scratch", &s));
+    frames_of("1|2|3|4|5", &f);
+    ASSERT_OK(mp_list_set_slice(s, 0, 0, 1, f.data, f.len));
+    ASSERT_OK(mp_list_del_slice(s, 0, INT64_MAX, 2));
+    ASSERT_OK(mp_list_reverse(s));
+    ASSERT_OK(mp_list_remove(s, "4", 1));
+    ASSERT_OK(mp_list_sort(s, true));
+    mp_list_free(s);
+    mp_buf_free(&f);
+    mp_buf_free(&k);
+    mp_buf_free(&v);
+    mp_list_free(l);
+    mp_dict_free(d);
+    mp_manager_free(m);
+    return 0;
+}
+
+MP_TEST(manager_dict_list_methods_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    mp_manager *m = NULL;
+    ASSERT_OK(mp_manager_start(&m, ctx, "tcp:127.0.0.1:0", KEY, KEYLEN));
+    mp_process *p = mp_test_start_free(ctx, child_dict_list_tcp, conn_args(m));
+    ASSERT_EQ(mp_test_join(p, 60), 0);
+    mp_dict *d;
+    mp_list *l;
+    ASSERT_OK(mp_manager_dict(m, "td-copy", &d));
+    dict_expect(d, "k1|v1|k2|v2");
+    mp_dict_free(d);
+    ASSERT_OK(mp_manager_dict(m, "td", &d));
+    dict_expect(d, ""); /* cleared */
+    ASSERT_OK(mp_manager_list(m, "scratch", &l));
+    list_expect_all(l, "2");
+    mp_list_free(l);
+    ASSERT_OK(mp_manager_list(m, "tl", &l));
+    list_expect_all(l, "a|b|ab|c|a|b|ab|c");
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_list_get_slice(l, INT64_MAX, INT64_MIN, -3, &b));
+    ASSERT_STREQ(frames_join(&b), "c|a|b");
+    size_t i = 0;
+    ASSERT_OK(mp_list_index(l, "c", 1, -5, INT64_MAX, &i));
+    ASSERT_EQ(i, 3);
+    ASSERT_OK(mp_list_index(l, "c", 1, -4, INT64_MAX, &i));
+    ASSERT_EQ(i, 7);
+    mp_buf_free(&b);
+    mp_list_free(l);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* ---- atomicity: racing clients neither lose nor duplicate ---------------- */
+
+enum { RACE_N = 1000 };
+
+/* args: addr, key, this child's id (0 or 1).  Per round: pop a shared
+ * token (one child gets it, the other the default), setdefault a shared
+ * key to its own id (one child's id sticks), update two keys of its own
+ * and popitem one entry (whosever it is), counting it in "seen". */
+static int child_race(const mp_args *a)
+{
+    mp_manager *m = child_connect(a);
+    char me = (char)('0' + mp_args_int(a, 2));
+    mp_dict *tok, *win, *pool, *seen, *res;
+    ASSERT_OK(mp_manager_dict(m, "tok", &tok));
+    ASSERT_OK(mp_manager_dict(m, "win", &win));
+    ASSERT_OK(mp_manager_dict(m, "pool", &pool));
+    ASSERT_OK(mp_manager_dict(m, "seen", &seen));
+    ASSERT_OK(mp_manager_dict(m, "res", &res));
+    mp_buf v = MP_BUF_INIT, k = MP_BUF_INIT, f = MP_BUF_INIT;
+    int64_t popped = 0, won = 0, items = 0;
+    /* both start racing together, however slow their start method */
+    mp_event *go;
+    ASSERT_OK(mp_manager_event(m, "go", &go));
+    ASSERT_OK(mp_dict_add(res, "ready", 5, 1, NULL));
+    ASSERT_OK(mp_event_wait(go, 60));
+    mp_event_free(go);
+    for (int i = 0; i < RACE_N; i++) {
+        char key[32];
+        int kl = snprintf(key, sizeof key, "t%d", i);
+        ASSERT_OK(mp_dict_pop(tok, key, (size_t)kl, "-", 1, true, &v));
+        if (!(v.len == 1 && ((char *)v.data)[0] == '-')) {
+            ASSERT_EQ(v.len, (size_t)kl);
+            ASSERT_MEMEQ(v.data, key, (size_t)kl);
+            popped++;
+        }
+        ASSERT_OK(mp_dict_setdefault(win, key, (size_t)kl, &me, 1, &v));
+        ASSERT_EQ(v.len, 1);
+        won += ((char *)v.data)[0] == me;
+        char pairs[64];
+        snprintf(pairs, sizeof pairs, "%c-%d-a|x|%c-%d-b|y", me, i, me, i);
+        frames_of(pairs, &f);
+        ASSERT_OK(mp_dict_update(pool, f.data, f.len));
+        int err = mp_dict_popitem(pool, &k, NULL);
+        if (err != MP_ENOENT) {
+            ASSERT_OK(err);
+            int64_t times = 0;
+            ASSERT_OK(mp_dict_add(seen, k.data, k.len, 1, &times));
+            ASSERT_EQ(times, 1); /* no entry handed out twice */
+            items++;
+        }
+    }
+    ASSERT_OK(mp_dict_add(res, "popped", 6, popped, NULL));
+    ASSERT_OK(mp_dict_add(res, "won", 3, won, NULL));
+    ASSERT_OK(mp_dict_add(res, "items", 5, items, NULL));
+    mp_buf_free(&v);
+    mp_buf_free(&k);
+    mp_buf_free(&f);
+    mp_dict_free(tok);
+    mp_dict_free(win);
+    mp_dict_free(pool);
+    mp_dict_free(seen);
+    mp_dict_free(res);
+    mp_manager_free(m);
+    return 0;
+}
+
+MP_TEST(manager_dict_pop_setdefault_update_atomic, .variants = MP_START_METHODS,
+        .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_dict *tok, *pool, *seen, *res;
+    ASSERT_OK(mp_manager_dict(m, "tok", &tok));
+    for (int i = 0; i < RACE_N; i++) {
+        char key[32];
+        int kl = snprintf(key, sizeof key, "t%d", i);
+        ASSERT_OK(mp_dict_set(tok, key, (size_t)kl, key, (size_t)kl));
+    }
+    mp_process *p[2];
+    for (int i = 0; i < 2; i++) {
+        mp_args *a = conn_args(m);
+        ASSERT_OK(mp_args_add_int(a, i));
+        p[i] = mp_test_start_free(ctx, child_race, a);
+    }
+    ASSERT_OK(mp_manager_dict(m, "res", &res));
+    double t0 = now();
+    while (dict_int(res, "ready") < 2) {
+        ASSERT_LT(now() - t0, 30);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    mp_event *go;
+    ASSERT_OK(mp_manager_event(m, "go", &go));
+    ASSERT_OK(mp_event_set(go));
+    mp_event_free(go);
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(mp_test_join(p[i], 100), 0);
+    ASSERT_OK(mp_manager_dict(m, "pool", &pool));
+    ASSERT_OK(mp_manager_dict(m, "seen", &seen));
+    /* every token popped exactly once, every key won exactly once */
+    ASSERT_EQ(dict_int(res, "popped"), RACE_N);
+    ASSERT_EQ(dict_int(res, "won"), RACE_N);
+    size_t n = 9;
+    ASSERT_OK(mp_dict_len(tok, &n));
+    ASSERT_EQ(n, 0);
+    /* each pair added was popped once or is still there, never both */
+    size_t left = 0, seen_n = 0;
+    ASSERT_OK(mp_dict_len(pool, &left));
+    ASSERT_OK(mp_dict_len(seen, &seen_n));
+    ASSERT_EQ(dict_int(res, "items"), (int64_t)seen_n);
+    ASSERT_EQ(left + seen_n, (size_t)2 * 2 * RACE_N);
+    mp_buf keys = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_keys(pool, &keys));
+    for (size_t off = 0; off < keys.len;) {
+        uint32_t kl;
+        memcpy(&kl, (char *)keys.data + off, sizeof kl);
+        bool in = true;
+        ASSERT_OK(mp_dict_contains(seen, (char *)keys.data + off + 4, kl, &in));
+        ASSERT_FALSE(in);
+        off += 4 + kl;
+    }
+    mp_buf_free(&keys);
+    mp_dict_free(tok);
+    mp_dict_free(pool);
+    mp_dict_free(seen);
+    mp_dict_free(res);
+    mp_manager_free(m);
+}
+
+/* ---- the new ops' requests, checked by the server ------------------------ */
+
+static mp_args *req_l(int op, const char *kind, const char *name, int nints, int64_t i0, int64_t i1,
+                      int64_t i2)
+{
+    mp_args *a = req_of("iss", op, kind, name);
+    int64_t v[3] = {i0, i1, i2};
+    for (int i = 0; i < nints; i++)
+        ASSERT_OK(mp_args_add_int(a, v[i]));
+    return a;
+}
+
+MP_TEST(manager_dict_list_malformed_requests, .variants = MP_START_METHODS)
+{
+    enum {
+        W_DICT_ITEMS = 130, W_DICT_COPY = 132, W_DICT_POP = 134, W_DICT_SETDEFAULT = 136,
+        W_DICT_UPDATE = 137, W_DICT_CONTAINS = 138,
+        W_LIST_INSERT = 150, W_LIST_INDEX = 152, W_LIST_EXTEND = 155, W_LIST_SORT = 157,
+        W_LIST_GET_SLICE = 158, W_LIST_SET_SLICE = 159, W_LIST_REPEAT = 161,
+    };
+    mp_manager *m = start_manager(ctx);
+    mp_dict *d;
+    mp_list *l;
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    ASSERT_OK(mp_manager_list(m, "l", &l));
+    dict_set_s(d, "k", "v");
+    ASSERT_OK(mp_list_append(l, "x", 1));
+    mp_conn *c;
+    ASSERT_OK(mp_client(&c, mp_manager_address(m), KEY, KEYLEN));
+
+    /* framed strings cut short, a pair without its value: nothing stored */
+    static const uint8_t cut[] = {1, 0, 0, 0, 'a', 1, 0, 0, 0, 'b', 9, 0, 0, 0, 'c'};
+    static const uint8_t odd[] = {1, 0, 0, 0, 'a', 1, 0, 0, 0, 'b', 1, 0, 0, 0, 'c'};
+    static const uint8_t stub[] = {1, 0, 0};
+    static const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 'a'};
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_UPDATE, "dict", "d", cut, sizeof cut)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_UPDATE, "dict", "d", odd, sizeof odd)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_UPDATE, "dict", "d", stub, sizeof stub)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_UPDATE, "dict", "d", huge, sizeof huge)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_UPDATE, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_LIST_EXTEND, "list", "l", cut, sizeof cut)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_LIST_EXTEND, "list", "l", huge, sizeof huge)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issi", W_LIST_EXTEND, "list", "l", 1)));
+    mp_args *sl = req_l(W_LIST_SET_SLICE, "list", "l", 3, 0, 1, 1);
+    ASSERT_OK(mp_args_add_bytes(sl, cut, sizeof cut));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, sl));
+    /* arguments missing or of the wrong type */
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_COPY, "dict", "d")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_COPY, "dict", "d", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_POP, "dict", "d", "k", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issbi", W_DICT_POP, "dict", "d", "k", (size_t)1, 1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_DICT_SETDEFAULT, "dict", "d", "k", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issi", W_DICT_CONTAINS, "dict", "d", 1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_l(W_LIST_INSERT, "list", "l", 1, 0, 0, 0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_LIST_INDEX, "list", "l", "x", (size_t)1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_l(W_LIST_GET_SLICE, "list", "l", 2, 0, 1, 0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_l(W_LIST_SET_SLICE, "list", "l", 3, 0, 1, 1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_LIST_SORT, "list", "l")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issd", W_LIST_REPEAT, "list", "l", 2.0)));
+    /* valid shapes, bad values */
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_l(W_LIST_GET_SLICE, "list", "l", 3, 0, 1, 0)));
+    ASSERT_OK(mp_test_rpc(c, req_l(W_LIST_GET_SLICE, "list", "l", 3, INT64_MIN, INT64_MIN, INT64_MIN)));
+    ASSERT_ERR(MP_ENOMEM, mp_test_rpc(c, req_l(W_LIST_REPEAT, "list", "l", 1, INT64_MAX, 0, 0)));
+    /* a list op on a dict: refused, the dict untouched */
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_l(W_LIST_REPEAT, "dict", "d", 1, 2, 0, 0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_DICT_ITEMS, "list", "l")));
+    mp_conn_close(c);
+    still_serving(m);
+
+    dict_expect(d, "k|v");
+    list_expect_all(l, "x");
+    mp_list_free(l);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* update and extend above the request cap: refused by this side
+ * (MP_EMSGSIZE), nothing stored, the connection still usable. */
+MP_TEST(manager_dict_list_too_large, .timeout_s = 60)
+{
+    mp_manager *m = start_manager(NULL);
+    mp_dict *d;
+    mp_list *l;
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    ASSERT_OK(mp_manager_list(m, "l", &l));
+    size_t big = (64u << 20) + 16;
+    char *p = calloc(1, big + 16);
+    ASSERT_TRUE(p != NULL);
+    uint32_t kl = 1, vl = (uint32_t)big;
+    memcpy(p, &kl, 4);
+    p[4] = 'k';
+    memcpy(p + 5, &vl, 4);
+    ASSERT_ERR(MP_EMSGSIZE, mp_dict_update(d, p, 9 + big));
+    memcpy(p, &vl, 4);
+    ASSERT_ERR(MP_EMSGSIZE, mp_list_extend(l, p, 4 + big));
+    free(p);
+    size_t n = 9;
+    ASSERT_OK(mp_dict_len(d, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_list_len(l, &n));
+    ASSERT_EQ(n, 0);
+    dict_set_s(d, "still", "works");
+    dict_expect(d, "still|works");
+    mp_list_free(l);
+    mp_dict_free(d);
+    mp_manager_free(m);
+}
+
+/* args: addr, key, this child's id.  Per round: remove a shared token (one
+ * child removes it, the other gets MP_EINVAL), extend by two values of its
+ * own and pop the front item (whosever it is), counting it in "seen". */
+static int child_list_race(const mp_args *a)
+{
+    mp_manager *m = child_connect(a);
+    int me = (int)mp_args_int(a, 2);
+    mp_list *l, *toks;
+    mp_dict *seen, *res;
+    ASSERT_OK(mp_manager_list(m, "items", &l));
+    ASSERT_OK(mp_manager_list(m, "toks", &toks));
+    ASSERT_OK(mp_manager_dict(m, "seen", &seen));
+    ASSERT_OK(mp_manager_dict(m, "res", &res));
+    mp_event *go;
+    ASSERT_OK(mp_manager_event(m, "go", &go));
+    ASSERT_OK(mp_dict_add(res, "ready", 5, 1, NULL));
+    ASSERT_OK(mp_event_wait(go, 60));
+    mp_event_free(go);
+    mp_buf v = MP_BUF_INIT, f = MP_BUF_INIT;
+    int64_t removed = 0;
+    for (int i = 0; i < RACE_N; i++) {
+        char s[64];
+        int n = snprintf(s, sizeof s, "t%d", i);
+        int err = mp_list_remove(toks, s, (size_t)n);
+        if (err != MP_EINVAL) {
+            ASSERT_OK(err);
+            removed++;
+        }
+        snprintf(s, sizeof s, "%d-%d-a|%d-%d-b", me, i, me, i);
+        frames_of(s, &f);
+        ASSERT_OK(mp_list_extend(l, f.data, f.len));
+        ASSERT_OK(mp_list_pop(l, 0, &v));
+        int64_t times = 0;
+        ASSERT_OK(mp_dict_add(seen, v.data, v.len, 1, &times));
+        ASSERT_EQ(times, 1);
+    }
+    ASSERT_OK(mp_dict_add(res, "removed", 7, removed, NULL));
+    mp_buf_free(&v);
+    mp_buf_free(&f);
+    mp_list_free(l);
+    mp_list_free(toks);
+    mp_dict_free(seen);
+    mp_dict_free(res);
+    mp_manager_free(m);
+    return 0;
+}
+
+MP_TEST(manager_list_remove_extend_pop_atomic, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_list *l, *toks;
+    mp_dict *seen, *res;
+    ASSERT_OK(mp_manager_list(m, "toks", &toks));
+    for (int i = 0; i < RACE_N; i++) { /* each token followed by a bystander */
+        char s[32];
+        int n = snprintf(s, sizeof s, "t%d", i);
+        ASSERT_OK(mp_list_append(toks, s, (size_t)n));
+        n = snprintf(s, sizeof s, "x%d", i);
+        ASSERT_OK(mp_list_append(toks, s, (size_t)n));
+    }
+    ASSERT_OK(mp_manager_dict(m, "res", &res));
+    mp_process *p[2];
+    for (int i = 0; i < 2; i++) {
+        mp_args *a = conn_args(m);
+        ASSERT_OK(mp_args_add_int(a, i));
+        p[i] = mp_test_start_free(ctx, child_list_race, a);
+    }
+    double t0 = now();
+    while (dict_int(res, "ready") < 2) {
+        ASSERT_LT(now() - t0, 30);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    mp_event *go;
+    ASSERT_OK(mp_manager_event(m, "go", &go));
+    ASSERT_OK(mp_event_set(go));
+    mp_event_free(go);
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(mp_test_join(p[i], 100), 0);
+    ASSERT_EQ(dict_int(res, "removed"), RACE_N);
+    size_t n = 9, left = 0, seen_n = 0;
+    /* the tokens went, each once, and only they: the bystanders stay */
+    ASSERT_OK(mp_list_len(toks, &n));
+    ASSERT_EQ(n, RACE_N);
+    for (int i = 0; i < RACE_N; i += 97) {
+        char s[32];
+        snprintf(s, sizeof s, "x%d", i);
+        list_expect(toks, i, s);
+    }
+    ASSERT_OK(mp_manager_list(m, "items", &l));
+    ASSERT_OK(mp_manager_dict(m, "seen", &seen));
+    ASSERT_OK(mp_list_len(l, &left));
+    ASSERT_OK(mp_dict_len(seen, &seen_n));
+    ASSERT_EQ(seen_n, (size_t)2 * RACE_N);
+    ASSERT_EQ(left + seen_n, (size_t)2 * 2 * RACE_N);
+    mp_buf all = MP_BUF_INIT;
+    ASSERT_OK(mp_list_get_slice(l, 0, INT64_MAX, 1, &all));
+    for (size_t off = 0; off < all.len;) {
+        uint32_t vl;
+        memcpy(&vl, (char *)all.data + off, sizeof vl);
+        bool in = true;
+        ASSERT_OK(mp_dict_contains(seen, (char *)all.data + off + 4, vl, &in));
+        ASSERT_FALSE(in); /* popped and still there: duplicated */
+        off += 4 + vl;
+    }
+    mp_buf_free(&all);
+    mp_list_free(l);
+    mp_list_free(toks);
+    mp_dict_free(seen);
+    mp_dict_free(res);
+    mp_manager_free(m);
+}
