@@ -478,6 +478,10 @@ int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num);
  * @out, or into @into (@cap, *len). */
 int mp__px_bytes(mp__proxy *px, int op, const void *p, size_t n, double timeout, mp_buf *out,
                  void *into, size_t cap, size_t *len);
+/* Any other request: "op kind name" of @px, arguments appended by the
+ * caller (mp__px_with_*); mp__px_call runs it (consumed) into *rep. */
+mp_args *mp__px_op_request(const mp__proxy *px, int op);
+int mp__px_call(mp__proxy *px, mp_args *req, mp_args **rep);
 void mp__px_free(mp__proxy *px);
 int mp__px_dup(const mp__proxy *px, mp__proxy **out);
 /* Wire form: the server's (mp__px_put_server), kind, name, parameter. */
@@ -495,6 +499,8 @@ int mp__event_from_proxy(mp__proxy *px, mp_event **out);
 int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
 int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out);
+int mp__joinable_queue_from_proxy(mp__proxy *px, mp_queue **out);
+int mp__array_from_proxy(mp__proxy *px, mp_type type, size_t n, mp_array **out);
 /* Object types of shared_memory.c and managers.c in mp_args. */
 extern const mp__objtype mp__shm_objtype, mp__manager_objtype, mp__dict_objtype,
     mp__list_objtype;

@@ -530,3 +530,19 @@ int mp__px_open(const char *address, const void *key, size_t keylen, const char 
     }
     return err;
 }
+
+/* A request of @op on @px's object, for the ops whose arguments fit neither
+ * mp__px_simple nor mp__px_bytes (the caller appends them with
+ * mp__px_with_*). */
+mp_args *mp__px_op_request(const mp__proxy *px, int op)
+{
+    return mp__px_request(op, px->kind, px->name);
+}
+
+/* Run @req (consumed; NULL: MP_ENOMEM) on this thread's connection: the
+ * status, and the reply in *rep (the caller frees it).  Not for an op whose
+ * reply hands something over (its receipt is mp__px_bytes's). */
+int mp__px_call(mp__proxy *px, mp_args *req, mp_args **rep)
+{
+    return proxy_rpc(px, req, rep);
+}
