@@ -2696,3 +2696,52 @@ MP_TEST(manager_array_jqueue_namespace_travel, .variants = MP_START_METHODS, .ti
     arr_jq_ns_round(ctx, m);
     mp_manager_free(m);
 }
+
+/* The server's own checks on the new kinds, by hand-made requests (our
+ * clients check bounds before they send): a range past the end is
+ * MP_EINVAL and touches nothing, a malformed store MP_EBADMSG, the
+ * joinable ops are the joinable queue's only, an array opened under
+ * another shape is refused. */
+MP_TEST(manager_array_jqueue_server_checks, .variants = MP_START_METHODS)
+{
+    enum { W_ARR_LOAD = 170, W_ARR_STORE, W_ARR_INIT, W_JQ_TASK_DONE = 180, W_JQ_JOIN };
+    mp_manager *m = start_manager(ctx);
+    int32_t init[4] = {1, 2, 3, 4}, got[4];
+    mp_array *arr;
+    mp_queue *q, *jq;
+    mp_value *v;
+    ASSERT_OK(mp_manager_array(m, "sa", MP_INT32, 4, init, &arr));
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_OK(mp_manager_joinable_queue(m, "jq", 0, &jq));
+    ASSERT_OK(mp_manager_value(m, "v", MP_INT32, &v));
+    mp_conn *c;
+    ASSERT_OK(mp_client(&c, mp_manager_address(m), KEY, KEYLEN));
+    int32_t three[3] = {7, 7, 7};
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "array", "sa", 3, 2)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "array", "sa", -1, 1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "array", "sa", 0, -1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issib", W_ARR_STORE, "array", "sa", 2,
+                                                three, sizeof three)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issib", W_ARR_STORE, "array", "sa", 0,
+                                                 three, (size_t)5)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_ARR_STORE, "array", "sa",
+                                                 three, (size_t)4)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_ARR_INIT, "array", "sa",
+                                                5 << 8 | MP_INT32)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "array", "sb", 99)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "array", "sb", -1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "value", "v", 0, 1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_JQ_TASK_DONE, "queue", "q")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issd", W_JQ_JOIN, "queue", "q", 0.0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "jqueue", "jq", 0, 1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("iss", W_JQ_TASK_DONE, "jqueue", "jq")));
+    ASSERT_OK(mp_test_rpc(c, req_of("issd", W_JQ_JOIN, "jqueue", "jq", 0.0)));
+    mp_conn_close(c);
+    ASSERT_OK(mp_array_load(arr, 0, 4, got)); /* untouched */
+    ASSERT_MEMEQ(got, init, sizeof init);
+    mp_array_free(arr);
+    mp_queue_free(q);
+    mp_queue_free(jq);
+    mp_value_free(v);
+    mp_manager_free(m);
+}
