@@ -464,7 +464,7 @@ int mp__px_put_server(mp_buf *out, const char *address, const void *key, size_t 
 int mp__px_get_server(mp__reader *r, mp__channel ch, const char **address, const void **key,
                       size_t *keylen);
 
-/* A lock, event, semaphore, queue or value handle whose object lives in a
+/* A lock, event, semaphore, queue, value or array handle whose object lives in a
  * manager carries one of these; each public call on it goes to the server. */
 typedef struct mp__proxy mp__proxy;
 /* Open @kind @name (created with @param on first use) on the server at

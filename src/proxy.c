@@ -2,7 +2,7 @@
  * Proxies: the client side of the manager protocol (managers.c holds the
  * manager's lifecycle, manager_server.c the server).  This layer sits just
  * above connection.c: the remote forms of queues, locks, events,
- * semaphores and values call down into it, and so do the manager handles.
+ * semaphores, values and arrays call down into it, and so do the manager handles.
  *
  * Wire: every request and reply is an mp_args message (the reduction
  * layer's form) over a Connection with Python's framing and handshake.

@@ -2,8 +2,9 @@
  * Managers: a server process holding named shared objects, used through
  * authenticated connections (PYTHON-SEMANTICS section 16, issue 7).
  * Started, connected and remote (TCP) servers; dict, list, custom types;
- * proxies for queue, lock, event, semaphore and value used with the
- * ordinary functions; wrong keys, dying clients and malformed requests.
+ * proxies for queue, joinable queue, lock, event, semaphore, value and
+ * array used with the ordinary functions, a namespace (a dict of its own
+ * kind); wrong keys, dying clients and malformed requests.
  */
 #include "mp_test.h"
 
