@@ -707,7 +707,8 @@ void mp_array_free(mp_array *a);
 
 /** Append a value: the receiver maps the same memory.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_value(mp_args *a, mp_value *v);
-/** Append an array: the receiver maps the same memory.  @return 0; MP_ENOMEM. */
+/** Append an array: the receiver maps the same memory (a manager's array:
+ *  a proxy for the same array).  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_array(mp_args *a, mp_array *arr);
 /** Item @i, a value, owned by the mp_args (a wrong index or type aborts). */
 mp_value *mp_args_value(const mp_args *a, size_t i);
