@@ -540,8 +540,8 @@ mp_args *mp__px_op_request(const mp__proxy *px, int op)
 }
 
 /* Run @req (consumed; NULL: MP_ENOMEM) on this thread's connection: the
- * status, and the reply in *rep (the caller frees it).  Not for an op whose
- * reply hands something over (its receipt is mp__px_bytes's). */
+ * status, and the reply in *rep (the caller frees it).  What a reply hands
+ * over is receipted at once (mp__px_rpc): for a get, use mp__px_bytes. */
 int mp__px_call(mp__proxy *px, mp_args *req, mp_args **rep)
 {
     return proxy_rpc(px, req, rep);

@@ -97,7 +97,7 @@ static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
         err = mp__put_u64(out, o->n);
     if (err < 0 || o->h.px)
         return err;
-    if ((err = mp__put_u8(out, o->lock != NULL)) == 0)
+    err = mp__put_u8(out, o->lock != NULL);
     if (err == 0 && o->lock)
         err = mp__lock_objtype.reduce(o->lock, out, fds, ch);
     return err;
