@@ -2746,3 +2746,53 @@ MP_TEST(manager_array_jqueue_server_checks, .variants = MP_START_METHODS)
     mp_value_free(v);
     mp_manager_free(m);
 }
+
+/* args: joinable queue, ready pipe fd.  Join for ever (killed first). */
+static int child_join_forever(const mp_args *a)
+{
+    ASSERT_EQ(1, write(mp_args_fd(a, 1), "r", 1));
+    return mp_queue_join(mp_args_queue(a, 0), MP_FOREVER) == 0 ? 3 : 4;
+}
+
+/* A client killed while it waits in join leaves no thread or descriptor on
+ * the server (its wait ends soon after it hangs up), and, having taken
+ * nothing, has nothing written off. */
+MP_TEST(manager_dead_joiner_leaves_nothing_behind, .variants = MP_START_METHODS,
+        .timeout_s = 60)
+{
+    mp_manager *m = start_manager(ctx);
+    pid_t pid = mp_manager_pid(m);
+    mp_queue *q;
+    ASSERT_OK(mp_manager_joinable_queue(m, "jq", 0, &q));
+    ASSERT_OK(mp_queue_put(q, "t", 1, 1)); /* one task open: join waits */
+    still_serving(m);
+    int fds0 = proc_count(pid, "fd"), threads0 = proc_count(pid, "task");
+    int ready[2];
+    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "Qf", q, ready[1]));
+    mp_process *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = mp_test_start(ctx, child_join_forever, a);
+        await_ready(ready[0]);
+    }
+    double until = now() + 20; /* their joins arrive: a thread each */
+    while (proc_count(pid, "task") < threads0 + 2) {
+        ASSERT_LT(now(), until);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < 2; i++)
+        mp_test_kill(p[i]);
+    server_back_to(pid, fds0, threads0, 10);
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_queue_get(q, &b, 5));
+    ASSERT_OK(mp_queue_task_done(q));
+    ASSERT_OK(mp_queue_join(q, 5)); /* 0: nothing was written off */
+    mp_buf_free(&b);
+    mp_args_free(a);
+    close(ready[0]);
+    close(ready[1]);
+    mp_queue_free(q);
+    mp_manager_free(m);
+}
