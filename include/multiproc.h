@@ -684,8 +684,18 @@ typedef struct mp_array mp_array;
  *  mp_value_new.  @return 0; MP_EINVAL for an unknown type; MP_ENOMEM. */
 MP_MUST_CHECK int mp_array_new(mp_array **out, mp_type type, size_t n, const void *init,
                                bool lock);
-/** The shared elements, to read or write in place. */
+/** The shared elements, to read or write in place; NULL for a manager's
+ *  array (a proxy has no memory here: use mp_array_load/mp_array_store). */
 void *mp_array_data(mp_array *a);
+/** Copy the @count elements from index @start into @out (Python: a[i],
+ *  a[i:j]), local or proxy alike: a local array copies under its lock when
+ *  it has one, a proxy makes one request (the slice read whole).
+ *  @return 0; MP_EINVAL for NULL or past the end; MP_EOWNERDEAD (copied;
+ *  the lock's previous holder died holding it); a proxy's error. */
+MP_MUST_CHECK int mp_array_load(mp_array *a, size_t start, size_t count, void *out);
+/** Copy @count elements from @in to index @start on (a[i] = v, a[i:j] = s),
+ *  as mp_array_load. */
+MP_MUST_CHECK int mp_array_store(mp_array *a, size_t start, size_t count, const void *in);
 /** The number of elements. */
 size_t mp_array_len(const mp_array *a);
 /** The element type. */
@@ -697,7 +707,8 @@ void mp_array_free(mp_array *a);
 
 /** Append a value: the receiver maps the same memory.  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_value(mp_args *a, mp_value *v);
-/** Append an array: the receiver maps the same memory.  @return 0; MP_ENOMEM. */
+/** Append an array: the receiver maps the same memory (a manager's array:
+ *  a proxy for the same array).  @return 0; MP_ENOMEM. */
 MP_MUST_CHECK int mp_args_add_array(mp_args *a, mp_array *arr);
 /** Item @i, a value, owned by the mp_args (a wrong index or type aborts). */
 mp_value *mp_args_value(const mp_args *a, size_t i);
@@ -789,11 +800,13 @@ bool mp_queue_empty(mp_queue *q);
 /** True when a bounded queue holds maxsize messages (a snapshot). */
 bool mp_queue_full(mp_queue *q);
 /** JoinableQueue: one taken message is done.  MP_EINVAL when called more
- *  often than messages were put, or on another kind of queue (a manager's
- *  queue proxy included: managers serve plain queues). */
+ *  often than messages were put, or on another kind of queue (a proxy of
+ *  mp_manager_queue included; mp_manager_joinable_queue's works). */
 MP_MUST_CHECK int mp_queue_task_done(mp_queue *q);
 /** JoinableQueue: wait until every message put has been task_done.
- *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue (a proxy included). */
+ *  MP_ETIMEDOUT; MP_EINVAL on another kind of queue; on a proxy of
+ *  mp_manager_joinable_queue, MP_EOWNERDEAD when tasks of a consumer that
+ *  died were written off (see there). */
 MP_MUST_CHECK int mp_queue_join(mp_queue *q, double timeout);
 /** This process puts and gets no more (MP_ECLOSED after); what was put is
  *  still delivered to others.  A second close is a no-op.  On a proxy it
@@ -1224,8 +1237,10 @@ mp_list *mp_args_list(const mp_args *a, size_t i);
  * was, a semaphore's unit returned.  Where a proxy differs, the function's own
  * comment says so: a proxy value has no pointer and no lock (mp_value_ptr
  * and mp_value_lock are NULL: use mp_value_load/mp_value_store, and a lock
- * of your own for read-modify-write); task_done and join are not supported
- * on a proxy queue (MP_EINVAL); a proxy holds no descriptor, so it also
+ * of your own for read-modify-write); a proxy array has no pointer
+ * (mp_array_data is NULL: use mp_array_load/mp_array_store); task_done and
+ * join work on a joinable queue's proxy only (MP_EINVAL on
+ * mp_manager_queue's, as on a local plain queue); a proxy holds no descriptor, so it also
  * travels over byte pipes and TCP.  Proxies travel in mp_args and over
  * connections (the receiver connects to the same manager).
  */
@@ -1245,6 +1260,52 @@ MP_MUST_CHECK int mp_manager_semaphore(mp_manager *m, const char *name, unsigned
  *  SyncManager.Value); mp_value_free. */
 MP_MUST_CHECK int mp_manager_value(mp_manager *m, const char *name, mp_type type,
                                    mp_value **out);
+/** A proxy for the manager's array @name of @n elements of @type
+ *  (SyncManager.Array): made zero on first use, and @init (@n elements;
+ *  NULL: none) stored if no element has been stored in it yet, so the
+ *  first opener with an @init sets it.  Use mp_array_load/mp_array_store
+ *  (one request each), mp_array_len and mp_array_type; mp_array_data and
+ *  mp_array_lock are NULL.  Free it with mp_array_free.
+ *  @return 0; MP_EINVAL for an unknown type, more than 64 MiB of elements,
+ *  or a name the manager already has as an array of another type or
+ *  length; MP_ECLOSED; MP_ENOMEM. */
+MP_MUST_CHECK int mp_manager_array(mp_manager *m, const char *name, mp_type type, size_t n,
+                                   const void *init, mp_array **out);
+/**
+ * A proxy for the manager's joinable queue @name (made with @maxsize on
+ * first use; SyncManager.JoinableQueue), a queue of its own kind (apart
+ * from mp_manager_queue's of the same name).  mp_queue_task_done and
+ * mp_queue_join work on it as on a local joinable queue (task_done more
+ * often than put: MP_EINVAL), join waiting on the server; it travels in
+ * mp_args and over connections as a joinable queue.
+ *
+ * A consumer that dies: the server counts, per connection (a proxy opens
+ * one per thread), the messages handed over to it and not yet task_done'd
+ * by it.  When the connection ends (the process died, or the thread
+ * ended) with some outstanding, they are written off: the unfinished count
+ * drops by them, so join does not wait for ever on tasks no one will
+ * finish.  A join that returns because the count reached 0 after a
+ * write-off returns MP_EOWNERDEAD instead of 0 (the dead consumer's tasks
+ * were not done): every join waiting then, or, if none was, the next one.
+ * A consumer killed while its get waits takes nothing (see above), so it
+ * has nothing written off.  A task_done from another thread or process
+ * than the getter's lowers the global count only (Python allows it); a
+ * later write-off then never takes the count below 0.
+ * @return 0; MP_EINVAL; MP_ECLOSED; MP_ENOMEM.
+ */
+MP_MUST_CHECK int mp_manager_joinable_queue(mp_manager *m, const char *name, size_t maxsize,
+                                            mp_queue **out);
+/**
+ * The manager's namespace @name (SyncManager.Namespace), empty on first
+ * use.  Python's Namespace is an object with named attributes; in C those
+ * are a dict with string keys, so a namespace is an mp_dict of its own
+ * kind (apart from mp_manager_dict's of the same name): ns.x = v is
+ * mp_dict_set(ns, "x", 1, v, vl), getattr mp_dict_get (MP_ENOENT: no such
+ * attribute), delattr mp_dict_del, vars(ns) mp_dict_keys; it travels as a
+ * dict (mp_args_add_dict).  Free it with mp_dict_free.
+ * @return 0; MP_EINVAL; MP_ECLOSED; MP_ENOMEM.
+ */
+MP_MUST_CHECK int mp_manager_namespace(mp_manager *m, const char *name, mp_dict **out);
 
 /**
  * Your own shared types, like BaseManager.register: register before

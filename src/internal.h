@@ -472,7 +472,7 @@ int mp__px_put_server(mp_buf *out, const char *address, const void *key, size_t 
 int mp__px_get_server(mp__reader *r, mp__channel ch, const char **address, const void **key,
                       size_t *keylen);
 
-/* A lock, event, semaphore, queue or value handle whose object lives in a
+/* A lock, event, semaphore, queue, value or array handle whose object lives in a
  * manager carries one of these; each public call on it goes to the server. */
 typedef struct mp__proxy mp__proxy;
 /* Open @kind @name (created with @param on first use) on the server at
@@ -486,6 +486,10 @@ int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num);
  * @out, or into @into (@cap, *len). */
 int mp__px_bytes(mp__proxy *px, int op, const void *p, size_t n, double timeout, mp_buf *out,
                  void *into, size_t cap, size_t *len);
+/* Any other request: "op kind name" of @px, arguments appended by the
+ * caller (mp__px_with_*); mp__px_call runs it (consumed) into *rep. */
+mp_args *mp__px_op_request(const mp__proxy *px, int op);
+int mp__px_call(mp__proxy *px, mp_args *req, mp_args **rep);
 void mp__px_free(mp__proxy *px);
 int mp__px_dup(const mp__proxy *px, mp__proxy **out);
 /* Wire form: the server's (mp__px_put_server), kind, name, parameter. */
@@ -503,6 +507,8 @@ int mp__event_from_proxy(mp__proxy *px, mp_event **out);
 int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
 int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out);
+int mp__joinable_queue_from_proxy(mp__proxy *px, mp_queue **out);
+int mp__array_from_proxy(mp__proxy *px, mp_type type, size_t n, mp_array **out);
 /* Object types of shared_memory.c and managers.c in mp_args. */
 extern const mp__objtype mp__shm_objtype, mp__manager_objtype, mp__dict_objtype,
     mp__list_objtype;

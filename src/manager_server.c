@@ -480,7 +480,7 @@ static int sobj_open(server *srv, const char *kindname, const char *name, int64_
 static int dict_copy_to(server *srv, const dict_st *d, sobj *self, const char *name)
 {
     sobj *o;
-    int err = sobj_open(srv, "dict", name, 0, &o);
+    int err = sobj_open(srv, self->k->name, name, 0, &o); /* a namespace's to a namespace */
     if (err < 0 || o == self)
         return err;
     dict_st fresh;
@@ -1386,6 +1386,267 @@ static int custom_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a
     return err;
 }
 
+/* ---- array -------------------------------------------------------------------- */
+
+/*
+ * A typed array (SyncManager.Array): @n elements of one mp_type, zero when
+ * made.  The open parameter carries both (ARRAY_PARAM), so that every
+ * connection of every proxy opens the same shape; ARR_INIT checks that an
+ * array found by name has the shape asked for, and stores the opener's
+ * initial elements if none has been stored yet.  Each load or store is one
+ * request, so a slice is read or written whole under the server lock.
+ */
+typedef struct {
+    mp_type type;
+    size_t n, es;
+    uint8_t *data;
+    bool stored;               /* written since made: a later init is ignored */
+} array_st;
+
+static int array_init(sobj *o, int64_t param)
+{
+    array_st *s = o->st;
+    s->type = (mp_type)(param & 0xff);
+    s->es = mp_type_size(s->type);
+    uint64_t n = (uint64_t)param >> 8;
+    if (param < 0 || s->es == 0 || n > MAX_REQUEST / s->es)
+        return MP_EINVAL;
+    s->n = (size_t)n;
+    s->data = calloc(s->n ? s->n : 1, s->es);
+    return s->data ? 0 : MP_ENOMEM;
+}
+
+static void array_fini(sobj *o)
+{
+    free(((array_st *)o->st)->data);
+}
+
+/* The element range [a[3], a[3] + count) of @s, as a byte offset and
+ * length: MP_EINVAL past the end. */
+static int array_range(const array_st *s, const mp_args *a, int64_t count, size_t *off,
+                       size_t *len)
+{
+    if (!mp__args_has(a, 3, MP_ARG_INT))
+        return MP_EBADMSG;
+    int64_t start = mp_args_int(a, 3);
+    if (start < 0 || count < 0 || (uint64_t)start > s->n || (uint64_t)count > s->n - (uint64_t)start)
+        return MP_EINVAL;
+    *off = (size_t)start * s->es;
+    *len = (size_t)count * s->es;
+    return 0;
+}
+
+static int array_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
+{
+    array_st *s = o->st;
+    size_t off = 0, len = 0, vl = 0;
+    const void *v = NULL;
+    int err;
+    switch (op) {
+    case MP__OP_ARR_LOAD: /* start, count */
+        if (!mp__args_has(a, 4, MP_ARG_INT))
+            return MP_EBADMSG;
+        if ((err = array_range(s, a, mp_args_int(a, 4), &off, &len)) < 0)
+            return err;
+        return reply_bytes(r, s->data + off, len);
+    case MP__OP_ARR_STORE: /* start, the elements' bytes */
+        if ((v = arg_bytes(a, 4, &vl)) == NULL || vl % s->es != 0)
+            return MP_EBADMSG;
+        if ((err = array_range(s, a, (int64_t)(vl / s->es), &off, &len)) < 0)
+            return err;
+        if (len > 0)
+            memcpy(s->data + off, v, len);
+        s->stored = true;
+        return 0;
+    default: /* INIT: the shape's parameter, then the initial elements or none */
+        if (!mp__args_has(a, 3, MP_ARG_INT))
+            return MP_EBADMSG;
+        if ((uint64_t)mp_args_int(a, 3) != ((uint64_t)s->n << 8 | (uint64_t)s->type))
+            return MP_EINVAL; /* the name is another array's */
+        if (mp_args_count(a) > 4) {
+            if ((v = arg_bytes(a, 4, &vl)) == NULL || vl != s->n * s->es)
+                return MP_EBADMSG;
+            if (!s->stored && vl > 0)
+                memcpy(s->data, v, vl);
+            s->stored = true;
+        }
+        return 0;
+    }
+}
+
+/* ---- joinable queue ----------------------------------------------------------- */
+
+/*
+ * A JoinableQueue (SyncManager.JoinableQueue): the queue kind's code runs
+ * on its first member, and this kind counts the unfinished tasks on top:
+ * a put adds one (before the message is in: its task_done cannot come
+ * first), a task_done takes one (MP_EINVAL at 0, as the local queue), and
+ * join waits on the server until the count reaches 0.
+ *
+ * A consumer that dies: the server counts, per connection, the messages
+ * handed over to it (after the receipt) and not yet task_done'd by it.  When
+ * the connection ends with some outstanding, they are written off: the
+ * unfinished count drops by them (never below 0), so join does not hang
+ * for tasks no one will finish.  A join that returns because the count
+ * reached 0 after a write-off returns MP_EOWNERDEAD instead of 0 — every
+ * join waiting then, or, if none was, the next join to find the count 0.
+ * A task_done by another connection than the getter's (Python allows it)
+ * only lowers the global count; a write-off is then bounded by it.
+ */
+typedef struct {
+    uint64_t id;               /* a connection */
+    int64_t n;                 /* messages it got, not yet task_done'd by it */
+} jq_taken;
+
+typedef struct {
+    queue_st q;                /* first: queue_call runs on it */
+    int64_t unfinished;
+    jq_taken *taken;
+    size_t ntaken, captaken;
+    uint64_t zeros;            /* times the count reached 0 */
+    uint64_t lost_zero;        /* the last of those that followed a write-off */
+    bool lost_since_zero;      /* a write-off since the last zero */
+    bool lost_unreported;      /* lost_zero not yet returned by any join */
+} jqueue_st;
+
+_Static_assert(offsetof(jqueue_st, q) == 0, "a joinable queue's state is a queue's");
+
+static void jqueue_fini(sobj *o)
+{
+    queue_fini(o);
+    free(((jqueue_st *)o->st)->taken);
+}
+
+/* The entry of connection @id, made (at 0) when @make. */
+static jq_taken *jq_find(jqueue_st *j, uint64_t id, bool make)
+{
+    for (size_t i = 0; i < j->ntaken; i++)
+        if (j->taken[i].id == id)
+            return &j->taken[i];
+    if (!make)
+        return NULL;
+    if (j->ntaken == j->captaken) {
+        size_t cap = j->captaken ? 2 * j->captaken : 4;
+        jq_taken *t = realloc(j->taken, cap * sizeof *t);
+        if (t == NULL)
+            return NULL;
+        j->taken = t;
+        j->captaken = cap;
+    }
+    j->taken[j->ntaken] = (jq_taken){.id = id};
+    return &j->taken[j->ntaken++];
+}
+
+/* @k fewer unfinished tasks (at most as many as there are); @lost: written
+ * off.  Reaching 0 wakes the joiners. */
+static void jq_finish(sobj *o, int64_t k, bool lost)
+{
+    jqueue_st *j = o->st;
+    if (k > j->unfinished)
+        k = j->unfinished;
+    if (k <= 0)
+        return;
+    j->unfinished -= k;
+    j->lost_since_zero |= lost;
+    if (j->unfinished > 0)
+        return;
+    j->zeros++;
+    if (j->lost_since_zero) {
+        j->lost_zero = j->zeros;
+        j->lost_unreported = true;
+        j->lost_since_zero = false;
+    }
+    pthread_cond_broadcast(&o->cond);
+}
+
+static int jqueue_join(server *srv, sconn *sc, sobj *o, const mp_args *a)
+{
+    jqueue_st *j = o->st;
+    mp__deadline d;
+    mp__deadline_init(&d, arg_timeout(a, 3));
+    uint64_t start = j->zeros;
+    int err = 0;
+    if (j->unfinished > 0) {
+        while (j->zeros == start && err == 0)
+            err = cond_wait_until(srv, sc, o, &d);
+        if (j->zeros == start)
+            return err;
+        if (j->lost_zero <= start)
+            return 0;
+    } else if (!j->lost_unreported) {
+        return 0;
+    }
+    j->lost_unreported = false;
+    return MP_EOWNERDEAD;
+}
+
+static int jqueue_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
+{
+    jqueue_st *j = o->st;
+    jq_taken *t;
+    int err;
+    switch (op) {
+    case MP__OP_Q_PUT:
+        if (j->unfinished == INT64_MAX)
+            return MP_EFULL;
+        j->unfinished++;
+        if ((err = queue_call(srv, sc, o, op, a, r)) < 0)
+            jq_finish(o, 1, false);
+        return err;
+    case MP__OP_Q_GET:
+        /* the entry made first: once the message is taken, counting it
+         * cannot fail (the entry stays put: only this connection's end
+         * removes it, on this thread) */
+        if (jq_find(j, sc->id, true) == NULL)
+            return MP_ENOMEM;
+        err = queue_call(srv, sc, o, op, a, r);
+        if (err == 0)
+            jq_find(j, sc->id, false)->n++; /* until its receipt fails to come */
+        return err;
+    case MP__OP_JQ_TASK_DONE:
+        if (j->unfinished <= 0)
+            return MP_EINVAL; /* called more often than messages were put */
+        if ((t = jq_find(j, sc->id, false)) != NULL && t->n > 0)
+            t->n--;
+        jq_finish(o, 1, false);
+        return 0;
+    case MP__OP_JQ_JOIN:
+        return jqueue_join(srv, sc, o, a);
+    default: /* QSIZE, FULL */
+        return queue_call(srv, sc, o, op, a, r);
+    }
+}
+
+/* A message taken for a client that died goes back, and is not its task. */
+static void jqueue_take_back(sobj *o, sconn *sc, int op, int status, const mp_args *r)
+{
+    queue_take_back(o, sc, op, status, r);
+    jq_taken *t = jq_find(o->st, sc->id, false);
+    if (t && t->n > 0)
+        t->n--;
+}
+
+/* A connection ended: the tasks it got and did not finish are written off. */
+static void jqueue_conn_gone(sobj *o, uint64_t id)
+{
+    jqueue_st *j = o->st;
+    jq_taken *t = jq_find(j, id, false);
+    if (t == NULL)
+        return;
+    int64_t n = t->n;
+    *t = j->taken[--j->ntaken];
+    jq_finish(o, n, true);
+}
+
+/* ---- namespace ---------------------------------------------------------------- */
+
+/*
+ * A Namespace (SyncManager.Namespace) is a dict of its own kind: its
+ * attributes are the keys, their values byte strings, used through the
+ * mp_dict calls.  Its own kind keeps a namespace apart from a dict of the
+ * same name; the state and the code are the dict's.
+ */
+
 /* ---- the kinds ---------------------------------------------------------------- */
 
 /*
@@ -1418,6 +1679,20 @@ static const kind kinds[] = {
      sizeof(sem_st), sem_init, NULL, sem_call, sem_take_back, NULL},
     {"value", {MP__OP_VAL_LOAD, MP__OP_VAL_STORE},
      sizeof(value_st), value_init, NULL, value_call, NULL, NULL},
+    {"array", {MP__OP_ARR_LOAD, MP__OP_ARR_STORE, MP__OP_ARR_INIT},
+     sizeof(array_st), array_init, array_fini, array_call, NULL, NULL},
+    {"jqueue",
+     {MP__OP_Q_PUT, MP__OP_Q_GET, MP__OP_Q_QSIZE, MP__OP_Q_FULL, MP__OP_JQ_TASK_DONE,
+      MP__OP_JQ_JOIN},
+     sizeof(jqueue_st), queue_init, jqueue_fini, jqueue_call, jqueue_take_back,
+     jqueue_conn_gone},
+    /* the dict's operations (keep the two lists alike) */
+    {"namespace",
+     {MP__OP_DICT_SET, MP__OP_DICT_GET, MP__OP_DICT_DEL, MP__OP_DICT_LEN, MP__OP_DICT_ADD,
+      MP__OP_DICT_KEYS, MP__OP_DICT_BATCH, MP__OP_DICT_ITEMS, MP__OP_DICT_VALUES,
+      MP__OP_DICT_COPY, MP__OP_DICT_CLEAR, MP__OP_DICT_POP, MP__OP_DICT_POPITEM,
+      MP__OP_DICT_SETDEFAULT, MP__OP_DICT_UPDATE, MP__OP_DICT_CONTAINS},
+     sizeof(dict_st), dict_init, dict_fini, dict_call, NULL, NULL},
 };
 
 static const kind custom_kind = {

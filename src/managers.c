@@ -328,10 +328,12 @@ static int m_call(mp_manager *m, mp_args *req, mp_args **rep)
 struct mp_dict {
     mp_manager *m;
     char *name;
+    bool ns;                   /* a namespace: a dict of its own kind */
 };
 struct mp_list {
     mp_manager *m;
     char *name;
+    bool ns;                   /* never: as struct mp_dict, which the code shares */
 };
 
 static int named_open(mp_manager *m, const char *kind, const char *name, void **out)
@@ -354,6 +356,7 @@ static int named_open(mp_manager *m, const char *kind, const char *name, void **
     }
     atomic_fetch_add(&m->refs, 1);
     h->m = m;
+    h->ns = strcmp(kind, "namespace") == 0;
     *out = h;
     return 0;
 }
@@ -412,7 +415,7 @@ static int named_rpc(mp_manager *m, const char *kind, const char *name, int op, 
     return err;
 }
 
-#define DICT_REQ(op) mp__px_request(op, "dict", d->name)
+#define DICT_REQ(op) mp__px_request(op, d->ns ? "namespace" : "dict", d->name)
 #define LIST_REQ(op) mp__px_request(op, "list", l->name)
 
 int mp_dict_set(mp_dict *d, const void *k, size_t kl, const void *v, size_t vl)
@@ -959,12 +962,15 @@ MP__KIND(mp_manager, mp__manager_objtype, mp_args_add_manager, mp_args_manager,
          "manager", 'M', MP__TAG_MANAGER,
          manager_reduce, manager_rebuild, manager_dup, manager_unref);
 
-/* A dict or list: its manager's form, then its name. */
+/* A dict or list: its manager's form, its name, and whether it is a
+ * namespace. */
 static int named_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     const struct mp_dict *h = obj;
     int err = manager_reduce(h->m, out, fds, ch);
-    return err < 0 ? err : mp__put_str(out, h->name);
+    if (err == 0)
+        err = mp__put_str(out, h->name);
+    return err < 0 ? err : mp__put_u8(out, h->ns);
 }
 
 static int named_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
@@ -974,6 +980,9 @@ static int named_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, v
     if (err < 0)
         return err;
     const char *name = mp__get_str(r);
+    uint8_t ns = mp__get_u8(r);
+    if (r->err || ns > 1)
+        name = NULL;
     struct mp_dict *h = name ? calloc(1, sizeof *h) : NULL;
     if (h == NULL || (h->name = strdup(name)) == NULL) {
         free(h);
@@ -981,6 +990,7 @@ static int named_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, v
         return name ? MP_ENOMEM : MP_EBADMSG;
     }
     h->m = m;
+    h->ns = ns;
     *obj = h;
     return 0;
 }
@@ -995,6 +1005,7 @@ static int named_dup(void *obj, void **out)
     }
     atomic_fetch_add(&src->m->refs, 1);
     h->m = src->m;
+    h->ns = src->ns;
     *out = h;
     return 0;
 }
@@ -1079,4 +1090,52 @@ int mp_manager_value(mp_manager *m, const char *name, mp_type type, mp_value **o
     if (err == 0 && (err = mp__value_from_proxy(px, type, out)) < 0)
         mp__px_free(px);
     return err;
+}
+
+/* ---- array, joinable queue, namespace -------------------------------------------- */
+
+int mp_manager_array(mp_manager *m, const char *name, mp_type type, size_t n, const void *init,
+                     mp_array **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    size_t es = mp_type_size(type);
+    if (m == NULL || name == NULL || es == 0 || n > MP__MANAGER_MAX_REQUEST / es)
+        return MP_EINVAL;
+    /* the shape in the open parameter: every connection opens the same */
+    int64_t param = (int64_t)((uint64_t)n << 8 | (uint64_t)type);
+    mp__proxy *px;
+    int err = mp__px_open(m->address, m->key, m->keylen, "array", name, param, &px);
+    if (err < 0)
+        return err;
+    /* found by name, it must have this shape; @init goes in if nothing has
+     * been stored yet */
+    mp_args *req = mp__px_with_int(mp__px_op_request(px, MP__OP_ARR_INIT), param), *rep;
+    if (init != NULL)
+        req = mp__px_with_bytes(req, init, n * es);
+    err = mp__px_call(px, req, &rep);
+    mp_args_free(rep);
+    if (err == 0)
+        err = mp__array_from_proxy(px, type, n, out);
+    if (err < 0)
+        mp__px_free(px);
+    return err;
+}
+
+static int wrap_joinable_queue(mp__proxy *px, void **out)
+{
+    return mp__joinable_queue_from_proxy(px, (mp_queue **)out);
+}
+
+int mp_manager_joinable_queue(mp_manager *m, const char *name, size_t maxsize, mp_queue **out)
+{
+    if (maxsize > INT64_MAX)
+        return MP_EINVAL;
+    return open_proxy(m, "jqueue", name, (int64_t)maxsize, wrap_joinable_queue, (void **)out);
+}
+
+int mp_manager_namespace(mp_manager *m, const char *name, mp_dict **out)
+{
+    return named_open(m, "namespace", name, (void **)out);
 }

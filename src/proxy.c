@@ -2,7 +2,7 @@
  * Proxies: the client side of the manager protocol (managers.c holds the
  * manager's lifecycle, manager_server.c the server).  This layer sits just
  * above connection.c: the remote forms of queues, locks, events,
- * semaphores and values call down into it, and so do the manager handles.
+ * semaphores, values and arrays call down into it, and so do the manager handles.
  *
  * Wire: every request and reply is an mp_args message (the reduction
  * layer's form) over a Connection with Python's framing and handshake.
@@ -529,4 +529,20 @@ int mp__px_open(const char *address, const void *key, size_t keylen, const char 
         *out = NULL;
     }
     return err;
+}
+
+/* A request of @op on @px's object, for the ops whose arguments fit neither
+ * mp__px_simple nor mp__px_bytes (the caller appends them with
+ * mp__px_with_*). */
+mp_args *mp__px_op_request(const mp__proxy *px, int op)
+{
+    return mp__px_request(op, px->kind, px->name);
+}
+
+/* Run @req (consumed; NULL: MP_ENOMEM) on this thread's connection: the
+ * status, and the reply in *rep (the caller frees it).  What a reply hands
+ * over is receipted at once (mp__px_rpc): for a get, use mp__px_bytes. */
+int mp__px_call(mp__proxy *px, mp_args *req, mp_args **rep)
+{
+    return proxy_rpc(px, req, rep);
 }

@@ -745,8 +745,18 @@ int mp__queue_from_proxy(mp__proxy *px, mp_queue **out)
         return MP_ENOMEM;
     q->fd = -1;
     q->px = px;
+    q->kind = KIND_QUEUE;
     *out = q;
     return 0;
+}
+
+/* A manager's joinable queue: task_done and join go to the server too. */
+int mp__joinable_queue_from_proxy(mp__proxy *px, mp_queue **out)
+{
+    int err = mp__queue_from_proxy(px, out);
+    if (err == 0)
+        (*out)->kind = KIND_JOINABLE;
+    return err;
 }
 
 static uint64_t nput(mp_queue *q)
@@ -768,8 +778,10 @@ static uint64_t ndone(mp_queue *q)
  * the puts and the count one step too. */
 int mp_queue_task_done(mp_queue *q)
 {
-    if (q == NULL || q->px || q->kind != KIND_JOINABLE)
+    if (q == NULL || q->kind != KIND_JOINABLE)
         return MP_EINVAL;
+    if (q->px) /* the server's count (see manager_server.c, joinable queue) */
+        return mp__px_simple(q->px, MP__OP_JQ_TASK_DONE, NAN, NULL);
     qhdr *h = q->h;
     int r = side_lock(&h->done_lock, NULL);
     if (r != 0)
@@ -791,8 +803,10 @@ int mp_queue_task_done(mp_queue *q)
 
 int mp_queue_join(mp_queue *q, double timeout)
 {
-    if (q == NULL || q->px || q->kind != KIND_JOINABLE)
+    if (q == NULL || q->kind != KIND_JOINABLE)
         return MP_EINVAL;
+    if (q->px) /* waits on the server; MP_EOWNERDEAD: tasks written off */
+        return mp__px_simple(q->px, MP__OP_JQ_JOIN, timeout, NULL);
     qhdr *h = q->h;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
@@ -906,6 +920,8 @@ static int queue_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     mp_queue *q = obj;
     int err = mp__px_reduce_either(q->px, out, ch);
+    if (err == 0 && q->px) /* a proxy says whether it is joinable */
+        err = mp__put_u8(out, q->kind == KIND_JOINABLE);
     if (err < 0 || q->px)
         return err;
     int k = mp__fdvec_add(fds, q->fd);
@@ -917,7 +933,13 @@ static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, v
     mp__proxy *px;
     int err = mp__px_rebuild_either(r, ch, true, &px);
     if (err < 0 || px) {
-        if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)obj)) < 0)
+        uint8_t joinable = err == 0 ? mp__get_u8(r) : 0;
+        if (err == 0 && (r->err || joinable > 1))
+            err = MP_EBADMSG;
+        if (err == 0)
+            err = joinable ? mp__joinable_queue_from_proxy(px, (mp_queue **)obj)
+                           : mp__queue_from_proxy(px, (mp_queue **)obj);
+        if (err < 0)
             mp__px_free(px);
         return err;
     }
@@ -945,6 +967,8 @@ static int queue_dup(void *obj, void **out)
         int err = mp__px_dup(src->px, &px);
         if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)out)) < 0)
             mp__px_free(px);
+        if (err == 0)
+            (*(mp_queue **)out)->kind = src->kind;
         return err;
     }
     int fd = mp__sys_dup(((mp_queue *)obj)->fd);

@@ -85,26 +85,27 @@ static void shobj_free(shobj *o)
     free(o);
 }
 
-/* Type, then the handle's form; a local one goes on with the element
- * count and its lock, if any. */
+/* Type, then the handle's form and the element count; a local one goes on
+ * with its lock, if any. */
 static int shobj_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 {
     shobj *o = obj;
     int err = mp__put_u8(out, (uint8_t)o->type);
     if (err == 0)
         err = mp__handle_reduce(&o->h, out, fds, ch);
+    if (err == 0)
+        err = mp__put_u64(out, o->n);
     if (err < 0 || o->h.px)
         return err;
-    if ((err = mp__put_u64(out, o->n)) == 0)
-        err = mp__put_u8(out, o->lock != NULL);
+    err = mp__put_u8(out, o->lock != NULL);
     if (err == 0 && o->lock)
         err = mp__lock_objtype.reduce(o->lock, out, fds, ch);
     return err;
 }
 
-/* A value may be a manager's (a proxy); an array and a value's lock are
- * always local. */
-static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool served,
+/* A value or an array may be a manager's (a proxy: a value of one
+ * element); their locks are always local. */
+static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, bool is_array,
                          void **obj)
 {
     shobj *o = calloc(1, sizeof *o);
@@ -114,12 +115,13 @@ static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, b
     size_t es = mp_type_size((mp_type)type);
     int err = r->err || es == 0 ? MP_EBADMSG : 0;
     if (err == 0)
-        err = mp__handle_rebuild(r, fds, nfds, ch, served, 1, &o->h);
-    uint64_t n = 1;
+        err = mp__handle_rebuild(r, fds, nfds, ch, true, 1, &o->h); /* both served */
+    uint64_t n = err == 0 ? mp__get_u64(r) : 0;
+    if (err == 0 && (r->err || n > SIZE_MAX / es || (o->h.px && !is_array && n != 1)))
+        err = MP_EBADMSG;
     if (err == 0 && o->h.px == NULL) {
-        n = mp__get_u64(r);
         uint8_t has_lock = mp__get_u8(r);
-        if (r->err || has_lock > 1 || n > SIZE_MAX / es || o->h.ref.size < n * es)
+        if (r->err || has_lock > 1 || o->h.ref.size < n * es)
             err = MP_EBADMSG;
         if (err == 0 && has_lock)
             err = mp__lock_rebuild_local(r, fds, nfds, ch, &o->lock);
@@ -136,12 +138,12 @@ static int shobj_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, b
 
 static int value_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    return shobj_rebuild(r, fds, nfds, ch, true, obj);
+    return shobj_rebuild(r, fds, nfds, ch, false, obj);
 }
 
 static int array_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    return shobj_rebuild(r, fds, nfds, ch, false, obj);
+    return shobj_rebuild(r, fds, nfds, ch, true, obj);
 }
 
 static int shobj_dup(void *obj, void **out)
@@ -254,7 +256,74 @@ int mp_array_new(mp_array **out, mp_type type, size_t n, const void *init, bool 
 
 void *mp_array_data(mp_array *a)
 {
-    return a ? a->o.h.ref.p : NULL;
+    return a ? a->o.h.ref.p : NULL; /* NULL for a proxy: it has no memory here */
+}
+
+/* Elements [@start, @start + @count) of @a as a byte offset and length:
+ * MP_EINVAL past the end (and for NULL). */
+static int array_range(const mp_array *a, size_t start, size_t count, const void *p,
+                       size_t *off, size_t *len)
+{
+    if (a == NULL || (p == NULL && count > 0) || start > a->o.n || count > a->o.n - start)
+        return MP_EINVAL;
+    size_t es = mp_type_size(a->o.type);
+    *off = start * es;
+    *len = count * es;
+    return 0;
+}
+
+/* A slice of a proxy's array: one request, so it is read or written whole. */
+static int array_px(mp_array *a, int op, size_t start, size_t count, void *out,
+                    const void *in, size_t len)
+{
+    mp_args *req = mp__px_with_int(mp__px_op_request(a->o.h.px, op), (int64_t)start), *rep;
+    req = op == MP__OP_ARR_LOAD ? mp__px_with_int(req, (int64_t)count)
+                                : mp__px_with_bytes(req, in, len);
+    int err = mp__px_call(a->o.h.px, req, &rep);
+    if (err == 0 && op == MP__OP_ARR_LOAD) {
+        size_t k = 0;
+        const void *b = mp__args_has(rep, 1, MP_ARG_BYTES) ? mp_args_bytes(rep, 1, &k) : NULL;
+        if (b == NULL || k != len)
+            err = MP_EBADMSG;
+        else if (len > 0)
+            memcpy(out, b, len);
+    }
+    mp_args_free(rep);
+    return err;
+}
+
+int mp_array_load(mp_array *a, size_t start, size_t count, void *out)
+{
+    size_t off, len;
+    int err = array_range(a, start, count, out, &off, &len);
+    if (err < 0)
+        return err;
+    if (a->o.h.px)
+        return array_px(a, MP__OP_ARR_LOAD, start, count, out, NULL, len);
+    return len ? locked_copy(&a->o, out, (char *)a->o.h.ref.p + off, len) : 0;
+}
+
+int mp_array_store(mp_array *a, size_t start, size_t count, const void *in)
+{
+    size_t off, len;
+    int err = array_range(a, start, count, in, &off, &len);
+    if (err < 0)
+        return err;
+    if (a->o.h.px)
+        return array_px(a, MP__OP_ARR_STORE, start, count, NULL, in, len);
+    return len ? locked_copy(&a->o, (char *)a->o.h.ref.p + off, in, len) : 0;
+}
+
+int mp__array_from_proxy(mp__proxy *px, mp_type type, size_t n, mp_array **out)
+{
+    shobj *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return MP_ENOMEM;
+    o->h.px = px;
+    o->type = type;
+    o->n = n;
+    *out = (mp_array *)o;
+    return 0;
 }
 
 size_t mp_array_len(const mp_array *a)

@@ -2,8 +2,9 @@
  * Managers: a server process holding named shared objects, used through
  * authenticated connections (PYTHON-SEMANTICS section 16, issue 7).
  * Started, connected and remote (TCP) servers; dict, list, custom types;
- * proxies for queue, lock, event, semaphore and value used with the
- * ordinary functions; wrong keys, dying clients and malformed requests.
+ * proxies for queue, joinable queue, lock, event, semaphore, value and
+ * array used with the ordinary functions, a namespace (a dict of its own
+ * kind); wrong keys, dying clients and malformed requests.
  */
 #include "mp_test.h"
 
@@ -3407,5 +3408,476 @@ MP_TEST(manager_list_remove_extend_pop_atomic, .variants = MP_START_METHODS, .ti
     mp_list_free(toks);
     mp_dict_free(seen);
     mp_dict_free(res);
+    mp_manager_free(m);
+}
+
+/* ---- array, joinable queue, namespace (issue 17) ------------------------------ */
+
+/* args: array (int32), lock, joinable queue, namespace.  Adds 1 to every
+ * element under the lock, takes the queue's messages (doing each one), and
+ * names itself in the namespace. */
+static int child_arr_jq_ns(const mp_args *a)
+{
+    mp_array *arr = mp_args_array(a, 0);
+    mp_lock *l = mp_args_lock(a, 1);
+    mp_queue *q = mp_args_queue(a, 2);
+    mp_dict *ns = mp_args_dict(a, 3);
+    ASSERT_TRUE(mp_array_data(arr) == NULL);
+    ASSERT_EQ(mp_array_len(arr), 8);
+    ASSERT_EQ(mp_array_type(arr), MP_INT32);
+    ASSERT_OK(mp_lock_acquire(l, 30));
+    int32_t v[8];
+    ASSERT_OK(mp_array_load(arr, 0, 8, v));
+    for (int i = 0; i < 8; i++)
+        v[i]++;
+    ASSERT_OK(mp_array_store(arr, 0, 8, v));
+    ASSERT_OK(mp_lock_release(l));
+    mp_buf b = MP_BUF_INIT;
+    int64_t sum = 0;
+    for (;;) {
+        ASSERT_OK(mp_queue_get(q, &b, 30));
+        int64_t x;
+        ASSERT_EQ(b.len, sizeof x);
+        memcpy(&x, b.data, sizeof x);
+        sum += x;
+        ASSERT_OK(mp_queue_task_done(q)); /* the child's task_done: same object */
+        if (x == 0)
+            break;
+    }
+    mp_buf_free(&b);
+    ASSERT_OK(mp_dict_set(ns, "sum", 3, &sum, sizeof sum));
+    return 0;
+}
+
+/* The array, joinable queue and namespace of @m to a child (twice, one
+ * after the other) and back: every message done, every element 2 up. */
+static void arr_jq_ns_round(mp_context *ctx, mp_manager *m)
+{
+    int32_t init[8] = {0, 1, 2, 3, 4, 5, 6, 7}, got[8];
+    mp_array *arr;
+    mp_lock *l;
+    mp_queue *q;
+    mp_dict *ns;
+    ASSERT_OK(mp_manager_array(m, "arr", MP_INT32, 8, init, &arr));
+    ASSERT_OK(mp_manager_lock(m, "arr-lock", &l));
+    ASSERT_OK(mp_manager_joinable_queue(m, "jobs", 0, &q));
+    ASSERT_OK(mp_manager_namespace(m, "ns", &ns));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "ALQD", arr, l, q, ns));
+    for (int round = 0; round < 2; round++) {
+        for (int64_t i = 1; i <= 20; i++)
+            ASSERT_OK(mp_queue_put(q, &i, sizeof i, 10));
+        int64_t stop = 0;
+        ASSERT_OK(mp_queue_put(q, &stop, sizeof stop, 10));
+        mp_process *p = mp_test_start(ctx, child_arr_jq_ns, a);
+        ASSERT_OK(mp_queue_join(q, 30)); /* the child's task_done's count here */
+        ASSERT_EQ(mp_test_join(p, 60), 0);
+        ASSERT_EQ(dict_int(ns, "sum"), 20 * 21 / 2);
+        ASSERT_OK(mp_dict_del(ns, "sum", 3));
+    }
+    mp_args_free(a);
+    ASSERT_OK(mp_array_load(arr, 0, 8, got));
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ(got[i], i + 2);
+    ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* every one done */
+    mp_array_free(arr);
+    mp_lock_free(l);
+    mp_queue_free(q);
+    mp_dict_free(ns);
+}
+
+MP_TEST(manager_array_ops, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    int32_t init[5] = {10, 20, 30, 40, 50}, v[5] = {0};
+    mp_array *arr, *same, *zero;
+    ASSERT_OK(mp_manager_array(m, "a", MP_INT32, 5, init, &arr));
+    ASSERT_TRUE(mp_array_data(arr) == NULL);
+    ASSERT_TRUE(mp_array_lock(arr) == NULL);
+    ASSERT_EQ(mp_array_len(arr), 5);
+    ASSERT_EQ(mp_array_type(arr), MP_INT32);
+    ASSERT_OK(mp_array_load(arr, 0, 5, v));
+    ASSERT_MEMEQ(v, init, sizeof init);
+    /* an index, a slice, an empty slice at the end */
+    int32_t x = 0, two[2] = {-1, -2};
+    ASSERT_OK(mp_array_load(arr, 4, 1, &x));
+    ASSERT_EQ(x, 50);
+    ASSERT_OK(mp_array_store(arr, 1, 2, two));
+    ASSERT_OK(mp_array_load(arr, 0, 5, v));
+    ASSERT_EQ(v[0], 10);
+    ASSERT_EQ(v[1], -1);
+    ASSERT_EQ(v[2], -2);
+    ASSERT_EQ(v[3], 40);
+    ASSERT_OK(mp_array_load(arr, 5, 0, v));
+    /* past the end: nothing read or written */
+    ASSERT_ERR(MP_EINVAL, mp_array_load(arr, 4, 2, v));
+    ASSERT_ERR(MP_EINVAL, mp_array_load(arr, 6, 0, v));
+    ASSERT_ERR(MP_EINVAL, mp_array_store(arr, 3, 3, init));
+    ASSERT_ERR(MP_EINVAL, mp_array_store(arr, SIZE_MAX, 2, init));
+    ASSERT_ERR(MP_EINVAL, mp_array_load(NULL, 0, 1, v));
+    ASSERT_OK(mp_array_load(arr, 3, 2, two));
+    ASSERT_EQ(two[0], 40);
+    ASSERT_EQ(two[1], 50);
+    /* the same name: the same array; a second init is not stored */
+    ASSERT_OK(mp_manager_array(m, "a", MP_INT32, 5, (int32_t[5]){0}, &same));
+    ASSERT_OK(mp_array_load(same, 1, 1, &x));
+    ASSERT_EQ(x, -1);
+    /* another shape under the name is refused; a new name is zero */
+    ASSERT_ERR(MP_EINVAL, mp_manager_array(m, "a", MP_INT32, 6, NULL, &(mp_array *){NULL}));
+    ASSERT_ERR(MP_EINVAL, mp_manager_array(m, "a", MP_INT64, 5, NULL, &(mp_array *){NULL}));
+    ASSERT_ERR(MP_EINVAL, mp_manager_array(m, "bad", (mp_type)99, 5, NULL, &(mp_array *){NULL}));
+    ASSERT_OK(mp_manager_array(m, "z", MP_DOUBLE, 3, NULL, &zero));
+    double d[3] = {1, 1, 1};
+    ASSERT_OK(mp_array_load(zero, 0, 3, d));
+    ASSERT_TRUE(d[0] == 0 && d[1] == 0 && d[2] == 0);
+    /* an array and a value of one name are two objects */
+    mp_value *val;
+    ASSERT_OK(mp_manager_value(m, "a", MP_INT32, &val));
+    ASSERT_OK(mp_value_load(val, &x));
+    ASSERT_EQ(x, 0);
+    mp_value_free(val);
+    mp_array_free(zero);
+    mp_array_free(same);
+    mp_array_free(arr);
+
+    /* in mp_args to a child of this start method, with the other two */
+    arr_jq_ns_round(ctx, m);
+    mp_manager_free(m);
+}
+
+MP_TEST(manager_joinable_queue, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_queue *q, *plain;
+    ASSERT_OK(mp_manager_joinable_queue(m, "jq", 2, &q));
+    ASSERT_OK(mp_manager_queue(m, "jq", 0, &plain)); /* another object */
+    /* nothing put: join returns at once, task_done is one too many */
+    ASSERT_OK(mp_queue_join(q, 0));
+    ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q));
+    ASSERT_ERR(MP_EINVAL, mp_queue_task_done(plain));
+    ASSERT_ERR(MP_EINVAL, mp_queue_join(plain, 0));
+    ASSERT_OK(mp_queue_put(q, "a", 1, 1));
+    ASSERT_OK(mp_queue_put(q, "b", 1, 1));
+    ASSERT_TRUE(mp_queue_full(q)); /* maxsize 2 */
+    ASSERT_ERR(MP_EFULL, mp_queue_put(q, "c", 1, 0.05));
+    size_t n = 0;
+    ASSERT_OK(mp_queue_qsize(plain, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_queue_qsize(q, &n));
+    ASSERT_EQ(n, 2);
+    double t0 = now();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0.2));
+    ASSERT_GE(now() - t0, 0.15);
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_queue_get(q, &b, 1));
+    ASSERT_OK(mp_queue_get(q, &b, 1));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0.05)); /* got, not done */
+    ASSERT_OK(mp_queue_task_done(q));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0.05));
+    ASSERT_OK(mp_queue_task_done(q));
+    ASSERT_OK(mp_queue_join(q, 1));
+    ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q));
+    mp_buf_free(&b);
+    mp_queue_free(plain);
+
+    /* a dup and an args copy in this process are the joinable queue too */
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "Q", q));
+    ASSERT_OK(mp_queue_put(q, "x", 1, 1));
+    ASSERT_OK(mp_queue_get(mp_args_queue(a, 0), &b, 1));
+    ASSERT_OK(mp_queue_task_done(mp_args_queue(a, 0)));
+    ASSERT_OK(mp_queue_join(q, 1));
+    mp_buf_free(&b);
+    mp_args_free(a);
+    mp_queue_free(q);
+
+    /* the three travel to a child of this start method and back */
+    arr_jq_ns_round(ctx, m);
+    mp_manager_free(m);
+}
+
+/* args: joinable queue, ready pipe fd.  Take one message, say so, and wait
+ * to be killed with it undone. */
+static int child_take_and_hold(const mp_args *a)
+{
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_queue_get(mp_args_queue(a, 0), &b, 30));
+    ASSERT_EQ(1, write(mp_args_fd(a, 1), "r", 1));
+    for (;;)
+        pause();
+}
+
+/* A consumer that dies with messages got and not done: its tasks are
+ * written off, and join returns MP_EOWNERDEAD (not 0, not a hang) — every
+ * join waiting then, or the next one when none was.  A consumer killed
+ * while its get waits has nothing written off. */
+MP_TEST(manager_joinable_queue_consumer_killed, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_queue *q;
+    ASSERT_OK(mp_manager_joinable_queue(m, "jq", 0, &q));
+    int ready[2];
+    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "Qf", q, ready[1]));
+
+    /* killed while this process waits in join */
+    ASSERT_OK(mp_queue_put(q, "1", 1, 1));
+    mp_process *p = mp_test_start(ctx, child_take_and_hold, a);
+    await_ready(ready[0]);
+    pid_t victim = mp_process_pid(p);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, killer_thread, &victim), 0);
+    double t0 = now();
+    ASSERT_ERR(MP_EOWNERDEAD, mp_queue_join(q, 30));
+    ASSERT_LT(now() - t0, 10);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(-SIGKILL, mp_test_join(p, 20));
+    ASSERT_OK(mp_queue_join(q, 1)); /* reported once */
+    ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q)); /* nothing left to do */
+
+    /* killed while nobody joins, another task still open: the join that
+     * returns once that one is done reports the write-off */
+    ASSERT_OK(mp_queue_put(q, "2", 1, 1));
+    ASSERT_OK(mp_queue_put(q, "3", 1, 1));
+    p = mp_test_start(ctx, child_take_and_hold, a);
+    await_ready(ready[0]);
+    mp_test_kill(p);
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_queue_get(q, &b, 10));
+    ASSERT_MEMEQ(b.data, "3", 1);
+    t0 = now();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0.1)); /* "3" still open */
+    ASSERT_OK(mp_queue_task_done(q));
+    ASSERT_ERR(MP_EOWNERDEAD, mp_queue_join(q, 10));
+    ASSERT_LT(now() - t0, 10);
+    ASSERT_OK(mp_queue_join(q, 1));
+
+    /* killed while its get waits: it took nothing, nothing is written off */
+    waitables w = {.q = q};
+    ASSERT_OK(mp_manager_lock(m, "l", &w.l));
+    ASSERT_OK(mp_manager_semaphore(m, "s", 0, &w.s));
+    ASSERT_OK(mp_manager_event(m, "e", &w.e));
+    ASSERT_EQ(0, pipe2(w.ready, O_CLOEXEC));
+    p = start_blocked(ctx, &w, 0);
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* into its get */
+    mp_test_kill(p);
+    ASSERT_OK(mp_queue_put(q, "4", 1, 1));
+    ASSERT_OK(mp_queue_get(q, &b, 10));
+    ASSERT_MEMEQ(b.data, "4", 1);
+    ASSERT_OK(mp_queue_task_done(q));
+    ASSERT_OK(mp_queue_join(q, 10));
+    w.q = NULL; /* freed below */
+    waitables_free(&w);
+
+    mp_buf_free(&b);
+    mp_args_free(a);
+    close(ready[0]);
+    close(ready[1]);
+    mp_queue_free(q);
+    still_serving(m);
+    mp_manager_free(m);
+}
+
+MP_TEST(manager_namespace, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_dict *ns, *d, *again;
+    ASSERT_OK(mp_manager_namespace(m, "cfg", &ns));
+    ASSERT_OK(mp_manager_dict(m, "cfg", &d)); /* a dict of the same name: apart */
+    mp_buf v = MP_BUF_INIT;
+    ASSERT_ERR(MP_ENOENT, mp_dict_get(ns, "x", 1, &v)); /* no such attribute */
+    ASSERT_OK(mp_dict_set(ns, "x", 1, "1", 1));
+    ASSERT_OK(mp_dict_set(ns, "name", 4, "abc", 3));
+    ASSERT_ERR(MP_ENOENT, mp_dict_get(d, "x", 1, &v));
+    size_t n = 9;
+    ASSERT_OK(mp_dict_len(d, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_manager_namespace(m, "cfg", &again));
+    ASSERT_OK(mp_dict_get(again, "name", 4, &v));
+    ASSERT_EQ(v.len, 3);
+    ASSERT_MEMEQ(v.data, "abc", 3);
+    ASSERT_OK(mp_dict_del(again, "x", 1));
+    ASSERT_ERR(MP_ENOENT, mp_dict_del(ns, "x", 1));
+    ASSERT_OK(mp_dict_len(ns, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(mp_dict_keys(ns, &v)); /* vars(ns): one attribute */
+    ASSERT_GT(v.len, 0);
+    /* the dict methods serve a namespace too, and a copy stays one: into
+     * the namespace "cfg2", not the dict of that name */
+    bool in = false;
+    ASSERT_OK(mp_dict_contains(ns, "name", 4, &in));
+    ASSERT_TRUE(in);
+    ASSERT_OK(mp_dict_copy(ns, "cfg2"));
+    mp_dict *ns2, *d2;
+    ASSERT_OK(mp_manager_namespace(m, "cfg2", &ns2));
+    ASSERT_OK(mp_manager_dict(m, "cfg2", &d2));
+    ASSERT_OK(mp_dict_len(ns2, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(mp_dict_len(d2, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(mp_dict_clear(ns2));
+    ASSERT_OK(mp_dict_len(ns2, &n));
+    ASSERT_EQ(n, 0);
+    mp_dict_free(d2);
+    mp_dict_free(ns2);
+    mp_buf_free(&v);
+    mp_dict_free(again);
+    mp_dict_free(d);
+    mp_dict_free(ns);
+
+    /* in mp_args to a child of this start method (with the other two) */
+    arr_jq_ns_round(ctx, m);
+    mp_manager_free(m);
+}
+
+/* The three proxies over a connection (no descriptor: a byte pipe would do)
+ * and in mp_args over TCP, to a manager on 127.0.0.1. */
+MP_TEST(manager_array_jqueue_namespace_travel, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    /* the process authkey: a handle over a connection carries no key and
+     * the receiver uses its own (docs/security.md) */
+    mp_manager *m = NULL;
+    ASSERT_OK(mp_manager_start(&m, ctx, "tcp:127.0.0.1:0", NULL, 0));
+    ASSERT_TRUE(strncmp(mp_manager_address(m), "tcp:127.0.0.1:", 14) == 0);
+    mp_array *arr;
+    mp_queue *q;
+    mp_dict *ns;
+    ASSERT_OK(mp_manager_array(m, "t-arr", MP_INT64, 4, NULL, &arr));
+    ASSERT_OK(mp_manager_joinable_queue(m, "t-jq", 0, &q));
+    ASSERT_OK(mp_manager_namespace(m, "t-ns", &ns));
+
+    /* over a connection: the receiver's handles reach the same objects */
+    mp_conn *c1, *c2;
+    ASSERT_OK(mp_pipe(&c1, &c2, true));
+    mp_args *a = NULL, *r = NULL;
+    ASSERT_OK(mp_args_of(&a, "AQD", arr, q, ns));
+    ASSERT_OK(mp_conn_send(c1, a));
+    ASSERT_OK(mp_conn_recv(c2, &r));
+    mp_args_free(a);
+    int64_t four[4] = {1, 2, 3, 4}, got[4] = {0};
+    ASSERT_OK(mp_array_store(mp_args_array(r, 0), 0, 4, four));
+    ASSERT_OK(mp_array_load(arr, 0, 4, got));
+    ASSERT_MEMEQ(got, four, sizeof four);
+    ASSERT_EQ(mp_array_len(mp_args_array(r, 0)), 4);
+    ASSERT_OK(mp_queue_put(q, "m", 1, 1));
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_queue_get(mp_args_queue(r, 1), &b, 5));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_queue_join(q, 0.05));
+    ASSERT_OK(mp_queue_task_done(mp_args_queue(r, 1))); /* joinable over there */
+    ASSERT_OK(mp_queue_join(q, 5));
+    ASSERT_OK(mp_dict_set(mp_args_dict(r, 2), "k", 1, "v", 1));
+    ASSERT_OK(mp_dict_get(ns, "k", 1, &b));
+    ASSERT_MEMEQ(b.data, "v", 1);
+    mp_buf_free(&b);
+    mp_args_free(r);
+    mp_conn_close(c1);
+    mp_conn_close(c2);
+    mp_array_free(arr);
+    mp_queue_free(q);
+    mp_dict_free(ns);
+
+    /* in mp_args to a child, over TCP */
+    arr_jq_ns_round(ctx, m);
+    mp_manager_free(m);
+}
+
+/* The server's own checks on the new kinds, by hand-made requests (our
+ * clients check bounds before they send): a range past the end is
+ * MP_EINVAL and touches nothing, a malformed store MP_EBADMSG, the
+ * joinable ops are the joinable queue's only, an array opened under
+ * another shape is refused. */
+MP_TEST(manager_array_jqueue_server_checks, .variants = MP_START_METHODS)
+{
+    enum { W_ARR_LOAD = 170, W_ARR_STORE, W_ARR_INIT, W_JQ_TASK_DONE = 180, W_JQ_JOIN };
+    mp_manager *m = start_manager(ctx);
+    int32_t init[4] = {1, 2, 3, 4}, got[4];
+    mp_array *arr;
+    mp_queue *q, *jq;
+    mp_value *v;
+    ASSERT_OK(mp_manager_array(m, "sa", MP_INT32, 4, init, &arr));
+    ASSERT_OK(mp_manager_queue(m, "q", 0, &q));
+    ASSERT_OK(mp_manager_joinable_queue(m, "jq", 0, &jq));
+    ASSERT_OK(mp_manager_value(m, "v", MP_INT32, &v));
+    mp_conn *c;
+    ASSERT_OK(mp_client(&c, mp_manager_address(m), KEY, KEYLEN));
+    int32_t three[3] = {7, 7, 7};
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "array", "sa", 3, 2)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "array", "sa", -1, 1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "array", "sa", 0, -1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issib", W_ARR_STORE, "array", "sa", 2,
+                                                three, sizeof three)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issib", W_ARR_STORE, "array", "sa", 0,
+                                                 three, (size_t)5)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issb", W_ARR_STORE, "array", "sa",
+                                                 three, (size_t)4)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_ARR_INIT, "array", "sa",
+                                                5 << 8 | MP_INT32)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "array", "sb", 99)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("issi", W_OPEN, "array", "sb", -1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "value", "v", 0, 1)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("iss", W_JQ_TASK_DONE, "queue", "q")));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issd", W_JQ_JOIN, "queue", "q", 0.0)));
+    ASSERT_ERR(MP_EBADMSG, mp_test_rpc(c, req_of("issii", W_ARR_LOAD, "jqueue", "jq", 0, 1)));
+    ASSERT_ERR(MP_EINVAL, mp_test_rpc(c, req_of("iss", W_JQ_TASK_DONE, "jqueue", "jq")));
+    ASSERT_OK(mp_test_rpc(c, req_of("issd", W_JQ_JOIN, "jqueue", "jq", 0.0)));
+    mp_conn_close(c);
+    ASSERT_OK(mp_array_load(arr, 0, 4, got)); /* untouched */
+    ASSERT_MEMEQ(got, init, sizeof init);
+    mp_array_free(arr);
+    mp_queue_free(q);
+    mp_queue_free(jq);
+    mp_value_free(v);
+    mp_manager_free(m);
+}
+
+/* args: joinable queue, ready pipe fd.  Join for ever (killed first). */
+static int child_join_forever(const mp_args *a)
+{
+    ASSERT_EQ(1, write(mp_args_fd(a, 1), "r", 1));
+    return mp_queue_join(mp_args_queue(a, 0), MP_FOREVER) == 0 ? 3 : 4;
+}
+
+/* A client killed while it waits in join leaves no thread or descriptor on
+ * the server (its wait ends soon after it hangs up), and, having taken
+ * nothing, has nothing written off. */
+MP_TEST(manager_dead_joiner_leaves_nothing_behind, .variants = MP_START_METHODS,
+        .timeout_s = 60)
+{
+    mp_manager *m = start_manager(ctx);
+    pid_t pid = mp_manager_pid(m);
+    mp_queue *q;
+    ASSERT_OK(mp_manager_joinable_queue(m, "jq", 0, &q));
+    ASSERT_OK(mp_queue_put(q, "t", 1, 1)); /* one task open: join waits */
+    still_serving(m);
+    int fds0 = proc_count(pid, "fd"), threads0 = proc_count(pid, "task");
+    int ready[2];
+    ASSERT_EQ(0, pipe2(ready, O_CLOEXEC));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "Qf", q, ready[1]));
+    mp_process *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = mp_test_start(ctx, child_join_forever, a);
+        await_ready(ready[0]);
+    }
+    double until = now() + 20; /* their joins arrive: a thread each */
+    while (proc_count(pid, "task") < threads0 + 2) {
+        ASSERT_LT(now(), until);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < 2; i++)
+        mp_test_kill(p[i]);
+    server_back_to(pid, fds0, threads0, 10);
+    mp_buf b = MP_BUF_INIT;
+    ASSERT_OK(mp_queue_get(q, &b, 5));
+    ASSERT_OK(mp_queue_task_done(q));
+    ASSERT_OK(mp_queue_join(q, 5)); /* 0: nothing was written off */
+    mp_buf_free(&b);
+    mp_args_free(a);
+    close(ready[0]);
+    close(ready[1]);
+    mp_queue_free(q);
     mp_manager_free(m);
 }

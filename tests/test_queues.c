@@ -439,12 +439,12 @@ static int t_worker(const mp_args *a)
 }
 
 /* _TestQueue.test_task_done: join returns only after all task_done. */
-MP_TEST(joinable_queue_join_waits_for_task_done, .variants = MP_START_METHODS)
+MP_TEST(joinable_queue_join_waits_for_task_done, .variants = MP_START_METHODS | MP_TEST_PROXY)
 {
     shmem s;
     _Atomic int *done = shmem_open(&s, 4096);
     mp_queue *q;
-    ASSERT_OK(mp_joinable_queue_new(&q, 0));
+    ASSERT_OK(mp_test_joinable_queue_new(&q, 0));
     double t0 = mp_monotonic();
     ASSERT_OK(mp_queue_join(q, MP_FOREVER)); /* nothing unfinished: at once */
     ASSERT_TRUE(mp_monotonic() - t0 < 1.0);
@@ -478,7 +478,7 @@ MP_TEST(joinable_queue_join_waits_for_task_done, .variants = MP_START_METHODS)
 MP_TEST(joinable_queue_misuse, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_queue *q;
-    ASSERT_OK(mp_joinable_queue_new(&q, 0));
+    ASSERT_OK(mp_test_joinable_queue_new(&q, 0));
     ASSERT_ERR(MP_EINVAL, mp_queue_task_done(q));
     put_i64(q, 1, 0);
     put_i64(q, 2, 0);
@@ -536,7 +536,7 @@ MP_TEST(close_queue, .variants = MP_START_METHODS | MP_TEST_PROXY)
         if (kind == 0)
             q = queue_new(0);
         else
-            ASSERT_OK(mp_joinable_queue_new(&q, 4));
+            ASSERT_OK(mp_test_joinable_queue_new(&q, 4));
         mp_args *a = qargs(q);
         put_str(q, "a", 0);
         put_str(q, "b", 0);

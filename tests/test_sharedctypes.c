@@ -225,6 +225,66 @@ MP_TEST(array_from_an_initializer)
     mp_array_free(a);
 }
 
+/* Index and slice access the same for a local array and a manager's:
+ * zero at first, what was stored after, exactly the elements asked for,
+ * nothing read or written past the end.  A pointer and a lock: a local
+ * array's only. */
+MP_TEST(array_load_store_every_type, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
+{
+    for (int i = 0; i < NTYPES; i++) {
+        mp_type t = all_types[i];
+        size_t es = mp_type_size(t);
+        uint8_t want[7 * 8], got[8 * 8];
+        mp_array *a;
+        ASSERT_OK(mp_test_array_new(&a, t, 7, NULL, true));
+        ASSERT_EQ(7, mp_array_len(a));
+        ASSERT_EQ(t, mp_array_type(a));
+        ASSERT_EQ(mp_test_proxied(), mp_array_data(a) == NULL);
+        ASSERT_EQ(mp_test_proxied(), mp_array_lock(a) == NULL);
+        memset(got, 0x77, sizeof got);
+        ASSERT_OK(mp_array_load(a, 0, 7, got));
+        ASSERT_TRUE(all_zero(got, 7 * es));
+        ASSERT_EQ(0x77, got[7 * es]); /* not one byte more */
+        for (size_t k = 0; k < sizeof want; k++)
+            want[k] = (uint8_t)(k * 7 + (size_t)i);
+        if (t == MP_BOOL)
+            memset(want, 1, sizeof want);
+        ASSERT_OK(mp_array_store(a, 2, 3, want)); /* a[2:5] = ... */
+        ASSERT_OK(mp_array_store(a, 6, 1, want + 3 * es)); /* a[6] = ... */
+        ASSERT_OK(mp_array_store(a, 7, 0, want)); /* an empty slice at the end */
+        ASSERT_OK(mp_array_load(a, 0, 7, got));
+        ASSERT_TRUE(all_zero(got, 2 * es));
+        ASSERT_MEMEQ(got + 2 * es, want, 3 * es);
+        ASSERT_TRUE(all_zero(got + 5 * es, es));
+        ASSERT_MEMEQ(got + 6 * es, want + 3 * es, es);
+        memset(got, 0x77, sizeof got);
+        ASSERT_OK(mp_array_load(a, 3, 1, got)); /* a[3] */
+        ASSERT_MEMEQ(got, want + es, es);
+        ASSERT_EQ(0x77, got[es]);
+        if (!mp_test_proxied())
+            ASSERT_MEMEQ((uint8_t *)mp_array_data(a) + 2 * es, want, 3 * es);
+        /* past the end, or NULL: MP_EINVAL, nothing touched */
+        ASSERT_ERR(MP_EINVAL, mp_array_load(a, 6, 2, got));
+        ASSERT_ERR(MP_EINVAL, mp_array_load(a, 8, 0, got));
+        ASSERT_ERR(MP_EINVAL, mp_array_load(a, SIZE_MAX, 2, got));
+        ASSERT_ERR(MP_EINVAL, mp_array_store(a, 0, 8, want));
+        ASSERT_ERR(MP_EINVAL, mp_array_store(a, 1, SIZE_MAX, want));
+        ASSERT_ERR(MP_EINVAL, mp_array_store(a, 0, 1, NULL));
+        ASSERT_ERR(MP_EINVAL, mp_array_load(a, 0, 1, NULL));
+        ASSERT_ERR(MP_EINVAL, mp_array_load(NULL, 0, 0, got));
+        ASSERT_OK(mp_array_load(a, 0, 7, got));
+        ASSERT_MEMEQ(got + 2 * es, want, 3 * es);
+        mp_array_free(a);
+    }
+    /* an initializer */
+    int16_t init[4] = {-1, 2, -3, 4}, back[4];
+    mp_array *a;
+    ASSERT_OK(mp_test_array_new(&a, MP_INT16, 4, init, false));
+    ASSERT_OK(mp_array_load(a, 0, 4, back));
+    ASSERT_MEMEQ(back, init, sizeof init);
+    mp_array_free(a);
+}
+
 /* ---- shared with children -------------------------------------------------- */
 
 typedef union scalar {
@@ -371,35 +431,44 @@ static int t_arrays(const mp_args *a)
     ASSERT_EQ(locked, mp_array_lock(ints) != NULL);
     ASSERT_EQ(locked, mp_array_lock(dbls) != NULL);
     ASSERT_EQ(locked, mp_array_lock(chars) != NULL);
+    /* through load and store, which a manager's array has too: an index, a
+     * slice, the whole */
     if (locked)
         ASSERT_OK(mp_lock_acquire(mp_array_lock(ints), 10));
-    int32_t *n = mp_array_data(ints);
-    for (int i = 1; i < 10; i++)
+    int32_t n[10];
+    ASSERT_OK(mp_array_load(ints, 0, 10, n));
+    for (int i = 1; i < 10; i++) {
         n[i] += n[i - 1];
+        ASSERT_OK(mp_array_store(ints, (size_t)i, 1, &n[i]));
+    }
     if (locked)
         ASSERT_OK(mp_lock_release(mp_array_lock(ints)));
-    double *d = mp_array_data(dbls);
+    double d[10];
+    ASSERT_OK(mp_array_load(dbls, 0, 10, d));
     for (int i = 0; i < 10; i++)
         d[i] *= 2;
-    char *s = mp_array_data(chars);
+    ASSERT_OK(mp_array_store(dbls, 0, 10, d));
+    char s[20];
+    ASSERT_OK(mp_array_load(chars, 0, 20, s));
     ASSERT_STREQ("hello", s);
-    memcpy(s + 5, s, 5);
+    ASSERT_OK(mp_array_store(chars, 5, 5, s));
     return 0;
 }
 
-MP_TEST(arrays_shared_with_a_child, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(arrays_shared_with_a_child, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     for (int locked = 0; locked < 2; locked++) {
+        if (locked && mp_test_proxied())
+            break; /* a manager's array has no lock of its own */
         int32_t init[10];
+        double dinit[10];
         for (int i = 0; i < 10; i++)
-            init[i] = i;
+            init[i] = i, dinit[i] = i;
         mp_array *ints, *dbls, *chars;
-        ASSERT_OK(mp_array_new(&ints, MP_INT32, 10, init, locked));
-        ASSERT_OK(mp_array_new(&dbls, MP_DOUBLE, 10, NULL, locked));
-        for (int i = 0; i < 10; i++)
-            ((double *)mp_array_data(dbls))[i] = i;
+        ASSERT_OK(mp_test_array_new(&ints, MP_INT32, 10, init, locked));
+        ASSERT_OK(mp_test_array_new(&dbls, MP_DOUBLE, 10, dinit, locked));
         char hello[20] = "hello";
-        ASSERT_OK(mp_array_new(&chars, MP_CHAR, sizeof hello, hello, locked));
+        ASSERT_OK(mp_test_array_new(&chars, MP_CHAR, sizeof hello, hello, locked));
         mp_args *a = args_new();
         ASSERT_OK(mp_args_add_int(a, locked));
         ASSERT_OK(mp_args_add_array(a, ints));
@@ -407,12 +476,21 @@ MP_TEST(arrays_shared_with_a_child, .variants = MP_START_METHODS, .timeout_s = 6
         ASSERT_OK(mp_args_add_array(a, chars));
         ASSERT_EQ(0, mp_test_run(ctx, t_arrays, a));
         mp_args_free(a);
-        int32_t *n = mp_array_data(ints);
+        int32_t n[10];
+        double d[10];
+        char s[20];
+        ASSERT_OK(mp_array_load(ints, 0, 10, n));
+        ASSERT_OK(mp_array_load(dbls, 0, 10, d));
+        ASSERT_OK(mp_array_load(chars, 0, 20, s));
         for (int i = 0; i < 10; i++)
             ASSERT_EQ(i * (i + 1) / 2, n[i]);
         for (int i = 0; i < 10; i++)
-            ASSERT_TRUE(((double *)mp_array_data(dbls))[i] == 2.0 * i);
-        ASSERT_STREQ("hellohello", mp_array_data(chars));
+            ASSERT_TRUE(d[i] == 2.0 * i);
+        ASSERT_STREQ("hellohello", s);
+        if (!mp_test_proxied()) { /* the very bytes a local array shares */
+            ASSERT_MEMEQ(n, mp_array_data(ints), sizeof n);
+            ASSERT_MEMEQ(s, mp_array_data(chars), sizeof s);
+        }
         mp_array_free(ints);
         mp_array_free(dbls);
         mp_array_free(chars);

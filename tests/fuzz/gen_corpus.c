@@ -111,15 +111,17 @@ static int save_objects(const char *dir)
 }
 
 /* ... and a manager's proxy of each kind a manager serves, as a peer sends
- * it: (tag, remote, address, no key, kind, name, parameter). */
+ * it: (tag, remote, address, no key, kind, name, parameter), then a value's
+ * or array's element count, or whether a queue is joinable. */
 static int save_proxies(const char *dir)
 {
     static const struct {
         uint8_t tag;
         const char *kind;
-        bool typed; /* a value: its type byte comes first */
+        bool typed; /* a value or array: its type byte comes first */
     } px[] = {{2, "lock", false}, {3, "semaphore", false}, {5, "event", false},
-              {7, "value", true},  {9, "queue", false}};
+              {7, "value", true},  {9, "queue", false},    {8, "array", true},
+              {9, "jqueue", false}};
     for (size_t i = 0; i < sizeof px / sizeof px[0]; i++) {
         mp_buf b = MP_BUF_INIT;
         int err = mp__put_u32(&b, 0x3141504dU); /* "MPA1" */
@@ -134,6 +136,10 @@ static int save_proxies(const char *dir)
         err |= mp__put_str(&b, px[i].kind);
         err |= mp__put_str(&b, "x");
         err |= mp__put_u64(&b, 1);
+        if (px[i].typed) /* elements: a value has one */
+            err |= mp__put_u64(&b, px[i].tag == 8 ? 4 : 1);
+        if (px[i].tag == 9) /* joinable */
+            err |= mp__put_u8(&b, strcmp(px[i].kind, "jqueue") == 0);
         if (err != 0)
             return -1;
         char name[64];
@@ -156,8 +162,10 @@ static int save_proxies(const char *dir)
         } else {
             err |= mp__put_str(&b, "unix:@mp-fuzz-nowhere");
             err |= mp__put_u8(&b, 0);
-            if (tag > 11)
+            if (tag > 11) {
                 err |= mp__put_str(&b, "d");
+                err |= mp__put_u8(&b, 0); /* not a namespace */
+            }
         }
         if (err != 0)
             return -1;

@@ -72,6 +72,11 @@ MP_MUST_CHECK int mp_test_lock_new(mp_lock **out);
 MP_MUST_CHECK int mp_test_event_new(mp_event **out);
 MP_MUST_CHECK int mp_test_semaphore_new(mp_semaphore **out, unsigned value);
 MP_MUST_CHECK int mp_test_value_new(mp_value **out, mp_type type);
+MP_MUST_CHECK int mp_test_joinable_queue_new(mp_queue **out, size_t maxsize);
+/* Zero, or @init; locally with a lock when @lock (a proxy has none, nor
+ * mp_array_data: tests of arrays made here use mp_array_load/_store). */
+MP_MUST_CHECK int mp_test_array_new(mp_array **out, mp_type type, size_t n, const void *init,
+                                    bool lock);
 /* The manager of the proxy variant; NULL elsewhere. */
 mp_manager *mp_test_manager(void);
 

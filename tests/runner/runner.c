@@ -359,6 +359,23 @@ int mp_test_value_new(mp_value **out, mp_type type)
     return mp_manager_value(mp_test_manager(), proxy_name(name, sizeof name), type, out);
 }
 
+int mp_test_joinable_queue_new(mp_queue **out, size_t maxsize)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_joinable_queue_new(out, maxsize);
+    return mp_manager_joinable_queue(mp_test_manager(), proxy_name(name, sizeof name), maxsize,
+                                     out);
+}
+
+int mp_test_array_new(mp_array **out, mp_type type, size_t n, const void *init, bool lock)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_array_new(out, type, n, init, lock);
+    return mp_manager_array(mp_test_manager(), proxy_name(name, sizeof name), type, n, init, out);
+}
+
 static _Noreturn void child_run(const mp_test *t, const char *method)
 {
     static int before[MAX_FDS];
