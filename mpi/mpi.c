@@ -490,8 +490,10 @@ static int be_open(const mp_pool_opts *o, const mp_buf *initref, void **state, i
                            .initargs_len = args.len};
         char *at = m->buf + sizeof(msg_hdr);
         memcpy(at, &b, sizeof b);
-        memcpy(at + sizeof b, initref->data, initref->len);
-        memcpy(at + sizeof b + align8(initref->len), args.data, args.len);
+        if (initref->len) /* (no initializer: no buffer at all) */
+            memcpy(at + sizeof b, initref->data, initref->len);
+        if (args.len)
+            memcpy(at + sizeof b + align8(initref->len), args.data, args.len);
         if ((calls[r] = call_start(m)) == NULL)
             err = MP_ENOMEM;
     }
