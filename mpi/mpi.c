@@ -29,9 +29,9 @@
  *
  * A message is a header and its body, packed as this binary lays out its
  * structs (every rank runs the same binary on one architecture); one
- * larger than PIECE bytes goes as a first piece (which carries the total)
- * and the rest in PIECE-sized pieces on TAG_PIECE, which MPI delivers in
- * order.
+ * larger than PIECE bytes (MPI counts in int) goes as a first piece, which
+ * carries the total, and the rest in pieces on TAG_PIECE, which MPI
+ * delivers in order; the receiver takes each piece at the size it comes.
  */
 #include "multiproc/mpi.h"
 
@@ -49,6 +49,9 @@
 #include <unistd.h>
 
 #define PIECE ((size_t)1 << 30)      /* below MPI's int count */
+/* The piece size this process sends: PIECE, or (tests only, so that
+ * megabyte messages go in pieces) $MULTIPROC_MPI_PIECE bytes. */
+static size_t piece = PIECE;
 #define LINK_SLEEP_MIN_NS 20000      /* 20 us */
 #define LINK_SLEEP_MAX_NS 2000000    /* 2 ms */
 #define INFLIGHT_PER_PROCESS 2
@@ -112,11 +115,11 @@ static int tag_out; /* TAG_REQ on rank 0, TAG_REP elsewhere */
 /* Post the sends of @m (link thread). */
 static void post(outmsg *m)
 {
-    size_t npieces = (m->len + PIECE - 1) / PIECE; /* a message has its header */
+    size_t npieces = (m->len + piece - 1) / piece; /* a message has its header */
     m->reqs = calloc(npieces, sizeof *m->reqs);
     m->nreq = 0;
-    for (size_t off = 0; off < m->len; off += PIECE) {
-        size_t k = m->len - off < PIECE ? m->len - off : PIECE;
+    for (size_t off = 0; off < m->len; off += piece) {
+        size_t k = m->len - off < piece ? m->len - off : piece;
         int tag = off == 0 ? tag_out : TAG_PIECE;
         if (m->reqs != NULL)
             MPI_Isend(m->buf + off, (int)k, MPI_BYTE, m->dest, tag, MPI_COMM_WORLD,
@@ -180,10 +183,18 @@ static char *recv_msg(const MPI_Status *st, int tag, size_t *len)
             return NULL;
         }
         buf = b;
-        for (size_t off = first; off < h.total; off += PIECE) {
-            size_t k = h.total - off < PIECE ? h.total - off : PIECE;
-            MPI_Recv(buf + off, (int)k, MPI_BYTE, st->MPI_SOURCE, TAG_PIECE, MPI_COMM_WORLD,
+        for (size_t off = first; off < h.total;) {
+            MPI_Status ps;
+            MPI_Probe(st->MPI_SOURCE, TAG_PIECE, MPI_COMM_WORLD, &ps); /* posted already */
+            MPI_Get_count(&ps, MPI_BYTE, &cnt);
+            size_t k = cnt < 0 ? 0 : (size_t)cnt;
+            if (k == 0 || k > h.total - off) { /* not this message's: give up on it */
+                free(buf);
+                return NULL;
+            }
+            MPI_Recv(buf + off, cnt, MPI_BYTE, st->MPI_SOURCE, TAG_PIECE, MPI_COMM_WORLD,
                      MPI_STATUS_IGNORE);
+            off += k;
         }
     }
     *len = h.total > first ? h.total : first;
@@ -1111,6 +1122,9 @@ int mp_mpi_init(int *argc, char ***argv)
         return MP_ENOSYS;
     }
     G.inited = true;
+    const char *pv = getenv("MULTIPROC_MPI_PIECE");
+    if (pv != NULL && atol(pv) >= 64 && (size_t)atol(pv) < PIECE)
+        piece = (size_t)atol(pv);
     /* each rank's CPUs and build id, for rank 0 */
     hello me = {.cpus = mp_cpu_count()};
     dl_iterate_phdr(bid_cb, &me.id);

@@ -112,9 +112,10 @@ static void reported(phdr *h, int efd)
     }
 }
 
-/* In a worker: the table and the entry it runs (for mp__pool_poke). */
-static phdr *worker_table;
-static pentry *worker_entry;
+/* In a worker: the table and the entry it runs (for mp__pool_poke); per
+ * thread, since a pool backend runs its workers as threads. */
+static _Thread_local phdr *worker_table;
+static _Thread_local pentry *worker_entry;
 
 /* Tests only: see internal.h. */
 int mp__pool_poke(const char *what, uint64_t v)
