@@ -15,6 +15,7 @@
  *             that fails on one rank
  *   kill_rank an item kills its rank: the job must end (non-zero)
  *   buildid   rank 0 runs another build (MPMD): mp_pool_new MP_ENOTFOUND
+ *   alone     one rank (mpiexec -n 1): mp_pool_new MP_EINVAL
  */
 #include <multiproc/mpi.h>
 
@@ -348,6 +349,16 @@ static int scenario_calls(void)
     CHECK(mp_args_new(&pa) == 0 && mp_args_add_fd(pa, 1) == 0, "fd args");
     CHECK(mp_pool_apply_async(p, greet, pa, NULL, NULL, &r) == MP_EINVAL, "a descriptor travels");
     mp_args_free(pa);
+    mp_queue *mq = NULL;
+    CHECK(mp_queue_new(&mq, 0) == 0 && mp_args_new(&pa) == 0 && mp_args_add_queue(pa, mq) == 0,
+          "queue args");
+    CHECK(mp_pool_apply_async(p, greet, pa, NULL, NULL, &r) == MP_EINVAL, "a queue travels");
+    mp_pool *refused = NULL;
+    mp_pool_opts bad = {.ctx = mp_mpi_context(), .processes = 1, .initializer = init_set,
+                        .initargs = pa};
+    CHECK(mp_pool_new(&refused, &bad) == MP_EINVAL && refused == NULL, "a queue in initargs");
+    mp_args_free(pa);
+    mp_queue_free(mq);
     /* a second pool beside the first, with an initializer and maxtasksperchild */
     mp_args *ia;
     CHECK(mp_args_new(&ia) == 0 && mp_args_add_int(ia, 7) == 0, "initargs");
@@ -528,6 +539,16 @@ static int scenario_kill_rank(void)
     return 1;
 }
 
+/* mpiexec -n 1: no rank to serve */
+static int scenario_alone(void)
+{
+    mp_pool *p = NULL;
+    mp_pool_opts o = {.ctx = mp_mpi_context()};
+    int rc = mp_pool_new(&p, &o);
+    CHECK(rc == MP_EINVAL && p == NULL, "a pool with no other rank: %d", rc);
+    return failures;
+}
+
 static int scenario_buildid(void)
 {
     mp_pool *p = NULL;
@@ -553,6 +574,8 @@ int main(int argc, char **argv)
         f = scenario_failures();
     else if (strcmp(what, "kill_rank") == 0)
         f = scenario_kill_rank();
+    else if (strcmp(what, "alone") == 0)
+        f = scenario_alone();
     else if (strcmp(what, "buildid") == 0)
         f = scenario_buildid();
     else {
