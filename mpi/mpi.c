@@ -288,12 +288,22 @@ typedef struct call {
     bool done, orphan;               /* orphan: its waiter gave up; freed on reply */
     char *reply;
     size_t reply_len;
+    /* its waiter's own (a broadcast to every waiter at every reply would
+     * wake thousands of threads on a large job), and its stop flag */
+    pthread_cond_t cv;
+    _Atomic bool *stop;
 } call;
+
+static void call_free(call *c)
+{
+    pthread_cond_destroy(&c->cv);
+    free(c->reply);
+    free(c);
+}
 
 static struct {
     pthread_mutex_t lk;
     pthread_cond_t cv;               /* the link thread: something to send, quit */
-    pthread_cond_t done_cv;          /* callers: a reply came */
     outmsg *outq, *outq_tail;        /* to post */
     call *calls;                     /* waiting for their reply */
     uint64_t next_req;
@@ -346,9 +356,9 @@ static void *link_thread(void *arg)
                 c->reply_len = len;
                 c->done = true;
                 buf = NULL;
-                pthread_cond_broadcast(&L.done_cv);
+                pthread_cond_signal(&c->cv);
             } else if (c != NULL) {
-                free(c);
+                call_free(c);
             }
             pthread_mutex_unlock(&L.lk);
             free(buf); /* a reply nobody waits for any more */
@@ -392,6 +402,7 @@ static call *call_start(outmsg *m)
         outmsg_free(m);
         return NULL;
     }
+    pthread_cond_init(&c->cv, NULL);
     pthread_mutex_lock(&L.lk);
     c->req = ++L.next_req;
     c->rank = m->dest;
@@ -406,13 +417,15 @@ static call *call_start(outmsg *m)
 static char *call_wait(call *c, _Atomic bool *stop, size_t *len)
 {
     pthread_mutex_lock(&L.lk);
+    c->stop = stop;
     while (!c->done && !(stop && atomic_load(stop)))
-        pthread_cond_wait(&L.done_cv, &L.lk);
+        pthread_cond_wait(&c->cv, &L.lk);
     char *r = NULL;
     if (c->done) {
         r = c->reply;
         *len = c->reply_len;
-        free(c);
+        c->reply = NULL;
+        call_free(c);
     } else {
         c->orphan = true;
     }
@@ -673,9 +686,11 @@ static int be_start(void *state, const mp__pool_worker_args *wa, void **w, int *
 static void be_kill(void *w)
 {
     fwd *f = w;
-    atomic_store(&f->stop, true);
     pthread_mutex_lock(&L.lk);
-    pthread_cond_broadcast(&L.done_cv);
+    atomic_store(&f->stop, true);
+    for (call *c = L.calls; c; c = c->next) /* its call, if it waits for one */
+        if (c->stop == &f->stop)
+            pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&L.lk);
 }
 
@@ -1149,7 +1164,6 @@ int mp_mpi_init(int *argc, char ***argv)
     }
     free(all);
     cond_init(&L.cv);
-    cond_init(&L.done_cv);
     int err = -pthread_create(&L.thread, NULL, link_thread, NULL);
     if (err < 0) {
         MPI_Abort(MPI_COMM_WORLD, 1); /* the others would serve forever */
@@ -1188,8 +1202,9 @@ int mp_mpi_finalize(void)
     while (L.calls) { /* replies that never came (terminated pools) */
         call *c = L.calls;
         L.calls = c->next;
-        free(c->reply);
-        free(c);
+        if (c->orphan)
+            call_free(c);
+        /* else a pool never freed still waits on it: left as it is */
     }
     free(G.cpus);
     G.cpus = NULL;
