@@ -23,9 +23,12 @@
  * rank 0 the link thread, on the others the serving main thread.  Open MPI
  * has no blocking receive that sleeps, so each polls with MPI_Iprobe, and
  * sleeps between looks on a condition variable (woken at once by a thread
- * with something to send) for a time that doubles up to LINK_SLEEP_MAX
- * while nothing comes; rank 0's link thread does not poll at all while
- * nothing is outstanding.
+ * with something to send) for a time that doubles while nothing comes: up
+ * to LINK_SLEEP_ACTIVE_NS while work is under way (a reply is awaited, or
+ * a message came in the last LINK_ACTIVE_NS), which keeps the poll's part
+ * of a round trip small (a 2 ms cap made chunk round trips 3x slower), and
+ * up to LINK_SLEEP_IDLE_NS on a worker rank with nothing to do.  Rank 0's
+ * link thread does not poll at all while nothing is outstanding.
  *
  * A message is a header and its body, packed as this binary lays out its
  * structs (every rank runs the same binary on one architecture); one
@@ -53,7 +56,9 @@
  * megabyte messages go in pieces) $MULTIPROC_MPI_PIECE bytes. */
 static size_t piece = PIECE;
 #define LINK_SLEEP_MIN_NS 20000      /* 20 us */
-#define LINK_SLEEP_MAX_NS 2000000    /* 2 ms */
+#define LINK_SLEEP_ACTIVE_NS 200000  /* 0.2 ms */
+#define LINK_SLEEP_IDLE_NS 5000000   /* 5 ms */
+#define LINK_ACTIVE_NS 100000000     /* 100 ms */
 #define INFLIGHT_PER_PROCESS 2
 #define BID_MAX 64
 
@@ -369,7 +374,9 @@ static void *link_thread(void *arg)
             break;
         if (L.outq != NULL || L.quit != quit)
             continue;
-        nap = busy ? LINK_SLEEP_MIN_NS : nap * 2 > LINK_SLEEP_MAX_NS ? LINK_SLEEP_MAX_NS : nap * 2;
+        /* (it polls only while replies are awaited: work is under way) */
+        nap = busy ? LINK_SLEEP_MIN_NS
+                   : nap * 2 > LINK_SLEEP_ACTIVE_NS ? LINK_SLEEP_ACTIVE_NS : nap * 2;
         if (L.calls == NULL && !sending && !L.quit)
             pthread_cond_wait(&L.cv, &L.lk); /* nothing to hear: no polling */
         else if (!busy)
@@ -1000,6 +1007,7 @@ static _Noreturn void serve(void)
 {
     outmsg *inflight = NULL;
     long nap = LINK_SLEEP_MIN_NS;
+    int64_t last_busy = 0;
     bool stop = false;
     cond_init(&S.cv);
     cond_init(&S.main_cv);
@@ -1093,11 +1101,14 @@ static _Noreturn void serve(void)
             inflight = m;
         }
         sends_progress(&inflight);
+        int64_t now = now_ns();
         if (busy) {
             nap = LINK_SLEEP_MIN_NS;
+            last_busy = now;
             continue;
         }
-        nap = nap * 2 > LINK_SLEEP_MAX_NS ? LINK_SLEEP_MAX_NS : nap * 2;
+        long cap = now - last_busy < LINK_ACTIVE_NS ? LINK_SLEEP_ACTIVE_NS : LINK_SLEEP_IDLE_NS;
+        nap = nap * 2 > cap ? cap : nap * 2;
         pthread_mutex_lock(&S.lk);
         if (S.outq == NULL)
             sleep_on(&S.main_cv, &S.lk, nap);
