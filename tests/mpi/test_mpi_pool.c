@@ -370,6 +370,18 @@ static int scenario_calls(void)
             CHECK(res[i] == 7000 + items[i], "initializer value: item %d %ld", i, (long)res[i]);
         CHECK(mp_pool_map(p, square, items, N, 8, res, 8, 0, NULL) == 0, "map on p");
         CHECK(res[N - 1] == items[N - 1] * items[N - 1], "map on p");
+        /* both pools at once */
+        int64_t res_q[N];
+        mp_async *rp, *rq;
+        CHECK(mp_pool_map_async(p, slow_square, items, N, 8, res, 8, 3, &rp) == 0, "async on p");
+        CHECK(mp_pool_map_async(q, get_value, items, N, 8, res_q, 8, 3, &rq) == 0, "async on q");
+        CHECK(mp_async_get(rq, 60, NULL, NULL) == 0 && mp_async_get(rp, 60, NULL, NULL) == 0,
+              "two pools at once");
+        for (int i = 0; i < N; i++)
+            CHECK(res[i] == items[i] * items[i] && res_q[i] == 7000 + items[i],
+                  "two pools at once: item %d", i);
+        mp_async_free(rp);
+        mp_async_free(rq);
         CHECK(mp_pool_close(q) == 0 && mp_pool_join(q, 60) == 0, "close, join");
         CHECK(mp_pool_map(q, square, items, N, 8, res, 8, 0, NULL) == MP_EINVAL,
               "map after close");
