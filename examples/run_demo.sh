@@ -3,7 +3,9 @@
 #
 #   examples/run_demo.sh BUILD_EXAMPLES_DIR [-v] [NAME...]
 #
-# Each example runs under `timeout` (MP_DEMO_TIMEOUT seconds, default 60).
+# Each example runs under `timeout` (MP_DEMO_TIMEOUT seconds, default 60);
+# mpi_primes (built when MPI was found) under mpiexec -n 3, with the options
+# of tests/mpi/run_mpi.sh (one machine, oversubscribed, shared memory).
 # Each prints one PASS/FAIL line; its output is shown when it fails, or
 # always with -v.  The main demo (pool_demo) runs last, with its own output
 # live on the terminal (progress bar, speed-up, the crashed chunk), and is
@@ -166,11 +168,23 @@ expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 ^3 of 3 workers exited with 0 ok$
 ^connecting with a wrong authkey: MP_E[A-Z]+ ok$
 ^remote_queue: OK$'
+expect[mpi_primes]='^counting the primes below 6000000 in 120 chunks on the other ranks$
+^  chunk 42 failed: MP_EWORKER \(its worker was killed by signal 9\)
+^  recounted it: 412849 primes in all \(pi\(6000000\) = 412849\) ok$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
        queue_producer_consumer joinable_work_queue shm_python
        pool_map pool_crash manager_dict remote_queue big_data pool_demo)
+# over MPI: only where libmultiproc-mpi was built and mpiexec is there
+if [ -x "$dir/mpi_primes" ] && command -v mpiexec >/dev/null 2>&1; then
+    order+=(mpi_primes)
+fi
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
+# how each program is started: directly, or (MPI) under mpiexec on 3 ranks
+declare -A launch
+launch[mpi_primes]="mpiexec --oversubscribe --allow-run-as-root --bind-to none
+ --mca btl self,vader --mca btl_vader_single_copy_mechanism none
+ --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo -n 3"
 
 # The main demo, shown live: it goes last.
 main_demo=pool_demo
@@ -207,7 +221,8 @@ for name in "${order[@]}"; do
             [ -n "$(tail -c 1 "$log")" ] && echo
             echo "----"
         else
-            timeout -k 5 "$limit" "$exe" >"$log" 2>&1
+            # shellcheck disable=SC2086  # (the launcher's words)
+            timeout -k 5 "$limit" ${launch[$name]:-} "$exe" >"$log" 2>&1
             rc=$?
         fi
         ms=$((($(date +%s%N) - start) / 1000000))

@@ -35,6 +35,10 @@ have_cmd pkg-config || need="$need pkg-config"
 have_cmd python3 || need="$need python3"
 have_pkg libclang-rt-14-dev || have_pkg libclang-rt-dev || need="$need libclang-rt-14-dev"
 have_pkg libssl-dev || need="$need libssl-dev"
+# libmultiproc-mpi (mpi/) and its tests: Open MPI's headers, compiler
+# wrappers and mpiexec.  CMake builds mpi/ only when it finds MPI.
+have_pkg libopenmpi-dev || need="$need libopenmpi-dev"
+have_cmd mpiexec || need="$need openmpi-bin"
 fi
 
 if [ -z "$need" ]; then

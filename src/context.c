@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 static mp_context contexts[] = {
-    {"fork", &mp__popen_fork},
-    {"spawn", &mp__popen_spawn},
-    {"forkserver", &mp__popen_forkserver},
+    {"fork", &mp__popen_fork, NULL},
+    {"spawn", &mp__popen_spawn, NULL},
+    {"forkserver", &mp__popen_forkserver, NULL},
 };
 
 /* The chosen default (Python's _actual_context); NULL until chosen. */

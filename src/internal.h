@@ -648,9 +648,14 @@ int mp__popen_wait_pidfd(mp_process *p, const mp__deadline *d);
 
 /* ---- context.c ---------------------------------------------------------- */
 
+struct mp__pool_backend; /* pool_layout.h */
 struct mp_context {
     const char *method;
     const mp__popen_ops *ops;
+    /* NULL: a pool on this context runs worker processes here.  Set by
+     * another library (libmultiproc-mpi) whose pool workers are elsewhere:
+     * the pool starts its workers through it (pool_layout.h). */
+    const struct mp__pool_backend *pool;
 };
 /* The context a process started with NULL uses (fixes the default). */
 mp_context *mp__default_context(void);

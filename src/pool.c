@@ -95,9 +95,15 @@ struct job {
 
 typedef struct worker {
     mp_process *proc;
+    void *fw;                      /* a backend's worker (then proc is NULL) */
     int pidfd;
     bool timed_out;
 } worker;
+
+static bool worker_alive(const worker *w)
+{
+    return w->proc != NULL || w->fw != NULL;
+}
 
 /* A task waiting for a free entry. */
 typedef struct pending {
@@ -110,6 +116,8 @@ struct mp_pool {
     pthread_cond_t cond;
     int state;                     /* RUN, CLOSE, TERMINATE */
     mp_context *ctx;
+    const mp__pool_backend *be;    /* workers elsewhere (ctx->pool), or NULL */
+    void *be_state;
     int nworkers;
     worker *workers;
     double task_timeout;
@@ -169,9 +177,11 @@ static void region_free(mp_pool *p, uint64_t off, uint64_t size)
 
 int mp_pool_shared_alloc(mp_pool *p, size_t size, void **out)
 {
-    if (p == NULL || out == NULL || size > HEAP_SIZE / 2)
+    if (out != NULL)
+        *out = NULL;
+    /* a backend's workers are on other machines: no memory is shared */
+    if (p == NULL || out == NULL || size > HEAP_SIZE / 2 || p->be != NULL)
         return MP_EINVAL;
-    *out = NULL;
     uint64_t off, len;
     pthread_mutex_lock(&p->lock);
     int err = mp__pool_top_alloc(&p->mem, size, true, &off, &len);
@@ -371,12 +381,13 @@ static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
     if (e != NULL) {
         record_error(j, e);
         if (j->kind == T_MAP) /* imap reads the status */
-            ((_Atomic uint64_t *)(p->heap + j->status_off))[i] = STATUS_DONE | (uint32_t)e->code;
+            ((_Atomic uint64_t *)(p->heap + j->status_off))[i] = status_word(e);
     } else if (j->kind == T_MAP) {
         uint64_t st = ((_Atomic uint64_t *)(p->heap + j->status_off))[i];
         int rc = (int32_t)(uint32_t)st;
-        if (rc != 0) {
-            mp_task_error te = {.index = i, .code = rc};
+        if (rc != 0) { /* see status_word (pool_layout.h) */
+            mp_task_error te = {.index = i, .code = rc, .signal = (int)(st >> 32 & 0xff),
+                                .exitcode = (int)(st >> 40 & 0xff)};
             record_error(j, &te);
         }
     }
@@ -474,6 +485,18 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
  * them (pool_worker.c). */
 static int worker_start(mp_pool *p, int idx)
 {
+    if (p->be != NULL) { /* a thread here that forwards (mp__pool_backend) */
+        mp__pool_worker_args wa = {.heapfd = p->mem.fd,
+                                   .results = p->results,
+                                   .efd = p->efd,
+                                   .slot = (uint32_t)idx,
+                                   .initref = p->initref.data,
+                                   .initlen = p->initref.len,
+                                   .heap = p->heap};
+        int err = p->be->start(p->be_state, &wa, &p->workers[idx].fw, &p->workers[idx].pidfd);
+        p->workers[idx].timed_out = false;
+        return err;
+    }
     mp_args *a;
     int err = mp_args_new(&a);
     if (err < 0)
@@ -531,12 +554,17 @@ static size_t drain(mp_pool *p, mp_buf *msg)
 static void on_death(mp_pool *p, int idx)
 {
     worker *w = &p->workers[idx];
-    if (w->proc == NULL)
+    if (!worker_alive(w))
         return;
     int code = 0;
     bool stopped = false; /* it took a STOP: it was meant to exit */
-    IGNORE_RESULT(mp_process_join(w->proc, 10)); /* a fork server relays the status a moment later */
-    IGNORE_RESULT(mp_process_exitcode(w->proc, &code));
+    if (w->fw != NULL) {
+        code = p->be->reap(w->fw);
+        w->fw = NULL;
+    } else {
+        IGNORE_RESULT(mp_process_join(w->proc, 10)); /* a fork server relays the status a moment later */
+        IGNORE_RESULT(mp_process_exitcode(w->proc, &code));
+    }
     for (int t = 0; t < entries_used(p); t++) {
         if (!p->posted[t].busy)
             continue;
@@ -586,7 +614,8 @@ static void on_death(mp_pool *p, int idx)
     if (code != 0 || w->timed_out)
         mp__log(MP_LOG_INFO, "pool: worker %d ended with %d%s", idx + 1, code,
                 w->timed_out ? " (task timeout)" : "");
-    IGNORE_RESULT(mp_process_close(w->proc));
+    if (w->proc != NULL)
+        IGNORE_RESULT(mp_process_close(w->proc));
     w->proc = NULL;
     w->pidfd = -1;
     if (p->state != TERMINATE && !stopped && !p->init_failed && worker_start(p, idx) < 0)
@@ -704,7 +733,7 @@ static void *pool_thread(void *arg)
         if (p->state != RUN) {
             bool any = false;
             for (int i = 0; i < p->nworkers; i++)
-                any = any || p->workers[i].proc != NULL;
+                any = any || worker_alive(&p->workers[i]);
             if (!any)
                 break;
         }
@@ -730,6 +759,9 @@ static void pool_shed(mp_pool *p)
         free(t);
     }
     p->pend_tail = NULL;
+    if (p->be != NULL && p->be_state != NULL)
+        p->be->close(p->be_state, p->state == TERMINATE);
+    p->be_state = NULL;
     if (p->posted)
         munmap(p->posted, POSTED_BYTES);
     p->posted = NULL;
@@ -766,15 +798,27 @@ static void pool_destroy(mp_pool *p)
 
 static void kill_workers(mp_pool *p)
 {
+    bool threads = false;
     for (int i = 0; i < p->nworkers; i++)
         if (p->workers[i].proc)
             IGNORE_RESULT(mp_process_kill(p->workers[i].proc));
+        else if (p->workers[i].fw) {
+            p->be->kill(p->workers[i].fw);
+            threads = true;
+        }
+    if (threads) { /* those asleep for a task see their stop flag */
+        atomic_fetch_add(&p->h->avail, 1);
+        mp__futex_wake(&p->h->avail, INT_MAX);
+    }
 }
 
 static void reap_workers(mp_pool *p)
 {
     for (int i = 0; i < p->nworkers; i++)
-        if (p->workers[i].proc) {
+        if (p->workers[i].fw) {
+            IGNORE_RESULT(p->be->reap(p->workers[i].fw));
+            p->workers[i].fw = NULL;
+        } else if (p->workers[i].proc) {
             IGNORE_RESULT(mp_process_join(p->workers[i].proc, MP_FOREVER));
             IGNORE_RESULT(mp_process_close(p->workers[i].proc));
             p->workers[i].proc = NULL;
@@ -810,6 +854,7 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
     pthread_cond_init(&p->cond, &ca);
     pthread_condattr_destroy(&ca);
     p->ctx = opts->ctx ? opts->ctx : mp_get_context(NULL);
+    p->be = p->ctx->pool;
     p->nworkers = opts->processes ? opts->processes : mp_cpu_count();
     p->task_timeout = opts->task_timeout;
     p->maxtasks = opts->maxtasksperchild;
@@ -853,6 +898,19 @@ int mp_pool_new(mp_pool **out, const mp_pool_opts *opts)
         err = mp__args_dup(opts->initargs, &p->initargs);
     if (err == 0 && mp__args_has_ptr(p->initargs) && p->ctx != mp_get_context("fork"))
         err = MP_EINVAL;
+    if (err == 0 && p->be != NULL) {
+        /* the far side takes the initializer and the limits; the number
+         * of workers here is how many tasks it keeps in flight */
+        err = p->be->open(opts, &p->initref, &p->be_state, &p->nworkers);
+        if (err == 0) {
+            free(p->workers);
+            p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
+            if (p->workers == NULL)
+                err = MP_ENOMEM;
+            else
+                p->h->nslots = (uint32_t)p->nworkers;
+        }
+    }
     for (int i = 0; err == 0 && i < p->nworkers; i++)
         err = worker_start(p, i);
     if (err == 0) {
@@ -1277,6 +1335,15 @@ int mp_pool_apply_async(mp_pool *p, mp_task_fn fn, const mp_args *args,
         err = mp__args_encode(args ? args : empty, &enc, &fds, MP__WIRE_CHILD);
     if (err == 0 && fds.n > 0)
         err = MP_EINVAL; /* descriptors and objects do not travel to pool workers */
+    if (err == 0 && p->be != NULL) {
+        /* to another machine only data travels: what the data channel
+         * refuses (pointers, descriptors, objects) is refused here */
+        mp_buf chk = MP_BUF_INIT;
+        mp__fdvec none;
+        none.n = 0;
+        err = mp__args_encode(args ? args : empty, &chk, &none, MP__WIRE_DATA) < 0 ? MP_EINVAL : 0;
+        mp_buf_free(&chk);
+    }
     mp_args_free(empty);
     if (err < 0)
         goto out_free;

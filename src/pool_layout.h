@@ -173,7 +173,50 @@ typedef struct mp__pool_worker_args {
     size_t initlen;            /* its length; 0: no initializer */
     const mp_args *initargs;   /* the initializer's arguments: those of initargs */
     size_t initargs_from;      /* from this index on */
+    /* A launcher that runs the worker as a thread of the pool's own
+     * process (a pool backend) sets these; a worker process leaves them
+     * zero. */
+    char *heap;                /* the heap, mapped already (heapfd unused) */
+    _Atomic bool *stop;        /* set (then avail woken): return at once */
+    /* Runs a task in place of the worker's own loop over its items: a map
+     * chunk writes its results and failures into the heap (as run_map
+     * does) and returns how many failed; an apply returns its code and
+     * leaves its result bytes in @out. */
+    int (*run)(void *ctx, char *heap, pentry *e, const pentry *t, mp_buf *out);
+    /* Whatever stands for the initializer (run when initlen > 0): its code. */
+    int (*init)(void *ctx);
+    void *ctx;
 } mp__pool_worker_args;
+
+/* A failure's status word carries, besides its code, the signal (bits
+ * 32..39) and exit status (40..47) of a worker that died on it: a backend
+ * whose workers run elsewhere reports them that way. */
+static inline uint64_t status_word(const mp_task_error *te)
+{
+    return STATUS_DONE | (uint32_t)te->code | (uint64_t)(te->signal & 0xff) << 32 |
+           (uint64_t)(te->exitcode & 0xff) << 40;
+}
+
+/* A pool whose workers are not processes of this machine (mp_context.pool;
+ * libmultiproc-mpi registers one).  The pool starts its workers through
+ * it; each is a thread here that takes tasks from the table like a worker
+ * process (mp__pool_worker_run with run/init set) and has them run
+ * elsewhere.  Items, results and codes travel; no shared buffer does. */
+typedef struct mp__pool_backend {
+    /* mp_pool_new, before any worker: set up the far side (initializer,
+     * limits); *@nworkers: how many workers (tasks in flight) to start. */
+    int (*open)(const mp_pool_opts *o, const mp_buf *initref, void **state, int *nworkers);
+    /* Start worker @wa->slot (@wa is the backend's to copy); *@sentinel: a
+     * descriptor readable once it has ended. */
+    int (*start)(void *state, const mp__pool_worker_args *wa, void **w, int *sentinel);
+    /* End it soon (terminate): its task is abandoned. */
+    void (*kill)(void *w);
+    /* Once ended: reap it, free it; its exit code. */
+    int (*reap)(void *w);
+    /* The pool is done with the far side (every worker reaped);
+     * @terminated: what still runs there is abandoned. */
+    void (*close)(void *state, bool terminated);
+} mp__pool_backend;
 
 /* Run a worker until it takes a STOP, reaches maxtasks or cannot go on; its
  * exit code: 0, 3 (no heap), 4 (the initializer failed), 5 (the queue

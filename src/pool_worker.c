@@ -20,9 +20,11 @@ void (*mp__pool_claim_hook)(void);
 /* Claim the entry published at the cursor; sleep while it is not yet
  * published.  An entry carries its position, so one still busy from the
  * table's previous round is never mistaken for the current one. */
-static pentry *claim(phdr *h, uint32_t me)
+static pentry *claim(phdr *h, uint32_t me, _Atomic bool *stop)
 {
     for (;;) {
+        if (stop != NULL && atomic_load(stop))
+            return NULL; /* a backend's thread told to end */
         uint32_t seen = atomic_load(&h->avail);
         uint64_t at = atomic_load(&h->head);
         pentry *e = &h->tasks[at % TASKCAP];
@@ -110,9 +112,10 @@ static void reported(phdr *h, int efd)
     }
 }
 
-/* In a worker: the table and the entry it runs (for mp__pool_poke). */
-static phdr *worker_table;
-static pentry *worker_entry;
+/* In a worker: the table and the entry it runs (for mp__pool_poke); per
+ * thread, since a pool backend runs its workers as threads. */
+static _Thread_local phdr *worker_table;
+static _Thread_local pentry *worker_entry;
 
 /* Tests only: see internal.h. */
 int mp__pool_poke(const char *what, uint64_t v)
@@ -151,7 +154,7 @@ int mp__pool_poke(const char *what, uint64_t v)
 /* See pool_layout.h. */
 int mp__pool_worker_run(const mp__pool_worker_args *wa)
 {
-    char *heap = heap_map(wa->heapfd);
+    char *heap = wa->heap ? wa->heap : heap_map(wa->heapfd);
     mp_queue *results = wa->results;
     uint32_t me = wa->slot;
     uint64_t maxtasks = wa->maxtasks;
@@ -169,13 +172,18 @@ int mp__pool_worker_run(const mp__pool_worker_args *wa)
         char why[256];
         void *init = NULL;
         mp_args *initargs = NULL;
-        int rc = mp__funcref_decode(&r, true, &init, why, sizeof why) < 0 ? MP_ENOTFOUND : 0;
-        if (rc == 0)
-            rc = mp_args_new(&initargs);
-        if (rc == 0)
-            rc = mp__args_append(initargs, wa->initargs, wa->initargs_from);
-        if (rc == 0)
-            rc = ((mp_target_fn)init)(initargs);
+        int rc;
+        if (wa->init != NULL) {
+            rc = wa->init(wa->ctx);
+        } else {
+            rc = mp__funcref_decode(&r, true, &init, why, sizeof why) < 0 ? MP_ENOTFOUND : 0;
+            if (rc == 0)
+                rc = mp_args_new(&initargs);
+            if (rc == 0)
+                rc = mp__args_append(initargs, wa->initargs, wa->initargs_from);
+            if (rc == 0)
+                rc = ((mp_target_fn)init)(initargs);
+        }
         mp_args_free(initargs);
         /* the parent counts these; a failure makes it give up on the pool */
         rep.entry = UINT64_MAX;
@@ -190,7 +198,9 @@ int mp__pool_worker_run(const mp__pool_worker_args *wa)
     void *fn = NULL;
     int code = 0;
     for (uint64_t done = 0; maxtasks == 0 || done < maxtasks; done++) {
-        pentry *e = claim(h, me);
+        pentry *e = claim(h, me, wa->stop);
+        if (e == NULL)
+            break;
         pentry t = *e; /* what runs: read once, checked */
         worker_entry = e;
         if (!task_ok(&t)) {
@@ -205,10 +215,16 @@ int mp__pool_worker_run(const mp__pool_worker_args *wa)
             atomic_store(&e->state, OWNED(E_DONE, me));
             break;
         }
-        void *f = resolve(heap, &t, &key, &fn);
         rep = (report){.job = t.job, .entry = (uint64_t)(e - h->tasks), .worker = me};
         out.len = 0;
-        if (f == NULL) {
+        void *f = wa->run ? NULL : resolve(heap, &t, &key, &fn);
+        if (wa->run != NULL) {
+            atomic_store(&e->cur, t.start);
+            rep.code = wa->run(wa->ctx, heap, e, &t, &out);
+            if (wa->stop != NULL && atomic_load(wa->stop))
+                break; /* abandoned: no report, as a killed worker sends none */
+            atomic_store(&e->cur, t.kind == T_MAP ? t.end : 1);
+        } else if (f == NULL) {
             rep.code = MP_ENOTFOUND;
         } else if (t.kind == T_MAP) {
             rep.code = run_map(heap, e, &t, (mp_map_fn)f);

@@ -5,7 +5,9 @@
     check_symbols.py --glob-test --map src/multiproc.map --cc cc --work DIR [--nm nm]
 
 Fails when the library exports a name that is not public (anything but
-mp_<lowercase>..., e.g. an internal mp__ function or a stray helper), or when a
+mp_<lowercase>..., e.g. an internal mp__ function or a stray helper; with
+--map, the names the version script lists under its MULTIPROC_PRIVATE_0 node,
+for libmultiproc-mpi, are accepted there and only there), or when a
 function the public headers declare is not exported (declared but never
 defined, or hidden by mistake).  The declared names are read from the headers:
 comments, preprocessor lines, braces and typedefs are dropped and every
@@ -49,7 +51,7 @@ def declared_functions(path):
     return names
 
 
-def exported(lib, nm):
+def exported(lib, nm, versions=None):
     out = subprocess.run([nm, "-D", "--defined-only", lib], check=True,
                          capture_output=True, text=True).stdout
     syms = {}
@@ -61,7 +63,23 @@ def exported(lib, nm):
         if kind in ("A",) and name.isupper():
             continue                                            # version node (MULTIPROC_0)
         syms[name.split("@")[0]] = kind
+        if versions is not None:
+            versions[name.split("@")[0]] = name.split("@")[-1]
     return syms
+
+
+PRIVATE_NODE = "MULTIPROC_PRIVATE_0"
+
+
+def private_names(map_path):
+    """The names the map lists, one by one, under MULTIPROC_PRIVATE_0."""
+    with open(map_path, encoding="utf-8") as f:
+        text = re.sub(r"/\*.*?\*/", " ", f.read(), flags=re.S)
+    m = re.search(PRIVATE_NODE + r"\s*\{(.*?)\}", text, flags=re.S)
+    if not m:
+        return set()
+    body = m.group(1).split("local:")[0].replace("global:", " ")
+    return {n.strip() for n in body.split(";") if n.strip()}
 
 
 GLOB_CASES = {
@@ -123,7 +141,13 @@ def main():
     declared = set()
     for h in args.header:
         declared |= declared_functions(h)
-    syms = exported(args.lib, args.nm)
+    versions = {}
+    syms = exported(args.lib, args.nm, versions)
+    private = private_names(args.map) if args.map else set()
+    if any("*" in n or "?" in n for n in private):
+        sys.exit(f"check_symbols: {PRIVATE_NODE} must list names, not patterns")
+    misplaced = sorted(n for n in private if n in syms and versions.get(n) != PRIVATE_NODE)
+    syms = {n: k for n, k in syms.items() if n not in private}
     if len(declared) < 50:
         sys.exit(f"check_symbols: only {len(declared)} declarations found in "
                  f"{args.header}: the header parser is broken")
@@ -133,6 +157,9 @@ def main():
     missing = sorted(declared - set(syms))
     not_code = sorted(n for n in declared if n in syms and syms[n] not in ("T", "W", "i"))
     ok = True
+    if misplaced:
+        ok = False
+        print(f"private names exported outside {PRIVATE_NODE}: {' '.join(misplaced)}")
     if bad:
         ok = False
         print(f"exported but not public ({len(bad)}): {' '.join(bad)}")
