@@ -387,6 +387,45 @@ int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num)
     return err;
 }
 
+/*
+ * A request on @px sent over @via's connection for this thread, naming
+ * @via after @px: a manager condition's requests go over its lock's
+ * connection, so that the server sees the lock's owner in the caller
+ * (ownership is per connection).  The arguments are the timeout and @n;
+ * the reply's number into *@num (not NULL) when it succeeded, the lock
+ * retaken included (MP_EOWNERDEAD).
+ */
+int mp__px_via(mp__proxy *via, mp__proxy *px, int op, double timeout, int64_t n, int64_t *num)
+{
+    mp_args *req = mp__px_request(op, px->kind, px->name), *rep = NULL;
+    if (req && (mp_args_add_str(req, via->kind) < 0 || mp_args_add_str(req, via->name) < 0)) {
+        mp_args_free(req);
+        req = NULL;
+    }
+    req = mp__px_with_int(with_double(req, isnan(timeout) ? MP_FOREVER : timeout), n);
+    int err = proxy_rpc(via, req, &rep);
+    if ((err == 0 || err == MP_EOWNERDEAD) && num) {
+        if (mp__args_has(rep, 1, MP_ARG_INT))
+            *num = mp_args_int(rep, 1);
+        else
+            err = MP_EBADMSG;
+    }
+    mp_args_free(rep);
+    return err;
+}
+
+/* The parameter @px opened its object with. */
+int64_t mp__px_param(const mp__proxy *px)
+{
+    return px->param;
+}
+
+/* Whether @a and @b are proxies on the same server. */
+bool mp__px_same_server(const mp__proxy *a, const mp__proxy *b)
+{
+    return strcmp(a->address, b->address) == 0;
+}
+
 int mp__px_bytes(mp__proxy *px, int op, const void *p, size_t n, double timeout, mp_buf *out,
                  void *into, size_t cap, size_t *len)
 {

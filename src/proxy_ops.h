@@ -26,6 +26,9 @@ enum {
     MP__OP_SEM_ACQ = 60, MP__OP_SEM_REL, MP__OP_SEM_VALUE,
     MP__OP_VAL_LOAD = 70, MP__OP_VAL_STORE,
     MP__OP_CALL = 80,
+    MP__OP_COND_WAIT = 100, MP__OP_COND_NOTIFY,
+    MP__OP_BAR_WAIT = 110, MP__OP_BAR_RESET, MP__OP_BAR_ABORT, MP__OP_BAR_PARTIES,
+    MP__OP_BAR_NWAITING, MP__OP_BAR_BROKEN,
 };
 
 /*
@@ -39,7 +42,9 @@ enum {
 static inline bool mp__op_hands_over(int op, int status)
 {
     return (op == MP__OP_Q_GET && status == 0) || (op == MP__OP_SEM_ACQ && status == 0) ||
-           (op == MP__OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD));
+           (op == MP__OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD)) ||
+           /* a condition's wait hands its lock back to the waiter */
+           (op == MP__OP_COND_WAIT && (status == 0 || status == MP_EOWNERDEAD));
 }
 
 #endif
