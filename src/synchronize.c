@@ -789,13 +789,16 @@ int mp_condition_wait_for(mp_condition *c, bool (*pred)(void *), void *arg, doub
         return MP_EINVAL;
     if (!c->h.px && !lock_mine(c->lock))
         return MP_EPERM;
+    /* a proxy's: notify(0) is the server's check that the lock is ours */
+    int err = c->h.px ? mp__px_via(c->lock->h.px, c->h.px, MP__OP_COND_NOTIFY, NAN, 0, NULL) : 0;
+    if (err < 0)
+        return err;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     bool died = false;
     while (!pred(arg)) {
         if (mp__deadline_expired(&d))
             return MP_ETIMEDOUT;
-        int err;
         if (c->h.px) { /* the predicate is the client's: one wait a round */
             int ms = mp__deadline_poll_ms(&d);
             err = cond_px_wait(c, ms < 0 ? MP_FOREVER : ms / 1000.0);

@@ -72,6 +72,12 @@ MP_MUST_CHECK int mp_test_lock_new(mp_lock **out);
 MP_MUST_CHECK int mp_test_event_new(mp_event **out);
 MP_MUST_CHECK int mp_test_semaphore_new(mp_semaphore **out, unsigned value);
 MP_MUST_CHECK int mp_test_value_new(mp_value **out, mp_type type);
+MP_MUST_CHECK int mp_test_rlock_new(mp_lock **out);
+MP_MUST_CHECK int mp_test_bounded_semaphore_new(mp_semaphore **out, unsigned value);
+/* @lock NULL or from mp_test_lock_new / mp_test_rlock_new. */
+MP_MUST_CHECK int mp_test_condition_new(mp_condition **out, mp_lock *lock);
+/* A barrier without an action (a manager's has none). */
+MP_MUST_CHECK int mp_test_barrier_new(mp_barrier **out, unsigned parties, double timeout);
 /* The manager of the proxy variant; NULL elsewhere. */
 mp_manager *mp_test_manager(void);
 
