@@ -5,10 +5,10 @@
  * death (a Lock or RLock holder killed, exiting or a thread ending, a
  * waiter blocked on it, a kill loop over contending producers); waiters
  * killed inside Lock, Semaphore, Condition and Barrier waits; many objects
- * without descriptor growth; bad input.  The tests of a Lock, an Event or
- * an unbounded Semaphore make it with mp_test_*_new and also run as
- * "name/proxy", against a manager's proxy (RLock, BoundedSemaphore,
- * Condition and Barrier have no manager form).
+ * without descriptor growth; bad input.  The tests of a Lock, RLock,
+ * Event, Semaphore, BoundedSemaphore, Condition or Barrier make it with
+ * mp_test_*_new and also run as "name/proxy", against a manager's proxy,
+ * except where a comment says why a test stays local.
  *
  * Processes are sequenced with Semaphores, Events and the objects under
  * test, never with sleeps: a sleep only gives a waiter time to block, and
@@ -266,13 +266,13 @@ MP_TEST(lock_owner_thread_ends, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
     ASSERT_OK(mp_lock_release(l));
     mp_lock_free(l);
 
-    if (mp_test_proxied())
-        return; /* an RLock has no manager form */
     ASSERT_OK(mp_test_rlock_new(&l));
     run_thread(t_take_and_end, l);
     ASSERT_TRUE(mp_lock_locked(l));
     ASSERT_ERR(MP_EPERM, mp_lock_release(l));
-    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 0));
+    t0 = mp_monotonic();
+    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 10)); /* a proxy: a moment after */
+    ASSERT_PROMPT(t0);
     ASSERT_OK(mp_lock_release(l)); /* held once: the dead thread's count is gone */
     ASSERT_FALSE(mp_lock_locked(l));
     mp_lock_free(l);
@@ -714,8 +714,7 @@ static int t_blocked_acquirer(const mp_args *a)
 
 MP_TEST(lock_waiter_sees_owner_death, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
-    /* an RLock has no manager form: the proxy variant tries the Lock only */
-    for (int recursive = 0; recursive < (mp_test_proxied() ? 1 : 2); recursive++) {
+    for (int recursive = 0; recursive < 2; recursive++) {
         mp_lock *l;
         mp_semaphore *ready;
         ASSERT_OK(recursive ? mp_test_rlock_new(&l) : mp_test_lock_new(&l));
@@ -1115,7 +1114,7 @@ static int t_sem_waiter(const mp_args *a)
 
 MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
-    mp_semaphore *ping, *pong; /* pong is bounded: no manager form, always local */
+    mp_semaphore *ping, *pong; /* pong is bounded */
     ASSERT_OK(mp_test_semaphore_new(&ping, 0));
     ASSERT_OK(mp_test_bounded_semaphore_new(&pong, 1));
     ASSERT_OK(mp_semaphore_acquire(pong, 0));
