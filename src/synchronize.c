@@ -1178,7 +1178,7 @@ static int bar_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, voi
     mp_barrier *b = *obj;
     b->s = (barshm *)b->h.ref.p;
     uint8_t has = mp__get_u8(r);
-    if (r->err || has > (ch == MP__WIRE_CHILD))
+    if (r->err || has > (ch == MP__WIRE_CHILD && b->h.px == NULL)) /* a manager's has none */
         err = MP_EBADMSG;
     if (err == 0 && has) {
         char why[256];
