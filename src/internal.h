@@ -478,6 +478,8 @@ int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num);
  * proxy.c. */
 int mp__px_via(mp__proxy *via, mp__proxy *px, int op, double timeout, int64_t n, int64_t *num);
 int64_t mp__px_param(const mp__proxy *px);
+const char *mp__px_address(const mp__proxy *px);
+int mp__px_open_via(mp__proxy *via, const char *kind, const char *name, mp__proxy **out);
 bool mp__px_same_server(const mp__proxy *a, const mp__proxy *b);
 /* Request @op carrying bytes @p (may be NULL) and returning bytes into
  * @out, or into @into (@cap, *len). */

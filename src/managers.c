@@ -835,10 +835,10 @@ int mp_manager_condition(mp_manager *m, const char *name, mp_lock *lock, mp_cond
         lock = own;
     }
     mp__proxy *px = NULL;
-    if (err == 0)
-        err = mp__px_open(m->address, m->key, m->keylen, "condition", name, 0, &px);
-    if (err == 0 && !mp__px_same_server(px, mp__lock_proxy(lock)))
+    if (err == 0 && (strcmp(mp_manager_address(m), mp__px_address(mp__lock_proxy(lock))) != 0))
         err = MP_EINVAL; /* another manager's lock */
+    if (err == 0) /* over the lock's connection, as its requests will go */
+        err = mp__px_open_via(mp__lock_proxy(lock), "condition", name, &px);
     if (err == 0)
         err = mp__condition_from_proxy(px, lock, out);
     if (err < 0)

@@ -490,6 +490,11 @@ int64_t mp__px_param(const mp__proxy *px)
     return px->param;
 }
 
+const char *mp__px_address(const mp__proxy *px)
+{
+    return px->address;
+}
+
 /* Whether @a and @b are proxies on the same server. */
 bool mp__px_same_server(const mp__proxy *a, const mp__proxy *b)
 {
@@ -619,6 +624,21 @@ int mp__px_rebuild_either(mp__reader *r, mp__channel ch, bool served, mp__proxy 
     if (r->err || remote > (served ? 1 : 0))
         return MP_EBADMSG;
     return remote ? mp__px_rebuild(r, ch, out) : 0;
+}
+
+/* A proxy for @kind @name on @via's server, the object opened now over
+ * @via's connection (a condition's, which goes over its lock's: no
+ * connection of its own). */
+int mp__px_open_via(mp__proxy *via, const char *kind, const char *name, mp__proxy **out)
+{
+    if (name == NULL)
+        return MP_EINVAL;
+    int err = proxy_make(via->address, via->key, via->keylen, kind, name, 0, out);
+    if (err == 0 && (err = mp__px_via(via, *out, MP__OP_OPEN, NAN, 0, NULL)) < 0) {
+        proxy_free(*out);
+        *out = NULL;
+    }
+    return err;
 }
 
 /* Make a proxy for @kind @name on the server at @address; the object is
