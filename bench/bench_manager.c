@@ -30,6 +30,15 @@
  *       process is pinned while it starts it; checked), or both ends of the
  *       socketpair.  A round trip is then wake-ups and context switches
  *       only, not how fast the VM wakes an idle CPU;
+ *   mp_mgr_cond_rtt
+ *       a manager Condition (its own RLock) ping-pong between this process
+ *       and a forked child that got it in its arguments: each side, holding
+ *       the lock, notifies and waits in turn; one sample per round trip
+ *       (from this side's wait returning to its next one returning: both
+ *       sides' notify + wait, four requests);
+ *   mp_mgr_barrier_rtt
+ *       a manager Barrier of two parties, this process and a forked child,
+ *       each waiting on it repeatedly: one sample per pass;
  *   mp_mgr_start
  *       one operation: mp_manager_start (its server forked by the "fork"
  *       context), mp_manager_dict + mp_dict_set of one 8-byte value,
@@ -339,6 +348,93 @@ static void mgr_adds(mp_manager *m, size_t procs, size_t ops, size_t rounds)
     mp_dict_free(d);
 }
 
+/* ---- condition and barrier round trips --------------------------------- */
+
+/* args: condition, n.  The other side of cond_rtt: notify, then wait. */
+static int cond_peer(const mp_args *a)
+{
+    mp_condition *c = mp_args_condition(a, 0);
+    int64_t n = mp_args_int(a, 1);
+    check("mp_condition_acquire", mp_condition_acquire(c, 60));
+    for (int64_t i = 0; i < n; i++) {
+        check("mp_condition_notify", mp_condition_notify(c, 1));
+        check("mp_condition_wait", mp_condition_wait(c, 60));
+    }
+    check("mp_condition_release", mp_condition_release(c));
+    return 0;
+}
+
+/* The peer can take the lock only once our wait has released it, and each
+ * side notifies only while the other waits: a strict ping-pong. */
+static void cond_rtt(mp_manager *m, size_t n)
+{
+    mp_condition *c;
+    check("mp_manager_condition", mp_manager_condition(m, "bench-cond", NULL, &c));
+    uint64_t *s = calloc(n, sizeof *s);
+    if (s == NULL)
+        die("calloc", ENOMEM);
+    size_t warm = n / 10, total = n + warm;
+    check("mp_condition_acquire", mp_condition_acquire(c, 60));
+    mp_args *args;
+    check("mp_args_of", mp_args_of(&args, "Cl", c, (int64_t)total));
+    mp_process *p = start(cond_peer, args);
+    mp_args_free(args);
+    check("mp_condition_wait", mp_condition_wait(c, 60)); /* the peer's first notify */
+    uint64_t t0 = bench_now_ns();
+    for (size_t i = 1; i < total; i++) {
+        check("mp_condition_notify", mp_condition_notify(c, 1));
+        check("mp_condition_wait", mp_condition_wait(c, 60));
+        uint64_t t1 = bench_now_ns();
+        if (i > warm)
+            s[i - warm - 1] = t1 - t0;
+        t0 = t1;
+    }
+    check("mp_condition_notify", mp_condition_notify(c, 1)); /* its last wait */
+    check("mp_condition_release", mp_condition_release(c));
+    join(p);
+    bench_report("mp_mgr_cond_rtt", s, n - 1);
+    free(s);
+    mp_condition_free(c);
+}
+
+/* args: barrier, n.  The other party: n waits. */
+static int barrier_peer(const mp_args *a)
+{
+    mp_barrier *b = mp_args_barrier(a, 0);
+    for (int64_t i = 0; i < mp_args_int(a, 1); i++) {
+        int r = mp_barrier_wait(b, 60);
+        if (r < 0)
+            check("mp_barrier_wait", r);
+    }
+    return 0;
+}
+
+static void barrier_rtt(mp_manager *m, size_t n)
+{
+    mp_barrier *b;
+    check("mp_manager_barrier", mp_manager_barrier(m, "bench-barrier", 2, MP_FOREVER, &b));
+    uint64_t *s = calloc(n, sizeof *s);
+    if (s == NULL)
+        die("calloc", ENOMEM);
+    size_t warm = n / 10;
+    mp_args *args;
+    check("mp_args_of", mp_args_of(&args, "Bl", b, (int64_t)(n + warm)));
+    mp_process *p = start(barrier_peer, args);
+    mp_args_free(args);
+    for (size_t i = 0; i < n + warm; i++) {
+        uint64_t t0 = bench_now_ns();
+        int r = mp_barrier_wait(b, 60);
+        if (r < 0)
+            check("mp_barrier_wait", r);
+        if (i >= warm)
+            s[i - warm] = bench_now_ns() - t0;
+    }
+    join(p);
+    bench_report("mp_mgr_barrier_rtt", s, n);
+    free(s);
+    mp_barrier_free(b);
+}
+
 /* ---- start-up ------------------------------------------------------------ */
 
 /* One operation: start a manager (its server a child forked by the "fork"
@@ -404,6 +500,8 @@ int main(int argc, char **argv)
     mgr_batch(m, n / 20 ? n / 20 : 1, false);
     mgr_batch(m, n / 20 ? n / 20 : 1, true);
     mgr_adds(m, procs, ops, rounds);
+    cond_rtt(m, n / 10 > 1 ? n / 10 : 2);
+    barrier_rtt(m, n / 10 ? n / 10 : 1);
     mp_manager_free(m); /* shuts the server down and joins it */
 
     /* The same set+get with the client, the server (all its threads) and,

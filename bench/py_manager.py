@@ -26,6 +26,13 @@ Prints one JSON line per benchmark on stdout.
                        manager's server (all its threads: pinned by
                        inheritance while this process starts it; checked)
                        on one CPU, as bench_manager's
+  py_mgr_cond_rtt      as mp_mgr_cond_rtt: a SyncManager Condition()
+                       ping-pong (notify, then wait, each side holding the
+                       lock) between this process and a forked child that
+                       got the proxy; one sample per round trip
+  py_mgr_barrier_rtt   as mp_mgr_barrier_rtt: a SyncManager Barrier(2), this
+                       process and a forked child waiting repeatedly; one
+                       sample per pass
   py_mgr_start         one operation: ctx.Manager() (SyncManager, fork
                        context: its server forked), m.dict(), d["k"] = 1,
                        m.shutdown(); -s samples (default 20)
@@ -160,6 +167,63 @@ def mgr_start(ctx, n):
     report("py_mgr_start", out)
 
 
+def cond_peer(c, total):
+    c.acquire()
+    for _ in range(total):
+        c.notify()
+        c.wait(60)
+    c.release()
+
+
+def cond_rtt(ctx, mgr, n):
+    """As bench_manager's cond_rtt: the peer can take the lock only once
+    our wait has released it, so each notify finds the other waiting."""
+    c = mgr.Condition()
+    warm = n // 10
+    total = n + warm
+    c.acquire()
+    p = ctx.Process(target=cond_peer, args=(c, total))
+    p.start()
+    c.wait(60)  # the peer's first notify
+    out = []
+    now = time.perf_counter_ns
+    t0 = now()
+    for i in range(1, total):
+        c.notify()
+        c.wait(60)
+        t1 = now()
+        if i > warm:
+            out.append(t1 - t0)
+        t0 = t1
+    c.notify()  # its last wait
+    c.release()
+    p.join()
+    assert p.exitcode == 0
+    report("py_mgr_cond_rtt", out)
+
+
+def barrier_peer(b, total):
+    for _ in range(total):
+        b.wait(60)
+
+
+def barrier_rtt(ctx, mgr, n):
+    b = mgr.Barrier(2)
+    warm = n // 10
+    p = ctx.Process(target=barrier_peer, args=(b, n + warm))
+    p.start()
+    out = []
+    now = time.perf_counter_ns
+    for i in range(n + warm):
+        t0 = now()
+        b.wait(60)
+        if i >= warm:
+            out.append(now() - t0)
+    p.join()
+    assert p.exitcode == 0
+    report("py_mgr_barrier_rtt", out)
+
+
 def set_client(d, me, ops, ready, go, done):
     k = "count-%d" % me
     d[k] = -1  # the proxy connects on first use: before the clock starts
@@ -215,6 +279,8 @@ def main():
             if r > 0:
                 samples.append((t1 - t0) / (args.p * args.m))
         report("py_mgr_dict_set_%dp" % args.p, samples)
+        cond_rtt(ctx, mgr, max(args.n // 10, 2))
+        barrier_rtt(ctx, mgr, max(args.n // 10, 1))
 
     with BatchManager(ctx=ctx) as bm:
         d = bm.BatchDict()

@@ -268,6 +268,10 @@ ROWS = [
         mp="mp_mgr_dict_batch_set", py="py_mgr_dict_update", kernel=None, batch=True),
     Row("Manager dict, 4 client processes at once (per op; Python: d[k] = v)",
         mp="mp_mgr_dict_add_4p", py="py_mgr_dict_set_4p", kernel=None, batch=True),
+    Row("Manager Condition ping-pong between 2 processes (notify + wait each side)",
+        mp="mp_mgr_cond_rtt", py="py_mgr_cond_rtt", kernel=None),
+    Row("Manager Barrier of 2 processes, one pass", mp="mp_mgr_barrier_rtt",
+        py="py_mgr_barrier_rtt", kernel=None),
 ]
 
 

@@ -501,7 +501,7 @@ MP_MUST_CHECK int mp_lock_release(mp_lock *l);
  *  acquire (a snapshot).  On a manager proxy: false also when the request
  *  fails (the manager gone). */
 bool mp_lock_locked(mp_lock *l);
-/** True for an RLock (never a manager proxy: managers serve Locks). */
+/** True for an RLock (a manager's RLock proxy, mp_manager_rlock, included). */
 bool mp_lock_is_recursive(const mp_lock *l);
 /** Free the lock (creator) or this handle (others); see Lifetime above.
  *  NULL is a no-op. */
@@ -534,8 +534,8 @@ void mp_semaphore_free(mp_semaphore *s);
  */
 typedef struct mp_condition mp_condition;
 /** @lock NULL: a new RLock.  The condition keeps its own handle.
- *  @return 0; MP_ENOMEM; MP_EINVAL for a manager's Lock proxy (a condition
- *  needs a local lock: managers serve no Condition yet). */
+ *  @return 0; MP_ENOMEM; MP_EINVAL for a manager's Lock proxy (a local
+ *  condition needs a local lock: use mp_manager_condition for a manager's). */
 MP_MUST_CHECK int mp_condition_new(mp_condition **out, mp_lock *lock);
 /** The condition's lock (its own handle, freed with the condition). */
 mp_lock *mp_condition_lock(mp_condition *c);
@@ -1306,6 +1306,52 @@ MP_MUST_CHECK int mp_manager_joinable_queue(mp_manager *m, const char *name, siz
  * @return 0; MP_EINVAL; MP_ECLOSED; MP_ENOMEM.
  */
 MP_MUST_CHECK int mp_manager_namespace(mp_manager *m, const char *name, mp_dict **out);
+/** A proxy for the manager's RLock @name (SyncManager.RLock): owned by the
+ *  acquiring thread, re-entrant (the depth is counted on the server), a
+ *  dead client's holds released at once, the next acquirer getting
+ *  MP_EOWNERDEAD; mp_lock_is_recursive is true.  mp_lock_free.
+ *  @return 0; MP_EINVAL; MP_ECLOSED; MP_ENOMEM. */
+MP_MUST_CHECK int mp_manager_rlock(mp_manager *m, const char *name, mp_lock **out);
+/** A proxy for the manager's BoundedSemaphore @name (made with @value on
+ *  first use; SyncManager.BoundedSemaphore): a release past @value is
+ *  MP_EINVAL, as a local bounded one.  Its names are apart from
+ *  mp_manager_semaphore's.  mp_semaphore_free.
+ *  @return 0; MP_EINVAL above INT32_MAX; MP_ECLOSED; MP_ENOMEM. */
+MP_MUST_CHECK int mp_manager_bounded_semaphore(mp_manager *m, const char *name, unsigned value,
+                                               mp_semaphore **out);
+/**
+ * A proxy for the manager's Condition @name (SyncManager.Condition) over
+ * @lock, a Lock or RLock proxy of the same manager (the condition keeps a
+ * handle of its own on it), or NULL: then the condition has an RLock of its
+ * own on the server, shared by every client of @name (mp_condition_lock).
+ * Used with mp_condition_*: wait is one request, in which the server
+ * releases the lock the caller holds, waits for a notify and retakes the
+ * lock for it, atomically with respect to notify, as Python's Condition;
+ * wait_for evaluates its predicate in the caller, one wait a round.  A
+ * waiter whose client dies is removed from the waiters and never counted
+ * as notified (a notification it was given goes to the next waiter), and
+ * retakes no lock.  Every client must name the same lock for @name.
+ * mp_condition_free.
+ * @return 0; MP_EINVAL for a local lock, another manager's, or a lock other
+ *         than the one @name was first used with (at the first wait or
+ *         notify); MP_ECLOSED; MP_ENOMEM.
+ */
+MP_MUST_CHECK int mp_manager_condition(mp_manager *m, const char *name, mp_lock *lock,
+                                       mp_condition **out);
+/**
+ * A proxy for the manager's Barrier @name for @parties (SyncManager.Barrier;
+ * made with @parties and @timeout, the default of waits, on first use).
+ * There is no action: an action is code, which cannot run in the server
+ * (run it in the waiter that gets index 0).  Used with mp_barrier_*: wait
+ * returns the index, MP_EBROKEN, MP_ETIMEDOUT as a local barrier; a party
+ * whose client dies while waiting breaks the barrier at once (the other
+ * waiters get MP_EBROKEN), not at the timeout.  A default timeout of 24
+ * days or more is none.  mp_barrier_free.
+ * @return 0; MP_EINVAL for 0 parties or more than INT32_MAX; MP_ECLOSED;
+ *         MP_ENOMEM.
+ */
+MP_MUST_CHECK int mp_manager_barrier(mp_manager *m, const char *name, unsigned parties,
+                                     double timeout, mp_barrier **out);
 
 /**
  * Your own shared types, like BaseManager.register: register before

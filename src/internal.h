@@ -482,6 +482,13 @@ int mp__px_open(const char *address, const void *key, size_t keylen, const char 
 /* Request @op (MP__OP_*) with an optional timeout (NAN: none) and an
  * optional int result. */
 int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num);
+/* @op on @px over @via's connection (a condition's over its lock's): see
+ * proxy.c. */
+int mp__px_via(mp__proxy *via, mp__proxy *px, int op, double timeout, int64_t n, int64_t *num);
+int64_t mp__px_param(const mp__proxy *px);
+const char *mp__px_address(const mp__proxy *px);
+int mp__px_open_via(mp__proxy *via, const char *kind, const char *name, mp__proxy **out);
+bool mp__px_same_server(const mp__proxy *a, const mp__proxy *b);
 /* Request @op carrying bytes @p (may be NULL) and returning bytes into
  * @out, or into @into (@cap, *len). */
 int mp__px_bytes(mp__proxy *px, int op, const void *p, size_t n, double timeout, mp_buf *out,
@@ -503,6 +510,12 @@ int mp__px_reduce_either(const mp__proxy *px, mp_buf *out, mp__channel ch);
 int mp__px_rebuild_either(mp__reader *r, mp__channel ch, bool served, mp__proxy **out);
 /* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c). */
 int mp__lock_from_proxy(mp__proxy *px, mp_lock **out);
+/* A manager condition over @lock (a proxy; the condition takes a handle of
+ * its own on it); a manager barrier. */
+/* @l's proxy; NULL for a local lock. */
+mp__proxy *mp__lock_proxy(const mp_lock *l);
+int mp__condition_from_proxy(mp__proxy *px, mp_lock *lock, mp_condition **out);
+int mp__barrier_from_proxy(mp__proxy *px, mp_barrier **out);
 int mp__event_from_proxy(mp__proxy *px, mp_event **out);
 int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
 int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);

@@ -27,6 +27,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -1159,6 +1160,8 @@ static void queue_take_back(sobj *o, sconn *sc, int op, int status, const mp_arg
 typedef struct {
     uint64_t owner;            /* connection id, 0 free */
     bool owner_died;
+    bool recursive;            /* an RLock: its owner may take it again */
+    uint32_t depth;            /* the owner's acquisitions (1 for a Lock) */
 } lock_st;
 
 static int lock_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
@@ -1169,6 +1172,12 @@ static int lock_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
     switch (op) {
     case MP__OP_LOCK_ACQ:
         mp__deadline_init(&d, arg_timeout(a, 3));
+        if (l->owner == sc->id && l->recursive) {
+            if (l->depth == UINT32_MAX)
+                return MP_EINVAL;
+            l->depth++;
+            return 0;
+        }
         if (l->owner == sc->id) { /* not recursive: as a local Lock */
             if (d.forever)
                 return -EDEADLK; /* a wait that would never end */
@@ -1189,6 +1198,7 @@ static int lock_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
         if (err < 0)
             return err;
         l->owner = sc->id;
+        l->depth = 1;
         if (l->owner_died) {
             l->owner_died = false;
             return MP_EOWNERDEAD;
@@ -1202,6 +1212,8 @@ static int lock_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, 
             return MP_EINVAL;
         if (l->owner != sc->id)
             return MP_EPERM;
+        if (--l->depth > 0) /* an RLock taken more than once */
+            return 0;
         l->owner = 0;
         pthread_cond_signal(&o->cond);
         return 0;
@@ -1216,7 +1228,12 @@ static void lock_take_back(sobj *o, sconn *sc, int op, int status, const mp_args
     lock_st *l = o->st;
     if (l->owner != sc->id)
         return;
+    if (l->depth > 1) { /* an RLock's acquire again: only that one undone */
+        l->depth--;
+        return;
+    }
     l->owner = 0;
+    l->depth = 0;
     l->owner_died = status == MP_EOWNERDEAD; /* still for the next one to hear */
     pthread_cond_signal(&o->cond);
 }
@@ -1228,6 +1245,7 @@ static void lock_conn_gone(sobj *o, uint64_t id)
     if (l->owner != id)
         return;
     l->owner = 0;
+    l->depth = 0;
     l->owner_died = true;
     pthread_cond_signal(&o->cond);
 }
@@ -1263,12 +1281,15 @@ static int event_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a,
 
 typedef struct {
     int64_t value;
+    int64_t max;               /* a bounded one's initial value */
+    bool bounded;
 } sem_st;
 
 static int sem_init(sobj *o, int64_t param)
 {
     sem_st *s = o->st;
     s->value = param < 0 || param > INT32_MAX ? 0 : param;
+    s->max = s->value;
     return 0;
 }
 
@@ -1292,8 +1313,8 @@ static int sem_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, m
         s->value--;
         return 0;
     case MP__OP_SEM_REL:
-        if (s->value >= INT32_MAX)
-            return MP_EINVAL;
+        if (s->value >= INT32_MAX || (s->bounded && s->value >= s->max))
+            return MP_EINVAL; /* released too many times, as a local one */
         s->value++;
         pthread_cond_signal(&o->cond);
         return 0;
@@ -1647,6 +1668,307 @@ static void jqueue_conn_gone(sobj *o, uint64_t id)
  * same name; the state and the code are the dict's.
  */
 
+/* ---- rlock, bounded semaphore ------------------------------------------------- */
+
+/* An RLock is a lock (lock_call) whose owner may take it again: its depth
+ * is counted here, and a dead owner's holds all go at once (lock_conn_gone).
+ * A condition made without a lock gets one of these of its own, kind
+ * "condlock" under the condition's name, so no user's RLock can be it. */
+static int rlock_init(sobj *o, int64_t param)
+{
+    ((lock_st *)o->st)->recursive = true;
+    return 0;
+}
+
+/* A BoundedSemaphore: a semaphore (sem_call) whose release past its initial
+ * value is refused, MP_EINVAL as a local bounded one. */
+static int bsem_init(sobj *o, int64_t param)
+{
+    ((sem_st *)o->st)->bounded = true;
+    return sem_init(o, param);
+}
+
+/* ---- condition ---------------------------------------------------------------- */
+
+static int sobj_open(server *srv, const char *kindname, const char *name, int64_t param,
+                     sobj **out);
+
+/* A client in a condition's wait: listed until notified (a notify unlinks
+ * it) or until it leaves on its own (timed out, or its client gone). */
+typedef struct cwaiter {
+    struct cwaiter *next;
+    sconn *sc;
+    bool notified;
+} cwaiter;
+
+typedef struct {
+    sobj *lock;                /* its lock, bound by the first request */
+    cwaiter *head;             /* oldest first, as Python's deque */
+} cond_st;
+
+static bool is_lock(const sobj *o)
+{
+    return o->k->call == lock_call;
+}
+
+/*
+ * Every condition request names the condition's lock (args 3, 4: its kind
+ * and name) and comes over that lock's connection (the proxy sends it
+ * there), so the lock's owner is the caller: wait and notify check that
+ * the caller holds it, as Python's Condition does, and wait releases and
+ * retakes it for the caller.  The first request binds the condition to
+ * its lock; a request naming another is MP_EINVAL.
+ */
+static int cond_lock(server *srv, sobj *o, const mp_args *a, sobj **lk)
+{
+    cond_st *c = o->st;
+    if (!mp__args_has(a, 3, MP_ARG_STR) || !mp__args_has(a, 4, MP_ARG_STR))
+        return MP_EBADMSG;
+    const char *kn = mp_args_str(a, 3);
+    if (strcmp(kn, "lock") != 0 && strcmp(kn, "rlock") != 0 && strcmp(kn, "condlock") != 0)
+        return MP_EINVAL;
+    int err = sobj_open(srv, kn, mp_args_str(a, 4), 0, lk);
+    if (err < 0)
+        return err;
+    if (!is_lock(*lk))
+        return MP_EINVAL;
+    if (c->lock == NULL)
+        c->lock = *lk;
+    return c->lock == *lk ? 0 : MP_EINVAL;
+}
+
+/* Hand a notification to the oldest waiter whose client is still there
+ * (srv->lock held); false when there is none.  A waiter whose client has
+ * gone is never counted as notified: it is skipped, and leaves on its own
+ * within a slice. */
+static bool cond_notify_one(server *srv, sobj *o)
+{
+    cond_st *c = o->st;
+    for (cwaiter **pp = &c->head; *pp; pp = &(*pp)->next) {
+        cwaiter *w = *pp;
+        if (client_gone(srv, w->sc))
+            continue;
+        *pp = w->next;
+        w->notified = true;
+        pthread_cond_broadcast(&o->cond);
+        return true;
+    }
+    return false;
+}
+
+static void cond_unlink(cond_st *c, cwaiter *w)
+{
+    for (cwaiter **pp = &c->head; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+}
+
+/*
+ * wait: release the caller's hold on the lock (all of an RLock's depth),
+ * wait for a notify, the timeout or the client's end, then take the lock
+ * back for the caller at its depth — all under srv->lock, so no notify
+ * falls between the release and the wait (Python's Condition is as
+ * atomic).  The reply is the status of retaking the lock (0 or
+ * MP_EOWNERDEAD) and 1 notified / 0 timed out; the lock is handed over
+ * with a receipt (mp__op_hands_over).  A client gone meanwhile retakes
+ * nothing, and a notification it had been given goes to the next waiter.
+ */
+static int cond_wait(server *srv, sconn *sc, sobj *o, sobj *lk, const mp_args *a)
+{
+    cond_st *c = o->st;
+    lock_st *l = lk->st;
+    if (l->owner != sc->id)
+        return MP_EPERM;
+    mp__deadline d;
+    mp__deadline_init(&d, arg_timeout(a, 5));
+    uint32_t depth = l->depth;
+    l->owner = 0;
+    l->depth = 0;
+    pthread_cond_signal(&lk->cond);
+    cwaiter w = {.sc = sc};
+    cwaiter **pp = &c->head;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = &w;
+    int err = 0;
+    while (!w.notified && err == 0)
+        err = cond_wait_until(srv, sc, o, &d);
+    if (!w.notified)
+        cond_unlink(c, &w);
+    if (err == MP_ETIMEDOUT || w.notified)
+        err = 0;
+    mp__deadline forever;
+    mp__deadline_init(&forever, MP_FOREVER);
+    for (bool waited = false; err == 0; waited = true) {
+        if (l->owner == 0) {
+            err = waited ? gone_after_wait(srv, sc, lk) : client_gone(srv, sc) ? MP_ECLOSED : 0;
+            break;
+        }
+        err = cond_wait_until(srv, sc, lk, &forever);
+    }
+    if (err < 0) {
+        if (w.notified)
+            cond_notify_one(srv, o);
+        return err;
+    }
+    l->owner = sc->id;
+    l->depth = depth;
+    return w.notified ? 1 : 0;
+}
+
+static int cond_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
+{
+    sobj *lk;
+    int err = cond_lock(srv, o, a, &lk);
+    if (err < 0)
+        return err;
+    lock_st *l = lk->st;
+    if (op == MP__OP_COND_NOTIFY) {
+        if (l->owner != sc->id)
+            return MP_EPERM;
+        if (!mp__args_has(a, 6, MP_ARG_INT) || mp_args_int(a, 6) < 0)
+            return MP_EBADMSG;
+        for (int64_t n = mp_args_int(a, 6); n > 0 && cond_notify_one(srv, o); n--)
+            ;
+        return 0;
+    }
+    /* WAIT */
+    int notified = cond_wait(srv, sc, o, lk, a);
+    if (notified < 0)
+        return notified;
+    err = mp_args_add_int(r, notified);
+    if (err < 0) { /* no reply to hand the lock over with: retaken for nothing */
+        l->owner = 0;
+        l->depth = 0;
+        pthread_cond_signal(&lk->cond);
+        if (notified)
+            cond_notify_one(srv, o);
+        return err;
+    }
+    if (l->owner_died) {
+        l->owner_died = false;
+        return MP_EOWNERDEAD;
+    }
+    return 0;
+}
+
+/* A wait whose receipt did not come: the lock it retook goes as it came
+ * (lock_take_back), and a notification it had goes to the next waiter. */
+static void cond_take_back(sobj *o, sconn *sc, int op, int status, const mp_args *r)
+{
+    cond_st *c = o->st;
+    if (c->lock == NULL)
+        return;
+    lock_st *l = c->lock->st;
+    if (l->owner == sc->id) {
+        l->owner = 0;
+        l->depth = 0;
+        l->owner_died = status == MP_EOWNERDEAD;
+        pthread_cond_signal(&c->lock->cond);
+    }
+    if (mp__args_has(r, 1, MP_ARG_INT) && mp_args_int(r, 1) == 1)
+        cond_notify_one(sc->srv, o);
+}
+
+/* ---- barrier ------------------------------------------------------------------ */
+
+/*
+ * Python's Barrier, with generations: the waiters of a pass wait for
+ * `gen` to move on, and learn how their pass ended from a small ring (as
+ * the local barrier does).  A waiter whose client has gone breaks the
+ * barrier at once: the others would otherwise wait for a party that never
+ * comes (until the timeout, or for ever).  There is no action: an action
+ * is code, which cannot run in the server (mp_manager_barrier).
+ */
+#define BAR_RING 16
+
+typedef struct {
+    uint32_t parties, count;
+    bool broken;
+    double timeout;            /* the default of a wait: MP_FOREVER none */
+    uint64_t gen;
+    uint8_t ended[BAR_RING];   /* GEN_PASSED or GEN_BROKEN, by gen */
+} bar_st;
+
+enum { BAR_PASSED = 1, BAR_BROKEN = 2 };
+
+/* @param: the parties in the low 32 bits; above them the default timeout
+ * in milliseconds plus one, 0 for none (mp_manager_barrier). */
+static int bar_init(sobj *o, int64_t param)
+{
+    bar_st *b = o->st;
+    b->parties = (uint32_t)(param & 0xffffffff);
+    int64_t ms = param >> 32;
+    b->timeout = ms <= 0 ? MP_FOREVER : (double)(ms - 1) / 1000.0;
+    return b->parties < 1 || b->parties > INT32_MAX ? MP_EINVAL : 0;
+}
+
+/* End the current pass (srv->lock held) and wake its waiters. */
+static void bar_end_pass(sobj *o, uint8_t how)
+{
+    bar_st *b = o->st;
+    b->ended[b->gen % BAR_RING] = how;
+    b->ended[(b->gen + 1) % BAR_RING] = 0;
+    b->gen++;
+    b->count = 0;
+    pthread_cond_broadcast(&o->cond);
+}
+
+static int bar_wait(server *srv, sconn *sc, sobj *o, const mp_args *a, mp_args *r)
+{
+    bar_st *b = o->st;
+    double timeout = mp__args_has(a, 3, MP_ARG_DOUBLE) ? mp_args_double(a, 3) : -1;
+    if (timeout < 0 || isnan(timeout))
+        timeout = b->timeout;
+    if (b->broken)
+        return MP_EBROKEN;
+    mp__deadline d;
+    mp__deadline_init(&d, timeout);
+    uint64_t g = b->gen;
+    int64_t index = b->count++;
+    if (b->count == b->parties) {
+        bar_end_pass(o, BAR_PASSED);
+        return mp_args_add_int(r, index);
+    }
+    int err = 0;
+    while (b->gen == g && err == 0)
+        err = cond_wait_until(srv, sc, o, &d);
+    if (b->gen != g) /* the pass ended, whatever the wait said */
+        return b->ended[g % BAR_RING] == BAR_PASSED ? mp_args_add_int(r, index) : MP_EBROKEN;
+    /* timed out (Python: the barrier breaks), or this party's client has
+     * gone: the others are told now, not at their own timeouts */
+    b->broken = true;
+    bar_end_pass(o, BAR_BROKEN);
+    return err;
+}
+
+static int bar_call(server *srv, sconn *sc, sobj *o, int op, const mp_args *a, mp_args *r)
+{
+    bar_st *b = o->st;
+    switch (op) {
+    case MP__OP_BAR_WAIT:
+        return bar_wait(srv, sc, o, a, r);
+    case MP__OP_BAR_RESET: /* current waiters broken; the barrier whole again */
+        if (b->count > 0)
+            bar_end_pass(o, BAR_BROKEN);
+        b->broken = false;
+        return 0;
+    case MP__OP_BAR_ABORT:
+        b->broken = true;
+        if (b->count > 0)
+            bar_end_pass(o, BAR_BROKEN);
+        return 0;
+    case MP__OP_BAR_PARTIES:
+        return mp_args_add_int(r, b->parties);
+    case MP__OP_BAR_NWAITING:
+        return mp_args_add_int(r, b->count);
+    default: /* BROKEN */
+        return mp_args_add_int(r, b->broken);
+    }
+}
+
 /* ---- the kinds ---------------------------------------------------------------- */
 
 /*
@@ -1693,6 +2015,17 @@ static const kind kinds[] = {
       MP__OP_DICT_COPY, MP__OP_DICT_CLEAR, MP__OP_DICT_POP, MP__OP_DICT_POPITEM,
       MP__OP_DICT_SETDEFAULT, MP__OP_DICT_UPDATE, MP__OP_DICT_CONTAINS},
      sizeof(dict_st), dict_init, dict_fini, dict_call, NULL, NULL},
+    {"rlock", {MP__OP_LOCK_ACQ, MP__OP_LOCK_REL, MP__OP_LOCK_LOCKED},
+     sizeof(lock_st), rlock_init, NULL, lock_call, lock_take_back, lock_conn_gone},
+    {"condlock", {MP__OP_LOCK_ACQ, MP__OP_LOCK_REL, MP__OP_LOCK_LOCKED},
+     sizeof(lock_st), rlock_init, NULL, lock_call, lock_take_back, lock_conn_gone},
+    {"bounded_semaphore", {MP__OP_SEM_ACQ, MP__OP_SEM_REL, MP__OP_SEM_VALUE},
+     sizeof(sem_st), bsem_init, NULL, sem_call, sem_take_back, NULL},
+    {"condition", {MP__OP_COND_WAIT, MP__OP_COND_NOTIFY},
+     sizeof(cond_st), NULL, NULL, cond_call, cond_take_back, NULL},
+    {"barrier", {MP__OP_BAR_WAIT, MP__OP_BAR_RESET, MP__OP_BAR_ABORT, MP__OP_BAR_PARTIES,
+                 MP__OP_BAR_NWAITING, MP__OP_BAR_BROKEN},
+     sizeof(bar_st), bar_init, NULL, bar_call, NULL, NULL},
 };
 
 static const kind custom_kind = {

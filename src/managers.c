@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <endian.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1138,4 +1139,78 @@ int mp_manager_joinable_queue(mp_manager *m, const char *name, size_t maxsize, m
 int mp_manager_namespace(mp_manager *m, const char *name, mp_dict **out)
 {
     return named_open(m, "namespace", name, (void **)out);
+}
+
+/* ---- the synchronization kinds: RLock, BoundedSemaphore, Condition, Barrier ---- */
+
+/* Param 1 marks a recursive lock's proxy (mp_lock_is_recursive). */
+int mp_manager_rlock(mp_manager *m, const char *name, mp_lock **out)
+{
+    return open_proxy(m, "rlock", name, 1, wrap_lock, (void **)out);
+}
+
+int mp_manager_bounded_semaphore(mp_manager *m, const char *name, unsigned value,
+                                 mp_semaphore **out)
+{
+    if (value > INT32_MAX)
+        return MP_EINVAL;
+    return open_proxy(m, "bounded_semaphore", name, value, wrap_semaphore, (void **)out);
+}
+
+/*
+ * The condition's requests travel over its lock's connection (proxy.c's
+ * mp__px_via), so the lock must be a proxy on the same server.  Without
+ * one the condition has its own RLock on the server (SyncManager.Condition()
+ * makes a threading.Condition, whose lock is an RLock), of kind "condlock"
+ * under the condition's name: every client of the condition finds it.
+ */
+int mp_manager_condition(mp_manager *m, const char *name, mp_lock *lock, mp_condition **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (m == NULL || name == NULL)
+        return MP_EINVAL;
+    mp__proxy *lpx = lock ? mp__lock_proxy(lock) : NULL;
+    if (lock && lpx == NULL)
+        return MP_EINVAL; /* a local lock: the server cannot hold it */
+    mp_lock *own = NULL;
+    int err = 0;
+    if (lock == NULL) {
+        err = open_proxy(m, "condlock", name, 1, wrap_lock, (void **)&own);
+        lock = own;
+    }
+    mp__proxy *px = NULL;
+    if (err == 0 && (strcmp(mp_manager_address(m), mp__px_address(mp__lock_proxy(lock))) != 0))
+        err = MP_EINVAL; /* another manager's lock */
+    if (err == 0) /* over the lock's connection, as its requests will go */
+        err = mp__px_open_via(mp__lock_proxy(lock), "condition", name, &px);
+    if (err == 0)
+        err = mp__condition_from_proxy(px, lock, out);
+    if (err < 0)
+        mp__px_free(px);
+    mp_lock_free(own); /* the condition has its own handle */
+    return err;
+}
+
+/* @timeout, the default of waits, goes with the parties in the parameter:
+ * milliseconds plus one above bit 32 (0: none), so up to about 24 days. */
+int mp_manager_barrier(mp_manager *m, const char *name, unsigned parties, double timeout,
+                       mp_barrier **out)
+{
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (parties < 1 || parties > INT32_MAX || isnan(timeout))
+        return MP_EINVAL;
+    int64_t ms = timeout < 0 || timeout * 1000.0 >= (double)(INT32_MAX - 1)
+                     ? 0
+                     : (int64_t)(timeout * 1000.0) + 1;
+    mp__proxy *px;
+    int err = m ? mp__px_open(m->address, m->key, m->keylen, "barrier", name,
+                              (int64_t)parties | ms << 32, &px)
+                : MP_EINVAL;
+    if (err == 0 && (err = mp__barrier_from_proxy(px, out)) < 0)
+        mp__px_free(px);
+    return err;
 }

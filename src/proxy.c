@@ -125,12 +125,39 @@ static mp_args *with_double(mp_args *a, double v)
  * handle: those types carry a pointer to one, and each public call goes
  * here when it is set.  One connection per thread, opened on first use,
  * closed when the thread ends or the process forks (in the child).
+ *
+ * Handles on the same object in one thread share that thread's connection
+ * (counted by `refs`): the server knows an owner by its connection, and a
+ * thread is one owner however many handles it has — a lock taken through
+ * one handle is released through another, and a manager condition, whose
+ * requests go over its lock's connection (mp__px_via), finds the lock its
+ * caller took through the caller's own handle.
  */
+typedef struct tconn {
+    mp_conn *c;
+    _Atomic int refs;          /* the pconns of handles on one object */
+} tconn;
+
 typedef struct pconn {
     struct pconn *next;
     pid_t tid;
-    mp_conn *c;
+    tconn *sh;
 } pconn;
+
+static void tconn_unref(tconn *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) == 1) {
+        mp_conn_close(t->c);
+        free(t);
+    }
+}
+
+/* Drop a handle's use of its thread's connection: closed with the last. */
+static void pconn_drop(pconn *c)
+{
+    tconn_unref(c->sh);
+    free(c);
+}
 
 struct mp__proxy {
     pthread_mutex_t lock;
@@ -194,8 +221,7 @@ static void thread_ends(void *unused)
     while (gone) { /* closed outside the locks */
         pconn *c = gone;
         gone = c->next;
-        mp_conn_close(c->c);
-        free(c);
+        pconn_drop(c);
     }
 }
 
@@ -231,8 +257,7 @@ MP__CHILD_TEXT static void proxies_child(void)
         while (px->conns) { /* closes this process's descriptor only */
             pconn *c = px->conns;
             px->conns = c->next;
-            mp_conn_close(c->c);
-            free(c);
+            pconn_drop(c);
         }
     }
 }
@@ -271,8 +296,7 @@ static void proxy_free(mp__proxy *px)
     while (px->conns) {
         pconn *c = px->conns;
         px->conns = c->next;
-        mp_conn_close(c->c);
-        free(c);
+        pconn_drop(c);
     }
     free(px->address);
     free(px->kind);
@@ -309,18 +333,60 @@ static int proxy_make(const char *address, const void *key, size_t keylen, const
     return 0;
 }
 
-/* This thread's connection, opened (and the object opened) on first use. */
+/* The connection of this thread that another handle on @px's object has
+ * (see tconn), with a reference taken; NULL for none. */
+static tconn *sibling_conn(mp__proxy *px, pid_t tid)
+{
+    tconn *t = NULL;
+    pthread_mutex_lock(&live_lock);
+    for (mp__proxy *q = live_proxies; q && t == NULL; q = q->next_live) {
+        if (q == px || strcmp(q->name, px->name) != 0 || strcmp(q->kind, px->kind) != 0 ||
+            strcmp(q->address, px->address) != 0 || q->keylen != px->keylen ||
+            memcmp(q->key, px->key, px->keylen) != 0)
+            continue;
+        pthread_mutex_lock(&q->lock);
+        for (pconn *c = q->conns; c; c = c->next)
+            if (c->tid == tid) {
+                t = c->sh;
+                atomic_fetch_add(&t->refs, 1);
+                break;
+            }
+        pthread_mutex_unlock(&q->lock);
+    }
+    pthread_mutex_unlock(&live_lock);
+    return t;
+}
+
+/* This thread's connection, opened (and the object opened) on first use,
+ * or shared with another handle on the same object. */
 static int proxy_conn(mp__proxy *px, mp_conn **out)
 {
     pid_t tid = proxy_tid();
     pthread_mutex_lock(&px->lock);
     for (pconn *c = px->conns; c; c = c->next)
         if (c->tid == tid) {
-            *out = c->c;
+            *out = c->sh->c;
             pthread_mutex_unlock(&px->lock);
             return 0;
         }
     pthread_mutex_unlock(&px->lock);
+    tconn *sh = sibling_conn(px, tid);
+    if (sh != NULL) {
+        pconn *pc = calloc(1, sizeof *pc);
+        if (pc == NULL) {
+            tconn_unref(sh);
+            return MP_ENOMEM;
+        }
+        pc->tid = tid;
+        pc->sh = sh;
+        close_at_thread_end();
+        pthread_mutex_lock(&px->lock);
+        pc->next = px->conns;
+        px->conns = pc;
+        pthread_mutex_unlock(&px->lock);
+        *out = sh->c;
+        return 0;
+    }
     mp_conn *c;
     int err = mp__px_connect(px->address, px->key, px->keylen, &c);
     if (err == -ECONNREFUSED || err == -ENOENT)
@@ -334,12 +400,16 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     mp_args_free(req);
     mp_args_free(rep);
     pconn *pc = err == 0 ? calloc(1, sizeof *pc) : NULL;
-    if (pc == NULL) {
+    sh = pc ? calloc(1, sizeof *sh) : NULL;
+    if (sh == NULL) {
+        free(pc);
         mp_conn_close(c);
         return err < 0 ? err : MP_ENOMEM;
     }
+    sh->c = c;
+    sh->refs = 1;
     pc->tid = tid;
-    pc->c = c;
+    pc->sh = sh;
     close_at_thread_end();
     pthread_mutex_lock(&px->lock);
     pc->next = px->conns;
@@ -385,6 +455,50 @@ int mp__px_simple(mp__proxy *px, int op, double timeout, int64_t *num)
     }
     mp_args_free(rep);
     return err;
+}
+
+/*
+ * A request on @px sent over @via's connection for this thread, naming
+ * @via after @px: a manager condition's requests go over its lock's
+ * connection, so that the server sees the lock's owner in the caller
+ * (ownership is per connection).  The arguments are the timeout and @n;
+ * the reply's number into *@num (not NULL) when it succeeded, the lock
+ * retaken included (MP_EOWNERDEAD).
+ */
+int mp__px_via(mp__proxy *via, mp__proxy *px, int op, double timeout, int64_t n, int64_t *num)
+{
+    mp_args *req = mp__px_request(op, px->kind, px->name), *rep = NULL;
+    if (req && (mp_args_add_str(req, via->kind) < 0 || mp_args_add_str(req, via->name) < 0)) {
+        mp_args_free(req);
+        req = NULL;
+    }
+    req = mp__px_with_int(with_double(req, isnan(timeout) ? MP_FOREVER : timeout), n);
+    int err = proxy_rpc(via, req, &rep);
+    if ((err == 0 || err == MP_EOWNERDEAD) && num) {
+        if (mp__args_has(rep, 1, MP_ARG_INT))
+            *num = mp_args_int(rep, 1);
+        else
+            err = MP_EBADMSG;
+    }
+    mp_args_free(rep);
+    return err;
+}
+
+/* The parameter @px opened its object with. */
+int64_t mp__px_param(const mp__proxy *px)
+{
+    return px->param;
+}
+
+const char *mp__px_address(const mp__proxy *px)
+{
+    return px->address;
+}
+
+/* Whether @a and @b are proxies on the same server. */
+bool mp__px_same_server(const mp__proxy *a, const mp__proxy *b)
+{
+    return strcmp(a->address, b->address) == 0;
 }
 
 int mp__px_bytes(mp__proxy *px, int op, const void *p, size_t n, double timeout, mp_buf *out,
@@ -510,6 +624,21 @@ int mp__px_rebuild_either(mp__reader *r, mp__channel ch, bool served, mp__proxy 
     if (r->err || remote > (served ? 1 : 0))
         return MP_EBADMSG;
     return remote ? mp__px_rebuild(r, ch, out) : 0;
+}
+
+/* A proxy for @kind @name on @via's server, the object opened now over
+ * @via's connection (a condition's, which goes over its lock's: no
+ * connection of its own). */
+int mp__px_open_via(mp__proxy *via, const char *kind, const char *name, mp__proxy **out)
+{
+    if (name == NULL)
+        return MP_EINVAL;
+    int err = proxy_make(via->address, via->key, via->keylen, kind, name, 0, out);
+    if (err == 0 && (err = mp__px_via(via, *out, MP__OP_OPEN, NAN, 0, NULL)) < 0) {
+        proxy_free(*out);
+        *out = NULL;
+    }
+    return err;
 }
 
 /* Make a proxy for @kind @name on the server at @address; the object is

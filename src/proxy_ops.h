@@ -3,9 +3,7 @@
  * side (proxy.c, managers.c) and the server (manager_server.c).
  *
  * The numbers are the wire form (the first int of every request), so they
- * never change; the gaps group them by the kind that exposes them.  Taken
- * next: 90-124 the RLock, Condition, Barrier and bounded Semaphore, 130-169
- * the rest of dict and list, 170-199 Array, JoinableQueue and Namespace.
+ * never change; the gaps group them by the kind that exposes them.
  */
 #ifndef MP_PROXY_OPS_H
 #define MP_PROXY_OPS_H
@@ -26,6 +24,9 @@ enum {
     MP__OP_SEM_ACQ = 60, MP__OP_SEM_REL, MP__OP_SEM_VALUE,
     MP__OP_VAL_LOAD = 70, MP__OP_VAL_STORE,
     MP__OP_CALL = 80,
+    MP__OP_COND_WAIT = 100, MP__OP_COND_NOTIFY,
+    MP__OP_BAR_WAIT = 110, MP__OP_BAR_RESET, MP__OP_BAR_ABORT, MP__OP_BAR_PARTIES,
+    MP__OP_BAR_NWAITING, MP__OP_BAR_BROKEN,
     MP__OP_DICT_ITEMS = 130, MP__OP_DICT_VALUES, MP__OP_DICT_COPY, MP__OP_DICT_CLEAR,
     MP__OP_DICT_POP, MP__OP_DICT_POPITEM, MP__OP_DICT_SETDEFAULT, MP__OP_DICT_UPDATE,
     MP__OP_DICT_CONTAINS,
@@ -47,7 +48,9 @@ enum {
 static inline bool mp__op_hands_over(int op, int status)
 {
     return (op == MP__OP_Q_GET && status == 0) || (op == MP__OP_SEM_ACQ && status == 0) ||
-           (op == MP__OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD));
+           (op == MP__OP_LOCK_ACQ && (status == 0 || status == MP_EOWNERDEAD)) ||
+           /* a condition's wait hands its lock back to the waiter */
+           (op == MP__OP_COND_WAIT && (status == 0 || status == MP_EOWNERDEAD));
 }
 
 #endif

@@ -249,7 +249,9 @@ bool mp_lock_locked(mp_lock *l)
 
 bool mp_lock_is_recursive(const mp_lock *l)
 {
-    return l && !l->h.px && l->s->recursive;
+    if (l && l->h.px) /* a manager's RLock is opened with 1 (managers.c) */
+        return mp__px_param(l->h.px) == 1;
+    return l && l->s->recursive;
 }
 
 void mp_lock_free(mp_lock *l)
@@ -258,6 +260,11 @@ void mp_lock_free(mp_lock *l)
         return;
     mp__handle_fini(&l->h);
     free(l);
+}
+
+mp__proxy *mp__lock_proxy(const mp_lock *l)
+{
+    return l->h.px;
 }
 
 int mp__lock_from_proxy(mp__proxy *px, mp_lock **out)
@@ -737,10 +744,23 @@ static int cond_wait_until(mp_condition *c, const mp__deadline *d)
     return err;
 }
 
+/* A manager condition's wait: one request, over its lock's connection (the
+ * server checks the lock is ours, releases it, waits and retakes it). */
+static int cond_px_wait(mp_condition *c, double timeout)
+{
+    int64_t notified = 0;
+    int err = mp__px_via(c->lock->h.px, c->h.px, MP__OP_COND_WAIT, timeout, 0, &notified);
+    if ((err == 0 || err == MP_EOWNERDEAD) && !notified)
+        return MP_ETIMEDOUT; /* as a local wait that timed out */
+    return err;
+}
+
 int mp_condition_wait(mp_condition *c, double timeout)
 {
     if (c == NULL)
         return MP_EINVAL;
+    if (c->h.px)
+        return cond_px_wait(c, timeout);
     if (!lock_mine(c->lock))
         return MP_EPERM;
     mp__deadline d;
@@ -752,15 +772,27 @@ int mp_condition_wait_for(mp_condition *c, bool (*pred)(void *), void *arg, doub
 {
     if (c == NULL || pred == NULL)
         return MP_EINVAL;
-    if (!lock_mine(c->lock))
+    if (!c->h.px && !lock_mine(c->lock))
         return MP_EPERM;
+    /* a proxy's: notify(0) is the server's check that the lock is ours */
+    int err = c->h.px ? mp__px_via(c->lock->h.px, c->h.px, MP__OP_COND_NOTIFY, NAN, 0, NULL) : 0;
+    if (err < 0)
+        return err;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
     bool died = false;
     while (!pred(arg)) {
         if (mp__deadline_expired(&d))
             return MP_ETIMEDOUT;
-        if (cond_wait_until(c, &d) == MP_EOWNERDEAD)
+        if (c->h.px) { /* the predicate is the client's: one wait a round */
+            int ms = mp__deadline_poll_ms(&d);
+            err = cond_px_wait(c, ms < 0 ? MP_FOREVER : ms / 1000.0);
+            if (err < 0 && err != MP_ETIMEDOUT && err != MP_EOWNERDEAD)
+                return err; /* MP_EPERM, MP_ECLOSED: the lock is not held */
+        } else {
+            err = cond_wait_until(c, &d);
+        }
+        if (err == MP_EOWNERDEAD)
             died = true;
     }
     return died ? MP_EOWNERDEAD : 0;
@@ -770,6 +802,8 @@ int mp_condition_notify(mp_condition *c, int n)
 {
     if (c == NULL || n < 0)
         return MP_EINVAL;
+    if (c->h.px)
+        return mp__px_via(c->lock->h.px, c->h.px, MP__OP_COND_NOTIFY, NAN, n, NULL);
     if (!lock_mine(c->lock))
         return MP_EPERM;
     condshm *s = c->s;
@@ -800,6 +834,21 @@ int mp_condition_notify_all(mp_condition *c)
     return mp_condition_notify(c, INT32_MAX);
 }
 
+int mp__condition_from_proxy(mp__proxy *px, mp_lock *lock, mp_condition **out)
+{
+    mp_condition *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return MP_ENOMEM;
+    int err = lock_dup(lock, (void **)&c->lock);
+    if (err < 0) {
+        free(c);
+        return err;
+    }
+    c->h.px = px;
+    *out = c;
+    return 0;
+}
+
 void mp_condition_free(mp_condition *c)
 {
     if (c == NULL)
@@ -815,15 +864,23 @@ static int cond_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
     return err < 0 ? err : block_reduce(c->lock, out, fds, ch);
 }
 
-/* A condition's lock is a local one (mp_condition_new refuses a proxy). */
+/* A local condition's lock is a local one (mp_condition_new refuses a
+ * proxy); a manager's condition's is a proxy on the same server. */
 static int cond_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_condition), sizeof(condshm), false, obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_condition), sizeof(condshm), true, obj);
     if (err < 0)
         return err;
     mp_condition *c = *obj;
     c->s = (condshm *)c->h.ref.p;
-    if ((err = mp__lock_rebuild_local(r, fds, nfds, ch, &c->lock)) < 0) {
+    bool px = c->h.px != NULL;
+    err = lock_rebuild_forms(r, fds, nfds, ch, px, (void **)&c->lock);
+    if (err == 0 && px && (c->lock->h.px == NULL || !mp__px_same_server(c->h.px, c->lock->h.px))) {
+        mp_lock_free(c->lock);
+        c->lock = NULL;
+        err = MP_EBADMSG;
+    }
+    if (err < 0) {
         block_release(c);
         *obj = NULL;
     }
@@ -934,6 +991,12 @@ int mp_barrier_wait(mp_barrier *b, double timeout)
 {
     if (b == NULL)
         return MP_EINVAL;
+    if (b->h.px) { /* the server takes its default for a negative timeout */
+        int64_t index = 0;
+        int err = mp__px_simple(b->h.px, MP__OP_BAR_WAIT,
+                                timeout < 0 || isnan(timeout) ? -1.0 : timeout, &index);
+        return err < 0 ? err : (int)index;
+    }
     barshm *s = b->s;
     if (timeout < 0 || isnan(timeout))
         timeout = s->timeout;
@@ -999,6 +1062,8 @@ int mp_barrier_reset(mp_barrier *b)
 {
     if (b == NULL)
         return MP_EINVAL;
+    if (b->h.px)
+        return mp__px_simple(b->h.px, MP__OP_BAR_RESET, NAN, NULL);
     bar_lock(b->s);
     if (b->s->count > 0)
         bar_advance(b->s, GEN_BROKEN);
@@ -1011,6 +1076,8 @@ int mp_barrier_abort(mp_barrier *b)
 {
     if (b == NULL)
         return MP_EINVAL;
+    if (b->h.px)
+        return mp__px_simple(b->h.px, MP__OP_BAR_ABORT, NAN, NULL);
     bar_lock(b->s);
     b->s->broken = 1;
     if (b->s->count > 0)
@@ -1019,19 +1086,42 @@ int mp_barrier_abort(mp_barrier *b)
     return 0;
 }
 
+/* A manager barrier's number: 0 also when the request fails. */
+static int64_t bar_px_num(mp_barrier *b, int op)
+{
+    int64_t v = 0;
+    return mp__px_simple(b->h.px, op, NAN, &v) == 0 ? v : 0;
+}
+
 unsigned mp_barrier_parties(mp_barrier *b)
 {
+    if (b && b->h.px)
+        return (unsigned)bar_px_num(b, MP__OP_BAR_PARTIES);
     return b ? b->s->parties : 0;
 }
 
 unsigned mp_barrier_n_waiting(mp_barrier *b)
 {
+    if (b && b->h.px)
+        return (unsigned)bar_px_num(b, MP__OP_BAR_NWAITING);
     return b ? b->s->count : 0;
 }
 
 bool mp_barrier_broken(mp_barrier *b)
 {
+    if (b && b->h.px)
+        return bar_px_num(b, MP__OP_BAR_BROKEN) != 0;
     return b && b->s->broken;
+}
+
+int mp__barrier_from_proxy(mp__proxy *px, mp_barrier **out)
+{
+    mp_barrier *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return MP_ENOMEM;
+    b->h.px = px;
+    *out = b;
+    return 0;
 }
 
 void mp_barrier_free(mp_barrier *b)
@@ -1057,13 +1147,13 @@ static int bar_reduce(void *obj, mp_buf *out, mp__fdvec *fds, mp__channel ch)
 
 static int bar_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, void **obj)
 {
-    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_barrier), sizeof(barshm), false, obj);
+    int err = block_rebuild(r, fds, nfds, ch, sizeof(mp_barrier), sizeof(barshm), true, obj);
     if (err < 0)
         return err;
     mp_barrier *b = *obj;
     b->s = (barshm *)b->h.ref.p;
     uint8_t has = mp__get_u8(r);
-    if (r->err || has > (ch == MP__WIRE_CHILD))
+    if (r->err || has > (ch == MP__WIRE_CHILD && b->h.px == NULL)) /* a manager's has none */
         err = MP_EBADMSG;
     if (err == 0 && has) {
         char why[256];

@@ -3881,3 +3881,518 @@ MP_TEST(manager_dead_joiner_leaves_nothing_behind, .variants = MP_START_METHODS,
     mp_queue_free(q);
     mp_manager_free(m);
 }
+
+/* ---- RLock, BoundedSemaphore, Condition, Barrier (issue 17) ------------- */
+
+/* args: rlock, event held.  Take the RLock twice, say so, wait to be killed. */
+static int child_hold_rlock_twice(const mp_args *a)
+{
+    mp_lock *l = mp_args_lock(a, 0);
+    ASSERT_TRUE(mp_lock_is_recursive(l)); /* the proxy travelled as an RLock */
+    ASSERT_OK(mp_lock_acquire(l, 30));
+    ASSERT_OK(mp_lock_acquire(l, 30));
+    mp_event_set(mp_args_event(a, 1));
+    for (;;)
+        pause();
+}
+
+static void *t_release_foreign(void *arg)
+{
+    return (void *)(intptr_t)mp_lock_release(arg);
+}
+
+MP_TEST(manager_rlock, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_lock *r, *plain;
+    mp_event *held;
+    ASSERT_OK(mp_manager_rlock(m, "rl", &r));
+    ASSERT_OK(mp_manager_lock(m, "rl", &plain)); /* another kind: another object */
+    ASSERT_OK(mp_manager_event(m, "held", &held));
+    ASSERT_TRUE(mp_lock_is_recursive(r));
+    ASSERT_FALSE(mp_lock_is_recursive(plain));
+
+    /* re-entrant, released once per acquire, owned by the thread */
+    ASSERT_ERR(MP_EINVAL, mp_lock_release(r));
+    ASSERT_OK(mp_lock_acquire(r, 1));
+    ASSERT_OK(mp_lock_acquire(r, 1));
+    ASSERT_OK(mp_lock_acquire(r, 0));
+    ASSERT_FALSE(mp_lock_locked(plain));
+    pthread_t t;
+    void *res;
+    ASSERT_EQ(pthread_create(&t, NULL, t_release_foreign, r), 0);
+    ASSERT_EQ(pthread_join(t, &res), 0);
+    ASSERT_EQ((int)(intptr_t)res, MP_EPERM);
+    ASSERT_OK(mp_lock_release(r));
+    ASSERT_OK(mp_lock_release(r));
+    ASSERT_TRUE(mp_lock_locked(r));
+    ASSERT_OK(mp_lock_release(r));
+    ASSERT_FALSE(mp_lock_locked(r));
+    ASSERT_ERR(MP_EINVAL, mp_lock_release(r));
+
+    /* a client killed holding it twice: released at once, the next
+     * acquirer (already waiting) hears MP_EOWNERDEAD and holds it once */
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "LE", r, held));
+    mp_process *p = mp_test_start(ctx, child_hold_rlock_twice, a);
+    ASSERT_OK(mp_event_wait(held, 20));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(r, 0.05));
+    pid_t victim = mp_process_pid(p);
+    ASSERT_EQ(pthread_create(&t, NULL, killer_thread, &victim), 0);
+    double t0 = now();
+    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(r, 20));
+    ASSERT_LT(now() - t0, 10);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(-SIGKILL, mp_test_join(p, 20));
+    ASSERT_OK(mp_lock_release(r));
+    ASSERT_FALSE(mp_lock_locked(r)); /* the dead one's depth went with it */
+    ASSERT_OK(mp_lock_acquire(r, 1)); /* reported once */
+    ASSERT_OK(mp_lock_release(r));
+    mp_args_free(a);
+
+    mp_lock_free(r);
+    mp_lock_free(plain);
+    mp_event_free(held);
+    mp_manager_free(m);
+}
+
+/* args: bounded semaphore.  Take one unit, give back one, then one too many. */
+static int child_bsem(const mp_args *a)
+{
+    mp_semaphore *s = mp_args_semaphore(a, 0);
+    ASSERT_OK(mp_semaphore_acquire(s, 10));
+    ASSERT_OK(mp_semaphore_release(s));
+    return mp_semaphore_release(s) == MP_EINVAL ? 0 : 3;
+}
+
+MP_TEST(manager_bounded_semaphore, .variants = MP_START_METHODS)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_semaphore *b, *plain, *again;
+    ASSERT_OK(mp_manager_bounded_semaphore(m, "s", 2, &b));
+    ASSERT_OK(mp_manager_semaphore(m, "s", 2, &plain)); /* a name of its own */
+    ASSERT_ERR(MP_EINVAL, mp_manager_bounded_semaphore(m, "big", (unsigned)INT32_MAX + 1, &again));
+    int v = -1;
+    ASSERT_ERR(MP_EINVAL, mp_semaphore_release(b)); /* past the initial value */
+    ASSERT_OK(mp_semaphore_value(b, &v));
+    ASSERT_EQ(v, 2);
+    ASSERT_OK(mp_semaphore_release(plain)); /* unbounded: 3 */
+    ASSERT_OK(mp_semaphore_value(plain, &v));
+    ASSERT_EQ(v, 3);
+    ASSERT_OK(mp_semaphore_acquire(b, 0));
+    ASSERT_OK(mp_semaphore_acquire(b, 0));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_semaphore_acquire(b, 0.05));
+    ASSERT_OK(mp_semaphore_release(b));
+    ASSERT_OK(mp_semaphore_release(b));
+    ASSERT_ERR(MP_EINVAL, mp_semaphore_release(b));
+    /* found by name, bound kept (a later value is ignored, as for a
+     * semaphore); and in a child */
+    ASSERT_OK(mp_manager_bounded_semaphore(m, "s", 5, &again));
+    ASSERT_ERR(MP_EINVAL, mp_semaphore_release(again));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "S", again));
+    ASSERT_EQ(mp_test_run(ctx, child_bsem, a), 0);
+    mp_args_free(a);
+    ASSERT_OK(mp_semaphore_value(b, &v));
+    ASSERT_EQ(v, 2);
+    mp_semaphore_free(again);
+    mp_semaphore_free(b);
+    mp_semaphore_free(plain);
+    mp_manager_free(m);
+}
+
+/* args: condition, event ready, int timeout ms.  Wait once, holding the
+ * lock; 0 notified (and the lock held again), 5 timed out. */
+static int child_cond_wait(const mp_args *a)
+{
+    mp_condition *c = mp_args_condition(a, 0);
+    ASSERT_OK(mp_condition_acquire(c, 20));
+    mp_event_set(mp_args_event(a, 1));
+    int err = mp_condition_wait(c, (double)mp_args_int(a, 2) / 1000.0);
+    if (err != 0 && err != MP_ETIMEDOUT)
+        return 6;
+    ASSERT_TRUE(mp_lock_locked(mp_condition_lock(c)));
+    ASSERT_OK(mp_condition_release(c));
+    return err == 0 ? 0 : 5;
+}
+
+/* Start child_cond_wait and return once it is inside its wait: its ready
+ * event is set with the lock held, and our acquire then needs the wait's
+ * release. */
+static mp_process *start_cond_waiter(mp_context *ctx, mp_condition *c, mp_event *ready, int ms)
+{
+    mp_event_clear(ready);
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "CEi", c, ready, ms));
+    mp_process *p = mp_test_start(ctx, child_cond_wait, a);
+    mp_args_free(a);
+    ASSERT_OK(mp_event_wait(ready, 30));
+    ASSERT_OK(mp_condition_acquire(c, 30));
+    ASSERT_OK(mp_condition_release(c));
+    return p;
+}
+
+typedef struct {
+    mp_dict *d;
+} pred_arg;
+
+static bool dict_n_is_3(void *arg)
+{
+    return dict_int(((pred_arg *)arg)->d, "n") == 3;
+}
+
+/* args: condition, dict.  Add 1 to "n" three times, notifying each time. */
+static int child_cond_producer(const mp_args *a)
+{
+    mp_condition *c = mp_args_condition(a, 0);
+    mp_dict *d = mp_args_dict(a, 1);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(mp_condition_acquire(c, 20));
+        ASSERT_OK(mp_dict_add(d, "n", 1, 1, NULL));
+        ASSERT_OK(mp_condition_notify_all(c));
+        ASSERT_OK(mp_condition_release(c));
+    }
+    return 0;
+}
+
+/* The condition's calls on one made over @lock (NULL: its own RLock). */
+static void condition_round(mp_context *ctx, mp_manager *m, const char *name, mp_lock *lock)
+{
+    mp_condition *c;
+    mp_event *ready;
+    ASSERT_OK(mp_manager_condition(m, name, lock, &c));
+    ASSERT_OK(mp_manager_event(m, "cond-ready", &ready));
+    mp_lock *l = mp_condition_lock(c);
+    ASSERT_TRUE(l != NULL);
+    ASSERT_EQ(mp_lock_is_recursive(l), lock == NULL || mp_lock_is_recursive(lock));
+
+    /* the lock is needed */
+    ASSERT_ERR(MP_EPERM, mp_condition_wait(c, 0.01));
+    ASSERT_ERR(MP_EPERM, mp_condition_notify(c, 1));
+    ASSERT_ERR(MP_EINVAL, mp_condition_notify(c, -1));
+    /* a timed-out wait holds the lock again */
+    ASSERT_OK(mp_condition_acquire(c, 5));
+    double t0 = now();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_condition_wait(c, 0.1));
+    ASSERT_GE(now() - t0, 0.09);
+    ASSERT_TRUE(mp_lock_locked(l));
+    ASSERT_OK(mp_condition_notify(c, 1)); /* nobody waits: a no-op */
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_FALSE(mp_lock_locked(l));
+
+    /* notify(1) wakes one of two waiters (children of this start method,
+     * the condition in their args), notify_all the rest */
+    mp_process *w1 = start_cond_waiter(ctx, c, ready, 30000);
+    mp_process *w2 = start_cond_waiter(ctx, c, ready, 30000);
+    ASSERT_OK(mp_condition_acquire(c, 5));
+    ASSERT_OK(mp_condition_notify(c, 1));
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_EQ(mp_test_join(w1, 30), 0); /* the oldest, as Python's */
+    t0 = now();
+    while (mp_process_is_alive(w2) && now() - t0 < 0.3) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ASSERT_TRUE(mp_process_is_alive(w2)); /* not woken by that one */
+    ASSERT_OK(mp_condition_acquire(c, 5));
+    ASSERT_OK(mp_condition_notify_all(c));
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_EQ(mp_test_join(w2, 30), 0);
+
+    /* wait_for: the predicate in the client, over a dict a child fills */
+    mp_dict *d;
+    char dn[64];
+    snprintf(dn, sizeof dn, "%s-d", name);
+    ASSERT_OK(mp_manager_dict(m, dn, &d));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "CD", c, d));
+    ASSERT_OK(mp_condition_acquire(c, 5));
+    mp_process *p = mp_test_start(ctx, child_cond_producer, a);
+    pred_arg pa = {d};
+    ASSERT_OK(mp_condition_wait_for(c, dict_n_is_3, &pa, 30));
+    ASSERT_TRUE(mp_lock_locked(l));
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_EQ(mp_test_join(p, 30), 0);
+    ASSERT_OK(mp_condition_acquire(c, 5));
+    ASSERT_OK(mp_dict_del(d, "n", 1)); /* 0 now: never 3 */
+    ASSERT_ERR(MP_ETIMEDOUT, mp_condition_wait_for(c, dict_n_is_3, &pa, 0.1));
+    ASSERT_OK(mp_condition_release(c));
+    mp_args_free(a);
+    mp_dict_free(d);
+    mp_event_free(ready);
+    mp_condition_free(c);
+}
+
+MP_TEST(manager_condition, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    condition_round(ctx, m, "own", NULL);
+    mp_lock *rl, *pl, *local;
+    ASSERT_OK(mp_manager_rlock(m, "c-rlock", &rl));
+    condition_round(ctx, m, "over-rlock", rl);
+    ASSERT_OK(mp_manager_lock(m, "c-lock", &pl));
+    condition_round(ctx, m, "over-lock", pl);
+
+    /* an RLock held twice is wholly released by wait, and held twice after */
+    mp_condition *c;
+    ASSERT_OK(mp_manager_condition(m, "over-rlock", rl, &c));
+    ASSERT_OK(mp_lock_acquire(rl, 5));
+    ASSERT_OK(mp_lock_acquire(rl, 5));
+    ASSERT_ERR(MP_ETIMEDOUT, mp_condition_wait(c, 0.05));
+    ASSERT_OK(mp_lock_release(rl));
+    ASSERT_TRUE(mp_lock_locked(rl));
+    ASSERT_OK(mp_lock_release(rl));
+    ASSERT_FALSE(mp_lock_locked(rl));
+    mp_condition_free(c);
+
+    /* a condition is bound to the lock it was first used with */
+    ASSERT_OK(mp_manager_condition(m, "over-lock", rl, &c));
+    ASSERT_OK(mp_lock_acquire(rl, 5));
+    ASSERT_ERR(MP_EINVAL, mp_condition_notify(c, 1));
+    ASSERT_OK(mp_lock_release(rl));
+    mp_condition_free(c);
+    /* a local lock cannot be the lock of a manager's condition */
+    ASSERT_OK(mp_lock_new(&local));
+    ASSERT_ERR(MP_EINVAL, mp_manager_condition(m, "x", local, &c));
+    ASSERT_TRUE(c == NULL);
+    mp_lock_free(local);
+    mp_lock_free(rl);
+    mp_lock_free(pl);
+    mp_manager_free(m);
+}
+
+/* A condition waiter killed in its wait is never counted as notified, and
+ * a notified one killed before it had the lock back passes the notification
+ * on; neither leaves the lock held. */
+MP_TEST(manager_condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_condition *c;
+    mp_event *ready;
+    ASSERT_OK(mp_manager_condition(m, "c", NULL, &c));
+    ASSERT_OK(mp_manager_event(m, "ready", &ready));
+
+    /* killed while waiting, before the notify: the live waiter gets it */
+    mp_process *victim = start_cond_waiter(ctx, c, ready, 60000);
+    mp_process *live = start_cond_waiter(ctx, c, ready, 60000);
+    mp_test_kill(victim);
+    double t0 = now();
+    ASSERT_OK(mp_condition_acquire(c, 10));
+    ASSERT_OK(mp_condition_notify(c, 1));
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_EQ(mp_test_join(live, 30), 0);
+    ASSERT_LT(now() - t0, 10);
+
+    /* notified, then killed while the lock is still ours: the notification
+     * goes on to the live waiter when we release it */
+    victim = start_cond_waiter(ctx, c, ready, 60000);
+    live = start_cond_waiter(ctx, c, ready, 60000);
+    ASSERT_OK(mp_condition_acquire(c, 10));
+    ASSERT_OK(mp_condition_notify(c, 1)); /* the victim, the oldest */
+    mp_test_kill(victim);
+    t0 = now();
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_EQ(mp_test_join(live, 30), 0);
+    ASSERT_LT(now() - t0, 10);
+
+    /* nobody holds the lock, nobody waits */
+    ASSERT_OK(mp_condition_acquire(c, 5));
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_FALSE(mp_lock_locked(mp_condition_lock(c)));
+    mp_event_free(ready);
+    mp_condition_free(c);
+    mp_manager_free(m);
+}
+
+/* args: barrier, dict, int rounds.  Wait @rounds times, adding each index
+ * to "sum". */
+static int child_bar_rounds(const mp_args *a)
+{
+    mp_barrier *b = mp_args_barrier(a, 0);
+    mp_dict *d = mp_args_dict(a, 1);
+    ASSERT_EQ(mp_barrier_parties(b), 3);
+    for (int64_t i = 0; i < mp_args_int(a, 2); i++) {
+        int idx = mp_barrier_wait(b, 30);
+        ASSERT_TRUE(idx >= 0 && idx < 3);
+        ASSERT_OK(mp_dict_add(d, "sum", 3, idx, NULL));
+    }
+    return 0;
+}
+
+/* args: barrier, int timeout ms.  One wait: 0 passed, 7 broken, 8 timed out. */
+static int child_bar_wait(const mp_args *a)
+{
+    int r = mp_barrier_wait(mp_args_barrier(a, 0), (double)mp_args_int(a, 1) / 1000.0);
+    return r >= 0 ? 0 : r == MP_EBROKEN ? 7 : r == MP_ETIMEDOUT ? 8 : 9;
+}
+
+static mp_process *start_bar_waiter(mp_context *ctx, mp_barrier *b, int ms)
+{
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "Bi", b, ms));
+    mp_process *p = mp_test_start(ctx, child_bar_wait, a);
+    mp_args_free(a);
+    return p;
+}
+
+/* Until @n wait on @b (30 s at most). */
+static void await_waiting(mp_barrier *b, unsigned n)
+{
+    double t0 = now();
+    while (mp_barrier_n_waiting(b) != n) {
+        ASSERT_LT(now() - t0, 30);
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+MP_TEST(manager_barrier, .variants = MP_START_METHODS, .timeout_s = 120)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_barrier *b, *again;
+    mp_dict *d;
+    ASSERT_ERR(MP_EINVAL, mp_manager_barrier(m, "none", 0, MP_FOREVER, &b));
+    ASSERT_OK(mp_manager_barrier(m, "b", 3, MP_FOREVER, &b));
+    ASSERT_OK(mp_manager_dict(m, "d", &d));
+    ASSERT_EQ(mp_barrier_parties(b), 3);
+    ASSERT_EQ(mp_barrier_n_waiting(b), 0);
+    ASSERT_FALSE(mp_barrier_broken(b));
+
+    /* three parties, ten passes: the indices of each pass are 0, 1, 2 */
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_of(&a, "BDi", b, d, 10));
+    mp_process *p1 = mp_test_start(ctx, child_bar_rounds, a);
+    mp_process *p2 = mp_test_start(ctx, child_bar_rounds, a);
+    int64_t mine = 0;
+    for (int i = 0; i < 10; i++) {
+        int idx = mp_barrier_wait(b, 30);
+        ASSERT_TRUE(idx >= 0 && idx < 3);
+        mine += idx;
+    }
+    ASSERT_EQ(mp_test_join(p1, 30), 0);
+    ASSERT_EQ(mp_test_join(p2, 30), 0);
+    ASSERT_EQ(dict_int(d, "sum") + mine, 10 * 3);
+    mp_args_free(a);
+
+    /* abort: waiters and later waits broken until reset */
+    p1 = start_bar_waiter(ctx, b, 30000);
+    await_waiting(b, 1);
+    ASSERT_OK(mp_barrier_abort(b));
+    ASSERT_EQ(mp_test_join(p1, 30), 7);
+    ASSERT_TRUE(mp_barrier_broken(b));
+    ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 1));
+    ASSERT_OK(mp_barrier_reset(b));
+    ASSERT_FALSE(mp_barrier_broken(b));
+
+    /* reset with a waiter: it is broken, the barrier is whole again */
+    p1 = start_bar_waiter(ctx, b, 30000);
+    await_waiting(b, 1);
+    ASSERT_OK(mp_barrier_reset(b));
+    ASSERT_EQ(mp_test_join(p1, 30), 7);
+    ASSERT_FALSE(mp_barrier_broken(b));
+    ASSERT_EQ(mp_barrier_n_waiting(b), 0);
+
+    /* a timeout breaks it: the waiter that timed out gets MP_ETIMEDOUT, the
+     * others MP_EBROKEN */
+    p1 = start_bar_waiter(ctx, b, 30000);
+    await_waiting(b, 1);
+    ASSERT_ERR(MP_ETIMEDOUT, mp_barrier_wait(b, 0.2));
+    ASSERT_EQ(mp_test_join(p1, 30), 7);
+    ASSERT_TRUE(mp_barrier_broken(b));
+    ASSERT_OK(mp_barrier_reset(b));
+
+    /* the default timeout is the server's, from the first open */
+    ASSERT_OK(mp_manager_barrier(m, "short", 2, 0.2, &again));
+    double t0 = now();
+    ASSERT_ERR(MP_ETIMEDOUT, mp_barrier_wait(again, MP_FOREVER));
+    ASSERT_LT(now() - t0, 10);
+    ASSERT_TRUE(mp_barrier_broken(again));
+    mp_barrier_free(again);
+    ASSERT_OK(mp_manager_barrier(m, "short", 5, MP_FOREVER, &again));
+    ASSERT_EQ(mp_barrier_parties(again), 2); /* found, not made again */
+    mp_barrier_free(again);
+
+    mp_dict_free(d);
+    mp_barrier_free(b);
+    mp_manager_free(m);
+}
+
+/* A party killed while waiting breaks the barrier at once: the others get
+ * MP_EBROKEN long before their timeout. */
+MP_TEST(manager_barrier_party_killed, .variants = MP_START_METHODS, .timeout_s = 90)
+{
+    mp_manager *m = start_manager(ctx);
+    mp_barrier *b;
+    ASSERT_OK(mp_manager_barrier(m, "b", 3, MP_FOREVER, &b));
+    mp_process *live = start_bar_waiter(ctx, b, 60000);
+    await_waiting(b, 1);
+    mp_process *victim = start_bar_waiter(ctx, b, 60000);
+    await_waiting(b, 2);
+    double t0 = now();
+    mp_test_kill(victim);
+    ASSERT_EQ(mp_test_join(live, 30), 7);
+    ASSERT_LT(now() - t0, 10);
+    ASSERT_TRUE(mp_barrier_broken(b));
+    ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 0));
+    ASSERT_OK(mp_barrier_reset(b));
+    ASSERT_EQ(mp_barrier_n_waiting(b), 0);
+    mp_barrier_free(b);
+    mp_manager_free(m);
+}
+
+/* args: addr, key, condition, barrier, rlock, bounded semaphore: each used
+ * once from a client connected over TCP. */
+static int child_tcp_sync(const mp_args *a)
+{
+    ASSERT_TRUE(strncmp(mp_args_str(a, 0), "tcp:127.0.0.1:", 14) == 0);
+    mp_condition *c = mp_args_condition(a, 2);
+    mp_barrier *b = mp_args_barrier(a, 3);
+    mp_lock *r = mp_args_lock(a, 4);
+    mp_semaphore *s = mp_args_semaphore(a, 5);
+    ASSERT_OK(mp_lock_acquire(r, 10));
+    ASSERT_OK(mp_lock_acquire(r, 10));
+    ASSERT_OK(mp_lock_release(r));
+    ASSERT_OK(mp_lock_release(r));
+    ASSERT_ERR(MP_EINVAL, mp_semaphore_release(s));
+    ASSERT_TRUE(mp_barrier_wait(b, 30) >= 0); /* the parent is there */
+    ASSERT_OK(mp_condition_acquire(c, 10));
+    ASSERT_OK(mp_condition_notify(c, 1));
+    ASSERT_OK(mp_condition_release(c));
+    return 0;
+}
+
+MP_TEST(manager_sync_kinds_tcp, .variants = MP_START_METHODS, .timeout_s = 60)
+{
+    static const uint8_t rkey[16] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6};
+    mp_manager *m;
+    ASSERT_OK(mp_manager_start(&m, ctx, "tcp:127.0.0.1:0", rkey, sizeof rkey));
+    mp_condition *c;
+    mp_barrier *b;
+    mp_lock *r;
+    mp_semaphore *s;
+    ASSERT_OK(mp_manager_condition(m, "c", NULL, &c));
+    ASSERT_OK(mp_manager_barrier(m, "b", 2, 30, &b));
+    ASSERT_OK(mp_manager_rlock(m, "r", &r));
+    ASSERT_OK(mp_manager_bounded_semaphore(m, "s", 1, &s));
+    mp_args *a = NULL;
+    ASSERT_OK(mp_args_new(&a));
+    ASSERT_OK(mp_args_add_str(a, mp_manager_address(m)));
+    ASSERT_OK(mp_args_add_bytes(a, rkey, sizeof rkey));
+    ASSERT_OK(mp_args_add_condition(a, c));
+    ASSERT_OK(mp_args_add_barrier(a, b));
+    ASSERT_OK(mp_args_add_lock(a, r));
+    ASSERT_OK(mp_args_add_semaphore(a, s));
+    /* the parent waits on the condition before the child may notify */
+    ASSERT_OK(mp_condition_acquire(c, 10));
+    mp_process *p = mp_test_start(ctx, child_tcp_sync, a);
+    ASSERT_TRUE(mp_barrier_wait(b, 30) >= 0);
+    ASSERT_OK(mp_condition_wait(c, 30));
+    ASSERT_OK(mp_condition_release(c));
+    ASSERT_EQ(mp_test_join(p, 30), 0);
+    mp_args_free(a);
+    mp_condition_free(c);
+    mp_barrier_free(b);
+    mp_lock_free(r);
+    mp_semaphore_free(s);
+    mp_manager_free(m);
+}

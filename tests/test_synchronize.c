@@ -5,10 +5,10 @@
  * death (a Lock or RLock holder killed, exiting or a thread ending, a
  * waiter blocked on it, a kill loop over contending producers); waiters
  * killed inside Lock, Semaphore, Condition and Barrier waits; many objects
- * without descriptor growth; bad input.  The tests of a Lock, an Event or
- * an unbounded Semaphore make it with mp_test_*_new and also run as
- * "name/proxy", against a manager's proxy (RLock, BoundedSemaphore,
- * Condition and Barrier have no manager form).
+ * without descriptor growth; bad input.  The tests of a Lock, RLock,
+ * Event, Semaphore, BoundedSemaphore, Condition or Barrier make it with
+ * mp_test_*_new and also run as "name/proxy", against a manager's proxy,
+ * except where a comment says why a test stays local.
  *
  * Processes are sequenced with Semaphores, Events and the objects under
  * test, never with sleeps: a sleep only gives a waiter time to block, and
@@ -266,13 +266,13 @@ MP_TEST(lock_owner_thread_ends, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
     ASSERT_OK(mp_lock_release(l));
     mp_lock_free(l);
 
-    if (mp_test_proxied())
-        return; /* an RLock has no manager form */
-    ASSERT_OK(mp_rlock_new(&l));
+    ASSERT_OK(mp_test_rlock_new(&l));
     run_thread(t_take_and_end, l);
     ASSERT_TRUE(mp_lock_locked(l));
     ASSERT_ERR(MP_EPERM, mp_lock_release(l));
-    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 0));
+    t0 = mp_monotonic();
+    ASSERT_ERR(MP_EOWNERDEAD, mp_lock_acquire(l, 10)); /* a proxy: a moment after */
+    ASSERT_PROMPT(t0);
     ASSERT_OK(mp_lock_release(l)); /* held once: the dead thread's count is gone */
     ASSERT_FALSE(mp_lock_locked(l));
     mp_lock_free(l);
@@ -334,10 +334,10 @@ MP_TEST(lock_owner_thread_ends_while_a_child_lives, .variants = MP_START_METHODS
 
 /* ---- RLock: one process --------------------------------------------------- */
 
-MP_TEST(rlock_basics)
+MP_TEST(rlock_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_lock *l;
-    ASSERT_OK(mp_rlock_new(&l));
+    ASSERT_OK(mp_test_rlock_new(&l));
     ASSERT_TRUE(mp_lock_is_recursive(l));
     ASSERT_FALSE(mp_lock_locked(l));
     ASSERT_ERR(MP_EINVAL, mp_lock_release(l));
@@ -462,11 +462,11 @@ static int t_rlock_contender(const mp_args *a)
     return 0;
 }
 
-MP_TEST(rlock_between_processes, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(rlock_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_lock *l;
     mp_semaphore *step, *next;
-    ASSERT_OK(mp_rlock_new(&l));
+    ASSERT_OK(mp_test_rlock_new(&l));
     ASSERT_OK(mp_semaphore_new(&step, 0, false));
     ASSERT_OK(mp_semaphore_new(&next, 0, false));
     ASSERT_OK(mp_lock_acquire(l, 0));
@@ -561,12 +561,12 @@ static int t_increment_recursive(const mp_args *a)
     return 0;
 }
 
-MP_TEST(rlock_mutual_exclusion, .variants = MP_START_METHODS, .timeout_s = 120)
+MP_TEST(rlock_mutual_exclusion, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 120)
 {
     mp_lock *l;
     mp_value *v;
     mp_event *go;
-    ASSERT_OK(mp_rlock_new(&l));
+    ASSERT_OK(mp_test_rlock_new(&l));
     ASSERT_OK(mp_value_new(&v, MP_INT64, false));
     ASSERT_OK(mp_event_new(&go));
     mp_process *p[3];
@@ -642,7 +642,7 @@ static void holder_leaves(mp_process *p)
 static void owner_dies(mp_context *ctx, bool recursive, bool killed)
 {
     mp_lock *l;
-    ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
+    ASSERT_OK(recursive ? mp_test_rlock_new(&l) : mp_test_lock_new(&l));
     mp_process *p = start_holder(ctx, l, recursive ? 2 : 1, !killed);
     ASSERT_TRUE(mp_lock_locked(l));
     ASSERT_ERR(MP_ETIMEDOUT, mp_lock_acquire(l, 0));
@@ -690,12 +690,12 @@ MP_TEST(lock_owner_exits_holding_it, .variants = MP_START_METHODS | MP_TEST_PROX
     owner_dies(ctx, false, false);
 }
 
-MP_TEST(rlock_owner_killed, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(rlock_owner_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     owner_dies(ctx, true, true);
 }
 
-MP_TEST(rlock_owner_exits_holding_it, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(rlock_owner_exits_holding_it, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     owner_dies(ctx, true, false);
 }
@@ -714,11 +714,10 @@ static int t_blocked_acquirer(const mp_args *a)
 
 MP_TEST(lock_waiter_sees_owner_death, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
-    /* an RLock has no manager form: the proxy variant tries the Lock only */
-    for (int recursive = 0; recursive < (mp_test_proxied() ? 1 : 2); recursive++) {
+    for (int recursive = 0; recursive < 2; recursive++) {
         mp_lock *l;
         mp_semaphore *ready;
-        ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
+        ASSERT_OK(recursive ? mp_test_rlock_new(&l) : mp_test_lock_new(&l));
         ASSERT_OK(mp_semaphore_new(&ready, 0, false));
         mp_process *owner = start_holder(ctx, l, recursive ? 2 : 1, false);
         mp_args *a = args_new();
@@ -929,7 +928,7 @@ static void kill_loop(mp_context *ctx, bool recursive, int rounds)
 {
     mp_lock *l;
     mp_array *arr;
-    ASSERT_OK(recursive ? mp_rlock_new(&l) : mp_test_lock_new(&l));
+    ASSERT_OK(recursive ? mp_test_rlock_new(&l) : mp_test_lock_new(&l));
     ASSERT_OK(mp_array_new(&arr, MP_INT64, K_LEN, NULL, false));
     int64_t *data = mp_array_data(arr);
     mp_process *p[PRODUCERS];
@@ -991,7 +990,7 @@ MP_TEST(lock_kill_loop, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s
     kill_loop(ctx, false, 200);
 }
 
-MP_TEST(rlock_kill_loop, .variants = MP_START_METHODS, .timeout_s = 300)
+MP_TEST(rlock_kill_loop, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 300)
 {
     kill_loop(ctx, true, 100);
 }
@@ -1054,10 +1053,10 @@ MP_TEST(semaphore_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
     mp_semaphore_free(s);
 }
 
-MP_TEST(bounded_semaphore)
+MP_TEST(bounded_semaphore, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_semaphore *s;
-    ASSERT_OK(mp_semaphore_new(&s, 2, true));
+    ASSERT_OK(mp_test_bounded_semaphore_new(&s, 2));
     ASSERT_EQ(2, sem_value(s));
     ASSERT_ERR(MP_EINVAL, mp_semaphore_release(s)); /* at the initial value already */
     ASSERT_EQ(2, sem_value(s));
@@ -1076,7 +1075,7 @@ MP_TEST(bounded_semaphore)
     ASSERT_OK(mp_semaphore_release(s));
     mp_semaphore_free(s);
 
-    ASSERT_OK(mp_semaphore_new(&s, 0, true));
+    ASSERT_OK(mp_test_bounded_semaphore_new(&s, 0));
     ASSERT_ERR(MP_EINVAL, mp_semaphore_release(s));
     ASSERT_EQ(0, sem_value(s));
     ASSERT_ERR(MP_ETIMEDOUT, mp_semaphore_acquire(s, 0));
@@ -1115,9 +1114,9 @@ static int t_sem_waiter(const mp_args *a)
 
 MP_TEST(semaphore_between_processes, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
-    mp_semaphore *ping, *pong; /* pong is bounded: no manager form, always local */
+    mp_semaphore *ping, *pong; /* pong is bounded */
     ASSERT_OK(mp_test_semaphore_new(&ping, 0));
-    ASSERT_OK(mp_semaphore_new(&pong, 1, true));
+    ASSERT_OK(mp_test_bounded_semaphore_new(&pong, 1));
     ASSERT_OK(mp_semaphore_acquire(pong, 0));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_semaphore(a, ping));
@@ -1249,11 +1248,11 @@ static void *t_cond_foreign(void *arg)
     return NULL;
 }
 
-MP_TEST(condition_basics)
+MP_TEST(condition_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_condition *c;
     int calls = 0;
-    ASSERT_OK(mp_condition_new(&c, NULL));
+    ASSERT_OK(mp_test_condition_new(&c, NULL));
     mp_lock *l = mp_condition_lock(c);
     ASSERT_TRUE(l != NULL);
     ASSERT_TRUE(mp_lock_is_recursive(l)); /* the default is an RLock */
@@ -1299,12 +1298,12 @@ MP_TEST(condition_basics)
     mp_condition_free(c);
 }
 
-MP_TEST(condition_over_a_lock)
+MP_TEST(condition_over_a_lock, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_lock *l;
     mp_condition *c;
-    ASSERT_OK(mp_lock_new(&l));
-    ASSERT_OK(mp_condition_new(&c, l));
+    ASSERT_OK(mp_test_lock_new(&l));
+    ASSERT_OK(mp_test_condition_new(&c, l));
     mp_lock *cl = mp_condition_lock(c);
     ASSERT_TRUE(cl != NULL);
     ASSERT_FALSE(mp_lock_is_recursive(cl));
@@ -1345,7 +1344,7 @@ MP_TEST(condition_needs_a_local_lock, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
         ASSERT_ERR(MP_EINVAL, mp_condition_new(&c, l));
         ASSERT_TRUE(c == NULL);
     } else {
-        ASSERT_OK(mp_condition_new(&c, l));
+        ASSERT_OK(mp_test_condition_new(&c, l));
         ASSERT_OK(mp_condition_acquire(c, 0));
         ASSERT_TRUE(mp_lock_locked(l));
         ASSERT_OK(mp_condition_release(c));
@@ -1379,12 +1378,12 @@ static void expect_woken(mp_condition *c, mp_value *woken, int32_t want)
     ASSERT_OK(mp_condition_release(c));
 }
 
-MP_TEST(condition_notify_n, .variants = MP_START_METHODS, .timeout_s = 90)
+MP_TEST(condition_notify_n, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
     enum { K = 5 };
     mp_condition *c;
     mp_semaphore *asleep;
-    ASSERT_OK(mp_condition_new(&c, NULL));
+    ASSERT_OK(mp_test_condition_new(&c, NULL));
     ASSERT_OK(mp_semaphore_new(&asleep, 0, false));
     mp_value *woken = raw_int32();
     mp_process *p[K];
@@ -1442,10 +1441,10 @@ static int t_cond_wait_for(const mp_args *a)
     return 0;
 }
 
-MP_TEST(condition_wait_for, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(condition_wait_for, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_condition *c;
-    ASSERT_OK(mp_condition_new(&c, NULL));
+    ASSERT_OK(mp_test_condition_new(&c, NULL));
     mp_value *state = raw_int32();
     want32 zero = {state, 0};
     ASSERT_OK(mp_condition_acquire(c, 0));
@@ -1489,18 +1488,18 @@ static int t_cond_setter(const mp_args *a)
     return 0;
 }
 
-MP_TEST(condition_wait_releases_an_rlock_fully, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(condition_wait_releases_an_rlock_fully, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     for (int own = 0; own < 2; own++) {
         mp_lock *rl = NULL;
         mp_condition *c;
         if (own) {
-            ASSERT_OK(mp_rlock_new(&rl));
-            ASSERT_OK(mp_condition_new(&c, rl));
+            ASSERT_OK(mp_test_rlock_new(&rl));
+            ASSERT_OK(mp_test_condition_new(&c, rl));
             ASSERT_OK(mp_lock_acquire(rl, 0));
             ASSERT_OK(mp_lock_acquire(rl, 0));
         } else {
-            ASSERT_OK(mp_condition_new(&c, NULL));
+            ASSERT_OK(mp_test_condition_new(&c, NULL));
             ASSERT_OK(mp_condition_acquire(c, 0));
             ASSERT_OK(mp_condition_acquire(c, 0));
         }
@@ -1559,11 +1558,11 @@ static mp_process *start_flag_waiter(mp_context *ctx, mp_condition *c, mp_semaph
     return mp_test_start_free(ctx, t_cond_wait_flag, a);
 }
 
-MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS, .timeout_s = 90)
+MP_TEST(condition_waiter_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 90)
 {
     mp_condition *c;
     mp_semaphore *asleep;
-    ASSERT_OK(mp_condition_new(&c, NULL));
+    ASSERT_OK(mp_test_condition_new(&c, NULL));
     ASSERT_OK(mp_semaphore_new(&asleep, 0, false));
     mp_value *flag = raw_int32();
 
@@ -1641,10 +1640,10 @@ static void *t_notify_then_wait(void *arg)
     return NULL;
 }
 
-MP_TEST(condition_notify_is_not_taken_by_a_later_waiter)
+MP_TEST(condition_notify_is_not_taken_by_a_later_waiter, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_condition *c;
-    ASSERT_OK(mp_condition_new(&c, NULL));
+    ASSERT_OK(mp_test_condition_new(&c, NULL));
     for (int i = 0; i < 10; i++) {
         ASSERT_OK(mp_condition_acquire(c, 0));
         pthread_t t;
@@ -1681,11 +1680,11 @@ static int t_cond_notify_and_hold(const mp_args *a)
     park();
 }
 
-MP_TEST(condition_lock_owner_killed, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(condition_lock_owner_killed, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_condition *c;
     mp_semaphore *sem;
-    ASSERT_OK(mp_condition_new(&c, NULL));
+    ASSERT_OK(mp_test_condition_new(&c, NULL));
     ASSERT_OK(mp_semaphore_new(&sem, 0, false));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_condition(a, c));
@@ -1850,14 +1849,14 @@ static int failing_action(const mp_args *a)
     return 7;
 }
 
-MP_TEST(barrier_basics)
+MP_TEST(barrier_basics, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     mp_barrier *b = (mp_barrier *)1;
-    ASSERT_ERR(MP_EINVAL, mp_barrier_new(&b, 0, NULL, MP_FOREVER));
+    ASSERT_ERR(MP_EINVAL, mp_test_barrier_new(&b, 0, MP_FOREVER));
     ASSERT_TRUE(b == NULL);
 
     /* one party: every wait passes at once, with index 0 */
-    ASSERT_OK(mp_barrier_new(&b, 1, NULL, MP_FOREVER));
+    ASSERT_OK(mp_test_barrier_new(&b, 1, MP_FOREVER));
     ASSERT_EQ(1, mp_barrier_parties(b));
     ASSERT_EQ(0, mp_barrier_n_waiting(b));
     ASSERT_FALSE(mp_barrier_broken(b));
@@ -1869,25 +1868,28 @@ MP_TEST(barrier_basics)
     ASSERT_PROMPT(t0);
     mp_barrier_free(b);
 
-    /* the action runs on every pass */
-    actions_run = 0;
-    ASSERT_OK(mp_barrier_new(&b, 1, count_action, MP_FOREVER));
-    for (int i = 0; i < 3; i++)
-        ASSERT_EQ(0, mp_barrier_wait(b, 1));
-    ASSERT_EQ(3, actions_run);
-    mp_barrier_free(b);
+    /* the action runs on every pass (local only: a manager's barrier has
+     * no action, an action being code the server cannot run) */
+    if (!mp_test_proxied()) {
+        actions_run = 0;
+        ASSERT_OK(mp_barrier_new(&b, 1, count_action, MP_FOREVER));
+        for (int i = 0; i < 3; i++)
+            ASSERT_EQ(0, mp_barrier_wait(b, 1));
+        ASSERT_EQ(3, actions_run);
+        mp_barrier_free(b);
 
-    /* an action that fails breaks it */
-    ASSERT_OK(mp_barrier_new(&b, 1, failing_action, MP_FOREVER));
-    ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 1));
-    ASSERT_TRUE(mp_barrier_broken(b));
-    ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 1));
-    ASSERT_OK(mp_barrier_reset(b));
-    ASSERT_FALSE(mp_barrier_broken(b));
-    mp_barrier_free(b);
+        /* an action that fails breaks it */
+        ASSERT_OK(mp_barrier_new(&b, 1, failing_action, MP_FOREVER));
+        ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 1));
+        ASSERT_TRUE(mp_barrier_broken(b));
+        ASSERT_ERR(MP_EBROKEN, mp_barrier_wait(b, 1));
+        ASSERT_OK(mp_barrier_reset(b));
+        ASSERT_FALSE(mp_barrier_broken(b));
+        mp_barrier_free(b);
+    }
 
     /* a lone waiter of two times out with the default timeout and breaks it */
-    ASSERT_OK(mp_barrier_new(&b, 2, NULL, 0.3));
+    ASSERT_OK(mp_test_barrier_new(&b, 2, 0.3));
     ASSERT_EQ(2, mp_barrier_parties(b));
     t0 = mp_monotonic();
     ASSERT_ERR(MP_ETIMEDOUT, mp_barrier_wait(b, MP_FOREVER));
@@ -1904,7 +1906,7 @@ MP_TEST(barrier_basics)
     ASSERT_EQ(0, mp_barrier_n_waiting(b));
     /* an explicit timeout wins over the default */
     mp_barrier_free(b);
-    ASSERT_OK(mp_barrier_new(&b, 2, NULL, 60));
+    ASSERT_OK(mp_test_barrier_new(&b, 2, 60));
     t0 = mp_monotonic();
     ASSERT_ERR(MP_ETIMEDOUT, mp_barrier_wait(b, 0.2));
     ASSERT_WAITED(t0, 0.2);
@@ -1979,6 +1981,8 @@ static void assert_permutation(const int32_t *idx, int n)
     }
 }
 
+/* Local only: it counts passes with an action, which a manager's barrier
+ * has not (code cannot run in the server). */
 MP_TEST(barrier_passes, .variants = MP_START_METHODS, .timeout_s = 90)
 {
     mp_barrier *b;
@@ -2020,11 +2024,11 @@ static int t_barrier_broken_waiter(const mp_args *a)
     return 0;
 }
 
-MP_TEST(barrier_timeout_breaks_it, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(barrier_timeout_breaks_it, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_barrier *b;
     mp_semaphore *ready;
-    ASSERT_OK(mp_barrier_new(&b, 3, NULL, MP_FOREVER));
+    ASSERT_OK(mp_test_barrier_new(&b, 3, MP_FOREVER));
     ASSERT_OK(mp_semaphore_new(&ready, 0, false));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
@@ -2044,7 +2048,7 @@ MP_TEST(barrier_timeout_breaks_it, .variants = MP_START_METHODS, .timeout_s = 60
 
     /* the default timeout of the barrier, for a child's wait too */
     mp_barrier_free(b);
-    ASSERT_OK(mp_barrier_new(&b, 3, NULL, 0.3));
+    ASSERT_OK(mp_test_barrier_new(&b, 3, 0.3));
     a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
     ASSERT_OK(mp_args_add_semaphore(a, ready));
@@ -2080,7 +2084,7 @@ static void barrier_interrupted(mp_context *ctx, bool abort)
     mp_barrier *b;
     mp_event *again;
     mp_array *idx;
-    ASSERT_OK(mp_barrier_new(&b, 3, NULL, MP_FOREVER));
+    ASSERT_OK(mp_test_barrier_new(&b, 3, MP_FOREVER));
     ASSERT_OK(mp_event_new(&again));
     ASSERT_OK(mp_array_new(&idx, MP_INT32, 3, NULL, false));
     int32_t *ix = mp_array_data(idx);
@@ -2123,12 +2127,12 @@ static void barrier_interrupted(mp_context *ctx, bool abort)
     mp_array_free(idx);
 }
 
-MP_TEST(barrier_abort, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(barrier_abort, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     barrier_interrupted(ctx, true);
 }
 
-MP_TEST(barrier_reset_while_waiting, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(barrier_reset_while_waiting, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     barrier_interrupted(ctx, false);
 }
@@ -2146,11 +2150,11 @@ static int t_barrier_twice_no_gate(const mp_args *a)
     return 0;
 }
 
-MP_TEST(barrier_reset_then_pass_again, .variants = MP_START_METHODS, .timeout_s = 60)
+MP_TEST(barrier_reset_then_pass_again, .variants = MP_START_METHODS | MP_TEST_PROXY, .timeout_s = 60)
 {
     mp_barrier *b;
     mp_array *idx;
-    ASSERT_OK(mp_barrier_new(&b, 3, NULL, MP_FOREVER));
+    ASSERT_OK(mp_test_barrier_new(&b, 3, MP_FOREVER));
     ASSERT_OK(mp_array_new(&idx, MP_INT32, 3, NULL, false));
     mp_process *p[2];
     for (int i = 0; i < 2; i++) {
@@ -2173,6 +2177,7 @@ MP_TEST(barrier_reset_then_pass_again, .variants = MP_START_METHODS, .timeout_s 
     mp_array_free(idx);
 }
 
+/* Local only: a manager's barrier has no action. */
 MP_TEST(barrier_failing_action_breaks_it, .variants = MP_START_METHODS, .timeout_s = 60)
 {
     mp_barrier *b;
@@ -2204,11 +2209,13 @@ static int t_barrier_wait_forever(const mp_args *a)
     park();
 }
 
+/* Local only: a manager's barrier breaks at once when a waiting party's
+ * client dies (test_managers.c, manager_barrier_party_killed). */
 MP_TEST(barrier_waiter_killed_counts_as_arrived, .variants = MP_START_METHODS, .timeout_s = 60)
 {
     mp_barrier *b;
     mp_semaphore *ready;
-    ASSERT_OK(mp_barrier_new(&b, 2, NULL, MP_FOREVER));
+    ASSERT_OK(mp_test_barrier_new(&b, 2, MP_FOREVER));
     ASSERT_OK(mp_semaphore_new(&ready, 0, false));
     mp_args *a = args_new();
     ASSERT_OK(mp_args_add_barrier(a, b));
@@ -2279,9 +2286,9 @@ MP_TEST(objects_over_a_connection, .variants = MP_START_METHODS | MP_TEST_PROXY,
     mp_array *arr;
     ASSERT_OK(mp_test_lock_new(&l));
     ASSERT_OK(mp_test_semaphore_new(&s, 0));
-    ASSERT_OK(mp_condition_new(&cv, NULL));
+    ASSERT_OK(mp_test_condition_new(&cv, NULL));
     ASSERT_OK(mp_test_event_new(&e));
-    ASSERT_OK(mp_barrier_new(&b, 2, NULL, MP_FOREVER));
+    ASSERT_OK(mp_test_barrier_new(&b, 2, MP_FOREVER));
     ASSERT_OK(mp_value_new(&v, MP_INT32, true));
     ASSERT_OK(mp_array_new(&arr, MP_INT64, 3, NULL, true));
     ASSERT_OK(mp_lock_acquire(l, 0));
@@ -2488,10 +2495,10 @@ static void *t_timed_waiter(void *arg)
     return NULL;
 }
 
-MP_TEST(condition_notify_after_a_waiter_timed_out)
+MP_TEST(condition_notify_after_a_waiter_timed_out, .variants = MP_TEST_PLAIN | MP_TEST_PROXY)
 {
     timed_waiter w = {.rc = 12345};
-    ASSERT_OK(mp_condition_new(&w.c, NULL));
+    ASSERT_OK(mp_test_condition_new(&w.c, NULL));
     ASSERT_OK(mp_event_new(&w.asleep));
     pthread_t t;
     ASSERT_EQ(0, pthread_create(&t, NULL, t_timed_waiter, &w));

@@ -77,6 +77,12 @@ MP_MUST_CHECK int mp_test_joinable_queue_new(mp_queue **out, size_t maxsize);
  * mp_array_data: tests of arrays made here use mp_array_load/_store). */
 MP_MUST_CHECK int mp_test_array_new(mp_array **out, mp_type type, size_t n, const void *init,
                                     bool lock);
+MP_MUST_CHECK int mp_test_rlock_new(mp_lock **out);
+MP_MUST_CHECK int mp_test_bounded_semaphore_new(mp_semaphore **out, unsigned value);
+/* @lock NULL or from mp_test_lock_new / mp_test_rlock_new. */
+MP_MUST_CHECK int mp_test_condition_new(mp_condition **out, mp_lock *lock);
+/* A barrier without an action (a manager's has none). */
+MP_MUST_CHECK int mp_test_barrier_new(mp_barrier **out, unsigned parties, double timeout);
 /* The manager of the proxy variant; NULL elsewhere. */
 mp_manager *mp_test_manager(void);
 

@@ -351,6 +351,42 @@ int mp_test_semaphore_new(mp_semaphore **out, unsigned value)
     return mp_manager_semaphore(mp_test_manager(), proxy_name(name, sizeof name), value, out);
 }
 
+int mp_test_rlock_new(mp_lock **out)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_rlock_new(out);
+    return mp_manager_rlock(mp_test_manager(), proxy_name(name, sizeof name), out);
+}
+
+int mp_test_bounded_semaphore_new(mp_semaphore **out, unsigned value)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_semaphore_new(out, value, true);
+    return mp_manager_bounded_semaphore(mp_test_manager(), proxy_name(name, sizeof name), value,
+                                        out);
+}
+
+/* @lock: NULL, or one made by mp_test_lock_new / mp_test_rlock_new. */
+int mp_test_condition_new(mp_condition **out, mp_lock *lock)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_condition_new(out, lock);
+    return mp_manager_condition(mp_test_manager(), proxy_name(name, sizeof name), lock, out);
+}
+
+/* No action: a manager's barrier has none (an action is code). */
+int mp_test_barrier_new(mp_barrier **out, unsigned parties, double timeout)
+{
+    char name[32];
+    if (!proxy_variant)
+        return mp_barrier_new(out, parties, NULL, timeout);
+    return mp_manager_barrier(mp_test_manager(), proxy_name(name, sizeof name), parties, timeout,
+                              out);
+}
+
 int mp_test_value_new(mp_value **out, mp_type type)
 {
     char name[32];
