@@ -245,6 +245,27 @@ MP__PY_CHECK int mp_py_loads(const void *p, size_t n, unsigned flags, mp_py **ou
  */
 MP__PY_CHECK int mp_py_dumps(const mp_py *v, struct mp_buf *out);
 
+/* ---- over a connection (Python's Connection.send / recv) ---------------- */
+
+struct mp_conn;
+
+/**
+ * Send @v as Python's `conn.send(v)` does: one message holding its pickle
+ * (protocol 4), which Python's `conn.recv()` returns as the Python value.
+ * @return 0; the errors of mp_py_dumps (MP_EINVAL: nothing was sent) and
+ *         of mp_conn_send_bytes.
+ */
+MP__PY_CHECK int mp_conn_send_py(struct mp_conn *c, const mp_py *v);
+/**
+ * Receive what Python's `conn.send(obj)` sent (any protocol 2-5) as a new
+ * value in *out; @flags as for mp_py_loads (MP_PY_INERT to read, say, an
+ * exception).  A message longer than MP_CONN_MAXLEN is refused as by
+ * mp_conn_recv_bytes.  Nothing the peer sent is ever run.
+ * @return 0; the errors of mp_conn_recv_bytes (MP_EOF, ...); MP_EBADMSG
+ *         for a pickle refused as by mp_py_loads (the message is consumed).
+ */
+MP__PY_CHECK int mp_conn_recv_py(struct mp_conn *c, unsigned flags, mp_py **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -265,6 +265,7 @@ def expected_build():
         {"job": 3, 1: "uno", (b"k", frozenset()): None},
         [set(range(2000)), frozenset({"a", True}), shared, shared, shared],
         ("x" * 200000, b"x" * 100000),
+        list(range(30000)),
     ]
 
 

@@ -144,6 +144,12 @@ static int build(void)
     CHECK(mp_py_tuple_set(pair, 1, mp_py_bytes_new(bigs, 100000)));
     free(bigs);
     rc |= emit(pair);
+
+    /* more than one 64 KiB frame of small opcodes */
+    mp_py *many = mp_py_list_new();
+    for (int i = 0; i < 30000; i++)
+        CHECK(mp_py_list_append(many, mp_py_int_new(i)));
+    rc |= emit(many);
     fflush(stdout);
     return rc;
 }
