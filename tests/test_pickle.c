@@ -840,3 +840,49 @@ MP_TEST(dumps_small_values_exactly)
     }
     free(b.data);
 }
+
+/* ---- over a connection ---------------------------------------------------- */
+
+MP_TEST(conn_send_recv_py)
+{
+    mp_conn *a, *b;
+    mp_py *v, *got = (mp_py *)1;
+    ASSERT_OK(mp_pipe(&a, &b, true));
+
+    v = mp_py_dict_new();
+    ASSERT_OK(mp_py_dict_set_str(v, "job", mp_py_int_new(3)));
+    ASSERT_OK(mp_conn_send_py(a, v));
+    ASSERT_OK(mp_conn_recv_py(b, 0, &got));
+    ASSERT_TRUE(mp_py_equal(v, got));
+    mp_py_free(got);
+    mp_py_free(v);
+
+    /* the other way, and what Python's conn.send(dict) wrote */
+    ASSERT_OK(mp_conn_send_bytes(b, LIT(job_p5)));
+    ASSERT_OK(mp_conn_recv_py(a, 0, &got));
+    int64_t i;
+    ASSERT_OK(mp_py_int(mp_py_dict_get_str(got, "job"), &i));
+    ASSERT_EQ(3, i);
+    mp_py_free(got);
+
+    /* refused: consumed, the next message reads fine */
+    ASSERT_OK(mp_conn_send_bytes(a, LIT(keyerror_p4)));
+    ASSERT_OK(mp_conn_send_bytes(a, LIT(keyerror_p4)));
+    got = (mp_py *)1;
+    ASSERT_ERR(MP_EBADMSG, mp_conn_recv_py(b, 0, &got));
+    ASSERT_TRUE(got == NULL);
+    ASSERT_OK(mp_conn_recv_py(b, MP_PY_INERT, &got));
+    ASSERT_STREQ("KeyError", mp_py_object_name(got));
+
+    /* an object is never written: nothing is sent */
+    ASSERT_ERR(MP_EINVAL, mp_conn_send_py(a, got));
+    ASSERT_EQ(0, mp_conn_poll(b, 0));
+    mp_py_free(got);
+    ASSERT_ERR(MP_EINVAL, mp_conn_recv_py(b, 2, &got));
+    ASSERT_ERR(MP_EINVAL, mp_conn_send_py(a, NULL));
+
+    ASSERT_OK(mp_conn_close(a));
+    ASSERT_ERR(MP_EOF, mp_conn_recv_py(b, 0, &got));
+    ASSERT_TRUE(got == NULL);
+    ASSERT_OK(mp_conn_close(b));
+}

@@ -18,7 +18,12 @@ it; not installed: exit 77), which then:
   3. has the C peer refuse pickles that would run code here (os.system,
      builtins.eval, a class's __reduce__), a list that contains itself, and
      an exception without MP_PY_INERT; with it, the exception decodes but
-     is not written back.
+     is not written back;
+  4. exchanges values with the C peer over multiprocessing.connection with
+     an authkey (Python's Listener and C's mp_client, C's mp_listener and
+     Python's Client; unix and tcp): C sends a value first, then echoes
+     with mp_conn_recv_py/mp_conn_send_py what Python's conn.send wrote,
+     which Python's conn.recv must read back the same.
 
 Exit status: 0 pass, 1 fail, 77 skip.
 """
@@ -334,12 +339,91 @@ def test_hostile(peer, tmp):
     print("hostile: %d pickles refused (or kept inert) ok" % len(cases))
 
 
+KEY = bytes([0]) + b"pickle key" + bytes([0xFF, 0x80])
+
+
+def parse_address(text):
+    if text.startswith("unix:"):
+        return text[5:]
+    host, port = text[4:].rsplit(":", 1)
+    return (host, int(port))
+
+
+def exchange(conn, values, marker, what):
+    """The C peer's greeting, then each value echoed back as it was sent."""
+    from multiprocessing import connection
+    if not connection.wait([conn], 60):
+        raise Failure("%s: no greeting from C" % what)
+    same({"from": "c", "n": [1, 2.5, None]}, conn.recv(), "greeting")
+    for i, v in enumerate(values):
+        conn.send(v)
+        back = conn.recv()
+        same(v, back, "%s echo %d" % (what, i))
+        if sharing(v) != sharing(back):
+            raise Failure("%s echo %d: sharing differs" % (what, i))
+    conn.send(RunsCode(marker))         # inert: C names it, never runs it
+    if conn.recv() != "object posix.system":
+        raise Failure("%s: the os.system object came back otherwise" % what)
+    loop = []
+    loop.append(loop)
+    conn.send(loop)                      # refused: C keeps no cycles
+    if conn.recv() != "refused":
+        raise Failure("%s: a list in itself was not refused" % what)
+    conn.send("end of exchange")
+
+
+def test_conn(peer, tmp, seed):
+    import threading
+    from multiprocessing.connection import Client, Listener
+    gen = Gen(seed + 1)
+    values = [gen.value() for _ in range(60)] + [{"big": b"x" * 300000}]
+    marker = os.path.join(tmp, "ran-conn")
+    for listener in ("py", "c"):
+        for family in ("unix", "tcp"):
+            what = "%s listener, %s" % (listener, family)
+            if listener == "py":
+                addr = os.path.join(tmp, "py.sock") if family == "unix" else ("127.0.0.1", 0)
+                lst = Listener(addr, authkey=KEY)
+                a = lst.address
+                text = "unix:" + a if isinstance(a, str) else "tcp:%s:%d" % a
+                proc = subprocess.Popen([peer, "conn-client", text, KEY.hex()])
+                got = []
+                t = threading.Thread(target=lambda: got.append(lst.accept()), daemon=True)
+                t.start()
+                t.join(60)
+                if not got:
+                    proc.kill()
+                    raise Failure("%s: C never connected" % what)
+                conn = got[0]
+            else:
+                text = "unix:" + os.path.join(tmp, "c.sock") if family == "unix" else "tcp:127.0.0.1:0"
+                proc = subprocess.Popen([peer, "conn-listen", text, KEY.hex()],
+                                        stdout=subprocess.PIPE)
+                line = proc.stdout.readline().decode().strip()
+                conn = Client(parse_address(line), authkey=KEY)
+            try:
+                exchange(conn, values, marker, what)
+                if proc.wait(60) != 0:
+                    raise Failure("%s: pickle_peer exited %d" % (what, proc.returncode))
+            finally:
+                conn.close()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if listener == "py":
+                    lst.close()
+    if os.path.exists(marker):
+        raise Failure("a command in a pickle ran")
+    print("connection: C and Python exchange %d values both ways ok" % len(values))
+
+
 def inner(args):
     print("python %s" % sys.version.split()[0])
     with tempfile.TemporaryDirectory() as tmp:
         test_roundtrip(args.peer, args.seed, args.count)
         test_build(args.peer)
         test_hostile(args.peer, tmp)
+        test_conn(args.peer, tmp, args.seed)
     return 0
 
 
@@ -348,7 +432,7 @@ def main():
     ap.add_argument("--python", required=True)
     ap.add_argument("--peer", required=True)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--count", type=int, default=400)
+    ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--inner", action="store_true")
     args = ap.parse_args()
     if args.inner:

@@ -12,6 +12,15 @@
  *   pickle_peer build
  *       writes the records (u32 length, pickle) of values built with the
  *       constructors; the script knows what each must load as.
+ *   pickle_peer conn-client ADDRESS KEYHEX
+ *   pickle_peer conn-listen ADDRESS KEYHEX
+ *       connects to Python's Listener (or listens, printing its address as
+ *       the only line on stdout, for Python's Client), sends
+ *       {'from': 'c', 'n': [1, 2.5, None]} with mp_conn_send_py, then
+ *       echoes every value mp_conn_recv_py reads (MP_PY_INERT) until the
+ *       str "end of exchange";
+ *       a pickle it refuses is answered with the str "refused", an inert
+ *       object with "object <module>.<name>".
  */
 #include <multiproc.h>
 
@@ -154,8 +163,78 @@ static int build(void)
     return rc;
 }
 
+static size_t unhex(const char *h, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    for (; h[0] && h[1] && n < cap; h += 2) {
+        unsigned x;
+        if (sscanf(h, "%2x", &x) != 1)
+            break;
+        out[n++] = (uint8_t)x;
+    }
+    return n;
+}
+
+static int conn_peer(bool listen, const char *address, const char *keyhex)
+{
+    uint8_t key[256];
+    size_t keylen = unhex(keyhex, key, sizeof key);
+    mp_conn *c = NULL;
+    mp_listener *l = NULL;
+    if (listen) {
+        CHECK(mp_listener_new(&l, address, key, keylen, 0));
+        printf("%s\n", mp_listener_address(l));
+        fflush(stdout);
+        CHECK(mp_listener_accept(l, &c, 60.0));
+    } else
+        CHECK(mp_client(&c, address, key, keylen));
+
+    mp_py *hello = mp_py_dict_new(), *n = mp_py_list_new();
+    CHECK(mp_py_dict_set_str(hello, "from", mp_py_str_new("c")));
+    CHECK(mp_py_list_append(n, mp_py_int_new(1)));
+    CHECK(mp_py_list_append(n, mp_py_float_new(2.5)));
+    CHECK(mp_py_list_append(n, mp_py_none_new()));
+    CHECK(mp_py_dict_set_str(hello, "n", n));
+    CHECK(mp_conn_send_py(c, hello));
+    mp_py_free(hello);
+
+    for (;;) {
+        mp_py *v = NULL;
+        int err = mp_conn_recv_py(c, MP_PY_INERT, &v);
+        if (err == MP_EBADMSG) {
+            mp_py *r = mp_py_str_new("refused");
+            CHECK(mp_conn_send_py(c, r));
+            mp_py_free(r);
+            continue;
+        }
+        CHECK(err);
+        const char *s = mp_py_str(v, NULL);
+        if (s && strcmp(s, "end of exchange") == 0) {
+            mp_py_free(v);
+            break;
+        }
+        if (mp_py_type_of(v) == MP_PY_OBJECT) {
+            char text[512];
+            snprintf(text, sizeof text, "object %s.%s", mp_py_object_module(v),
+                     mp_py_object_name(v));
+            mp_py_free(v);
+            v = mp_py_str_new(text);
+        }
+        CHECK(mp_conn_send_py(c, v));
+        mp_py_free(v);
+    }
+    CHECK(mp_conn_close(c));
+    if (l)
+        CHECK(mp_listener_close(l));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "conn-client") == 0)
+        return conn_peer(false, argv[2], argv[3]);
+    if (argc == 4 && strcmp(argv[1], "conn-listen") == 0)
+        return conn_peer(true, argv[2], argv[3]);
     if (argc >= 2 && strcmp(argv[1], "roundtrip") == 0)
         return roundtrip(argc >= 3 && strcmp(argv[2], "inert") == 0 ? MP_PY_INERT : 0);
     if (argc == 2 && strcmp(argv[1], "build") == 0)
