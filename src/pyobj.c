@@ -338,7 +338,9 @@ mp_py *mp_py_int_new(int64_t i)
 mp_py *mp_py_int_from_bytes(const void *le, size_t n)
 {
     const uint8_t *b = le;
-    n = b ? int_minimal(b, n) : 0;
+    if (b == NULL && n > 0)
+        return NULL;
+    n = n ? int_minimal(b, n) : 0;
     if (n <= 8) {
         /* sign-extend into an int64 */
         uint64_t u = (n > 0 && (b[n - 1] & 0x80)) ? UINT64_MAX : 0;
