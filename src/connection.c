@@ -1149,7 +1149,8 @@ int mp_wait(mp_waitable *items, size_t n, double timeout)
 /* ---- Python values (issue 19) -------------------------------------------- */
 
 /* What Python's Connection.send/recv do: one message holding one pickle
- * (Python writes protocol 5 by default, 4 here; each reads the other's). */
+ * (Python 3.8-3.13 write protocol 4 by default, 3.14 protocol 5; we write
+ * 4 and read both). */
 int mp_conn_send_py(mp_conn *c, const mp_py *v)
 {
     mp_buf b = MP_BUF_INIT;
