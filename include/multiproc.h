@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "multiproc/errno.h"
+#include "multiproc/py.h"
 
 #ifdef __cplusplus
 extern "C" {

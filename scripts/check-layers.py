@@ -7,8 +7,9 @@ Reads the call graph from the object files (nm: the symbols each one
 defines and the ones it leaves undefined) and places each source file in a
 layer, from the bottom (docs/ARCHITECTURE.md describes them):
 
-    util < sys < reduction < process and start methods < connection
-         < proxy < arena and primitives < queues < managers < pool
+    util < sys < Python values (pyobj, pickle) < reduction
+         < process and start methods < connection < proxy
+         < arena and primitives < queues < managers < pool
 
 A file may call a file of its own layer or of a layer below.  An upward
 call is an error, unless FILE (--allow) lists it as "caller -> callee":
@@ -24,6 +25,7 @@ import sys
 LAYERS = [
     ("util", ["util"]),
     ("sys", ["sys"]),
+    ("Python values", ["pyobj", "pickle"]),
     ("reduction", ["reduction"]),
     ("process and start methods", ["process", "context", "popen_fork", "popen_spawn",
                                    "popen_forkserver", "spawn", "forkserver",

@@ -1145,3 +1145,35 @@ int mp_wait(mp_waitable *items, size_t n, double timeout)
         free(pfd);
     return err < 0 ? err : ready;
 }
+
+/* ---- Python values (issue 19) -------------------------------------------- */
+
+/* What Python's Connection.send/recv do: one message holding one pickle
+ * (Python 3.8-3.13 write protocol 4 by default, 3.14 protocol 5; we write
+ * 4 and read both). */
+int mp_conn_send_py(mp_conn *c, const mp_py *v)
+{
+    mp_buf b = MP_BUF_INIT;
+    if (c == NULL || v == NULL)
+        return MP_EINVAL;
+    int err = mp_py_dumps(v, &b);
+    if (err == 0)
+        err = mp_conn_send_bytes(c, b.data, b.len);
+    mp_buf_free(&b);
+    return err;
+}
+
+int mp_conn_recv_py(mp_conn *c, unsigned flags, mp_py **out)
+{
+    mp_buf b = MP_BUF_INIT;
+    if (out == NULL)
+        return MP_EINVAL;
+    *out = NULL;
+    if (c == NULL || (flags & ~MP_PY_INERT))
+        return MP_EINVAL;
+    int err = mp_conn_recv_bytes(c, &b, 0);
+    if (err == 0)
+        err = mp_py_loads(b.data, b.len, flags, out);
+    mp_buf_free(&b);
+    return err;
+}

@@ -207,8 +207,8 @@ MAP = {
     MP + "util.is_exiting": "none",
     MP + "util.register_after_fork": "none: use `pthread_atfork()`; the library resets its own state in a forked child",
     # reduction
-    MP + "reduction.ForkingPickler": "none: no pickling; `mp_args` carries integers, doubles, strings, bytes, descriptors and library objects",
-    MP + "reduction.dump": "none (as `ForkingPickler`); `mp_conn_send()` writes an `mp_args`",
+    MP + "reduction.ForkingPickler": "none for library objects: `mp_args` carries integers, doubles, strings, bytes, descriptors and library objects; Python data (None, bool, int, float, str, bytes, containers) is pickled by `mp_py_dumps()` and read by `mp_py_loads()`, which never runs code",
+    MP + "reduction.dump": "`mp_py_dumps(v, &buf)` for Python data (protocol 4); `mp_conn_send()` writes an `mp_args`",
     MP + "reduction.register": "none: the set of types is fixed; send bytes for your own structures",
     MP + "reduction.DupFd": "`mp_args_add_fd()` (duplicates the descriptor for the receiver)",
     MP + "reduction.send_handle": "`mp_args_add_fd()` then `mp_conn_send()` on a duplex (unix socket) connection",
@@ -261,8 +261,8 @@ MAP.update({
     "Process.kill": "`mp_process_kill()`",
     "Process.close": "`mp_process_close()`",
     # Connection
-    "Connection.send": "`mp_conn_send(c, args)`: an `mp_args` instead of a pickled object",
-    "Connection.recv": "`mp_conn_recv(c, &args)`",
+    "Connection.send": "`mp_conn_send_py(c, v)` sends an `mp_py` value as Python's does (Python's `recv` reads it); `mp_conn_send(c, args)` an `mp_args` between C processes",
+    "Connection.recv": "`mp_conn_recv_py(c, flags, &v)` reads what Python's `send` wrote (a pickle, never run: `MP_EBADMSG` for one that names code, unless `MP_PY_INERT`); `mp_conn_recv(c, &args)` an `mp_args`",
     "Connection.send_bytes": "`mp_conn_send_bytes()` (same framing as Python: the two talk to each other)",
     "Connection.recv_bytes": "`mp_conn_recv_bytes(c, &buf, maxlength)`",
     "Connection.recv_bytes_into": "`mp_conn_recv_bytes_into()`",
@@ -513,6 +513,9 @@ def main():
     sections = enumerate_python()
     header = open(HEADER, encoding="utf-8").read()
     declared = set(re.findall(r"\b(mp_\w+|MP_\w+)\b", header))
+    # the Python values' header, which multiproc.h includes
+    declared |= set(re.findall(r"\b(mp_\w+|MP_\w+)\b",
+                               open(os.path.join(ROOT, "include/multiproc/py.h")).read()))
     declared |= set(re.findall(r"\b(MP_\w+)\b",
                                open(os.path.join(ROOT, "include/multiproc/errno.h")).read()))
     declared |= {"MP_" + n for n in re.findall(r"XX\((\w+),", open(os.path.join(ROOT, "include/multiproc/errno.h")).read())}
@@ -572,7 +575,9 @@ Reading the table:
 
 - Python objects become bytes or an `mp_args` (a typed argument list):
   queues and pipes carry bytes (`mp_queue_put()`, `mp_conn_send_bytes()`),
-  and `mp_conn_send()` carries an `mp_args`.  There is no pickling.
+  and `mp_conn_send()` carries an `mp_args`.  Python data (None, bool,
+  int, float, str, bytes, containers) crosses as an `mp_py` value, pickled
+  without ever running code (`mp_conn_send_py()`, `mp_py_loads()`).
 - A timeout of `None` is `MP_FOREVER`; `block=False` is a timeout of 0.
 - Exceptions are negative return codes (`MP_ETIMEDOUT`, `MP_EEMPTY`, ...).
 - `with` blocks have no C form: call the release or free function.
