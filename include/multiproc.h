@@ -1224,9 +1224,10 @@ mp_list *mp_args_list(const mp_args *a, size_t i);
 
 /*
  * Proxies, used with the ordinary functions of each type (mp_queue_put,
- * mp_lock_acquire, ...), and the suite runs the queue, lock, event,
- * semaphore and value tests against proxies as well as local objects (the
- * "/proxy" test variant).  Each call is one request to the server (tens of
+ * mp_lock_acquire, mp_condition_wait, mp_barrier_wait, ...), and the suite
+ * runs the queue, joinable queue, lock, RLock, semaphore, condition, event,
+ * barrier, value and array tests against proxies as well as local objects
+ * (the "/proxy" test variant).  Each call is one request to the server (tens of
  * microseconds), timeouts included; once the server has gone (shut down,
  * killed) every call returns MP_ECLOSED.  A proxy lock is owned by the
  * thread that acquired it; a client that dies holding it releases it and
@@ -1241,8 +1242,9 @@ mp_list *mp_args_list(const mp_args *a, size_t i);
  * of your own for read-modify-write); a proxy array has no pointer
  * (mp_array_data is NULL: use mp_array_load/mp_array_store); task_done and
  * join work on a joinable queue's proxy only (MP_EINVAL on
- * mp_manager_queue's, as on a local plain queue); a proxy holds no descriptor, so it also
- * travels over byte pipes and TCP.  Proxies travel in mp_args and over
+ * mp_manager_queue's, as on a local plain queue); a manager's barrier has
+ * no action.  A proxy holds no descriptor, so it also travels over byte
+ * pipes and TCP.  Proxies travel in mp_args and over
  * connections (the receiver connects to the same manager).
  */
 /** A proxy for the manager's queue @name (made with @maxsize on first use;

@@ -357,6 +357,18 @@ static tconn *sibling_conn(mp__proxy *px, pid_t tid)
     return t;
 }
 
+/* Enter @pc, this thread's (@tid) use of connection @sh, in @px's list. */
+static void pconn_add(mp__proxy *px, pconn *pc, pid_t tid, tconn *sh)
+{
+    pc->tid = tid;
+    pc->sh = sh;
+    close_at_thread_end();
+    pthread_mutex_lock(&px->lock);
+    pc->next = px->conns;
+    px->conns = pc;
+    pthread_mutex_unlock(&px->lock);
+}
+
 /* This thread's connection, opened (and the object opened) on first use,
  * or shared with another handle on the same object. */
 static int proxy_conn(mp__proxy *px, mp_conn **out)
@@ -377,13 +389,7 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
             tconn_unref(sh);
             return MP_ENOMEM;
         }
-        pc->tid = tid;
-        pc->sh = sh;
-        close_at_thread_end();
-        pthread_mutex_lock(&px->lock);
-        pc->next = px->conns;
-        px->conns = pc;
-        pthread_mutex_unlock(&px->lock);
+        pconn_add(px, pc, tid, sh);
         *out = sh->c;
         return 0;
     }
@@ -408,13 +414,7 @@ static int proxy_conn(mp__proxy *px, mp_conn **out)
     }
     sh->c = c;
     sh->refs = 1;
-    pc->tid = tid;
-    pc->sh = sh;
-    close_at_thread_end();
-    pthread_mutex_lock(&px->lock);
-    pc->next = px->conns;
-    px->conns = pc;
-    pthread_mutex_unlock(&px->lock);
+    pconn_add(px, pc, tid, sh);
     *out = c;
     return 0;
 }

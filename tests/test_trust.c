@@ -440,7 +440,8 @@ static void forge_proxy_form(mp_buf *b, uint8_t tag, const char *kind, int pre)
 MP_TEST(forged_forms_are_refused)
 {
     mp_buf b = MP_BUF_INIT;
-    /* barriers and arrays are never a manager's: no proxy form */
+    /* a proxy's form in the layout of before (no wire flags): refused, for a
+     * barrier and an array as for every kind */
     forge_proxy_form(&b, TAG_BARRIER, "barrier", -1);
     ASSERT_ERR(MP_EBADMSG, decode_peer(&b, NULL, 0));
     forge_proxy_form(&b, 8 /* array */, "array", MP_INT64);
@@ -457,8 +458,10 @@ MP_TEST(forged_forms_are_refused)
     size_t nfds, nfds2;
     wire_form_of(a, &b, fds, &nfds);
     ASSERT_GE(nfds, 1);
-    /* header 8, type 1, tag 1, shm ref (4 + 8 + 8 + 1), then the lock */
-    size_t lock_at = 8 + 1 + 1 + 21;
+    /* header 8, type 1, tag 1, local/manager 1, shm ref (4 + 8 + 8 + 1),
+     * then the lock */
+    size_t lock_at = 8 + 1 + 1 + 1 + 21;
+    ASSERT_EQ(((uint8_t *)b.data)[8 + 1 + 1], 0); /* the condition: local */
     ASSERT_EQ(((uint8_t *)b.data)[lock_at], 0); /* the lock: local */
     b.len = lock_at;
     ASSERT_OK(mp__put_u8(&b, 1));
