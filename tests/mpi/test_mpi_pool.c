@@ -11,7 +11,8 @@
  *             with its callback, initializer, maxtasksperchild, several
  *             pools, close/join, terminate, what is refused
  *   failures  items that SIGKILL themselves, segfault, overrun
- *             task_timeout or fail with a code, each alone; an initializer
+ *             task_timeout or fail with a code, each alone; an apply that
+ *             SIGKILLs itself (MP_EWORKER with the signal); an initializer
  *             that fails on one rank
  *   kill_rank an item kills its rank: the job must end (non-zero)
  *   buildid   rank 0 runs another build (MPMD): mp_pool_new MP_ENOTFOUND
