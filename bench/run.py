@@ -7,7 +7,9 @@
 Each row is the same work done by multiproc, by Python 3.11's
 multiprocessing, by the kernel floor (the least a correct implementation must
 do, written straight on the kernel) and, where a C programmer would pick one
-instead, by ZeroMQ and Boost.Interprocess -- all measured in one run.  Cells
+instead, by ZeroMQ and Boost.Interprocess -- all measured in one run.  The
+MPI rows (bench_mpi, py_mpi) run under mpiexec on 3 ranks of this machine,
+which their suites start themselves.  Cells
 give the median and the p10-p90 spread of one operation; the ratios compare
 medians.
 
@@ -95,6 +97,54 @@ def optional_c_bench(program, *extra, quick_args=()):
     return argv
 
 
+# How the MPI suites run: 3 ranks on this machine, with the flags of
+# tests/mpi/run_mpi.sh (oversubscribed, as root if need be, unbound, shared
+# memory with single copy off, the runtime's TCP on loopback only), under a
+# timeout that kills the whole job if it hangs.
+MPI_RANKS = 3
+MPI_FLAGS = ("--oversubscribe", "--allow-run-as-root", "--bind-to", "none",
+             "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none",
+             "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo")
+MPI_TIMEOUT = 900
+# mpi4py.futures comes with Debian's interpreter (python3-mpi4py), whatever
+# the Python reference of the other suites is.
+MPI4PY_PYTHON = "/usr/bin/python3"
+
+
+def mpiexec_argv(*argv):
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        return None
+    return ["timeout", "-k", "10", str(MPI_TIMEOUT), mpiexec, *MPI_FLAGS,
+            "-n", str(MPI_RANKS), *argv]
+
+
+def mpi_c_bench(program, *extra, quick_args=()):
+    """A C program that runs on MPI ranks: under mpiexec, when built."""
+    def argv(build, python, quick):
+        exe = os.path.join(build, "bench", program)
+        if not os.access(exe, os.X_OK) or shutil.which("mpiexec") is None:
+            print(f"run.py: {program} not built or no mpiexec (scripts/install-deps.sh): "
+                  f"its rows are left out", file=sys.stderr)
+            return None
+        return mpiexec_argv(exe, *extra, *(quick_args if quick else ()))
+    return argv
+
+
+def mpi4py_bench(script, *extra, quick_args=()):
+    """A Python script for mpi4py.futures: rank 0 runs it, the others serve."""
+    def argv(build, python, quick):
+        ok = os.access(MPI4PY_PYTHON, os.X_OK) and subprocess.run(
+            [MPI4PY_PYTHON, "-c", "import mpi4py.futures"], capture_output=True).returncode == 0
+        if not ok or shutil.which("mpiexec") is None:
+            print(f"run.py: no mpi4py for {MPI4PY_PYTHON} or no mpiexec "
+                  f"(scripts/install-deps.sh bench): {script}'s column is n/a", file=sys.stderr)
+            return None
+        return mpiexec_argv(MPI4PY_PYTHON, "-m", "mpi4py.futures", os.path.join(HERE, script),
+                            *extra, *(quick_args if quick else ()))
+    return argv
+
+
 SUITES = [
     Suite("bench_process", c_bench("bench_process",
                                    quick_args=("-n", "300", "-s", "100", "-r", "3"))),
@@ -117,6 +167,8 @@ SUITES = [
     Suite("bench_zmq", optional_c_bench("bench_zmq", quick_args=("-b", "5", "-n", "20000", "-m", "50",
                                                                  "-r", "2000", "-s", "30"))),
     Suite("bench_boost", optional_c_bench("bench_boost", quick_args=("-b", "5", "-n", "20000", "-m", "50"))),
+    Suite("bench_mpi", mpi_c_bench("bench_mpi", quick_args=("-n", "100000", "-r", "3", "-u", "64"))),
+    Suite("py_mpi", mpi4py_bench("py_mpi.py", quick_args=("-n", "100000", "-r", "3", "-u", "64"))),
 ]
 
 # The Python suites run under both candidate interpreters (quick arguments)
@@ -272,6 +324,15 @@ ROWS = [
         mp="mp_mgr_cond_rtt", py="py_mgr_cond_rtt", kernel=None),
     Row("Manager Barrier of 2 processes, one pass", mp="mp_mgr_barrier_rtt",
         py="py_mgr_barrier_rtt", kernel=None),
+    # ---- MPI (bench_mpi.c, py_mpi.py: 3 ranks, 2 worker processes on every side)
+    Row("Pool.map on 2 MPI worker ranks, 10⁶ trivial items, default chunksize (per item; "
+        "Python: mpi4py.futures MPIPoolExecutor.map, chunksize n/8)", mp="mpi_map_trivial",
+        py="py_mpi_map_trivial", kernel="mpi_local_map_trivial",
+        kernel_label="local pool, 2 workers", batch=True, reference=True,
+        section="MPI (libmultiproc-mpi, mpiexec -n 3)"),
+    Row("Pool.map on 2 MPI worker ranks, CPU-bound: 200 items of ≈1 ms (whole map; "
+        "Python: MPIPoolExecutor.map)", mp="mpi_map_cpu", py="py_mpi_map_cpu",
+        kernel="mpi_local_map_cpu", kernel_label="local pool, 2 workers", reference=True),
 ]
 
 
@@ -514,6 +575,12 @@ def render(info, results, python_header, python_note):
                                    f"({'multiproc' if who == 'mp' else 'Python'})"
                                    for who, a, b in speedups if a and b)
                     + " on the 2 CPUs.")
+    if any(r in results for r in ("mpi_map_trivial", "mpi_map_cpu")):
+        text.append(f"MPI rows: {MPI_RANKS} ranks on this machine under mpiexec (bench_mpi.c "
+                    "says how): rank 0 and 2 worker ranks of 1 worker process each; the "
+                    "kernel column is the local pool (2 spawned workers) doing the same map "
+                    "on rank 0, and the Python column mpi4py.futures on the same ranks, run "
+                    f"by {MPI4PY_PYTHON} (python3-mpi4py).")
     used = sorted({n for r in ROWS for n in (r.mp, r.py, r.kernel, r.zmq, r.boost)
                    if n and n in results})
     counts = [results[n]["n"] for n in used]

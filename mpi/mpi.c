@@ -573,7 +573,8 @@ static int fail_chunk(char *heap, const pentry *t, int code)
 }
 
 /* The worker's run (mp__pool_worker_args.run): the task at its rank. */
-static int fwd_run(void *ctx, char *heap, pentry *e, const pentry *t, mp_buf *out)
+static int fwd_run(void *ctx, char *heap, pentry *e, const pentry *t, mp_buf *out,
+                   mp_task_error *fate)
 {
     fwd *f = ctx;
     outmsg *m;
@@ -617,6 +618,12 @@ static int fwd_run(void *ctx, char *heap, pentry *e, const pentry *t, mp_buf *ou
         rc = rb.code;
         if (rc == 0 && (rb.len > blen || mp_buf_append(out, body, rb.len) < 0))
             rc = MP_ENOMEM;
+        /* the rank's worker process died on it: how, as a map item's
+         * status word carries it */
+        if (rc == MP_EWORKER || rc == MP_ETIMEDOUT) {
+            fate->signal = rb.signal;
+            fate->exitcode = rb.exitcode;
+        }
     } else {
         uint64_t n = t->end - t->start;
         if (rb.code != 0 || rb.n != n || rb.nfail > n ||

@@ -2,7 +2,8 @@
 # Install the Debian packages the build, tests, examples and benchmarks need,
 # when they are missing.  Runs apt-get only as root and only if needed.
 # With the argument `docs`: the documentation tools instead; with `bench`:
-# what the benchmark chart needs (make bench runs the default mode too).
+# what the benchmark chart and peer columns need (make bench runs the
+# default mode too).
 set -eu
 need=""
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
@@ -25,6 +26,10 @@ elif [ "${1:-}" = bench ]; then
     have_pkg libzmq3-dev || need="$need libzmq3-dev"
     have_pkg libboost-dev || need="$need libboost-dev"
     have_cmd g++ || have_cmd clang++ || need="$need g++"
+    # bench/py_mpi.py: mpi4py.futures, the Python side of the MPI rows, for
+    # Debian's interpreter (bench_mpi itself is built with libmultiproc-mpi)
+    /usr/bin/python3 -c 'import mpi4py.futures' >/dev/null 2>&1 ||
+        need="$need python3-mpi4py"
 else
 have_cmd cmake || need="$need cmake"
 have_cmd make || need="$need make"

@@ -468,7 +468,8 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
             if (r->code == 0)
                 IGNORE_RESULT(mp_buf_append(&j->result, bytes, n));
             else {
-                mp_task_error te = {.index = 0, .code = r->code};
+                mp_task_error te = {.index = 0, .code = r->code, .signal = r->signal,
+                                    .exitcode = r->exitcode};
                 record_error(j, &te);
             }
             j->done = 1;

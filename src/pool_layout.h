@@ -88,11 +88,15 @@ typedef struct phdr {
 
 /* A completion report, then (apply) the result bytes.  @entry is the
  * table index of the task; UINT64_MAX for the report a worker sends once
- * its initializer ran (@code its result). */
+ * its initializer ran (@code its result).  @signal and @exitcode: an apply
+ * whose process died elsewhere (a pool backend's, code MP_EWORKER) says
+ * how; a local worker that dies sends no report (the pool learns it from
+ * the death itself) and leaves them 0. */
 typedef struct report {
     uint64_t job, entry;
     int32_t code;
     uint32_t worker;
+    int32_t signal, exitcode;
 } report;
 
 static inline int64_t now_ns(void)
@@ -181,8 +185,10 @@ typedef struct mp__pool_worker_args {
     /* Runs a task in place of the worker's own loop over its items: a map
      * chunk writes its results and failures into the heap (as run_map
      * does) and returns how many failed; an apply returns its code and
-     * leaves its result bytes in @out. */
-    int (*run)(void *ctx, char *heap, pentry *e, const pentry *t, mp_buf *out);
+     * leaves its result bytes in @out, and when its process died
+     * (MP_EWORKER) that process's signal and exit status in @fate. */
+    int (*run)(void *ctx, char *heap, pentry *e, const pentry *t, mp_buf *out,
+               mp_task_error *fate);
     /* Whatever stands for the initializer (run when initlen > 0): its code. */
     int (*init)(void *ctx);
     void *ctx;

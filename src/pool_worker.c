@@ -220,7 +220,10 @@ int mp__pool_worker_run(const mp__pool_worker_args *wa)
         void *f = wa->run ? NULL : resolve(heap, &t, &key, &fn);
         if (wa->run != NULL) {
             atomic_store(&e->cur, t.start);
-            rep.code = wa->run(wa->ctx, heap, e, &t, &out);
+            mp_task_error fate = {0};
+            rep.code = wa->run(wa->ctx, heap, e, &t, &out, &fate);
+            rep.signal = fate.signal;
+            rep.exitcode = fate.exitcode;
             if (wa->stop != NULL && atomic_load(wa->stop))
                 break; /* abandoned: no report, as a killed worker sends none */
             atomic_store(&e->cur, t.kind == T_MAP ? t.end : 1);

@@ -11,7 +11,8 @@
  *             with its callback, initializer, maxtasksperchild, several
  *             pools, close/join, terminate, what is refused
  *   failures  items that SIGKILL themselves, segfault, overrun
- *             task_timeout or fail with a code, each alone; an initializer
+ *             task_timeout or fail with a code, each alone; an apply that
+ *             SIGKILLs itself (MP_EWORKER with the signal); an initializer
  *             that fails on one rank
  *   kill_rank an item kills its rank: the job must end (non-zero)
  *   buildid   rank 0 runs another build (MPMD): mp_pool_new MP_ENOTFOUND
@@ -505,6 +506,15 @@ static int scenario_failures(void)
     mp_imap_free(it);
     mp_buf out = MP_BUF_INIT;
     CHECK(mp_pool_apply(p, apply_kill, NULL, &out) == MP_EWORKER, "apply that kills itself");
+    /* ...and says how its process died, as a map item does */
+    mp_async *ka = NULL;
+    CHECK(mp_pool_apply_async(p, apply_kill, NULL, NULL, NULL, &ka) == 0, "apply_async");
+    te = (mp_task_error){0};
+    rc = ka ? mp_async_get(ka, 60, NULL, &te) : MP_EINVAL;
+    CHECK(rc == MP_EWORKER && te.code == MP_EWORKER && te.signal == SIGKILL && te.exitcode == 0,
+          "apply_async that kills itself: %d, code %d signal %d exitcode %d", rc, te.code,
+          te.signal, te.exitcode);
+    mp_async_free(ka);
     /* the pool goes on */
     CHECK(mp_pool_map(p, square, items, N, 8, res, 8, 0, NULL) == 0 && res[N - 1] == 39 * 39,
           "map after the failures");
