@@ -549,29 +549,6 @@ static int call_builtin(dec *d, int fn, const mp_py *args)
     }
 }
 
-static int op_reduce(dec *d)
-{
-    if (!have(d, 2))
-        return BAD;
-    mp_py *fn = d->stack[d->sp - 2], *args = d->stack[d->sp - 1];
-    if (!is_bare(fn) || args->type != MP_PY_TUPLE)
-        return BAD;
-    d->sp -= 2;
-    if (fn->fn != MP__PY_FN_NONE)
-        return call_builtin(d, fn->fn, args);
-    if (!(d->flags & MP_PY_INERT))
-        return BAD;
-    mp_py *v;
-    int err = track(d, mp__py_object(fn->u.o.module, strlen(fn->u.o.module), fn->u.o.name,
-                                     strlen(fn->u.o.name)),
-                    &v);
-    if (err < 0)
-        return err;
-    v->flags |= MP__PY_CALLED;
-    v->u.o.args = mp_py_ref(args);
-    return push(d, v);
-}
-
 /* An inert OBJECT for a call of @cls (bare) with @args (a tuple). */
 static int make_called(dec *d, const mp_py *cls, mp_py *args, mp_py *kwargs)
 {
@@ -587,6 +564,19 @@ static int make_called(dec *d, const mp_py *cls, mp_py *args, mp_py *kwargs)
     v->u.o.args = mp_py_ref(args);
     v->u.o.kwargs = mp_py_ref(kwargs);
     return push(d, v);
+}
+
+static int op_reduce(dec *d)
+{
+    if (!have(d, 2))
+        return BAD;
+    mp_py *fn = d->stack[d->sp - 2], *args = d->stack[d->sp - 1];
+    if (!is_bare(fn) || args->type != MP_PY_TUPLE)
+        return BAD;
+    d->sp -= 2;
+    if (fn->fn != MP__PY_FN_NONE)
+        return call_builtin(d, fn->fn, args);
+    return make_called(d, fn, args, NULL);
 }
 
 static int op_newobj(dec *d, bool ex)

@@ -222,16 +222,22 @@ int mp_value_store(mp_value *v, const void *in)
     return locked_copy(&v->o, v->o.h.ref.p, in, n);
 }
 
-int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out)
+/* A handle around a manager's value or array @px (taken on success). */
+static int shobj_from_proxy(mp__proxy *px, mp_type type, size_t n, shobj **out)
 {
     shobj *o = calloc(1, sizeof *o);
     if (o == NULL)
         return MP_ENOMEM;
     o->h.px = px;
     o->type = type;
-    o->n = 1;
-    *out = (mp_value *)o;
+    o->n = n;
+    *out = o;
     return 0;
+}
+
+int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out)
+{
+    return shobj_from_proxy(px, type, 1, (shobj **)out);
 }
 
 mp_type mp_value_type(const mp_value *v)
@@ -316,14 +322,7 @@ int mp_array_store(mp_array *a, size_t start, size_t count, const void *in)
 
 int mp__array_from_proxy(mp__proxy *px, mp_type type, size_t n, mp_array **out)
 {
-    shobj *o = calloc(1, sizeof *o);
-    if (o == NULL)
-        return MP_ENOMEM;
-    o->h.px = px;
-    o->type = type;
-    o->n = n;
-    *out = (mp_array *)o;
-    return 0;
+    return shobj_from_proxy(px, type, n, (shobj **)out);
 }
 
 size_t mp_array_len(const mp_array *a)
