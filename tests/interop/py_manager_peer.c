@@ -57,6 +57,15 @@ static mp_py *tuple1(mp_py *a)
     return t;
 }
 
+/* mp_pyproxy_call, then drop @args (made for this one call). */
+static int call_steal(mp_pyproxy *p, const char *method, mp_py *args, const mp_py *kwargs,
+                      mp_py **result, mp_pyproxy **proxy)
+{
+    int err = mp_pyproxy_call(p, method, args, kwargs, result, proxy);
+    mp_py_free(args);
+    return err;
+}
+
 static int64_t as_int(const mp_py *v)
 {
     int64_t i = -1;
@@ -69,8 +78,7 @@ static int64_t as_int(const mp_py *v)
 static int64_t call_int(mp_pyproxy *p, const char *method, mp_py *args)
 {
     mp_py *r = NULL;
-    int err = mp_pyproxy_call(p, method, args, NULL, &r, NULL);
-    mp_py_free(args);
+    int err = call_steal(p, method, args, NULL, &r, NULL);
     CHECK_EQ(0, err);
     int64_t i = as_int(r);
     mp_py_free(r);
@@ -166,13 +174,13 @@ static int sync_checks(const char *address, const char *key, const char *dict_id
     CHECK(mp_py_str(mp_py_item(got, 1), NULL) && strcmp(mp_py_str(mp_py_item(got, 1), NULL), "x") == 0);
     mp_py_free(got);
     got = NULL;
-    CHECK_EQ(0, mp_pyproxy_call(d, "keys", NULL, NULL, &got, NULL));
+    CHECK_EQ(0, call_steal(d, "keys", NULL, NULL, &got, NULL));
     CHECK(mp_py_type_of(got) == MP_PY_LIST && mp_py_len(got) == 2);
     CHECK(mp_py_str(mp_py_item(got, 0), NULL) && strcmp(mp_py_str(mp_py_item(got, 0), NULL), "b") == 0);
     mp_py_free(got);
     got = NULL;
     /* KeyError: the generic call hands over the inert exception ... */
-    CHECK_EQ(MP_ETASK, mp_pyproxy_call(d, "__getitem__", tuple1(mp_py_str_new("missing")), NULL,
+    CHECK_EQ(MP_ETASK, call_steal(d, "__getitem__", tuple1(mp_py_str_new("missing")), NULL,
                                        &got, NULL));
     CHECK(mp_py_type_of(got) == MP_PY_OBJECT);
     CHECK(mp_py_object_module(got) && strcmp(mp_py_object_module(got), "builtins") == 0);
@@ -186,7 +194,7 @@ static int sync_checks(const char *address, const char *key, const char *dict_id
     CHECK_EQ(MP_ENOENT, mp_pyproxy_getitem(d, "missing", &got));
     CHECK(got == NULL);
     /* a method the server does not expose: its traceback, a str */
-    CHECK_EQ(MP_ETASK, mp_pyproxy_call(d, "__class__", NULL, NULL, &got, NULL));
+    CHECK_EQ(MP_ETASK, call_steal(d, "__class__", NULL, NULL, &got, NULL));
     CHECK(mp_py_type_of(got) == MP_PY_STR);
     mp_py_free(got);
     got = NULL;
@@ -196,12 +204,14 @@ static int sync_checks(const char *address, const char *key, const char *dict_id
     CHECK(init && mp_py_list_append(init, mp_py_int_new(1)) == 0 &&
           mp_py_list_append(init, mp_py_int_new(2)) == 0);
     mp_pyproxy *l = NULL;
-    CHECK_EQ(0, mp_pymgr_create(m, "list", tuple1(init), NULL, &l, NULL));
+    mp_py *largs = tuple1(init);
+    CHECK_EQ(0, mp_pymgr_create(m, "list", largs, NULL, &l, NULL));
+    mp_py_free(largs);
     if (l == NULL)
         return 1;
     mp_py_free(got);
     got = NULL;
-    CHECK_EQ(0, mp_pyproxy_call(l, "append", tuple1(mp_py_int_new(3)), NULL, &got, NULL));
+    CHECK_EQ(0, call_steal(l, "append", tuple1(mp_py_int_new(3)), NULL, &got, NULL));
     CHECK(mp_py_type_of(got) == MP_PY_NONE);
     mp_py_free(got);
     CHECK_EQ(3, call_int(l, "__len__", NULL));
@@ -213,14 +223,14 @@ static int sync_checks(const char *address, const char *key, const char *dict_id
     if (pd == NULL)
         return 1;
     got = NULL;
-    CHECK_EQ(0, mp_pyproxy_call(pd, "__getitem__", tuple1(mp_py_str_new("inner")), NULL, &got,
+    CHECK_EQ(0, call_steal(pd, "__getitem__", tuple1(mp_py_str_new("inner")), NULL, &got,
                                 &inner));
     CHECK(got == NULL && inner != NULL);
     if (inner == NULL)
         return 1;
     CHECK(strcmp(mp_pyproxy_typeid(inner), "list") == 0);
     int64_t n = call_int(inner, "__len__", NULL);
-    CHECK_EQ(0, mp_pyproxy_call(inner, "append", tuple1(mp_py_str_new("from c")), NULL, &got, NULL));
+    CHECK_EQ(0, call_steal(inner, "append", tuple1(mp_py_str_new("from c")), NULL, &got, NULL));
     mp_py_free(got);
     CHECK_EQ(n + 1, call_int(inner, "__len__", NULL));
     /* attaching to what does not exist: the server's traceback */
@@ -236,17 +246,17 @@ static int sync_checks(const char *address, const char *key, const char *dict_id
     if (node == NULL)
         return 1;
     got = NULL;
-    CHECK_EQ(0, mp_pyproxy_call(node, "child", NULL, NULL, &got, &child));
+    CHECK_EQ(0, call_steal(node, "child", NULL, NULL, &got, &child));
     CHECK(got == NULL && child != NULL);
     if (child == NULL)
         return 1;
     CHECK(strcmp(mp_pyproxy_typeid(child), "NodeRef") == 0);
     CHECK(mp_pyproxy_exposes(child, "get_depth"));
     CHECK_EQ(1, call_int(child, "get_depth", NULL));
-    CHECK_EQ(0, mp_pyproxy_call(child, "child", NULL, NULL, &got, &grandchild));
+    CHECK_EQ(0, call_steal(child, "child", NULL, NULL, &got, &grandchild));
     CHECK_EQ(2, call_int(grandchild, "get_depth", NULL));
     /* a proxy result nobody keeps is given back at once */
-    CHECK_EQ(0, mp_pyproxy_call(child, "child", NULL, NULL, &got, NULL));
+    CHECK_EQ(0, call_steal(child, "child", NULL, NULL, &got, NULL));
     CHECK(mp_py_type_of(got) == MP_PY_NONE);
     mp_py_free(got);
 
@@ -285,16 +295,16 @@ static int hostile(const char *address, const char *key)
     if (p == NULL)
         return 1;
     /* 3: #RETURN of an os.system call */
-    CHECK_EQ(MP_EBADMSG, mp_pyproxy_call(p, "get", NULL, NULL, &got, &q));
+    CHECK_EQ(MP_EBADMSG, call_steal(p, "get", NULL, NULL, &got, &q));
     CHECK(got == NULL && q == NULL);
     /* 4: #PROXY whose token is an os.system call */
-    CHECK_EQ(MP_EBADMSG, mp_pyproxy_call(p, "get", NULL, NULL, &got, &q));
+    CHECK_EQ(MP_EBADMSG, call_steal(p, "get", NULL, NULL, &got, &q));
     CHECK(got == NULL && q == NULL);
     /* 5: a RebuildProxy whose function is os.system */
-    CHECK_EQ(MP_EBADMSG, mp_pyproxy_call(p, "get", NULL, NULL, &got, &q));
+    CHECK_EQ(MP_EBADMSG, call_steal(p, "get", NULL, NULL, &got, &q));
     CHECK(got == NULL && q == NULL);
     /* 6: a reply that is no reply at all: an os.system call */
-    CHECK_EQ(MP_EBADMSG, mp_pyproxy_call(p, "get", NULL, NULL, &got, &q));
+    CHECK_EQ(MP_EBADMSG, call_steal(p, "get", NULL, NULL, &got, &q));
     CHECK(got == NULL && q == NULL);
     mp_pyproxy_free(p);
     mp_pymgr_free(m);
