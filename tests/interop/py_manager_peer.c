@@ -13,7 +13,8 @@
  *       a SyncManager: dict and list made here (set, get, keys, KeyError),
  *       the Python dict DICT_ID attached and its 'inner' list proxy
  *       followed (appends 'from c'), a #PROXY result followed (Node.child),
- *       a method not exposed; after freeing everything the server's
+ *       a method not exposed, a Queue (put/get, Full/Empty with timeouts),
+ *       a Value, a Namespace, an unknown typeid; after freeing everything the server's
  *       number_of_objects must be what it was.
  *   py_manager_peer auth ADDRESS KEY
  *       the key is wrong: mp_pymgr_connect must fail with MP_EAUTH.
@@ -216,6 +217,57 @@ static int sync_checks(const char *address, const char *key, const char *dict_id
     mp_py_free(got);
     CHECK_EQ(3, call_int(l, "__len__", NULL));
     CHECK_EQ(3, call_int(l, "__getitem__", tuple1(mp_py_int_new(2))));
+
+    /* SyncManager's Queue(1): put and get with timeouts, Full and Empty */
+    mp_pyproxy *q = NULL;
+    mp_py *qargs = tuple1(mp_py_int_new(1));
+    CHECK_EQ(0, mp_pymgr_create(m, "Queue", qargs, NULL, &q, NULL));
+    mp_py_free(qargs);
+    if (q == NULL)
+        return 1;
+    mp_py *item = mp_py_str_new("job");
+    CHECK_EQ(0, mp_pyproxy_put(q, item, 0));
+    CHECK_EQ(MP_EFULL, mp_pyproxy_put(q, item, 0));
+    CHECK_EQ(MP_EFULL, mp_pyproxy_put(q, item, 0.2));
+    mp_py_free(item);
+    got = NULL;
+    CHECK_EQ(0, mp_pyproxy_get(q, 5, &got));
+    CHECK(mp_py_str(got, NULL) && strcmp(mp_py_str(got, NULL), "job") == 0);
+    mp_py_free(got);
+    got = NULL;
+    CHECK_EQ(MP_EEMPTY, mp_pyproxy_get(q, 0.2, &got));
+    CHECK_EQ(MP_EEMPTY, mp_pyproxy_get(q, 0, &got));
+    CHECK(got == NULL);
+    mp_pyproxy_free(q);
+
+    /* Value('i', 3) and Namespace(x=1) */
+    mp_pyproxy *val = NULL, *ns = NULL;
+    mp_py *vargs = mp_py_tuple_new(2);
+    CHECK(vargs && mp_py_tuple_set(vargs, 0, mp_py_str_new("i")) == 0 &&
+          mp_py_tuple_set(vargs, 1, mp_py_int_new(3)) == 0);
+    CHECK_EQ(0, mp_pymgr_create(m, "Value", vargs, NULL, &val, NULL));
+    mp_py_free(vargs);
+    if (val == NULL)
+        return 1;
+    CHECK_EQ(3, call_int(val, "get", NULL));
+    CHECK_EQ(0, call_steal(val, "set", tuple1(mp_py_int_new(42)), NULL, &got, NULL));
+    mp_py_free(got);
+    CHECK_EQ(42, call_int(val, "get", NULL));
+    mp_py *kw = mp_py_dict_new();
+    CHECK(kw && mp_py_dict_set_str(kw, "x", mp_py_int_new(1)) == 0);
+    CHECK_EQ(0, mp_pymgr_create(m, "Namespace", NULL, kw, &ns, NULL));
+    mp_py_free(kw);
+    if (ns == NULL)
+        return 1;
+    CHECK_EQ(1, call_int(ns, "__getattribute__", tuple1(mp_py_str_new("x"))));
+    mp_pyproxy_free(val);
+    mp_pyproxy_free(ns);
+    /* an unknown typeid: the server's traceback */
+    mp_pyproxy *nothing = NULL;
+    mp_py *tb = NULL;
+    CHECK_EQ(MP_ETASK, mp_pymgr_create(m, "NoSuchType", NULL, NULL, &nothing, &tb));
+    CHECK(nothing == NULL && mp_py_type_of(tb) == MP_PY_STR);
+    mp_py_free(tb);
 
     /* Python's dict, holding a list proxy: attach, follow the proxy */
     mp_pyproxy *pd = NULL, *inner = NULL;
