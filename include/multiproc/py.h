@@ -285,8 +285,12 @@ MP__PY_CHECK int mp_conn_recv_py(struct mp_conn *c, unsigned flags, mp_py **out)
  *   - the Token of a #PROXY reply (multiprocessing.managers.Token);
  *   - a #RETURN value that is itself a pickled proxy (RebuildProxy of a
  *     Token; a SyncManager dict holding a list, say), returned as a handle.
- * Any other name in a reply (a #RETURN holding a datetime, or os.system)
- * is refused with MP_EBADMSG.
+ *   - a dict's keys(), values() or items(), which managers.py pickles as
+ *     a call of builtins.list on a list: returned as that list.
+ * Any other name in a reply (a #RETURN holding a datetime, or os.system,
+ * or a proxy inside a list or dict rather than returned by itself) is
+ * refused with MP_EBADMSG.  A remote exception is MP_ETASK (Python's
+ * "the call raised"), never a code of its own.
  *
  * Reference counts are kept as Python's proxies keep them, so the server's
  * number_of_objects is back where it was once every handle is freed: a
@@ -301,6 +305,9 @@ MP__PY_CHECK int mp_conn_recv_py(struct mp_conn *c, unsigned flags, mp_py **out)
  * at a time (a blocking call holds the connection, as a Python proxy holds
  * its thread's one).  Threads that call concurrently connect each their own
  * mp_pymgr, which is what Python's thread-local connections amount to.
+ * A forked child does not use its parent's mp_pymgr or handles (they
+ * would share one connection): it connects its own, and leaves the
+ * parent's alone (not even mp_pyproxy_free, which would decref them).
  */
 typedef struct mp_pymgr mp_pymgr;
 typedef struct mp_pyproxy mp_pyproxy;
