@@ -256,11 +256,15 @@ static int request_kwargs(const mp_py *kwargs, mp_py **out)
 }
 
 /* Send (ident, method, args, kwargs) (ident NULL: None, the server) and
- * read the reply. */
+ * read the reply.  *broken (if not NULL) says whether the connection
+ * failed: a reply refused by the checks was read whole, and the
+ * connection is still in step. */
 static int roundtrip(mp_conn *c, const char *ident, const char *method, const mp_py *args,
-                     const mp_py *kwargs, mp__pymgr_reply *r)
+                     const mp_py *kwargs, mp__pymgr_reply *r, bool *broken)
 {
     memset(r, 0, sizeof *r);
+    if (broken != NULL)
+        *broken = false;
     mp_py *a = NULL, *k = NULL;
     int err = request_args(args, &a);
     if (err == 0)
@@ -286,10 +290,13 @@ static int roundtrip(mp_conn *c, const char *ident, const char *method, const mp
     }
     err = mp_conn_send_py(c, req);
     mp_py_free(req);
-    if (err != 0)
-        return err;
+    if (err == MP_EINVAL || err == MP_ENOMEM)
+        return err; /* not encodable (an object node among the args): nothing sent */
     mp_buf b = MP_BUF_INIT;
-    err = mp_conn_recv_bytes(c, &b, 0);
+    if (err == 0)
+        err = mp_conn_recv_bytes(c, &b, 0);
+    if (err != 0 && broken != NULL)
+        *broken = true;
     if (err == 0)
         err = mp__pymgr_parse_reply(b.data, b.len, r);
     mp_buf_free(&b);
@@ -306,7 +313,7 @@ static int server_request(mp_pymgr *m, const char *name, const mp_py *args,
     int err = mp_client(&c, m->address, m->key, m->keylen);
     if (err != 0)
         return err;
-    err = roundtrip(c, NULL, name, args, kwargs, r);
+    err = roundtrip(c, NULL, name, args, kwargs, r, NULL);
     mp_conn_close(c);
     return err;
 }
@@ -531,7 +538,7 @@ static int call_conn(mp_pymgr *m, mp_conn **out)
     if (args == NULL || mp_py_tuple_set(args, 0, mp_py_str_new(name)))
         err = MP_ENOMEM;
     else
-        err = roundtrip(c, NULL, "accept_connection", args, NULL, &r);
+        err = roundtrip(c, NULL, "accept_connection", args, NULL, &r, NULL);
     mp_py_free(args);
     if (err == 0 && r.kind != MP__PYMGR_RETURN)
         err = r.kind == MP__PYMGR_TRACEBACK ? MP_ETASK : MP_EBADMSG;
@@ -560,8 +567,9 @@ int mp_pyproxy_call(mp_pyproxy *p, const char *method, const mp_py *args, const 
     if (err != 0)
         return err;
     mp__pymgr_reply r;
-    err = roundtrip(c, p->id, method, args, kwargs, &r);
-    if (err != 0 && err != MP_EBADMSG && err != MP_EINVAL && err != MP_ENOMEM) {
+    bool broken;
+    err = roundtrip(c, p->id, method, args, kwargs, &r, &broken);
+    if (broken) {
         /* the connection failed mid-request: a fresh one next time */
         mp_conn_close(m->conn);
         m->conn = NULL;
