@@ -168,18 +168,37 @@ expect[remote_queue]='^server pid [0-9]+ serving on tcp:127\.0\.0\.1:[0-9]+$
 ^3 of 3 workers exited with 0 ok$
 ^connecting with a wrong authkey: MP_E[A-Z]+ ok$
 ^remote_queue: OK$'
+expect[python_job_queue]='^Python server pid [0-9]+: serving jobs on tcp:127\.0\.0\.1:[0-9]+$
+^connecting with a wrong authkey: MP_EAUTH ok$
+3*^C worker [0-9]+: [0-9]+ jobs done$
+^3 of 3 C workers exited with 0 ok$
+^40 jobs done by [1-3] C workers, each once, every result right ok$
+^objects the manager still holds after the workers left: 0 ok$
+^python_job_queue: OK$'
 expect[mpi_primes]='^counting the primes below 6000000 in 120 chunks on the other ranks$
 ^  chunk 42 failed: MP_EWORKER \(its worker was killed by signal 9\)
 ^  recounted it: 412849 primes in all \(pi\(6000000\) = 412849\) ok$'
 order=(hello sing_dance args_kwargs os_fork subclass start_methods daemon exit_codes
        process_info pipe lock10 value_counter array_fill barrier_pipeline
        queue_producer_consumer joinable_work_queue shm_python
-       pool_map pool_crash manager_dict remote_queue big_data pool_demo)
+       pool_map pool_crash manager_dict remote_queue python_job_queue big_data pool_demo)
 # over MPI: only where libmultiproc-mpi was built and mpiexec is there
 if [ -x "$dir/mpi_primes" ] && command -v mpiexec >/dev/null 2>&1; then
     order+=(mpi_primes)
 fi
 [ ${#only[@]} -gt 0 ] && order=("${only[@]}")
+# C workers for a Python manager: only where a Python 3 runs ($PYTHON or python3)
+if ! command -v "${PYTHON:-python3}" >/dev/null 2>&1; then
+    kept=()
+    for name in "${order[@]}"; do
+        if [ "$name" = python_job_queue ]; then
+            echo "SKIP  python_job_queue (no ${PYTHON:-python3} found)"
+        else
+            kept+=("$name")
+        fi
+    done
+    order=(${kept[@]+"${kept[@]}"})
+fi
 # how each program is started: directly, or (MPI) under mpiexec on 3 ranks
 declare -A launch
 launch[mpi_primes]="mpiexec --oversubscribe --allow-run-as-root --bind-to none

@@ -8,7 +8,8 @@ defines and the ones it leaves undefined) and places each source file in a
 layer, from the bottom (docs/ARCHITECTURE.md describes them):
 
     util < sys < Python values (pyobj, pickle) < reduction
-         < process and start methods < connection < proxy
+         < process and start methods < connection
+         < Python managers' clients (py_manager) < proxy
          < arena and primitives < queues < managers < pool
 
 A file may call a file of its own layer or of a layer below.  An upward
@@ -31,6 +32,7 @@ LAYERS = [
                                    "popen_forkserver", "spawn", "forkserver",
                                    "resource_tracker"]),
     ("connection", ["connection"]),
+    ("Python managers' clients", ["py_manager"]),
     ("proxy", ["proxy"]),
     ("arena and primitives", ["heap", "synchronize", "sharedctypes", "shared_memory"]),
     ("queues", ["queues"]),

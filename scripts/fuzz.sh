@@ -14,7 +14,7 @@ seconds=${2:?usage: fuzz.sh BUILD SECONDS [TARGET...]}
 shift 2
 src=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$build/tests/fuzz"
-targets=${*:-"fuzz_args fuzz_prep fuzz_conn fuzz_manager fuzz_queue fuzz_tracker fuzz_forkserver fuzz_bootstrap fuzz_manager_client fuzz_pickle"}
+targets=${*:-"fuzz_args fuzz_prep fuzz_conn fuzz_manager fuzz_queue fuzz_tracker fuzz_forkserver fuzz_bootstrap fuzz_manager_client fuzz_pickle fuzz_pymgr_reply"}
 artifacts="$build/fuzz-artifacts"
 mkdir -p "$artifacts"
 summary=""

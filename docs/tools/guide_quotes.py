@@ -33,7 +33,8 @@ def expand(text):
 
 def declared():
     names = set()
-    for h in ("include/multiproc.h", "include/multiproc/errno.h", "include/multiproc/mpi.h"):
+    for h in ("include/multiproc.h", "include/multiproc/errno.h", "include/multiproc/mpi.h",
+              "include/multiproc/py.h"):
         t = open(os.path.join(ROOT, h), encoding="utf-8").read()
         names |= set(re.findall(r"\b((?:mp|MP)_\w+)", t))
         names |= {"MP_" + n for n in re.findall(r"XX\((\w+),", t)}

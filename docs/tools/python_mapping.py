@@ -186,7 +186,7 @@ MAP = {
     MP + "managers.SyncManager": "`mp_manager` with its typed objects: `mp_manager_dict()`, `mp_manager_list()`, `mp_manager_queue()`, `mp_manager_joinable_queue()`, `mp_manager_lock()`, `mp_manager_rlock()`, `mp_manager_semaphore()`, `mp_manager_bounded_semaphore()`, `mp_manager_condition()`, `mp_manager_event()`, `mp_manager_barrier()`, `mp_manager_value()`, `mp_manager_array()`, `mp_manager_namespace()`",
     MP + "managers.SharedMemoryManager": "none: every segment made with `mp_shm_new()` is already tracked and removed when the program ends (unless `MP_SHM_NOTRACK`)",
     MP + "managers.BaseProxy": "the typed handles a manager returns (`mp_dict`, `mp_list`, and proxy `mp_queue`, `mp_lock`, ...); `mp_manager_call()` for registered types; passed to a child with `mp_args_add_dict()`, `mp_args_add_list()`, `mp_args_add_queue()`, ... (and a manager itself with `mp_args_add_manager()`); usable in a forked child, which connects afresh",
-    MP + "managers.Token": "none: objects are found by name, there is no token to pass around",
+    MP + "managers.Token": "none between C programs: objects are found by name; a Python server's object is attached by its `Token.id` with `mp_pymgr_attach(m, typeid, id, &p, &err)`",
     # pool
     MP + "pool.Pool": "`mp_pool_new()`",
     MP + "pool.ThreadPool": "none: multiproc is about processes; in C use threads directly (a pthread worker pool)",
@@ -352,7 +352,7 @@ MAP.update({
     "ShareableList.__len__": "none (see `ShareableList`)",
     # managers
     "BaseManager.start": "`mp_manager_start(&m, ctx, address, authkey, keylen)`",
-    "BaseManager.connect": "`mp_manager_connect(&m, address, authkey, keylen)`",
+    "BaseManager.connect": "`mp_manager_connect(&m, address, authkey, keylen)`; to a Python manager server: `mp_pymgr_connect(&m, address, authkey, keylen)`",
     "BaseManager.get_server": "`mp_manager_serve()` (serves in the calling process: `get_server().serve_forever()`)",
     "BaseManager.address": "`mp_manager_address()`",
     "BaseManager.join": "`mp_manager_shutdown()` joins a started server",
@@ -377,7 +377,7 @@ MAP.update({
     "SyncManager.Pool": "none: make a pool in the process that needs it (`mp_pool_new()`)",
     "SharedMemoryManager.SharedMemory": "`mp_shm_new()` (tracked without a manager)",
     "SharedMemoryManager.ShareableList": "none (see `ShareableList`)",
-    "BaseProxy._callmethod": "`mp_manager_call(m, type_name, name, method, in, &out)`",
+    "BaseProxy._callmethod": "`mp_manager_call(m, type_name, name, method, in, &out)`; on a Python server's object: `mp_pyproxy_call(p, method, args, kwargs, &result, &proxy)`",
     "BaseProxy._getvalue": "none: values are read with the typed calls (`mp_dict_get()`, `mp_value_load()`, ...)",
     "Token.address": "none (see `Token`)",
     "Token.id": "none (see `Token`)",

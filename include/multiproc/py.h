@@ -270,6 +270,134 @@ MP__PY_CHECK int mp_conn_send_py(struct mp_conn *c, const mp_py *v);
  */
 MP__PY_CHECK int mp_conn_recv_py(struct mp_conn *c, unsigned flags, mp_py **out);
 
+/* ---- C clients of Python managers (py_manager.c) ------------------------- */
+
+/*
+ * A C program as a client of a Python BaseManager / SyncManager server, as
+ * Python's proxies are (Lib/multiprocessing/managers.py): the
+ * multiprocessing.connection wire format and authkey handshake, requests
+ * `(id, method, args, kwds)` and replies `('#RETURN', value)`,
+ * `('#ERROR', exception)`, `('#TRACEBACK', text)`, `('#PROXY', (exposed,
+ * token))`, all pickled with the codec above.  Nothing a server sends is
+ * ever run: a reply is decoded with MP_PY_INERT and then checked, and a
+ * name (a class or function) is accepted only where the protocol puts one:
+ *   - an exception in #ERROR (an inert MP_PY_OBJECT: module, name, args);
+ *   - the Token of a #PROXY reply (multiprocessing.managers.Token);
+ *   - a #RETURN value that is itself a pickled proxy (RebuildProxy of a
+ *     Token; a SyncManager dict holding a list, say), returned as a handle.
+ *   - a dict's keys(), values() or items(), which managers.py pickles as
+ *     a call of builtins.list on a list: returned as that list.
+ * Any other name in a reply (a #RETURN holding a datetime, or os.system,
+ * or a proxy inside a list or dict rather than returned by itself) is
+ * refused with MP_EBADMSG.  A remote exception is MP_ETASK (Python's
+ * "the call raised"), never a code of its own.
+ *
+ * Reference counts are kept as Python's proxies keep them, so the server's
+ * number_of_objects is back where it was once every handle is freed: a
+ * handle made by mp_pymgr_create or by a #PROXY reply owns the count the
+ * server took when it made the object; a handle made from a pickled proxy
+ * in a #RETURN takes one ('incref'); mp_pyproxy_free gives it back
+ * ('decref').  Like Python's, these and 'create' go over a connection of
+ * their own (one request each); method calls share one connection per
+ * manager, on which the server runs one thread for this client.
+ *
+ * Threads: an mp_pymgr and the handles made from it are used by one thread
+ * at a time (a blocking call holds the connection, as a Python proxy holds
+ * its thread's one).  Threads that call concurrently connect each their own
+ * mp_pymgr, which is what Python's thread-local connections amount to.
+ * A forked child does not use its parent's mp_pymgr or handles (they
+ * would share one connection): it connects its own, and leaves the
+ * parent's alone (not even mp_pyproxy_free, which would decref them).
+ */
+typedef struct mp_pymgr mp_pymgr;
+typedef struct mp_pyproxy mp_pyproxy;
+
+/**
+ * Connect to the manager server at @address ("tcp:HOST:PORT" or "HOST:PORT"
+ * for Python's ('HOST', PORT); "unix:/path" or "/path" for a unix socket)
+ * with @authkey (@keylen bytes; NULL for a server without one, which Python
+ * never runs), and check it answers (Python's BaseManager.connect).
+ * @return 0; MP_EAUTH (wrong key); MP_ECONNREFUSED, -ENOENT, ... (as
+ *         mp_client); MP_EBADMSG (the peer is not a manager server).
+ */
+MP__PY_CHECK int mp_pymgr_connect(mp_pymgr **out, const char *address, const void *authkey,
+                                  size_t keylen);
+/** Drop the caller's reference: the connection closes once the handles made
+ *  from @m are freed too.  NULL is a no-op. */
+void mp_pymgr_free(mp_pymgr *m);
+
+/**
+ * Create an object through a registered typeid (Python: `manager.dict()`,
+ * `manager.get_queue()`, `manager.Queue(5)`): `type_id(*args, **kwargs)` on
+ * the server.  @args a tuple or list, @kwargs a dict; either may be NULL.
+ * @return 0 and a handle in *out; MP_ETASK when the server raised (its
+ *         traceback, a str, in *error if @error is not NULL; the caller
+ *         frees it); MP_EBADMSG (a malformed or refused reply); the errors
+ *         of the connection (MP_EOF, MP_EPIPE, ...).
+ */
+MP__PY_CHECK int mp_pymgr_create(mp_pymgr *m, const char *type_id, const mp_py *args,
+                                 const mp_py *kwargs, mp_pyproxy **out, mp_py **error);
+/**
+ * A handle for an object that already exists on the server, known by its
+ * typeid and Token.id (a Python program passes `proxy._token.id`): what
+ * Python does when it unpickles a proxy.  It takes its own count
+ * ('incref'), given back by mp_pyproxy_free.
+ * @return 0; MP_ETASK (no such object: the server's traceback in *error if
+ *         not NULL); errors as mp_pymgr_create.
+ */
+MP__PY_CHECK int mp_pymgr_attach(mp_pymgr *m, const char *type_id, const char *id,
+                                 mp_pyproxy **out, mp_py **error);
+/**
+ * One request to the server itself (Python's managers.dispatch(conn, None,
+ * name, args, kwds)): "number_of_objects", "debug_info", "get_methods",
+ * "shutdown", ...  Errors as mp_pymgr_create; *result the value returned.
+ */
+MP__PY_CHECK int mp_pymgr_dispatch(mp_pymgr *m, const char *name, const mp_py *args,
+                                   const mp_py *kwargs, mp_py **result);
+
+/**
+ * Call @method of the object (Python: proxy._callmethod(method, args,
+ * kwds)); @args, @kwargs as for mp_pymgr_create.
+ * @return 0 with the value in *result (a new reference) and *proxy NULL;
+ *         or 0 with *result NULL and a new handle in *proxy, when the
+ *         method returned a proxy (a #PROXY reply, or a pickled proxy
+ *         returned as a value); @proxy may be NULL (such a result is then
+ *         released at once and *result is None).
+ *         MP_ETASK: the method raised; *result is the exception as an inert
+ *         object (e.g. module "builtins", name "KeyError", args ('x',)), or
+ *         a str (a traceback) for an error outside the method (a name not
+ *         exposed).  MP_EBADMSG: a malformed or refused reply (*result
+ *         NULL); the errors of the connection.
+ */
+MP__PY_CHECK int mp_pyproxy_call(mp_pyproxy *p, const char *method, const mp_py *args,
+                                 const mp_py *kwargs, mp_py **result, mp_pyproxy **proxy);
+/** Give back the handle's reference on the server ('decref'; an
+ *  unreachable server is ignored, as Python ignores it) and free it.  NULL
+ *  is a no-op. */
+void mp_pyproxy_free(mp_pyproxy *p);
+/** The typeid the object was made with ("dict", "get_queue"). */
+const char *mp_pyproxy_typeid(const mp_pyproxy *p);
+/** The server's id of the object (Token.id). */
+const char *mp_pyproxy_id(const mp_pyproxy *p);
+/** Whether the server exposes @method on this object (as the proxy's
+ *  `_exposed_`); false when the server did not say. */
+bool mp_pyproxy_exposes(const mp_pyproxy *p, const char *method);
+
+/* Conveniences over mp_pyproxy_call.  @timeout: negative blocks without
+ * limit, 0 does not block, else seconds (Python: block, timeout). */
+
+/** q.put(item, block, timeout).  @return 0; MP_EFULL (queue.Full);
+ *  otherwise as mp_pyproxy_call (the exception is dropped). */
+MP__PY_CHECK int mp_pyproxy_put(mp_pyproxy *q, const mp_py *item, double timeout);
+/** q.get(block, timeout) into *item.  @return 0; MP_EEMPTY (queue.Empty);
+ *  otherwise as mp_pyproxy_call. */
+MP__PY_CHECK int mp_pyproxy_get(mp_pyproxy *q, double timeout, mp_py **item);
+/** d[key] into *value (a str key).  @return 0; MP_ENOENT (KeyError);
+ *  otherwise as mp_pyproxy_call. */
+MP__PY_CHECK int mp_pyproxy_getitem(mp_pyproxy *d, const char *key, mp_py **value);
+/** d[key] = value (a str key).  @return 0; as mp_pyproxy_call. */
+MP__PY_CHECK int mp_pyproxy_setitem(mp_pyproxy *d, const char *key, const mp_py *value);
+
 #ifdef __cplusplus
 }
 #endif
