@@ -120,6 +120,11 @@ const char *mp_test_read_line(int fd);
 int mp_test_rpc(mp_conn *c, mp_args *req);
 /* How many descriptors this process has open. */
 int mp_test_count_fds(void);
+/* Check that @d holds @key (a C string) with the value @want (@n bytes). */
+void mp_test_dict_expect(mp_dict *d, const char *key, const void *want, size_t n);
+/* Fill @key with @n random bytes and start a manager under @ctx (NULL: the
+ * default) that authenticates with them. */
+mp_manager *mp_test_manager_keyed(mp_context *ctx, uint8_t *key, size_t n);
 
 _Noreturn void mp_test_fail(const char *file, int line, const char *fmt, ...) MP_PRINTF(3, 4);
 
