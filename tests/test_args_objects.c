@@ -82,8 +82,7 @@ MP_TEST(manager_in_args, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_manager_start(&m, ctx, NULL, KEY, sizeof KEY - 1));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "M", m));
-    ASSERT_EQ(mp_test_run(ctx, child_manager, a), 0);
-    mp_args_free(a);
+    ASSERT_EQ(mp_test_run_free(ctx, child_manager, a), 0);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "d", &d));
     mp_test_dict_expect(d, "from", "child", 5);

@@ -155,9 +155,7 @@ MP_TEST(manager_start_connect_shutdown, .variants = MP_START_METHODS)
     ASSERT_EQ(mp_manager_pid(c), 0);
     ASSERT_STREQ(mp_manager_address(c), mp_manager_address(m));
 
-    mp_args *a = conn_args(m);
-    ASSERT_EQ(mp_test_run(ctx, child_set_hello, a), 0);
-    mp_args_free(a);
+    ASSERT_EQ(mp_test_run_free(ctx, child_set_hello, conn_args(m)), 0);
 
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(c, "d", &d));

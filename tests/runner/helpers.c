@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -51,6 +52,11 @@ int mp_test_join(mp_process *p, double timeout)
 int mp_test_run(mp_context *ctx, mp_target_fn fn, const mp_args *a)
 {
     return mp_test_join(mp_test_start(ctx, fn, a), 60);
+}
+
+int mp_test_run_free(mp_context *ctx, mp_target_fn fn, mp_args *a)
+{
+    return mp_test_join(mp_test_start_free(ctx, fn, a), 60);
 }
 
 void mp_test_kill(mp_process *p)
@@ -128,6 +134,15 @@ int mp_test_rpc(mp_conn *c, mp_args *req)
     int st = (int)mp_args_int(r, 0);
     mp_args_free(r);
     return st;
+}
+
+pid_t mp_test_fork_pipe(int fds[2])
+{
+    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    return pid;
 }
 
 int mp_test_count_fds(void)
