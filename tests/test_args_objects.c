@@ -9,7 +9,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 /* ---- named shared memory ------------------------------------------------ */
@@ -83,15 +82,10 @@ MP_TEST(manager_in_args, .variants = MP_START_METHODS, .timeout_s = 60)
     ASSERT_OK(mp_manager_start(&m, ctx, NULL, KEY, sizeof KEY - 1));
     mp_args *a;
     ASSERT_OK(mp_args_of(&a, "M", m));
-    ASSERT_EQ(mp_test_run(ctx, child_manager, a), 0);
-    mp_args_free(a);
+    ASSERT_EQ(mp_test_run_free(ctx, child_manager, a), 0);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "d", &d));
-    mp_buf v = MP_BUF_INIT;
-    ASSERT_OK(mp_dict_get(d, "from", 4, &v));
-    ASSERT_EQ(v.len, 5);
-    ASSERT_TRUE(memcmp(v.data, "child", 5) == 0);
-    mp_buf_free(&v);
+    mp_test_dict_expect(d, "from", "child", 5);
     mp_dict_free(d);
     ASSERT_GT(mp_manager_pid(m), 0); /* the child's copy did not stop it */
     mp_manager_free(m);
@@ -195,9 +189,7 @@ MP_TEST(manager_handles_in_a_forked_child, .timeout_s = 60)
 MP_TEST(manager_over_a_connection_keeps_its_key)
 {
     uint8_t key[32];
-    ASSERT_EQ(getrandom(key, sizeof key, 0), (ssize_t)sizeof key);
-    mp_manager *m;
-    ASSERT_OK(mp_manager_start(&m, NULL, NULL, key, sizeof key));
+    mp_manager *m = mp_test_manager_keyed(NULL, key, sizeof key);
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(m, "d", &d));
     mp_conn *x, *y;

@@ -155,17 +155,11 @@ MP_TEST(manager_start_connect_shutdown, .variants = MP_START_METHODS)
     ASSERT_EQ(mp_manager_pid(c), 0);
     ASSERT_STREQ(mp_manager_address(c), mp_manager_address(m));
 
-    mp_args *a = conn_args(m);
-    ASSERT_EQ(mp_test_run(ctx, child_set_hello, a), 0);
-    mp_args_free(a);
+    ASSERT_EQ(mp_test_run_free(ctx, child_set_hello, conn_args(m)), 0);
 
     mp_dict *d;
     ASSERT_OK(mp_manager_dict(c, "d", &d));
-    mp_buf v = MP_BUF_INIT;
-    ASSERT_OK(mp_dict_get(d, "hello", 5, &v));
-    ASSERT_EQ(v.len, 5);
-    ASSERT_MEMEQ(v.data, "world", 5);
-    mp_buf_free(&v);
+    mp_test_dict_expect(d, "hello", "world", 5);
 
     /* the started one shuts the server down and joins it */
     shutdown_via(m);

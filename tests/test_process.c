@@ -638,6 +638,18 @@ static int t_parent_of_daemon(const mp_args *a)
         pause();
 }
 
+/* The end of a test whose killed child @p left processes reparented to us
+ * (a subreaper): stop our own fork server, then collect them all, then
+ * free what the test made. */
+static void end_with_orphans(mp_process *p, mp_args *a, report *r)
+{
+    mp__exit_cleanup();
+    mp_test_reap_orphans(10);
+    ASSERT_OK(mp_process_close(p));
+    mp_args_free(a);
+    report_close(r);
+}
+
 static void daemon_dies_with_parent(mp_context *ctx, const char *method, int from_thread)
 {
     /* the daemon is reparented to us when its parent dies: reap it here */
@@ -661,13 +673,8 @@ static void daemon_dies_with_parent(mp_context *ctx, const char *method, int fro
     ASSERT_OK(mp_process_join(p, 10));
     ASSERT_EQ(1, poll(&pfd, 1, 10000)); /* the daemon is gone */
     close(dfd);
-    /* stop our own fork server, then collect whatever was reparented to us
-     * (the daemon, the dead parent's fork server) */
-    mp__exit_cleanup();
-    mp_test_reap_orphans(10);
-    ASSERT_OK(mp_process_close(p));
-    mp_args_free(a);
-    report_close(&r);
+    /* what is reparented to us: the daemon, the dead parent's fork server */
+    end_with_orphans(p, a, &r);
 }
 
 MP_TEST(daemon_dies_with_killed_parent, .variants = MP_START_METHODS)
@@ -738,13 +745,8 @@ MP_TEST(parent_process_join, .variants = MP_START_METHODS)
     struct pollfd pfd = {.fd = gfd, .events = POLLIN};
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
     close(gfd);
-    /* stop our fork server, then collect what else was reparented to us
-     * (the dead parent's fork server) */
-    mp__exit_cleanup();
-    mp_test_reap_orphans(10);
-    ASSERT_OK(mp_process_close(p));
-    mp_args_free(a);
-    report_close(&r);
+    /* what else is reparented to us: the dead parent's fork server */
+    end_with_orphans(p, a, &r);
 }
 
 MP_TEST(active_children, .variants = MP_START_METHODS)

@@ -297,10 +297,7 @@ static bool has_word(const char *text, const char *word)
 static void expect_abort(const mp_args *a, enum getter g, size_t i, char *msg, size_t cap)
 {
     int p[2];
-    ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
-    fflush(NULL);
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
+    pid_t pid = mp_test_fork_pipe(p);
     if (pid == 0) {
         struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core);

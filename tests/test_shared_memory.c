@@ -429,10 +429,7 @@ static pid_t fork_program(void (*program)(int report, const char *method, const 
                           const char *method, const char *arg, int *report)
 {
     int fds[2];
-    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
-    fflush(stdout);
-    pid_t h = fork();
-    ASSERT_GE(h, 0);
+    pid_t h = mp_test_fork_pipe(fds);
     if (h == 0) {
         close(fds[0]);
         program(fds[1], method, arg);

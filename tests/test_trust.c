@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -342,9 +341,7 @@ static int child_uses_proxy_lock(const mp_args *a)
 MP_TEST(proxy_key_never_on_a_connection, .variants = MP_START_METHODS, .timeout_s = 60)
 {
     uint8_t key[32];
-    ASSERT_EQ(getrandom(key, sizeof key, 0), (ssize_t)sizeof key);
-    mp_manager *m;
-    ASSERT_OK(mp_manager_start(&m, ctx, NULL, key, sizeof key));
+    mp_manager *m = mp_test_manager_keyed(ctx, key, sizeof key);
     mp_lock *pl;
     ASSERT_OK(mp_manager_lock(m, "l", &pl));
 

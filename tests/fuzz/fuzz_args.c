@@ -10,29 +10,14 @@
  * with and without its descriptors) from arbitrary bytes.  A decode must
  * load no library: the number of loaded objects is checked after each. */
 #include "internal.h"
+#include "fuzz_objects.h"
 
 #include <fcntl.h>
-#include <link.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static int count_object(struct dl_phdr_info *info, size_t sz, void *n)
-{
-    (void)info;
-    (void)sz;
-    ++*(size_t *)n;
-    return 0;
-}
-
-static size_t loaded_objects(void)
-{
-    size_t n = 0;
-    dl_iterate_phdr(count_object, &n);
-    return n;
-}
 
 static int fz_memfd = -1, fz_queue_fd = -1;
 

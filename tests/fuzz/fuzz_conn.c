@@ -166,27 +166,16 @@ static size_t feed_pieces(int sock, const uint8_t *stream, size_t n)
         off += 2;
         if (len > n - off)
             len = n - off;
-        int fds[3];
-        union {
-            char buf[CMSG_SPACE(sizeof fds)];
-            struct cmsghdr align;
-        } u;
+        int fds[FUZZ_MAX_FDS];
+        fuzz_cmsg_buf u;
         struct iovec iov = {.iov_base = (void *)(stream + off), .iov_len = len};
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
         size_t k = 0;
         for (; k < nfds; k++)
             if ((fds[k] = piece_fd(kind, k)) < 0)
                 break;
-        if (k > 0 && len > 0) { /* descriptors ride on at least one byte */
-            memset(&u, 0, sizeof u);
-            msg.msg_control = u.buf;
-            msg.msg_controllen = CMSG_SPACE(k * sizeof(int));
-            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-            cm->cmsg_level = SOL_SOCKET;
-            cm->cmsg_type = SCM_RIGHTS;
-            cm->cmsg_len = CMSG_LEN(k * sizeof(int));
-            memcpy(CMSG_DATA(cm), fds, k * sizeof(int));
-        }
+        if (k > 0 && len > 0) /* descriptors ride on at least one byte */
+            fuzz_attach_fds(&msg, &u, fds, k);
         ssize_t w = len > 0 ? sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
         for (size_t i = 0; i < k; i++)
             close(fds[i]); /* those in flight are the receiver's now */

@@ -47,25 +47,14 @@ static void body(const uint8_t *data, size_t size)
 /* One message with @nfds descriptors of /dev/null; false when it did not fit. */
 static bool send_one(int sock, const uint8_t *p, size_t n, size_t nfds)
 {
-    int fds[3];
-    union {
-        char buf[CMSG_SPACE(sizeof fds)];
-        struct cmsghdr align;
-    } u;
+    int fds[FUZZ_MAX_FDS];
+    fuzz_cmsg_buf u;
     struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     for (size_t i = 0; i < nfds; i++)
         fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (nfds > 0) {
-        memset(&u, 0, sizeof u);
-        msg.msg_control = u.buf;
-        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-    }
+    if (nfds > 0)
+        fuzz_attach_fds(&msg, &u, fds, nfds);
     bool sent = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)n;
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]); /* the copies in flight are the receiver's */

@@ -9,27 +9,12 @@
  * node may make mp_py_dumps refuse (MP_EINVAL).  The decoder never loads
  * a library: the number of loaded objects is checked after each input. */
 #include "internal.h"
+#include "fuzz_objects.h"
 
-#include <link.h>
 #include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static int count_object(struct dl_phdr_info *info, size_t sz, void *n)
-{
-    (void)info;
-    (void)sz;
-    ++*(size_t *)n;
-    return 0;
-}
-
-static size_t loaded_objects(void)
-{
-    size_t n = 0;
-    dl_iterate_phdr(count_object, &n);
-    return n;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,7 +1,8 @@
 /*
  * Helpers that test bodies share (declared in mp_test.h): start and join a
  * process, reap what a test inherited as a subreaper, read and write the
- * one-line reports that children send through a pipe.  They fail the test
+ * one-line reports that children send through a pipe, check a manager's
+ * dict entry, start a manager with a random key.  They fail the test
  * with the ASSERT macros, so they may be used in helpers and children
  * alike; a failure names this file's line, and the test's output shows
  * which call it was.
@@ -11,10 +12,13 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +52,11 @@ int mp_test_join(mp_process *p, double timeout)
 int mp_test_run(mp_context *ctx, mp_target_fn fn, const mp_args *a)
 {
     return mp_test_join(mp_test_start(ctx, fn, a), 60);
+}
+
+int mp_test_run_free(mp_context *ctx, mp_target_fn fn, mp_args *a)
+{
+    return mp_test_join(mp_test_start_free(ctx, fn, a), 60);
 }
 
 void mp_test_kill(mp_process *p)
@@ -127,6 +136,15 @@ int mp_test_rpc(mp_conn *c, mp_args *req)
     return st;
 }
 
+pid_t mp_test_fork_pipe(int fds[2])
+{
+    ASSERT_EQ(0, pipe2(fds, O_CLOEXEC));
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    return pid;
+}
+
 int mp_test_count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -137,4 +155,21 @@ int mp_test_count_fds(void)
         n += isdigit((unsigned char)e->d_name[0]) != 0;
     closedir(d);
     return n - 1; /* the directory's own */
+}
+
+void mp_test_dict_expect(mp_dict *d, const char *key, const void *want, size_t n)
+{
+    mp_buf v = MP_BUF_INIT;
+    ASSERT_OK(mp_dict_get(d, key, strlen(key), &v));
+    ASSERT_EQ(v.len, n);
+    ASSERT_MEMEQ(v.data, want, n);
+    mp_buf_free(&v);
+}
+
+mp_manager *mp_test_manager_keyed(mp_context *ctx, uint8_t *key, size_t n)
+{
+    ASSERT_EQ(getrandom(key, n, 0), (ssize_t)n);
+    mp_manager *m = NULL;
+    ASSERT_OK(mp_manager_start(&m, ctx, NULL, key, n));
+    return m;
 }

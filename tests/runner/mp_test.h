@@ -99,8 +99,10 @@ mp_process *mp_test_start(mp_context *ctx, mp_target_fn fn, const mp_args *a);
 mp_process *mp_test_start_free(mp_context *ctx, mp_target_fn fn, mp_args *a);
 /* Join @p (within @timeout seconds), close it and return its exit code. */
 int mp_test_join(mp_process *p, double timeout);
-/* Start @fn(@a) under @ctx and join it (60 s at most); its exit code. */
+/* Start @fn(@a) under @ctx and join it (60 s at most); its exit code.
+ * The _free form frees @a as mp_test_start_free does. */
 int mp_test_run(mp_context *ctx, mp_target_fn fn, const mp_args *a);
+int mp_test_run_free(mp_context *ctx, mp_target_fn fn, mp_args *a);
 /* SIGKILL @p, join it (30 s at most), check that it died of it, close it. */
 void mp_test_kill(mp_process *p);
 /* In a test that made itself a child subreaper: reap whatever was
@@ -118,8 +120,17 @@ const char *mp_test_read_line(int fd);
 /* Send @req (and free it) on a raw connection to a manager; the status
  * (item 0, an integer) of its reply, which must come within 20 s. */
 int mp_test_rpc(mp_conn *c, mp_args *req);
+/* A raw fork() with a pipe: make a close-on-exec pipe in @fds, flush
+ * stdio (so that the child does not write out what was buffered here too)
+ * and fork; fork's value (0 in the child), after checking that it worked. */
+pid_t mp_test_fork_pipe(int fds[2]);
 /* How many descriptors this process has open. */
 int mp_test_count_fds(void);
+/* Check that @d holds @key (a C string) with the value @want (@n bytes). */
+void mp_test_dict_expect(mp_dict *d, const char *key, const void *want, size_t n);
+/* Fill @key with @n random bytes and start a manager under @ctx (NULL: the
+ * default) that authenticates with them. */
+mp_manager *mp_test_manager_keyed(mp_context *ctx, uint8_t *key, size_t n);
 
 _Noreturn void mp_test_fail(const char *file, int line, const char *fmt, ...) MP_PRINTF(3, 4);
 
