@@ -145,6 +145,27 @@ def mpi4py_bench(script, *extra, quick_args=()):
     return argv
 
 
+# The job-queue row's Python manager (and its Python worker) run under
+# Debian's interpreter, whatever the reference of the other suites is, as a
+# deployed remote-manager server would; the C worker is bench_py.
+PY_MANAGER_PYTHON = "/usr/bin/python3"
+
+
+def py_manager_bench(script, *extra, quick_args=()):
+    """py_py.py serving the job queues to its Python worker and bench_py's."""
+    def argv(build, python, quick):
+        exe = os.path.join(build, "bench", "bench_py")
+        if not os.access(exe, os.X_OK):
+            raise SystemExit(f"run.py: {exe} is not built (cmake --build {build})")
+        if not os.access(PY_MANAGER_PYTHON, os.X_OK):
+            print(f"run.py: no {PY_MANAGER_PYTHON}: the Python manager rows are left out",
+                  file=sys.stderr)
+            return None
+        return [PY_MANAGER_PYTHON, os.path.join(HERE, script), *extra, "--c-worker", exe,
+                *(quick_args if quick else ())]
+    return argv
+
+
 SUITES = [
     Suite("bench_process", c_bench("bench_process",
                                    quick_args=("-n", "300", "-s", "100", "-r", "3"))),
@@ -164,6 +185,9 @@ SUITES = [
                               quick_args=("-r", "2", "-c", "10000", "-a", "1000", "-u", "64"))),
     Suite("bench_manager", c_bench("bench_manager", quick_args=("-n", "2000", "-m", "2000", "-r", "3"))),
     Suite("py_manager", py_bench("py_manager.py", quick_args=("-n", "2000", "-m", "1000", "-r", "3"))),
+    Suite("bench_py", c_bench("bench_py", quick_args=("-n", "2000"))),
+    Suite("py_py", py_bench("py_py.py", "conn", quick_args=("-n", "2000"))),
+    Suite("py_pymgr", py_manager_bench("py_py.py", "mgr", quick_args=("-j", "500", "-b", "4"))),
     Suite("bench_zmq", optional_c_bench("bench_zmq", quick_args=("-b", "5", "-n", "20000", "-m", "50",
                                                                  "-r", "2000", "-s", "30"))),
     Suite("bench_boost", optional_c_bench("bench_boost", quick_args=("-b", "5", "-n", "20000", "-m", "50"))),
@@ -324,6 +348,15 @@ ROWS = [
         mp="mp_mgr_cond_rtt", py="py_mgr_cond_rtt", kernel=None),
     Row("Manager Barrier of 2 processes, one pass", mp="mp_mgr_barrier_rtt",
         py="py_mgr_barrier_rtt", kernel=None),
+    # ---- Python peers (bench_py.c, py_py.py)
+    Row("small dict round trip, {'job': 3, 'args': [1.5, 'x', b'yy'], 'ok': True} (both on "
+        "one CPU; multiproc: mp_conn_send_py + mp_conn_recv_py, Python: conn.send + recv)",
+        mp="mp_send_dict", py="py_send_dict", kernel="mp_send_dict_bytes",
+        kernel_label="its pickle precomputed, mp_conn_send_bytes + recv_bytes",
+        reference=True, section="Talking to Python"),
+    Row("worker of a Python BaseManager job queue over TCP: get a job + put its result "
+        "(per job; multiproc: mp_pyproxy_get + put, Python: proxies; same server)",
+        mp="mp_pymgr_jobs", py="py_pymgr_jobs", kernel=None, batch=True),
     # ---- MPI (bench_mpi.c, py_mpi.py: 3 ranks, 2 worker processes on every side)
     Row("Pool.map on 2 MPI worker ranks, 10⁶ trivial items, default chunksize (per item; "
         "Python: mpi4py.futures MPIPoolExecutor.map, chunksize n/8)", mp="mpi_map_trivial",
@@ -561,7 +594,7 @@ def render(info, results, python_header, python_note):
                     "backlog and sleeps less), or the two differ by noise. The ratio is "
                     "shown as measured, and no goal is judged against such a floor. "
                     "Rows whose kernel column is a reference (the mutex Lock is built on, "
-                    "the 1-worker map) are not floors and carry no ‡.")
+                    "the 1-worker map, the precomputed pickle) are not floors and carry no ‡.")
     extra = results.get("raw_fork_exec")
     if extra is not None:
         text.append("For reference, fork() + execv(\"/proc/self/exe\") of the same program "
@@ -581,6 +614,12 @@ def render(info, results, python_header, python_note):
                     "kernel column is the local pool (2 spawned workers) doing the same map "
                     "on rank 0, and the Python column mpi4py.futures on the same ranks, run "
                     f"by {MPI4PY_PYTHON} (python3-mpi4py).")
+    if "mp_pymgr_jobs" in results or "py_pymgr_jobs" in results:
+        text.append(f"Job-queue row: one Python BaseManager ({PY_MANAGER_PYTHON}, "
+                    "bench/py_py.py) serves 'get_jobs' and 'get_results' queue.Queue objects "
+                    "on 127.0.0.1 to one worker at a time, each a process of its own: "
+                    f"bench_py in C, py_py.py under {PY_MANAGER_PYTHON} in Python; same jobs, "
+                    "same count. The server's Python sets the pace of both.")
     used = sorted({n for r in ROWS for n in (r.mp, r.py, r.kernel, r.zmq, r.boost)
                    if n and n in results})
     counts = [results[n]["n"] for n in used]
