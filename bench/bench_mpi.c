@@ -52,6 +52,7 @@
 #include <multiproc/mpi.h>
 
 #include "bench_stats.h"
+#include "bench_burn.h"
 #include "bench_util.h"
 
 #include <stdbool.h>
@@ -64,46 +65,6 @@ static int square(const void *item, void *result)
     int64_t v = *(const int64_t *)item;
     *(int64_t *)result = v * v;
     return 0;
-}
-
-typedef struct burn_item {
-    uint64_t seed, rounds;
-} burn_item;
-
-/* xorshift64* rounds: work the compiler cannot fold away. */
-static uint64_t burn(uint64_t x, uint64_t rounds)
-{
-    x |= 1;
-    for (uint64_t i = 0; i < rounds; i++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x *= 0x2545f4914f6cdd1dULL;
-    }
-    return x;
-}
-
-static int burn_item_fn(const void *item, void *result)
-{
-    const burn_item *b = item;
-    *(uint64_t *)result = burn(b->seed, b->rounds);
-    return 0;
-}
-
-/* Rounds of burn() that take about 1 ms here (fastest of a few). */
-static uint64_t calibrate(void)
-{
-    uint64_t rounds = 1 << 16, best = UINT64_MAX;
-    volatile uint64_t sink = 0;
-    for (int i = 0; i < 5; i++) {
-        uint64_t t0 = bench_now_ns();
-        sink += burn((uint64_t)i, rounds);
-        uint64_t t = bench_now_ns() - t0;
-        if (t < best)
-            best = t;
-    }
-    (void)sink;
-    return best ? rounds * 1000000 / best : rounds;
 }
 
 /* A pool of 2 worker processes: on the other ranks (1 per rank), or here. */
