@@ -295,6 +295,34 @@ static int read_exact(mp_conn *c, void *p, size_t n, bool first, fdin *f)
     return err;
 }
 
+static int hs_read(mp_conn *c, void *p, size_t n, bool first, const mp__deadline *d);
+
+/* A frame header's length: 4 bytes big-endian, or -1 and then 8 bytes.
+ * Read by hs_read when a handshake's deadline @d is given, else by
+ * read_exact with @f.  1 (and no size) for any other negative length. */
+static inline int frame_len(mp_conn *c, fdin *f, const mp__deadline *d, uint64_t *size)
+{
+    uint8_t h[8];
+    int err = d != NULL ? hs_read(c, h, 4, true, d) : read_exact(c, h, 4, true, f);
+    if (err < 0)
+        return err;
+    int32_t n = (int32_t)((uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3]);
+    if (n >= 0) {
+        *size = (uint64_t)n;
+        return 0;
+    }
+    if (n != -1)
+        return 1;
+    err = d != NULL ? hs_read(c, h, 8, false, d) : read_exact(c, h, 8, false, f);
+    if (err < 0)
+        return err;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | h[i];
+    *size = v;
+    return 0;
+}
+
 /* Read a frame header: the body's length.  A refused length makes the end
  * unreadable (the stream is no longer at a message boundary). */
 static int read_header(mp_conn *c, uint64_t *size, uint64_t maxlength, fdin *f)
@@ -303,30 +331,12 @@ static int read_header(mp_conn *c, uint64_t *size, uint64_t maxlength, fdin *f)
         return MP_EINVAL;
     if (!c->readable)
         return MP_EBADF;
-    uint8_t h[8];
-    int err = read_exact(c, h, 4, true, f);
+    int err = frame_len(c, f, NULL, size);
     if (err < 0)
         return err;
-    int32_t n = (int32_t)((uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3]);
-    if (n == -1) {
-        err = read_exact(c, h, 8, false, f);
-        if (err < 0)
-            return err;
-        uint64_t v = 0;
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | h[i];
-        *size = v;
-    } else if (n < 0) {
+    if (err > 0 || *size > maxlength)
         c->readable = false;
-        return MP_EBADMSG;
-    } else {
-        *size = (uint64_t)n;
-    }
-    if (*size > maxlength) {
-        c->readable = false;
-        return MP_EMSGSIZE;
-    }
-    return 0;
+    return err > 0 ? MP_EBADMSG : *size > maxlength ? MP_EMSGSIZE : 0;
 }
 
 static int recv_frame(mp_conn *c, mp_buf *out, size_t maxlength, fdin *f)
@@ -590,20 +600,11 @@ static int hs_recv(mp_conn *c, uint8_t *buf, size_t *len, const mp__deadline *d)
 {
     if (!c->readable)
         return MP_EBADF;
-    uint8_t h[8];
-    int err = hs_read(c, h, 4, true, d);
+    uint64_t size;
+    int err = frame_len(c, NULL, d, &size);
     if (err < 0)
         return err;
-    int32_t n = (int32_t)((uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3]);
-    uint64_t size = (uint64_t)n;
-    if (n == -1) {
-        if ((err = hs_read(c, h, 8, false, d)) < 0)
-            return err;
-        size = 0;
-        for (int i = 0; i < 8; i++)
-            size = size << 8 | h[i];
-    }
-    if (n < -1 || size > HS_MAX) {
+    if (err > 0 || size > HS_MAX) {
         c->readable = false; /* no longer at a message boundary */
         return MP_EAUTH;
     }

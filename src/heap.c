@@ -71,29 +71,12 @@ static void free_lists_drop(void)
     }
 }
 
-/* Fork hooks (process.c): the arena's lock is held across the fork. */
-static void heap_prepare(void)
-{
-    pthread_mutex_lock(&heap.lock);
-}
-
-static void heap_parent(void)
-{
-    pthread_mutex_unlock(&heap.lock);
-}
-
-static void heap_child(void)
-{
-    /* The segments stay mapped (handles inherited by fork point into
-     * them); the free lists are the parent's, and so is allocation. */
-    heap.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-}
-
+/* Fork hook (process.c): the arena's lock is held across the fork.  In
+ * the child the segments stay mapped (handles inherited by fork point into
+ * them), and the free lists are kept as they were. */
 static const mp__hooks heap_hooks = {
     .slot = MP__HOOK_HEAP,
-    .prepare = heap_prepare,
-    .parent = heap_parent,
-    .child = heap_child,
+    .held = &heap.lock,
 };
 
 static int seg_map(int fd, size_t size, bool dedicated, mp__seg **out)

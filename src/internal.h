@@ -508,19 +508,22 @@ int mp__px_rebuild(mp__reader *r, mp__channel ch, mp__proxy **out);
  * only when @served; *out is the proxy, or NULL when the local form follows. */
 int mp__px_reduce_either(const mp__proxy *px, mp_buf *out, mp__channel ch);
 int mp__px_rebuild_either(mp__reader *r, mp__channel ch, bool served, mp__proxy **out);
-/* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c). */
-int mp__lock_from_proxy(mp__proxy *px, mp_lock **out);
+/* Handles around a proxy (synchronize.c, queues.c, sharedctypes.c).  Those
+ * that need nothing but the proxy return the handle in *(void **)out, the
+ * form managers.c's open_proxy takes them in: an mp_lock, mp_event,
+ * mp_semaphore or mp_queue. */
+int mp__lock_from_proxy(mp__proxy *px, void **out);
 /* A manager condition over @lock (a proxy; the condition takes a handle of
  * its own on it); a manager barrier. */
 /* @l's proxy; NULL for a local lock. */
 mp__proxy *mp__lock_proxy(const mp_lock *l);
 int mp__condition_from_proxy(mp__proxy *px, mp_lock *lock, mp_condition **out);
 int mp__barrier_from_proxy(mp__proxy *px, mp_barrier **out);
-int mp__event_from_proxy(mp__proxy *px, mp_event **out);
-int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out);
-int mp__queue_from_proxy(mp__proxy *px, mp_queue **out);
+int mp__event_from_proxy(mp__proxy *px, void **out);
+int mp__semaphore_from_proxy(mp__proxy *px, void **out);
+int mp__queue_from_proxy(mp__proxy *px, void **out);
 int mp__value_from_proxy(mp__proxy *px, mp_type type, mp_value **out);
-int mp__joinable_queue_from_proxy(mp__proxy *px, mp_queue **out);
+int mp__joinable_queue_from_proxy(mp__proxy *px, void **out);
 int mp__array_from_proxy(mp__proxy *px, mp_type type, size_t n, mp_array **out);
 /* Object types of shared_memory.c and managers.c in mp_args. */
 extern const mp__objtype mp__shm_objtype, mp__manager_objtype, mp__dict_objtype,
@@ -544,10 +547,35 @@ typedef struct mp__popen_ops mp__popen_ops;
 
 enum mp__proc_kind { MP__PROC_CHILD, MP__PROC_SELF, MP__PROC_PARENT };
 
-/* A link in the children list (the head is a bare link). */
+/* A link in a circular doubly linked list (the children list, a manager
+ * condition's waiters); the head is a bare link, linked to itself when the
+ * list is empty.  A link that is in no list has next == NULL. */
 typedef struct mp__link {
     struct mp__link *next, *prev;
 } mp__link;
+
+static inline void mp__list_init(mp__link *head)
+{
+    head->next = head->prev = head;
+}
+
+static inline void mp__list_add_tail(mp__link *head, mp__link *l)
+{
+    l->next = head;
+    l->prev = head->prev;
+    head->prev->next = l;
+    head->prev = l;
+}
+
+/* Unlink @l, if it is in a list. */
+static inline void mp__list_del(mp__link *l)
+{
+    if (l->next == NULL)
+        return;
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
 
 struct mp_process {
     mp__link link;              /* first: in the creator's children list */
@@ -619,6 +647,9 @@ typedef enum {
 
 typedef struct {
     mp__hook_slot slot; /* which entry of process.c's table this is */
+    /* A mutex held across the fork: taken before prepare, released after
+     * parent, and made new in the child before child runs. */
+    pthread_mutex_t *held;
     void (*prepare)(void); /* before fork(), in the forking thread */
     void (*parent)(void);  /* after fork() in the parent */
     void (*child)(void);   /* after fork() in the child: no allocation */

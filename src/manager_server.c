@@ -1696,15 +1696,22 @@ static int sobj_open(server *srv, const char *kindname, const char *name, int64_
 /* A client in a condition's wait: listed until notified (a notify unlinks
  * it) or until it leaves on its own (timed out, or its client gone). */
 typedef struct cwaiter {
-    struct cwaiter *next;
+    mp__link link;             /* first */
     sconn *sc;
     bool notified;
 } cwaiter;
 
 typedef struct {
     sobj *lock;                /* its lock, bound by the first request */
-    cwaiter *head;             /* oldest first, as Python's deque */
+    mp__link waiters;          /* oldest first, as Python's deque */
 } cond_st;
+
+static int cond_init(sobj *o, int64_t param)
+{
+    (void)param;
+    mp__list_init(&((cond_st *)o->st)->waiters);
+    return 0;
+}
 
 static bool is_lock(const sobj *o)
 {
@@ -1743,26 +1750,17 @@ static int cond_lock(server *srv, sobj *o, const mp_args *a, sobj **lk)
  * within a slice. */
 static bool cond_notify_one(server *srv, sobj *o)
 {
-    cond_st *c = o->st;
-    for (cwaiter **pp = &c->head; *pp; pp = &(*pp)->next) {
-        cwaiter *w = *pp;
-        if (client_gone(srv, w->sc))
-            continue;
-        *pp = w->next;
-        w->notified = true;
-        pthread_cond_broadcast(&o->cond);
-        return true;
+    mp__link *head = &((cond_st *)o->st)->waiters;
+    for (mp__link *l = head->next; l != head; l = l->next) {
+        cwaiter *w = (cwaiter *)l;
+        if (!client_gone(srv, w->sc)) {
+            mp__list_del(l);
+            w->notified = true;
+            pthread_cond_broadcast(&o->cond);
+            return true;
+        }
     }
     return false;
-}
-
-static void cond_unlink(cond_st *c, cwaiter *w)
-{
-    for (cwaiter **pp = &c->head; *pp; pp = &(*pp)->next)
-        if (*pp == w) {
-            *pp = w->next;
-            return;
-        }
 }
 
 /*
@@ -1788,15 +1786,11 @@ static int cond_wait(server *srv, sconn *sc, sobj *o, sobj *lk, const mp_args *a
     l->depth = 0;
     pthread_cond_signal(&lk->cond);
     cwaiter w = {.sc = sc};
-    cwaiter **pp = &c->head;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = &w;
+    mp__list_add_tail(&c->waiters, &w.link);
     int err = 0;
     while (!w.notified && err == 0)
         err = cond_wait_until(srv, sc, o, &d);
-    if (!w.notified)
-        cond_unlink(c, &w);
+    mp__list_del(&w.link); /* if not notified */
     if (err == MP_ETIMEDOUT || w.notified)
         err = 0;
     mp__deadline forever;
@@ -2022,7 +2016,7 @@ static const kind kinds[] = {
     {"bounded_semaphore", {MP__OP_SEM_ACQ, MP__OP_SEM_REL, MP__OP_SEM_VALUE},
      sizeof(sem_st), bsem_init, NULL, sem_call, sem_take_back, NULL},
     {"condition", {MP__OP_COND_WAIT, MP__OP_COND_NOTIFY},
-     sizeof(cond_st), NULL, NULL, cond_call, cond_take_back, NULL},
+     sizeof(cond_st), cond_init, NULL, cond_call, cond_take_back, NULL},
     {"barrier", {MP__OP_BAR_WAIT, MP__OP_BAR_RESET, MP__OP_BAR_ABORT, MP__OP_BAR_PARTIES,
                  MP__OP_BAR_NWAITING, MP__OP_BAR_BROKEN},
      sizeof(bar_st), bar_init, NULL, bar_call, NULL, NULL},

@@ -782,46 +782,40 @@ int mp_list_remove(mp_list *l, const void *v, size_t vl)
 }
 
 /* A request about one value whose reply is a count or an index. */
+/* index, count and contains: one request each.  The answer goes to *out, a
+ * size_t (index, count) or a bool (contains): 0 or false on failure. */
 static int list_find(mp_list *l, int op, const void *v, size_t vl, int64_t start, int64_t stop,
-                     int64_t *out)
+                     void *out)
 {
+    if (l == NULL || (v == NULL && vl) || out == NULL)
+        return MP_EINVAL;
     mp_args *req = mp__px_with_bytes(LIST_REQ(op), v, vl);
     if (op == MP__OP_LIST_INDEX)
         req = mp__px_with_int(mp__px_with_int(req, start), stop);
-    int err = named_rpc(l->m, NULL, NULL, 0, NULL, out, req);
-    if (err == 0 && *out < 0)
+    int64_t n = 0;
+    int err = named_rpc(l->m, NULL, NULL, 0, NULL, &n, req);
+    if (err == 0 && n < 0)
         err = MP_EBADMSG;
+    if (op == MP__OP_LIST_CONTAINS)
+        *(bool *)out = err == 0 && n != 0;
+    else
+        *(size_t *)out = err == 0 ? (size_t)n : 0;
     return err;
 }
 
 int mp_list_index(mp_list *l, const void *v, size_t vl, int64_t start, int64_t stop, size_t *out)
 {
-    int64_t n = 0;
-    if (l == NULL || (v == NULL && vl) || out == NULL)
-        return MP_EINVAL;
-    int err = list_find(l, MP__OP_LIST_INDEX, v, vl, start, stop, &n);
-    *out = err == 0 ? (size_t)n : 0;
-    return err;
+    return list_find(l, MP__OP_LIST_INDEX, v, vl, start, stop, out);
 }
 
 int mp_list_count(mp_list *l, const void *v, size_t vl, size_t *out)
 {
-    int64_t n = 0;
-    if (l == NULL || (v == NULL && vl) || out == NULL)
-        return MP_EINVAL;
-    int err = list_find(l, MP__OP_LIST_COUNT, v, vl, 0, 0, &n);
-    *out = err == 0 ? (size_t)n : 0;
-    return err;
+    return list_find(l, MP__OP_LIST_COUNT, v, vl, 0, 0, out);
 }
 
 int mp_list_contains(mp_list *l, const void *v, size_t vl, bool *out)
 {
-    int64_t n = 0;
-    if (l == NULL || (v == NULL && vl) || out == NULL)
-        return MP_EINVAL;
-    int err = list_find(l, MP__OP_LIST_CONTAINS, v, vl, 0, 0, &n);
-    *out = err == 0 && n != 0;
-    return err;
+    return list_find(l, MP__OP_LIST_CONTAINS, v, vl, 0, 0, out);
 }
 
 /* A request carrying framed values (extend, set_slice). */
@@ -1034,48 +1028,28 @@ static int open_proxy(mp_manager *m, const char *kind, const char *name, int64_t
     return err;
 }
 
-static int wrap_queue(mp__proxy *px, void **out)
-{
-    return mp__queue_from_proxy(px, (mp_queue **)out);
-}
-
-static int wrap_lock(mp__proxy *px, void **out)
-{
-    return mp__lock_from_proxy(px, (mp_lock **)out);
-}
-
-static int wrap_event(mp__proxy *px, void **out)
-{
-    return mp__event_from_proxy(px, (mp_event **)out);
-}
-
-static int wrap_semaphore(mp__proxy *px, void **out)
-{
-    return mp__semaphore_from_proxy(px, (mp_semaphore **)out);
-}
-
 int mp_manager_queue(mp_manager *m, const char *name, size_t maxsize, mp_queue **out)
 {
     if (maxsize > INT64_MAX)
         return MP_EINVAL;
-    return open_proxy(m, "queue", name, (int64_t)maxsize, wrap_queue, (void **)out);
+    return open_proxy(m, "queue", name, (int64_t)maxsize, mp__queue_from_proxy, (void **)out);
 }
 
 int mp_manager_lock(mp_manager *m, const char *name, mp_lock **out)
 {
-    return open_proxy(m, "lock", name, 0, wrap_lock, (void **)out);
+    return open_proxy(m, "lock", name, 0, mp__lock_from_proxy, (void **)out);
 }
 
 int mp_manager_event(mp_manager *m, const char *name, mp_event **out)
 {
-    return open_proxy(m, "event", name, 0, wrap_event, (void **)out);
+    return open_proxy(m, "event", name, 0, mp__event_from_proxy, (void **)out);
 }
 
 int mp_manager_semaphore(mp_manager *m, const char *name, unsigned value, mp_semaphore **out)
 {
     if (value > INT32_MAX)
         return MP_EINVAL;
-    return open_proxy(m, "semaphore", name, value, wrap_semaphore, (void **)out);
+    return open_proxy(m, "semaphore", name, value, mp__semaphore_from_proxy, (void **)out);
 }
 
 int mp_manager_value(mp_manager *m, const char *name, mp_type type, mp_value **out)
@@ -1124,16 +1098,12 @@ int mp_manager_array(mp_manager *m, const char *name, mp_type type, size_t n, co
     return err;
 }
 
-static int wrap_joinable_queue(mp__proxy *px, void **out)
-{
-    return mp__joinable_queue_from_proxy(px, (mp_queue **)out);
-}
-
 int mp_manager_joinable_queue(mp_manager *m, const char *name, size_t maxsize, mp_queue **out)
 {
     if (maxsize > INT64_MAX)
         return MP_EINVAL;
-    return open_proxy(m, "jqueue", name, (int64_t)maxsize, wrap_joinable_queue, (void **)out);
+    return open_proxy(m, "jqueue", name, (int64_t)maxsize, mp__joinable_queue_from_proxy,
+                      (void **)out);
 }
 
 int mp_manager_namespace(mp_manager *m, const char *name, mp_dict **out)
@@ -1146,7 +1116,7 @@ int mp_manager_namespace(mp_manager *m, const char *name, mp_dict **out)
 /* Param 1 marks a recursive lock's proxy (mp_lock_is_recursive). */
 int mp_manager_rlock(mp_manager *m, const char *name, mp_lock **out)
 {
-    return open_proxy(m, "rlock", name, 1, wrap_lock, (void **)out);
+    return open_proxy(m, "rlock", name, 1, mp__lock_from_proxy, (void **)out);
 }
 
 int mp_manager_bounded_semaphore(mp_manager *m, const char *name, unsigned value,
@@ -1154,7 +1124,7 @@ int mp_manager_bounded_semaphore(mp_manager *m, const char *name, unsigned value
 {
     if (value > INT32_MAX)
         return MP_EINVAL;
-    return open_proxy(m, "bounded_semaphore", name, value, wrap_semaphore, (void **)out);
+    return open_proxy(m, "bounded_semaphore", name, value, mp__semaphore_from_proxy, (void **)out);
 }
 
 /*
@@ -1177,7 +1147,7 @@ int mp_manager_condition(mp_manager *m, const char *name, mp_lock *lock, mp_cond
     mp_lock *own = NULL;
     int err = 0;
     if (lock == NULL) {
-        err = open_proxy(m, "condlock", name, 1, wrap_lock, (void **)&own);
+        err = open_proxy(m, "condlock", name, 1, mp__lock_from_proxy, (void **)&own);
         lock = own;
     }
     mp__proxy *px = NULL;

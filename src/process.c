@@ -20,28 +20,14 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 /* Set by mp__fork() around fork(): the child keeps the parent's pidfd. */
 static __thread bool in_mp_fork __attribute__((tls_model("initial-exec")));
 
-static void list_init(mp__link *head)
-{
-    head->next = head->prev = head;
-}
-
 static void list_add(mp_process *p)
 {
-    mp__link *head = &mp__me.children, *l = &p->link;
-    l->next = head;
-    l->prev = head->prev;
-    head->prev->next = l;
-    head->prev = l;
+    mp__list_add_tail(&mp__me.children, &p->link);
 }
 
 static void list_del(mp_process *p)
 {
-    mp__link *l = &p->link;
-    if (l->next == NULL)
-        return;
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->next = l->prev = NULL;
+    mp__list_del(&p->link);
 }
 
 static mp_process *from_link(mp__link *l)
@@ -82,22 +68,11 @@ static const uint8_t child_order[] = {MP__HOOK_PROCESS, MP__HOOK_FORKSERVER, MP_
 static const uint8_t exit_order[] = {MP__HOOK_FORKSERVER, MP__HOOK_TRACKER_STOP};
 static const uint8_t exit_idle_order[] = {MP__HOOK_TRACKER_STOP};
 
-static void process_prepare(void)
-{
-    pthread_mutex_lock(&mp__me.lock);
-}
-
-static void process_parent(void)
-{
-    pthread_mutex_unlock(&mp__me.lock);
-}
-
 /* The child owns none of the parent's children, fork server or cached
  * pidfd. */
 MP__CHILD_TEXT static void process_child(void)
 {
-    mp__me.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-    list_init(&mp__me.children);
+    mp__list_init(&mp__me.children);
     mp__me.counter = 0;
     mp__me.pid = (pid_t)mp__rawsys(SYS_getpid, 0, 0, 0);
     if (!in_mp_fork && mp__me.pidfd >= 0)
@@ -107,8 +82,7 @@ MP__CHILD_TEXT static void process_child(void)
 
 static const mp__hooks process_hooks = {
     .slot = MP__HOOK_PROCESS,
-    .prepare = process_prepare,
-    .parent = process_parent,
+    .held = &mp__me.lock,
     .child = process_child,
 };
 
@@ -144,8 +118,14 @@ MP__CHILD_TEXT static void run_hooks(const uint8_t *order, size_t n, uint32_t sl
                            : phase == PHASE_PARENT ? h->parent
                            : phase == PHASE_CHILD  ? h->child
                                                    : h->exit;
+        if (h->held != NULL && phase == PHASE_PREPARE)
+            pthread_mutex_lock(h->held);
+        if (h->held != NULL && phase == PHASE_CHILD)
+            *h->held = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
         if (fn != NULL)
             fn();
+        if (h->held != NULL && phase == PHASE_PARENT)
+            pthread_mutex_unlock(h->held);
     }
 }
 
@@ -192,7 +172,7 @@ static void do_init(void)
     me->authkey_len = 32;
     if (getrandom(me->authkey, 32, 0) != 32)
         mp__fatal("getrandom failed: %s", strerror(errno));
-    list_init(&mp__me.children);
+    mp__list_init(&mp__me.children);
     const char *lv = getenv("MULTIPROC_LOG");
     if (lv != NULL && *lv)
         mp_log_to_stderr(atoi(lv));

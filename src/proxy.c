@@ -236,7 +236,6 @@ static void thread_ends(void *unused)
  */
 static void proxies_prepare(void)
 {
-    pthread_mutex_lock(&live_lock);
     for (mp__proxy *px = live_proxies; px; px = px->next_live)
         pthread_mutex_lock(&px->lock);
 }
@@ -245,13 +244,11 @@ static void proxies_parent(void)
 {
     for (mp__proxy *px = live_proxies; px; px = px->next_live)
         pthread_mutex_unlock(&px->lock);
-    pthread_mutex_unlock(&live_lock);
 }
 
 MP__CHILD_TEXT static void proxies_child(void)
 {
     cached_tid = 0; /* the forking thread has a new id in the child */
-    live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     for (mp__proxy *px = live_proxies; px; px = px->next_live) {
         px->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
         while (px->conns) { /* closes this process's descriptor only */
@@ -264,6 +261,7 @@ MP__CHILD_TEXT static void proxies_child(void)
 
 static const mp__hooks proxies_hooks = {
     .slot = MP__HOOK_PROXIES,
+    .held = &live_lock,
     .prepare = proxies_prepare,
     .parent = proxies_parent,
     .child = proxies_child,

@@ -738,7 +738,7 @@ bool mp_queue_full(mp_queue *q)
     return q != NULL && q->maxsize != 0 && pending(q, &n) == 0 && n >= q->maxsize;
 }
 
-int mp__queue_from_proxy(mp__proxy *px, mp_queue **out)
+int mp__queue_from_proxy(mp__proxy *px, void **out)
 {
     mp_queue *q = calloc(1, sizeof *q);
     if (q == NULL)
@@ -751,11 +751,11 @@ int mp__queue_from_proxy(mp__proxy *px, mp_queue **out)
 }
 
 /* A manager's joinable queue: task_done and join go to the server too. */
-int mp__joinable_queue_from_proxy(mp__proxy *px, mp_queue **out)
+int mp__joinable_queue_from_proxy(mp__proxy *px, void **out)
 {
     int err = mp__queue_from_proxy(px, out);
     if (err == 0)
-        (*out)->kind = KIND_JOINABLE;
+        ((mp_queue *)*out)->kind = KIND_JOINABLE;
     return err;
 }
 
@@ -937,8 +937,8 @@ static int queue_rebuild(mp__reader *r, int *fds, size_t nfds, mp__channel ch, v
         if (err == 0 && (r->err || joinable > 1))
             err = MP_EBADMSG;
         if (err == 0)
-            err = joinable ? mp__joinable_queue_from_proxy(px, (mp_queue **)obj)
-                           : mp__queue_from_proxy(px, (mp_queue **)obj);
+            err = joinable ? mp__joinable_queue_from_proxy(px, obj)
+                           : mp__queue_from_proxy(px, obj);
         if (err < 0)
             mp__px_free(px);
         return err;
@@ -965,7 +965,7 @@ static int queue_dup(void *obj, void **out)
     if (src->px) {
         mp__proxy *px;
         int err = mp__px_dup(src->px, &px);
-        if (err == 0 && (err = mp__queue_from_proxy(px, (mp_queue **)out)) < 0)
+        if (err == 0 && (err = mp__queue_from_proxy(px, (void **)out)) < 0)
             mp__px_free(px);
         if (err == 0)
             (*(mp_queue **)out)->kind = src->kind;

@@ -100,22 +100,11 @@ static void set_fds(int fd, int pidfd)
     __atomic_store_n(&trk.pidfd, pidfd, __ATOMIC_RELAXED);
 }
 
-/* Fork hooks (process.c): the lock is held across the fork. */
-static void atfork_prepare(void)
-{
-    pthread_mutex_lock(&trk.lock);
-}
-
-static void atfork_parent(void)
-{
-    pthread_mutex_unlock(&trk.lock);
-}
-
-/* A forked child keeps the socket (it is one more process of the program)
- * but the tracker is not its child to wait for. */
+/* Fork hook (process.c), with the lock held across the fork.  A forked
+ * child keeps the socket (it is one more process of the program) but the
+ * tracker is not its child to wait for. */
 MP__CHILD_TEXT static void atfork_child(void)
 {
-    trk.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     if (trk.pidfd >= 0)
         mp__rawsys(SYS_close, trk.pidfd, 0, 0);
     trk.pidfd = -1;
@@ -126,8 +115,7 @@ MP__CHILD_TEXT static void atfork_child(void)
  * pthread_atfork handlers were. */
 static const mp__hooks fork_hooks = {
     .slot = MP__HOOK_TRACKER,
-    .prepare = atfork_prepare,
-    .parent = atfork_parent,
+    .held = &trk.lock,
     .child = atfork_child,
 };
 

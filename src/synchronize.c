@@ -267,14 +267,21 @@ mp__proxy *mp__lock_proxy(const mp_lock *l)
     return l->h.px;
 }
 
-int mp__lock_from_proxy(mp__proxy *px, mp_lock **out)
+/* A handle of @size bytes around @px (every kind here begins with its
+ * mp__handle). */
+static int block_from_proxy(mp__proxy *px, size_t size, void **out)
 {
-    mp_lock *l = calloc(1, sizeof *l);
-    if (l == NULL)
+    mp__handle *h = calloc(1, size);
+    if (h == NULL)
         return MP_ENOMEM;
-    l->h.px = px;
-    *out = l;
+    h->px = px;
+    *out = h;
     return 0;
+}
+
+int mp__lock_from_proxy(mp__proxy *px, void **out)
+{
+    return block_from_proxy(px, sizeof(mp_lock), out);
 }
 
 /* Wholly release a lock this thread holds; its depth for lock_restore. */
@@ -482,14 +489,9 @@ int mp_semaphore_value(mp_semaphore *h, int *out)
     return 0;
 }
 
-int mp__semaphore_from_proxy(mp__proxy *px, mp_semaphore **out)
+int mp__semaphore_from_proxy(mp__proxy *px, void **out)
 {
-    mp_semaphore *h = calloc(1, sizeof *h);
-    if (h == NULL)
-        return MP_ENOMEM;
-    h->h.px = px;
-    *out = h;
-    return 0;
+    return block_from_proxy(px, sizeof(mp_semaphore), out);
 }
 
 void mp_semaphore_free(mp_semaphore *h)
@@ -577,14 +579,9 @@ bool mp_event_is_set(mp_event *e)
     return e && atomic_load(&e->s->flag) != 0;
 }
 
-int mp__event_from_proxy(mp__proxy *px, mp_event **out)
+int mp__event_from_proxy(mp__proxy *px, void **out)
 {
-    mp_event *e = calloc(1, sizeof *e);
-    if (e == NULL)
-        return MP_ENOMEM;
-    e->h.px = px;
-    *out = e;
-    return 0;
+    return block_from_proxy(px, sizeof(mp_event), out);
 }
 
 int mp_event_wait(mp_event *e, double timeout)
@@ -1116,12 +1113,7 @@ bool mp_barrier_broken(mp_barrier *b)
 
 int mp__barrier_from_proxy(mp__proxy *px, mp_barrier **out)
 {
-    mp_barrier *b = calloc(1, sizeof *b);
-    if (b == NULL)
-        return MP_ENOMEM;
-    b->h.px = px;
-    *out = b;
-    return 0;
+    return block_from_proxy(px, sizeof(mp_barrier), (void **)out);
 }
 
 void mp_barrier_free(mp_barrier *b)

@@ -41,38 +41,33 @@ static int ret_fd(int fd)
     return fd < 0 ? -errno : fd;
 }
 
+/* Both ends of a new pair off 0..2; on failure neither is left open. */
+static int pair_above_stdio(int fds[2])
+{
+    fds[0] = above_stdio(fds[0]);
+    fds[1] = above_stdio(fds[1]);
+    if (fds[0] >= 0 && fds[1] >= 0)
+        return 0;
+    int err = -errno;
+    if (fds[0] >= 0)
+        close(fds[0]);
+    if (fds[1] >= 0)
+        close(fds[1]);
+    return err;
+}
+
 int mp__sys_socketpair(int type, int sv[2])
 {
     if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
-    sv[0] = above_stdio(sv[0]);
-    sv[1] = above_stdio(sv[1]);
-    if (sv[0] < 0 || sv[1] < 0) {
-        int err = -errno;
-        if (sv[0] >= 0)
-            close(sv[0]);
-        if (sv[1] >= 0)
-            close(sv[1]);
-        return err;
-    }
-    return 0;
+    return pair_above_stdio(sv);
 }
 
 int mp__sys_pipe(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) < 0)
         return -errno;
-    fds[0] = above_stdio(fds[0]);
-    fds[1] = above_stdio(fds[1]);
-    if (fds[0] < 0 || fds[1] < 0) {
-        int err = -errno;
-        if (fds[0] >= 0)
-            close(fds[0]);
-        if (fds[1] >= 0)
-            close(fds[1]);
-        return err;
-    }
-    return 0;
+    return pair_above_stdio(fds);
 }
 
 int mp__sys_dup(int fd)
