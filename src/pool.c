@@ -137,6 +137,7 @@ struct mp_pool {
     mp_buf wait_msg;               /* job_wait's reports */
     pthread_t thread;
     bool thread_started, quit, init_failed, thread_done, wake_pending;
+    _Atomic unsigned imap_callers; /* threads inside mp_imap_next (no lock) */
     bool freed;                    /* mp_pool_free ran; handles keep the rest (shed) */
     int init_code;
     size_t init_reports;
@@ -400,23 +401,23 @@ static void settle(mp_pool *p, job *j, size_t i, const mp_task_error *e)
         job_finish(p, j, false);
 }
 
-/* Every item of [a, b) succeeded: settle them a word at a time. */
+/* Every item of [a, b) succeeded: settle them a word at a time (an
+ * unordered imap's come out in index order). */
 static void settle_ok_range(mp_pool *p, job *j, uint64_t a, uint64_t b)
 {
     copy_out(p, j, a, b);
+    bool fifo = j->is_imap && !j->ordered;
     size_t added = 0;
     for (uint64_t i = a; i < b && i < j->n;) {
         uint64_t *w = &j->settled[i / 64];
-        if (i % 64 == 0 && i + 64 <= b && i + 64 <= j->n) {
-            added += 64 - (size_t)__builtin_popcountll(*w);
-            *w = ~(uint64_t)0;
-            i += 64;
-        } else {
-            uint64_t bit = (uint64_t)1 << (i % 64);
-            added += !(*w & bit);
-            *w |= bit;
-            i++;
-        }
+        bool whole = i % 64 == 0 && i + 64 <= b && i + 64 <= j->n;
+        uint64_t mask = whole ? ~(uint64_t)0 : (uint64_t)1 << (i % 64);
+        uint64_t fresh = mask & ~*w;
+        *w |= mask;
+        added += (size_t)__builtin_popcountll(fresh);
+        for (; fifo && fresh; fresh &= fresh - 1)
+            j->fifo[j->fifo_tail++] = i / 64 * 64 + (size_t)__builtin_ctzll(fresh);
+        i += whole ? 64 : 1;
     }
     j->done += added;
     if (j->is_imap)
@@ -458,7 +459,7 @@ static void on_report(mp_pool *p, const report *r, const void *bytes, size_t n)
     const pentry *t = &p->posted[r->entry].e;
     job *j = find_job(p, r->job);
     if (j != NULL && !j->finished) {
-        if (j->kind == T_MAP && r->code == 0 && !(j->is_imap && !j->ordered)) {
+        if (j->kind == T_MAP && r->code == 0) {
             settle_ok_range(p, j, t->start, t->end); /* the common case, whole words */
         } else if (j->kind == T_MAP) {
             for (uint64_t i = t->start; i < t->end; i++)
@@ -537,11 +538,22 @@ static int worker_start(mp_pool *p, int idx)
     return 0;
 }
 
-/* Take every report there is (under the lock); how many. */
-static size_t drain(mp_pool *p, mp_buf *msg)
+/* The pool thread takes at most this many reports at a time while a
+ * caller is inside mp_imap_next, before it lets go of the lock and wakes
+ * it: while workers report faster than the thread settles, an imap's
+ * consumer would otherwise see its first result only when the reports
+ * stop coming. */
+#define DRAIN_BATCH 32
+
+/* Take the reports there are (under the lock); how many.  With @yield, stop
+ * after DRAIN_BATCH of them if an imap consumer waits. */
+static size_t drain_some(mp_pool *p, mp_buf *msg, bool yield)
 {
     size_t n = 0;
-    for (; mp_queue_get(p->results, msg, 0) == 0; n++) {
+    for (; !(yield && n >= DRAIN_BATCH && atomic_load_explicit(&p->imap_callers,
+                                                                memory_order_relaxed) > 0) &&
+           mp_queue_get(p->results, msg, 0) == 0;
+         n++) {
         if (msg->len < sizeof(report))
             continue;
         report r;
@@ -549,6 +561,12 @@ static size_t drain(mp_pool *p, mp_buf *msg)
         on_report(p, &r, (char *)msg->data + sizeof r, msg->len - sizeof r);
     }
     return n;
+}
+
+/* Take every report there is (under the lock); how many. */
+static size_t drain(mp_pool *p, mp_buf *msg)
+{
+    return drain_some(p, msg, false);
 }
 
 /* A worker ended: settle what it held, replace it (under the lock). */
@@ -698,7 +716,12 @@ static void *pool_thread(void *arg)
             uint64_t v;
             (void)!read(p->efd, &v, sizeof v);
         }
-        drain(p, &msg);
+        bool death = false;
+        for (int i = 0; i < p->nworkers; i++)
+            death = death || pfd[i + 1].revents;
+        /* a worker's last reports are taken before its death is seen:
+         * what it reported is not lost with it */
+        drain_some(p, &msg, !death);
         for (int i = 0; i < p->nworkers; i++)
             if (pfd[i + 1].revents && p->workers[i].pidfd == pfd[i + 1].fd)
                 on_death(p, i);
@@ -1247,7 +1270,13 @@ int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err, d
     mp_pool *p = j->pool;
     mp__deadline d;
     mp__deadline_init(&d, timeout);
-    pthread_mutex_lock(&p->lock);
+    /* Counted in imap_callers (see drain_some) when it must wait, for the
+     * lock or for a result; a result that is ready costs no more. */
+    bool counted = pthread_mutex_trylock(&p->lock) != 0;
+    if (counted) {
+        atomic_fetch_add(&p->imap_callers, 1);
+        pthread_mutex_lock(&p->lock);
+    }
     size_t i;
     int rc = 0;
     for (;;) {
@@ -1267,6 +1296,10 @@ int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err, d
         if (mp__deadline_expired(&d)) {
             rc = MP_ETIMEDOUT;
             break;
+        }
+        if (!counted) {
+            atomic_fetch_add(&p->imap_callers, 1);
+            counted = true;
         }
         if (d.forever)
             pthread_cond_wait(&p->cond, &p->lock);
@@ -1297,6 +1330,8 @@ int mp_imap_next(mp_imap *it, void *result, size_t *index, mp_task_error *err, d
             }
         }
     }
+    if (counted)
+        atomic_fetch_sub(&p->imap_callers, 1);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
