@@ -721,7 +721,10 @@ static void *pool_thread(void *arg)
             death = death || pfd[i + 1].revents;
         /* a worker's last reports are taken before its death is seen:
          * what it reported is not lost with it */
-        drain_some(p, &msg, !death);
+        if (!death && atomic_load_explicit(&p->imap_callers, memory_order_relaxed) > 0)
+            drain_some(p, &msg, true);
+        else
+            drain(p, &msg);
         for (int i = 0; i < p->nworkers; i++)
             if (pfd[i + 1].revents && p->workers[i].pidfd == pfd[i + 1].fd)
                 on_death(p, i);
