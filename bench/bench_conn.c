@@ -151,21 +151,6 @@ static void place_end(void)
 
 /* ---- bare stream I/O ------------------------------------------------------ */
 
-static int xfer(int fd, void *p, size_t n, bool out)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = out ? write(fd, c, n) : read(fd, c, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* A frame of @size bytes: the 4-byte big-endian header, then zeros. */
 static char *frame_new(size_t size)
 {

@@ -205,21 +205,6 @@ static void mgr_batch(mp_manager *m, size_t n, bool sets_only)
 
 /* ---- the bare socket round trip ---------------------------------------- */
 
-static int xfer(int fd, void *p, size_t n, bool out)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = out ? write(fd, c, n) : read(fd, c, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* @cpu >= 0: both processes pinned to it; < 0: anywhere. */
 static void raw_rtt(size_t n, const char *name, int cpu)
 {

@@ -163,21 +163,6 @@ static char *fs_argv[] = {"bench_process", "--fork-server-floor", NULL};
 static int fs_sock = -1;
 static pid_t fs_pid;
 
-static int xfer(int fd, void *p, size_t n, bool out)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = out ? write(fd, c, n) : read(fd, c, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* The server (the re-executed program): one child per request, until EOF. */
 static int fork_server_floor(void)
 {

@@ -1,7 +1,7 @@
 /*
  * bench_util.h: the small system helpers the C benchmark programs share:
- * dying on an error, a shared anonymous mapping, bare futex calls, and
- * pinning to a CPU.  (bench_stats.h has the clock and the JSON lines.)
+ * dying on an error, a shared anonymous mapping, bare futex calls,
+ * pinning to a CPU, and whole reads and writes on a descriptor.  (bench_stats.h has the clock and the JSON lines.)
  *
  * A program that includes multiproc.h first gets its error names for the
  * library's negative codes.
@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <stdbool.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -85,6 +86,23 @@ static inline void unpin(const cpu_set_t *saved)
 {
     if (sched_setaffinity(0, sizeof *saved, saved) < 0)
         die("sched_setaffinity", errno);
+}
+
+/* Write (@out) or read all @n bytes, through EINTR; -1 on an error or an
+ * early end. */
+static inline int xfer(int fd, void *p, size_t n, bool out)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = out ? write(fd, c, n) : read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
 }
 
 #endif
