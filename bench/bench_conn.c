@@ -675,17 +675,6 @@ static void raw_scale(size_t size, size_t batches)
 
 /* ---- main ----------------------------------------------------------------- */
 
-static size_t count(const char *s)
-{
-    char *end;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (v <= 0 || *end != '\0') {
-        fprintf(stderr, "bench_conn: a positive count is needed\n");
-        exit(2);
-    }
-    return (size_t)v;
-}
-
 int main(int argc, char **argv)
 {
     size_t n = 20000, nbig = 300, nconn = 2000, nargs = 0, batches = 20;
@@ -693,15 +682,15 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-n") == 0)
-            n = count(i + 1 < argc ? argv[++i] : NULL);
+            n = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(a, "-m") == 0)
-            nbig = count(i + 1 < argc ? argv[++i] : NULL);
+            nbig = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(a, "-c") == 0)
-            nconn = count(i + 1 < argc ? argv[++i] : NULL);
+            nconn = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(a, "-a") == 0)
-            nargs = count(i + 1 < argc ? argv[++i] : NULL);
+            nargs = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(a, "-b") == 0)
-            batches = count(i + 1 < argc ? argv[++i] : NULL);
+            batches = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(a, "rtt") == 0)
             rtt = any = true;
         else if (strcmp(a, "pin") == 0)

@@ -447,30 +447,20 @@ static void mgr_start(size_t n)
     free(s);
 }
 
-static size_t count(const char *s)
-{
-    long v = s ? strtol(s, NULL, 10) : 0;
-    if (v <= 0) {
-        fprintf(stderr, "bench_manager: a positive count is needed\n");
-        exit(2);
-    }
-    return (size_t)v;
-}
-
 int main(int argc, char **argv)
 {
     size_t n = 20000, procs = 4, ops = 20000, rounds = 10, starts = 20;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0)
-            n = count(i + 1 < argc ? argv[++i] : NULL);
+            n = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-p") == 0)
-            procs = count(i + 1 < argc ? argv[++i] : NULL);
+            procs = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-m") == 0)
-            ops = count(i + 1 < argc ? argv[++i] : NULL);
+            ops = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-r") == 0)
-            rounds = count(i + 1 < argc ? argv[++i] : NULL);
+            rounds = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-s") == 0)
-            starts = count(i + 1 < argc ? argv[++i] : NULL);
+            starts = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else {
             fprintf(stderr, "usage: %s [-n N_RTT] [-p PROCS] [-m OPS_PER_PROC] [-r ROUNDS] "
                             "[-s STARTS]\n",

@@ -143,26 +143,6 @@ static void cpu_bench(const char *name, bool mpi, size_t n, size_t reps, uint64_
     free(s);
 }
 
-static size_t count(const char *s)
-{
-    long v = s ? strtol(s, NULL, 10) : 0;
-    if (v <= 0) {
-        fprintf(stderr, "bench_mpi: a positive count is needed\n");
-        exit(2);
-    }
-    return (size_t)v;
-}
-
-static bool wanted(char **which, int nwhich, const char *name)
-{
-    if (nwhich == 0)
-        return true;
-    for (int i = 0; i < nwhich; i++)
-        if (strcmp(which[i], name) == 0)
-            return true;
-    return false;
-}
-
 int main(int argc, char **argv)
 {
     /* every rank first; the others serve rank 0's pools in it */
@@ -172,11 +152,11 @@ int main(int argc, char **argv)
     int nwhich = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0)
-            n = count(i + 1 < argc ? argv[++i] : NULL);
+            n = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-r") == 0)
-            reps = count(i + 1 < argc ? argv[++i] : NULL);
+            reps = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-u") == 0)
-            ncpu = count(i + 1 < argc ? argv[++i] : NULL);
+            ncpu = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if ((strcmp(argv[i], "map") == 0 || strcmp(argv[i], "cpu") == 0) && nwhich < 4)
             which[nwhich++] = argv[i];
         else {

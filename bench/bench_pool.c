@@ -676,26 +676,6 @@ static void cpu_bench(const char *name, int workers, size_t n, size_t reps, uint
     free(s);
 }
 
-static size_t count(const char *s)
-{
-    long v = s ? strtol(s, NULL, 10) : 0;
-    if (v <= 0) {
-        fprintf(stderr, "bench_pool: a positive count is needed\n");
-        exit(2);
-    }
-    return (size_t)v;
-}
-
-static bool wanted(char **which, int nwhich, const char *name)
-{
-    if (nwhich == 0)
-        return true;
-    for (int i = 0; i < nwhich; i++)
-        if (strcmp(which[i], name) == 0)
-            return true;
-    return false;
-}
-
 int main(int argc, char **argv)
 {
     size_t n = 1000000, nc1 = 1000000, reps = 10, napply = 20000, ncpu = 200, n1k = 100000,
@@ -709,21 +689,21 @@ int main(int argc, char **argv)
         for (size_t k = 0; k < sizeof names / sizeof *names; k++)
             known = known || strcmp(argv[i], names[k]) == 0;
         if (strcmp(argv[i], "-n") == 0)
-            n = count(i + 1 < argc ? argv[++i] : NULL);
+            n = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-c") == 0)
-            nc1 = count(i + 1 < argc ? argv[++i] : NULL);
+            nc1 = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-r") == 0)
-            reps = count(i + 1 < argc ? argv[++i] : NULL);
+            reps = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-a") == 0)
-            napply = count(i + 1 < argc ? argv[++i] : NULL);
+            napply = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-u") == 0)
-            ncpu = count(i + 1 < argc ? argv[++i] : NULL);
+            ncpu = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-k") == 0)
-            n1k = count(i + 1 < argc ? argv[++i] : NULL);
+            n1k = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-i") == 0)
-            nimap = count(i + 1 < argc ? argv[++i] : NULL);
+            nimap = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-s") == 0)
-            nscale = count(i + 1 < argc ? argv[++i] : NULL);
+            nscale = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (known && nwhich < 16)
             which[nwhich++] = argv[i];
         else {

@@ -227,16 +227,6 @@ static int worker(const char *address, const char *key, size_t n, size_t batches
     return 0;
 }
 
-static size_t count_arg(const char *s)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v == 0)
-        die("a count must be a positive number", EINVAL);
-    return (size_t)v;
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "worker") == 0) {
@@ -244,7 +234,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_py worker ADDRESS AUTHKEY N BATCHES\n");
             return 2;
         }
-        return worker(argv[2], argv[3], count_arg(argv[4]), count_arg(argv[5]));
+        return worker(argv[2], argv[3], bench_count(argv[4]), bench_count(argv[5]));
     }
     size_t n = 20000;
     int opt;
@@ -253,7 +243,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_py [-n N] | worker ADDRESS AUTHKEY N BATCHES\n");
             return 2;
         }
-        n = count_arg(optarg);
+        n = bench_count(optarg);
     }
     send_dict(n);
     send_dict_bytes(n);

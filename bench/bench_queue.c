@@ -623,16 +623,6 @@ static void bench_scale(bool mp, bool floor, size_t nsmall, size_t batches)
     }
 }
 
-static size_t count(const char *s)
-{
-    long v = s ? strtol(s, NULL, 10) : 0;
-    if (v <= 0) {
-        fprintf(stderr, "bench_queue: a positive count is needed\n");
-        exit(2);
-    }
-    return (size_t)v;
-}
-
 /* Every benchmark, in the order they run; a group name on the command line
  * selects its members, a benchmark's name selects it alone. */
 enum { K_QUEUE, K_SIMPLE, K_RING, K_JOIN, K_SCALE_MP, K_SCALE_FLOOR };
@@ -669,15 +659,15 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         bool known = false;
         if (strcmp(argv[i], "-b") == 0) {
-            batches = count(i + 1 < argc ? argv[++i] : NULL);
+            batches = bench_count(i + 1 < argc ? argv[++i] : NULL);
             continue;
         }
         if (strcmp(argv[i], "-n") == 0) {
-            nsmall = count(i + 1 < argc ? argv[++i] : NULL);
+            nsmall = bench_count(i + 1 < argc ? argv[++i] : NULL);
             continue;
         }
         if (strcmp(argv[i], "-m") == 0) {
-            nbig = count(i + 1 < argc ? argv[++i] : NULL);
+            nbig = bench_count(i + 1 < argc ? argv[++i] : NULL);
             continue;
         }
         if (strcmp(argv[i], "-a") == 0 && i + 1 < argc && placement(argv[i + 1])) {

@@ -935,14 +935,16 @@ static void raw_array_sum(size_t n, size_t samples, bool sum_only)
     free(s);
 }
 
+/* A count that the benchmarks' int arithmetic takes. */
 static size_t count(const char *s)
 {
-    long v = s ? strtol(s, NULL, 10) : 0;
-    if (v <= 0 || v > INT32_MAX / 4) {
-        fprintf(stderr, "bench_sync: a positive count is needed\n");
+    size_t v = bench_count(s);
+    if (v > INT32_MAX / 4) {
+        fprintf(stderr, "%s: a count up to %d is needed\n", program_invocation_short_name,
+                INT32_MAX / 4);
         exit(2);
     }
-    return (size_t)v;
+    return v;
 }
 
 int main(int argc, char **argv)

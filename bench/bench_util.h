@@ -105,4 +105,28 @@ static inline int xfer(int fd, void *p, size_t n, bool out)
     return 0;
 }
 
+/* A positive count from the command line (@s NULL: it is missing), or
+ * exit with status 2. */
+static inline size_t bench_count(const char *s)
+{
+    char *end = NULL;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (v <= 0 || *end != '\0') {
+        fprintf(stderr, "%s: a positive count is needed\n", program_invocation_short_name);
+        exit(2);
+    }
+    return (size_t)v;
+}
+
+/* Whether the benchmark @name runs: named in @which, or none named. */
+static inline bool wanted(char **which, int nwhich, const char *name)
+{
+    if (nwhich == 0)
+        return true;
+    for (int i = 0; i < nwhich; i++)
+        if (strcmp(which[i], name) == 0)
+            return true;
+    return false;
+}
+
 #endif

@@ -355,16 +355,6 @@ static void rtt_bench(const char *name, size_t size, size_t n, bool same_cpu)
 
 /* ---- main -------------------------------------------------------------------- */
 
-static size_t count(const char *s)
-{
-    long v = s ? strtol(s, NULL, 10) : 0;
-    if (v <= 0) {
-        fprintf(stderr, "bench_zmq: a positive count is needed\n");
-        exit(2);
-    }
-    return (size_t)v;
-}
-
 static const struct {
     const char *group, *name;
     bool big, rtt, same_cpu;
@@ -387,15 +377,15 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         bool known = false;
         if (strcmp(argv[i], "-b") == 0)
-            batches = count(i + 1 < argc ? argv[++i] : NULL);
+            batches = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-n") == 0)
-            nsmall = count(i + 1 < argc ? argv[++i] : NULL);
+            nsmall = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-m") == 0)
-            nbig = count(i + 1 < argc ? argv[++i] : NULL);
+            nbig = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-r") == 0)
-            nrtt = count(i + 1 < argc ? argv[++i] : NULL);
+            nrtt = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-s") == 0)
-            nrtt_big = count(i + 1 < argc ? argv[++i] : NULL);
+            nrtt_big = bench_count(i + 1 < argc ? argv[++i] : NULL);
         else if (strcmp(argv[i], "-c") == 0)
             copy_big = true;
         else if (strcmp(argv[i], "-R") == 0)
