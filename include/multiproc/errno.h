@@ -35,7 +35,7 @@
     XX(EBROKEN,     -4205,        "broken: barrier broken or pool terminated")  \
     XX(EAUTH,       -4206,        "authentication failed")                      \
     XX(EWORKER,     -4207,        "a pool worker died while running the task")  \
-    XX(ETASK,       -4208,        "a task returned a non-zero code")            \
+    XX(ETASK,       -4208,        "the task or remote call failed")             \
     XX(EBADMSG,     -4209,        "malformed message")                          \
     XX(ETRUNCATED,  -4210,        "end of file inside a message")               \
     XX(ENOTFOUND,   -4211,        "function reference cannot be resolved")
