@@ -538,6 +538,7 @@ mp_py *mp__py_object(const char *module, size_t mlen, const char *name, size_t n
 typedef struct eqctx {
     const mp_py **pairs; /* 2 per slot; NULL = empty */
     size_t nslots, used;
+    unsigned depth;      /* of the recursion: bounded by MP_PY_MAX_DEPTH */
 } eqctx;
 
 static size_t pair_slot(const eqctx *c, const mp_py *a, const mp_py *b)
@@ -612,7 +613,22 @@ static bool is_set(const mp_py *v)
     return v->type == MP_PY_SET || v->type == MP_PY_FROZENSET;
 }
 
+static bool eq_body(const mp_py *a, const mp_py *b, eqctx *c);
+
+/* Values nested deeper than MP_PY_MAX_DEPTH (a decoder refuses them, but
+ * hashing a dict key comes before that check) are not compared: unequal,
+ * and the stack stays bounded. */
 static bool eq(const mp_py *a, const mp_py *b, eqctx *c)
+{
+    if (c->depth >= MP_PY_MAX_DEPTH)
+        return a == b;
+    c->depth++;
+    bool same = eq_body(a, b, c);
+    c->depth--;
+    return same;
+}
+
+static bool eq_body(const mp_py *a, const mp_py *b, eqctx *c)
 {
     if (a == b)
         return true;
@@ -677,7 +693,7 @@ bool mp_py_equal(const mp_py *a, const mp_py *b)
 {
     if (a == NULL || b == NULL)
         return a == b;
-    eqctx c = {NULL, 0, 0};
+    eqctx c = {NULL, 0, 0, 0};
     bool r = eq(a, b, &c);
     free(c.pairs);
     return r;
@@ -685,7 +701,22 @@ bool mp_py_equal(const mp_py *a, const mp_py *b)
 
 /* ---- hashing of values -------------------------------------------------- */
 
-static int hash_of(const mp_py *cv, uint64_t *out)
+/* A number's hash: apart, so that its buffer is not in every frame of the
+ * recursion below. */
+static __attribute__((noinline)) uint64_t num_hash(const mp_py *v)
+{
+    uint8_t tmp[NUM_BYTES_MAX];
+    const uint8_t *p;
+    size_t n;
+    if (num_integral(v, tmp, &p, &n))
+        return siphash('i', p, n);
+    return siphash('f', &v->u.f, sizeof v->u.f);
+}
+
+/* A tuple nested deeper than MP_PY_MAX_DEPTH has no hash (MP_EINVAL): a
+ * decoder refuses such nesting at its end, but a dict key is hashed as it
+ * comes, so the bound must hold here too. */
+static int hash_at(const mp_py *cv, uint64_t *out, unsigned depth)
 {
     mp_py *v = (mp_py *)cv; /* the cache is not part of the value */
     if (v->flags & MP__PY_HASHED) {
@@ -699,16 +730,9 @@ static int hash_of(const mp_py *cv, uint64_t *out)
         break;
     case MP_PY_BOOL:
     case MP_PY_INT:
-    case MP_PY_FLOAT: {
-        uint8_t tmp[NUM_BYTES_MAX];
-        const uint8_t *p;
-        size_t n;
-        if (num_integral(v, tmp, &p, &n))
-            h = siphash('i', p, n);
-        else
-            h = siphash('f', &v->u.f, sizeof v->u.f);
+    case MP_PY_FLOAT:
+        h = num_hash(v);
         break;
-    }
     case MP_PY_STR:
         h = siphash('s', v->u.s.p, v->u.s.len);
         break;
@@ -716,10 +740,12 @@ static int hash_of(const mp_py *cv, uint64_t *out)
         h = siphash('b', v->u.s.p, v->u.s.len);
         break;
     case MP_PY_TUPLE:
+        if (depth > MP_PY_MAX_DEPTH)
+            return MP_EINVAL;
         h = mix64(0x7475706c65u ^ v->u.seq.len);
         for (size_t i = 0; i < v->u.seq.len; i++) {
             uint64_t ch;
-            int err = hash_of(v->u.seq.items[i], &ch);
+            int err = hash_at(v->u.seq.items[i], &ch, depth + 1);
             if (err < 0)
                 return err;
             h = mix64(h ^ ch) + i;
@@ -739,6 +765,11 @@ static int hash_of(const mp_py *cv, uint64_t *out)
     v->flags |= MP__PY_HASHED;
     *out = h;
     return 0;
+}
+
+static int hash_of(const mp_py *v, uint64_t *out)
+{
+    return hash_at(v, out, 1);
 }
 
 int mp__py_hash(mp_py *v, uint64_t *out)
@@ -769,7 +800,7 @@ static const mp__py_entry *map_find(const mp__py_map *m, const mp_py *key, uint6
 
 static const mp__py_entry *lookup(const mp__py_map *m, const mp_py *key, uint64_t h)
 {
-    eqctx c = {NULL, 0, 0};
+    eqctx c = {NULL, 0, 0, 0};
     const mp__py_entry *e = map_find(m, key, h, &c);
     free(c.pairs);
     return e;

@@ -644,6 +644,36 @@ MP_TEST(nesting_bounded)
     ASSERT_ERR(MP_EINVAL, mp_py_dumps(root, &out));
     ASSERT_EQ(0, out.len);
     mp_py_free(root);
+    /* A deep tuple as a dict key or a set item is hashed as it comes, before
+     * the nesting check at STOP: refused, with no stack overflow (found by
+     * fuzz_pymgr_reply). */
+    for (int set = 0; set <= 1; set++) {
+        b.len = 0;
+        ASSERT_OK(mp_buf_append(&b, set ? "\x80\x04\x8f(N" : "\x80\x04}N", set ? 5 : 4));
+        for (int i = 0; i < 100000; i++)
+            ASSERT_OK(mp_buf_append(&b, "\x85", 1));
+        ASSERT_OK(mp_buf_append(&b, set ? "\x90." : "Ns.", set ? 2 : 3));
+        assert_refused(b.data, b.len, 0);
+    }
+    /* built by hand: no hash, and equality without deep recursion */
+    mp_py *deep[2];
+    for (int k = 0; k < 2; k++) {
+        deep[k] = mp_py_none_new();
+        for (int i = 0; i < 100000; i++) {
+            mp_py *t = mp_py_tuple_new(1);
+            ASSERT_OK(mp_py_tuple_set(t, 0, deep[k]));
+            deep[k] = t;
+        }
+    }
+    mp_py *dict = mp_py_dict_new();
+    ASSERT_ERR(MP_EINVAL, mp_py_dict_set(dict, mp_py_ref(deep[0]), mp_py_none_new()));
+    ASSERT_EQ(0, mp_py_len(dict));
+    mp_py_free(dict);
+    ASSERT_TRUE(mp_py_equal(deep[0], deep[0]));
+    ASSERT_TRUE(!mp_py_equal(deep[0], deep[1])); /* too deep to compare */
+    mp_py_free(deep[0]);
+    mp_py_free(deep[1]);
+
     /* a deep value frees without recursion */
     root = mp_py_list_new();
     inner = root;
