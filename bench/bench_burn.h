@@ -1,8 +1,9 @@
 /*
  * The CPU-bound item of the pool benchmarks (bench_pool.c, bench_mpi.c):
  * rounds of xorshift64*, a dependent chain the compiler cannot shorten or
- * fold away, and how many rounds take about 1 ms here.  Include after
- * bench_stats.h (bench_now_ns).
+ * fold away, how many rounds take about 1 ms here, and the timed map of
+ * such items.  Include after multiproc.h, bench_stats.h (bench_now_ns)
+ * and bench_util.h (check, die).
  */
 #ifndef BENCH_BURN_H
 #define BENCH_BURN_H
@@ -47,6 +48,31 @@ static uint64_t calibrate(void)
     }
     (void)sink;
     return best ? rounds * 1000000 / best : rounds;
+}
+
+/* @reps timed maps of @n items of @rounds each on @p into @s (ns), after
+ * one untimed map of @warm items; a sample of the results is checked. */
+static void burn_map_timed(mp_pool *p, size_t warm, size_t n, size_t reps, uint64_t rounds,
+                           uint64_t *s)
+{
+    burn_item *items = malloc(n * sizeof *items);
+    uint64_t *results = malloc(n * sizeof *results);
+    if (items == NULL || results == NULL)
+        die("malloc", ENOMEM);
+    for (size_t i = 0; i < n; i++)
+        items[i] = (burn_item){.seed = i, .rounds = rounds};
+    for (size_t r = 0; r <= reps; r++) {
+        uint64_t t0 = bench_now_ns();
+        check("mp_pool_map", mp_pool_map(p, burn_item_fn, items, r == 0 ? warm : n,
+                                         sizeof *items, results, sizeof *results, 0, NULL));
+        if (r > 0)
+            s[r - 1] = bench_now_ns() - t0;
+    }
+    for (size_t i = 0; i < n; i += n / 7 + 1)
+        if (results[i] != burn(i, rounds))
+            die("cpu map result", MP_EBADMSG);
+    free(items);
+    free(results);
 }
 
 #endif

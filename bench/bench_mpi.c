@@ -52,8 +52,8 @@
 #include <multiproc/mpi.h>
 
 #include "bench_stats.h"
-#include "bench_burn.h"
 #include "bench_util.h"
+#include "bench_burn.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -119,27 +119,14 @@ static void map_bench(const char *name, bool mpi, size_t n, size_t reps)
 
 static void cpu_bench(const char *name, bool mpi, size_t n, size_t reps, uint64_t rounds)
 {
-    burn_item *items = malloc(n * sizeof *items);
-    uint64_t *results = malloc(n * sizeof *results), *s = calloc(reps, sizeof *s);
-    if (items == NULL || results == NULL || s == NULL)
+    uint64_t *s = calloc(reps, sizeof *s);
+    if (s == NULL)
         die("malloc", ENOMEM);
-    for (size_t i = 0; i < n; i++)
-        items[i] = (burn_item){.seed = i, .rounds = rounds};
     mp_pool *p = pool_on(mpi);
-    for (size_t r = 0; r <= reps; r++) { /* the first map (one item a worker) warms up */
-        uint64_t t0 = bench_now_ns();
-        check("mp_pool_map", mp_pool_map(p, burn_item_fn, items, r == 0 ? (size_t)WORKERS : n,
-                                         sizeof *items, results, sizeof *results, 0, NULL));
-        if (r > 0)
-            s[r - 1] = bench_now_ns() - t0;
-    }
-    for (size_t i = 0; i < n; i += n / 7 + 1)
-        if (results[i] != burn(i, rounds))
-            die("cpu map result", MP_EBADMSG);
+    /* the first map (one item a worker) warms up */
+    burn_map_timed(p, (size_t)WORKERS, n, reps, rounds, s);
     pool_done(p);
     bench_report(name, s, reps);
-    free(items);
-    free(results);
     free(s);
 }
 
