@@ -1208,7 +1208,8 @@ MP_MUST_CHECK int mp_list_set_slice(mp_list *l, int64_t start, int64_t stop, int
 /** del l[start:stop:step].  @return 0; MP_EINVAL (step 0); MP_ECLOSED. */
 MP_MUST_CHECK int mp_list_del_slice(mp_list *l, int64_t start, int64_t stop, int64_t step);
 /** l *= n: the items @n times over; n <= 0 empties the list.  A result
- *  above 2^28 items or 1 GiB of added bytes is refused whole.
+ *  above 2^28 items, or that would take more than 256 MiB on the server
+ *  (each item counted as its bytes and about 40 more), is refused whole.
  *  @return 0; MP_ENOMEM (nothing changed); MP_ECLOSED. */
 MP_MUST_CHECK int mp_list_repeat(mp_list *l, int64_t n);
 /** Free this proxy; the list stays on the server.  NULL is a no-op. */

@@ -657,14 +657,18 @@ static int list_reserve(list_st *l, size_t more)
     return 0;
 }
 
-/* A copy of @vl bytes at @v into *@b. */
+/* A copy of @vl bytes at @v into *@b, in a block of just that size (a
+ * list holds many items that seldom grow). */
 static int item_of(mp_buf *b, const void *v, size_t vl)
 {
     *b = (mp_buf)MP_BUF_INIT;
-    int err = mp_buf_append(b, v, vl);
-    if (err < 0)
-        mp_buf_free(b);
-    return err;
+    if (vl == 0)
+        return 0;
+    if ((b->data = malloc(vl)) == NULL)
+        return MP_ENOMEM;
+    memcpy(b->data, v, vl);
+    b->len = b->cap = vl;
+    return 0;
 }
 
 /* The framed values of @p as new items into @dst (room made by the
@@ -761,11 +765,16 @@ static int slice_of(const list_st *l, const mp_args *a, size_t i, int64_t *start
                        start, step, count);
 }
 
-/* The most items REPEAT and the slices may make a list hold, and bytes
- * REPEAT may copy: beyond them a request is MP_ENOMEM (Python's
- * MemoryError) instead of a server that pages itself to death. */
+/* The most items a list may hold, and the most memory REPEAT may make it
+ * take: beyond them a request is MP_ENOMEM (Python's MemoryError) instead
+ * of a server that pages itself to death.  REPEAT is the one request whose
+ * few bytes ask for any amount of memory, so it counts what the result
+ * takes, each item with its slot and the allocator's header, not only its
+ * bytes (a list of short items is mostly bookkeeping).  A list grows past
+ * the bound only by requests that carry their items. */
 #define LIST_MAX_ITEMS ((size_t)1 << 28)
-#define LIST_MAX_REPEAT_BYTES ((uint64_t)1 << 30)
+#define LIST_MAX_REPEAT_BYTES ((uint64_t)256 << 20)
+#define LIST_ITEM_COST ((uint64_t)sizeof(mp_buf) + 16)
 
 static void list_drop(list_st *l, size_t i, size_t n)
 {
@@ -851,12 +860,14 @@ static int list_repeat(list_st *l, int64_t n)
         list_drop(l, 0, l->nitems);
         return 0;
     }
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < l->nitems; i++)
-        bytes += l->items[i].len;
+    if (n == 1)
+        return 0;
     size_t old = l->nitems;
+    uint64_t cost = 0; /* what the list takes now: at least one item's cost */
+    for (size_t i = 0; i < old; i++)
+        cost += l->items[i].len + LIST_ITEM_COST;
     if ((uint64_t)n - 1 > (LIST_MAX_ITEMS - (old < LIST_MAX_ITEMS ? old : LIST_MAX_ITEMS)) / old ||
-        (bytes && (uint64_t)n - 1 > LIST_MAX_REPEAT_BYTES / bytes))
+        (uint64_t)n > LIST_MAX_REPEAT_BYTES / cost)
         return MP_ENOMEM;
     size_t more = old * (size_t)(n - 1);
     int err = list_reserve(l, more);

@@ -2683,6 +2683,16 @@ MP_TEST(manager_list_methods, .variants = MP_START_METHODS)
     ASSERT_EQ(n, 1000);
     ASSERT_OK(mp_list_count(l, "", 0, &n));
     ASSERT_EQ(n, 1000);
+    /* what a repeat's result takes counts each item's bookkeeping, not
+     * only its bytes: 1000 empty items 10^4 times over (10^7 items, a few
+     * bytes of data asking for some 400 MiB) is refused, 100 times is not */
+    ASSERT_ERR(MP_ENOMEM, mp_list_repeat(l, 10000));
+    ASSERT_OK(mp_list_len(l, &n));
+    ASSERT_EQ(n, 1000);
+    ASSERT_OK(mp_list_repeat(l, 100));
+    ASSERT_OK(mp_list_len(l, &n));
+    ASSERT_EQ(n, 100000);
+    ASSERT_OK(mp_list_repeat(l, 0));
 
     ASSERT_ERR(MP_EINVAL, mp_list_sort(NULL, false));
     ASSERT_ERR(MP_EINVAL, mp_list_count(l, "a", 1, NULL));
