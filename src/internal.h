@@ -117,11 +117,26 @@ static inline long mp__rawsys(long n, long a, long b, long c)
                      : "rcx", "r11", "memory");
     return ret;
 }
+static inline long mp__rawsys4(long n, long a, long b, long c, long d)
+{
+    long ret;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
 #else
 #include <unistd.h>
 static inline long mp__rawsys(long n, long a, long b, long c)
 {
     long r = syscall(n, a, b, c);
+    return r < 0 ? -errno : r;
+}
+static inline long mp__rawsys4(long n, long a, long b, long c, long d)
+{
+    long r = syscall(n, a, b, c, d);
     return r < 0 ? -errno : r;
 }
 #endif
@@ -673,6 +688,9 @@ _Noreturn void mp__child_run(mp_process *p, pid_t parent_pid, const char *parent
                              int parent_pidfd, pid_t direct_parent);
 /* fork() that lets the child keep this process's pidfd as its parent's. */
 pid_t mp__fork(void);
+/* fork() for the fork server, single-threaded: no atfork handler runs, the
+ * child runs the library's child hooks (process.c). */
+pid_t mp__fork_lone(void);
 _Noreturn void mp__child_exit(int code);
 /* Flush stdout and stderr if they hold output (Python flushes just these
  * two around fork and at a child's exit). */

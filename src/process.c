@@ -105,7 +105,8 @@ void mp__hooks_add(const mp__hooks *h)
     mp__log(MP_LOG_ERROR, "fork/exit hook slot %d taken twice", (int)h->slot);
 }
 
-enum hook_phase { PHASE_PREPARE, PHASE_PARENT, PHASE_CHILD, PHASE_EXIT };
+/* PHASE_CHILD_LONE: the child hooks after mp__fork_lone, no lock held. */
+enum hook_phase { PHASE_PREPARE, PHASE_PARENT, PHASE_CHILD, PHASE_CHILD_LONE, PHASE_EXIT };
 
 MP__CHILD_TEXT static void run_hooks(const uint8_t *order, size_t n, uint32_t slots,
                                      enum hook_phase phase)
@@ -116,8 +117,8 @@ MP__CHILD_TEXT static void run_hooks(const uint8_t *order, size_t n, uint32_t sl
         const mp__hooks *h = __atomic_load_n(&hooks[order[i]], __ATOMIC_ACQUIRE);
         void (*fn)(void) = phase == PHASE_PREPARE  ? h->prepare
                            : phase == PHASE_PARENT ? h->parent
-                           : phase == PHASE_CHILD  ? h->child
-                                                   : h->exit;
+                           : phase == PHASE_EXIT   ? h->exit
+                                                   : h->child;
         if (h->held != NULL && phase == PHASE_PREPARE)
             pthread_mutex_lock(h->held);
         if (h->held != NULL && phase == PHASE_CHILD)
@@ -205,6 +206,25 @@ pid_t mp__fork(void)
     in_mp_fork = true;
     pid_t pid = fork();
     in_mp_fork = false;
+    return pid;
+}
+
+/*
+ * The fork server's fork.  The server is single-threaded and forks only
+ * from its poll loop, never inside malloc, stdio or a hook, so no lock that
+ * fork() takes and resets (glibc's and the hooks' .held ones) can be held:
+ * glibc's _Fork skips them, and the parent runs nothing around it.  The
+ * child runs the child hooks, which drop what the server's state says of
+ * its own process, without touching the locks.  Every page a fresh child
+ * writes or executes costs it a fault, so this is most of what a fork
+ * server's child costs beyond the kernel's fork.
+ */
+pid_t mp__fork_lone(void)
+{
+    uint32_t slots = registered();
+    pid_t pid = _Fork();
+    if (pid == 0)
+        run_hooks(child_order, MP__ARRAY_LEN(child_order), slots, PHASE_CHILD_LONE);
     return pid;
 }
 

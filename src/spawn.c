@@ -129,6 +129,12 @@ static void close_fds(int *fds, size_t n)
         mp__sys_close(fds[i]);
 }
 
+static int bad_prep(char *why, size_t whylen)
+{
+    snprintf(why, whylen, "bad preparation data");
+    return MP_EBADMSG;
+}
+
 int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *why,
                     size_t whylen)
 {
@@ -136,9 +142,10 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
     memset(out, 0, sizeof *out);
     p->kind = MP__PROC_CHILD;
     p->pidfd = p->status_fd = out->parent_pidfd = out->tracker_fd = -1;
-    snprintf(why, whylen, "bad preparation data");
+    /* Text is formatted on failure only: in a forked child each library
+     * page first touched costs a fault (see MP__CHILD_TEXT). */
     if (mp__get_u32(r) != PREP_MAGIC)
-        return MP_EBADMSG;
+        return bad_prep(why, whylen);
     const char *name = mp__get_str(r);
     const char *ident = mp__get_str(r);
     p->daemon = mp__get_u8(r) != 0;
@@ -154,7 +161,7 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
     if (r->err || keylen > MP__AUTHKEY_MAX || strlen(ident) >= sizeof p->ident ||
         pfd_index >= nfds || fds[pfd_index] < 0 ||
         (trk_index != NO_FD && (trk_index >= nfds || trk_index == pfd_index || fds[trk_index] < 0)))
-        return MP_EBADMSG;
+        return bad_prep(why, whylen);
     void *fn;
     int err = mp__funcref_decode(r, true, &fn, why, whylen);
     if (err < 0)
@@ -169,16 +176,12 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
     err = mp__args_decode(r, fds, nfds, MP__WIRE_CHILD, &p->args);
     if (err == 0 && r->off != r->len)
         err = MP_EBADMSG; /* trailing garbage */
-    if (err == 0) {
-        p->name = strdup(name);
-        if (p->name == NULL)
-            err = MP_ENOMEM;
-    }
     if (err < 0) {
         snprintf(why, whylen, "bad arguments: %s", mp_strerror(err));
         mp__prep_clear(out);
         return err;
     }
+    p->name = (char *)name;
     strcpy(p->ident, ident);
     memcpy(p->authkey, key, keylen);
     p->authkey_len = keylen;
@@ -189,8 +192,7 @@ void mp__prep_clear(mp__prep *prep)
 {
     mp_args_free(prep->proc.args);
     prep->proc.args = NULL;
-    free(prep->proc.name);
-    prep->proc.name = NULL;
+    prep->proc.name = NULL; /* the reader's */
     mp__sys_close(prep->parent_pidfd);
     prep->parent_pidfd = -1;
     mp__sys_close(prep->tracker_fd);
