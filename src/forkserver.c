@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -75,7 +76,8 @@ struct kernel_sigaction {
  * state, then read its preparation data.  Raw calls in MP__CHILD_TEXT, as
  * the fork child's: every library page a fresh child touches is a fault. */
 MP__CHILD_TEXT _Noreturn static void child_start(int chan, int ctl, int sfd, int owner,
-                                                 const sigset_t *old, pid_t server)
+                                                 const sigset_t *old, pid_t server,
+                                                 mp__prepmsg *m)
 {
     mp__rawsys(SYS_close, ctl, 0, 0);
     mp__rawsys(SYS_close, sfd, 0, 0);
@@ -86,7 +88,7 @@ MP__CHILD_TEXT _Noreturn static void child_start(int chan, int ctl, int sfd, int
     mp__rawsys4(SYS_rt_sigaction, SIGCHLD, (long)&dfl, 0, sizeof dfl.mask);
     mp__rawsys4(SYS_rt_sigaction, SIGINT, (long)&dfl, 0, sizeof dfl.mask);
     mp__rawsys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)old, 0, sizeof dfl.mask);
-    mp__bootstrap(chan, server);
+    mp__bootstrap(chan, server, m);
 }
 
 static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sigset_t *old)
@@ -107,10 +109,21 @@ static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sig
         kids = k;
         capkids = ncap;
     }
+    /* A requester writes a small prep before its request (popen_forkserver.c).
+     * It is read here, where every page is warm, and the child finds it in
+     * memory: a fresh child pays a fault for each page it touches first. */
+    mp__prepmsg m, *got = NULL;
+    int avail = 0;
+    if (ioctl(chan, FIONREAD, &avail) == 0 && avail >= MP__PREP_HDR_SIZE) {
+        (void)mp__prep_recv(chan, &m, (size_t)avail - MP__PREP_HDR_SIZE);
+        got = &m; /* an error in it is the child's to report */
+    }
     pid_t server = getpid();
     pid_t pid = mp__fork_lone();
     if (pid == 0)
-        child_start(chan, ctl, sfd, owner, old, server);
+        child_start(chan, ctl, sfd, owner, old, server, got);
+    if (got != NULL)
+        mp__prepmsg_clear(got);
     /* Let the child run first: what is left here (the pidfd, the reply,
      * the next poll) would otherwise go before it on this CPU, each page
      * written a copy-on-write fault, while the requester waits on the

@@ -746,9 +746,25 @@ int mp__prep_decode(mp__reader *r, int *fds, size_t nfds, mp__prep *out, char *w
 void mp__prep_clear(mp__prep *prep);
 /* Write a prep message (role + body + fds) on a stream socket. */
 int mp__prep_send(int sock, uint32_t role, const mp_buf *body, const mp__fdvec *fds);
-/* Read one from @sock and run it: never returns.  @direct_parent as for
+/* A prep message received: its header's role and body length, the
+ * descriptors that came with it, and the body once read (malloc'd). */
+typedef struct mp__prepmsg {
+    uint32_t role;
+    uint64_t len;
+    int fds[MP__MAX_FDS];
+    size_t nfds;
+    void *body;                /* NULL: still to be read */
+    int err;                   /* < 0: receiving failed, for the reason @why */
+    const char *why;
+} mp__prepmsg;
+/* Receive a prep message's header and descriptors from @sock, and its body
+ * when it has at most @body_max bytes.  0, or the error (also in m->err). */
+int mp__prep_recv(int sock, mp__prepmsg *m, size_t body_max);
+void mp__prepmsg_clear(mp__prepmsg *m);
+/* Run the prep message on @sock: never returns.  @m: what was received of
+ * it already (a fork server's child), or NULL.  @direct_parent as for
  * mp__child_run (0: take the parent's word for it). */
-_Noreturn void mp__bootstrap(int sock, pid_t direct_parent);
+_Noreturn void mp__bootstrap(int sock, pid_t direct_parent, mp__prepmsg *m);
 /* The bootstrap's parsers, exposed for the fuzz targets.  The prep header
  * (MP__PREP_HDR_SIZE bytes) with @nfds descriptors received: 0 and its
  * role and body length, or MP_EBADMSG.  The environment marker's value:

@@ -118,6 +118,12 @@ static int request(int remote, bool restart)
     return err;
 }
 
+/* A prep up to this size is written before its request, so that the server
+ * finds it whole and reads it before forking (forkserver.c); it fits a
+ * socket's buffer with no reader yet.  A bigger one follows the request and
+ * the child reads it. */
+#define PREP_AHEAD_MAX (64 * 1024)
+
 static int forkserver_start(mp_process *p)
 {
     mp_buf body = MP_BUF_INIT;
@@ -128,6 +134,12 @@ static int forkserver_start(mp_process *p)
         err = mp__sys_socketpair(SOCK_STREAM, chan);
         if (err < 0)
             break;
+        bool ahead = body.len + MP__PREP_HDR_SIZE <= PREP_AHEAD_MAX;
+        if (ahead && (err = mp__prep_send(chan[0], MP__ROLE_PROCESS, &body, &fds)) < 0) {
+            mp__sys_close(chan[0]);
+            mp__sys_close(chan[1]);
+            break;
+        }
         err = request(chan[1], attempt > 0);
         mp__sys_close(chan[1]);
         if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
@@ -135,7 +147,7 @@ static int forkserver_start(mp_process *p)
             err = 0;
             continue; /* the server died: start a new one */
         }
-        if (err == 0)
+        if (err == 0 && !ahead)
             err = mp__prep_send(chan[0], MP__ROLE_PROCESS, &body, &fds);
         uint8_t reply[4];
         int pidfd = -1;

@@ -229,34 +229,67 @@ int mp__prep_header_decode(const uint8_t *hdr, size_t nfds, uint32_t *role, uint
     return 0;
 }
 
-_Noreturn void mp__bootstrap(int sock, pid_t direct_parent)
+/* The body of @m from @sock. */
+static int recv_body(int sock, mp__prepmsg *m)
+{
+    int err = 0;
+    if ((m->body = malloc(m->len ? (size_t)m->len : 1)) == NULL) {
+        m->why = "out of memory";
+        err = MP_ENOMEM;
+    } else if ((err = mp__sys_read_all(sock, m->body, (size_t)m->len)) < 0) {
+        m->why = "short preparation data";
+    }
+    return m->err = err;
+}
+
+int mp__prep_recv(int sock, mp__prepmsg *m, size_t body_max)
 {
     uint8_t hdr[HDR_SIZE];
-    int fds[MP__MAX_FDS];
-    size_t nfds = 0;
-    int err = mp__sys_recv_fds(sock, hdr, sizeof hdr, fds, MP__ARRAY_LEN(fds), &nfds);
-    if (err < 0)
-        bootstrap_fail("no preparation data from the parent", err);
-    uint32_t role;
-    uint64_t len;
-    if (mp__prep_header_decode(hdr, nfds, &role, &len) < 0)
-        bootstrap_fail("bad preparation header", MP_EBADMSG);
-    void *body = malloc(len ? (size_t)len : 1);
-    if (body == NULL)
-        bootstrap_fail("out of memory", 0);
-    err = mp__sys_read_all(sock, body, (size_t)len);
-    if (err < 0)
-        bootstrap_fail("short preparation data", err);
-    mp__sys_close(sock);
+    m->body = NULL;
+    m->nfds = 0;
+    m->err = 0;
+    m->why = NULL;
+    int err = mp__sys_recv_fds(sock, hdr, sizeof hdr, m->fds, MP__ARRAY_LEN(m->fds), &m->nfds);
+    if (err < 0) {
+        m->why = "no preparation data from the parent";
+        return m->err = err;
+    }
+    if (mp__prep_header_decode(hdr, m->nfds, &m->role, &m->len) < 0) {
+        m->why = "bad preparation header";
+        return m->err = MP_EBADMSG;
+    }
+    return m->len > body_max ? 0 : recv_body(sock, m); /* else left to the child */
+}
+
+void mp__prepmsg_clear(mp__prepmsg *m)
+{
+    close_fds(m->fds, m->nfds);
+    m->nfds = 0;
+    free(m->body);
+    m->body = NULL;
+}
+
+_Noreturn void mp__bootstrap(int sock, pid_t direct_parent, mp__prepmsg *m)
+{
+    mp__prepmsg own;
+    if (m == NULL) {
+        m = &own;
+        (void)mp__prep_recv(sock, m, PREP_MAX);
+    } else if (m->err == 0 && m->body == NULL) {
+        (void)recv_body(sock, m);
+    }
+    if (m->err < 0)
+        bootstrap_fail(m->why, m->err == MP_ENOMEM ? 0 : m->err);
+    mp__rawsys(SYS_close, sock, 0, 0);
     mp__reader r;
-    mp__reader_init(&r, body, (size_t)len);
-    /* body stays allocated: strings point into it for the process's life */
-    if (role == MP__ROLE_PROCESS)
-        run_process(&r, fds, nfds, direct_parent);
-    if (role == MP__ROLE_FORKSERVER)
-        mp__forkserver_main(&r, fds, nfds);
-    if (role == MP__ROLE_TRACKER)
-        mp__tracker_main(&r, fds, nfds);
+    mp__reader_init(&r, m->body, (size_t)m->len);
+    /* the body stays allocated: strings point into it for the process's life */
+    if (m->role == MP__ROLE_PROCESS)
+        run_process(&r, m->fds, m->nfds, direct_parent);
+    if (m->role == MP__ROLE_FORKSERVER)
+        mp__forkserver_main(&r, m->fds, m->nfds);
+    if (m->role == MP__ROLE_TRACKER)
+        mp__tracker_main(&r, m->fds, m->nfds);
     bootstrap_fail("unknown role", MP_EBADMSG);
 }
 
@@ -367,7 +400,7 @@ void mp_main_hook(void)
     if (c == CHANNEL_ORPHANED)
         bootstrap_fail("the parent exited before the child started", 0);
     if (c == CHANNEL_OURS)
-        mp__bootstrap(fd, 0);
+        mp__bootstrap(fd, 0, NULL);
 }
 
 /* Before main(): a spawned child never runs the program's main. */

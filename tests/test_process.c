@@ -397,6 +397,42 @@ MP_TEST(bad_input)
     ASSERT_ERR(MP_EINVAL, mp_process_set_authkey(mp_current_process(), "", 0));
 }
 
+/* 7 when argument 0 holds argument 1's count of bytes, byte i being i*7+1. */
+static int t_check_bytes(const mp_args *a)
+{
+    size_t n;
+    const uint8_t *b = mp_args_bytes(a, 0, &n);
+    if (b == NULL && n != 0)
+        return 2;
+    if (n != (size_t)mp_args_int(a, 1))
+        return 3;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (uint8_t)(i * 7 + 1))
+            return 4;
+    return 7;
+}
+
+/* The forkserver reads a small prep before it forks and leaves a big one
+ * to the child (popen_forkserver.c): both ways, and either side of where
+ * the one ends and the other begins, the child gets its arguments whole. */
+MP_TEST(argument_sizes, .variants = MP_START_METHODS)
+{
+    static const size_t sizes[] = {0, 1, 64 * 1024 - 400, 64 * 1024, 64 * 1024 + 1, 3 << 20};
+    uint8_t *buf = malloc(sizes[(sizeof sizes / sizeof sizes[0]) - 1]);
+    ASSERT_TRUE(buf != NULL);
+    for (size_t i = 0; i < sizes[(sizeof sizes / sizeof sizes[0]) - 1]; i++)
+        buf[i] = (uint8_t)(i * 7 + 1);
+    for (size_t k = 0; k < (sizeof sizes / sizeof sizes[0]); k++) {
+        mp_args *a;
+        ASSERT_OK(mp_args_new(&a));
+        ASSERT_OK(mp_args_add_bytes(a, buf, sizes[k]));
+        ASSERT_OK(mp_args_add_int(a, (int64_t)sizes[k]));
+        ASSERT_EQ(7, mp_test_run(ctx, t_check_bytes, a));
+        mp_args_free(a);
+    }
+    free(buf);
+}
+
 static int t_read_ptr(const mp_args *a)
 {
     return *(int *)mp_args_ptr(a, 0);
