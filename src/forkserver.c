@@ -5,11 +5,19 @@
  * Its prep body: blob token, u32 index of the owner's pidfd, u32 index of
  * the control socket (SOCK_SEQPACKET).  Each request on the control socket
  * is one message: the token, with one descriptor, the child's channel (a
- * stream socket).  For each request the server forks; the child reads its
- * own prep message from the channel (mp__bootstrap) and the server writes
- * back on the channel "u32 pid" with the child's pidfd, and later "i32 wait
- * status" once it has reaped the child.  The server exits when the owner
- * dies or closes the control socket.
+ * stream socket).  For each request the server forks; the child's prep
+ * message comes on the channel.  A small one is already there (the owner
+ * writes it before the request): the server reads it before it forks and
+ * the child finds it in memory.  Otherwise the child reads the rest itself
+ * (mp__bootstrap).  The server writes back on the channel "u32 pid" with
+ * the child's pidfd, and later "i32 wait status" once it has reaped the
+ * child.  The server exits when the owner dies or closes the control
+ * socket.
+ *
+ * A fresh child pays a page fault for each page it first writes or runs,
+ * which on a virtual machine costs more than the system calls: the server
+ * forks without atfork handlers (mp__fork_lone), and the child's first
+ * steps are raw calls in MP__CHILD_TEXT.
  */
 #include "internal.h"
 
