@@ -44,6 +44,7 @@ enum {
     W_SEM_VALUE = 62,
     W_VAL_STORE = 71,
     W_CALL = 80,
+    W_COND_WAIT = 100,
 };
 
 static const char KEY[] = "manager-test-key";
@@ -4205,6 +4206,75 @@ MP_TEST(manager_condition_waiter_killed, .variants = MP_START_METHODS, .timeout_
     ASSERT_FALSE(mp_lock_locked(mp_condition_lock(c)));
     mp_event_free(ready);
     mp_condition_free(c);
+    mp_manager_free(m);
+}
+
+/* A waiter whose wake-up was sent but whose receipt never came (its
+ * process died between the server's reply and its own receipt: here a raw
+ * client that hangs up instead of sending it) takes nothing with it: the
+ * lock it was handed is free again, and its notification goes on to the
+ * next waiter.  A receipt that declines (a live client giving it back) does
+ * the same, and that client's connection goes on. */
+MP_TEST(manager_condition_receipt_not_sent, .timeout_s = 90)
+{
+    /* not forked: a forked child would hold the raw connection open, and
+     * the server would see no hang-up */
+    mp_context *fs = mp_get_context("forkserver");
+    mp_manager *m = start_manager(fs);
+    mp_lock *lk;
+    mp_condition *c;
+    mp_event *ready;
+    ASSERT_OK(mp_manager_lock(m, "rl", &lk));
+    ASSERT_OK(mp_manager_condition(m, "rc", lk, &c));
+    ASSERT_OK(mp_manager_event(m, "ready", &ready));
+    for (int decline = 0; decline < 2; decline++) {
+        mp_conn *raw;
+        ASSERT_OK(mp_client(&raw, mp_manager_address(m), KEY, KEYLEN));
+        ASSERT_EQ(0, mp_test_rpc(raw, req_of("issd", W_LOCK_ACQ, "lock", "rl", 10.0)));
+        ASSERT_OK(mp_conn_send_bytes(raw, "", 0)); /* the lock taken */
+        mp_args *wait = req_of("issssdi", W_COND_WAIT, "condition", "rc", "lock", "rl", 60.0, 0);
+        ASSERT_OK(mp_conn_send(raw, wait));
+        mp_args_free(wait);
+        /* the raw client waits once its wait has let the lock go; then a
+         * live waiter behind it */
+        ASSERT_OK(mp_condition_acquire(c, 10));
+        ASSERT_OK(mp_condition_release(c));
+        mp_process *live = start_cond_waiter(fs, c, ready, 20000);
+
+        ASSERT_OK(mp_condition_acquire(c, 10));
+        ASSERT_OK(mp_condition_notify(c, 1)); /* the raw client, the oldest */
+        ASSERT_OK(mp_condition_release(c));
+        ASSERT_EQ(1, mp_conn_poll(raw, 20));
+        mp_args *rep = NULL;
+        ASSERT_OK(mp_conn_recv(raw, &rep));
+        ASSERT_EQ(2, mp_args_count(rep));
+        ASSERT_EQ(0, mp_args_int(rep, 0)); /* the lock is ours again */
+        ASSERT_EQ(1, mp_args_int(rep, 1)); /* notified */
+        mp_args_free(rep);
+        if (decline)
+            ASSERT_OK(mp_conn_send_bytes(raw, "n", 1));
+        else
+            mp_conn_close(raw);
+
+        /* the live waiter gets the lock and the notification (not its
+         * 20 s timeout), and then so do we */
+        ASSERT_EQ(0, mp_test_join(live, 30));
+        ASSERT_OK(mp_condition_acquire(c, 10));
+        ASSERT_OK(mp_condition_release(c));
+        ASSERT_FALSE(mp_lock_locked(lk));
+        if (decline) { /* the connection still serves */
+            ASSERT_EQ(0, mp_test_rpc(raw, req_of("issd", W_LOCK_ACQ, "lock", "rl", 10.0)));
+            ASSERT_OK(mp_conn_send_bytes(raw, "", 0));
+            ASSERT_TRUE(mp_lock_locked(lk));
+            mp_conn_close(raw);
+        }
+    }
+    /* a lock held by a client that hung up is let go, as its dead owner's */
+    ASSERT_ERR(MP_EOWNERDEAD, mp_condition_acquire(c, 10));
+    ASSERT_OK(mp_condition_release(c));
+    mp_event_free(ready);
+    mp_condition_free(c);
+    mp_lock_free(lk);
     mp_manager_free(m);
 }
 
