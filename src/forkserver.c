@@ -130,13 +130,15 @@ static void serve_request(int ctl, const uint8_t *token, int sfd, int owner, sig
     pid_t pid = mp__fork_lone();
     if (pid == 0)
         child_start(chan, ctl, sfd, owner, old, server, got);
+    /* Let the child run first: what is left here (the prep's descriptors,
+     * the pidfd, the reply, the next poll) would otherwise go before it on
+     * this CPU, each page written a copy-on-write fault, while the
+     * requester waits on the child.  Measured on 2 cores: a start+join
+     * 10-15% faster. */
+    if (pid > 0)
+        sched_yield();
     if (got != NULL)
         mp__prepmsg_clear(got);
-    /* Let the child run first: what is left here (the pidfd, the reply,
-     * the next poll) would otherwise go before it on this CPU, each page
-     * written a copy-on-write fault, while the requester waits on the
-     * child.  Measured on 2 cores: a start+join 10-15% faster. */
-    sched_yield();
     if (pid < 0) {
         mp__sys_close(chan); /* the requester sees EOF */
         return;

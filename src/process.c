@@ -215,9 +215,9 @@ pid_t mp__fork(void)
  * fork() takes and resets (glibc's and the hooks' .held ones) can be held:
  * glibc's _Fork skips them, and the parent runs nothing around it.  The
  * child runs the child hooks, which drop what the server's state says of
- * its own process, without touching the locks.  Every page a fresh child
- * writes or executes costs it a fault, so this is most of what a fork
- * server's child costs beyond the kernel's fork.
+ * its own process, without touching the locks.  Each lock taken and reset
+ * around a fork is a copy-on-write fault on both sides, and a fresh
+ * child's faults are most of what it costs beyond the kernel's fork.
  */
 pid_t mp__fork_lone(void)
 {
