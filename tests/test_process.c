@@ -1281,6 +1281,45 @@ MP_TEST(forkserver_restarts_after_kill)
     ASSERT_NE(s2, s3);
 }
 
+struct unread_start {
+    mp_context *ctx;
+    int err, code;
+};
+
+static void *start_unread(void *arg)
+{
+    struct unread_start *us = arg;
+    mp_args *a = NULL;
+    us->err = mp_args_of(&a, "i", 42);
+    if (us->err == 0)
+        us->err = run_one(us->ctx, t_return_arg, a, &us->code);
+    mp_args_free(a);
+    return NULL;
+}
+
+/* A fork server killed while a request waits unread (its prep, with the
+ * descriptors that go with it, queued inside a channel that is itself in
+ * flight on the control socket): the start goes to a new server, the child
+ * gets its arguments whole, and no descriptor is left behind. */
+MP_TEST(forkserver_killed_with_a_request_unread, .timeout_s = 60)
+{
+    mp_context *fs = mp_get_context("forkserver");
+    int s1 = server_of_one_child(fs);
+    ASSERT_GT(s1, 0);
+    ASSERT_EQ(0, kill(s1, SIGSTOP)); /* it reads nothing more */
+    struct unread_start us = {fs, -1, -1};
+    pthread_t t;
+    ASSERT_EQ(0, pthread_create(&t, NULL, start_unread, &us));
+    usleep(200000); /* the request is sent: the start waits for a pid */
+    ASSERT_EQ(0, kill(s1, SIGKILL));
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    ASSERT_OK(us.err);
+    ASSERT_EQ(42, us.code);
+    int s2 = server_of_one_child(fs);
+    ASSERT_GT(s2, 0);
+    ASSERT_NE(s1, s2);
+}
+
 /* A spawned child whose target cannot be resolved says so and exits 126. */
 MP_TEST(unresolvable_target_exits_cleanly)
 {
